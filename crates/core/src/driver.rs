@@ -1,0 +1,228 @@
+//! The `Driver` trait: the one thing that differs between the docker, SSH and VirtualBox
+//! backends (and third-party ones).
+//!
+//! A driver makes machines, reports which exist, and hands back a way to reach each
+//! machine's Docker engine and to run a command on it. It never touches the swarm or the
+//! registry: the core does that, identically for every driver, through the engine the driver
+//! returns. Drivers register with [`register_driver!`](crate::register_driver) and are found
+//! by name with [`lookup`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::topology::{ClusterName, NodeSpec, Role};
+
+/// What a driver can do. The planner only plans what the driver supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// The driver can create machines (the SSH driver cannot: its hosts exist already).
+    pub create: bool,
+    /// The driver can destroy machines (`down` removes them); otherwise `down` only leaves
+    /// the swarm and removes what lab deployed.
+    pub destroy: bool,
+    /// The driver can start a stopped machine.
+    pub start: bool,
+    /// The driver can open an interactive shell on a node (`lab ssh`).
+    pub shell: bool,
+}
+
+/// How a machine is, as far as the driver knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "reason")]
+pub enum MachineState {
+    /// Running; its engine may still be starting.
+    Running,
+    /// Exists but is stopped: [`Driver::start`] brings it back.
+    Stopped,
+    /// Exists but is unusable (e.g. left half-made by a failed create): it is destroyed and
+    /// created again.
+    Broken(String),
+}
+
+/// A machine the driver knows of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Machine {
+    /// Node name within the cluster (`manager`, `worker1`, ...).
+    pub name: String,
+    /// The role it was made for.
+    pub role: Role,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: MachineState,
+    /// The address other nodes reach it at (the swarm advertise address), when known.
+    pub address: Option<String>,
+}
+
+/// The way to a node's Docker engine.
+#[derive(Debug, Clone)]
+pub struct NodeEngine {
+    /// A bollard client for the engine; the core negotiates the API version.
+    pub docker: bollard::Docker,
+    /// The address the node advertises to the swarm (no port).
+    pub advertise_addr: String,
+    /// What `lab env` exports to point a docker client at this engine
+    /// (e.g. `DOCKER_HOST=unix:///...`).
+    pub client_env: Vec<(String, String)>,
+}
+
+/// What a command run on a node printed, and how it exited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit status; `None` when the driver could not tell.
+    pub status: Option<i64>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// What a driver is given when it is made: the cluster, where it may keep files, and its own
+/// configuration table (`[drivers.<name>]` in `lab.toml`, `LAB_DRIVERS__<NAME>__*`, flags).
+#[derive(Debug, Clone)]
+pub struct DriverContext {
+    /// The driver's registered name.
+    pub driver: String,
+    /// The cluster.
+    pub cluster: ClusterName,
+    /// A directory (0700) the driver may keep per-cluster files in.
+    pub state_dir: PathBuf,
+    /// The driver's configuration table.
+    pub config: serde_json::Value,
+    /// Where that table came from, for error messages (e.g. `lab.toml`).
+    pub config_source: String,
+}
+
+impl DriverContext {
+    /// Deserialises the driver's table into `T`. Errors are bad input (exit 2) and name the
+    /// table, the field and the value. Use `#[serde(deny_unknown_fields)]` on `T`.
+    pub fn parse_config<T: DeserializeOwned>(&self) -> Result<T> {
+        let value = if self.config.is_null() { serde_json::json!({}) } else { self.config.clone() };
+        serde_json::from_value(value).map_err(|e| {
+            Error::input(format!("{}: [drivers.{}]", self.config_source, self.driver), e.to_string())
+        })
+    }
+}
+
+/// A backend that makes machines for a cluster.
+///
+/// Every method may be called again after an interruption, so each must be idempotent in the
+/// way its documentation says. Methods are called concurrently for different nodes.
+#[async_trait]
+pub trait Driver: Send + Sync {
+    /// What this driver supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Checks, before anything is created, that the driver's configuration and the machine it
+    /// runs on can work (a binary on PATH, a hosts file that parses). Bad configuration is
+    /// [`Error::Input`]. The default does nothing.
+    async fn preflight(&self, _nodes: &[NodeSpec]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Every machine that exists for this cluster, whatever its state. Machines that do not
+    /// exist are simply absent. Must not change anything.
+    async fn observe(&self) -> Result<Vec<Machine>>;
+
+    /// Creates the machine for `node` and starts it. If it exists already it is returned as
+    /// it is, not duplicated. Need not wait for the engine: the core does.
+    async fn create(&self, node: &NodeSpec) -> Result<Machine>;
+
+    /// Starts a stopped machine. Starting a running machine succeeds.
+    async fn start(&self, node: &str) -> Result<Machine>;
+
+    /// Destroys the machine and everything the driver made for it. A missing machine is
+    /// success.
+    async fn destroy(&self, node: &str) -> Result<()>;
+
+    /// Removes what the driver made for the whole cluster (networks, directories), after every
+    /// machine is destroyed. Missing things are success. The default does nothing.
+    async fn teardown(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// How to reach the engine of a running machine. Need not check that the engine answers:
+    /// the core waits for it with a bounded timeout.
+    async fn engine(&self, machine: &Machine) -> Result<NodeEngine>;
+
+    /// Runs `argv` on the node (not in a container on it), without a shell: each element is
+    /// passed as one argument. Used for diagnostics and by tests, never for swarm operations.
+    async fn exec(&self, node: &str, argv: &[String]) -> Result<ExecOutput>;
+
+    /// The command that opens an interactive shell on `node` (or runs `args` there), for
+    /// `lab ssh`. `None` when the driver cannot.
+    fn shell_command(&self, _node: &str, _args: &[String]) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// A registered driver: a name, a one-line description and a constructor.
+pub struct Registration {
+    /// The name users pass to `--driver`.
+    pub name: &'static str,
+    /// One line for `lab drivers`.
+    pub description: &'static str,
+    /// Makes the driver for one cluster.
+    pub factory: fn(DriverContext) -> Result<Box<dyn Driver>>,
+}
+
+impl Registration {
+    /// For [`register_driver!`](crate::register_driver).
+    pub const fn new(
+        name: &'static str,
+        description: &'static str,
+        factory: fn(DriverContext) -> Result<Box<dyn Driver>>,
+    ) -> Self {
+        Registration { name, description, factory }
+    }
+}
+
+inventory::collect!(Registration);
+
+/// Registers a driver under a name, with a one-line description and a constructor
+/// `fn(DriverContext) -> lab_core::Result<Box<dyn Driver>>`.
+///
+/// ```ignore
+/// lab_core::register_driver!("docker", "nodes as Docker-in-Docker containers", DockerDriver::boxed);
+/// ```
+#[macro_export]
+macro_rules! register_driver {
+    ($name:expr, $description:expr, $factory:expr $(,)?) => {
+        $crate::__private::inventory::submit! {
+            $crate::driver::Registration::new($name, $description, $factory)
+        }
+    };
+}
+
+type Registry = BTreeMap<&'static str, &'static Registration>;
+
+/// Every registered driver by name, built once. Two drivers with one name are an error
+/// naming it, whichever is asked for.
+pub fn registry() -> Result<&'static Registry> {
+    static MAP: OnceLock<std::result::Result<Registry, String>> = OnceLock::new();
+    MAP.get_or_init(|| {
+        let mut map = Registry::new();
+        for r in inventory::iter::<Registration> {
+            if map.insert(r.name, r).is_some() {
+                return Err(format!("two drivers are registered as {:?}; a binary may link only one", r.name));
+            }
+        }
+        Ok(map)
+    })
+    .as_ref()
+    .map_err(|m| Error::op("driver registry", m))
+}
+
+/// Finds a driver by name; an unknown name is bad input that lists every registered driver.
+pub fn lookup(name: &str) -> Result<&'static Registration> {
+    let map = registry()?;
+    map.get(name).copied().ok_or_else(|| {
+        let known: Vec<_> = map.keys().copied().collect();
+        Error::input("--driver", format!("unknown driver {name:?}; registered drivers: {}", known.join(", ")))
+    })
+}

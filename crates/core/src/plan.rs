@@ -1,0 +1,727 @@
+//! The planner: a pure function from the desired topology and the observed state of a
+//! cluster to an ordered list of steps, each with the steps it depends on.
+//!
+//! It reads nothing and changes nothing, which is what lets `lab plan` print exactly what
+//! `lab up` will do, and lets the tests below check, over thousands of observed states, that
+//! executing the plan reaches the desired state and that a converged cluster plans nothing.
+//! The executor ([`crate::exec`]) runs steps whose dependencies are done concurrently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::driver::{Capabilities, MachineState};
+use crate::state::RegistryMode;
+use crate::topology::{Role, Topology};
+
+/// What the user asked for the registry's reachability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeRequest {
+    /// Detect: mesh where the nodes have IPVS, fallback where not.
+    Auto,
+    /// Force one mode.
+    Force(RegistryMode),
+}
+
+/// The desired cluster.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// Nodes, roles and labels.
+    pub topology: Topology,
+    /// The registry image (also what the forwarders and probes run).
+    pub registry_image: String,
+    /// How the registry is to be reached.
+    pub mode: ModeRequest,
+    /// What the driver can do.
+    pub capabilities: Capabilities,
+}
+
+/// A node's swarm membership as its own engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Membership {
+    /// The engine did not answer, so lab cannot tell.
+    #[default]
+    Unknown,
+    /// Not in any swarm.
+    None,
+    /// In the swarm with this ID.
+    Member {
+        /// Swarm (cluster) ID.
+        swarm_id: String,
+        /// Whether it is a manager.
+        manager: bool,
+    },
+}
+
+/// One machine as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeObs {
+    /// The role it was made for.
+    pub role: Role,
+    /// The machine's state.
+    pub machine: MachineState,
+    /// Its advertise address, when known.
+    pub address: Option<String>,
+    /// Whether its engine answered.
+    pub engine: bool,
+    /// Swarm membership.
+    pub swarm: Membership,
+    /// Images present on its engine (by the reference lab asked for).
+    pub images: BTreeSet<String>,
+    /// Its swarm node labels, as a manager sees them.
+    pub labels: BTreeMap<String, String>,
+    /// Whether its swarm availability is `drain`.
+    pub drained: bool,
+    /// The address the registry forwarder on it points at, if one is running.
+    pub forwarder: Option<String>,
+}
+
+impl NodeObs {
+    /// A machine that was just found with nothing known about its engine.
+    pub fn new(role: Role, machine: MachineState) -> Self {
+        NodeObs {
+            role,
+            machine,
+            address: None,
+            engine: false,
+            swarm: Membership::Unknown,
+            images: BTreeSet::new(),
+            labels: BTreeMap::new(),
+            drained: false,
+            forwarder: None,
+        }
+    }
+}
+
+/// The registry service as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryObs {
+    /// Its image.
+    pub image: String,
+    /// How its port is published.
+    pub mode: RegistryMode,
+    /// Whether it carries lab's HTTP secret and pinning and volume, as lab would deploy it.
+    pub spec_matches: bool,
+}
+
+/// The cluster as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// Every machine the driver reports, by node name.
+    pub nodes: BTreeMap<String, NodeObs>,
+    /// The cluster's swarm ID, as a member manager reports it.
+    pub swarm_id: Option<String>,
+    /// The registry service, if deployed.
+    pub registry: Option<RegistryObs>,
+    /// The registry mode recorded in state.
+    pub mode: Option<RegistryMode>,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Destroy a machine that is broken or not in the topology any more.
+    DestroyNode {
+        /// Node.
+        node: String,
+    },
+    /// Create (and start) a machine.
+    CreateNode {
+        /// Node.
+        node: String,
+        /// Role.
+        role: Role,
+    },
+    /// Start a stopped machine.
+    StartNode {
+        /// Node.
+        node: String,
+    },
+    /// Wait until the node's engine answers.
+    WaitEngine {
+        /// Node.
+        node: String,
+    },
+    /// Make an image present on the node (pull there, or copy from the local engine).
+    LoadImage {
+        /// Node.
+        node: String,
+        /// Image reference.
+        image: String,
+    },
+    /// Force a node out of a swarm that is not this cluster's.
+    LeaveSwarm {
+        /// Node.
+        node: String,
+    },
+    /// Initialise the swarm on the first manager.
+    InitSwarm {
+        /// Node.
+        node: String,
+    },
+    /// Join a node to the swarm.
+    JoinSwarm {
+        /// Node.
+        node: String,
+        /// As manager or worker.
+        role: Role,
+    },
+    /// Set a node's role, availability and labels.
+    ConfigureNode {
+        /// Node.
+        node: String,
+    },
+    /// Decide how the registry is reached (detect IPVS, or take the forced mode).
+    ChooseRegistryMode,
+    /// Create or update the registry stack.
+    DeployRegistry,
+    /// Start, replace or remove the registry forwarder on a node, as the mode requires.
+    Forwarder {
+        /// Node.
+        node: String,
+    },
+}
+
+impl Step {
+    /// The node the step is about, if any.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Step::DestroyNode { node }
+            | Step::CreateNode { node, .. }
+            | Step::StartNode { node }
+            | Step::WaitEngine { node }
+            | Step::LoadImage { node, .. }
+            | Step::LeaveSwarm { node }
+            | Step::InitSwarm { node }
+            | Step::JoinSwarm { node, .. }
+            | Step::ConfigureNode { node }
+            | Step::Forwarder { node } => Some(node),
+            Step::ChooseRegistryMode | Step::DeployRegistry => None,
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::DestroyNode { node } => write!(f, "destroy node {node}"),
+            Step::CreateNode { node, role } => write!(f, "create node {node} ({role})"),
+            Step::StartNode { node } => write!(f, "start node {node}"),
+            Step::WaitEngine { node } => write!(f, "wait for the Docker engine on {node}"),
+            Step::LoadImage { node, image } => write!(f, "load image {image} onto {node}"),
+            Step::LeaveSwarm { node } => write!(f, "make {node} leave a foreign swarm"),
+            Step::InitSwarm { node } => write!(f, "initialise the swarm on {node}"),
+            Step::JoinSwarm { node, role } => write!(f, "join {node} to the swarm as {role}"),
+            Step::ConfigureNode { node } => write!(f, "set role, availability and labels of {node}"),
+            Step::ChooseRegistryMode => write!(f, "choose how the registry is reached (mesh or fallback)"),
+            Step::DeployRegistry => write!(f, "deploy stack registry (service registry_registry)"),
+            Step::Forwarder { node } => write!(f, "point localhost:5000 on {node} at the registry"),
+        }
+    }
+}
+
+/// A step and the indices of the steps it waits for (always earlier in the plan).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedStep {
+    /// The step.
+    #[serde(flatten)]
+    pub step: Step,
+    /// Indices into [`Plan::steps`] of the steps that must finish first.
+    pub after: Vec<usize>,
+}
+
+/// An ordered list of steps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Steps in an order that respects their dependencies.
+    pub steps: Vec<PlannedStep>,
+}
+
+impl Plan {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    fn index(&self, step: &Step) -> Option<usize> {
+        self.steps.iter().position(|s| &s.step == step)
+    }
+
+    fn push(&mut self, step: Step, after: impl IntoIterator<Item = Option<usize>>) -> usize {
+        let mut after: Vec<usize> = after.into_iter().flatten().collect();
+        after.sort_unstable();
+        after.dedup();
+        self.steps.push(PlannedStep { step, after });
+        self.steps.len() - 1
+    }
+}
+
+/// The registry mode `up` will end with, if it can be known without looking at the nodes.
+pub fn effective_mode(desired: &Desired, observed: &Observed) -> Option<RegistryMode> {
+    match desired.mode {
+        ModeRequest::Force(m) => Some(m),
+        ModeRequest::Auto => observed.mode,
+    }
+}
+
+/// Plans the steps from `observed` to `desired`.
+pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
+    let topo = &desired.topology;
+    let mut p = Plan::default();
+    // Index of the step after which each node's engine is usable, if that needs a step.
+    let mut engine_ready: BTreeMap<&str, usize> = BTreeMap::new();
+    // Whether a node's engine state is unknown or about to be new (so nothing on it counts).
+    let mut fresh: BTreeSet<&str> = BTreeSet::new();
+
+    // Machines that are not wanted any more go first, so their names and addresses are free.
+    for (name, _) in observed.nodes.iter().filter(|(n, _)| topo.node(n).is_none()) {
+        if desired.capabilities.destroy {
+            p.push(Step::DestroyNode { node: name.clone() }, []);
+        }
+    }
+
+    for node in &topo.nodes {
+        let name = node.name.as_str();
+        let obs = observed.nodes.get(name);
+        let mut last = None;
+        match obs.map(|o| &o.machine) {
+            None => {
+                last = Some(p.push(Step::CreateNode { node: name.into(), role: node.role }, []));
+                fresh.insert(name);
+            }
+            Some(MachineState::Broken(_)) => {
+                let d = p.push(Step::DestroyNode { node: name.into() }, []);
+                last = Some(p.push(Step::CreateNode { node: name.into(), role: node.role }, [Some(d)]));
+                fresh.insert(name);
+            }
+            Some(MachineState::Stopped) => {
+                last = Some(p.push(Step::StartNode { node: name.into() }, []));
+            }
+            Some(MachineState::Running) => {}
+        }
+        if last.is_some() || !obs.is_some_and(|o| o.engine) {
+            let w = p.push(Step::WaitEngine { node: name.into() }, [last]);
+            engine_ready.insert(name, w);
+        }
+    }
+
+    // Images every node needs: the registry image (the registry itself, the forwarder and
+    // the reachability probe all run it).
+    let mut image_ready: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in &topo.nodes {
+        let name = node.name.as_str();
+        let has = !fresh.contains(name)
+            && observed.nodes.get(name).is_some_and(|o| o.engine && o.images.contains(&desired.registry_image));
+        if !has {
+            let i = p.push(
+                Step::LoadImage { node: name.into(), image: desired.registry_image.clone() },
+                [engine_ready.get(name).copied()],
+            );
+            image_ready.insert(name, i);
+        }
+    }
+
+    // The swarm. A node counts as a member only if its engine is known to be in this
+    // cluster's swarm and it is not being recreated.
+    let swarm_id = observed.swarm_id.as_deref();
+    let member = |name: &str| -> Option<bool> {
+        if fresh.contains(name) {
+            return None;
+        }
+        match (&observed.nodes.get(name)?.swarm, swarm_id) {
+            (Membership::Member { swarm_id: s, manager }, Some(id)) if s == id => Some(*manager),
+            _ => None,
+        }
+    };
+    let foreign = |name: &str| -> bool {
+        !fresh.contains(name)
+            && matches!(
+                (observed.nodes.get(name).map(|o| &o.swarm), swarm_id),
+                (Some(Membership::Member { swarm_id: s, .. }), id) if Some(s.as_str()) != id
+            )
+    };
+    let first = topo.first_manager().name.as_str();
+    let mut joined: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut init = None;
+    let mut leave = |p: &mut Plan, name: &str, engine: Option<usize>| -> Option<usize> {
+        foreign(name).then(|| p.push(Step::LeaveSwarm { node: name.into() }, [engine]))
+    };
+    // Without a swarm, the first manager initialises one; `member` is false for everyone.
+    if swarm_id.is_none() || member(first).is_none() && !topo.nodes.iter().any(|n| member(&n.name) == Some(true)) {
+        let l = leave(&mut p, first, engine_ready.get(first).copied());
+        let i = p.push(Step::InitSwarm { node: first.into() }, [engine_ready.get(first).copied(), l]);
+        init = Some(i);
+        joined.insert(first, i);
+    }
+    let swarm_fresh = init.is_some();
+    let mut last_manager = init;
+    for node in topo.nodes.iter().filter(|n| n.name != first || init.is_none()) {
+        let name = node.name.as_str();
+        if !swarm_fresh && member(name).is_some() {
+            continue;
+        }
+        let engine = engine_ready.get(name).copied();
+        let l = leave(&mut p, name, engine);
+        let chain = if node.role == Role::Manager { last_manager } else { None };
+        let j = p.push(Step::JoinSwarm { node: name.into(), role: node.role }, [engine, init, chain, l]);
+        if node.role == Role::Manager {
+            last_manager = Some(j);
+        }
+        joined.insert(name, j);
+    }
+
+    // Role, availability and labels.
+    let drain = topo.drain_managers();
+    let mut configured: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in &topo.nodes {
+        let name = node.name.as_str();
+        let ok = !joined.contains_key(name)
+            && observed.nodes.get(name).is_some_and(|o| {
+                member(name) == Some(node.role == Role::Manager)
+                    && o.labels == topo.swarm_labels(node)
+                    && o.drained == (drain && node.role == Role::Manager)
+            });
+        if !ok {
+            // Every node is configured through a manager, so wait for the managers' joins.
+            let c = p.push(Step::ConfigureNode { node: name.into() }, [joined.get(name).copied(), last_manager]);
+            configured.insert(name, c);
+        }
+    }
+
+    // The registry: its mode, the stack, and the forwarders.
+    let reg_node = topo.registry_node().name.as_str();
+    let mode = effective_mode(desired, observed);
+    let choose = (observed.mode.is_none() || mode != observed.mode).then(|| {
+        p.push(
+            Step::ChooseRegistryMode,
+            [engine_ready.get(first).copied(), image_ready.get(first).copied(), init],
+        )
+    });
+    let registry_ok = !swarm_fresh
+        && observed.registry.as_ref().is_some_and(|r| {
+            r.image == desired.registry_image && Some(r.mode) == mode && r.spec_matches
+        });
+    if !registry_ok {
+        p.push(
+            Step::DeployRegistry,
+            [choose, init, configured.get(reg_node).copied(), image_ready.get(reg_node).copied(), last_manager],
+        );
+    }
+    let target = if fresh.contains(reg_node) {
+        None
+    } else {
+        observed.nodes.get(reg_node).and_then(|o| o.address.clone())
+    };
+    for node in topo.nodes.iter().filter(|n| n.name != reg_node) {
+        let name = node.name.as_str();
+        let current = if fresh.contains(name) {
+            None
+        } else {
+            observed.nodes.get(name).and_then(|o| o.forwarder.clone())
+        };
+        let ok = match mode {
+            None => false,
+            Some(RegistryMode::Mesh) => current.is_none(),
+            Some(RegistryMode::Fallback) => current.is_some() && current == target,
+        };
+        if !ok {
+            p.push(
+                Step::Forwarder { node: name.into() },
+                [
+                    engine_ready.get(name).copied(),
+                    image_ready.get(name).copied(),
+                    engine_ready.get(reg_node).copied(),
+                    choose,
+                ],
+            );
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::ClusterName;
+
+    const IMAGE: &str = "registry:2";
+    const SWARM: &str = "swarm-a";
+
+    fn desired(managers: u32, workers: u32, mode: ModeRequest) -> Desired {
+        let (topology, _) = Topology::new(ClusterName::parse("t", "t").unwrap(), managers, workers).unwrap();
+        Desired {
+            topology,
+            registry_image: IMAGE.into(),
+            mode,
+            capabilities: Capabilities { create: true, destroy: true, start: true, shell: true },
+        }
+    }
+
+    fn addr(name: &str) -> String {
+        format!("10.0.0.{}", name.len() + name.bytes().last().unwrap_or(0) as usize % 100)
+    }
+
+    /// A model of what each step does, used to check that executing a plan converges.
+    fn apply(d: &Desired, o: &mut Observed, step: &Step) {
+        let topo = &d.topology;
+        let mode = effective_mode(d, o);
+        match step {
+            Step::DestroyNode { node } => {
+                o.nodes.remove(node);
+            }
+            Step::CreateNode { node, role } => {
+                assert!(!o.nodes.contains_key(node), "create of existing {node}");
+                o.nodes.insert(node.clone(), NodeObs::new(*role, MachineState::Running));
+            }
+            Step::StartNode { node } => {
+                let n = o.nodes.get_mut(node).unwrap();
+                assert_eq!(n.machine, MachineState::Stopped);
+                n.machine = MachineState::Running;
+            }
+            Step::WaitEngine { node } => {
+                let n = o.nodes.get_mut(node).unwrap();
+                assert_eq!(n.machine, MachineState::Running, "wait on a machine that is not running");
+                n.engine = true;
+                n.address = Some(addr(node));
+                if n.swarm == Membership::Unknown {
+                    n.swarm = Membership::None;
+                }
+            }
+            Step::LoadImage { node, image } => {
+                let n = o.nodes.get_mut(node).unwrap();
+                assert!(n.engine, "load on {node} before its engine");
+                n.images.insert(image.clone());
+            }
+            Step::LeaveSwarm { node } => {
+                let n = o.nodes.get_mut(node).unwrap();
+                assert!(n.engine);
+                n.swarm = Membership::None;
+            }
+            Step::InitSwarm { node } => {
+                let n = o.nodes.get_mut(node).unwrap();
+                assert!(n.engine);
+                assert_eq!(n.swarm, Membership::None, "init on {node} in a swarm");
+                // A new swarm: every old membership is void.
+                let id = format!("{SWARM}-{}", o.swarm_id.as_deref().map_or(0, |s| s.len()));
+                n.swarm = Membership::Member { swarm_id: id.clone(), manager: true };
+                n.labels.clear();
+                n.drained = false;
+                o.swarm_id = Some(id);
+                o.registry = None;
+            }
+            Step::JoinSwarm { node, role } => {
+                let id = o.swarm_id.clone().expect("join before init");
+                let n = o.nodes.get_mut(node).unwrap();
+                assert!(n.engine);
+                assert!(!matches!(n.swarm, Membership::Member { ref swarm_id, .. } if *swarm_id != id), "join while in a foreign swarm");
+                n.swarm = Membership::Member { swarm_id: id, manager: *role == Role::Manager };
+                n.labels.clear();
+                n.drained = false;
+            }
+            Step::ConfigureNode { node } => {
+                let spec = topo.node(node).unwrap();
+                let id = o.swarm_id.clone().unwrap();
+                let n = o.nodes.get_mut(node).unwrap();
+                assert!(matches!(n.swarm, Membership::Member { ref swarm_id, .. } if *swarm_id == id), "configure non-member {node}");
+                n.swarm = Membership::Member { swarm_id: id, manager: spec.role == Role::Manager };
+                n.labels = topo.swarm_labels(spec);
+                n.drained = topo.drain_managers() && spec.role == Role::Manager;
+            }
+            Step::ChooseRegistryMode => {
+                let first = &o.nodes[&topo.first_manager().name];
+                assert!(first.engine && first.images.contains(IMAGE), "probe needs the image on the manager");
+                o.mode = Some(mode.unwrap_or(RegistryMode::Fallback));
+            }
+            Step::DeployRegistry => {
+                let reg = &o.nodes[&topo.registry_node().name];
+                assert!(o.swarm_id.is_some());
+                assert!(reg.images.contains(IMAGE), "deploy before the image is on the registry node");
+                assert_eq!(reg.labels, topo.swarm_labels(topo.registry_node()), "deploy before pinning label");
+                let mode = o.mode.expect("deploy before the mode is chosen");
+                o.registry = Some(RegistryObs { image: IMAGE.into(), mode, spec_matches: true });
+            }
+            Step::Forwarder { node } => {
+                let mode = o.mode.expect("forwarder before the mode is chosen");
+                let target = o.nodes[&topo.registry_node().name].address.clone().expect("registry node address");
+                let n = o.nodes.get_mut(node).unwrap();
+                assert!(n.engine && n.images.contains(IMAGE));
+                n.forwarder = (mode == RegistryMode::Fallback).then_some(target);
+            }
+        }
+    }
+
+    fn execute(d: &Desired, o: &mut Observed) -> Plan {
+        let p = plan(d, o);
+        for (i, s) in p.steps.iter().enumerate() {
+            assert!(s.after.iter().all(|&a| a < i), "step {i} depends on a later step: {p:#?}");
+        }
+        // Execute in plan order; any order consistent with `after` gives the same result
+        // because steps on different nodes touch different parts of the state.
+        for s in &p.steps {
+            apply(d, o, &s.step);
+        }
+        p
+    }
+
+    fn node_states(role: Role) -> Vec<NodeObs> {
+        let running = |engine: bool| {
+            let mut n = NodeObs::new(role, MachineState::Running);
+            n.engine = engine;
+            if engine {
+                n.swarm = Membership::None;
+            }
+            n
+        };
+        let mut out = vec![
+            NodeObs::new(role, MachineState::Stopped),
+            NodeObs::new(role, MachineState::Broken("half made".into())),
+            running(false),
+            running(true),
+        ];
+        let mut with_image = running(true);
+        with_image.images.insert(IMAGE.into());
+        out.push(with_image.clone());
+        let mut member = with_image.clone();
+        member.swarm = Membership::Member { swarm_id: SWARM.into(), manager: role == Role::Manager };
+        out.push(member.clone());
+        let mut foreign = with_image;
+        foreign.swarm = Membership::Member { swarm_id: "other".into(), manager: true };
+        out.push(foreign);
+        let mut wrong_role = member.clone();
+        wrong_role.swarm = Membership::Member { swarm_id: SWARM.into(), manager: role != Role::Manager };
+        out.push(wrong_role);
+        out
+    }
+
+    fn configured(d: &Desired, name: &str, mut n: NodeObs) -> NodeObs {
+        let spec = d.topology.node(name).unwrap();
+        n.labels = d.topology.swarm_labels(spec);
+        n.drained = d.topology.drain_managers() && spec.role == Role::Manager;
+        n.address = Some(addr(name));
+        n
+    }
+
+    /// Every combination of per-node states (plus missing), registry and mode: one plan
+    /// reaches the desired state, and the plan after it is empty.
+    #[test]
+    fn every_observed_state_converges_in_one_plan() {
+        for mode in [ModeRequest::Auto, ModeRequest::Force(RegistryMode::Mesh)] {
+            let d = desired(1, 2, mode);
+            let names: Vec<String> = d.topology.nodes.iter().map(|n| n.name.clone()).collect();
+            let per_node: Vec<Vec<Option<NodeObs>>> = d
+                .topology
+                .nodes
+                .iter()
+                .map(|n| {
+                    let mut v: Vec<Option<NodeObs>> = vec![None];
+                    for s in node_states(n.role) {
+                        v.push(Some(s.clone()));
+                        if matches!(s.swarm, Membership::Member { .. }) {
+                            v.push(Some(configured(&d, &n.name, s)));
+                        }
+                    }
+                    v
+                })
+                .collect();
+            let mut count = 0;
+            for a in &per_node[0] {
+                for b in &per_node[1] {
+                    for c in &per_node[2] {
+                        for reg in [false, true] {
+                            for recorded in [None, Some(RegistryMode::Fallback)] {
+                                let mut o = Observed { mode: recorded, ..Default::default() };
+                                for (name, n) in names.iter().zip([a, b, c]) {
+                                    if let Some(n) = n {
+                                        let mut n = n.clone();
+                                        if n.machine == MachineState::Running {
+                                            n.address = Some(addr(name));
+                                        }
+                                        o.nodes.insert(name.clone(), n);
+                                    }
+                                }
+                                let manager_member = o.nodes.values().any(|n| {
+                                    matches!(&n.swarm, Membership::Member { swarm_id, manager: true } if swarm_id == SWARM)
+                                });
+                                if manager_member {
+                                    o.swarm_id = Some(SWARM.into());
+                                    if reg {
+                                        o.registry = Some(RegistryObs {
+                                            image: IMAGE.into(),
+                                            mode: recorded.unwrap_or(RegistryMode::Fallback),
+                                            spec_matches: true,
+                                        });
+                                    }
+                                }
+                                // A stray node that is not in the topology.
+                                if reg && recorded.is_none() {
+                                    o.nodes.insert("worker9".into(), NodeObs::new(Role::Worker, MachineState::Running));
+                                }
+                                let start = o.clone();
+                                execute(&d, &mut o);
+                                let again = plan(&d, &o);
+                                assert!(again.is_empty(), "from {start:#?}\nnot converged, still: {again:#?}");
+                                count += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            assert!(count > 1000, "explored {count} states");
+        }
+    }
+
+    #[test]
+    fn fresh_cluster_plan_is_ordered_and_concurrent() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let p = plan(&d, &Observed::default());
+        let text: Vec<String> = p.steps.iter().map(|s| s.step.to_string()).collect();
+        let pos = |s: &str| text.iter().position(|t| t == s).unwrap_or_else(|| panic!("{s} not in {text:#?}"));
+        assert!(pos("create node manager (manager)") < pos("initialise the swarm on manager"));
+        assert!(pos("initialise the swarm on manager") < pos("join worker1 to the swarm as worker"));
+        // The three creations depend on nothing, so they run together.
+        for n in ["manager", "worker1", "worker2"] {
+            let i = p.steps.iter().position(|s| matches!(&s.step, Step::CreateNode { node, .. } if node == n)).unwrap();
+            assert!(p.steps[i].after.is_empty());
+        }
+        // Worker joins depend on init and their own engine, not on each other.
+        let j1 = pos("join worker1 to the swarm as worker");
+        let j2 = pos("join worker2 to the swarm as worker");
+        assert!(!p.steps[j2].after.contains(&j1));
+    }
+
+    #[test]
+    fn managers_join_one_at_a_time() {
+        let d = desired(3, 1, ModeRequest::Auto);
+        let p = plan(&d, &Observed::default());
+        let j2 = p.steps.iter().position(|s| matches!(&s.step, Step::JoinSwarm { node, .. } if node == "manager2")).unwrap();
+        let j3 = p.steps.iter().position(|s| matches!(&s.step, Step::JoinSwarm { node, .. } if node == "manager3")).unwrap();
+        assert!(p.steps[j3].after.contains(&j2), "{p:#?}");
+    }
+
+    #[test]
+    fn converged_cluster_plans_nothing() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut o = Observed::default();
+        execute(&d, &mut o);
+        assert!(plan(&d, &o).is_empty());
+        // Forcing the other mode replans the registry and forwarders only.
+        let forced = desired(1, 2, ModeRequest::Force(RegistryMode::Mesh));
+        let p = plan(&forced, &o);
+        let steps: Vec<_> = p.steps.iter().map(|s| s.step.clone()).collect();
+        assert!(steps.contains(&Step::DeployRegistry));
+        assert!(steps.iter().all(|s| matches!(s, Step::ChooseRegistryMode | Step::DeployRegistry | Step::Forwarder { .. })), "{steps:?}");
+    }
+
+    #[test]
+    fn without_destroy_capability_strays_are_left() {
+        let mut d = desired(1, 1, ModeRequest::Auto);
+        d.capabilities.destroy = false;
+        let mut o = Observed::default();
+        o.nodes.insert("worker7".into(), NodeObs::new(Role::Worker, MachineState::Running));
+        let p = plan(&d, &o);
+        assert!(!p.steps.iter().any(|s| matches!(s.step, Step::DestroyNode { .. })));
+    }
+}

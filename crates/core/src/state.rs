@@ -1,0 +1,372 @@
+//! Per-cluster state on disk: what `up` decided and finished, and the secrets it made.
+//!
+//! Layout: `$XDG_STATE_HOME/lab/clusters/<cluster>/state.json` (or `~/.local/state/lab/...`).
+//! Directories are 0700 and files 0600; every write goes to a temporary file in the same
+//! directory, is synced and renamed over the old one, so a crash leaves either the old or the
+//! new state, never half of one. Join tokens and the registry's HTTP secret live only here:
+//! [`Secret`] hides them from `Debug` and so from every log line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::topology::{ClusterName, Role};
+
+/// A string that must not reach logs or output: `Debug` and `Display` print `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// A new random secret: 32 bytes from the OS, hex-encoded.
+    pub fn random() -> Result<Self> {
+        let mut buf = [0u8; 32];
+        getrandom::getrandom(&mut buf).map_err(|e| Error::op("generate registry secret", e))?;
+        Ok(Secret(buf.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+    /// The value, for the one place that must send it (an API call).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How the registry is reached at `localhost:5000` on every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryMode {
+    /// Published through the swarm's ingress routing mesh (needs IPVS in the nodes' kernels).
+    Mesh,
+    /// Published on the registry's node only (`mode: host`), with a forwarder container on
+    /// every other node: needs no IPVS.
+    Fallback,
+}
+
+impl fmt::Display for RegistryMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RegistryMode::Mesh => "mesh",
+            RegistryMode::Fallback => "fallback",
+        })
+    }
+}
+
+/// The swarm's join tokens and address, as recorded after `init`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SwarmRecord {
+    /// The swarm's cluster ID.
+    pub id: String,
+    /// `address:2377` of the manager that initialised it.
+    pub manager_addr: String,
+    /// Token for workers to join.
+    pub worker_token: Secret,
+    /// Token for managers to join.
+    pub manager_token: Secret,
+}
+
+/// One node as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeRecord {
+    /// Its role.
+    pub role: Role,
+    /// Its advertise address, once known.
+    pub address: Option<String>,
+}
+
+/// A finished step, recorded as it finished.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    /// The step, as `lab plan` prints it.
+    pub step: String,
+    /// Seconds since the Unix epoch when it finished.
+    pub finished_at: u64,
+}
+
+/// Everything lab keeps about one cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterState {
+    /// Format version of this file.
+    pub version: u32,
+    /// The cluster.
+    pub cluster: ClusterName,
+    /// The driver that made it.
+    pub driver: String,
+    /// The driver's configuration as `up` used it, so `status`, `env` and `down` reach the
+    /// same machines without the flags being repeated.
+    pub driver_config: serde_json::Value,
+    /// Managers wanted.
+    pub managers: u32,
+    /// Workers wanted.
+    pub workers: u32,
+    /// The registry image.
+    pub registry_image: String,
+    /// The registry mode chosen (detected or forced), once chosen.
+    pub registry_mode: Option<RegistryMode>,
+    /// `REGISTRY_HTTP_SECRET`, generated once.
+    pub registry_secret: Secret,
+    /// The swarm, once initialised.
+    pub swarm: Option<SwarmRecord>,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// Steps finished by the latest `up`, in order.
+    pub completed: Vec<StepRecord>,
+}
+
+/// Where lab keeps its state.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    /// `$XDG_STATE_HOME/lab`, else `$HOME/.local/state/lab`.
+    pub fn from_env() -> Result<Self> {
+        let root = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+            Some(x) => PathBuf::from(x),
+            None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+                Some(h) => PathBuf::from(h).join(".local/state"),
+                None => {
+                    return Err(Error::input("HOME", "neither XDG_STATE_HOME nor HOME is set; lab needs one for its state"))
+                }
+            },
+        };
+        Ok(Paths { root: root.join("lab") })
+    }
+
+    /// A state root at `root` (for tests).
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Paths { root: root.into() }
+    }
+
+    /// The directory of one cluster.
+    pub fn cluster_dir(&self, cluster: &ClusterName) -> PathBuf {
+        self.root.join("clusters").join(cluster.as_str())
+    }
+
+    fn state_file(&self, cluster: &ClusterName) -> PathBuf {
+        self.cluster_dir(cluster).join("state.json")
+    }
+
+    /// Creates the cluster's directory (and parents) with mode 0700.
+    pub fn ensure_cluster_dir(&self, cluster: &ClusterName) -> Result<PathBuf> {
+        let dir = self.cluster_dir(cluster);
+        make_private_dir(&dir)?;
+        Ok(dir)
+    }
+
+    /// Loads a cluster's state; `None` if lab has none.
+    pub fn load(&self, cluster: &ClusterName) -> Result<Option<ClusterState>> {
+        let path = self.state_file(cluster);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(Error::State { path, source }),
+        };
+        serde_json::from_str(&text).map(Some).map_err(|e| Error::State {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })
+    }
+
+    /// Writes a cluster's state atomically, 0600 in a 0700 directory.
+    pub fn save(&self, state: &ClusterState) -> Result<()> {
+        let dir = self.ensure_cluster_dir(&state.cluster)?;
+        let json = serde_json::to_vec_pretty(state).expect("state serialises");
+        write_atomic(&dir.join("state.json"), &json)
+    }
+
+    /// Removes a cluster's state directory. A missing one is success.
+    pub fn remove(&self, cluster: &ClusterName) -> Result<()> {
+        let dir = self.cluster_dir(cluster);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::State { path: dir, source }),
+        }
+    }
+
+    /// Every cluster lab has state for, sorted by name.
+    pub fn list(&self) -> Result<Vec<ClusterState>> {
+        let dir = self.root.join("clusters");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(Error::State { path: dir, source }),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let Ok(cluster) = ClusterName::parse(&name, "state") else { continue };
+            if let Some(state) = self.load(&cluster)? {
+                out.push(state);
+            }
+        }
+        out.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        Ok(out)
+    }
+
+    /// Takes the cluster's lock for `purpose` (e.g. `lab up`), failing at once, naming the
+    /// holder, if another process has it. The lock is released when the guard drops or the
+    /// process dies.
+    pub fn lock(&self, cluster: &ClusterName, purpose: &str) -> Result<LockGuard> {
+        let dir = self.ensure_cluster_dir(cluster)?;
+        let path = dir.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| Error::State { path: path.clone(), source })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(Error::Locked {
+                    cluster: cluster.to_string(),
+                    holder: if holder.is_empty() { "another lab process".into() } else { holder.to_string() },
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => return Err(Error::State { path, source }),
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{purpose} (pid {})", std::process::id());
+        let _ = file.flush();
+        Ok(LockGuard { _file: file })
+    }
+}
+
+/// Holds a cluster's lock until dropped.
+#[derive(Debug)]
+pub struct LockGuard {
+    _file: File,
+}
+
+/// Creates `dir` and its missing parents with mode 0700, and tightens an existing `dir` to
+/// 0700.
+pub fn make_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| Error::State { path: dir.to_path_buf(), source })?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|source| Error::State { path: dir.to_path_buf(), source })
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600: a temporary file in the same
+/// directory, synced, then renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let err = |source| Error::State { path: path.to_path_buf(), source };
+    let dir = path.parent().expect("state files live in a directory");
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(err)?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(paths: &Paths) -> ClusterState {
+        let cluster = ClusterName::parse("t", "test").unwrap();
+        paths.ensure_cluster_dir(&cluster).unwrap();
+        ClusterState {
+            version: 1,
+            cluster,
+            driver: "docker".into(),
+            driver_config: serde_json::json!({}),
+            managers: 1,
+            workers: 2,
+            registry_image: "registry:2".into(),
+            registry_mode: None,
+            registry_secret: Secret::new("s3cr3t-value"),
+            swarm: Some(SwarmRecord {
+                id: "x".into(),
+                manager_addr: "10.0.0.2:2377".into(),
+                worker_token: Secret::new("SWMTKN-1-worker"),
+                manager_token: Secret::new("SWMTKN-1-manager"),
+            }),
+            nodes: BTreeMap::new(),
+            completed: vec![],
+        }
+    }
+
+    #[test]
+    fn atomic_private_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths::at(tmp.path().join("lab"));
+        let st = sample(&paths);
+        paths.save(&st).unwrap();
+        let dir = paths.cluster_dir(&st.cluster);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("state.json")), 0o600);
+        assert_eq!(paths.load(&st.cluster).unwrap().unwrap(), st);
+        assert_eq!(paths.list().unwrap().len(), 1);
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn secrets_never_debug_print() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = sample(&Paths::at(tmp.path()));
+        let dbg = format!("{st:?}");
+        assert!(!dbg.contains("s3cr3t"), "{dbg}");
+        assert!(!dbg.contains("SWMTKN"), "{dbg}");
+    }
+
+    #[test]
+    fn lock_names_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths::at(tmp.path());
+        let c = ClusterName::parse("t", "test").unwrap();
+        let _held = paths.lock(&c, "lab up").unwrap();
+        let err = paths.lock(&c, "lab down").unwrap_err();
+        assert!(err.to_string().contains("lab up (pid"), "{err}");
+        drop(_held);
+        paths.lock(&c, "lab down").unwrap();
+    }
+}
