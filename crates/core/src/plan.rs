@@ -246,10 +246,6 @@ impl Plan {
         self.steps.is_empty()
     }
 
-    fn index(&self, step: &Step) -> Option<usize> {
-        self.steps.iter().position(|s| &s.step == step)
-    }
-
     fn push(&mut self, step: Step, after: impl IntoIterator<Item = Option<usize>>) -> usize {
         let mut after: Vec<usize> = after.into_iter().flatten().collect();
         after.sort_unstable();
@@ -346,7 +342,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let first = topo.first_manager().name.as_str();
     let mut joined: BTreeMap<&str, usize> = BTreeMap::new();
     let mut init = None;
-    let mut leave = |p: &mut Plan, name: &str, engine: Option<usize>| -> Option<usize> {
+    let leave = |p: &mut Plan, name: &str, engine: Option<usize>| -> Option<usize> {
         foreign(name).then(|| p.push(Step::LeaveSwarm { node: name.into() }, [engine]))
     };
     // Without a swarm, the first manager initialises one; `member` is false for everyone.

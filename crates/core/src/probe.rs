@@ -1,1 +1,71 @@
-//! todo
+//! Short-lived containers on a node's engine, in the node's own network namespace
+//! (`network_mode: host`), to look at the node from inside: is `/proc/net/ip_vs` there, does
+//! `http://127.0.0.1:5000/v2/` answer. They run the registry image, which lab has already made
+//! present on every node, so they need nothing else and work the same for every driver.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+/// Label on every probe container, so leftovers can be found.
+pub const PROBE_LABEL: &str = "lab.probe";
+
+/// What a probe printed and how it exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOutput {
+    /// Exit code (`-1` if the wait ran out).
+    pub code: i64,
+    /// stdout and stderr, in order.
+    pub output: String,
+}
+
+/// Runs `argv` (the first element replaces the image's entrypoint) in a throwaway
+/// host-network container from `image`, for at most `timeout`. The container is removed
+/// whatever happens. Errors are the engine's own words.
+pub async fn run(docker: &Docker, image: &str, argv: &[&str], timeout: Duration) -> Result<ProbeOutput, String> {
+    let name = format!("lab-probe-{}", random_suffix());
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec![argv[0].to_string()]),
+        cmd: Some(argv[1..].iter().map(|s| s.to_string()).collect()),
+        labels: Some(HashMap::from([(PROBE_LABEL.to_string(), "true".to_string())])),
+        host_config: Some(HostConfig { network_mode: Some("host".into()), ..Default::default() }),
+        ..Default::default()
+    };
+    let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+    docker.create_container(Some(opts), body).await.map_err(|e| crate::error::engine_message(&e))?;
+    let result = async {
+        docker.start_container(&name, None).await.map_err(|e| crate::error::engine_message(&e))?;
+        let mut wait = docker.wait_container(&name, Some(WaitContainerOptionsBuilder::new().condition("not-running").build()));
+        let code = match tokio::time::timeout(timeout, wait.next()).await {
+            Ok(Some(Ok(r))) => r.status_code,
+            // bollard reports a non-zero exit as an error carrying the code.
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+            Ok(Some(Err(e))) => return Err(crate::error::engine_message(&e)),
+            Ok(None) => -1,
+            Err(_) => -1,
+        };
+        let mut logs = docker.logs(&name, Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()));
+        let mut output = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        Ok(ProbeOutput { code, output })
+    }
+    .await;
+    let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+    result
+}
+
+/// 12 hex digits from the OS's random source.
+pub fn random_suffix() -> String {
+    let mut b = [0u8; 6];
+    let _ = getrandom::getrandom(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

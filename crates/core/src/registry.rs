@@ -1,1 +1,403 @@
-//! todo
+//! The private registry: the stack `registry` with its service `registry_registry`, and how
+//! every node reaches it at `127.0.0.1:5000` and `localhost:5000`.
+//!
+//! Two ways, chosen once per cluster ([`choose_mode`]) and recorded in state:
+//! - **mesh**: the port is published through the swarm's ingress routing mesh, as the seed's
+//!   `docker stack deploy` does. Needs IPVS in the nodes' kernels.
+//! - **fallback**: the port is published in `host` mode on the registry's own node only, and
+//!   every other node runs a small forwarder container in its host network namespace that
+//!   relays `:5000` to the registry node. It needs no IPVS and no overlay network (a drained
+//!   manager cannot attach a standalone container to one), and it runs busybox `nc` from the
+//!   registry image itself, so it needs no image the nodes do not already have.
+//!
+//! Unlike the seed's recipe, the service carries `REGISTRY_HTTP_SECRET` (generated once and
+//! kept in state), keeps its data on the named volume `registry_data`, and is pinned to one
+//! node by the `lab.registry` label, so a reschedule cannot silently lose every pushed image.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bollard::models::{
+    ContainerCreateBody, EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
+    EndpointSpec, HostConfig, Mount, MountType, MountVolumeOptions, NetworkAttachmentConfig, NetworkCreateRequest,
+    RestartPolicy, RestartPolicyNameEnum, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecPlacement,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectServiceOptions, ListTasksOptionsBuilder, RemoveContainerOptionsBuilder,
+    UpdateServiceOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use crate::error::{engine_message, Error, Result};
+use crate::exec::Runtime;
+use crate::plan::{ModeRequest, RegistryObs};
+use crate::probe;
+use crate::state::{RegistryMode, Secret};
+use crate::topology::REGISTRY_NODE_LABEL;
+
+/// The stack's name, as in `docker stack deploy registry`.
+pub const STACK: &str = "registry";
+/// The service, as `docker stack deploy` names it.
+pub const SERVICE: &str = "registry_registry";
+/// The stack's network.
+pub const NETWORK: &str = "registry_default";
+/// The volume the registry keeps its data on (on the registry's node).
+pub const VOLUME: &str = "registry_data";
+/// The forwarder container on every node but the registry's (fallback mode).
+pub const FORWARDER: &str = "lab-registry-forwarder";
+/// Label on the forwarder naming the address it relays to.
+pub const FORWARD_TO_LABEL: &str = "lab.forward-to";
+/// The registry's port on every node.
+pub const PORT: u16 = 5000;
+const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+const CONSTRAINT: &str = "node.labels.lab.registry==true";
+
+/// The forwarder's program, run by the image's `sh`. Its arguments come as positional
+/// parameters (`$1` address, `$2` port), never pasted into the script. Alpine's busybox `nc`
+/// (the official image) keeps listening with `-lk`; Debian's has no `-k` and wants `-ll`
+/// (its help says "use -ll with -e for persistent server"): use `-lk` only where this `nc`
+/// documents a `-k` option. Each connection forks `nc ADDR PORT`, so concurrent layer uploads
+/// each get their own relay.
+const FORWARD_SCRIPT: &str = r#"if nc --help 2>&1 | grep -qE '^[[:space:]]+-k'; then keep=-lk; else keep=-ll; fi
+exec nc $keep -p "$2" -e nc "$1" "$2""#;
+
+fn namespace() -> HashMap<String, String> {
+    HashMap::from([(NAMESPACE_LABEL.to_string(), STACK.to_string())])
+}
+
+/// Decides the registry mode: the forced one, or by looking for IPVS on the first manager.
+pub async fn choose_mode(rt: &Runtime) -> Result<(RegistryMode, String)> {
+    if let ModeRequest::Force(m) = rt.desired.mode {
+        return Ok((m, "--registry-mode".into()));
+    }
+    let first = rt.desired.topology.first_manager().name.clone();
+    let e = rt.engine(&first).await?;
+    if has_ipvs(&e.docker, &rt.desired.registry_image).await.map_err(|m| Error::node(&first, "look for IPVS", m))? {
+        Ok((RegistryMode::Mesh, format!("{first} has IPVS: the ingress routing mesh works")))
+    } else {
+        Ok((RegistryMode::Fallback, format!("{first} has no IPVS: forwarders relay :{PORT} to the registry's node")))
+    }
+}
+
+async fn has_ipvs(docker: &Docker, image: &str) -> std::result::Result<bool, String> {
+    let out = probe::run(docker, image, &["cat", "/proc/net/ip_vs"], Duration::from_secs(30)).await?;
+    Ok(out.code == 0)
+}
+
+fn service_spec(image: &str, secret: &Secret, mode: RegistryMode) -> ServiceSpec {
+    let mut labels = namespace();
+    labels.insert("com.docker.stack.image".into(), image.into());
+    ServiceSpec {
+        name: Some(SERVICE.into()),
+        labels: Some(labels),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image.into()),
+                labels: Some(namespace()),
+                env: Some(vec![format!("REGISTRY_HTTP_SECRET={}", secret.expose())]),
+                mounts: Some(vec![Mount {
+                    target: Some("/var/lib/registry".into()),
+                    source: Some(VOLUME.into()),
+                    typ: Some(MountType::VOLUME),
+                    volume_options: Some(MountVolumeOptions { labels: Some(namespace()), ..Default::default() }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement { constraints: Some(vec![CONSTRAINT.into()]), ..Default::default() }),
+            networks: Some(vec![NetworkAttachmentConfig {
+                target: Some(NETWORK.into()),
+                aliases: Some(vec!["registry".into()]),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        endpoint_spec: Some(EndpointSpec {
+            ports: Some(vec![EndpointPortConfig {
+                protocol: Some(EndpointPortConfigProtocolEnum::TCP),
+                target_port: Some(PORT as i64),
+                published_port: Some(PORT as i64),
+                publish_mode: Some(match mode {
+                    RegistryMode::Mesh => EndpointPortConfigPublishModeEnum::INGRESS,
+                    RegistryMode::Fallback => EndpointPortConfigPublishModeEnum::HOST,
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Reads the registry service from a manager, as the planner needs it.
+pub async fn observe(manager: &Docker, secret: &Secret) -> Option<RegistryObs> {
+    let svc = manager.inspect_service(SERVICE, None::<InspectServiceOptions>).await.ok()?;
+    let spec = svc.spec?;
+    let cs = spec.task_template.as_ref()?.container_spec.as_ref()?;
+    let image = cs.image.clone().unwrap_or_default();
+    let image = image.split('@').next().unwrap_or_default().to_string();
+    let port = spec.endpoint_spec.as_ref().and_then(|e| e.ports.as_ref()).and_then(|p| p.first().cloned());
+    let mode = match port.as_ref().and_then(|p| p.publish_mode) {
+        Some(EndpointPortConfigPublishModeEnum::HOST) => RegistryMode::Fallback,
+        _ => RegistryMode::Mesh,
+    };
+    let want_env = format!("REGISTRY_HTTP_SECRET={}", secret.expose());
+    let spec_matches = cs.env.as_ref().is_some_and(|e| e.contains(&want_env))
+        && spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.placement.as_ref())
+            .and_then(|p| p.constraints.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c == CONSTRAINT))
+        && cs.mounts.as_ref().is_some_and(|m| m.iter().any(|m| m.source.as_deref() == Some(VOLUME)))
+        && port.is_some_and(|p| p.published_port == Some(PORT as i64));
+    Some(RegistryObs { image, mode, spec_matches })
+}
+
+/// Creates or updates the stack: its overlay network and the service.
+pub async fn deploy(rt: &Runtime) -> Result<String> {
+    let mode = rt.state().registry_mode.ok_or_else(|| Error::op("deploy the registry", "no registry mode chosen"))?;
+    let (mgr_name, mgr) = rt.manager().await?;
+    let fail = |step: &str, e: bollard::errors::Error| Error::node(&mgr_name, step, engine_message(&e));
+    if mgr.inspect_network(NETWORK, None).await.is_err() {
+        let req = NetworkCreateRequest {
+            name: NETWORK.into(),
+            driver: Some("overlay".into()),
+            labels: Some(namespace()),
+            ..Default::default()
+        };
+        match mgr.create_network(req).await {
+            Ok(_) => {}
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
+            Err(e) => return Err(fail(&format!("create network {NETWORK}"), e)),
+        }
+    }
+    let image = &rt.desired.registry_image;
+    let spec = service_spec(image, &rt.state().registry_secret, mode);
+    match mgr.inspect_service(SERVICE, None::<InspectServiceOptions>).await {
+        Ok(svc) => {
+            let version = svc.version.and_then(|v| v.index).unwrap_or_default();
+            let opts = UpdateServiceOptionsBuilder::new().version(version as i32).build();
+            mgr.update_service(SERVICE, spec, opts, None).await.map_err(|e| fail(&format!("update service {SERVICE}"), e))?;
+        }
+        Err(_) => {
+            mgr.create_service(spec, None).await.map_err(|e| fail(&format!("create service {SERVICE}"), e))?;
+        }
+    }
+    Ok(format!("{image}, {mode}, pinned to {}", rt.desired.topology.registry_node().name))
+}
+
+/// Makes the forwarder on `node` match the mode: relaying to the registry's node in fallback
+/// mode, absent in mesh mode.
+pub async fn forwarder(rt: &Runtime, node: &str) -> Result<String> {
+    let mode = rt.state().registry_mode.ok_or_else(|| Error::op("start the forwarder", "no registry mode chosen"))?;
+    let e = rt.engine(node).await?;
+    let docker = &e.docker;
+    let step = "start the registry forwarder";
+    let _ = docker.remove_container(FORWARDER, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+    if mode == RegistryMode::Mesh {
+        return Ok("not needed: mesh".into());
+    }
+    let reg = rt.desired.topology.registry_node().name.clone();
+    let target = rt.engine(&reg).await?.advertise_addr;
+    let body = ContainerCreateBody {
+        image: Some(rt.desired.registry_image.clone()),
+        entrypoint: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            FORWARD_SCRIPT.into(),
+            "lab-forwarder".into(),
+            target.clone(),
+            PORT.to_string(),
+        ]),
+        cmd: Some(vec![]),
+        labels: Some(HashMap::from([
+            ("lab.cluster".to_string(), rt.desired.topology.cluster.to_string()),
+            (FORWARD_TO_LABEL.to_string(), target.clone()),
+        ])),
+        host_config: Some(HostConfig {
+            network_mode: Some("host".into()),
+            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    docker
+        .create_container(Some(CreateContainerOptionsBuilder::new().name(FORWARDER).build()), body)
+        .await
+        .map_err(|err| Error::node(node, step, engine_message(&err)))?;
+    docker.start_container(FORWARDER, None).await.map_err(|err| Error::node(node, step, engine_message(&err)))?;
+    Ok(format!("relaying :{PORT} to {reg} ({target})"))
+}
+
+/// The address the running forwarder on a node relays to, if one runs.
+pub async fn observe_forwarder(docker: &Docker) -> Option<String> {
+    let c = docker.inspect_container(FORWARDER, None).await.ok()?;
+    if !c.state.and_then(|s| s.running).unwrap_or(false) {
+        return None;
+    }
+    c.config?.labels?.get(FORWARD_TO_LABEL).cloned()
+}
+
+/// One URL's answer on one node.
+#[derive(Debug, Clone, Serialize)]
+pub struct UrlCheck {
+    /// The URL, as fetched from inside the node.
+    pub url: String,
+    /// Whether it answered `{}`.
+    pub ok: bool,
+    /// What it answered, or why not.
+    pub answer: String,
+}
+
+/// The registry check on one node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeCheck {
+    /// The node.
+    pub node: String,
+    /// Every URL answered `{}`.
+    pub ok: bool,
+    /// One line per URL.
+    pub urls: Vec<UrlCheck>,
+    /// Why not, when lab could tell.
+    pub explanation: Option<String>,
+}
+
+/// The URLs the seed checks on every node, and the `localhost` spelling that breaks when it
+/// resolves to `::1` and nothing listens there.
+pub const CHECK_URLS: [&str; 2] = ["http://127.0.0.1:5000/v2/", "http://localhost:5000/v2/"];
+
+/// Fetches [`CHECK_URLS`] from inside `node`.
+pub async fn check_node(rt: &Runtime, node: &str) -> NodeCheck {
+    let mut urls = Vec::new();
+    match rt.engine(node).await {
+        Err(e) => {
+            return NodeCheck { node: node.into(), ok: false, urls, explanation: Some(e.to_string()) };
+        }
+        Ok(engine) => {
+            for url in CHECK_URLS {
+                let r = probe::run(
+                    &engine.docker,
+                    &rt.desired.registry_image,
+                    // No `-T`: Debian's busybox wget crashes on it; the probe's own timeout bounds it.
+                    &["wget", "-q", "-O-", url],
+                    Duration::from_secs(20),
+                )
+                .await;
+                let (ok, answer) = match r {
+                    Ok(out) if out.code == 0 && out.output.trim() == "{}" => (true, "{}".to_string()),
+                    Ok(out) => (false, format!("exit {}: {}", out.code, out.output.trim())),
+                    Err(e) => (false, format!("could not run the probe: {e}")),
+                };
+                urls.push(UrlCheck { url: url.into(), ok, answer });
+            }
+        }
+    }
+    let ok = !urls.is_empty() && urls.iter().all(|u| u.ok);
+    NodeCheck { node: node.into(), ok, urls, explanation: None }
+}
+
+/// Checks every node concurrently and explains each failure.
+pub async fn check_all(rt: &Runtime) -> Vec<NodeCheck> {
+    let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
+    let mut checks = join_all(nodes.iter().map(|n| check_node(rt, n))).await;
+    if checks.iter().any(|c| !c.ok) {
+        let why = diagnose_service(rt).await;
+        for c in checks.iter_mut().filter(|c| !c.ok) {
+            if c.explanation.is_none() {
+                c.explanation = Some(explain_node(rt, &c.node, why.as_deref()).await);
+            }
+        }
+    }
+    checks
+}
+
+/// Waits, at most `timeout`, until every node answers `{}`; the error names the nodes that
+/// never did and why.
+pub async fn wait_ready(rt: &Runtime, timeout: Duration) -> Result<Vec<NodeCheck>> {
+    let start = Instant::now();
+    loop {
+        let checks = check_all(rt).await;
+        if checks.iter().all(|c| c.ok) {
+            return Ok(checks);
+        }
+        if start.elapsed() >= timeout {
+            let bad: Vec<&NodeCheck> = checks.iter().filter(|c| !c.ok).collect();
+            let names: Vec<&str> = bad.iter().map(|c| c.node.as_str()).collect();
+            let why: Vec<String> =
+                bad.iter().map(|c| format!("{}: {}", c.node, c.explanation.clone().unwrap_or_default())).collect();
+            return Err(Error::Timeout {
+                node: names.join(", "),
+                what: format!("{{}} from http://127.0.0.1:{PORT}/v2/ and http://localhost:{PORT}/v2/"),
+                secs: timeout.as_secs(),
+                hint: Some(why.join("; ")),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Why the service is not serving, if it is not: missing, or its task not running (with the
+/// task's own error, e.g. an image the node does not have).
+async fn diagnose_service(rt: &Runtime) -> Option<String> {
+    let (_, mgr) = match rt.manager().await {
+        Ok(m) => m,
+        Err(e) => return Some(e.to_string()),
+    };
+    if mgr.inspect_service(SERVICE, None::<InspectServiceOptions>).await.is_err() {
+        return Some(format!("service {SERVICE} does not exist (run lab up)"));
+    }
+    let filters = HashMap::from([("service", vec![SERVICE]), ("desired-state", vec!["running"])]);
+    let tasks = mgr.list_tasks(Some(ListTasksOptionsBuilder::new().filters(&filters).build())).await.ok()?;
+    let running = tasks.iter().any(|t| {
+        t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING)
+    });
+    if running {
+        return None;
+    }
+    let detail = tasks
+        .iter()
+        .filter_map(|t| t.status.as_ref())
+        .map(|s| {
+            let state = s.state.map(|st| st.to_string()).unwrap_or_default();
+            let err = s.err.clone().or_else(|| s.message.clone()).unwrap_or_default();
+            format!("{state}: {err}")
+        })
+        .next()
+        .unwrap_or_else(|| "no task scheduled (is a node labelled lab.registry=true and active?)".into());
+    Some(format!("the registry task is not running ({detail})"))
+}
+
+async fn explain_node(rt: &Runtime, node: &str, service: Option<&str>) -> String {
+    if let Some(s) = service {
+        return s.to_string();
+    }
+    let Ok(e) = rt.engine(node).await else { return "its Docker engine does not answer".into() };
+    if e.docker.inspect_image(&rt.desired.registry_image).await.is_err() {
+        return format!("image {} is missing on this node (run lab up)", rt.desired.registry_image);
+    }
+    let reg = &rt.desired.topology.registry_node().name;
+    match rt.state().registry_mode {
+        Some(RegistryMode::Mesh) => match has_ipvs(&e.docker, &rt.desired.registry_image).await {
+            Ok(false) => "no IPVS in this node's kernel, so the ingress routing mesh cannot answer; \
+                          use --registry-mode fallback"
+                .into(),
+            _ => "the ingress routing mesh does not answer on this node".into(),
+        },
+        Some(RegistryMode::Fallback) if node != reg => match observe_forwarder(&e.docker).await {
+            None => format!("the forwarder container {FORWARDER} is not running (run lab up)"),
+            Some(t) => format!("the forwarder relays to {t}, which does not answer with the registry"),
+        },
+        Some(RegistryMode::Fallback) => {
+            format!("the registry runs here ({REGISTRY_NODE_LABEL}) but its host-mode port does not answer yet")
+        }
+        None => "no registry mode recorded (run lab up)".into(),
+    }
+}

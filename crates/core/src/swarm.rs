@@ -1,1 +1,143 @@
-//! todo
+//! Swarm membership through the Docker API of each node: init, join, leave, and setting a
+//! node's role, availability and labels. The same calls `docker swarm init --availability
+//! drain`, `docker swarm join` and `docker node update` make, without a shell in between.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{
+    LocalNodeState, NodeSpec as SwarmNodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, SwarmInitRequest,
+    SwarmJoinRequest,
+};
+use bollard::query_parameters::{LeaveSwarmOptionsBuilder, UpdateNodeOptionsBuilder};
+use bollard::Docker;
+
+use crate::error::{engine_message, Error, Result};
+use crate::state::{Secret, SwarmRecord};
+use crate::topology::Role;
+
+/// The swarm's management port.
+pub const SWARM_PORT: u16 = 2377;
+
+/// What a node's own engine says of its swarm membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalView {
+    /// In a swarm (active, pending or locked).
+    pub active: bool,
+    /// Its swarm node ID.
+    pub node_id: Option<String>,
+    /// Whether it is a manager that can answer for the swarm.
+    pub manager: bool,
+    /// The swarm's ID; only managers know it.
+    pub cluster_id: Option<String>,
+}
+
+/// Reads a node's own view of its membership.
+pub async fn local_view(docker: &Docker) -> std::result::Result<LocalView, bollard::errors::Error> {
+    let info = docker.info().await?;
+    let Some(swarm) = info.swarm else { return Ok(LocalView::default()) };
+    let active = matches!(
+        swarm.local_node_state,
+        Some(LocalNodeState::ACTIVE) | Some(LocalNodeState::PENDING) | Some(LocalNodeState::LOCKED)
+    );
+    Ok(LocalView {
+        active,
+        node_id: swarm.node_id.filter(|s| !s.is_empty()),
+        manager: active && swarm.control_available.unwrap_or(false),
+        cluster_id: swarm.cluster.and_then(|c| c.id).filter(|s| !s.is_empty()),
+    })
+}
+
+/// `docker swarm init --advertise-addr ADDR` on `node`, then reads the join tokens.
+pub async fn init(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmRecord> {
+    let req = SwarmInitRequest {
+        listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
+        advertise_addr: Some(format!("{advertise}:{SWARM_PORT}")),
+        ..Default::default()
+    };
+    docker.init_swarm(req).await.map_err(|e| Error::node(node, "initialise the swarm", engine_message(&e)))?;
+    record(node, docker, advertise).await
+}
+
+/// Reads the swarm's ID and join tokens from a manager.
+pub async fn record(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmRecord> {
+    let swarm = docker.inspect_swarm().await.map_err(|e| Error::node(node, "read the swarm's join tokens", engine_message(&e)))?;
+    let tokens = swarm.join_tokens.unwrap_or_default();
+    Ok(SwarmRecord {
+        id: swarm.id.unwrap_or_default(),
+        manager_addr: format!("{advertise}:{SWARM_PORT}"),
+        worker_token: Secret::new(tokens.worker.unwrap_or_default()),
+        manager_token: Secret::new(tokens.manager.unwrap_or_default()),
+    })
+}
+
+/// `docker swarm join --token T --advertise-addr ADDR MANAGER:2377` on `node`.
+pub async fn join(node: &str, docker: &Docker, advertise: &str, swarm: &SwarmRecord, role: Role) -> Result<()> {
+    let token = match role {
+        Role::Manager => &swarm.manager_token,
+        Role::Worker => &swarm.worker_token,
+    };
+    let req = SwarmJoinRequest {
+        listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
+        advertise_addr: Some(format!("{advertise}:{SWARM_PORT}")),
+        remote_addrs: Some(vec![swarm.manager_addr.clone()]),
+        join_token: Some(token.expose().to_string()),
+        ..Default::default()
+    };
+    docker
+        .join_swarm(req)
+        .await
+        .map_err(|e| Error::node(node, format!("join the swarm as {role}"), engine_message(&e)))
+}
+
+/// `docker swarm leave --force` on `node`. Not being in a swarm is success.
+pub async fn leave(node: &str, docker: &Docker) -> Result<()> {
+    match docker.leave_swarm(Some(LeaveSwarmOptionsBuilder::new().force(true).build())).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 503, .. }) => Ok(()),
+        Err(e) => Err(Error::node(node, "leave the swarm", engine_message(&e))),
+    }
+}
+
+/// Sets a swarm node's role, availability and labels through a manager, like
+/// `docker node update` (and `promote`/`demote`).
+pub async fn configure(
+    node: &str,
+    manager: &Docker,
+    node_id: &str,
+    role: Role,
+    drain: bool,
+    labels: &BTreeMap<String, String>,
+) -> Result<()> {
+    let step = "set role, availability and labels";
+    let current = manager.inspect_node(node_id).await.map_err(|e| Error::node(node, step, engine_message(&e)))?;
+    let version = current.version.and_then(|v| v.index).unwrap_or_default();
+    let spec = SwarmNodeSpec {
+        name: current.spec.and_then(|s| s.name),
+        labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+        role: Some(match role {
+            Role::Manager => NodeSpecRoleEnum::MANAGER,
+            Role::Worker => NodeSpecRoleEnum::WORKER,
+        }),
+        availability: Some(if drain { NodeSpecAvailabilityEnum::DRAIN } else { NodeSpecAvailabilityEnum::ACTIVE }),
+    };
+    manager
+        .update_node(node_id, spec, UpdateNodeOptionsBuilder::new().version(version as i64).build())
+        .await
+        .map_err(|e| Error::node(node, step, engine_message(&e)))
+}
+
+/// Removes swarm node entries that are down and carry `hostname`: what is left of a node that
+/// was destroyed and made again.
+pub async fn forget_stale(manager: &Docker, hostname: &str, keep_id: &str) {
+    let Ok(nodes) = manager.list_nodes(None).await else { return };
+    for n in nodes {
+        let id = n.id.clone().unwrap_or_default();
+        let host = n.description.as_ref().and_then(|d| d.hostname.clone()).unwrap_or_default();
+        let down = n.status.as_ref().and_then(|s| s.state) == Some(bollard::models::NodeState::DOWN);
+        if host == hostname && id != keep_id && down {
+            let _ = manager
+                .delete_node(&id, Some(bollard::query_parameters::DeleteNodeOptionsBuilder::new().force(true).build()))
+                .await;
+        }
+    }
+}

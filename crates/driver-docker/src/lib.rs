@@ -1,1 +1,22 @@
-pub fn x(){}
+//! The docker driver: each swarm node is a Docker-in-Docker container on the local Docker
+//! engine. It runs anywhere Docker runs, starts in seconds, and is lab's test bed.
+//!
+//! Node `<node>` of cluster `<cluster>` is the container `<cluster>-<node>` (hostname
+//! `<node>`) on the network `<cluster>-net`, with a volume `<cluster>-<node>-docker` on
+//! `/var/lib/docker`; all are labelled `lab.cluster=<cluster>`. The node's dockerd listens on
+//! a unix socket in a host directory under lab's state, bind-mounted into the container, so
+//! no Docker API is ever exposed on a TCP port.
+#![deny(missing_docs)]
+
+mod config;
+mod driver;
+mod error;
+
+pub use config::{DockerConfig, PrivilegedMode};
+pub use driver::DockerDriver;
+
+lab_core::register_driver!(
+    "docker",
+    "nodes as Docker-in-Docker containers on the local Docker engine (default)",
+    DockerDriver::boxed
+);

@@ -1,0 +1,361 @@
+//! Configuration layers, lowest first: built-in defaults, what lab recorded for an existing
+//! cluster, `lab.toml` (or `--config`), `LAB_*` environment variables (`__` separates
+//! levels: `LAB_DRIVERS__DOCKER__NODE_IMAGE`), command-line flags. Unknown keys are errors.
+//! Every error is bad input (exit 2) naming the file or variable, the field and the value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use lab_core::state::{ClusterState, RegistryMode};
+use lab_core::topology::validate_label;
+use lab_core::{ClusterName, Error, Result, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::args::{ModeArg, TopologyArgs};
+
+/// The default configuration file, read from the current directory if it exists.
+pub const CONFIG_FILE: &str = "lab.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    pub image: String,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Auto,
+    Mesh,
+    Fallback,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelSettings {
+    pub manager: BTreeMap<String, String>,
+    pub worker: BTreeMap<String, String>,
+}
+
+/// Everything configurable.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub cluster: String,
+    pub driver: String,
+    pub managers: u32,
+    pub workers: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<PathBuf>,
+    pub registry: RegistrySettings,
+    #[serde(default)]
+    pub labels: LabelSettings,
+    #[serde(default)]
+    pub drivers: BTreeMap<String, Value>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cluster: "lab".into(),
+            driver: "docker".into(),
+            managers: 1,
+            workers: 2,
+            hosts: None,
+            registry: RegistrySettings { image: "registry:2".into(), mode: Mode::Auto },
+            labels: LabelSettings::default(),
+            drivers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// The validated cluster name.
+    pub fn cluster_name(&self, source: &str) -> Result<ClusterName> {
+        ClusterName::parse(&self.cluster, source)
+    }
+
+    /// The registry mode request.
+    pub fn mode_request(&self) -> lab_core::plan::ModeRequest {
+        use lab_core::plan::ModeRequest;
+        match self.registry.mode {
+            Mode::Auto => ModeRequest::Auto,
+            Mode::Mesh => ModeRequest::Force(RegistryMode::Mesh),
+            Mode::Fallback => ModeRequest::Force(RegistryMode::Fallback),
+        }
+    }
+
+    /// Labels by role, validated.
+    pub fn role_labels(&self, role: Role) -> Result<&BTreeMap<String, String>> {
+        let (what, labels) = match role {
+            Role::Manager => ("labels.manager", &self.labels.manager),
+            Role::Worker => ("labels.worker", &self.labels.worker),
+        };
+        for (k, v) in labels {
+            validate_label(what, k, v)?;
+        }
+        Ok(labels)
+    }
+}
+
+/// The flag layer: only flags that were given.
+fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
+    let mut m = Map::new();
+    if let Some(c) = &flags.cluster.cluster {
+        m.insert("cluster".into(), json!(c));
+    }
+    if let Some(d) = &flags.driver {
+        m.insert("driver".into(), json!(d));
+    }
+    if let Some(n) = flags.managers {
+        m.insert("managers".into(), json!(n));
+    }
+    if let Some(n) = flags.workers {
+        m.insert("workers".into(), json!(n));
+    }
+    if let Some(h) = &flags.hosts {
+        m.insert("hosts".into(), json!(h));
+    }
+    let mut registry = Map::new();
+    if let Some(i) = &flags.registry_image {
+        registry.insert("image".into(), json!(i));
+    }
+    if let Some(mode) = flags.registry_mode {
+        let s = match mode {
+            ModeArg::Auto => "auto",
+            ModeArg::Mesh => "mesh",
+            ModeArg::Fallback => "fallback",
+        };
+        registry.insert("mode".into(), json!(s));
+    }
+    if !registry.is_empty() {
+        m.insert("registry".into(), Value::Object(registry));
+    }
+    let mut labels = Map::new();
+    for (key, list) in [("worker", &flags.worker_labels), ("manager", &flags.manager_labels)] {
+        if list.is_empty() {
+            continue;
+        }
+        let mut l = Map::new();
+        for kv in list {
+            let flag = format!("--{key}-label");
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| Error::input(&flag, format!("{kv:?} is not KEY=VALUE")))?;
+            validate_label(&flag, k, v)?;
+            l.insert(k.into(), json!(v));
+        }
+        labels.insert(key.into(), Value::Object(l));
+    }
+    if !labels.is_empty() {
+        m.insert("labels".into(), Value::Object(labels));
+    }
+    if let Some(img) = &flags.node_image {
+        // --node-image belongs to the docker driver's table.
+        m.insert("drivers".into(), json!({ "docker": { "node_image": img } }));
+    }
+    Ok(Value::Object(m))
+}
+
+/// The layer made from a cluster's recorded state.
+fn state_layer(st: &ClusterState) -> Value {
+    let mut drivers = Map::new();
+    drivers.insert(st.driver.clone(), st.driver_config.clone());
+    json!({
+        "driver": st.driver,
+        "managers": st.managers,
+        "workers": st.workers,
+        "registry": { "image": st.registry_image },
+        "drivers": drivers,
+    })
+}
+
+fn base(config: Option<&Path>) -> Result<Figment> {
+    let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+    match config {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(Error::input("--config", format!("no such file: {}", path.display())));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        None => {
+            if Path::new(CONFIG_FILE).is_file() {
+                fig = fig.merge(Toml::file(CONFIG_FILE));
+            }
+        }
+    }
+    Ok(fig)
+}
+
+fn env() -> Env {
+    Env::prefixed("LAB_").split("__")
+}
+
+fn extract(fig: Figment) -> Result<Settings> {
+    fig.extract::<Settings>().map_err(render_figment)
+}
+
+/// Loads settings. `recorded` gives an existing cluster's state, which sits between the
+/// built-in defaults and the user's layers.
+pub fn load(
+    config: Option<&Path>,
+    flags: &TopologyArgs,
+    recorded: impl FnOnce(&ClusterName) -> Result<Option<ClusterState>>,
+) -> Result<(Settings, Option<ClusterState>)> {
+    let flags = flag_layer(flags)?;
+    let user = |fig: Figment| fig.merge(env()).merge(Serialized::globals(flags.clone()));
+    // The cluster name decides which recorded state applies, so it is read first.
+    let first = extract(user(base(config)?))?;
+    let cluster = first.cluster_name(&cluster_source(config, &flags))?;
+    let state = recorded(&cluster)?;
+    let settings = match &state {
+        Some(st) => {
+            let fig = Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Serialized::defaults(state_layer(st)));
+            let fig = match config {
+                Some(p) => fig.merge(Toml::file(p)),
+                None if Path::new(CONFIG_FILE).is_file() => fig.merge(Toml::file(CONFIG_FILE)),
+                None => fig,
+            };
+            extract(user(fig))?
+        }
+        None => first,
+    };
+    Ok((settings, state))
+}
+
+/// Just the cluster name, for commands that act on an existing cluster.
+pub fn cluster_only(config: Option<&Path>, flag: Option<&str>) -> Result<ClusterName> {
+    let mut flags = Map::new();
+    if let Some(c) = flag {
+        flags.insert("cluster".into(), json!(c));
+    }
+    let flags = Value::Object(flags);
+    let s = extract(base(config)?.merge(env()).merge(Serialized::globals(flags.clone())))?;
+    s.cluster_name(&cluster_source(config, &flags))
+}
+
+fn cluster_source(config: Option<&Path>, flags: &Value) -> String {
+    if flags.get("cluster").is_some() {
+        "--cluster".into()
+    } else if std::env::var_os("LAB_CLUSTER").is_some() {
+        "LAB_CLUSTER".into()
+    } else {
+        format!("{}: cluster", config.map(|p| p.display().to_string()).unwrap_or_else(|| CONFIG_FILE.into()))
+    }
+}
+
+/// Renders a figment error as one line: where (file and field, or variable), and what.
+fn render_figment(e: figment::Error) -> Error {
+    let e = e.into_iter().next().expect("a figment error has at least one cause");
+    let path = e.path.join(".");
+    let source = match &e.metadata {
+        Some(md) => match &md.source {
+            Some(figment::Source::File(p)) => p.display().to_string(),
+            _ if md.name.contains("environment") => {
+                let var = md.interpolate(&e.profile.clone().unwrap_or_default(), &e.path);
+                return Error::input(var, e.kind.to_string());
+            }
+            _ if md.name.contains("Serialized") => "flags".into(),
+            _ => md.name.to_string(),
+        },
+        None => "configuration".into(),
+    };
+    let what = if path.is_empty() { source } else { format!("{source}: {path}") };
+    Error::input(what, e.kind.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in_jail(flags: TopologyArgs) -> std::result::Result<Settings, Error> {
+        load(None, &flags, |_| Ok(None)).map(|(s, _)| s)
+    }
+
+    #[test]
+    fn layers_in_order() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "lab.toml",
+                "workers = 3\nmanagers = 3\n[registry]\nimage = \"file:1\"\n[drivers.docker]\nnode_image = \"from-file\"\n",
+            )?;
+            jail.set_env("LAB_WORKERS", "4");
+            jail.set_env("LAB_DRIVERS__DOCKER__NODE_IMAGE", "from-env");
+            let s = load_in_jail(TopologyArgs { workers: Some(5), ..Default::default() }).unwrap();
+            assert_eq!(s.workers, 5, "flag beats env");
+            assert_eq!(s.managers, 3, "file beats default, unset flag leaves it");
+            assert_eq!(s.registry.image, "file:1");
+            assert_eq!(s.registry.mode, Mode::Auto, "default survives a partial table");
+            assert_eq!(s.drivers["docker"]["node_image"], "from-env", "env beats file");
+            let s = load_in_jail(TopologyArgs { node_image: Some("flag".into()), ..Default::default() }).unwrap();
+            assert_eq!(s.drivers["docker"]["node_image"], "flag");
+            assert_eq!(s.workers, 4);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn recorded_state_sits_under_user_layers() {
+        Jail::expect_with(|_jail| {
+            let st: ClusterState = serde_json::from_value(json!({
+                "version": 1, "cluster": "lab", "driver": "docker",
+                "driver_config": {"node_image": "recorded"}, "managers": 1, "workers": 6,
+                "registry_image": "rec:2", "registry_mode": null, "registry_secret": "x",
+                "swarm": null, "nodes": {}, "completed": []
+            }))
+            .unwrap();
+            let (s, _) = load(None, &TopologyArgs { workers: Some(1), ..Default::default() }, |_| Ok(Some(st.clone()))).unwrap();
+            assert_eq!(s.workers, 1);
+            assert_eq!(s.registry.image, "rec:2");
+            assert_eq!(s.drivers["docker"]["node_image"], "recorded");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_file_field_and_value() {
+        Jail::expect_with(|jail| {
+            jail.create_file("lab.toml", "wrokers = 3\n")?;
+            let e = load_in_jail(TopologyArgs::default()).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            let msg = e.to_string();
+            assert!(msg.contains("lab.toml") && msg.contains("wrokers"), "{msg}");
+
+            jail.create_file("lab.toml", "workers = \"many\"\n")?;
+            let msg = load_in_jail(TopologyArgs::default()).unwrap_err().to_string();
+            assert!(msg.contains("lab.toml: workers") && msg.contains("many"), "{msg}");
+
+            jail.create_file("lab.toml", "[registry]\nmode = \"magic\"\n")?;
+            let msg = load_in_jail(TopologyArgs::default()).unwrap_err().to_string();
+            assert!(msg.contains("registry.mode") && msg.contains("magic"), "{msg}");
+
+            jail.create_file("lab.toml", "")?;
+            jail.set_env("LAB_WORKERS", "lots");
+            let msg = load_in_jail(TopologyArgs::default()).unwrap_err().to_string();
+            assert!(msg.contains("LAB_WORKERS") && msg.contains("lots"), "{msg}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_cluster_and_labels() {
+        Jail::expect_with(|_| {
+            let e = load_in_jail(TopologyArgs {
+                cluster: crate::args::ClusterArg { cluster: Some("Bad Name".into()) },
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(e.to_string().starts_with("--cluster: invalid cluster name \"Bad Name\""), "{e}");
+            let e = load_in_jail(TopologyArgs { worker_labels: vec!["novalue".into()], ..Default::default() }).unwrap_err();
+            assert!(e.to_string().starts_with("--worker-label"), "{e}");
+            Ok(())
+        });
+    }
+}
