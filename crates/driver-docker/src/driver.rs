@@ -55,6 +55,8 @@ pub struct DockerDriver {
     state_dir: PathBuf,
     host: OnceCell<Docker>,
     privileged: OnceCell<bool>,
+    // Docker allows two networks with one name, so concurrent creations must not race.
+    network_ready: OnceCell<()>,
 }
 
 impl DockerDriver {
@@ -73,6 +75,7 @@ impl DockerDriver {
             state_dir: ctx.state_dir,
             host: OnceCell::new(),
             privileged: OnceCell::new(),
+            network_ready: OnceCell::new(),
         })
     }
 
@@ -182,6 +185,10 @@ impl DockerDriver {
     }
 
     async fn ensure_network(&self) -> Result<()> {
+        self.network_ready.get_or_try_init(|| self.create_network()).await.map(|_| ())
+    }
+
+    async fn create_network(&self) -> Result<()> {
         let host = self.host().await?;
         let name = self.network();
         let filters = HashMap::from([("name".to_string(), vec![name.clone()])]);
@@ -312,11 +319,10 @@ impl Driver for DockerDriver {
             host_config.privileged = Some(true);
         } else {
             host_config.cap_add = Some(CAPS.iter().map(|c| c.to_string()).collect());
-            host_config.security_opt = Some(vec![
-                "seccomp=unconfined".into(),
-                "apparmor=unconfined".into(),
-                "systempaths=unconfined".into(),
-            ]);
+            host_config.security_opt = Some(vec!["seccomp=unconfined".into(), "apparmor=unconfined".into()]);
+            // The API's spelling of the CLI's `--security-opt systempaths=unconfined`.
+            host_config.masked_paths = Some(vec![]);
+            host_config.readonly_paths = Some(vec![]);
             host_config.mounts.as_mut().expect("set above").push(Mount {
                 target: Some("/sys/fs/cgroup".into()),
                 source: Some("/sys/fs/cgroup".into()),
@@ -408,7 +414,8 @@ impl Driver for DockerDriver {
             .map_err(|e| Error::op("list the cluster's networks", engine_message(&e)))?;
         for n in nets {
             let name = n.name.unwrap_or_default();
-            match host.remove_network(&name).await {
+            // By ID: a name can be ambiguous if networks were made concurrently elsewhere.
+            match host.remove_network(n.id.as_deref().unwrap_or(&name)).await {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(Error::op(format!("remove network {name}"), engine_message(&e))),
