@@ -1,1 +1,231 @@
+//! The test bed for lab's end-to-end suite.
+//!
+//! - [`ensure_images`] builds the offline node and registry images from Debian packages when
+//!   the engine lacks them (`scripts/offline-images.sh`), once per process.
+//! - [`Lab`] runs the real `lab` program with its own private state directory, against a
+//!   cluster name unique to the run, and on drop removes everything labelled with that
+//!   cluster, whatever the test did, so the engine is left as it was found.
+//! - [`docker`] and [`node_exec`] look at the engine and the nodes from outside lab, so tests
+//!   check what a user would see, not what lab says about itself.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The offline node image the suite runs nodes from.
+pub const NODE_IMAGE: &str = "lab-offline/node:bookworm";
+/// The offline stand-in for `registry:2`.
+pub const REGISTRY_IMAGE: &str = "lab-offline/registry:2";
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+}
+
+/// Builds the offline images if the engine lacks them. Panics with the script's output if
+/// that fails.
+pub fn ensure_images() {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    let out = Command::new("bash")
+        .arg(root().join("scripts/offline-images.sh"))
+        .output()
+        .expect("run scripts/offline-images.sh");
+    assert!(
+        out.status.success(),
+        "building the offline images failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *done = true;
+}
+
+/// A cluster name unique to this process and call: `e2e-<pid>-<n>-<tag>`.
+pub fn unique_cluster(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!("e2e{}-{}-{tag}", std::process::id() % 100_000, N.fetch_add(1, Ordering::SeqCst));
+    assert!(name.len() <= 32, "cluster name {name} too long");
+    name
+}
+
+/// What a command printed and how it exited.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit status (-1 if killed by a signal).
+    pub code: i32,
+    /// stdout.
+    pub stdout: String,
+    /// stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Panics, showing the output, unless the command exited 0.
+    pub fn ok(self, what: &str) -> Run {
+        assert_eq!(self.code, 0, "{what} failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// stdout and stderr together.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// The `lab` program under test, with a private state directory and one cluster.
+pub struct Lab {
+    /// The cluster this instance drives.
+    pub cluster: String,
+    bin: PathBuf,
+    state: tempfile::TempDir,
+    cwd: tempfile::TempDir,
+}
+
+impl Lab {
+    /// A new cluster name and empty state, driving the `lab` binary at `bin` (an integration
+    /// test passes `env!("CARGO_BIN_EXE_lab-e2e")`). Removes leftovers of a cluster by that name.
+    pub fn new(tag: &str, bin: &str) -> Lab {
+        let lab = Lab {
+            cluster: unique_cluster(tag),
+            bin: PathBuf::from(bin),
+            state: tempfile::Builder::new().prefix("lab-st").tempdir().expect("temp state dir"),
+            cwd: tempfile::tempdir().expect("temp cwd"),
+        };
+        remove_labelled(&lab.cluster);
+        lab
+    }
+
+    /// The state root lab uses (`$XDG_STATE_HOME`).
+    pub fn state_home(&self) -> &Path {
+        self.state.path()
+    }
+
+    /// The directory lab runs in (where a `lab.toml` would be read from).
+    pub fn cwd(&self) -> &Path {
+        self.cwd.path()
+    }
+
+    /// A `lab` command with this instance's environment; no `LAB_*` variables leak in.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args).current_dir(self.cwd.path()).env("XDG_STATE_HOME", self.state.path()).env("CI", "true");
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("LAB_") {
+                c.env_remove(k);
+            }
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `lab ARGS`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run lab"))
+    }
+
+    /// Runs `lab ARGS --cluster <this cluster>`.
+    pub fn on(&self, args: &[&str]) -> Run {
+        let mut a = args.to_vec();
+        a.extend(["--cluster", &self.cluster]);
+        self.run(&a)
+    }
+
+    /// `lab up` with the offline images and the given extra flags.
+    pub fn up(&self, extra: &[&str]) -> Run {
+        let mut a = vec!["up", "--node-image", NODE_IMAGE, "--registry-image", REGISTRY_IMAGE];
+        a.extend_from_slice(extra);
+        self.on(&a)
+    }
+
+    /// The node container of `node`.
+    pub fn container(&self, node: &str) -> String {
+        format!("{}-{node}", self.cluster)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.on(&["down"]);
+        remove_labelled(&self.cluster);
+    }
+}
+
+/// Runs the host's `docker` CLI.
+pub fn docker(args: &[&str]) -> Run {
+    Run::from(Command::new("docker").args(args).stdin(Stdio::null()).output().expect("run docker"))
+}
+
+/// Runs `argv` inside a node container (the node itself, not a container on it).
+pub fn node_exec(container: &str, argv: &[&str]) -> Run {
+    let mut a = vec!["exec", container];
+    a.extend_from_slice(argv);
+    docker(&a)
+}
+
+/// Every container, volume and network labelled `lab.cluster=<cluster>`, as `kind name` lines.
+pub fn labelled(cluster: &str) -> Vec<String> {
+    let filter = format!("label=lab.cluster={cluster}");
+    let mut out = Vec::new();
+    for (kind, args) in [
+        ("container", vec!["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]),
+        ("volume", vec!["volume", "ls", "--filter", &filter, "--format", "{{.Name}}"]),
+        ("network", vec!["network", "ls", "--filter", &filter, "--format", "{{.Name}}"]),
+    ] {
+        for line in docker(&args).stdout.lines().filter(|l| !l.trim().is_empty()) {
+            out.push(format!("{kind} {line}"));
+        }
+    }
+    out
+}
+
+/// Removes everything labelled with `cluster`, by ID (the test bed's own cleanup).
+pub fn remove_labelled(cluster: &str) {
+    let filter = format!("label=lab.cluster={cluster}");
+    let ids = |args: &[&str]| -> Vec<String> { docker(args).stdout.split_whitespace().map(str::to_string).collect() };
+    let c = ids(&["ps", "-aq", "--filter", &filter]);
+    if !c.is_empty() {
+        let mut a = vec!["rm", "-fv"];
+        a.extend(c.iter().map(String::as_str));
+        docker(&a);
+    }
+    let v = ids(&["volume", "ls", "-q", "--filter", &filter]);
+    if !v.is_empty() {
+        let mut a = vec!["volume", "rm", "-f"];
+        a.extend(v.iter().map(String::as_str));
+        docker(&a);
+    }
+    let n = ids(&["network", "ls", "-q", "--filter", &filter]);
+    if !n.is_empty() {
+        let mut a = vec!["network", "rm"];
+        a.extend(n.iter().map(String::as_str));
+        docker(&a);
+    }
+}
+
+/// Polls `probe` every 500 ms until it returns `Some`, for at most `limit`; panics saying
+/// what never happened, with the last value seen.
+pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() >= limit => {
+                panic!("{what} did not happen within {}s; last seen: {last}", limit.as_secs())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}

@@ -66,5 +66,10 @@ fn init_tracing(verbose: u8) {
         _ => "debug,hyper=info,hyper_util=info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // bollard logs request and response bodies at debug level, and those carry join tokens
+    // and the registry secret: never let them through, whatever RUST_LOG says.
+    let filter = ["bollard=info", "hyper=info", "hyper_util=info"]
+        .into_iter()
+        .fold(filter, |f, d| f.add_directive(d.parse().expect("static directive")));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }

@@ -1,0 +1,187 @@
+//! End-to-end: the docker driver against the real Docker engine, as a user would drive it.
+//! Each test makes its own uniquely named cluster and removes it, even when it fails.
+
+use std::time::Duration;
+
+use lab_tests::{docker, ensure_images, labelled, node_exec, wait_for, REGISTRY_IMAGE};
+
+fn lab(tag: &str) -> lab_tests::Lab {
+    lab_tests::Lab::new(tag, env!("CARGO_BIN_EXE_lab-e2e"))
+}
+use serde_json::Value;
+
+const NODES: [&str; 3] = ["manager", "worker1", "worker2"];
+
+fn json(run: &lab_tests::Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.stdout))
+}
+
+/// The seed's whole procedure and what lab adds, end to end.
+#[test]
+fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
+    ensure_images();
+    let lab = lab("main");
+    let up = lab.up(&[]).ok("lab up");
+    assert!(up.stderr.contains("registry mode: fallback"), "up did not say which mode it chose:\n{}", up.stderr);
+
+    // Three ready nodes, a drained leader, two active workers.
+    let status = json(&lab.on(&["status", "--output", "json"]).ok("lab status"));
+    let nodes = status["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{status:#}");
+    for n in nodes {
+        assert_eq!(n["engine"], "ready", "{n}");
+        assert_eq!(n["swarm"], "ready", "{n}");
+    }
+    let mgr = nodes.iter().find(|n| n["name"] == "manager").expect("manager");
+    assert_eq!(mgr["availability"], "drain");
+    assert_eq!(mgr["manager_status"], "leader");
+    for w in nodes.iter().filter(|n| n["role"] == "worker") {
+        assert_eq!(w["availability"], "active", "{w}");
+    }
+    assert_eq!(status["registry"]["state"], "running", "{status:#}");
+    assert_eq!(status["registry"]["data"]["volume"], "registry_data");
+
+    // What the seed's user sees from the manager: the stack's service 1/1, with its labels.
+    let manager = lab.container("manager");
+    let ls = node_exec(&manager, &["docker", "service", "ls", "--format", "{{.Name}} {{.Replicas}}"]).ok("service ls");
+    assert!(ls.stdout.contains("registry_registry 1/1"), "{}", ls.stdout);
+    for (kind, name) in [("service", "registry_registry"), ("network", "registry_default")] {
+        let ns = node_exec(&manager, &["docker", kind, "inspect", "--format", "{{index .Spec.Labels \"com.docker.stack.namespace\"}}", name]);
+        let ns = if kind == "network" {
+            node_exec(&manager, &["docker", kind, "inspect", "--format", "{{index .Labels \"com.docker.stack.namespace\"}}", name])
+        } else {
+            ns
+        };
+        assert_eq!(ns.stdout.trim(), "registry", "{kind} {name}: {}", ns.all());
+    }
+    let ps = node_exec(&manager, &["docker", "stack", "ps", "registry", "--format", "{{.Node}} {{.CurrentState}}"]).ok("stack ps");
+    assert!(ps.stdout.starts_with("worker1 Running"), "registry not pinned to worker1: {}", ps.stdout);
+    let env = node_exec(&manager, &["docker", "service", "inspect", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}", "registry_registry"]);
+    assert!(env.stdout.contains("REGISTRY_HTTP_SECRET="), "{}", env.stdout);
+    let logs = node_exec(&manager, &["docker", "service", "logs", "registry_registry"]);
+    assert!(!logs.all().contains("No HTTP secret provided"), "{}", logs.all());
+
+    // The seed's check, from inside every node, for both spellings.
+    for node in NODES {
+        for url in ["http://127.0.0.1:5000/v2/", "http://localhost:5000/v2/"] {
+            let got = wait_for(&format!("{{}} from {url} on {node}"), Duration::from_secs(30), || {
+                let r = node_exec(&lab.container(node), &["curl", "-s", "-m", "5", url]);
+                if r.stdout.trim() == "{}" { Ok(()) } else { Err(r.all()) }
+            });
+            let _ = got;
+        }
+    }
+
+    // An image made on the manager, pushed to 127.0.0.1:5000, runs as a service on a worker
+    // that never had it.
+    let tag = format!("127.0.0.1:5000/e2e/hello:{}", std::process::id());
+    node_exec(&manager, &["docker", "rm", "-f", "e2e-src"]);
+    node_exec(&manager, &["docker", "run", "--name", "e2e-src", "--entrypoint", "sh", REGISTRY_IMAGE, "-c", "echo made-on-manager > /marker"]).ok("make the image's content");
+    node_exec(
+        &manager,
+        &["docker", "commit", "--change", "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]", "--change", "CMD []", "e2e-src", &tag],
+    )
+    .ok("commit");
+    assert_ne!(node_exec(&lab.container("worker2"), &["docker", "image", "inspect", &tag]).code, 0, "worker2 has the image before the push");
+    node_exec(&manager, &["docker", "push", &tag]).ok("push to 127.0.0.1:5000");
+    node_exec(&manager, &["docker", "service", "create", "--detach", "--name", "e2e-hello", "--constraint", "node.hostname==worker2", &tag])
+        .ok("service create");
+    wait_for("service e2e-hello running on worker2", Duration::from_secs(90), || {
+        let r = node_exec(&manager, &["docker", "service", "ps", "e2e-hello", "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"]);
+        if r.stdout.lines().any(|l| l.starts_with("worker2 Running")) { Ok(()) } else { Err(r.all()) }
+    });
+    // Swarm pulls by digest, so the worker's copy may carry no tag: look for the repository.
+    let repo = tag.rsplit_once(':').expect("tag").0;
+    let pulled = node_exec(&lab.container("worker2"), &["docker", "image", "ls", "-q", repo]).ok("image ls on worker2");
+    assert!(!pulled.stdout.trim().is_empty(), "worker2 runs the service but has no {repo} image");
+
+    // A second `up` plans nothing and changes nothing.
+    let ids = |lab: &lab_tests::Lab| docker(&["ps", "-q", "--no-trunc", "--filter", &format!("label=lab.cluster={}", lab.cluster)]).stdout;
+    let before = ids(&lab);
+    let plan = lab.on(&["plan"]).ok("lab plan");
+    assert!(plan.stdout.contains("nothing to do"), "{}", plan.stdout);
+    assert_eq!(json(&lab.on(&["plan", "--output", "json"]))["steps"], serde_json::json!([]));
+    let again = lab.on(&["up"]).ok("second lab up");
+    assert!(again.stderr.contains("nothing to change"), "{}", again.stderr);
+    assert_eq!(ids(&lab), before, "the second up changed the node containers");
+
+    // `check` explains a broken node, `plan` shows the repair, `up` does it.
+    node_exec(&lab.container("worker2"), &["docker", "stop", "lab-registry-forwarder"]).ok("stop the forwarder");
+    let check = lab.on(&["check"]);
+    assert_eq!(check.code, 1, "{}", check.all());
+    assert!(check.stdout.contains("worker2: the forwarder container lab-registry-forwarder is not running"), "{}", check.stdout);
+    let plan = lab.on(&["plan"]).ok("plan after damage");
+    assert!(plan.stdout.contains("point localhost:5000 on worker2 at the registry"), "{}", plan.stdout);
+    assert_eq!(plan.stdout.lines().count(), 2, "only the forwarder is replanned:\n{}", plan.stdout);
+    lab.on(&["up"]).ok("repairing up");
+    let check = lab.on(&["check"]).ok("lab check");
+    assert_eq!(check.stdout.matches("   ok   ").count(), 6, "{}", check.stdout);
+
+    // `env` points a docker client at the manager.
+    let env = lab.on(&["env", "--shell", "bash"]).ok("lab env");
+    let host = env.stdout.lines().find_map(|l| l.strip_prefix("export DOCKER_HOST=")).expect("DOCKER_HOST").trim_matches('\'').to_string();
+    let info = docker(&["-H", &host, "info", "--format", "{{.Swarm.ControlAvailable}} {{.Name}}"]).ok("docker via lab env");
+    assert_eq!(info.stdout.trim(), "true manager");
+
+    // Secrets stay in the state file (0600 in a 0700 directory), never in output.
+    let dir = lab.state_home().join("lab/clusters").join(&lab.cluster);
+    let st: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+    let token = st["swarm"]["worker_token"].as_str().unwrap().to_string();
+    let secret = st["registry_secret"].as_str().unwrap().to_string();
+    assert!(token.starts_with("SWMTKN-"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(dir.join("state.json")).unwrap().permissions().mode() & 0o777, 0o600);
+    let verbose = lab.on(&["-vv", "up"]).ok("verbose up");
+    for out in [&up, &again, &verbose, &lab.on(&["status", "--output", "json"]), &lab.on(&["plan", "--output", "json"])] {
+        assert!(!out.all().contains(&token), "a join token reached lab's output");
+        assert!(!out.all().contains(&secret), "the registry secret reached lab's output");
+    }
+    assert!(lab.run(&["ls"]).stdout.contains(&lab.cluster));
+
+    // `down` leaves nothing labelled with the cluster.
+    lab.on(&["down"]).ok("lab down");
+    assert_eq!(labelled(&lab.cluster), Vec::<String>::new(), "down left these behind");
+    assert!(!lab.run(&["ls"]).stdout.contains(&lab.cluster));
+    assert!(!dir.exists(), "down left the state directory");
+}
+
+/// An `up` killed half-way resumes where it stopped; a concurrent `up` is refused while the
+/// first holds the lock.
+#[test]
+fn interrupted_up_resumes_and_concurrent_up_is_refused() {
+    ensure_images();
+    let lab = lab("resume");
+    let mut child = lab
+        .command(&["up", "--cluster", &lab.cluster, "--node-image", lab_tests::NODE_IMAGE, "--registry-image", REGISTRY_IMAGE])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn lab up");
+    wait_for("three running node containers", Duration::from_secs(60), || {
+        let r = docker(&["ps", "-q", "--filter", &format!("label=lab.cluster={}", lab.cluster)]);
+        if r.stdout.lines().count() == 3 { Ok(()) } else { Err(r.stdout) }
+    });
+    let busy = lab.up(&[]);
+    assert_eq!(busy.code, 1, "{}", busy.all());
+    assert!(busy.stderr.contains("is busy: lab up (pid"), "{}", busy.stderr);
+    child.kill().expect("kill lab up");
+    let _ = child.wait();
+
+    let plan = lab.on(&["plan"]).ok("plan after interruption");
+    assert!(!plan.stdout.contains("create node"), "nodes made before the interruption are replanned:\n{}", plan.stdout);
+    lab.on(&["up"]).ok("resumed up");
+    assert!(lab.on(&["plan"]).stdout.contains("nothing to do"));
+}
+
+/// An image no node has and none can pull fails `up` with the node and the image named.
+#[test]
+fn missing_registry_image_names_node_and_image() {
+    ensure_images();
+    let lab = lab("noimg");
+    let r = lab.on(&["up", "--workers", "1", "--node-image", lab_tests::NODE_IMAGE, "--registry-image", "lab-offline/absent:1"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("lab: error: ") && r.stderr.contains("load image lab-offline/absent:1"), "{}", r.stderr);
+    assert!(r.stderr.contains("manager:") || r.stderr.contains("worker1:"), "no node named: {}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+}
