@@ -258,7 +258,7 @@ fn render_figment(e: figment::Error) -> Error {
         Some(md) => match &md.source {
             Some(figment::Source::File(p)) => p.display().to_string(),
             _ if md.name.contains("environment") => {
-                let var = md.interpolate(&e.profile.clone().unwrap_or_default(), &e.path);
+                let var = format!("LAB_{}", e.path.join("__").to_uppercase());
                 return Error::input(var, e.kind.to_string());
             }
             _ if md.name.contains("Serialized") => "flags".into(),
