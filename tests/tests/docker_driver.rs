@@ -46,17 +46,34 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
     let ls = node_exec(&manager, &["docker", "service", "ls", "--format", "{{.Name}} {{.Replicas}}"]).ok("service ls");
     assert!(ls.stdout.contains("registry_registry 1/1"), "{}", ls.stdout);
     for (kind, name) in [("service", "registry_registry"), ("network", "registry_default")] {
-        let ns = node_exec(&manager, &["docker", kind, "inspect", "--format", "{{index .Spec.Labels \"com.docker.stack.namespace\"}}", name]);
+        let ns = node_exec(
+            &manager,
+            &["docker", kind, "inspect", "--format", "{{index .Spec.Labels \"com.docker.stack.namespace\"}}", name],
+        );
         let ns = if kind == "network" {
-            node_exec(&manager, &["docker", kind, "inspect", "--format", "{{index .Labels \"com.docker.stack.namespace\"}}", name])
+            node_exec(
+                &manager,
+                &["docker", kind, "inspect", "--format", "{{index .Labels \"com.docker.stack.namespace\"}}", name],
+            )
         } else {
             ns
         };
         assert_eq!(ns.stdout.trim(), "registry", "{kind} {name}: {}", ns.all());
     }
-    let ps = node_exec(&manager, &["docker", "stack", "ps", "registry", "--format", "{{.Node}} {{.CurrentState}}"]).ok("stack ps");
+    let ps = node_exec(&manager, &["docker", "stack", "ps", "registry", "--format", "{{.Node}} {{.CurrentState}}"])
+        .ok("stack ps");
     assert!(ps.stdout.starts_with("worker1 Running"), "registry not pinned to worker1: {}", ps.stdout);
-    let env = node_exec(&manager, &["docker", "service", "inspect", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}", "registry_registry"]);
+    let env = node_exec(
+        &manager,
+        &[
+            "docker",
+            "service",
+            "inspect",
+            "--format",
+            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+            "registry_registry",
+        ],
+    );
     assert!(env.stdout.contains("REGISTRY_HTTP_SECRET="), "{}", env.stdout);
     let logs = node_exec(&manager, &["docker", "service", "logs", "registry_registry"]);
     assert!(!logs.all().contains("No HTTP secret provided"), "{}", logs.all());
@@ -66,7 +83,11 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
         for url in ["http://127.0.0.1:5000/v2/", "http://localhost:5000/v2/"] {
             let got = wait_for(&format!("{{}} from {url} on {node}"), Duration::from_secs(30), || {
                 let r = node_exec(&lab.container(node), &["curl", "-s", "-m", "5", url]);
-                if r.stdout.trim() == "{}" { Ok(()) } else { Err(r.all()) }
+                if r.stdout.trim() == "{}" {
+                    Ok(())
+                } else {
+                    Err(r.all())
+                }
             });
             let _ = got;
         }
@@ -76,19 +97,66 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
     // that never had it.
     let tag = format!("127.0.0.1:5000/e2e/hello:{}", std::process::id());
     node_exec(&manager, &["docker", "rm", "-f", "e2e-src"]);
-    node_exec(&manager, &["docker", "run", "--name", "e2e-src", "--entrypoint", "sh", REGISTRY_IMAGE, "-c", "echo made-on-manager > /marker"]).ok("make the image's content");
     node_exec(
         &manager,
-        &["docker", "commit", "--change", "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]", "--change", "CMD []", "e2e-src", &tag],
+        &[
+            "docker",
+            "run",
+            "--name",
+            "e2e-src",
+            "--entrypoint",
+            "sh",
+            REGISTRY_IMAGE,
+            "-c",
+            "echo made-on-manager > /marker",
+        ],
+    )
+    .ok("make the image's content");
+    node_exec(
+        &manager,
+        &[
+            "docker",
+            "commit",
+            "--change",
+            "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]",
+            "--change",
+            "CMD []",
+            "e2e-src",
+            &tag,
+        ],
     )
     .ok("commit");
-    assert_ne!(node_exec(&lab.container("worker2"), &["docker", "image", "inspect", &tag]).code, 0, "worker2 has the image before the push");
+    assert_ne!(
+        node_exec(&lab.container("worker2"), &["docker", "image", "inspect", &tag]).code,
+        0,
+        "worker2 has the image before the push"
+    );
     node_exec(&manager, &["docker", "push", &tag]).ok("push to 127.0.0.1:5000");
-    node_exec(&manager, &["docker", "service", "create", "--detach", "--name", "e2e-hello", "--constraint", "node.hostname==worker2", &tag])
-        .ok("service create");
+    node_exec(
+        &manager,
+        &[
+            "docker",
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "e2e-hello",
+            "--constraint",
+            "node.hostname==worker2",
+            &tag,
+        ],
+    )
+    .ok("service create");
     wait_for("service e2e-hello running on worker2", Duration::from_secs(90), || {
-        let r = node_exec(&manager, &["docker", "service", "ps", "e2e-hello", "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"]);
-        if r.stdout.lines().any(|l| l.starts_with("worker2 Running")) { Ok(()) } else { Err(r.all()) }
+        let r = node_exec(
+            &manager,
+            &["docker", "service", "ps", "e2e-hello", "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"],
+        );
+        if r.stdout.lines().any(|l| l.starts_with("worker2 Running")) {
+            Ok(())
+        } else {
+            Err(r.all())
+        }
     });
     // Swarm pulls by digest, so the worker's copy may carry no tag: look for the repository.
     let repo = tag.rsplit_once(':').expect("tag").0;
@@ -96,7 +164,9 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
     assert!(!pulled.stdout.trim().is_empty(), "worker2 runs the service but has no {repo} image");
 
     // A second `up` plans nothing and changes nothing.
-    let ids = |lab: &lab_tests::Lab| docker(&["ps", "-q", "--no-trunc", "--filter", &format!("label=lab.cluster={}", lab.cluster)]).stdout;
+    let ids = |lab: &lab_tests::Lab| {
+        docker(&["ps", "-q", "--no-trunc", "--filter", &format!("label=lab.cluster={}", lab.cluster)]).stdout
+    };
     let before = ids(&lab);
     let plan = lab.on(&["plan"]).ok("lab plan");
     assert!(plan.stdout.contains("nothing to do"), "{}", plan.stdout);
@@ -109,7 +179,11 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
     node_exec(&lab.container("worker2"), &["docker", "stop", "lab-registry-forwarder"]).ok("stop the forwarder");
     let check = lab.on(&["check"]);
     assert_eq!(check.code, 1, "{}", check.all());
-    assert!(check.stdout.contains("worker2: the forwarder container lab-registry-forwarder is not running"), "{}", check.stdout);
+    assert!(
+        check.stdout.contains("worker2: the forwarder container lab-registry-forwarder is not running"),
+        "{}",
+        check.stdout
+    );
     let plan = lab.on(&["plan"]).ok("plan after damage");
     assert!(plan.stdout.contains("point localhost:5000 on worker2 at the registry"), "{}", plan.stdout);
     assert_eq!(plan.stdout.lines().count(), 2, "only the forwarder is replanned:\n{}", plan.stdout);
@@ -119,8 +193,15 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
 
     // `env` points a docker client at the manager.
     let env = lab.on(&["env", "--shell", "bash"]).ok("lab env");
-    let host = env.stdout.lines().find_map(|l| l.strip_prefix("export DOCKER_HOST=")).expect("DOCKER_HOST").trim_matches('\'').to_string();
-    let info = docker(&["-H", &host, "info", "--format", "{{.Swarm.ControlAvailable}} {{.Name}}"]).ok("docker via lab env");
+    let host = env
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
+        .expect("DOCKER_HOST")
+        .trim_matches('\'')
+        .to_string();
+    let info =
+        docker(&["-H", &host, "info", "--format", "{{.Swarm.ControlAvailable}} {{.Name}}"]).ok("docker via lab env");
     assert_eq!(info.stdout.trim(), "true manager");
 
     // Secrets stay in the state file (0600 in a 0700 directory), never in output.
@@ -133,7 +214,8 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
     assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
     assert_eq!(std::fs::metadata(dir.join("state.json")).unwrap().permissions().mode() & 0o777, 0o600);
     let verbose = lab.on(&["-vv", "up"]).ok("verbose up");
-    for out in [&up, &again, &verbose, &lab.on(&["status", "--output", "json"]), &lab.on(&["plan", "--output", "json"])] {
+    for out in [&up, &again, &verbose, &lab.on(&["status", "--output", "json"]), &lab.on(&["plan", "--output", "json"])]
+    {
         assert!(!out.all().contains(&token), "a join token reached lab's output");
         assert!(!out.all().contains(&secret), "the registry secret reached lab's output");
     }
@@ -153,14 +235,26 @@ fn interrupted_up_resumes_and_concurrent_up_is_refused() {
     ensure_images();
     let lab = lab("resume");
     let mut child = lab
-        .command(&["up", "--cluster", &lab.cluster, "--node-image", lab_tests::NODE_IMAGE, "--registry-image", REGISTRY_IMAGE])
+        .command(&[
+            "up",
+            "--cluster",
+            &lab.cluster,
+            "--node-image",
+            lab_tests::NODE_IMAGE,
+            "--registry-image",
+            REGISTRY_IMAGE,
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn lab up");
     wait_for("three running node containers", Duration::from_secs(60), || {
         let r = docker(&["ps", "-q", "--filter", &format!("label=lab.cluster={}", lab.cluster)]);
-        if r.stdout.lines().count() == 3 { Ok(()) } else { Err(r.stdout) }
+        if r.stdout.lines().count() == 3 {
+            Ok(())
+        } else {
+            Err(r.stdout)
+        }
     });
     let busy = lab.up(&[]);
     assert_eq!(busy.code, 1, "{}", busy.all());
@@ -179,7 +273,15 @@ fn interrupted_up_resumes_and_concurrent_up_is_refused() {
 fn missing_registry_image_names_node_and_image() {
     ensure_images();
     let lab = lab("noimg");
-    let r = lab.on(&["up", "--workers", "1", "--node-image", lab_tests::NODE_IMAGE, "--registry-image", "lab-offline/absent:1"]);
+    let r = lab.on(&[
+        "up",
+        "--workers",
+        "1",
+        "--node-image",
+        lab_tests::NODE_IMAGE,
+        "--registry-image",
+        "lab-offline/absent:1",
+    ]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("lab: error: ") && r.stderr.contains("load image lab-offline/absent:1"), "{}", r.stderr);
     assert!(r.stderr.contains("manager:") || r.stderr.contains("worker1:"), "no node named: {}", r.stderr);

@@ -82,7 +82,7 @@ fn runtime(
         cluster: cluster.clone(),
         state_dir: paths.cluster_dir(&cluster),
         config: driver_config.clone(),
-        config_source: settings::CONFIG_FILE.into(),
+        config_source: settings::driver_source(),
     };
     let driver = (reg.factory)(ctx)?;
     let desired = Desired {
@@ -178,7 +178,11 @@ async fn plan_cmd(config: Option<&std::path::Path>, flags: &TopologyArgs, output
                 .enumerate()
                 .map(|(i, s)| json!({"id": i + 1, "description": s.step.to_string(), "step": s.step, "after": s.after.iter().map(|a| a + 1).collect::<Vec<_>>()}))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&json!({"cluster": rt.desired.topology.cluster, "steps": steps})).expect("json"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"cluster": rt.desired.topology.cluster, "steps": steps}))
+                    .expect("json")
+            );
         }
         Output::Table if p.is_empty() => {
             println!("cluster {} matches the desired state: nothing to do", rt.desired.topology.cluster);
@@ -220,10 +224,8 @@ fn existing(
             format!("lab knows no cluster named {cluster:?}; `lab ls` lists the clusters it knows"),
         ));
     }
-    let flags = TopologyArgs {
-        cluster: crate::args::ClusterArg { cluster: Some(cluster.to_string()) },
-        ..Default::default()
-    };
+    let flags =
+        TopologyArgs { cluster: crate::args::ClusterArg { cluster: Some(cluster.to_string()) }, ..Default::default() };
     let (settings, recorded) = settings::load(config, &flags, |c| paths.load(c))?;
     let (rt, _) = runtime(&settings, "--cluster", recorded, &paths, progress)?;
     Ok((rt, paths, known))
@@ -233,13 +235,11 @@ fn status_table(rt: &Runtime, obs: &lab_core::observe::Observation) -> String {
     let rows: Vec<Vec<String>> = node_rows(rt, obs)
         .into_iter()
         .map(|n| {
-            [
-                "name", "role", "address", "engine", "swarm", "availability", "manager_status",
-            ]
-            .iter()
-            .map(|k| n[*k].as_str().unwrap_or("").to_string())
-            .map(|v| if v.is_empty() { "-".into() } else { v })
-            .collect()
+            ["name", "role", "address", "engine", "swarm", "availability", "manager_status"]
+                .iter()
+                .map(|k| n[*k].as_str().unwrap_or("").to_string())
+                .map(|v| if v.is_empty() { "-".into() } else { v })
+                .collect()
         })
         .collect();
     table(&["NODE", "ROLE", "ADDRESS", "ENGINE", "SWARM", "AVAILABILITY", "MANAGER STATUS"], &rows)
@@ -366,7 +366,10 @@ fn ls(output: Output) -> Result<i32> {
                     ]
                 })
                 .collect();
-            print!("{}", table(&["CLUSTER", "DRIVER", "MANAGERS", "WORKERS", "REGISTRY IMAGE", "REGISTRY MODE"], &rows));
+            print!(
+                "{}",
+                table(&["CLUSTER", "DRIVER", "MANAGERS", "WORKERS", "REGISTRY IMAGE", "REGISTRY MODE"], &rows)
+            );
         }
     }
     Ok(0)
@@ -409,7 +412,9 @@ async fn env(config: Option<&std::path::Path>, a: &EnvArgs) -> Result<i32> {
     }
     let flag = if a.unset { " --unset" } else { "" };
     match shell {
-        Shell::Fish => println!("# Run this command to configure your shell:\n# lab env --cluster {cluster}{flag} | source"),
+        Shell::Fish => {
+            println!("# Run this command to configure your shell:\n# lab env --cluster {cluster}{flag} | source")
+        }
         _ => println!("# Run this command to configure your shell:\n# eval \"$(lab env --cluster {cluster}{flag})\""),
     }
     Ok(0)
@@ -421,15 +426,27 @@ async fn check(config: Option<&std::path::Path>, cluster: Option<&str>, output: 
     let checks = check_all(&rt).await;
     let ok = checks.iter().all(|c| c.ok);
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&json!({"ok": ok, "nodes": checks})).expect("json")),
+        Output::Json => {
+            println!("{}", serde_json::to_string_pretty(&json!({"ok": ok, "nodes": checks})).expect("json"))
+        }
         Output::Table => {
             let mut rows = Vec::new();
             for c in &checks {
                 if c.urls.is_empty() {
-                    rows.push(vec![c.node.clone(), "-".into(), "FAIL".into(), c.explanation.clone().unwrap_or_default()]);
+                    rows.push(vec![
+                        c.node.clone(),
+                        "-".into(),
+                        "FAIL".into(),
+                        c.explanation.clone().unwrap_or_default(),
+                    ]);
                 }
                 for u in &c.urls {
-                    rows.push(vec![c.node.clone(), u.url.clone(), if u.ok { "ok".into() } else { "FAIL".into() }, u.answer.clone()]);
+                    rows.push(vec![
+                        c.node.clone(),
+                        u.url.clone(),
+                        if u.ok { "ok".into() } else { "FAIL".into() },
+                        u.answer.clone(),
+                    ]);
                 }
             }
             print!("{}", table(&["NODE", "URL", "RESULT", "ANSWER"], &rows));
@@ -490,7 +507,10 @@ async fn ssh(config: Option<&std::path::Path>, a: &SshArgs) -> Result<i32> {
     let (rt, _, _) = existing(config, a.cluster.cluster.as_deref(), Arc::new(Silent), true)?;
     if rt.desired.topology.node(&a.node).is_none() {
         let names: Vec<_> = rt.desired.topology.nodes.iter().map(|n| n.name.as_str()).collect();
-        return Err(Error::input("NODE", format!("no node {:?} in cluster {}; nodes: {}", a.node, rt.desired.topology.cluster, names.join(", "))));
+        return Err(Error::input(
+            "NODE",
+            format!("no node {:?} in cluster {}; nodes: {}", a.node, rt.desired.topology.cluster, names.join(", ")),
+        ));
     }
     let cmd = rt.driver.shell_command(&a.node, &a.command).ok_or_else(|| Error::Unsupported {
         driver: rt.state().driver,

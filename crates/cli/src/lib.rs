@@ -71,5 +71,6 @@ fn init_tracing(verbose: u8) {
     let filter = ["bollard=info", "hyper=info", "hyper_util=info"]
         .into_iter()
         .fold(filter, |f, d| f.add_directive(d.parse().expect("static directive")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }

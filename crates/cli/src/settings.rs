@@ -102,6 +102,14 @@ impl Settings {
     }
 }
 
+/// Where a driver's table may have come from, for its error messages.
+pub fn driver_source() -> String {
+    let file = CONFIG_PATH.get().cloned().unwrap_or_else(|| CONFIG_FILE.into());
+    format!("{file} (or LAB_DRIVERS__* / flags)")
+}
+
+static CONFIG_PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// The flag layer: only flags that were given.
 fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
     let mut m = Map::new();
@@ -143,9 +151,7 @@ fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
         let mut l = Map::new();
         for kv in list {
             let flag = format!("--{key}-label");
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| Error::input(&flag, format!("{kv:?} is not KEY=VALUE")))?;
+            let (k, v) = kv.split_once('=').ok_or_else(|| Error::input(&flag, format!("{kv:?} is not KEY=VALUE")))?;
             validate_label(&flag, k, v)?;
             l.insert(k.into(), json!(v));
         }
@@ -175,6 +181,9 @@ fn state_layer(st: &ClusterState) -> Value {
 }
 
 fn base(config: Option<&Path>) -> Result<Figment> {
+    if let Some(p) = config {
+        let _ = CONFIG_PATH.set(p.display().to_string());
+    }
     let mut fig = Figment::from(Serialized::defaults(Settings::default()));
     match config {
         Some(path) => {
@@ -215,8 +224,8 @@ pub fn load(
     let state = recorded(&cluster)?;
     let settings = match &state {
         Some(st) => {
-            let fig = Figment::from(Serialized::defaults(Settings::default()))
-                .merge(Serialized::defaults(state_layer(st)));
+            let fig =
+                Figment::from(Serialized::defaults(Settings::default())).merge(Serialized::defaults(state_layer(st)));
             let fig = match config {
                 Some(p) => fig.merge(Toml::file(p)),
                 None if Path::new(CONFIG_FILE).is_file() => fig.merge(Toml::file(CONFIG_FILE)),
@@ -311,7 +320,8 @@ mod tests {
                 "swarm": null, "nodes": {}, "completed": []
             }))
             .unwrap();
-            let (s, _) = load(None, &TopologyArgs { workers: Some(1), ..Default::default() }, |_| Ok(Some(st.clone()))).unwrap();
+            let (s, _) =
+                load(None, &TopologyArgs { workers: Some(1), ..Default::default() }, |_| Ok(Some(st.clone()))).unwrap();
             assert_eq!(s.workers, 1);
             assert_eq!(s.registry.image, "rec:2");
             assert_eq!(s.drivers["docker"]["node_image"], "recorded");
@@ -353,7 +363,8 @@ mod tests {
             })
             .unwrap_err();
             assert!(e.to_string().starts_with("--cluster: invalid cluster name \"Bad Name\""), "{e}");
-            let e = load_in_jail(TopologyArgs { worker_labels: vec!["novalue".into()], ..Default::default() }).unwrap_err();
+            let e =
+                load_in_jail(TopologyArgs { worker_labels: vec!["novalue".into()], ..Default::default() }).unwrap_err();
             assert!(e.to_string().starts_with("--worker-label"), "{e}");
             Ok(())
         });

@@ -38,7 +38,10 @@ impl Env {
         let out = self.lab(args, vars);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "lab {args:?}: {stderr}");
-        let line = stderr.lines().find(|l| l.starts_with("lab: error: ") || l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line: {stderr}"));
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("lab: error: ") || l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("no error line: {stderr}"));
         for n in needles {
             assert!(line.contains(n), "lab {args:?}: {line:?} lacks {n:?}");
         }

@@ -103,9 +103,8 @@ impl DriverContext {
     /// table, the field and the value. Use `#[serde(deny_unknown_fields)]` on `T`.
     pub fn parse_config<T: DeserializeOwned>(&self) -> Result<T> {
         let value = if self.config.is_null() { serde_json::json!({}) } else { self.config.clone() };
-        serde_json::from_value(value).map_err(|e| {
-            Error::input(format!("{}: [drivers.{}]", self.config_source, self.driver), e.to_string())
-        })
+        serde_json::from_value(value)
+            .map_err(|e| Error::input(format!("{}: [drivers.{}]", self.config_source, self.driver), e.to_string()))
     }
 }
 

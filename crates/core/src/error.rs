@@ -119,9 +119,7 @@ impl Error {
     /// The hint, if any.
     pub fn hint(&self) -> Option<&str> {
         match self {
-            Error::Node { hint, .. } | Error::Operation { hint, .. } | Error::Timeout { hint, .. } => {
-                hint.as_deref()
-            }
+            Error::Node { hint, .. } | Error::Operation { hint, .. } | Error::Timeout { hint, .. } => hint.as_deref(),
             _ => None,
         }
     }

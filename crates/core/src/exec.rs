@@ -258,7 +258,9 @@ impl Runtime {
                     .await
                     .map_err(|err| Error::node(node, "read its swarm node ID", engine_message(&err)))?
                     .node_id
-                    .ok_or_else(|| Error::node(node, "set role, availability and labels", "the node is not in the swarm"))?;
+                    .ok_or_else(|| {
+                        Error::node(node, "set role, availability and labels", "the node is not in the swarm")
+                    })?;
                 let (_, mgr) = self.manager().await?;
                 let drain = topo.drain_managers() && spec.role == Role::Manager;
                 swarm::configure(node, &mgr, &id, spec.role, drain, &topo.swarm_labels(spec)).await?;

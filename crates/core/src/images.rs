@@ -29,10 +29,8 @@ pub async fn ensure(rt: &Runtime, step: &Step, node: &str, image: &str) -> Resul
     }
     if let Some(archive) = local_export(rt, image).await? {
         let total = archive.len() as u64;
-        let chunks: Vec<Bytes> = (0..archive.len())
-            .step_by(CHUNK)
-            .map(|i| archive.slice(i..archive.len().min(i + CHUNK)))
-            .collect();
+        let chunks: Vec<Bytes> =
+            (0..archive.len()).step_by(CHUNK).map(|i| archive.slice(i..archive.len().min(i + CHUNK))).collect();
         let progress = rt.progress.clone();
         let step_for_progress = step.clone();
         let mut sent = 0u64;
@@ -61,11 +59,7 @@ pub async fn ensure(rt: &Runtime, step: &Step, node: &str, image: &str) -> Resul
 
 async fn pull(docker: &Docker, image: &str) -> std::result::Result<(), String> {
     let opts = CreateImageOptionsBuilder::new().from_image(image).build();
-    docker
-        .create_image(Some(opts), None, None)
-        .try_for_each(|_| async { Ok(()) })
-        .await
-        .map_err(|e| engine_message(&e))
+    docker.create_image(Some(opts), None, None).try_for_each(|_| async { Ok(()) }).await.map_err(|e| engine_message(&e))
 }
 
 /// The local engine, connected once; `None` if there is none.
@@ -94,7 +88,10 @@ async fn local_export(rt: &Runtime, image: &str) -> Result<Option<Bytes>> {
             let mut buf = BytesMut::new();
             let mut s = local.export_image(image);
             while let Some(chunk) = s.next().await {
-                buf.extend_from_slice(&chunk.map_err(|e| Error::op(format!("export {image} from the local engine"), engine_message(&e)))?);
+                buf.extend_from_slice(
+                    &chunk
+                        .map_err(|e| Error::op(format!("export {image} from the local engine"), engine_message(&e)))?,
+                );
             }
             Ok::<_, Error>(buf.freeze())
         })

@@ -154,7 +154,8 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
         for (name, view) in &views {
             if view.active {
                 let other = view.cluster_id.clone().unwrap_or_else(|| "another swarm".into());
-                nodes.get_mut(name).expect("viewed").swarm = Membership::Member { swarm_id: other, manager: view.manager };
+                nodes.get_mut(name).expect("viewed").swarm =
+                    Membership::Member { swarm_id: other, manager: view.manager };
             }
         }
     }
@@ -166,7 +167,10 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
     })
 }
 
-async fn registry_task_of(mgr: &bollard::Docker, swarm_nodes: &BTreeMap<String, SwarmNode>) -> Option<(String, String)> {
+async fn registry_task_of(
+    mgr: &bollard::Docker,
+    swarm_nodes: &BTreeMap<String, SwarmNode>,
+) -> Option<(String, String)> {
     let filters = HashMap::from([("service", vec![registry::SERVICE]), ("desired-state", vec!["running"])]);
     let tasks = mgr
         .list_tasks(Some(bollard::query_parameters::ListTasksOptionsBuilder::new().filters(&filters).build()))

@@ -391,33 +391,25 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let reg_node = topo.registry_node().name.as_str();
     let mode = effective_mode(desired, observed);
     let choose = (observed.mode.is_none() || mode != observed.mode).then(|| {
-        p.push(
-            Step::ChooseRegistryMode,
-            [engine_ready.get(first).copied(), image_ready.get(first).copied(), init],
-        )
+        p.push(Step::ChooseRegistryMode, [engine_ready.get(first).copied(), image_ready.get(first).copied(), init])
     });
     let registry_ok = !swarm_fresh
-        && observed.registry.as_ref().is_some_and(|r| {
-            r.image == desired.registry_image && Some(r.mode) == mode && r.spec_matches
-        });
+        && observed
+            .registry
+            .as_ref()
+            .is_some_and(|r| r.image == desired.registry_image && Some(r.mode) == mode && r.spec_matches);
     if !registry_ok {
         p.push(
             Step::DeployRegistry,
             [choose, init, configured.get(reg_node).copied(), image_ready.get(reg_node).copied(), last_manager],
         );
     }
-    let target = if fresh.contains(reg_node) {
-        None
-    } else {
-        observed.nodes.get(reg_node).and_then(|o| o.address.clone())
-    };
+    let target =
+        if fresh.contains(reg_node) { None } else { observed.nodes.get(reg_node).and_then(|o| o.address.clone()) };
     for node in topo.nodes.iter().filter(|n| n.name != reg_node) {
         let name = node.name.as_str();
-        let current = if fresh.contains(name) {
-            None
-        } else {
-            observed.nodes.get(name).and_then(|o| o.forwarder.clone())
-        };
+        let current =
+            if fresh.contains(name) { None } else { observed.nodes.get(name).and_then(|o| o.forwarder.clone()) };
         let ok = match mode {
             None => false,
             Some(RegistryMode::Mesh) => current.is_none(),
@@ -512,7 +504,10 @@ mod tests {
                 let id = o.swarm_id.clone().expect("join before init");
                 let n = o.nodes.get_mut(node).unwrap();
                 assert!(n.engine);
-                assert!(!matches!(n.swarm, Membership::Member { ref swarm_id, .. } if *swarm_id != id), "join while in a foreign swarm");
+                assert!(
+                    !matches!(n.swarm, Membership::Member { ref swarm_id, .. } if *swarm_id != id),
+                    "join while in a foreign swarm"
+                );
                 n.swarm = Membership::Member { swarm_id: id, manager: *role == Role::Manager };
                 n.labels.clear();
                 n.drained = false;
@@ -521,7 +516,10 @@ mod tests {
                 let spec = topo.node(node).unwrap();
                 let id = o.swarm_id.clone().unwrap();
                 let n = o.nodes.get_mut(node).unwrap();
-                assert!(matches!(n.swarm, Membership::Member { ref swarm_id, .. } if *swarm_id == id), "configure non-member {node}");
+                assert!(
+                    matches!(n.swarm, Membership::Member { ref swarm_id, .. } if *swarm_id == id),
+                    "configure non-member {node}"
+                );
                 n.swarm = Membership::Member { swarm_id: id, manager: spec.role == Role::Manager };
                 n.labels = topo.swarm_labels(spec);
                 n.drained = topo.drain_managers() && spec.role == Role::Manager;
@@ -692,8 +690,10 @@ mod tests {
     fn managers_join_one_at_a_time() {
         let d = desired(3, 1, ModeRequest::Auto);
         let p = plan(&d, &Observed::default());
-        let j2 = p.steps.iter().position(|s| matches!(&s.step, Step::JoinSwarm { node, .. } if node == "manager2")).unwrap();
-        let j3 = p.steps.iter().position(|s| matches!(&s.step, Step::JoinSwarm { node, .. } if node == "manager3")).unwrap();
+        let j2 =
+            p.steps.iter().position(|s| matches!(&s.step, Step::JoinSwarm { node, .. } if node == "manager2")).unwrap();
+        let j3 =
+            p.steps.iter().position(|s| matches!(&s.step, Step::JoinSwarm { node, .. } if node == "manager3")).unwrap();
         assert!(p.steps[j3].after.contains(&j2), "{p:#?}");
     }
 
@@ -708,7 +708,10 @@ mod tests {
         let p = plan(&forced, &o);
         let steps: Vec<_> = p.steps.iter().map(|s| s.step.clone()).collect();
         assert!(steps.contains(&Step::DeployRegistry));
-        assert!(steps.iter().all(|s| matches!(s, Step::ChooseRegistryMode | Step::DeployRegistry | Step::Forwarder { .. })), "{steps:?}");
+        assert!(
+            steps.iter().all(|s| matches!(s, Step::ChooseRegistryMode | Step::DeployRegistry | Step::Forwarder { .. })),
+            "{steps:?}"
+        );
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub async fn run(docker: &Docker, image: &str, argv: &[&str], timeout: Duration)
     docker.create_container(Some(opts), body).await.map_err(|e| crate::error::engine_message(&e))?;
     let result = async {
         docker.start_container(&name, None).await.map_err(|e| crate::error::engine_message(&e))?;
-        let mut wait = docker.wait_container(&name, Some(WaitContainerOptionsBuilder::new().condition("not-running").build()));
+        let mut wait =
+            docker.wait_container(&name, Some(WaitContainerOptionsBuilder::new().condition("not-running").build()));
         let code = match tokio::time::timeout(timeout, wait.next()).await {
             Ok(Some(Ok(r))) => r.status_code,
             // bollard reports a non-zero exit as an error carrying the code.

@@ -185,7 +185,9 @@ pub async fn deploy(rt: &Runtime) -> Result<String> {
         Ok(svc) => {
             let version = svc.version.and_then(|v| v.index).unwrap_or_default();
             let opts = UpdateServiceOptionsBuilder::new().version(version as i32).build();
-            mgr.update_service(SERVICE, spec, opts, None).await.map_err(|e| fail(&format!("update service {SERVICE}"), e))?;
+            mgr.update_service(SERVICE, spec, opts, None)
+                .await
+                .map_err(|e| fail(&format!("update service {SERVICE}"), e))?;
         }
         Err(_) => {
             mgr.create_service(spec, None).await.map_err(|e| fail(&format!("create service {SERVICE}"), e))?;
@@ -224,7 +226,10 @@ pub async fn forwarder(rt: &Runtime, node: &str) -> Result<String> {
         ])),
         host_config: Some(HostConfig {
             network_mode: Some("host".into()),
-            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), ..Default::default() }),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -356,9 +361,8 @@ async fn diagnose_service(rt: &Runtime) -> Option<String> {
     }
     let filters = HashMap::from([("service", vec![SERVICE]), ("desired-state", vec!["running"])]);
     let tasks = mgr.list_tasks(Some(ListTasksOptionsBuilder::new().filters(&filters).build())).await.ok()?;
-    let running = tasks.iter().any(|t| {
-        t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING)
-    });
+    let running =
+        tasks.iter().any(|t| t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING));
     if running {
         return None;
     }

@@ -147,7 +147,10 @@ impl Paths {
             None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
                 Some(h) => PathBuf::from(h).join(".local/state"),
                 None => {
-                    return Err(Error::input("HOME", "neither XDG_STATE_HOME nor HOME is set; lab needs one for its state"))
+                    return Err(Error::input(
+                        "HOME",
+                        "neither XDG_STATE_HOME nor HOME is set; lab needs one for its state",
+                    ))
                 }
             },
         };
@@ -183,10 +186,9 @@ impl Paths {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(Error::State { path, source }),
         };
-        serde_json::from_str(&text).map(Some).map_err(|e| Error::State {
-            path,
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::State { path, source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })
     }
 
     /// Writes a cluster's state atomically, 0600 in a 0700 directory.

@@ -60,7 +60,10 @@ pub async fn init(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmR
 
 /// Reads the swarm's ID and join tokens from a manager.
 pub async fn record(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmRecord> {
-    let swarm = docker.inspect_swarm().await.map_err(|e| Error::node(node, "read the swarm's join tokens", engine_message(&e)))?;
+    let swarm = docker
+        .inspect_swarm()
+        .await
+        .map_err(|e| Error::node(node, "read the swarm's join tokens", engine_message(&e)))?;
     let tokens = swarm.join_tokens.unwrap_or_default();
     Ok(SwarmRecord {
         id: swarm.id.unwrap_or_default(),
@@ -83,10 +86,7 @@ pub async fn join(node: &str, docker: &Docker, advertise: &str, swarm: &SwarmRec
         join_token: Some(token.expose().to_string()),
         ..Default::default()
     };
-    docker
-        .join_swarm(req)
-        .await
-        .map_err(|e| Error::node(node, format!("join the swarm as {role}"), engine_message(&e)))
+    docker.join_swarm(req).await.map_err(|e| Error::node(node, format!("join the swarm as {role}"), engine_message(&e)))
 }
 
 /// `docker swarm leave --force` on `node`. Not being in a swarm is success.

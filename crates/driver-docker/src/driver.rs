@@ -40,11 +40,42 @@ const MAX_SOCKET_PATH: usize = 100;
 /// why `--privileged` fails there ("unable to apply caps"). BPF, PERFMON and
 /// CHECKPOINT_RESTORE are left out because Docker 20.10 rejects them as unknown.
 const CAPS: &[&str] = &[
-    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "CHOWN",
-    "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER", "KILL", "LEASE",
-    "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN", "NET_BIND_SERVICE", "NET_BROADCAST",
-    "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYSLOG", "SYS_ADMIN", "SYS_BOOT",
-    "SYS_CHROOT", "SYS_MODULE", "SYS_NICE", "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO", "SYS_TIME", "SYS_TTY_CONFIG",
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
     "WAKE_ALARM",
 ];
 
@@ -141,9 +172,14 @@ impl DockerDriver {
         }
         let opts = CreateImageOptionsBuilder::new().from_image(image).build();
         host.create_image(Some(opts), None, None).try_for_each(|_| async { Ok(()) }).await.map_err(|e| {
-            Error::op(format!("get node image {image}"), format!("not in the local engine, and pulling it failed: {}", engine_message(&e)))
-                .with_hint("on a machine that cannot pull, build an offline node image with scripts/offline-images.sh \
-                            and pass --node-image lab-offline/node:bookworm")
+            Error::op(
+                format!("get node image {image}"),
+                format!("not in the local engine, and pulling it failed: {}", engine_message(&e)),
+            )
+            .with_hint(
+                "on a machine that cannot pull, build an offline node image with scripts/offline-images.sh \
+                            and pass --node-image lab-offline/node:bookworm",
+            )
         })
     }
 
@@ -279,10 +315,14 @@ impl Driver for DockerDriver {
         make_private_dir(&dir)?;
         let socket = self.socket(&node.name);
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(Error::node(&node.name, step, format!(
-                "the engine socket path {} is longer than {MAX_SOCKET_PATH} bytes, which unix sockets do not allow",
-                socket.display()
-            ))
+            return Err(Error::node(
+                &node.name,
+                step,
+                format!(
+                    "the engine socket path {} is longer than {MAX_SOCKET_PATH} bytes, which unix sockets do not allow",
+                    socket.display()
+                ),
+            )
             .with_hint("set XDG_STATE_HOME to a shorter directory"));
         }
         let gid = std::fs::metadata(&dir).map(|m| m.gid()).unwrap_or(0);
@@ -378,7 +418,8 @@ impl Driver for DockerDriver {
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(on_node(node, "remove node container", e)),
         }
-        match host.remove_volume(&self.volume(node), Some(RemoveVolumeOptionsBuilder::new().force(true).build())).await {
+        match host.remove_volume(&self.volume(node), Some(RemoveVolumeOptionsBuilder::new().force(true).build())).await
+        {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(on_node(node, "remove node volume", e)),
@@ -394,7 +435,9 @@ impl Driver for DockerDriver {
         let opts = ListContainersOptionsBuilder::new().all(true).filters(&self.cluster_filter()).build();
         for c in host.list_containers(Some(opts)).await.unwrap_or_default() {
             if let Some(id) = c.id {
-                let _ = host.remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build())).await;
+                let _ = host
+                    .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
+                    .await;
             }
         }
         let vols = host
@@ -427,10 +470,9 @@ impl Driver for DockerDriver {
 
     async fn engine(&self, machine: &Machine) -> Result<NodeEngine> {
         let socket = self.socket(&machine.name);
-        let address = machine
-            .address
-            .clone()
-            .ok_or_else(|| Error::node(&machine.name, "find its address", "the container has no address on its network"))?;
+        let address = machine.address.clone().ok_or_else(|| {
+            Error::node(&machine.name, "find its address", "the container has no address on its network")
+        })?;
         let path = socket.to_string_lossy().into_owned();
         let docker = Docker::connect_with_unix(&path, 120, bollard::API_DEFAULT_VERSION)
             .map_err(|e| on_node(&machine.name, "connect to its Docker engine", e))?;
@@ -459,7 +501,9 @@ impl Driver for DockerDriver {
         {
             while let Some(chunk) = output.next().await {
                 match chunk.map_err(|e| on_node(node, &step, e))? {
-                    bollard::container::LogOutput::StdErr { message } => out.stderr.push_str(&String::from_utf8_lossy(&message)),
+                    bollard::container::LogOutput::StdErr { message } => {
+                        out.stderr.push_str(&String::from_utf8_lossy(&message))
+                    }
                     other => out.stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
                 }
             }

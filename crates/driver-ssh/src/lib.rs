@@ -48,4 +48,8 @@ impl Driver for Pending {
     }
 }
 
-lab_core::register_driver!(NAME, "existing hosts that run Docker, reached over SSH (--hosts hosts.toml; not yet implemented)", Pending::boxed);
+lab_core::register_driver!(
+    NAME,
+    "existing hosts that run Docker, reached over SSH (--hosts hosts.toml; not yet implemented)",
+    Pending::boxed
+);

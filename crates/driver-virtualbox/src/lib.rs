@@ -48,4 +48,8 @@ impl Driver for Pending {
     }
 }
 
-lab_core::register_driver!(NAME, "VirtualBox machines made with docker-machine, as in the seed procedure (not yet implemented)", Pending::boxed);
+lab_core::register_driver!(
+    NAME,
+    "VirtualBox machines made with docker-machine, as in the seed procedure (not yet implemented)",
+    Pending::boxed
+);
