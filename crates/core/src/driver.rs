@@ -18,7 +18,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::topology::{ClusterName, NodeSpec, Role};
 
-/// What a driver can do. The planner only plans what the driver supports.
+/// What a driver can do. The planner leaves machines it cannot destroy alone; a driver that
+/// cannot create (its machines exist already) still gets `create` for each missing node and
+/// answers it with the existing machine or an error saying why there is none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Capabilities {
     /// The driver can create machines (the SSH driver cannot: its hosts exist already).
