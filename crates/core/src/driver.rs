@@ -227,3 +227,44 @@ pub fn lookup(name: &str) -> Result<&'static Registration> {
         Error::input("--driver", format!("unknown driver {name:?}; registered drivers: {}", known.join(", ")))
     })
 }
+
+/// A registered driver whose implementation has not landed yet: every operation fails with
+/// [`Error::Unsupported`] "not yet implemented" (exit 1) before anything is created.
+pub struct NotYetImplemented {
+    /// The driver's name.
+    pub driver: &'static str,
+}
+
+impl NotYetImplemented {
+    fn err(&self) -> Error {
+        Error::Unsupported { driver: self.driver.into(), message: "not yet implemented".into() }
+    }
+}
+
+#[async_trait]
+impl Driver for NotYetImplemented {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { create: false, destroy: false, start: false, shell: false }
+    }
+    async fn preflight(&self, _nodes: &[NodeSpec]) -> Result<()> {
+        Err(self.err())
+    }
+    async fn observe(&self) -> Result<Vec<Machine>> {
+        Err(self.err())
+    }
+    async fn create(&self, _node: &NodeSpec) -> Result<Machine> {
+        Err(self.err())
+    }
+    async fn start(&self, _node: &str) -> Result<Machine> {
+        Err(self.err())
+    }
+    async fn destroy(&self, _node: &str) -> Result<()> {
+        Err(self.err())
+    }
+    async fn engine(&self, _machine: &Machine) -> Result<NodeEngine> {
+        Err(self.err())
+    }
+    async fn exec(&self, _node: &str, _argv: &[String]) -> Result<ExecOutput> {
+        Err(self.err())
+    }
+}
