@@ -8,6 +8,9 @@
 //! - [`docker`] and [`node_exec`] look at the engine and the nodes from outside lab, so tests
 //!   check what a user would see, not what lab says about itself.
 
+pub mod machine;
+pub mod ssh;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

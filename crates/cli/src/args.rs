@@ -58,6 +58,12 @@ pub enum Shell {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostKeyPolicy {
+    Strict,
+    AcceptNew,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
     Auto,
     Mesh,
@@ -136,6 +142,20 @@ pub struct TopologyArgs {
     /// Hosts file for the ssh driver.
     #[arg(long, value_name = "FILE")]
     pub hosts: Option<PathBuf>,
+    /// Known-hosts file for the ssh driver (default ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Host key checking for the ssh driver (default accept-new).
+    #[arg(long, value_enum)]
+    pub host_key_policy: Option<HostKeyPolicy>,
+    /// ssh driver: take over hosts that are in another swarm.
+    #[arg(long)]
+    pub force: bool,
+    /// A setting of the driver's own table, KEY=VALUE with dotted keys
+    /// (e.g. worker.memory=8192); repeatable. Values are read as TOML (numbers, booleans,
+    /// arrays), else as strings.
+    #[arg(long = "driver-opt", value_name = "KEY=VALUE")]
+    pub driver_opts: Vec<String>,
     /// Swarm label for every worker, KEY=VALUE (repeatable).
     #[arg(long = "worker-label", value_name = "KEY=VALUE")]
     pub worker_labels: Vec<String>,

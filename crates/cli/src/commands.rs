@@ -63,9 +63,6 @@ fn runtime(
         }
     }
     let reg = lookup(&settings.driver)?;
-    let (mut topology, warnings) = Topology::new(cluster.clone(), settings.managers, settings.workers)?;
-    topology.add_role_labels(Role::Manager, settings.role_labels(Role::Manager)?);
-    topology.add_role_labels(Role::Worker, settings.role_labels(Role::Worker)?);
     if settings.registry.image.trim().is_empty() || settings.registry.image.starts_with('-') {
         return Err(Error::input("registry.image", format!("invalid image reference {:?}", settings.registry.image)));
     }
@@ -85,6 +82,15 @@ fn runtime(
         config_source: settings::driver_source(),
     };
     let driver = (reg.factory)(ctx)?;
+    // A hosts file dictates the nodes; otherwise the counts do, with the seed's names.
+    let (mut topology, warnings) = match driver.fixed_nodes() {
+        Some(nodes) => Topology::from_nodes(cluster.clone(), nodes)?,
+        None => Topology::new(cluster.clone(), settings.managers, settings.workers)?,
+    };
+    topology.add_role_labels(Role::Manager, settings.role_labels(Role::Manager)?);
+    topology.add_role_labels(Role::Worker, settings.role_labels(Role::Worker)?);
+    let count = |role| topology.nodes.iter().filter(|n| n.role == role).count() as u32;
+    let (managers, workers) = (count(Role::Manager), count(Role::Worker));
     let desired = Desired {
         capabilities: driver.capabilities(),
         topology,
@@ -93,8 +99,8 @@ fn runtime(
     };
     let state = match recorded {
         Some(mut st) => {
-            st.managers = settings.managers;
-            st.workers = settings.workers;
+            st.managers = managers;
+            st.workers = workers;
             st.registry_image = settings.registry.image.clone();
             st.driver_config = driver_config;
             st
@@ -104,8 +110,8 @@ fn runtime(
             cluster,
             driver: settings.driver.clone(),
             driver_config,
-            managers: settings.managers,
-            workers: settings.workers,
+            managers,
+            workers,
             registry_image: settings.registry.image.clone(),
             registry_mode: None,
             registry_secret: Secret::random()?,
@@ -478,13 +484,12 @@ async fn down(config: Option<&std::path::Path>, cluster: Option<&str>) -> Result
         for r in results {
             r?;
         }
-        rt.driver.teardown().await?;
-    } else {
-        return Err(Error::Unsupported {
-            driver: rt.state().driver,
-            message: "cannot destroy machines, and leaving the swarm without destroying is not implemented yet".into(),
-        });
+    } else if !machines.is_empty() {
+        // Machines lab was given, not made: undo the swarm and the registry, keep the hosts.
+        rt.set_machines(machines.clone());
+        lab_core::teardown::dismantle(&rt).await?;
     }
+    rt.driver.teardown().await?;
     paths.remove(&cluster)?;
     if machines.is_empty() && !known {
         progress.note(&format!("nothing to remove: lab knows no cluster named {cluster} and found none of its nodes"));

@@ -160,11 +160,63 @@ fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
     if !labels.is_empty() {
         m.insert("labels".into(), Value::Object(labels));
     }
+    let mut drivers = Map::new();
+    let mut set = |driver: &str, path: &[&str], v: Value| {
+        let mut cur = drivers.entry(driver.to_string()).or_insert_with(|| json!({}));
+        for key in &path[..path.len() - 1] {
+            cur = cur.as_object_mut().expect("tables").entry(key.to_string()).or_insert_with(|| json!({}));
+            if !cur.is_object() {
+                *cur = json!({});
+            }
+        }
+        cur.as_object_mut().expect("tables").insert(path[path.len() - 1].to_string(), v);
+    };
+    // Driver-specific flags go to their driver's table.
     if let Some(img) = &flags.node_image {
-        // --node-image belongs to the docker driver's table.
-        m.insert("drivers".into(), json!({ "docker": { "node_image": img } }));
+        set("docker", &["node_image"], json!(img));
+    }
+    if let Some(k) = &flags.known_hosts {
+        set("ssh", &["known_hosts"], json!(k));
+    }
+    if let Some(p) = flags.host_key_policy {
+        let s = match p {
+            crate::args::HostKeyPolicy::Strict => "strict",
+            crate::args::HostKeyPolicy::AcceptNew => "accept-new",
+        };
+        set("ssh", &["host_key_policy"], json!(s));
+    }
+    if flags.force {
+        set("ssh", &["force"], json!(true));
+    }
+    if !flags.driver_opts.is_empty() {
+        // --driver-opt applies to the driver chosen by flag, or else by the lower layers;
+        // the caller moves this table there (see `load`).
+        for opt in &flags.driver_opts {
+            let (k, v) = opt
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty() && k.split('.').all(|p| !p.is_empty()))
+                .ok_or_else(|| Error::input("--driver-opt", format!("{opt:?} is not KEY=VALUE")))?;
+            let value = toml_scalar(v);
+            let path: Vec<&str> = k.split('.').collect();
+            set(DRIVER_OPTS, &path, value);
+        }
+    }
+    if !drivers.is_empty() {
+        m.insert("drivers".into(), Value::Object(drivers));
     }
     Ok(Value::Object(m))
+}
+
+/// Placeholder table name for `--driver-opt` values until the driver is known.
+const DRIVER_OPTS: &str = "\u{0}driver-opt";
+
+/// A `--driver-opt` value: TOML if it parses as a TOML value, else the string itself.
+fn toml_scalar(v: &str) -> Value {
+    toml::from_str::<toml::Table>(&format!("v = {v}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or_else(|| json!(v))
 }
 
 /// The layer made from a cluster's recorded state.
@@ -216,7 +268,18 @@ pub fn load(
     flags: &TopologyArgs,
     recorded: impl FnOnce(&ClusterName) -> Result<Option<ClusterState>>,
 ) -> Result<(Settings, Option<ClusterState>)> {
-    let flags = flag_layer(flags)?;
+    let mut flags = flag_layer(flags)?;
+    let opts = flags.get_mut("drivers").and_then(|d| d.as_object_mut()).and_then(|d| d.remove(DRIVER_OPTS));
+    if let Some(opts) = opts {
+        // The driver the opts belong to: the flag's, else the lower layers'.
+        let driver = match flags.get("driver").and_then(|d| d.as_str()) {
+            Some(d) => d.to_string(),
+            None => extract(base(config)?.merge(env()))?.driver,
+        };
+        let drivers = flags.as_object_mut().expect("object").entry("drivers").or_insert_with(|| json!({}));
+        let table = drivers.as_object_mut().expect("object").entry(driver).or_insert_with(|| json!({}));
+        merge_json(table, opts);
+    }
     let user = |fig: Figment| fig.merge(env()).merge(Serialized::globals(flags.clone()));
     // The cluster name decides which recorded state applies, so it is read first.
     let first = extract(user(base(config)?))?;
@@ -236,6 +299,17 @@ pub fn load(
         None => first,
     };
     Ok((settings, state))
+}
+
+fn merge_json(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge_json(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
 }
 
 /// Just the cluster name, for commands that act on an existing cluster.
@@ -303,6 +377,15 @@ mod tests {
             assert_eq!(s.registry.image, "file:1");
             assert_eq!(s.registry.mode, Mode::Auto, "default survives a partial table");
             assert_eq!(s.drivers["docker"]["node_image"], "from-env", "env beats file");
+            let s = load_in_jail(TopologyArgs {
+                driver_opts: vec!["privileged=\"never\"".into(), "nested.memory=8192".into(), "name=plain".into()],
+                ..Default::default()
+            })
+            .unwrap();
+            assert_eq!(s.drivers["docker"]["privileged"], "never");
+            assert_eq!(s.drivers["docker"]["nested"]["memory"], 8192);
+            assert_eq!(s.drivers["docker"]["name"], "plain");
+            assert_eq!(s.drivers["docker"]["node_image"], "from-env", "driver-opt keeps other keys");
             let s = load_in_jail(TopologyArgs { node_image: Some("flag".into()), ..Default::default() }).unwrap();
             assert_eq!(s.drivers["docker"]["node_image"], "flag");
             assert_eq!(s.workers, 4);

@@ -155,6 +155,13 @@ pub trait Driver: Send + Sync {
     /// passed as one argument. Used for diagnostics and by tests, never for swarm operations.
     async fn exec(&self, node: &str, argv: &[String]) -> Result<ExecOutput>;
 
+    /// The nodes this driver's machines dictate (e.g. the hosts of a hosts file), in order,
+    /// managers and workers mixed as the user listed them. `None` (the default) lets the
+    /// user's `managers`/`workers` decide, with the seed's names.
+    fn fixed_nodes(&self) -> Option<Vec<NodeSpec>> {
+        None
+    }
+
     /// The command that opens an interactive shell on `node` (or runs `args` there), for
     /// `lab ssh`. `None` when the driver cannot.
     fn shell_command(&self, _node: &str, _args: &[String]) -> Option<Vec<String>> {

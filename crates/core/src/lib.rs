@@ -23,6 +23,7 @@ pub mod progress;
 pub mod registry;
 pub mod state;
 pub mod swarm;
+pub mod teardown;
 pub mod topology;
 
 pub use driver::{Capabilities, Driver, DriverContext, ExecOutput, Machine, MachineState, NodeEngine};

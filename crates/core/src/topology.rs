@@ -150,6 +150,25 @@ impl Topology {
         Ok((Topology { cluster, nodes }, warnings))
     }
 
+    /// A topology from nodes a driver dictates (a hosts file). Managers keep their order and
+    /// come first, so the first listed manager initialises the swarm.
+    pub fn from_nodes(cluster: ClusterName, nodes: Vec<NodeSpec>) -> Result<(Self, Vec<String>)> {
+        let managers = nodes.iter().filter(|n| n.role == Role::Manager).count() as u32;
+        if managers == 0 {
+            return Err(Error::input("hosts", "no host has role \"manager\"; a swarm needs at least one"));
+        }
+        let mut warnings = Vec::new();
+        if managers % 2 == 0 {
+            warnings.push(format!(
+                "{managers} managers: an even number of managers tolerates no more failures than {}",
+                managers - 1
+            ));
+        }
+        let (mut sorted, workers): (Vec<_>, Vec<_>) = nodes.into_iter().partition(|n| n.role == Role::Manager);
+        sorted.extend(workers);
+        Ok((Topology { cluster, nodes: sorted }, warnings))
+    }
+
     /// Adds labels to every node of `role`.
     pub fn add_role_labels(&mut self, role: Role, labels: &BTreeMap<String, String>) {
         for n in self.nodes.iter_mut().filter(|n| n.role == role) {

@@ -1,0 +1,1 @@
+//! Test bed for the virtualbox driver: the stand-in docker-machine.

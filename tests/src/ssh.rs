@@ -1,0 +1,1 @@
+//! Test bed for the ssh driver (hosts with sshd and dockerd, keys, hosts files).
