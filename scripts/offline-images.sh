@@ -5,7 +5,8 @@
 #   lab-offline/node:bookworm    a Docker-in-Docker node (dockerd, curl, sshd) for --node-image
 #   lab-offline/registry:2       a stand-in for the official registry:2 image, laid out like it:
 #                                /bin/registry, /etc/docker/registry/config.yml,
-#                                /var/lib/registry, /entrypoint.sh, busybox sh/nc/wget
+#                                /var/lib/registry, /entrypoint.sh, busybox applets (sh, nc,
+#                                wget, ...); about the official image's size
 #
 # An image that already exists is kept (delete it to rebuild, or pass --rebuild).
 # Needs mmdebstrap (apt-get install mmdebstrap) and a reachable Debian mirror.
@@ -17,8 +18,18 @@ MIRROR=${LAB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 rebuild=0
 [ "${1:-}" = "--rebuild" ] && rebuild=1
+# Bumped whenever a recipe below changes, so machines that built an older one rebuild it.
+NODE_RECIPE=1
+REGISTRY_RECIPE=2
 
-have() { [ "$rebuild" = 0 ] && docker image inspect "$1" >/dev/null 2>&1; }
+# Whether the image exists and was built by the current recipe (an image without the label
+# is recipe 1).
+have() {
+  [ "$rebuild" = 0 ] || return 1
+  local got
+  got=$(docker image inspect -f '{{index .Config.Labels "lab.offline.recipe"}}' "$1" 2>/dev/null) || return 1
+  [ "${got:-1}" = "$2" ] || [ "$got" = "<no value>" -a "$2" = 1 ]
+}
 
 if ! command -v mmdebstrap >/dev/null; then
   echo "offline-images: mmdebstrap is missing; install it with: apt-get install mmdebstrap" >&2
@@ -41,6 +52,7 @@ build_node() {
   docker import \
     --change 'CMD ["dockerd"]' \
     --change 'VOLUME /var/lib/docker' \
+    --change "LABEL lab.offline.recipe=$NODE_RECIPE" \
     --message 'lab offline Docker-in-Docker node image, from Debian packages' \
     "$work/node.tar" "$NODE_IMAGE" >/dev/null
   rm -f "$work/node.tar"
@@ -78,25 +90,44 @@ case "$1" in
 esac
 exec "$@"
 SH
-  mmdebstrap --quiet --variant=essential --include=docker-registry,busybox,ca-certificates \
-    --customize-hook='mkdir -p "$1"/etc/docker/registry "$1"/var/lib/registry' \
-    --customize-hook="cp $work/config.yml \"\$1\"/etc/docker/registry/config.yml" \
-    --customize-hook="install -m 0755 $work/entrypoint.sh \"\$1\"/entrypoint.sh" \
-    --customize-hook='ln -sf /usr/bin/docker-registry "$1"/bin/registry' \
-    --customize-hook='for a in nc wget; do ln -sf /bin/busybox "$1"/usr/local/bin/$a; done' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/usr/share/doc "$1"/usr/share/man' \
-    "$SUITE" "$work/registry.tar" "$MIRROR"
+  # Only what the official (Alpine) image has in substance: the registry binary, busybox and
+  # the C library, about 25 MB. The packages are extracted, not installed, and the few files
+  # needed are copied into an empty root, so the image is as light to copy to every node as
+  # the real one.
+  mmdebstrap --quiet --variant=extract --include=docker-registry,busybox \
+    "$SUITE" "$work/registry-full" "$MIRROR"
+  local full="$work/registry-full" root="$work/registry-root"
+  mkdir -p "$root"/{bin,etc/docker/registry,var/lib/registry,tmp,usr/local/bin}
+  chmod 1777 "$root/tmp"
+  cp "$full/usr/bin/docker-registry" "$root/bin/registry"
+  cp "$full/bin/busybox" "$root/bin/busybox"
+  for lib in $(ldd "$root/bin/registry" "$root/bin/busybox" | grep -o '/[^ ]*\.so[^ ]*' | sort -u); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$full$lib" "$root$lib" 2>/dev/null || cp -L "$lib" "$root$lib"
+  done
+  for applet in $("$root/bin/busybox" --list); do
+    [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
+  done
+  for a in nc wget; do ln -sf /bin/busybox "$root/usr/local/bin/$a"; done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+  printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
+  cp "$work/config.yml" "$root/etc/docker/registry/config.yml"
+  install -m 0755 "$work/entrypoint.sh" "$root/entrypoint.sh"
+  tar -C "$root" -cf "$work/registry.tar" .
+  rm -rf "$full" "$root"
   docker import \
     --change 'ENTRYPOINT ["/entrypoint.sh"]' \
     --change 'CMD ["/etc/docker/registry/config.yml"]' \
     --change 'EXPOSE 5000' \
     --change 'VOLUME /var/lib/registry' \
+    --change "LABEL lab.offline.recipe=$REGISTRY_RECIPE" \
     --message 'lab offline stand-in for registry:2, from Debian packages' \
     "$work/registry.tar" "$REGISTRY_IMAGE" >/dev/null
   rm -f "$work/registry.tar"
 }
 
-if have "$NODE_IMAGE"; then echo "offline-images: $NODE_IMAGE is there"; else
+if have "$NODE_IMAGE" "$NODE_RECIPE"; then echo "offline-images: $NODE_IMAGE is there"; else
   echo "offline-images: building $NODE_IMAGE from Debian packages..."; build_node; fi
-if have "$REGISTRY_IMAGE"; then echo "offline-images: $REGISTRY_IMAGE is there"; else
+if have "$REGISTRY_IMAGE" "$REGISTRY_RECIPE"; then echo "offline-images: $REGISTRY_IMAGE is there"; else
   echo "offline-images: building $REGISTRY_IMAGE from Debian packages..."; build_registry; fi

@@ -60,7 +60,9 @@ pub async fn run(docker: &Docker, image: &str, argv: &[&str], timeout: Duration)
         Ok(ProbeOutput { code, output })
     }
     .await;
-    let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+    // `v`: the image may declare volumes (registry:2 does); leave none behind.
+    let _ =
+        docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build())).await;
     result
 }
 

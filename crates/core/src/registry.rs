@@ -203,7 +203,9 @@ pub async fn forwarder(rt: &Runtime, node: &str) -> Result<String> {
     let e = rt.engine(node).await?;
     let docker = &e.docker;
     let step = "start the registry forwarder";
-    let _ = docker.remove_container(FORWARDER, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+    let _ = docker
+        .remove_container(FORWARDER, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
+        .await;
     if mode == RegistryMode::Mesh {
         return Ok("not needed: mesh".into());
     }

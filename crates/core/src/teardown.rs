@@ -60,7 +60,10 @@ async fn leave(rt: &Runtime, node: &str) -> Result<()> {
 async fn clean_node(rt: &Runtime, node: &str) -> Result<()> {
     let Ok(e) = rt.engine(node).await else { return Ok(()) };
     let docker = &e.docker;
-    match docker.remove_container(FORWARDER, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await {
+    match docker
+        .remove_container(FORWARDER, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
+        .await
+    {
         Ok(()) => {}
         Err(err) if missing(&err) => {}
         Err(err) => return Err(Error::node(node, format!("remove container {FORWARDER}"), engine_message(&err))),

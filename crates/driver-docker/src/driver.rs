@@ -207,7 +207,7 @@ impl DockerDriver {
                     .await
                     .map_err(|e| Error::op("try a privileged container", engine_message(&e)))?;
                 let started = host.start_container(&name, None).await;
-                let _ = host.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+                let _ = host.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build())).await;
                 match started {
                     Ok(()) => Ok(true),
                     Err(e) => {
