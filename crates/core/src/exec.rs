@@ -94,11 +94,11 @@ impl Runtime {
         self.machines.lock().expect("machines lock").get(node).cloned()
     }
 
-    fn forget(&self, node: &str) {
+    /// Drops what is known of a node's machine and engine (it was destroyed or restarted,
+    /// and may come back with another address).
+    async fn forget(&self, node: &str) {
         self.machines.lock().expect("machines lock").remove(node);
-        if let Ok(mut e) = self.engines.try_lock() {
-            e.remove(node);
-        }
+        self.engines.lock().await.remove(node);
     }
 
     /// Connects to a node's engine once, negotiating the API version, within `timeout`.
@@ -156,7 +156,7 @@ impl Runtime {
                     hint: Some(format!("last error: {cause}")),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -193,7 +193,7 @@ impl Runtime {
         match step {
             Step::DestroyNode { node } => {
                 self.driver.destroy(node).await?;
-                self.forget(node);
+                self.forget(node).await;
                 self.update_state(|st| {
                     st.nodes.remove(node);
                 })?;
@@ -207,7 +207,7 @@ impl Runtime {
             }
             Step::StartNode { node } => {
                 let m = self.driver.start(node).await?;
-                self.forget(node);
+                self.forget(node).await;
                 self.set_machines([m]);
                 Ok(None)
             }

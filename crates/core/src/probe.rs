@@ -72,3 +72,31 @@ pub fn random_suffix() -> String {
     let _ = getrandom::getrandom(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// Runs a look at `node` from inside it: first as a command on the node itself through the
+/// driver (like the seed's `docker-machine ssh NODE curl ...`; cheap), trying each of
+/// `commands` until one exists there; if the driver cannot run commands or the node has
+/// none of them, in a throwaway host-network container from `image` with the last command.
+pub async fn on_node(
+    rt: &crate::exec::Runtime,
+    node: &str,
+    commands: &[&[&str]],
+    image: &str,
+    timeout: Duration,
+) -> Result<ProbeOutput, String> {
+    for argv in commands {
+        let owned: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        match tokio::time::timeout(timeout, rt.driver.exec(node, &owned)).await {
+            // 126/127: the shell's "cannot run" / "not found"; try the next command.
+            Ok(Ok(out)) => match out.status {
+                Some(126) | Some(127) | None => continue,
+                Some(code) => return Ok(ProbeOutput { code, output: format!("{}{}", out.stdout, out.stderr) }),
+            },
+            Ok(Err(_)) => break,
+            Err(_) => return Ok(ProbeOutput { code: -1, output: format!("no answer within {}s", timeout.as_secs()) }),
+        }
+    }
+    let docker = rt.engine(node).await.map_err(|e| e.to_string())?.docker;
+    let last = commands.last().expect("at least one command");
+    run(&docker, image, last, timeout).await
+}

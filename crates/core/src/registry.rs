@@ -74,16 +74,16 @@ pub async fn choose_mode(rt: &Runtime) -> Result<(RegistryMode, String)> {
         return Ok((m, "--registry-mode".into()));
     }
     let first = rt.desired.topology.first_manager().name.clone();
-    let e = rt.engine(&first).await?;
-    if has_ipvs(&e.docker, &rt.desired.registry_image).await.map_err(|m| Error::node(&first, "look for IPVS", m))? {
+    if has_ipvs(rt, &first).await.map_err(|m| Error::node(&first, "look for IPVS", m))? {
         Ok((RegistryMode::Mesh, format!("{first} has IPVS: the ingress routing mesh works")))
     } else {
         Ok((RegistryMode::Fallback, format!("{first} has no IPVS: forwarders relay :{PORT} to the registry's node")))
     }
 }
 
-async fn has_ipvs(docker: &Docker, image: &str) -> std::result::Result<bool, String> {
-    let out = probe::run(docker, image, &["cat", "/proc/net/ip_vs"], Duration::from_secs(30)).await?;
+async fn has_ipvs(rt: &Runtime, node: &str) -> std::result::Result<bool, String> {
+    let cat: &[&str] = &["cat", "/proc/net/ip_vs"];
+    let out = probe::on_node(rt, node, &[cat], &rt.desired.registry_image, Duration::from_secs(30)).await?;
     Ok(out.code == 0)
 }
 
@@ -283,31 +283,24 @@ pub const CHECK_URLS: [&str; 2] = ["http://127.0.0.1:5000/v2/", "http://localhos
 
 /// Fetches [`CHECK_URLS`] from inside `node`.
 pub async fn check_node(rt: &Runtime, node: &str) -> NodeCheck {
-    let mut urls = Vec::new();
-    match rt.engine(node).await {
-        Err(e) => {
-            return NodeCheck { node: node.into(), ok: false, urls, explanation: Some(e.to_string()) };
-        }
-        Ok(engine) => {
-            for url in CHECK_URLS {
-                let r = probe::run(
-                    &engine.docker,
-                    &rt.desired.registry_image,
-                    // No `-T`: Debian's busybox wget crashes on it; the probe's own timeout bounds it.
-                    &["wget", "-q", "-O-", url],
-                    Duration::from_secs(20),
-                )
-                .await;
-                let (ok, answer) = match r {
-                    Ok(out) if out.code == 0 && out.output.trim() == "{}" => (true, "{}".to_string()),
-                    Ok(out) => (false, format!("exit {}: {}", out.code, out.output.trim())),
-                    Err(e) => (false, format!("could not run the probe: {e}")),
-                };
-                urls.push(UrlCheck { url: url.into(), ok, answer });
-            }
-        }
+    if let Err(e) = rt.engine(node).await {
+        return NodeCheck { node: node.into(), ok: false, urls: Vec::new(), explanation: Some(e.to_string()) };
     }
-    let ok = !urls.is_empty() && urls.iter().all(|u| u.ok);
+    let urls = join_all(CHECK_URLS.iter().map(|url| async move {
+        // curl as in the seed, else busybox wget (no `-T`: Debian's busybox wget crashes on
+        // it; the timeout around the probe bounds it).
+        let curl: &[&str] = &["curl", "-s", "-m", "5", url];
+        let wget: &[&str] = &["wget", "-q", "-O-", url];
+        let r = probe::on_node(rt, node, &[curl, wget], &rt.desired.registry_image, Duration::from_secs(20)).await;
+        let (ok, answer) = match r {
+            Ok(out) if out.code == 0 && out.output.trim() == "{}" => (true, "{}".to_string()),
+            Ok(out) => (false, format!("exit {}: {}", out.code, out.output.trim())),
+            Err(e) => (false, format!("could not run the probe: {e}")),
+        };
+        UrlCheck { url: url.to_string(), ok, answer }
+    }))
+    .await;
+    let ok = urls.iter().all(|u| u.ok);
     NodeCheck { node: node.into(), ok, urls, explanation: None }
 }
 
@@ -347,7 +340,7 @@ pub async fn wait_ready(rt: &Runtime, timeout: Duration) -> Result<Vec<NodeCheck
                 hint: Some(why.join("; ")),
             });
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -391,7 +384,7 @@ async fn explain_node(rt: &Runtime, node: &str, service: Option<&str>) -> String
     }
     let reg = &rt.desired.topology.registry_node().name;
     match rt.state().registry_mode {
-        Some(RegistryMode::Mesh) => match has_ipvs(&e.docker, &rt.desired.registry_image).await {
+        Some(RegistryMode::Mesh) => match has_ipvs(rt, node).await {
             Ok(false) => "no IPVS in this node's kernel, so the ingress routing mesh cannot answer; \
                           use --registry-mode fallback"
                 .into(),

@@ -1,16 +1,28 @@
-//! The ssh driver. Registered so that `lab drivers` lists it and `--driver ssh` is not
-//! "unknown"; until its own issue lands it says so and exits 1 before anything is created.
+//! The ssh driver: existing hosts that run Docker become the swarm, reached over SSH.
+//!
+//! The hosts come from a hosts file ([`hosts`]), validated completely before any connection.
+//! The driver never creates or deletes a host: `create` and `start` only confirm a host
+//! answers, and `down` (core's `teardown::dismantle`) leaves every host as it was apart from
+//! what lab deployed. Each host's Docker engine is reached through a local unix socket that
+//! leads over SSH (libssh2, on std threads) to the host's `/var/run/docker.sock`
+//! ([`tunnel`]), so the core drives it with bollard exactly as it drives a local engine, and
+//! no command string built from the hosts file ever reaches a remote shell. Host keys are
+//! checked against OpenSSH's known-hosts file on every connection ([`known_hosts`]).
 #![deny(missing_docs)]
 
-use lab_core::driver::NotYetImplemented;
-use lab_core::{Driver, DriverContext, Result};
+mod client;
+mod config;
+mod driver;
+mod error;
+pub mod hosts;
+mod known_hosts;
+mod tunnel;
 
-fn boxed(_ctx: DriverContext) -> Result<Box<dyn Driver>> {
-    Ok(Box::new(NotYetImplemented { driver: "ssh" }))
-}
+pub use config::{HostKeyPolicy, SshConfig};
+pub use driver::SshDriver;
 
 lab_core::register_driver!(
     "ssh",
-    "existing hosts that run Docker, reached over SSH (--hosts hosts.toml; not yet implemented)",
-    boxed
+    "existing hosts that run Docker, reached over SSH (--hosts hosts.toml)",
+    SshDriver::boxed
 );

@@ -1,16 +1,30 @@
-//! The virtualbox driver. Registered so that `lab drivers` lists it and `--driver virtualbox` is not
-//! "unknown"; until its own issue lands it says so and exits 1 before anything is created.
+//! The virtualbox driver: each swarm node is a VirtualBox VM made with docker-machine, as in
+//! the seed procedure, in one command.
+//!
+//! Node `<node>` of cluster `<cluster>` is the machine `<cluster>-<node>`, created with the
+//! seed's flags (`create -d virtualbox --engine-storage-driver overlay2 --virtualbox-memory
+//! 1024|6144 --virtualbox-nat-nictype Am79C973 --virtualbox-cpu-count 1`), configurable per
+//! role ([`VirtualBoxConfig`]). The first machine of a run is created alone, because
+//! VirtualBox fails when several VMs make the host-only network at once (docker-machine issue
+//! 479); the rest run a few at a time. lab reaches each engine as `docker-machine env`
+//! describes it: TCP with TLS on port 2376, with the client certificates docker-machine keeps
+//! for the machine, and advertises the machine's host-only address (`docker-machine ip`),
+//! never its NAT address.
+//!
+//! docker-machine is run as a program (argv, no shell, bounded): lab reads `ls`, `env`, `ip`
+//! and `status`, and calls `create`, `start`, `rm -y` and `ssh`.
 #![deny(missing_docs)]
 
-use lab_core::driver::NotYetImplemented;
-use lab_core::{Driver, DriverContext, Result};
+mod client;
+mod config;
+mod driver;
+mod error;
 
-fn boxed(_ctx: DriverContext) -> Result<Box<dyn Driver>> {
-    Ok(Box::new(NotYetImplemented { driver: "virtualbox" }))
-}
+pub use config::{CreateOptions, RoleConfig, VirtualBoxConfig};
+pub use driver::VirtualBoxDriver;
 
 lab_core::register_driver!(
     "virtualbox",
-    "VirtualBox machines made with docker-machine, as in the seed procedure (not yet implemented)",
-    boxed
+    "VirtualBox machines made with docker-machine, as in the seed procedure",
+    VirtualBoxDriver::boxed
 );

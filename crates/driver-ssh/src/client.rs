@@ -1,0 +1,303 @@
+//! The SSH client: connecting to one host with bounded waits, verifying its host key,
+//! authenticating, and opening what lab needs over the connection (a stream to the Docker
+//! engine's socket, or a command). Everything here blocks: callers run it on std threads or
+//! `spawn_blocking`, never on the async runtime's workers.
+
+use std::fmt;
+use std::io::Read;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use ssh2::{Channel, MethodType, Session};
+
+use crate::config::HostKeyPolicy;
+use crate::hosts::Host;
+use crate::known_hosts;
+
+/// Where the Docker engine listens on every host.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// At most this many SSH handshakes to one host at a time: sshd drops connections beyond its
+/// `MaxStartups` (10 unauthenticated by default) at random.
+const MAX_HANDSHAKES: usize = 4;
+
+/// The stage at which reaching a host failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// TCP connection.
+    Connect,
+    /// SSH handshake and host key verification.
+    HostKey,
+    /// Authentication.
+    Auth,
+    /// Opening a channel (to the Docker socket, or for a command).
+    Channel,
+}
+
+impl Stage {
+    /// The step, as error messages name it.
+    pub fn step(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect over SSH",
+            Stage::HostKey => "verify its SSH host key",
+            Stage::Auth => "authenticate over SSH",
+            Stage::Channel => "reach its Docker engine over SSH",
+        }
+    }
+}
+
+/// A failure to reach a host, with the stage it happened at.
+#[derive(Debug, Clone)]
+pub struct SshError {
+    /// Where it failed.
+    pub stage: Stage,
+    /// Why, in the words of the OS, libssh2 or the server.
+    pub message: String,
+}
+
+impl fmt::Display for SshError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.stage.step(), self.message)
+    }
+}
+
+fn fail(stage: Stage, message: impl Into<String>) -> SshError {
+    SshError { stage, message: message.into() }
+}
+
+/// One host and how to reach it.
+pub struct Target {
+    /// The host, from the hosts file.
+    pub host: Host,
+    /// The known-hosts file.
+    pub known_hosts: PathBuf,
+    /// What to do with unknown host keys.
+    pub policy: HostKeyPolicy,
+    /// Bound on the TCP connection.
+    pub connect_timeout: Duration,
+    /// Bound on each SSH operation once connected.
+    pub operation_timeout: Duration,
+    /// `$HOME`, for the usual `~/.ssh` keys.
+    pub home: Option<PathBuf>,
+    handshakes: Mutex<usize>,
+    handshake_done: Condvar,
+}
+
+impl Target {
+    /// A target for `host`.
+    pub fn new(
+        host: Host,
+        known_hosts: PathBuf,
+        policy: HostKeyPolicy,
+        connect_timeout: Duration,
+        operation_timeout: Duration,
+        home: Option<PathBuf>,
+    ) -> Self {
+        Target {
+            host,
+            known_hosts,
+            policy,
+            connect_timeout,
+            operation_timeout,
+            home,
+            handshakes: Mutex::new(0),
+            handshake_done: Condvar::new(),
+        }
+    }
+
+    /// Opens a TCP connection within the connect timeout, trying each resolved address.
+    pub fn tcp(&self) -> Result<TcpStream, SshError> {
+        let h = &self.host;
+        let addrs = (h.address.as_str(), h.port)
+            .to_socket_addrs()
+            .map_err(|e| fail(Stage::Connect, format!("cannot resolve {}: {e}", h.address)))?;
+        let mut last = format!("{} resolves to no address", h.address);
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, self.connect_timeout) {
+                Ok(s) => return Ok(s),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {
+                    last = format!("no answer from {a} within {}s", self.connect_timeout.as_secs())
+                }
+                Err(e) => last = format!("{a}: {e}"),
+            }
+        }
+        Err(fail(Stage::Connect, last))
+    }
+
+    /// An authenticated session with a verified host key.
+    pub fn session(&self) -> Result<Session, SshError> {
+        let _permit = self.permit();
+        let tcp = self.tcp()?;
+        let _ = tcp.set_nodelay(true);
+        let mut sess = Session::new().map_err(|e| fail(Stage::HostKey, e.to_string()))?;
+        sess.set_tcp_stream(tcp);
+        // Until the server has shown its SSH banner and key, the connect timeout applies: a
+        // firewall or proxy may accept TCP connections for hosts that are not there.
+        sess.set_timeout(millis(self.connect_timeout));
+        let h = &self.host;
+        let prefs = known_hosts::algorithm_preference(&sess, &self.known_hosts, &h.address, h.port);
+        let _ = sess.method_pref(MethodType::HostKey, &prefs);
+        sess.handshake().map_err(|e| {
+            let why = if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
+                format!("no SSH server answered at {} within {}s", self.describe(), self.connect_timeout.as_secs())
+            } else {
+                format!("SSH handshake with {}: {}", self.describe(), e.message())
+            };
+            fail(Stage::Connect, why)
+        })?;
+        sess.set_timeout(millis(self.operation_timeout));
+        known_hosts::verify(&sess, &self.known_hosts, &h.name, &h.address, h.port, self.policy)
+            .map_err(|m| fail(Stage::HostKey, m))?;
+        self.authenticate(&sess)?;
+        Ok(sess)
+    }
+
+    fn describe(&self) -> String {
+        known_hosts::pattern(&self.host.address, self.host.port)
+    }
+
+    /// Waits for one of the host's handshake slots; released on drop.
+    fn permit(&self) -> Permit<'_> {
+        let mut n = self.handshakes.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= MAX_HANDSHAKES {
+            n = self.handshake_done.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        Permit(self)
+    }
+
+    /// The identity file if one is set; otherwise ssh-agent, then the usual `~/.ssh` keys.
+    /// The error names the user and every method tried.
+    fn authenticate(&self, sess: &Session) -> Result<(), SshError> {
+        let user = &self.host.user;
+        let offered = match sess.auth_methods(user) {
+            Ok(m) => m.to_string(),
+            Err(_) if sess.authenticated() => return Ok(()),
+            Err(e) => return Err(fail(Stage::Auth, format!("as {user}: the server refused to list methods: {e}"))),
+        };
+        let mut tried: Vec<String> = Vec::new();
+        if !offered.split(',').any(|m| m == "publickey") {
+            return Err(fail(
+                Stage::Auth,
+                format!("as {user}: the server offers only {offered}; lab authenticates with keys (publickey)"),
+            ));
+        }
+        if let Some(key) = &self.host.identity_file {
+            match sess.userauth_pubkey_file(user, None, key, None) {
+                Ok(()) if sess.authenticated() => return Ok(()),
+                Ok(()) => tried.push(format!("key {} (refused)", key.display())),
+                Err(e) => tried.push(format!("key {} ({})", key.display(), e.message())),
+            }
+        } else {
+            if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+                match agent_auth(sess, user) {
+                    Ok(()) => return Ok(()),
+                    Err(why) => tried.push(format!("ssh-agent ({why})")),
+                }
+            } else {
+                tried.push("ssh-agent (SSH_AUTH_SOCK is not set)".into());
+            }
+            let dir = self.home.as_ref().map(|h| h.join(".ssh"));
+            for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                let Some(path) = dir.as_ref().map(|d| d.join(name)).filter(|p| p.is_file()) else { continue };
+                match sess.userauth_pubkey_file(user, None, &path, None) {
+                    Ok(()) if sess.authenticated() => return Ok(()),
+                    Ok(()) => tried.push(format!("key {} (refused)", path.display())),
+                    Err(e) => tried.push(format!("key {} ({})", path.display(), e.message())),
+                }
+            }
+            if tried.len() == 1 {
+                tried.push("no key in ~/.ssh (id_ed25519, id_ecdsa, id_rsa)".into());
+            }
+        }
+        Err(fail(Stage::Auth, format!("as {user}: no method worked; tried {}", tried.join("; "))))
+    }
+
+    /// An authenticated session and a channel to the host's Docker socket.
+    pub fn docker_channel(&self) -> Result<(Session, Channel), SshError> {
+        let sess = self.session()?;
+        let ch = sess.channel_direct_streamlocal(DOCKER_SOCKET, None).map_err(|e| {
+            fail(
+                Stage::Channel,
+                format!(
+                    "open a stream to {DOCKER_SOCKET} as {}: {} (is Docker installed and running, may {} use its \
+                     socket, and does sshd allow AllowStreamLocalForwarding?)",
+                    self.host.user,
+                    e.message(),
+                    self.host.user
+                ),
+            )
+        })?;
+        Ok((sess, ch))
+    }
+
+    /// Runs `argv` on the host. The command travels as one string that the user's login shell
+    /// splits, as with any SSH command, so every element is quoted to reach the program as
+    /// exactly one argument.
+    pub fn exec(&self, argv: &[String]) -> Result<(Option<i64>, String, String), SshError> {
+        let sess = self.session()?;
+        let mut ch = sess.channel_session().map_err(|e| fail(Stage::Channel, e.message().to_string()))?;
+        let command = argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+        ch.exec(&command).map_err(|e| fail(Stage::Channel, format!("run a command: {}", e.message())))?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        ch.read_to_end(&mut stdout).map_err(|e| fail(Stage::Channel, format!("read the command's output: {e}")))?;
+        ch.stderr()
+            .read_to_end(&mut stderr)
+            .map_err(|e| fail(Stage::Channel, format!("read the command's errors: {e}")))?;
+        let _ = ch.wait_close();
+        let status = ch.exit_status().ok().map(i64::from);
+        Ok((status, String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned()))
+    }
+}
+
+/// libssh2's "timed out".
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+
+fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u32::MAX as u128) as u32
+}
+
+struct Permit<'a>(&'a Target);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.handshakes.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        self.0.handshake_done.notify_one();
+    }
+}
+
+fn agent_auth(sess: &Session, user: &str) -> Result<(), String> {
+    let mut agent = sess.agent().map_err(|e| e.message().to_string())?;
+    agent.connect().map_err(|e| format!("cannot connect: {}", e.message()))?;
+    agent.list_identities().map_err(|e| e.message().to_string())?;
+    let ids = agent.identities().map_err(|e| e.message().to_string())?;
+    if ids.is_empty() {
+        return Err("it holds no keys".into());
+    }
+    for id in &ids {
+        if agent.userauth(user, id).is_ok() && sess.authenticated() {
+            return Ok(());
+        }
+    }
+    Err(format!("none of its {} keys was accepted", ids.len()))
+}
+
+/// Quotes one argument for a POSIX shell: single quotes, with embedded ones spliced in.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_quoted_one_by_one() {
+        assert_eq!(shell_quote("docker"), "'docker'");
+        assert_eq!(shell_quote("a b; rm -rf /"), "'a b; rm -rf /'");
+        assert_eq!(shell_quote("it's $(x)"), r"'it'\''s $(x)'");
+    }
+}

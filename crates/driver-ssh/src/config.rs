@@ -1,0 +1,65 @@
+//! `[drivers.ssh]` in lab.toml, which the CLI also fills from `--hosts`, `--known-hosts`,
+//! `--host-key-policy` and `--force`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Default seconds to wait for a host's TCP port to accept a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
+/// Default seconds one SSH operation (handshake, authentication, opening a channel, running a
+/// command) may take once connected.
+pub const DEFAULT_OPERATION_TIMEOUT: u64 = 30;
+
+/// What to do with a host key that is not in the known-hosts file yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// Record an unknown host's key (OpenSSH's `StrictHostKeyChecking=accept-new`); a changed
+    /// key is always refused.
+    #[default]
+    AcceptNew,
+    /// Refuse hosts whose key is not recorded already.
+    Strict,
+}
+
+impl HostKeyPolicy {
+    /// The value of OpenSSH's `StrictHostKeyChecking` with the same meaning.
+    pub fn openssh(self) -> &'static str {
+        match self {
+            HostKeyPolicy::AcceptNew => "accept-new",
+            HostKeyPolicy::Strict => "yes",
+        }
+    }
+}
+
+/// The ssh driver's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshConfig {
+    /// The hosts file (`--hosts`, or `hosts = "..."` in lab.toml). Required.
+    pub hosts: Option<PathBuf>,
+    /// OpenSSH known-hosts file; default `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+    /// See [`HostKeyPolicy`].
+    pub host_key_policy: HostKeyPolicy,
+    /// Take hosts that are in another swarm (they are made to leave it).
+    pub force: bool,
+    /// Seconds to wait for a TCP connection to a host.
+    pub connect_timeout: u64,
+    /// Seconds one SSH operation may take.
+    pub operation_timeout: u64,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            hosts: None,
+            known_hosts: None,
+            host_key_policy: HostKeyPolicy::AcceptNew,
+            force: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+        }
+    }
+}

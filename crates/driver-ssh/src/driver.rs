@@ -1,0 +1,479 @@
+//! The `Driver` implementation over SSH: hosts come from the hosts file, exist already, and
+//! are never created or deleted; lab only reaches their Docker engines.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use futures_util::future::join_all;
+use lab_core::error::engine_message;
+use lab_core::state::{make_private_dir, Paths};
+use lab_core::{
+    Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec,
+    Result,
+};
+
+use crate::client::{shell_quote, SshError, Target};
+use crate::config::SshConfig;
+use crate::error::on_host;
+use crate::hosts::{self, Environment, Host};
+use crate::tunnel;
+
+/// Unix socket paths are limited to 108 bytes by the kernel.
+const MAX_SOCKET_PATH: usize = 100;
+
+/// Existing hosts over SSH.
+pub struct SshDriver {
+    cluster: ClusterName,
+    config: SshConfig,
+    state_dir: PathBuf,
+    hosts: Vec<Host>,
+    targets: HashMap<String, Arc<Target>>,
+    tunnels: Mutex<HashMap<String, PathBuf>>,
+}
+
+/// What preflight learnt of one host.
+struct HostReport {
+    version: String,
+    active: bool,
+    manager: bool,
+    node_id: Option<String>,
+    cluster_id: Option<String>,
+    remote_managers: Vec<String>,
+    docker: Docker,
+}
+
+impl SshDriver {
+    /// Makes the driver from its context: reads and validates the hosts file (bad input,
+    /// exit 2, before any connection).
+    pub fn new(ctx: DriverContext) -> Result<Self> {
+        let config: SshConfig = ctx.parse_config()?;
+        let path = config.hosts.clone().ok_or_else(|| {
+            Error::input(
+                "--hosts",
+                "the ssh driver needs a hosts file: pass --hosts FILE, or set hosts = \"FILE\" in lab.toml",
+            )
+        })?;
+        for (key, v) in [("connect_timeout", config.connect_timeout), ("operation_timeout", config.operation_timeout)] {
+            if v == 0 || v > 3600 {
+                return Err(Error::input(
+                    format!("{}: [drivers.ssh] {key}", ctx.config_source),
+                    format!("{v} is not a number of seconds from 1 to 3600"),
+                ));
+            }
+        }
+        let env = Environment::from_process();
+        let hosts = hosts::load(&path, &env)?;
+        let known_hosts = match (&config.known_hosts, &env.home) {
+            (Some(k), _) => k.clone(),
+            (None, Some(home)) => home.join(".ssh/known_hosts"),
+            (None, None) => {
+                return Err(Error::input("--known-hosts", "not given, and $HOME is not set to find ~/.ssh/known_hosts"))
+            }
+        };
+        let targets = hosts
+            .iter()
+            .map(|h| {
+                let t = Target::new(
+                    h.clone(),
+                    known_hosts.clone(),
+                    config.host_key_policy,
+                    Duration::from_secs(config.connect_timeout),
+                    Duration::from_secs(config.operation_timeout),
+                    env.home.clone(),
+                );
+                (h.name.clone(), Arc::new(t))
+            })
+            .collect();
+        Ok(SshDriver {
+            cluster: ctx.cluster,
+            config,
+            state_dir: ctx.state_dir,
+            hosts,
+            targets,
+            tunnels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// [`SshDriver::new`], boxed, for registration.
+    pub fn boxed(ctx: DriverContext) -> Result<Box<dyn Driver>> {
+        Ok(Box::new(Self::new(ctx)?))
+    }
+
+    fn host(&self, node: &str) -> Result<&Host> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == node)
+            .ok_or_else(|| Error::node(node, "find the host", "it is not in the hosts file"))
+    }
+
+    fn target(&self, node: &str) -> Result<Arc<Target>> {
+        self.targets.get(node).cloned().ok_or_else(|| Error::node(node, "find the host", "it is not in the hosts file"))
+    }
+
+    fn machine(&self, h: &Host) -> Machine {
+        Machine {
+            name: h.name.clone(),
+            role: h.role,
+            state: MachineState::Running,
+            address: Some(h.advertise_address.clone()),
+        }
+    }
+
+    /// The local socket that leads to `node`'s engine, started on first use.
+    fn tunnel(&self, node: &str) -> Result<PathBuf> {
+        let mut tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = tunnels.get(node) {
+            if p.exists() {
+                return Ok(p.clone());
+            }
+        }
+        let step = "open a tunnel to its Docker engine";
+        let dir = tunnel::socket_dir(&self.state_dir.join("ssh"));
+        make_private_dir(&dir)?;
+        let socket = dir.join(format!("{node}.sock"));
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(Error::node(
+                node,
+                step,
+                format!(
+                    "the socket path {} is longer than {MAX_SOCKET_PATH} bytes, which unix sockets do not allow",
+                    socket.display()
+                ),
+            )
+            .with_hint("set XDG_STATE_HOME to a shorter directory"));
+        }
+        tunnel::start(self.target(node)?, &socket).map_err(|e| Error::node(node, step, e))?;
+        tunnels.insert(node.to_string(), socket.clone());
+        Ok(socket)
+    }
+
+    fn docker(&self, node: &str) -> Result<Docker> {
+        let socket = self.tunnel(node)?;
+        Docker::connect_with_unix(&socket.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| Error::node(node, "connect to its Docker engine", engine_message(&e)))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        node: &str,
+        f: impl FnOnce(&Target) -> std::result::Result<T, SshError> + Send + 'static,
+    ) -> Result<T> {
+        let target = self.target(node)?;
+        tokio::task::spawn_blocking(move || f(&target))
+            .await
+            .map_err(|e| Error::node(node, "reach the host over SSH", e))?
+            .map_err(|e| on_host(node, e))
+    }
+
+    /// Reachable, host key, authentication, the Docker socket, then the engine's version and
+    /// swarm state, each bounded.
+    async fn check_host(&self, h: &Host) -> Result<HostReport> {
+        self.blocking(&h.name, |t| t.docker_channel().map(|_| ())).await?;
+        let step = "ask its Docker engine for its version and swarm state";
+        let timeout = Duration::from_secs(self.config.operation_timeout);
+        let docker = self.docker(&h.name)?.with_timeout(timeout);
+        let docker = tokio::time::timeout(timeout, docker.negotiate_version())
+            .await
+            .map_err(|_| Error::node(&h.name, step, format!("no answer within {}s", timeout.as_secs())))?
+            .map_err(|e| Error::node(&h.name, step, engine_message(&e)))?;
+        let version = docker.version().await.map_err(|e| Error::node(&h.name, step, engine_message(&e)))?;
+        let info = docker.info().await.map_err(|e| Error::node(&h.name, step, engine_message(&e)))?;
+        let swarm = info.swarm.unwrap_or_default();
+        use bollard::models::LocalNodeState as S;
+        let active = matches!(swarm.local_node_state, Some(S::ACTIVE) | Some(S::PENDING) | Some(S::LOCKED));
+        Ok(HostReport {
+            version: version.version.unwrap_or_else(|| "unknown".into()),
+            active,
+            manager: active && swarm.control_available.unwrap_or(false),
+            node_id: swarm.node_id.filter(|s| !s.is_empty()),
+            cluster_id: swarm.cluster.and_then(|c| c.id).filter(|s| !s.is_empty()),
+            remote_managers: swarm.remote_managers.unwrap_or_default().into_iter().filter_map(|m| m.addr).collect(),
+            docker,
+        })
+    }
+
+    /// The swarms that are this cluster's: the one lab recorded, and any whose nodes carry
+    /// this cluster's `lab.cluster` label (an `up` interrupted before recording). Returns
+    /// them with the node IDs their managers list.
+    async fn our_swarms(&self, reports: &[(&Host, HostReport)]) -> HashMap<String, BTreeSet<String>> {
+        let recorded = self
+            .state_dir
+            .parent()
+            .and_then(|p| p.parent())
+            .and_then(|root| Paths::at(root).load(&self.cluster).ok().flatten())
+            .and_then(|st| st.swarm)
+            .map(|s| s.id);
+        let mut ours: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for (_, r) in reports.iter().filter(|(_, r)| r.manager) {
+            let Some(id) = &r.cluster_id else { continue };
+            let Ok(nodes) = r.docker.list_nodes(None).await else { continue };
+            let labelled = nodes.iter().any(|n| {
+                n.spec.as_ref().and_then(|s| s.labels.as_ref()).and_then(|l| l.get("lab.cluster"))
+                    == Some(&self.cluster.to_string())
+            });
+            if labelled || recorded.as_deref() == Some(id.as_str()) {
+                ours.entry(id.clone()).or_default().extend(nodes.into_iter().filter_map(|n| n.id));
+            }
+        }
+        ours
+    }
+}
+
+#[async_trait]
+impl Driver for SshDriver {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { create: false, destroy: false, start: false, shell: true }
+    }
+
+    /// Checks every host at once and reports every failing one together.
+    async fn preflight(&self, _nodes: &[NodeSpec]) -> Result<()> {
+        let results = join_all(self.hosts.iter().map(|h| async move { (h, self.check_host(h).await) })).await;
+        let mut failures: Vec<Error> = Vec::new();
+        let mut reports = Vec::new();
+        for (h, r) in results {
+            match r {
+                Ok(rep) => reports.push((h, rep)),
+                Err(e) => failures.push(e),
+            }
+        }
+        let ours = self.our_swarms(&reports).await;
+        for (h, r) in &reports {
+            let state = if !r.active {
+                "not in a swarm".to_string()
+            } else {
+                let in_ours = match (&r.cluster_id, &r.node_id) {
+                    (Some(id), _) if r.manager => ours.contains_key(id),
+                    (_, Some(node)) => ours.values().any(|ids| ids.contains(node)),
+                    _ => false,
+                };
+                if in_ours {
+                    format!("in cluster {}'s swarm (reused)", self.cluster)
+                } else {
+                    let which = match (&r.cluster_id, r.remote_managers.is_empty()) {
+                        (Some(id), _) => format!("swarm {id}"),
+                        (None, false) => format!("the swarm managed at {}", r.remote_managers.join(", ")),
+                        (None, true) => "a swarm lab cannot identify".into(),
+                    };
+                    if self.config.force {
+                        tracing::warn!(host = %h.name, "--force: {} will leave {which}", h.name);
+                        format!("in {which}; --force: it will leave it")
+                    } else {
+                        failures.push(
+                            Error::node(
+                                &h.name,
+                                "check its swarm membership",
+                                format!("already in another swarm ({which}); lab will not take it over"),
+                            )
+                            .with_hint(format!(
+                                "make it leave that swarm (`docker swarm leave --force` on {}), or pass --force to \
+                                 have lab do it",
+                                h.name
+                            )),
+                        );
+                        continue;
+                    }
+                }
+            };
+            tracing::info!(
+                host = %h.name,
+                "{}: reachable, authenticated as {}, Docker {}, {state}",
+                h.name,
+                h.user,
+                r.version
+            );
+        }
+        match failures.len() {
+            0 => Ok(()),
+            1 => Err(failures.remove(0)),
+            n => {
+                let lines: Vec<String> = failures
+                    .iter()
+                    .map(|e| match e.hint() {
+                        Some(hint) => format!("  {e} ({hint})"),
+                        None => format!("  {e}"),
+                    })
+                    .collect();
+                Err(Error::op(
+                    format!("check the hosts in the hosts file: {n} of {} cannot be used", self.hosts.len()),
+                    format!("\n{}", lines.join("\n")),
+                ))
+            }
+        }
+    }
+
+    /// Every host in the file, as Running: lab cannot start or stop them, and a host that
+    /// does not answer shows as an engine that does not answer (in `status`, and as a bounded
+    /// wait naming the cause in `up`). Reporting it Broken would plan its destruction, and
+    /// Stopped a start, neither of which an SSH host allows.
+    async fn observe(&self) -> Result<Vec<Machine>> {
+        Ok(self.hosts.iter().map(|h| self.machine(h)).collect())
+    }
+
+    /// The host exists already: returned if it answers on its SSH port.
+    async fn create(&self, node: &NodeSpec) -> Result<Machine> {
+        self.blocking(&node.name, |t| t.tcp().map(|_| ())).await?;
+        Ok(self.machine(self.host(&node.name)?))
+    }
+
+    /// Lab cannot start a host: returned if it answers on its SSH port.
+    async fn start(&self, node: &str) -> Result<Machine> {
+        self.blocking(node, |t| t.tcp().map(|_| ())).await?;
+        Ok(self.machine(self.host(node)?))
+    }
+
+    async fn destroy(&self, node: &str) -> Result<()> {
+        Err(Error::Unsupported {
+            driver: "ssh".into(),
+            message: format!(
+                "lab never deletes hosts it was given ({node}); `lab down` only undoes the swarm and registry"
+            ),
+        })
+    }
+
+    async fn engine(&self, machine: &Machine) -> Result<NodeEngine> {
+        let h = self.host(&machine.name)?;
+        Ok(NodeEngine {
+            docker: self.docker(&machine.name)?,
+            advertise_addr: h.advertise_address.clone(),
+            client_env: vec![("DOCKER_HOST".into(), h.docker_host())],
+        })
+    }
+
+    async fn exec(&self, node: &str, argv: &[String]) -> Result<ExecOutput> {
+        let argv = argv.to_vec();
+        let (status, stdout, stderr) = self.blocking(node, move |t| t.exec(&argv)).await?;
+        Ok(ExecOutput { status, stdout, stderr })
+    }
+
+    fn fixed_nodes(&self) -> Option<Vec<NodeSpec>> {
+        Some(
+            self.hosts
+                .iter()
+                .map(|h| NodeSpec { name: h.name.clone(), role: h.role, labels: h.labels.clone() })
+                .collect(),
+        )
+    }
+
+    /// `ssh -p PORT [-i KEY] -o UserKnownHostsFile=... -o StrictHostKeyChecking=... -l USER --
+    /// ADDRESS [ARGS...]`, each a separate argument, with the same known-hosts file and policy
+    /// lab uses.
+    fn shell_command(&self, node: &str, args: &[String]) -> Option<Vec<String>> {
+        let t = self.targets.get(node)?;
+        let h = &t.host;
+        let mut cmd = vec!["ssh".to_string(), "-p".into(), h.port.to_string()];
+        if let Some(key) = &h.identity_file {
+            cmd.extend(["-i".into(), key.to_string_lossy().into_owned(), "-o".into(), "IdentitiesOnly=yes".into()]);
+        }
+        cmd.extend([
+            "-o".into(),
+            format!("UserKnownHostsFile={}", t.known_hosts.display()),
+            "-o".into(),
+            format!("StrictHostKeyChecking={}", self.config.host_key_policy.openssh()),
+            "-o".into(),
+            format!("ConnectTimeout={}", self.config.connect_timeout),
+            "-l".into(),
+            h.user.clone(),
+        ]);
+        if args.is_empty() {
+            cmd.push("-t".into());
+        }
+        cmd.extend(["--".into(), h.address.clone()]);
+        // `ssh` joins its arguments with spaces for the remote login shell to split again;
+        // quoting each makes it arrive as exactly one argument, as `docker exec` passes them
+        // for the docker driver (`-- sh -c '...'` still gives a shell).
+        cmd.extend(args.iter().map(|a| shell_quote(a)));
+        Some(cmd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lab_core::Role;
+
+    fn driver(dir: &std::path::Path, config: serde_json::Value) -> Result<SshDriver> {
+        SshDriver::new(DriverContext {
+            driver: "ssh".into(),
+            cluster: ClusterName::parse("t", "test").unwrap(),
+            state_dir: dir.join("state"),
+            config,
+            config_source: "lab.toml".into(),
+        })
+    }
+
+    const HOSTS: &str =
+        "[defaults]\nuser = \"root\"\n[[hosts]]\nname = \"w\"\naddress = \"10.0.0.2\"\nrole = \"worker\"\n\
+                         [[hosts]]\nname = \"m\"\naddress = \"10.0.0.1\"\nrole = \"manager\"\nport = 2222\n";
+
+    #[test]
+    fn no_hosts_file_is_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = driver(dir.path(), serde_json::Value::Null).err().expect("refused");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().starts_with("--hosts: "), "{err}");
+        let err = driver(dir.path(), serde_json::json!({"hosts": dir.path().join("absent.toml")})).err().unwrap();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("absent.toml"), "{err}");
+        let err = driver(dir.path(), serde_json::json!({"hosts": "h.toml", "colour": 1})).err().unwrap();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn hosts_become_nodes_machines_and_ssh_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hosts.toml");
+        std::fs::write(&file, HOSTS).unwrap();
+        let d = driver(
+            dir.path(),
+            serde_json::json!({"hosts": file, "known_hosts": "/k/known", "host_key_policy": "strict", "connect_timeout": 3}),
+        )
+        .unwrap();
+        let nodes = d.fixed_nodes().unwrap();
+        assert_eq!(
+            nodes.iter().map(|n| (n.name.as_str(), n.role)).collect::<Vec<_>>(),
+            [("w", Role::Worker), ("m", Role::Manager)]
+        );
+        let cmd = d.shell_command("m", &["docker".into(), "ps; reboot".into()]).unwrap();
+        assert_eq!(
+            cmd,
+            [
+                "ssh",
+                "-p",
+                "2222",
+                "-o",
+                "UserKnownHostsFile=/k/known",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=3",
+                "-l",
+                "root",
+                "--",
+                "10.0.0.1",
+                "docker",
+                "ps; reboot"
+            ]
+        );
+        assert!(d.shell_command("x", &[]).is_none());
+        assert_eq!(d.capabilities(), Capabilities { create: false, destroy: false, start: false, shell: true });
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let machines = rt.block_on(d.observe()).unwrap();
+        assert_eq!(machines.len(), 2);
+        assert!(machines.iter().all(|m| m.state == MachineState::Running));
+        let engine = rt.block_on(d.engine(&machines[1])).unwrap();
+        assert_eq!(engine.advertise_addr, "10.0.0.1");
+        assert_eq!(engine.client_env, [("DOCKER_HOST".to_string(), "ssh://root@10.0.0.1:2222".to_string())]);
+    }
+
+    #[test]
+    fn zero_timeouts_are_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = driver(dir.path(), serde_json::json!({"hosts": "h.toml", "connect_timeout": 0})).err().unwrap();
+        assert!(err.to_string().contains("connect_timeout"), "{err}");
+    }
+}

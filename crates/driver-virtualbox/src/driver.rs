@@ -1,0 +1,352 @@
+//! The `Driver` implementation over docker-machine.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use lab_core::{
+    Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec,
+    Result,
+};
+use tokio::sync::{Mutex, OnceCell, Semaphore};
+
+use crate::client::{self, NotFound, Output};
+use crate::config::VirtualBoxConfig;
+use crate::error::{does_not_exist, failed, not_run};
+
+/// `ls`, `env`, `ip`, `status`, `ssh` and `--version`: quick reads.
+const QUICK: Duration = Duration::from_secs(60);
+/// `create`: boot2docker's first download and a VM's first boot can be slow.
+const CREATE: Duration = Duration::from_secs(30 * 60);
+/// `start` and `rm`.
+const SLOW: Duration = Duration::from_secs(10 * 60);
+/// The engine port docker-machine's virtualbox driver configures.
+const ENGINE_PORT: u16 = 2376;
+/// What to install when docker-machine is missing.
+const INSTALL_HINT: &str =
+    "install docker-machine 0.16.2 (https://github.com/docker/machine/releases) and VirtualBox, \
+     or point [drivers.virtualbox] docker_machine (--driver-opt docker_machine=PATH) at it";
+
+/// Nodes as VirtualBox machines made with docker-machine.
+pub struct VirtualBoxDriver {
+    cluster: ClusterName,
+    config: VirtualBoxConfig,
+    config_source: String,
+    /// The program, found once (PATH or configured).
+    program: std::sync::OnceLock<std::result::Result<PathBuf, NotFound>>,
+    /// Its version line, checked once per run.
+    version: OnceCell<String>,
+    /// Whether a create has succeeded in this run: until one has, creates run one at a time
+    /// (VirtualBox fails when several VMs make the host-only network at once).
+    first_created: Mutex<bool>,
+    /// Creates allowed at once after the first.
+    slots: Semaphore,
+    /// docker-machine's store (`$MACHINE_STORAGE_PATH`, else `~/.docker/machine`), to tell a
+    /// half-made machine from a healthy one.
+    store: Option<PathBuf>,
+}
+
+impl VirtualBoxDriver {
+    /// Makes the driver from its context (its `[drivers.virtualbox]` table).
+    pub fn new(ctx: DriverContext) -> Result<Self> {
+        let config: VirtualBoxConfig = ctx.parse_config()?;
+        config.validate(&ctx.config_source)?;
+        let store =
+            std::env::var_os("MACHINE_STORAGE_PATH").filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| {
+                std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".docker/machine"))
+            });
+        Ok(VirtualBoxDriver {
+            cluster: ctx.cluster,
+            slots: Semaphore::new(config.concurrency() as usize),
+            config,
+            config_source: ctx.config_source,
+            program: std::sync::OnceLock::new(),
+            version: OnceCell::new(),
+            first_created: Mutex::new(false),
+            store,
+        })
+    }
+
+    /// [`VirtualBoxDriver::new`], boxed, for registration.
+    pub fn boxed(ctx: DriverContext) -> Result<Box<dyn Driver>> {
+        Ok(Box::new(Self::new(ctx)?))
+    }
+
+    fn machine_name(&self, node: &str) -> String {
+        format!("{}-{node}", self.cluster)
+    }
+
+    fn found_program(&self) -> &std::result::Result<PathBuf, NotFound> {
+        self.program
+            .get_or_init(|| client::find_program(self.config.docker_machine.as_deref(), std::env::var_os("PATH")))
+    }
+
+    /// The docker-machine program, found and its version checked once.
+    async fn program(&self) -> Result<&Path> {
+        let program = match self.found_program() {
+            Ok(p) => p.as_path(),
+            Err(NotFound::NotOnPath) => {
+                return Err(Error::op("find docker-machine", "docker-machine is not on PATH").with_hint(INSTALL_HINT))
+            }
+            Err(NotFound::Configured(p)) => {
+                return Err(Error::input(
+                    format!("{}: [drivers.virtualbox] docker_machine", self.config_source),
+                    format!("no such program: {}", p.display()),
+                ))
+            }
+        };
+        self.version
+            .get_or_try_init(|| async {
+                let step = format!("run {} --version", program.display());
+                let out = client::run(program, &["--version".into()], QUICK)
+                    .await
+                    .map_err(|e| Error::op(&step, e).with_hint(INSTALL_HINT))?;
+                if !out.success() {
+                    return Err(Error::op(&step, out.message()));
+                }
+                let line = out.stdout.trim().to_string();
+                match client::parse_version(&line) {
+                    Some((major, minor, _)) if (major, minor) < client::MIN_VERSION => Err(Error::op(
+                        "check docker-machine's version",
+                        format!(
+                            "{} is {line:?}; lab needs {}.{} or newer",
+                            program.display(),
+                            client::MIN_VERSION.0,
+                            client::MIN_VERSION.1
+                        ),
+                    )
+                    .with_hint(INSTALL_HINT)),
+                    Some(_) => {
+                        tracing::debug!(program = %program.display(), version = %line, "docker-machine");
+                        Ok(line)
+                    }
+                    None => {
+                        tracing::warn!(program = %program.display(), output = %line, "cannot read docker-machine's version; going on");
+                        Ok(line)
+                    }
+                }
+            })
+            .await?;
+        Ok(program)
+    }
+
+    /// Runs docker-machine for `node`; a failure to run it at all is an error naming the node
+    /// and the command.
+    async fn machine_cmd(&self, node: &str, args: &[String], timeout: Duration) -> Result<Output> {
+        let program = self.program().await?;
+        let shown = format!("docker-machine {}", args.iter().take(2).cloned().collect::<Vec<_>>().join(" "));
+        tracing::debug!(node, args = ?args, "docker-machine");
+        client::run(program, args, timeout).await.map_err(|e| not_run(node, &shown, &e))
+    }
+
+    fn machine_dir(&self, machine: &str) -> Option<PathBuf> {
+        self.store.as_ref().map(|s| s.join("machines").join(machine))
+    }
+
+    /// Why a machine docker-machine lists as usable is not: a create that failed half-way
+    /// saves config.json before the VM exists, and copies the TLS certificates only at the
+    /// end; such a machine may even be "Stopped", and starting it would not help.
+    fn half_made(&self, machine: &str) -> Option<String> {
+        let dir = self.machine_dir(machine)?;
+        if !dir.is_dir() {
+            // docker-machine keeps its machines elsewhere (a --storage-path lab does not know).
+            return None;
+        }
+        if !dir.join("config.json").is_file() {
+            return Some(format!("{} has no config.json: its create did not finish", dir.display()));
+        }
+        let missing: Vec<_> =
+            ["ca.pem", "cert.pem", "key.pem"].into_iter().filter(|f| !dir.join(f).is_file()).collect();
+        if !missing.is_empty() {
+            return Some(format!(
+                "{} lacks {}: its create did not finish provisioning",
+                dir.display(),
+                missing.join(", ")
+            ));
+        }
+        None
+    }
+
+    async fn list(&self) -> Result<Vec<Machine>> {
+        let args: Vec<String> = vec![
+            "ls".into(),
+            "--filter".into(),
+            format!("name=^{}-", self.cluster),
+            "--format".into(),
+            client::LS_FORMAT.into(),
+        ];
+        let program = self.program().await?;
+        let out =
+            client::run(program, &args, QUICK).await.map_err(|e| Error::op("list machines (docker-machine ls)", e))?;
+        if !out.success() {
+            return Err(Error::op("list machines (docker-machine ls)", out.message()));
+        }
+        let mut machines = Vec::new();
+        // Machines whose config does not load are listed whatever the filter says: the
+        // prefix is checked here again.
+        for row in client::parse_ls(&out.stdout) {
+            let Some((name, role)) = client::node_of(self.cluster.as_str(), &row.name) else { continue };
+            let mut state = client::machine_state(&row);
+            if !matches!(state, MachineState::Broken(_)) {
+                if let Some(why) = self.half_made(&row.name) {
+                    state = MachineState::Broken(why);
+                }
+            }
+            let address = if state == MachineState::Running { client::url_host(&row.url) } else { None };
+            machines.push(Machine { name, role, state, address });
+        }
+        machines.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(machines)
+    }
+
+    async fn find(&self, node: &str) -> Result<Option<Machine>> {
+        Ok(self.list().await?.into_iter().find(|m| m.name == node))
+    }
+
+    async fn run_create(&self, node: &NodeSpec, args: &[String], command: &str) -> Result<()> {
+        let out = self.machine_cmd(&node.name, args, CREATE).await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(failed(&node.name, command, &out))
+        }
+    }
+}
+
+#[async_trait]
+impl Driver for VirtualBoxDriver {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { create: true, destroy: true, start: true, shell: true }
+    }
+
+    async fn preflight(&self, _nodes: &[NodeSpec]) -> Result<()> {
+        self.program().await.map(|_| ())
+    }
+
+    async fn observe(&self) -> Result<Vec<Machine>> {
+        self.list().await
+    }
+
+    async fn create(&self, node: &NodeSpec) -> Result<Machine> {
+        if let Some(m) = self.find(&node.name).await? {
+            return Ok(m);
+        }
+        let name = self.machine_name(&node.name);
+        let command = format!("docker-machine create {name}");
+        let args = self.config.options(node.role).create_args(&name);
+        let mut done = false;
+        {
+            let mut first = self.first_created.lock().await;
+            if !*first {
+                // Alone: nobody else may create while the first machine makes the host-only
+                // network. The lock is held until it is done; if it fails, the next create
+                // runs alone in turn.
+                self.run_create(node, &args, &command).await?;
+                *first = true;
+                done = true;
+            }
+        }
+        if !done {
+            let _slot = self.slots.acquire().await.map_err(|e| Error::node(&node.name, &command, e))?;
+            self.run_create(node, &args, &command).await?;
+        }
+        self.find(&node.name).await?.ok_or_else(|| {
+            Error::node(&node.name, command, "docker-machine ls does not list the machine it just created")
+        })
+    }
+
+    async fn start(&self, node: &str) -> Result<Machine> {
+        let name = self.machine_name(node);
+        let command = format!("docker-machine start {name}");
+        let out = self.machine_cmd(node, &["start".into(), name.clone()], SLOW).await?;
+        if !out.success() && !out.message().contains("is already running") {
+            return Err(failed(node, &command, &out));
+        }
+        self.find(node).await?.ok_or_else(|| Error::node(node, command, "docker-machine ls does not list it"))
+    }
+
+    async fn destroy(&self, node: &str) -> Result<()> {
+        let name = self.machine_name(node);
+        let command = format!("docker-machine rm -y {name}");
+        let out = self.machine_cmd(node, &["rm".into(), "-y".into(), name.clone()], SLOW).await?;
+        if out.success() || does_not_exist(&out) {
+            return Ok(());
+        }
+        // A machine whose config.json never got written cannot be loaded, so plain `rm` fails
+        // on it; there is no VM to lose, and `-f` removes what is left of it.
+        let unloadable = self.machine_dir(&name).is_some_and(|d| d.is_dir() && !d.join("config.json").is_file());
+        if unloadable {
+            let forced = self.machine_cmd(node, &["rm".into(), "-f".into(), "-y".into(), name.clone()], SLOW).await?;
+            if forced.success() {
+                return Ok(());
+            }
+            return Err(failed(node, &format!("docker-machine rm -f -y {name}"), &forced));
+        }
+        Err(failed(node, &command, &out))
+    }
+
+    async fn engine(&self, machine: &Machine) -> Result<NodeEngine> {
+        let name = self.machine_name(&machine.name);
+        let env_cmd = format!("docker-machine env {name}");
+        let out = self
+            .machine_cmd(&machine.name, &["env".into(), "--shell".into(), "bash".into(), name.clone()], QUICK)
+            .await?;
+        if !out.success() {
+            return Err(failed(&machine.name, &env_cmd, &out));
+        }
+        let vars = client::parse_env(&out.stdout);
+        let var = |k: &str| vars.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let (Some(host), Some(certs)) = (var("DOCKER_HOST"), var("DOCKER_CERT_PATH")) else {
+            return Err(Error::node(
+                &machine.name,
+                env_cmd,
+                format!("it printed no DOCKER_HOST and DOCKER_CERT_PATH:\n{}", out.stdout.trim()),
+            ));
+        };
+        let ip_cmd = format!("docker-machine ip {name}");
+        let out = self.machine_cmd(&machine.name, &["ip".into(), name.clone()], QUICK).await?;
+        if !out.success() {
+            return Err(failed(&machine.name, &ip_cmd, &out));
+        }
+        let ip = out.stdout.trim().to_string();
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(Error::node(&machine.name, ip_cmd, format!("not an IP address: {ip:?}")));
+        }
+        if client::url_host(&host).is_none() || !host.ends_with(&format!(":{ENGINE_PORT}")) {
+            tracing::debug!(node = %machine.name, %host, "engine is not on the usual port {ENGINE_PORT}");
+        }
+        let certs = PathBuf::from(certs);
+        let docker = Docker::connect_with_ssl(
+            &host,
+            &certs.join("key.pem"),
+            &certs.join("cert.pem"),
+            &certs.join("ca.pem"),
+            120,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(|e| Error::node(&machine.name, format!("connect to {host} with TLS"), e))?;
+        let order = ["DOCKER_TLS_VERIFY", "DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_MACHINE_NAME"];
+        let client_env = order.iter().filter_map(|k| var(k).map(|v| (k.to_string(), v))).collect();
+        Ok(NodeEngine { docker, advertise_addr: ip, client_env })
+    }
+
+    async fn exec(&self, node: &str, argv: &[String]) -> Result<ExecOutput> {
+        let name = self.machine_name(node);
+        let out = self.machine_cmd(node, &["ssh".into(), name, client::shell_line(argv)], QUICK).await?;
+        Ok(ExecOutput { status: client::remote_status(&out), stdout: out.stdout, stderr: out.stderr })
+    }
+
+    fn shell_command(&self, node: &str, args: &[String]) -> Option<Vec<String>> {
+        let program = match self.found_program() {
+            Ok(p) => p.to_string_lossy().into_owned(),
+            // `lab ssh` then fails to run it, naming it.
+            Err(_) => client::PROGRAM.to_string(),
+        };
+        let mut cmd = vec![program, "ssh".into(), self.machine_name(node)];
+        if !args.is_empty() {
+            cmd.push(client::shell_line(args));
+        }
+        Some(cmd)
+    }
+}
