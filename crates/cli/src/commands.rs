@@ -68,6 +68,8 @@ fn runtime(
     }
     let mut driver_config = settings.drivers.get(&settings.driver).cloned().unwrap_or(serde_json::Value::Null);
     if let (Some(hosts), "ssh") = (&settings.hosts, settings.driver.as_str()) {
+        // Recorded absolute, so later commands find it from any directory.
+        let hosts = std::path::absolute(hosts).unwrap_or_else(|_| hosts.clone());
         if let serde_json::Value::Object(m) = &mut driver_config {
             m.insert("hosts".into(), json!(hosts));
         } else {
@@ -97,6 +99,12 @@ fn runtime(
         registry_image: settings.registry.image.clone(),
         mode: settings.mode_request(),
     };
+    // What is recorded for later commands; a one-off `--force` is not.
+    let mut recorded_config = driver_config.clone();
+    if let serde_json::Value::Object(m) = &mut recorded_config {
+        m.remove("force");
+    }
+    let driver_config = recorded_config;
     let state = match recorded {
         Some(mut st) => {
             st.managers = managers;

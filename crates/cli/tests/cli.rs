@@ -95,15 +95,10 @@ fn drivers_lists_every_bundled_driver() {
 }
 
 #[test]
-fn pending_drivers_fail_with_exit_1_before_creating_anything() {
+fn ssh_without_a_hosts_file_is_bad_input() {
     let e = Env::new();
-    for d in ["ssh", "virtualbox"] {
-        let out = e.lab(&["up", "--driver", d], &[]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains(&format!("driver {d}: not yet implemented")), "{stderr}");
-    }
-    assert!(!Path::new(&e.state.path().join("lab/clusters")).exists());
+    e.bad(&["up", "--driver", "ssh"], &[], &["--hosts"]);
+    e.bad(&["up", "--driver", "ssh", "--hosts", "nowhere.toml"], &[], &["nowhere.toml"]);
 }
 
 #[test]

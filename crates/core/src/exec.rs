@@ -192,8 +192,17 @@ impl Runtime {
         let topo = &self.desired.topology;
         match step {
             Step::DestroyNode { node } => {
+                // Its swarm node ID, to take it off the managers' list once it is gone.
+                let id = match self.try_engine(node, Duration::from_secs(3)).await {
+                    Ok(e) => swarm::local_view(&e.docker).await.ok().and_then(|v| v.node_id),
+                    Err(_) => None,
+                };
                 self.driver.destroy(node).await?;
                 self.forget(node).await;
+                if let (Some(id), Ok((_, mgr))) = (id, self.manager().await) {
+                    let opts = bollard::query_parameters::DeleteNodeOptionsBuilder::new().force(true).build();
+                    let _ = mgr.delete_node(&id, Some(opts)).await;
+                }
                 self.update_state(|st| {
                     st.nodes.remove(node);
                 })?;
@@ -238,6 +247,18 @@ impl Runtime {
             }
             Step::JoinSwarm { node, role } => {
                 let e = self.engine(node).await?;
+                // A node that was stopped when the plan was made could not say whether it was
+                // a member; once started, its engine rejoins on its own, and joining again
+                // would fail ("already part of a swarm"). A member a manager knows is done.
+                if let Ok(v) = swarm::local_view(&e.docker).await {
+                    if let (true, Some(id)) = (v.active, v.node_id.as_deref()) {
+                        if let Ok((_, mgr)) = self.manager().await {
+                            if mgr.inspect_node(id).await.is_ok() {
+                                return Ok(Some("already a member".into()));
+                            }
+                        }
+                    }
+                }
                 let rec = self.swarm_record().await?;
                 swarm::join(node, &e.docker, &e.advertise_addr, &rec, *role).await?;
                 // A node made again leaves its old self behind as a down entry; drop it.

@@ -259,8 +259,14 @@ impl Driver for SshDriver {
                         (None, true) => "a swarm lab cannot identify".into(),
                     };
                     if self.config.force {
-                        tracing::warn!(host = %h.name, "--force: {} will leave {which}", h.name);
-                        format!("in {which}; --force: it will leave it")
+                        // Left to the core, a manager's swarm would be adopted as the
+                        // cluster's (with whatever else is in it); --force means leave it.
+                        if let Err(e) = lab_core::swarm::leave(&h.name, &r.docker).await {
+                            failures.push(e);
+                            continue;
+                        }
+                        tracing::warn!(host = %h.name, "--force: {} left {which}", h.name);
+                        format!("left {which} (--force)")
                     } else {
                         failures.push(
                             Error::node(
@@ -455,8 +461,8 @@ mod tests {
                 "root",
                 "--",
                 "10.0.0.1",
-                "docker",
-                "ps; reboot"
+                "'docker'",
+                "'ps; reboot'"
             ]
         );
         assert!(d.shell_command("x", &[]).is_none());

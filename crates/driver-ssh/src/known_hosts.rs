@@ -184,10 +184,11 @@ pub fn verify(
     }
     match policy {
         HostKeyPolicy::Strict => Err(format!(
-            "the host key of {name} ({pat}, {key_type} {fingerprint}) is not in {} and --host-key-policy strict \
-             accepts only recorded keys; check the fingerprint and record it (e.g. `ssh -o \
-             StrictHostKeyChecking=accept-new -p {port} {host} true`), or use --host-key-policy accept-new",
-            path.display()
+            "the host key of {name} ({pat}, {key_type} {fingerprint}) is not in {file} and --host-key-policy \
+             strict accepts only recorded keys; check the fingerprint, then record it (e.g. `ssh -o \
+             UserKnownHostsFile={file} -o StrictHostKeyChecking=accept-new -p {port} {host} true`), or use \
+             --host-key-policy accept-new",
+            file = path.display()
         )),
         HostKeyPolicy::AcceptNew => {
             append(path, &format!("{pat} {key_type} {}", base64(&blob)))
