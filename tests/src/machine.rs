@@ -88,7 +88,12 @@ impl Machines {
     pub fn lab(&self, lab: &Lab, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut a = args.to_vec();
         a.extend(["--cluster", &lab.cluster]);
-        let mut c = lab.command(&a);
+        self.lab_exactly(lab, &a, env)
+    }
+
+    /// `lab ARGS` (nothing added) with this store and the stand-in, plus `env`.
+    pub fn lab_exactly(&self, lab: &Lab, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut c = lab.command(args);
         self.apply(&mut c);
         for (k, v) in env {
             c.env(k, v);

@@ -350,3 +350,87 @@ impl Driver for VirtualBoxDriver {
         Some(cmd)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A docker-machine that records when each create starts and ends.
+    const FAKE: &str = r#"#!/bin/sh
+d=$(dirname "$0")
+case "$1" in
+  --version) echo "docker-machine version 0.16.2, build bd45ab13" ;;
+  ls) for f in "$d"/made/*; do
+        [ -e "$f" ] && printf '%s\tRunning\ttcp://10.9.0.1:2376\t\n' "$(basename "$f")"
+      done ;;
+  create) for a; do name=$a; done
+      echo "start $name" >>"$d/events"; sleep 0.3; echo "end $name" >>"$d/events"
+      mkdir -p "$d/made"; touch "$d/made/$name" ;;
+esac
+exit 0
+"#;
+
+    fn driver(dir: &Path, concurrency: u32) -> VirtualBoxDriver {
+        use std::os::unix::fs::PermissionsExt;
+        let program = dir.join("docker-machine");
+        std::fs::write(&program, FAKE).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        VirtualBoxDriver::new(DriverContext {
+            driver: "virtualbox".into(),
+            cluster: ClusterName::parse("t", "test").unwrap(),
+            state_dir: dir.join("state"),
+            config: serde_json::json!({ "docker_machine": program, "concurrency": concurrency }),
+            config_source: "test".into(),
+        })
+        .unwrap()
+    }
+
+    fn spec(name: &str) -> NodeSpec {
+        let role = if name.starts_with("manager") { lab_core::Role::Manager } else { lab_core::Role::Worker };
+        NodeSpec { name: name.into(), role, labels: Default::default() }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_first_create_runs_alone_then_a_few_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = driver(dir.path(), 2);
+        let specs: Vec<NodeSpec> = ["manager", "worker1", "worker2", "worker3"].iter().map(|n| spec(n)).collect();
+        let (a, b, c, e) =
+            tokio::join!(d.create(&specs[0]), d.create(&specs[1]), d.create(&specs[2]), d.create(&specs[3]));
+        for m in [a, b, c, e] {
+            assert_eq!(m.unwrap().state, MachineState::Running);
+        }
+        let events = std::fs::read_to_string(dir.path().join("events")).unwrap();
+        let lines: Vec<&str> = events.lines().collect();
+        assert_eq!(lines.len(), 8, "{events}");
+        let first = lines[0].strip_prefix("start ").unwrap();
+        assert_eq!(lines[1], format!("end {first}"), "the first create did not run alone:\n{events}");
+        let (mut running, mut most) = (0, 0);
+        for l in &lines {
+            running += if l.starts_with("start") { 1 } else { -1 };
+            most = most.max(running);
+        }
+        assert!(most <= 2, "more than 2 creates at once:\n{events}");
+        // Existing machines are returned, not made again.
+        d.create(&specs[1]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("events")).unwrap().lines().count(), 8);
+    }
+
+    #[tokio::test]
+    async fn observe_keeps_to_the_clusters_machines() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = driver(dir.path(), 1);
+        std::fs::create_dir_all(dir.path().join("made")).unwrap();
+        for m in ["t-manager", "t-worker1", "t-x-worker1", "tt-worker1", "default"] {
+            std::fs::write(dir.path().join("made").join(m), "").unwrap();
+        }
+        let names: Vec<_> = d.observe().await.unwrap().into_iter().map(|m| (m.name, m.role, m.address)).collect();
+        assert_eq!(
+            names,
+            [
+                ("manager".to_string(), lab_core::Role::Manager, Some("10.9.0.1".to_string())),
+                ("worker1".to_string(), lab_core::Role::Worker, Some("10.9.0.1".to_string())),
+            ]
+        );
+    }
+}
