@@ -256,33 +256,29 @@ fn changed_host_keys_unknown_hosts_under_strict_and_wrong_keys_are_refused() {
     assert_eq!(swarm_state(&host.container), "inactive");
 }
 
-/// Addresses that do not answer fail within the connect timeout, every such host named in one
-/// error.
+/// Hosts that do not answer fail within the connect timeout, every such host named in one
+/// error. The hosts are the bed's own, frozen (`docker pause`): their kernels still accept the
+/// TCP connection, but sshd never sends its greeting. (The suite talks only to hosts it made.)
 #[test]
 fn unreachable_hosts_fail_within_the_timeout_all_named_at_once() {
+    lab_tests::ensure_images();
     let lab = lab("sshdown");
-    let dir = tempfile::tempdir().unwrap();
-    let hosts = dir.path().join("hosts.toml");
-    // TEST-NET-3 (RFC 5737): never routed.
-    std::fs::write(
-        &hosts,
-        "[[hosts]]\nname = \"ghost1\"\naddress = \"203.0.113.7\"\nrole = \"manager\"\nuser = \"root\"\n\
-         [[hosts]]\nname = \"ghost2\"\naddress = \"203.0.113.8\"\nrole = \"worker\"\nuser = \"root\"\n",
-    )
-    .unwrap();
-    let known = dir.path().join("known_hosts");
+    let bed = SshBed::new(&lab.cluster, &[("ghost1", "manager"), ("ghost2", "worker")]);
+    let hosts = bed.write_hosts(&bed.hosts_toml());
+    struct Unpause<'a>(&'a SshBed);
+    impl Drop for Unpause<'_> {
+        fn drop(&mut self) {
+            for h in &self.0.hosts {
+                docker(&["unpause", &h.container]);
+            }
+        }
+    }
+    for h in &bed.hosts {
+        docker(&["pause", &h.container]).ok("pause a host");
+    }
+    let _unpause = Unpause(&bed);
     let start = Instant::now();
-    let r = lab.on(&[
-        "up",
-        "--driver",
-        "ssh",
-        "--hosts",
-        &hosts.to_string_lossy(),
-        "--known-hosts",
-        &known.to_string_lossy(),
-        "--driver-opt",
-        "connect_timeout=3",
-    ]);
+    let r = up(&lab, &bed, &hosts, &["--driver-opt", "connect_timeout=3"]);
     let took = start.elapsed();
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(took < Duration::from_secs(20), "took {took:?} with a 3 s connect timeout");
