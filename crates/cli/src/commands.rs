@@ -162,6 +162,9 @@ async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -> Result<i3
             settings.driver,
             p.steps.len()
         ));
+        if p.steps.iter().any(|s| matches!(s.step, lab_core::plan::Step::LoadImage { .. })) {
+            lab_core::images::prefetch(rt.clone(), rt.desired.registry_image.clone());
+        }
         execute(rt.clone(), &p).await?;
     }
     progress.note("checking http://127.0.0.1:5000/v2/ and http://localhost:5000/v2/ on every node");

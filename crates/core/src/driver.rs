@@ -32,6 +32,10 @@ pub struct Capabilities {
     pub start: bool,
     /// The driver can open an interactive shell on a node (`lab ssh`).
     pub shell: bool,
+    /// [`Driver::exec`] runs commands on nodes. Then lab looks at a node from inside with a
+    /// command (as the seed does with `docker-machine ssh`), not with a throwaway container,
+    /// and needs no image on the node for that.
+    pub exec: bool,
 }
 
 /// How a machine is, as far as the driver knows.

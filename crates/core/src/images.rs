@@ -74,6 +74,14 @@ pub async fn local_engine(rt: &Runtime) -> Option<Docker> {
         .clone()
 }
 
+/// Starts exporting `image` from the local engine in the background, so the archive is ready
+/// when the first node's engine is. Errors surface later, from the step that needs it.
+pub fn prefetch(rt: std::sync::Arc<Runtime>, image: String) {
+    tokio::spawn(async move {
+        let _ = local_export(&rt, &image).await;
+    });
+}
+
 /// The local engine's `docker save` archive of `image`, made once per run and shared by
 /// every node that needs it. `None` if there is no local engine or it lacks the image.
 async fn local_export(rt: &Runtime, image: &str) -> Result<Option<Bytes>> {

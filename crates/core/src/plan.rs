@@ -390,9 +390,11 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     // The registry: its mode, the stack, and the forwarders.
     let reg_node = topo.registry_node().name.as_str();
     let mode = effective_mode(desired, observed);
-    let choose = (observed.mode.is_none() || mode != observed.mode).then(|| {
-        p.push(Step::ChooseRegistryMode, [engine_ready.get(first).copied(), image_ready.get(first).copied(), init])
-    });
+    // Detection looks inside the first manager: with a command where the driver can run one,
+    // else in a container of the registry image, which must be there first.
+    let probe_image = if desired.capabilities.exec { None } else { image_ready.get(first).copied() };
+    let choose = (observed.mode.is_none() || mode != observed.mode)
+        .then(|| p.push(Step::ChooseRegistryMode, [engine_ready.get(first).copied(), probe_image, init]));
     let registry_ok = !swarm_fresh
         && observed
             .registry
@@ -401,7 +403,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     if !registry_ok {
         p.push(
             Step::DeployRegistry,
-            [choose, init, configured.get(reg_node).copied(), image_ready.get(reg_node).copied(), last_manager],
+            // Not after the pinning label: the task waits for it in the swarm's scheduler,
+            // which starts it the moment the registry's node is labelled. The image must be
+            // there first, or the node would try to pull it and back off.
+            [choose, init, image_ready.get(reg_node).copied(), last_manager],
         );
     }
     let target =
@@ -444,7 +449,7 @@ mod tests {
             topology,
             registry_image: IMAGE.into(),
             mode,
-            capabilities: Capabilities { create: true, destroy: true, start: true, shell: true },
+            capabilities: Capabilities { create: true, destroy: true, start: true, shell: true, exec: true },
         }
     }
 
@@ -526,14 +531,14 @@ mod tests {
             }
             Step::ChooseRegistryMode => {
                 let first = &o.nodes[&topo.first_manager().name];
-                assert!(first.engine && first.images.contains(IMAGE), "probe needs the image on the manager");
+                assert!(first.engine, "probe needs the manager's engine");
+                assert!(d.capabilities.exec || first.images.contains(IMAGE), "a probe container needs the image");
                 o.mode = Some(mode.unwrap_or(RegistryMode::Fallback));
             }
             Step::DeployRegistry => {
                 let reg = &o.nodes[&topo.registry_node().name];
                 assert!(o.swarm_id.is_some());
                 assert!(reg.images.contains(IMAGE), "deploy before the image is on the registry node");
-                assert_eq!(reg.labels, topo.swarm_labels(topo.registry_node()), "deploy before pinning label");
                 let mode = o.mode.expect("deploy before the mode is chosen");
                 o.registry = Some(RegistryObs { image: IMAGE.into(), mode, spec_matches: true });
             }
@@ -602,8 +607,11 @@ mod tests {
     /// reaches the desired state, and the plan after it is empty.
     #[test]
     fn every_observed_state_converges_in_one_plan() {
-        for mode in [ModeRequest::Auto, ModeRequest::Force(RegistryMode::Mesh)] {
-            let d = desired(1, 2, mode);
+        let cases =
+            [(ModeRequest::Auto, true), (ModeRequest::Auto, false), (ModeRequest::Force(RegistryMode::Mesh), true)];
+        for (mode, exec) in cases {
+            let mut d = desired(1, 2, mode);
+            d.capabilities.exec = exec;
             let names: Vec<String> = d.topology.nodes.iter().map(|n| n.name.clone()).collect();
             let per_node: Vec<Vec<Option<NodeObs>>> = d
                 .topology

@@ -283,8 +283,26 @@ pub const CHECK_URLS: [&str; 2] = ["http://127.0.0.1:5000/v2/", "http://localhos
 
 /// Fetches [`CHECK_URLS`] from inside `node`.
 pub async fn check_node(rt: &Runtime, node: &str) -> NodeCheck {
+    check_node_with(rt, node, true).await
+}
+
+/// [`check_node`]; without `detailed`, a failure is not broken down by URL (for polling).
+async fn check_node_with(rt: &Runtime, node: &str, detailed: bool) -> NodeCheck {
     if let Err(e) = rt.engine(node).await {
         return NodeCheck { node: node.into(), ok: false, urls: Vec::new(), explanation: Some(e.to_string()) };
+    }
+    // Both URLs in one command first (the common, healthy case: one exec per node); one
+    // command per URL only to tell which fails.
+    let [a, b] = CHECK_URLS;
+    let curl: &[&str] = &["curl", "-s", "-m", "5", a, b];
+    let wget: &[&str] = &["wget", "-q", "-O-", a, b];
+    let both = probe::on_node(rt, node, &[curl, wget], &rt.desired.registry_image, Duration::from_secs(20)).await;
+    if matches!(&both, Ok(out) if out.code == 0 && out.output.trim() == "{}{}") {
+        let urls = CHECK_URLS.iter().map(|u| UrlCheck { url: u.to_string(), ok: true, answer: "{}".into() }).collect();
+        return NodeCheck { node: node.into(), ok: true, urls, explanation: None };
+    }
+    if !detailed {
+        return NodeCheck { node: node.into(), ok: false, urls: Vec::new(), explanation: None };
     }
     let urls = join_all(CHECK_URLS.iter().map(|url| async move {
         // curl as in the seed, else busybox wget (no `-T`: Debian's busybox wget crashes on
@@ -323,12 +341,18 @@ pub async fn check_all(rt: &Runtime) -> Vec<NodeCheck> {
 /// never did and why.
 pub async fn wait_ready(rt: &Runtime, timeout: Duration) -> Result<Vec<NodeCheck>> {
     let start = Instant::now();
+    let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
     loop {
-        let checks = check_all(rt).await;
-        if checks.iter().all(|c| c.ok) {
-            return Ok(checks);
+        let quick = join_all(nodes.iter().map(|n| check_node_with(rt, n, false))).await;
+        if quick.iter().all(|c| c.ok) {
+            return Ok(quick);
         }
         if start.elapsed() >= timeout {
+            // One detailed pass, to say which URL fails where and why.
+            let checks = check_all(rt).await;
+            if checks.iter().all(|c| c.ok) {
+                return Ok(checks);
+            }
             let bad: Vec<&NodeCheck> = checks.iter().filter(|c| !c.ok).collect();
             let names: Vec<&str> = bad.iter().map(|c| c.node.as_str()).collect();
             let why: Vec<String> =
@@ -340,7 +364,7 @@ pub async fn wait_ready(rt: &Runtime, timeout: Duration) -> Result<Vec<NodeCheck
                 hint: Some(why.join("; ")),
             });
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -282,7 +282,7 @@ fn machine_of(c: &bollard::models::ContainerSummary, network: &str) -> Option<Ma
 #[async_trait]
 impl Driver for DockerDriver {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { create: true, destroy: true, start: true, shell: true }
+        Capabilities { create: true, destroy: true, start: true, shell: true, exec: true }
     }
 
     async fn preflight(&self, _nodes: &[NodeSpec]) -> Result<()> {

@@ -226,7 +226,7 @@ impl SshDriver {
 #[async_trait]
 impl Driver for SshDriver {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { create: false, destroy: false, start: false, shell: true }
+        Capabilities { create: false, destroy: false, start: false, shell: true, exec: true }
     }
 
     /// Checks every host at once and reports every failing one together.
@@ -466,7 +466,10 @@ mod tests {
             ]
         );
         assert!(d.shell_command("x", &[]).is_none());
-        assert_eq!(d.capabilities(), Capabilities { create: false, destroy: false, start: false, shell: true });
+        assert_eq!(
+            d.capabilities(),
+            Capabilities { create: false, destroy: false, start: false, shell: true, exec: true }
+        );
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let machines = rt.block_on(d.observe()).unwrap();
         assert_eq!(machines.len(), 2);

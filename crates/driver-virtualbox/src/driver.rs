@@ -217,7 +217,7 @@ impl VirtualBoxDriver {
 #[async_trait]
 impl Driver for VirtualBoxDriver {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { create: true, destroy: true, start: true, shell: true }
+        Capabilities { create: true, destroy: true, start: true, shell: true, exec: true }
     }
 
     async fn preflight(&self, _nodes: &[NodeSpec]) -> Result<()> {

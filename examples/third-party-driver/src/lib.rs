@@ -147,7 +147,7 @@ fn host_of(rest: &str) -> Option<String> {
 impl Driver for StaticDriver {
     fn capabilities(&self) -> Capabilities {
         // The engines are the user's: lab may use them but never makes, starts or removes them.
-        Capabilities { create: false, destroy: false, start: false, shell: false }
+        Capabilities { create: false, destroy: false, start: false, shell: false, exec: false }
     }
 
     /// Every node of the topology must have an engine; checked before anything is changed.
