@@ -80,6 +80,7 @@ fn runtime(
         driver: settings.driver.clone(),
         cluster: cluster.clone(),
         state_dir: paths.cluster_dir(&cluster),
+        cache_dir: paths.driver_cache_dir(&settings.driver),
         config: driver_config.clone(),
         config_source: settings::driver_source(),
     };

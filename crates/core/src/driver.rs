@@ -98,6 +98,9 @@ pub struct DriverContext {
     pub cluster: ClusterName,
     /// A directory (0700) the driver may keep per-cluster files in.
     pub state_dir: PathBuf,
+    /// A directory the driver may keep files in that outlive clusters (facts about the
+    /// machine it runs on); the driver creates it (0700) when it needs it.
+    pub cache_dir: PathBuf,
     /// The driver's configuration table.
     pub config: serde_json::Value,
     /// Where that table came from, for error messages (e.g. `lab.toml`).

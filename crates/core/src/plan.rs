@@ -306,18 +306,22 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
 
     // Images every node needs: the registry image (the registry itself, the forwarder and
     // the reachability probe all run it).
+    // The registry's node first: its image is on the critical path (the registry task waits
+    // for it); the others only feed forwarders and are loaded once that node has joined, so
+    // they do not compete with the joins for the machine.
+    let reg_node = topo.registry_node().name.as_str();
+    let needs_image = |name: &str| {
+        fresh.contains(name)
+            || !observed.nodes.get(name).is_some_and(|o| o.engine && o.images.contains(&desired.registry_image))
+    };
+    let load = |p: &mut Plan, name: &str, after: &[Option<usize>]| {
+        let mut deps = vec![engine_ready.get(name).copied()];
+        deps.extend_from_slice(after);
+        p.push(Step::LoadImage { node: name.into(), image: desired.registry_image.clone() }, deps)
+    };
     let mut image_ready: BTreeMap<&str, usize> = BTreeMap::new();
-    for node in &topo.nodes {
-        let name = node.name.as_str();
-        let has = !fresh.contains(name)
-            && observed.nodes.get(name).is_some_and(|o| o.engine && o.images.contains(&desired.registry_image));
-        if !has {
-            let i = p.push(
-                Step::LoadImage { node: name.into(), image: desired.registry_image.clone() },
-                [engine_ready.get(name).copied()],
-            );
-            image_ready.insert(name, i);
-        }
+    if needs_image(reg_node) {
+        image_ready.insert(reg_node, load(&mut p, reg_node, &[]));
     }
 
     // The swarm. A node counts as a member only if its engine is known to be in this
@@ -369,6 +373,14 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         joined.insert(name, j);
     }
 
+    for node in topo.nodes.iter().filter(|n| n.name != reg_node) {
+        let name = node.name.as_str();
+        if needs_image(name) {
+            let i = load(&mut p, name, &[joined.get(reg_node).copied()]);
+            image_ready.insert(name, i);
+        }
+    }
+
     // Role, availability and labels.
     let drain = topo.drain_managers();
     let mut configured: BTreeMap<&str, usize> = BTreeMap::new();
@@ -388,7 +400,6 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     }
 
     // The registry: its mode, the stack, and the forwarders.
-    let reg_node = topo.registry_node().name.as_str();
     let mode = effective_mode(desired, observed);
     // Detection looks inside the first manager: with a command where the driver can run one,
     // else in a container of the registry image, which must be there first.

@@ -342,6 +342,13 @@ pub async fn check_all(rt: &Runtime) -> Vec<NodeCheck> {
 pub async fn wait_ready(rt: &Runtime, timeout: Duration) -> Result<Vec<NodeCheck>> {
     let start = Instant::now();
     let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
+    // Until the registry's task runs, asking the nodes only loads a machine that is busy
+    // starting it; a manager's task list is cheap to poll.
+    if let Ok((_, mgr)) = rt.manager().await {
+        while start.elapsed() < timeout && !task_running(&mgr).await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     loop {
         let quick = join_all(nodes.iter().map(|n| check_node_with(rt, n, false))).await;
         if quick.iter().all(|c| c.ok) {
@@ -368,6 +375,14 @@ pub async fn wait_ready(rt: &Runtime, timeout: Duration) -> Result<Vec<NodeCheck
     }
 }
 
+async fn task_running(mgr: &Docker) -> bool {
+    let filters = HashMap::from([("service", vec![SERVICE]), ("desired-state", vec!["running"])]);
+    let Ok(tasks) = mgr.list_tasks(Some(ListTasksOptionsBuilder::new().filters(&filters).build())).await else {
+        return false;
+    };
+    tasks.iter().any(|t| t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING))
+}
+
 /// Why the service is not serving, if it is not: missing, or its task not running (with the
 /// task's own error, e.g. an image the node does not have).
 async fn diagnose_service(rt: &Runtime) -> Option<String> {
@@ -378,13 +393,11 @@ async fn diagnose_service(rt: &Runtime) -> Option<String> {
     if mgr.inspect_service(SERVICE, None::<InspectServiceOptions>).await.is_err() {
         return Some(format!("service {SERVICE} does not exist (run lab up)"));
     }
-    let filters = HashMap::from([("service", vec![SERVICE]), ("desired-state", vec!["running"])]);
-    let tasks = mgr.list_tasks(Some(ListTasksOptionsBuilder::new().filters(&filters).build())).await.ok()?;
-    let running =
-        tasks.iter().any(|t| t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING));
-    if running {
+    if task_running(&mgr).await {
         return None;
     }
+    let filters = HashMap::from([("service", vec![SERVICE]), ("desired-state", vec!["running"])]);
+    let tasks = mgr.list_tasks(Some(ListTasksOptionsBuilder::new().filters(&filters).build())).await.ok()?;
     let detail = tasks
         .iter()
         .filter_map(|t| t.status.as_ref())

@@ -171,6 +171,11 @@ impl Paths {
         self.cluster_dir(cluster).join("state.json")
     }
 
+    /// Where driver `name` may keep files shared by all its clusters.
+    pub fn driver_cache_dir(&self, name: &str) -> PathBuf {
+        self.root.join("drivers").join(name)
+    }
+
     /// Creates the cluster's directory (and parents) with mode 0700.
     pub fn ensure_cluster_dir(&self, cluster: &ClusterName) -> Result<PathBuf> {
         let dir = self.cluster_dir(cluster);

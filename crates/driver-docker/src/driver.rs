@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 use lab_core::error::engine_message;
-use lab_core::state::make_private_dir;
+use lab_core::state::{make_private_dir, write_atomic};
 use lab_core::{
     Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec,
     Result, Role,
@@ -84,6 +84,7 @@ pub struct DockerDriver {
     cluster: ClusterName,
     config: DockerConfig,
     state_dir: PathBuf,
+    cache_dir: PathBuf,
     host: OnceCell<Docker>,
     privileged: OnceCell<bool>,
     // Docker allows two networks with one name, so concurrent creations must not race.
@@ -104,6 +105,7 @@ impl DockerDriver {
             cluster: ctx.cluster,
             config,
             state_dir: ctx.state_dir,
+            cache_dir: ctx.cache_dir,
             host: OnceCell::new(),
             privileged: OnceCell::new(),
             network_ready: OnceCell::new(),
@@ -194,30 +196,54 @@ impl DockerDriver {
         let host = self.host().await?;
         self.privileged
             .get_or_try_init(|| async {
-                let name = format!("{}-privileged-probe-{}", self.cluster, lab_core::probe::random_suffix());
-                let body = ContainerCreateBody {
-                    image: Some(self.config.node_image.clone()),
-                    entrypoint: Some(vec!["true".into()]),
-                    cmd: Some(vec![]),
-                    labels: Some(self.labels(None)),
-                    host_config: Some(HostConfig { privileged: Some(true), ..Default::default() }),
-                    ..Default::default()
-                };
-                host.create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
-                    .await
-                    .map_err(|e| Error::op("try a privileged container", engine_message(&e)))?;
-                let started = host.start_container(&name, None).await;
-                let _ = host.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build())).await;
-                match started {
-                    Ok(()) => Ok(true),
-                    Err(e) => {
-                        tracing::info!(cause = %engine_message(&e), "privileged containers fail here; using explicit capabilities");
-                        Ok::<_, Error>(false)
+                // Remembered per engine (ID and version), so only the first cluster on an
+                // engine pays for the trial container.
+                let info = host.info().await.ok();
+                let engine_key =
+                    info.map(|i| format!("{} {}", i.id.unwrap_or_default(), i.server_version.unwrap_or_default()));
+                let cache = self.cache_dir.join("privileged.json");
+                let mut known: HashMap<String, bool> =
+                    std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+                if let Some(v) = engine_key.as_ref().and_then(|k| known.get(k)) {
+                    return Ok(*v);
+                }
+                let works = self.try_privileged(host).await?;
+                if let Some(k) = engine_key {
+                    known.insert(k, works);
+                    if make_private_dir(&self.cache_dir).is_ok() {
+                        let _ = write_atomic(&cache, &serde_json::to_vec(&known).unwrap_or_default());
                     }
                 }
+                Ok::<_, Error>(works)
             })
             .await
             .copied()
+    }
+
+    /// Starts a throwaway privileged container: some engines refuse only at start.
+    async fn try_privileged(&self, host: &Docker) -> Result<bool> {
+        let name = format!("{}-privileged-probe-{}", self.cluster, lab_core::probe::random_suffix());
+        let body = ContainerCreateBody {
+            image: Some(self.config.node_image.clone()),
+            entrypoint: Some(vec!["true".into()]),
+            cmd: Some(vec![]),
+            labels: Some(self.labels(None)),
+            host_config: Some(HostConfig { privileged: Some(true), ..Default::default() }),
+            ..Default::default()
+        };
+        host.create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+            .await
+            .map_err(|e| Error::op("try a privileged container", engine_message(&e)))?;
+        let started = host.start_container(&name, None).await;
+        let _ =
+            host.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build())).await;
+        match started {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                tracing::info!(cause = %engine_message(&e), "privileged containers fail here; using explicit capabilities");
+                Ok(false)
+            }
+        }
     }
 
     async fn ensure_network(&self) -> Result<()> {

@@ -406,6 +406,7 @@ mod tests {
             driver: "ssh".into(),
             cluster: ClusterName::parse("t", "test").unwrap(),
             state_dir: dir.join("state"),
+            cache_dir: dir.join("cache"),
             config,
             config_source: "lab.toml".into(),
         })

@@ -379,6 +379,7 @@ exit 0
             driver: "virtualbox".into(),
             cluster: ClusterName::parse("t", "test").unwrap(),
             state_dir: dir.join("state"),
+            cache_dir: dir.join("cache"),
             config: serde_json::json!({ "docker_machine": program, "concurrency": concurrency }),
             config_source: "test".into(),
         })

@@ -235,6 +235,7 @@ mod tests {
             driver: NAME.into(),
             cluster: ClusterName::parse("lab", "test").unwrap(),
             state_dir: std::env::temp_dir(),
+            cache_dir: std::env::temp_dir(),
             config,
             config_source: "lab.toml".into(),
         };
