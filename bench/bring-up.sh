@@ -179,7 +179,7 @@ if [ "$PRIVILEGED" = always ]; then
   NODE_FLAGS+=(--privileged)
 else
   # The CAPS list of crates/driver-docker/src/driver.rs, read from the source so the two cannot drift.
-  CAPS=$(sed -n '/^const CAPS: &\[&str\] = &\[/,/^\];/p' "$ROOT/crates/driver-docker/src/driver.rs" | grep -o '"[A-Z_]*"' | tr -d '"')
+  CAPS=$(sed -n '/^\(pub \)\?const CAPS: &\[&str\] = &\[/,/^\];/p' "$ROOT/crates/driver-docker/src/driver.rs" | grep -o '"[A-Z_]*"' | tr -d '"')
   [ -n "$CAPS" ] || die "could not read the CAPS list from crates/driver-docker/src/driver.rs"
   for cap in $CAPS; do NODE_FLAGS+=(--cap-add "$cap"); done
   NODE_FLAGS+=(--security-opt seccomp=unconfined --security-opt apparmor=unconfined

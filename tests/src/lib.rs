@@ -232,3 +232,49 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Resul
         }
     }
 }
+
+/// The seed's whole point, checked from outside lab: an image made on the manager, pushed to
+/// `127.0.0.1:5000`, runs as a swarm service on a worker that never had it. `manager` and
+/// `worker` are the containers that are those nodes (for every driver's test bed, nodes are
+/// containers); `worker_hostname` is the worker's swarm hostname.
+pub fn image_made_on_manager_runs_on(manager: &str, worker: &str, worker_hostname: &str) {
+    let repo = format!("127.0.0.1:5000/e2e/hello-{}", std::process::id());
+    let tag = format!("{repo}:1");
+    node_exec(manager, &["docker", "rm", "-f", "e2e-src"]);
+    node_exec(
+        manager,
+        &["docker", "run", "--name", "e2e-src", "--entrypoint", "sh", REGISTRY_IMAGE, "-c", "echo made > /marker"],
+    )
+    .ok("make the image's content on the manager");
+    let entrypoint = "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]";
+    node_exec(manager, &["docker", "commit", "--change", entrypoint, "--change", "CMD []", "e2e-src", &tag])
+        .ok("commit the image on the manager");
+    assert_ne!(
+        node_exec(worker, &["docker", "image", "inspect", &tag]).code,
+        0,
+        "{worker} has the image before the push"
+    );
+    node_exec(manager, &["docker", "push", &tag]).ok("push to 127.0.0.1:5000");
+    let constraint = format!("node.hostname=={worker_hostname}");
+    node_exec(
+        manager,
+        &["docker", "service", "create", "--detach", "--name", "e2e-hello", "--constraint", &constraint, &tag],
+    )
+    .ok("service create");
+    let running = format!("{worker_hostname} Running");
+    wait_for(&format!("service e2e-hello running on {worker_hostname}"), Duration::from_secs(90), || {
+        let r = node_exec(
+            manager,
+            &["docker", "service", "ps", "e2e-hello", "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"],
+        );
+        if r.stdout.lines().any(|l| l.starts_with(&running)) {
+            Ok(())
+        } else {
+            Err(r.all())
+        }
+    });
+    // Swarm pulls by digest, so the worker's copy may carry no tag: look for the repository.
+    let pulled = node_exec(worker, &["docker", "image", "ls", "-q", &repo]).ok("image ls on the worker");
+    assert!(!pulled.stdout.trim().is_empty(), "{worker} runs the service but has no {repo} image");
+    node_exec(manager, &["docker", "service", "rm", "e2e-hello"]).ok("service rm");
+}

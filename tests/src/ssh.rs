@@ -14,47 +14,8 @@ use std::time::Duration;
 
 use crate::{docker, node_exec, remove_labelled, wait_for, NODE_IMAGE};
 
-/// Every capability except SYS_RESOURCE (see driver-docker's CAPS: engines that refuse
-/// `--privileged` lack it in their bounding set).
-const CAPS: &[&str] = &[
-    "AUDIT_CONTROL",
-    "AUDIT_READ",
-    "AUDIT_WRITE",
-    "BLOCK_SUSPEND",
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "KILL",
-    "LEASE",
-    "LINUX_IMMUTABLE",
-    "MAC_ADMIN",
-    "MAC_OVERRIDE",
-    "MKNOD",
-    "NET_ADMIN",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_RAW",
-    "SETFCAP",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
-    "SYSLOG",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_CHROOT",
-    "SYS_MODULE",
-    "SYS_NICE",
-    "SYS_PACCT",
-    "SYS_PTRACE",
-    "SYS_RAWIO",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "WAKE_ALARM",
-];
+// The docker driver's capability set: engines that refuse `--privileged` lack SYS_RESOURCE.
+use lab_driver_docker::CAPS;
 
 /// What a host container runs: the authorised key from the environment, host keys, sshd in
 /// the background, dockerd in the foreground.

@@ -93,75 +93,7 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
         }
     }
 
-    // An image made on the manager, pushed to 127.0.0.1:5000, runs as a service on a worker
-    // that never had it.
-    let tag = format!("127.0.0.1:5000/e2e/hello:{}", std::process::id());
-    node_exec(&manager, &["docker", "rm", "-f", "e2e-src"]);
-    node_exec(
-        &manager,
-        &[
-            "docker",
-            "run",
-            "--name",
-            "e2e-src",
-            "--entrypoint",
-            "sh",
-            REGISTRY_IMAGE,
-            "-c",
-            "echo made-on-manager > /marker",
-        ],
-    )
-    .ok("make the image's content");
-    node_exec(
-        &manager,
-        &[
-            "docker",
-            "commit",
-            "--change",
-            "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]",
-            "--change",
-            "CMD []",
-            "e2e-src",
-            &tag,
-        ],
-    )
-    .ok("commit");
-    assert_ne!(
-        node_exec(&lab.container("worker2"), &["docker", "image", "inspect", &tag]).code,
-        0,
-        "worker2 has the image before the push"
-    );
-    node_exec(&manager, &["docker", "push", &tag]).ok("push to 127.0.0.1:5000");
-    node_exec(
-        &manager,
-        &[
-            "docker",
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "e2e-hello",
-            "--constraint",
-            "node.hostname==worker2",
-            &tag,
-        ],
-    )
-    .ok("service create");
-    wait_for("service e2e-hello running on worker2", Duration::from_secs(90), || {
-        let r = node_exec(
-            &manager,
-            &["docker", "service", "ps", "e2e-hello", "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"],
-        );
-        if r.stdout.lines().any(|l| l.starts_with("worker2 Running")) {
-            Ok(())
-        } else {
-            Err(r.all())
-        }
-    });
-    // Swarm pulls by digest, so the worker's copy may carry no tag: look for the repository.
-    let repo = tag.rsplit_once(':').expect("tag").0;
-    let pulled = node_exec(&lab.container("worker2"), &["docker", "image", "ls", "-q", repo]).ok("image ls on worker2");
-    assert!(!pulled.stdout.trim().is_empty(), "worker2 runs the service but has no {repo} image");
+    lab_tests::image_made_on_manager_runs_on(&manager, &lab.container("worker2"), "worker2");
 
     // A second `up` plans nothing and changes nothing.
     let ids = |lab: &lab_tests::Lab| {

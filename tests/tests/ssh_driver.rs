@@ -88,46 +88,7 @@ fn hosts_become_a_swarm_with_a_registry_and_down_leaves_them_as_they_were() {
         }
     }
 
-    // An image made on the manager, pushed to its localhost:5000, runs on worker2.
-    let manager = &bed.host("manager").container;
-    let tag = format!("127.0.0.1:5000/e2e/hello:{}", std::process::id());
-    node_exec(manager, &["docker", "rm", "-f", "e2e-src"]);
-    node_exec(
-        manager,
-        &["docker", "run", "--name", "e2e-src", "--entrypoint", "sh", REGISTRY_IMAGE, "-c", "echo hi > /marker"],
-    )
-    .ok("make the image's content");
-    node_exec(
-        manager,
-        &["docker", "commit", "--change", "ENTRYPOINT [\"sh\", \"-c\", \"exec sleep 3600\"]", "e2e-src", &tag],
-    )
-    .ok("commit");
-    node_exec(manager, &["docker", "push", &tag]).ok("push to 127.0.0.1:5000");
-    node_exec(
-        manager,
-        &[
-            "docker",
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "e2e-hello",
-            "--constraint",
-            "node.hostname==worker2",
-            &tag,
-        ],
-    )
-    .ok("service create");
-    wait_for("service e2e-hello running on worker2", Duration::from_secs(90), || {
-        let r =
-            node_exec(manager, &["docker", "service", "ps", "e2e-hello", "--format", "{{.Node}} {{.CurrentState}}"]);
-        if r.stdout.lines().any(|l| l.starts_with("worker2 Running")) {
-            Ok(())
-        } else {
-            Err(r.all())
-        }
-    });
-    node_exec(manager, &["docker", "service", "rm", "e2e-hello"]).ok("service rm");
+    lab_tests::image_made_on_manager_runs_on(&bed.host("manager").container, &bed.host("worker2").container, "worker2");
 
     // A second `up` plans nothing and changes nothing; `check` passes; `env` names the host.
     let plan = lab.on(&["plan"]).ok("lab plan");

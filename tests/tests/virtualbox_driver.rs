@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use lab_tests::machine::VirtualBoxLab;
-use lab_tests::{docker, ensure_images, node_exec, wait_for, Run, REGISTRY_IMAGE};
+use lab_tests::{docker, ensure_images, node_exec, wait_for, Run};
 use serde_json::Value;
 
 fn vbox(tag: &str) -> VirtualBoxLab {
@@ -108,55 +108,8 @@ fn up_makes_the_seeds_machines_and_a_working_swarm() {
 
     answers_everywhere(&v, &nodes);
 
-    // An image made on the manager, pushed to 127.0.0.1:5000, runs on a worker that never
-    // had it.
-    let tag = format!("127.0.0.1:5000/e2e/vbox:{}", std::process::id());
-    node_exec(&manager, &["docker", "rm", "-f", "e2e-src"]);
-    node_exec(
-        &manager,
-        &["docker", "run", "--name", "e2e-src", "--entrypoint", "sh", REGISTRY_IMAGE, "-c", "echo hi > /marker"],
-    )
-    .ok("make the image's content");
-    node_exec(
-        &manager,
-        &[
-            "docker",
-            "commit",
-            "--change",
-            "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]",
-            "--change",
-            "CMD []",
-            "e2e-src",
-            &tag,
-        ],
-    )
-    .ok("commit");
-    node_exec(&manager, &["docker", "push", &tag]).ok("push to 127.0.0.1:5000");
     let worker2 = v.machine("worker2");
-    node_exec(
-        &manager,
-        &[
-            "docker",
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "e2e-hello",
-            "--constraint",
-            &format!("node.hostname=={worker2}"),
-            &tag,
-        ],
-    )
-    .ok("service create");
-    wait_for("service e2e-hello running on worker2", Duration::from_secs(90), || {
-        let r =
-            node_exec(&manager, &["docker", "service", "ps", "e2e-hello", "--format", "{{.Node}} {{.CurrentState}}"]);
-        if r.stdout.lines().any(|l| l.starts_with(&format!("{worker2} Running"))) {
-            Ok(())
-        } else {
-            Err(r.all())
-        }
-    });
+    lab_tests::image_made_on_manager_runs_on(&manager, &worker2, &worker2);
 
     // A second `up` plans nothing, changes nothing and creates, starts or removes nothing.
     let ids: Vec<String> = nodes.iter().map(|n| container_id(&v.machine(n))).collect();

@@ -39,7 +39,7 @@ const MAX_SOCKET_PATH: usize = 100;
 /// Every capability except SYS_RESOURCE, which some engines' bounding sets lack and which is
 /// why `--privileged` fails there ("unable to apply caps"). BPF, PERFMON and
 /// CHECKPOINT_RESTORE are left out because Docker 20.10 rejects them as unknown.
-const CAPS: &[&str] = &[
+pub const CAPS: &[&str] = &[
     "AUDIT_CONTROL",
     "AUDIT_READ",
     "AUDIT_WRITE",

@@ -13,7 +13,7 @@ mod driver;
 mod error;
 
 pub use config::{DockerConfig, PrivilegedMode};
-pub use driver::DockerDriver;
+pub use driver::{DockerDriver, CAPS};
 
 lab_core::register_driver!(
     "docker",
