@@ -437,3 +437,80 @@ async fn explain_node(rt: &Runtime, node: &str, service: Option<&str>) -> String
         None => "no registry mode recorded (run lab up)".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_spec_is_the_seeds_stack_plus_what_it_lacked() {
+        let secret = Secret::new("s3cret");
+        for (mode, publish) in [
+            (RegistryMode::Mesh, EndpointPortConfigPublishModeEnum::INGRESS),
+            (RegistryMode::Fallback, EndpointPortConfigPublishModeEnum::HOST),
+        ] {
+            let spec = service_spec("registry:2", &secret, mode);
+            assert_eq!(spec.name.as_deref(), Some(SERVICE));
+            assert_eq!(spec.labels.as_ref().unwrap()[NAMESPACE_LABEL], STACK);
+            let task = spec.task_template.as_ref().unwrap();
+            let cs = task.container_spec.as_ref().unwrap();
+            assert_eq!(cs.image.as_deref(), Some("registry:2"));
+            assert_eq!(cs.env.as_ref().unwrap(), &vec!["REGISTRY_HTTP_SECRET=s3cret".to_string()]);
+            let mount = &cs.mounts.as_ref().unwrap()[0];
+            assert_eq!((mount.source.as_deref(), mount.target.as_deref()), (Some(VOLUME), Some("/var/lib/registry")));
+            assert_eq!(task.placement.as_ref().unwrap().constraints.as_ref().unwrap(), &vec![CONSTRAINT.to_string()]);
+            assert_eq!(task.networks.as_ref().unwrap()[0].target.as_deref(), Some(NETWORK));
+            let port = &spec.endpoint_spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+            assert_eq!((port.published_port, port.target_port), (Some(5000), Some(5000)));
+            assert_eq!(port.publish_mode, Some(publish));
+            // The secret is sent, never shown: the spec's Debug is not printed anywhere, but the
+            // state's Secret type keeps it out of logs.
+            assert_eq!(format!("{secret:?}"), "<redacted>");
+        }
+    }
+
+    /// Runs the forwarder script under `sh` with a fake `nc` that prints `help` for `--help`
+    /// and otherwise records its arguments; returns them.
+    fn forwarder_args(help: &str, target: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let nc = dir.path().join("nc");
+        let out = dir.path().join("args");
+        std::fs::write(
+            &nc,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = --help ]; then printf '%s\\n' \"$NC_HELP\" >&2; exit 1; fi\necho \"$@\" > {}\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&nc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+        let status = std::process::Command::new("sh")
+            .args(["-c", FORWARD_SCRIPT, "lab-forwarder", target, "5000"])
+            .env("PATH", path)
+            .env("NC_HELP", help)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read_to_string(out).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn the_forwarder_keeps_listening_with_either_busybox_and_takes_its_target_as_arguments() {
+        // Debian's busybox (1.35) help, as the node image prints it: no -k, "-ll" persistent.
+        let debian = "Usage: nc [-iN] [-wN] [-l] [-p PORT] [-f FILE|IPADDR PORT] [-e PROG]\n\n\
+                      \t-l\tListen mode, for inbound connects\n\t\t(use -ll with -e for persistent server)\n\
+                      \t-p PORT\tLocal port\n\t-e PROG\tRun PROG after connect";
+        // Alpine's (the official registry:2 image): a -k option.
+        let alpine = "Usage: nc [OPTIONS] HOST PORT  - connect\n\t-l\tListen mode, for inbound connects\n\
+                      \t-k\tKeep listening after client disconnects\n\t-p PORT\tLocal port\n\t-e PROG\tRun PROG";
+        assert_eq!(forwarder_args(debian, "10.0.0.9"), "-ll -p 5000 -e nc 10.0.0.9 5000");
+        assert_eq!(forwarder_args(alpine, "10.0.0.9"), "-lk -p 5000 -e nc 10.0.0.9 5000");
+        // A hostile "address" is passed along as data, never run as shell text.
+        let marker = tempfile::tempdir().unwrap().path().join("pwned");
+        let hostile = format!("x; touch {}", marker.display());
+        assert_eq!(forwarder_args(debian, &hostile), format!("-ll -p 5000 -e nc {hostile} 5000"));
+        assert!(!marker.exists(), "the address was run as a command");
+    }
+}
