@@ -508,7 +508,8 @@ mod tests {
         assert_eq!(forwarder_args(debian, "10.0.0.9"), "-ll -p 5000 -e nc 10.0.0.9 5000");
         assert_eq!(forwarder_args(alpine, "10.0.0.9"), "-lk -p 5000 -e nc 10.0.0.9 5000");
         // A hostile "address" is passed along as data, never run as shell text.
-        let marker = tempfile::tempdir().unwrap().path().join("pwned");
+        let scratch = tempfile::tempdir().unwrap();
+        let marker = scratch.path().join("pwned");
         let hostile = format!("x; touch {}", marker.display());
         assert_eq!(forwarder_args(debian, &hostile), format!("-ll -p 5000 -e nc {hostile} 5000"));
         assert!(!marker.exists(), "the address was run as a command");
