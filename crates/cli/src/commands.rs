@@ -45,12 +45,12 @@ fn reporter(json: bool) -> Arc<dyn Progress> {
 /// Builds the runtime for a cluster from settings, validating everything first.
 fn runtime(
     settings: &Settings,
-    source: &str,
     recorded: Option<ClusterState>,
     paths: &Paths,
     progress: Arc<dyn Progress>,
 ) -> Result<(Runtime, Vec<String>)> {
-    let cluster = settings.cluster_name(source)?;
+    // Already validated by `settings::load`, which names where a bad name came from.
+    let cluster = settings.cluster_name("cluster")?;
     if let Some(st) = &recorded {
         if st.driver != settings.driver {
             return Err(Error::input(
@@ -132,19 +132,11 @@ fn runtime(
     Ok((Runtime::new(driver, desired, paths.clone(), state, progress), warnings))
 }
 
-fn source_of(flags: &TopologyArgs) -> &'static str {
-    if flags.cluster.cluster.is_some() {
-        "--cluster"
-    } else {
-        "cluster"
-    }
-}
-
 async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -> Result<i32> {
     let paths = Paths::from_env()?;
     let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
     let progress = reporter(false);
-    let (rt, warnings) = runtime(&settings, source_of(flags), recorded, &paths, progress.clone())?;
+    let (rt, warnings) = runtime(&settings, recorded, &paths, progress.clone())?;
     for w in &warnings {
         progress.note(&format!("warning: {w}"));
     }
@@ -182,7 +174,7 @@ async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -> Result<i3
 async fn plan_cmd(config: Option<&std::path::Path>, flags: &TopologyArgs, output: Output) -> Result<i32> {
     let paths = Paths::from_env()?;
     let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
-    let (rt, warnings) = runtime(&settings, source_of(flags), recorded, &paths, Arc::new(Silent))?;
+    let (rt, warnings) = runtime(&settings, recorded, &paths, Arc::new(Silent))?;
     for w in &warnings {
         eprintln!("lab: warning: {w}");
     }
@@ -245,7 +237,7 @@ fn existing(
     let flags =
         TopologyArgs { cluster: crate::args::ClusterArg { cluster: Some(cluster.to_string()) }, ..Default::default() };
     let (settings, recorded) = settings::load(config, &flags, |c| paths.load(c))?;
-    let (rt, _) = runtime(&settings, "--cluster", recorded, &paths, progress)?;
+    let (rt, _) = runtime(&settings, recorded, &paths, progress)?;
     Ok((rt, paths, known))
 }
 
