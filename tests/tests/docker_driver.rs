@@ -63,18 +63,18 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
     let ps = node_exec(&manager, &["docker", "stack", "ps", "registry", "--format", "{{.Node}} {{.CurrentState}}"])
         .ok("stack ps");
     assert!(ps.stdout.starts_with("worker1 Running"), "registry not pinned to worker1: {}", ps.stdout);
-    let env = node_exec(
+    let secrets = node_exec(
         &manager,
         &[
             "docker",
             "service",
             "inspect",
             "--format",
-            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+            "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}}{{end}}",
             "registry_registry",
         ],
     );
-    assert!(env.stdout.contains("REGISTRY_HTTP_SECRET="), "{}", env.stdout);
+    assert_eq!(secrets.stdout.trim(), "lab-registry-http-secret", "{}", secrets.all());
     let logs = node_exec(&manager, &["docker", "service", "logs", "registry_registry"]);
     assert!(!logs.all().contains("No HTTP secret provided"), "{}", logs.all());
 
@@ -136,12 +136,25 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
         docker(&["-H", &host, "info", "--format", "{{.Swarm.ControlAvailable}} {{.Name}}"]).ok("docker via lab env");
     assert_eq!(info.stdout.trim(), "true manager");
 
-    // Secrets stay in the state file (0600 in a 0700 directory), never in output.
+    // The state file is 0600 in a 0700 directory; the swarm's tokens and the registry's
+    // secret (which only the swarm and the registry's task know) never reach lab's output.
     let dir = lab.state_home().join("lab/clusters").join(&lab.cluster);
-    let st: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
-    let token = st["swarm"]["worker_token"].as_str().unwrap().to_string();
-    let secret = st["registry_secret"].as_str().unwrap().to_string();
+    let token = node_exec(&manager, &["docker", "swarm", "join-token", "-q", "worker"]).ok("join-token").stdout;
+    let token = token.trim().to_string();
     assert!(token.starts_with("SWMTKN-"));
+    let task = node_exec(
+        &lab.container("worker1"),
+        &["docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=registry_registry"],
+    )
+    .ok("find the registry's task")
+    .stdout;
+    let secret = node_exec(
+        &lab.container("worker1"),
+        &["docker", "exec", task.trim(), "cat", "/run/secrets/lab-registry-http-secret"],
+    )
+    .ok("read the secret inside the registry's task")
+    .stdout;
+    assert_eq!(secret.len(), 64, "{secret:?}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
     assert_eq!(std::fs::metadata(dir.join("state.json")).unwrap().permissions().mode() & 0o777, 0o600);

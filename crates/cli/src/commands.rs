@@ -11,7 +11,7 @@ use lab_core::observe::observe;
 use lab_core::plan::{plan, Desired};
 use lab_core::progress::{Progress, Silent};
 use lab_core::registry::{check_all, wait_ready};
-use lab_core::state::{ClusterState, Paths, Secret};
+use lab_core::state::{ClusterState, Paths};
 use lab_core::{DriverContext, Error, Result, Role, Topology};
 use serde_json::json;
 
@@ -48,6 +48,7 @@ fn runtime(
     recorded: Option<ClusterState>,
     paths: &Paths,
     progress: Arc<dyn Progress>,
+    force: bool,
 ) -> Result<(Runtime, Vec<String>)> {
     // Already validated by `settings::load`, which names where a bad name came from.
     let cluster = settings.cluster_name("cluster")?;
@@ -99,6 +100,7 @@ fn runtime(
         topology,
         registry_image: settings.registry.image.clone(),
         mode: settings.mode_request(),
+        force,
     };
     // What is recorded for later commands; a one-off `--force` is not.
     let mut recorded_config = driver_config.clone();
@@ -123,7 +125,6 @@ fn runtime(
             workers,
             registry_image: settings.registry.image.clone(),
             registry_mode: None,
-            registry_secret: Secret::random()?,
             swarm: None,
             nodes: Default::default(),
             completed: Vec::new(),
@@ -134,19 +135,26 @@ fn runtime(
 
 async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -> Result<i32> {
     let paths = Paths::from_env()?;
+    // Every input is checked before anything is written, not even the lock file.
+    let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
+    runtime(&settings, recorded, &paths, Arc::new(Silent), flags.force)?;
+    let cluster = settings.cluster_name("cluster")?;
+    // From here on lab reads, decides and writes only under the cluster's lock: the state is
+    // read again now, so a run that started while another held the lock sees its work, and
+    // the driver's preflight (which may make a host leave a foreign swarm) runs under it too.
+    let _lock = paths.lock(&cluster, "lab up")?;
     let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
     let progress = reporter(false);
-    let (rt, warnings) = runtime(&settings, recorded, &paths, progress.clone())?;
+    let (rt, warnings) = runtime(&settings, recorded, &paths, progress.clone(), flags.force)?;
     for w in &warnings {
         progress.note(&format!("warning: {w}"));
     }
     let rt = Arc::new(rt);
-    let cluster = rt.desired.topology.cluster.clone();
     rt.driver.preflight(&rt.desired.topology.nodes).await?;
-    let _lock = paths.lock(&cluster, "lab up")?;
     rt.update_state(|_| {})?;
     let obs = observe(&rt).await?;
     let p = plan(&rt.desired, &obs.observed);
+    refuse_blocked(&cluster, &p)?;
     if p.is_empty() {
         progress.note(&format!("cluster {cluster} already matches the desired state; nothing to change"));
     } else {
@@ -171,10 +179,22 @@ async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -> Result<i3
     Ok(0)
 }
 
+/// A plan that would lose the registry's data runs only with `--force`: bad input, exit 2,
+/// and nothing changed.
+fn refuse_blocked(cluster: &lab_core::ClusterName, p: &lab_core::plan::Plan) -> Result<()> {
+    if p.blocked.is_empty() {
+        return Ok(());
+    }
+    Err(Error::input(
+        format!("lab up --cluster {cluster}"),
+        format!("{}; nothing was changed: pass --force to go ahead anyway", p.blocked.join("; ")),
+    ))
+}
+
 async fn plan_cmd(config: Option<&std::path::Path>, flags: &TopologyArgs, output: Output) -> Result<i32> {
     let paths = Paths::from_env()?;
     let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
-    let (rt, warnings) = runtime(&settings, recorded, &paths, Arc::new(Silent))?;
+    let (rt, warnings) = runtime(&settings, recorded, &paths, Arc::new(Silent), flags.force)?;
     for w in &warnings {
         eprintln!("lab: warning: {w}");
     }
@@ -190,8 +210,10 @@ async fn plan_cmd(config: Option<&std::path::Path>, flags: &TopologyArgs, output
                 .collect();
             println!(
                 "{}",
-                serde_json::to_string_pretty(&json!({"cluster": rt.desired.topology.cluster, "steps": steps}))
-                    .expect("json")
+                serde_json::to_string_pretty(
+                    &json!({"cluster": rt.desired.topology.cluster, "steps": steps, "blocked": p.blocked})
+                )
+                .expect("json")
             );
         }
         Output::Table if p.is_empty() => {
@@ -212,6 +234,9 @@ async fn plan_cmd(config: Option<&std::path::Path>, flags: &TopologyArgs, output
                 })
                 .collect();
             print!("{}", table(&["#", "STEP", "AFTER"], &rows));
+            for b in &p.blocked {
+                println!("blocked without --force: {b}");
+            }
         }
     }
     Ok(0)
@@ -237,7 +262,7 @@ fn existing(
     let flags =
         TopologyArgs { cluster: crate::args::ClusterArg { cluster: Some(cluster.to_string()) }, ..Default::default() };
     let (settings, recorded) = settings::load(config, &flags, |c| paths.load(c))?;
-    let (rt, _) = runtime(&settings, recorded, &paths, progress)?;
+    let (rt, _) = runtime(&settings, recorded, &paths, progress, false)?;
     Ok((rt, paths, known))
 }
 
@@ -472,9 +497,12 @@ async fn check(config: Option<&std::path::Path>, cluster: Option<&str>, output: 
 
 async fn down(config: Option<&std::path::Path>, cluster: Option<&str>) -> Result<i32> {
     let progress = reporter(false);
+    let name = settings::cluster_only(config, cluster)?;
+    // The state is read under the lock, and the lock file lives outside the directory `down`
+    // removes, so no other lab process can take the cluster while it goes.
+    let _lock = Paths::from_env()?.lock(&name, "lab down")?;
     let (rt, paths, known) = existing(config, cluster, progress.clone(), false)?;
     let cluster = rt.desired.topology.cluster.clone();
-    let _lock = paths.lock(&cluster, "lab down")?;
     let machines = rt.driver.observe().await?;
     if rt.desired.capabilities.destroy {
         let results = join_all(machines.iter().map(|m| async {

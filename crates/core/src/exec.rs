@@ -20,7 +20,7 @@ use crate::driver::{Driver, Machine, NodeEngine};
 use crate::error::{engine_message, Error, Result};
 use crate::plan::{Desired, Plan, Step};
 use crate::progress::Progress;
-use crate::state::{now, ClusterState, NodeRecord, Paths, StepRecord, SwarmRecord};
+use crate::state::{now, ClusterState, NodeRecord, Paths, StepRecord};
 use crate::topology::Role;
 use crate::{images, registry, swarm};
 
@@ -175,23 +175,13 @@ impl Runtime {
             .with_hint("`lab status` shows each node's engine and swarm state"))
     }
 
-    /// The swarm's tokens: from state, or read again from a manager if state lost them.
-    pub async fn swarm_record(&self) -> Result<SwarmRecord> {
-        if let Some(s) = self.state().swarm {
-            return Ok(s);
-        }
-        let (name, docker) = self.manager().await?;
-        let addr = self.engine(&name).await?.advertise_addr;
-        let rec = swarm::record(&name, &docker, &addr).await?;
-        self.update_state(|st| st.swarm = Some(rec.clone()))?;
-        Ok(rec)
-    }
-
     /// Runs one step. Returns a short detail for the progress line.
     pub async fn run_step(&self, step: &Step) -> Result<Option<String>> {
         let topo = &self.desired.topology;
         match step {
-            Step::DestroyNode { node } => {
+            Step::DestroyNode { node, reason } => {
+                // Say what is about to go, before it goes.
+                self.progress.note(&format!("destroying node {node} ({reason})"));
                 // Its swarm node ID, to take it off the managers' list once it is gone.
                 let id = match self.try_engine(node, Duration::from_secs(3)).await {
                     Ok(e) => swarm::local_view(&e.docker).await.ok().and_then(|v| v.node_id),
@@ -259,8 +249,16 @@ impl Runtime {
                         }
                     }
                 }
-                let rec = self.swarm_record().await?;
-                swarm::join(node, &e.docker, &e.advertise_addr, &rec, *role).await?;
+                // The current token, from a manager that answers now: never a stored one, which
+                // a `docker swarm join-token --rotate` would have made useless.
+                let (mgr_name, mgr) = self.manager().await?;
+                let mgr_addr = format!("{}:{}", self.engine(&mgr_name).await?.advertise_addr, swarm::SWARM_PORT);
+                let token = swarm::join_token(&mgr_name, &mgr, *role).await?;
+                swarm::join(node, &e.docker, &e.advertise_addr, &mgr_addr, &token, *role).await?;
+                if self.state().swarm.is_none() {
+                    let rec = swarm::record(&mgr_name, &mgr, &self.engine(&mgr_name).await?.advertise_addr).await?;
+                    self.update_state(|st| st.swarm = Some(rec))?;
+                }
                 // A node made again leaves its old self behind as a down entry; drop it.
                 if let (Ok((_, mgr)), Ok(v)) = (self.manager().await, swarm::local_view(&e.docker).await) {
                     if let Some(id) = v.node_id {
@@ -294,6 +292,7 @@ impl Runtime {
                 Ok(Some(format!("{mode}: {why}")))
             }
             Step::DeployRegistry => registry::deploy(self).await.map(Some),
+            Step::MoveRegistryData { from, to } => registry::move_data(self, from, to).await.map(Some),
             Step::Forwarder { node } => registry::forwarder(self, node).await.map(Some),
         }
     }

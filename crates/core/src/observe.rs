@@ -64,6 +64,7 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
                         obs.images.insert(image.clone());
                     }
                     obs.forwarder = registry::observe_forwarder(&e.docker).await;
+                    obs.registry_data = registry::has_data(&e.docker).await;
                     view = local_view(&e.docker).await.ok();
                     obs.swarm = Membership::None;
                 }
@@ -146,9 +147,10 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
             }
         }
         swarm_id = Some(id);
-        registry_obs = registry::observe(&mgr, &rt.state().registry_secret).await;
-        if registry_obs.is_some() {
+        registry_obs = registry::observe(&mgr).await;
+        if let Some(reg) = registry_obs.as_mut() {
             registry_task = registry_task_of(&mgr, &swarm_nodes).await;
+            reg.running_on = registry_task.as_ref().filter(|(_, state)| state == "running").map(|(n, _)| n.clone());
         }
     } else {
         for (name, view) in &views {

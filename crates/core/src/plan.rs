@@ -36,6 +36,9 @@ pub struct Desired {
     pub mode: ModeRequest,
     /// What the driver can do.
     pub capabilities: Capabilities,
+    /// `--force`: go ahead with repairs that lose the registry's data (a broken registry
+    /// node destroyed and made again, data on a node whose engine does not answer).
+    pub force: bool,
 }
 
 /// A node's swarm membership as its own engine reports it.
@@ -76,6 +79,8 @@ pub struct NodeObs {
     pub drained: bool,
     /// The address the registry forwarder on it points at, if one is running.
     pub forwarder: Option<String>,
+    /// Whether its engine has the registry's data volume.
+    pub registry_data: bool,
 }
 
 impl NodeObs {
@@ -91,6 +96,7 @@ impl NodeObs {
             labels: BTreeMap::new(),
             drained: false,
             forwarder: None,
+            registry_data: false,
         }
     }
 }
@@ -104,6 +110,8 @@ pub struct RegistryObs {
     pub mode: RegistryMode,
     /// Whether it carries lab's HTTP secret and pinning and volume, as lab would deploy it.
     pub spec_matches: bool,
+    /// The node its task runs on, if one runs.
+    pub running_on: Option<String>,
 }
 
 /// The cluster as observed.
@@ -127,6 +135,8 @@ pub enum Step {
     DestroyNode {
         /// Node.
         node: String,
+        /// Why: `not in the topology`, or `broken: <what the driver said>`.
+        reason: String,
     },
     /// Create (and start) a machine.
     CreateNode {
@@ -178,6 +188,13 @@ pub enum Step {
     ChooseRegistryMode,
     /// Create or update the registry stack.
     DeployRegistry,
+    /// Carry the registry's data volume from the node that has it to the registry's node.
+    MoveRegistryData {
+        /// The node that holds the data now.
+        from: String,
+        /// The registry's node.
+        to: String,
+    },
     /// Start, replace or remove the registry forwarder on a node, as the mode requires.
     Forwarder {
         /// Node.
@@ -189,7 +206,7 @@ impl Step {
     /// The node the step is about, if any.
     pub fn node(&self) -> Option<&str> {
         match self {
-            Step::DestroyNode { node }
+            Step::DestroyNode { node, .. }
             | Step::CreateNode { node, .. }
             | Step::StartNode { node }
             | Step::WaitEngine { node }
@@ -198,7 +215,8 @@ impl Step {
             | Step::InitSwarm { node }
             | Step::JoinSwarm { node, .. }
             | Step::ConfigureNode { node }
-            | Step::Forwarder { node } => Some(node),
+            | Step::Forwarder { node }
+            | Step::MoveRegistryData { to: node, .. } => Some(node),
             Step::ChooseRegistryMode | Step::DeployRegistry => None,
         }
     }
@@ -207,7 +225,7 @@ impl Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::DestroyNode { node } => write!(f, "destroy node {node}"),
+            Step::DestroyNode { node, reason } => write!(f, "destroy node {node} ({reason})"),
             Step::CreateNode { node, role } => write!(f, "create node {node} ({role})"),
             Step::StartNode { node } => write!(f, "start node {node}"),
             Step::WaitEngine { node } => write!(f, "wait for the Docker engine on {node}"),
@@ -219,6 +237,7 @@ impl fmt::Display for Step {
             Step::ChooseRegistryMode => write!(f, "choose how the registry is reached (mesh or fallback)"),
             Step::DeployRegistry => write!(f, "deploy stack registry (service registry_registry)"),
             Step::Forwarder { node } => write!(f, "point localhost:5000 on {node} at the registry"),
+            Step::MoveRegistryData { from, to } => write!(f, "move registry data from {from} to {to}"),
         }
     }
 }
@@ -238,12 +257,14 @@ pub struct PlannedStep {
 pub struct Plan {
     /// Steps in an order that respects their dependencies.
     pub steps: Vec<PlannedStep>,
+    /// Why the plan must not run without `--force`: each names what would be lost.
+    pub blocked: Vec<String>,
 }
 
 impl Plan {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
+        self.steps.is_empty() && self.blocked.is_empty()
     }
 
     fn push(&mut self, step: Step, after: impl IntoIterator<Item = Option<usize>>) -> usize {
@@ -272,10 +293,52 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     // Whether a node's engine state is unknown or about to be new (so nothing on it counts).
     let mut fresh: BTreeSet<&str> = BTreeSet::new();
 
-    // Machines that are not wanted any more go first, so their names and addresses are free.
+    // Where the registry's data is now, if not on the registry's node: the node its task runs
+    // on, or, with no task running and none of it on the registry's node, any node with the
+    // volume. It moves before that node may be destroyed.
+    let reg_node = topo.registry_node().name.as_str();
+    let running_on = observed.registry.as_ref().and_then(|r| r.running_on.as_deref());
+    let reg_has_data = observed.nodes.get(reg_node).is_some_and(|o| o.engine && o.registry_data)
+        && !matches!(observed.nodes.get(reg_node).map(|o| &o.machine), Some(MachineState::Broken(_)));
+    let holder: Option<&str> = match running_on {
+        Some(n) if n != reg_node => Some(n),
+        Some(_) => None,
+        None if !reg_has_data => observed
+            .nodes
+            .iter()
+            .find(|(n, o)| n.as_str() != reg_node && o.registry_data && o.engine)
+            .map(|(n, _)| n.as_str()),
+        None => None,
+    };
+    // The data can move only from an engine that answers, on a machine that is not about to
+    // be made again.
+    let holder_usable = holder.is_some_and(|h| {
+        observed.nodes.get(h).is_some_and(|o| o.engine && !matches!(o.machine, MachineState::Broken(_)))
+    });
+    if let Some(h) = holder.filter(|_| !holder_usable) {
+        if !desired.force {
+            p.blocked.push(format!(
+                "the registry's data is on {h}, whose Docker engine does not answer: moving the registry to \
+                 {reg_node} now would lose every image pushed to it"
+            ));
+        }
+    }
+    let moving = holder.filter(|_| holder_usable);
+    if let Some(MachineState::Broken(why)) = observed.nodes.get(reg_node).map(|o| &o.machine) {
+        let holds = running_on == Some(reg_node) || (running_on.is_none() && observed.registry.is_some());
+        if holds && !desired.force {
+            p.blocked.push(format!(
+                "{reg_node} holds the registry's data and is broken ({why}): repairing it means destroying it \
+                 and every image pushed to the registry"
+            ));
+        }
+    }
+
+    // Machines that are not wanted any more go first, so their names and addresses are free;
+    // the one holding the registry's data goes last, after the data has moved.
     for (name, _) in observed.nodes.iter().filter(|(n, _)| topo.node(n).is_none()) {
-        if desired.capabilities.destroy {
-            p.push(Step::DestroyNode { node: name.clone() }, []);
+        if desired.capabilities.destroy && Some(name.as_str()) != moving {
+            p.push(Step::DestroyNode { node: name.clone(), reason: "not in the topology".into() }, []);
         }
     }
 
@@ -288,8 +351,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 last = Some(p.push(Step::CreateNode { node: name.into(), role: node.role }, []));
                 fresh.insert(name);
             }
-            Some(MachineState::Broken(_)) => {
-                let d = p.push(Step::DestroyNode { node: name.into() }, []);
+            Some(MachineState::Broken(why)) => {
+                let d = p.push(Step::DestroyNode { node: name.into(), reason: format!("broken: {why}") }, []);
                 last = Some(p.push(Step::CreateNode { node: name.into(), role: node.role }, [Some(d)]));
                 fresh.insert(name);
             }
@@ -309,7 +372,6 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     // The registry's node first: its image is on the critical path (the registry task waits
     // for it); the others only feed forwarders and are loaded once that node has joined, so
     // they do not compete with the joins for the machine.
-    let reg_node = topo.registry_node().name.as_str();
     let needs_image = |name: &str| {
         fresh.contains(name)
             || !observed.nodes.get(name).is_some_and(|o| o.engine && o.images.contains(&desired.registry_image))
@@ -406,19 +468,41 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let probe_image = if desired.capabilities.exec { None } else { image_ready.get(first).copied() };
     let choose = (observed.mode.is_none() || mode != observed.mode)
         .then(|| p.push(Step::ChooseRegistryMode, [engine_ready.get(first).copied(), probe_image, init]));
-    let registry_ok = !swarm_fresh
-        && observed
-            .registry
-            .as_ref()
-            .is_some_and(|r| r.image == desired.registry_image && Some(r.mode) == mode && r.spec_matches);
-    if !registry_ok {
-        p.push(
-            Step::DeployRegistry,
-            // Not after the pinning label: the task waits for it in the swarm's scheduler,
-            // which starts it the moment the registry's node is labelled. The image must be
-            // there first, or the node would try to pull it and back off.
-            [choose, init, image_ready.get(reg_node).copied(), last_manager],
+    // The registry's own node must not keep a forwarder: it would hold the port the registry
+    // publishes there ("address already in use").
+    let reg_forwarder = (!fresh.contains(reg_node)
+        && observed.nodes.get(reg_node).is_some_and(|o| o.forwarder.is_some()))
+    .then(|| p.push(Step::Forwarder { node: reg_node.into() }, [engine_ready.get(reg_node).copied()]));
+    let moved = moving.map(|from| {
+        let m = p.push(
+            Step::MoveRegistryData { from: from.into(), to: reg_node.into() },
+            [engine_ready.get(reg_node).copied(), image_ready.get(reg_node).copied(), last_manager],
         );
+        if topo.node(from).is_none() && desired.capabilities.destroy {
+            p.push(Step::DestroyNode { node: from.into(), reason: "not in the topology".into() }, [Some(m)]);
+        }
+        m
+    });
+    // A registry counts as deployed only when its task runs on the registry's node: one that
+    // does not answer is never "nothing to do".
+    let registry_ok = !swarm_fresh
+        && moved.is_none()
+        && observed.registry.as_ref().is_some_and(|r| {
+            r.image == desired.registry_image
+                && Some(r.mode) == mode
+                && r.spec_matches
+                && r.running_on.as_deref() == Some(reg_node)
+        });
+    if !registry_ok {
+        // Not after the pinning label: the task waits for it in the swarm's scheduler, which
+        // starts it the moment the registry's node is labelled. The image must be there
+        // first, or the node would try to pull it and back off. When the data moved, though,
+        // the old node may still carry the label: wait until it has lost it.
+        let mut after = vec![choose, init, image_ready.get(reg_node).copied(), last_manager, reg_forwarder, moved];
+        if moved.is_some() {
+            after.extend(configured.values().map(|&c| Some(c)));
+        }
+        p.push(Step::DeployRegistry, after);
     }
     let target =
         if fresh.contains(reg_node) { None } else { observed.nodes.get(reg_node).and_then(|o| o.address.clone()) };
@@ -439,6 +523,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                     image_ready.get(name).copied(),
                     engine_ready.get(reg_node).copied(),
                     choose,
+                    // The registry may still publish the port on this node until it moves.
+                    moved,
                 ],
             );
         }
@@ -461,6 +547,7 @@ mod tests {
             registry_image: IMAGE.into(),
             mode,
             capabilities: Capabilities { create: true, destroy: true, start: true, shell: true, exec: true },
+            force: false,
         }
     }
 
@@ -473,8 +560,11 @@ mod tests {
         let topo = &d.topology;
         let mode = effective_mode(d, o);
         match step {
-            Step::DestroyNode { node } => {
+            Step::DestroyNode { node, .. } => {
                 o.nodes.remove(node);
+                if o.registry.as_ref().is_some_and(|r| r.running_on.as_deref() == Some(node)) {
+                    o.registry.as_mut().unwrap().running_on = None;
+                }
             }
             Step::CreateNode { node, role } => {
                 assert!(!o.nodes.contains_key(node), "create of existing {node}");
@@ -551,14 +641,29 @@ mod tests {
                 assert!(o.swarm_id.is_some());
                 assert!(reg.images.contains(IMAGE), "deploy before the image is on the registry node");
                 let mode = o.mode.expect("deploy before the mode is chosen");
-                o.registry = Some(RegistryObs { image: IMAGE.into(), mode, spec_matches: true });
+                let reg = topo.registry_node().name.clone();
+                assert!(o.nodes[&reg].forwarder.is_none(), "deploy while a forwarder holds the port on {reg}");
+                o.nodes.get_mut(&reg).unwrap().registry_data = true;
+                o.registry = Some(RegistryObs { image: IMAGE.into(), mode, spec_matches: true, running_on: Some(reg) });
+            }
+            Step::MoveRegistryData { from, to } => {
+                assert!(o.nodes[from].engine && o.nodes[from].registry_data, "move from {from} without data");
+                let t = o.nodes.get_mut(to).unwrap();
+                assert!(t.engine && t.images.contains(IMAGE), "move to {to} before its engine and image");
+                t.registry_data = true;
+                o.nodes.get_mut(from).unwrap().registry_data = false;
+                if let Some(r) = o.registry.as_mut() {
+                    r.running_on = None;
+                    r.spec_matches = false;
+                }
             }
             Step::Forwarder { node } => {
                 let mode = o.mode.expect("forwarder before the mode is chosen");
-                let target = o.nodes[&topo.registry_node().name].address.clone().expect("registry node address");
+                let reg = topo.registry_node().name.clone();
+                let target = o.nodes[&reg].address.clone().expect("registry node address");
                 let n = o.nodes.get_mut(node).unwrap();
-                assert!(n.engine && n.images.contains(IMAGE));
-                n.forwarder = (mode == RegistryMode::Fallback).then_some(target);
+                assert!(n.engine && (n.images.contains(IMAGE) || *node == reg));
+                n.forwarder = (mode == RegistryMode::Fallback && *node != reg).then_some(target);
             }
         }
     }
@@ -623,6 +728,8 @@ mod tests {
         for (mode, exec) in cases {
             let mut d = desired(1, 2, mode);
             d.capabilities.exec = exec;
+            // Without it, a broken registry node is (rightly) not repaired: see below.
+            d.force = true;
             let names: Vec<String> = d.topology.nodes.iter().map(|n| n.name.clone()).collect();
             let per_node: Vec<Vec<Option<NodeObs>>> = d
                 .topology
@@ -643,7 +750,7 @@ mod tests {
             for a in &per_node[0] {
                 for b in &per_node[1] {
                     for c in &per_node[2] {
-                        for reg in [false, true] {
+                        for reg in 0..5 {
                             for recorded in [None, Some(RegistryMode::Fallback)] {
                                 let mut o = Observed { mode: recorded, ..Default::default() };
                                 for (name, n) in names.iter().zip([a, b, c]) {
@@ -658,19 +765,47 @@ mod tests {
                                 let manager_member = o.nodes.values().any(|n| {
                                     matches!(&n.swarm, Membership::Member { swarm_id, manager: true } if swarm_id == SWARM)
                                 });
+                                // Where the registry runs and keeps its data: 0 nowhere, 1 on its
+                                // node (worker1), 2 on worker2, 3 data on worker2 with no task
+                                // (and a forwarder on worker1), 4 on a stray node.
+                                let answering = |o: &Observed, n: &str| o.nodes.get(n).is_some_and(|n| n.engine);
+                                let running_on = match reg {
+                                    1 if answering(&o, "worker1") => Some("worker1"),
+                                    2 if answering(&o, "worker2") => Some("worker2"),
+                                    4 => Some("worker9"),
+                                    _ => None,
+                                };
+                                if let Some(n) = running_on.filter(|n| *n != "worker9") {
+                                    o.nodes.get_mut(n).unwrap().registry_data = true;
+                                }
+                                if reg == 3 && answering(&o, "worker2") {
+                                    o.nodes.get_mut("worker2").unwrap().registry_data = true;
+                                    if answering(&o, "worker1") {
+                                        o.nodes.get_mut("worker1").unwrap().forwarder = Some("10.9.9.9".into());
+                                    }
+                                }
                                 if manager_member {
                                     o.swarm_id = Some(SWARM.into());
-                                    if reg {
+                                    if reg > 0 {
                                         o.registry = Some(RegistryObs {
                                             image: IMAGE.into(),
                                             mode: recorded.unwrap_or(RegistryMode::Fallback),
                                             spec_matches: true,
+                                            running_on: running_on.map(str::to_string),
                                         });
                                     }
                                 }
-                                // A stray node that is not in the topology.
-                                if reg && recorded.is_none() {
-                                    o.nodes.insert("worker9".into(), NodeObs::new(Role::Worker, MachineState::Running));
+                                // A stray node that is not in the topology, holding the
+                                // registry's data in case 4.
+                                if reg == 4 || (reg == 1 && recorded.is_none()) {
+                                    let mut stray = NodeObs::new(Role::Worker, MachineState::Running);
+                                    if reg == 4 {
+                                        stray.engine = true;
+                                        stray.swarm = Membership::None;
+                                        stray.images.insert(IMAGE.into());
+                                        stray.registry_data = true;
+                                    }
+                                    o.nodes.insert("worker9".into(), stray);
                                 }
                                 let start = o.clone();
                                 execute(&d, &mut o);
@@ -741,5 +876,97 @@ mod tests {
         o.nodes.insert("worker7".into(), NodeObs::new(Role::Worker, MachineState::Running));
         let p = plan(&d, &o);
         assert!(!p.steps.iter().any(|s| matches!(s.step, Step::DestroyNode { .. })));
+    }
+
+    /// A converged 1+2 cluster whose registry runs on worker1, as `up` leaves it.
+    fn converged(d: &Desired) -> Observed {
+        let mut o = Observed::default();
+        execute(d, &mut o);
+        assert!(plan(d, &o).is_empty());
+        o
+    }
+
+    /// Issue 7, item 4: scaling to 0 workers moves the registry to the manager. Its data moves
+    /// first, the manager's forwarder goes before the registry deploys there, and worker1
+    /// (holding the data) is destroyed only after the move.
+    #[test]
+    fn moving_the_registry_moves_its_data_before_its_node_is_destroyed() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let o = converged(&d);
+        assert!(o.nodes["manager"].forwarder.is_some(), "the model gives the manager a forwarder");
+        let zero = desired(1, 0, ModeRequest::Auto);
+        let p = plan(&zero, &o);
+        assert!(p.blocked.is_empty(), "{p:#?}");
+        let pos = |want: &Step| {
+            p.steps.iter().position(|s| &s.step == want).unwrap_or_else(|| panic!("{want} not in {p:#?}"))
+        };
+        let mv = pos(&Step::MoveRegistryData { from: "worker1".into(), to: "manager".into() });
+        let destroy = pos(&Step::DestroyNode { node: "worker1".into(), reason: "not in the topology".into() });
+        let unforward = pos(&Step::Forwarder { node: "manager".into() });
+        let deploy = pos(&Step::DeployRegistry);
+        assert!(p.steps[destroy].after.contains(&mv), "worker1 destroyed before its data moved: {p:#?}");
+        assert!(p.steps[deploy].after.contains(&mv) && p.steps[deploy].after.contains(&unforward), "{p:#?}");
+        // And the model says the data ends on the manager, with nothing left to do.
+        let mut o2 = o.clone();
+        execute(&zero, &mut o2);
+        assert!(o2.nodes["manager"].registry_data);
+        assert!(plan(&zero, &o2).is_empty());
+        // Back to two workers: the data moves back to worker1.
+        let p = plan(&d, &o2);
+        assert!(
+            p.steps.iter().any(|s| s.step == Step::MoveRegistryData { from: "manager".into(), to: "worker1".into() }),
+            "{p:#?}"
+        );
+    }
+
+    /// Item 4: data on a node whose engine does not answer cannot move; without --force the
+    /// plan is blocked, naming the node.
+    #[test]
+    fn data_that_cannot_move_blocks_the_plan_without_force() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut o = converged(&d);
+        o.nodes.get_mut("worker1").unwrap().engine = false;
+        let zero = desired(1, 0, ModeRequest::Auto);
+        let p = plan(&zero, &o);
+        assert_eq!(p.blocked.len(), 1, "{p:#?}");
+        assert!(p.blocked[0].contains("worker1") && p.blocked[0].contains("lose"), "{}", p.blocked[0]);
+        assert!(!p.is_empty());
+        let forced = Desired { force: true, ..zero };
+        assert!(plan(&forced, &o).blocked.is_empty());
+    }
+
+    /// Item 4: a registry whose task does not run is never converged.
+    #[test]
+    fn a_registry_whose_task_is_not_running_is_redeployed() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut o = converged(&d);
+        o.registry.as_mut().unwrap().running_on = None;
+        let p = plan(&d, &o);
+        assert!(p.steps.iter().any(|s| s.step == Step::DeployRegistry), "{p:#?}");
+        assert!(!p.steps.iter().any(|s| matches!(s.step, Step::MoveRegistryData { .. })), "{p:#?}");
+    }
+
+    /// Item 5: a broken registry node is not destroyed to repair it without --force, and the
+    /// step that destroys a broken node says why.
+    #[test]
+    fn a_broken_registry_node_is_not_destroyed_without_force() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut o = converged(&d);
+        o.nodes.get_mut("worker1").unwrap().machine = MachineState::Broken("status Error".into());
+        o.nodes.get_mut("worker1").unwrap().engine = false;
+        let p = plan(&d, &o);
+        assert_eq!(p.blocked.len(), 1, "{p:#?}");
+        assert!(p.blocked[0].contains("worker1") && p.blocked[0].contains("status Error"), "{}", p.blocked[0]);
+        // Another broken node is repaired without asking, and the step names the cause.
+        let mut o = converged(&d);
+        o.nodes.get_mut("worker2").unwrap().machine = MachineState::Broken("status Error".into());
+        let p = plan(&d, &o);
+        assert!(p.blocked.is_empty());
+        let text: Vec<String> = p.steps.iter().map(|s| s.step.to_string()).collect();
+        assert!(text.contains(&"destroy node worker2 (broken: status Error)".to_string()), "{text:#?}");
+        // With --force the registry node is repaired too.
+        let mut o = converged(&d);
+        o.nodes.get_mut("worker1").unwrap().machine = MachineState::Broken("status Error".into());
+        assert!(plan(&Desired { force: true, ..d }, &o).blocked.is_empty());
     }
 }

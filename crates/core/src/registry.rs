@@ -10,9 +10,12 @@
 //!   manager cannot attach a standalone container to one), and it runs busybox `nc` from the
 //!   registry image itself, so it needs no image the nodes do not already have.
 //!
-//! Unlike the seed's recipe, the service carries `REGISTRY_HTTP_SECRET` (generated once and
-//! kept in state), keeps its data on the named volume `registry_data`, and is pinned to one
-//! node by the `lab.registry` label, so a reschedule cannot silently lose every pushed image.
+//! Unlike the seed's recipe, the service gets an HTTP secret (`REGISTRY_HTTP_SECRET`, from the
+//! swarm secret `lab-registry-http-secret`, made once and never shown: it appears in no
+//! service spec and in no file of lab's), keeps its data on the named volume `registry_data`,
+//! and is pinned to one node by the `lab.registry` label, so a reschedule cannot silently lose
+//! every pushed image. When the pin moves to another node, [`move_data`] carries the volume's
+//! contents there through the engines' archive API first.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -20,15 +23,18 @@ use std::time::{Duration, Instant};
 use bollard::models::{
     ContainerCreateBody, EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
     EndpointSpec, HostConfig, Mount, MountType, MountVolumeOptions, NetworkAttachmentConfig, NetworkCreateRequest,
-    RestartPolicy, RestartPolicyNameEnum, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecPlacement,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum, SecretSpec, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecFile,
+    TaskSpecContainerSpecSecrets, TaskSpecPlacement, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectServiceOptions, ListTasksOptionsBuilder, RemoveContainerOptionsBuilder,
-    UpdateServiceOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, InspectServiceOptions,
+    ListContainersOptionsBuilder, ListSecretsOptionsBuilder, ListTasksOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, UpdateServiceOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::error::{engine_message, Error, Result};
@@ -50,6 +56,12 @@ pub const VOLUME: &str = "registry_data";
 pub const FORWARDER: &str = "lab-registry-forwarder";
 /// Label on the forwarder naming the address it relays to.
 pub const FORWARD_TO_LABEL: &str = "lab.forward-to";
+/// Label saying how the forwarder listens: `loopback`, published on the node's 127.0.0.1 (and
+/// ::1) only. Forwarders without it (older lab versions listened on every interface of the
+/// node) are replaced.
+pub const FORWARD_LISTEN_LABEL: &str = "lab.forward-listen";
+/// The swarm secret holding the registry's HTTP secret.
+pub const SECRET_NAME: &str = "lab-registry-http-secret";
 /// The registry's port on every node.
 pub const PORT: u16 = 5000;
 const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
@@ -63,6 +75,14 @@ const CONSTRAINT: &str = "node.labels.lab.registry==true";
 /// each get their own relay.
 const FORWARD_SCRIPT: &str = r#"if nc --help 2>&1 | grep -qE '^[[:space:]]+-k'; then keep=-lk; else keep=-ll; fi
 exec nc $keep -p "$2" -e nc "$1" "$2""#;
+
+/// Wraps the registry image's own entrypoint and command: reads the HTTP secret from the
+/// swarm secret's file into `REGISTRY_HTTP_SECRET` (which every distribution version reads),
+/// then runs the image's program as it would have run (`"$@"`). A fixed script: nothing is
+/// pasted into it.
+const SECRET_SCRIPT: &str = r#"REGISTRY_HTTP_SECRET="$(cat "/run/secrets/$0")" || exit 1
+export REGISTRY_HTTP_SECRET
+exec "$@""#;
 
 fn namespace() -> HashMap<String, String> {
     HashMap::from([(NAMESPACE_LABEL.to_string(), STACK.to_string())])
@@ -87,7 +107,13 @@ async fn has_ipvs(rt: &Runtime, node: &str) -> std::result::Result<bool, String>
     Ok(out.code == 0)
 }
 
-fn service_spec(image: &str, secret: &Secret, mode: RegistryMode) -> ServiceSpec {
+/// The command that runs the image's own `program` (its entrypoint and command) with the HTTP
+/// secret in its environment.
+fn secret_command() -> Vec<String> {
+    vec!["sh".into(), "-c".into(), SECRET_SCRIPT.into(), SECRET_NAME.into()]
+}
+
+fn service_spec(image: &str, program: &[String], secret_id: &str, mode: RegistryMode) -> ServiceSpec {
     let mut labels = namespace();
     labels.insert("com.docker.stack.image".into(), image.into());
     ServiceSpec {
@@ -97,7 +123,20 @@ fn service_spec(image: &str, secret: &Secret, mode: RegistryMode) -> ServiceSpec
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(image.into()),
                 labels: Some(namespace()),
-                env: Some(vec![format!("REGISTRY_HTTP_SECRET={}", secret.expose())]),
+                command: Some(secret_command()),
+                args: Some(program.to_vec()),
+                secrets: Some(vec![TaskSpecContainerSpecSecrets {
+                    file: Some(TaskSpecContainerSpecFile {
+                        name: Some(SECRET_NAME.into()),
+                        uid: Some("0".into()),
+                        gid: Some("0".into()),
+                        // Readable by whatever user the image runs as; only the registry's
+                        // own container sees the file.
+                        mode: Some(0o444),
+                    }),
+                    secret_id: Some(secret_id.into()),
+                    secret_name: Some(SECRET_NAME.into()),
+                }]),
                 mounts: Some(vec![Mount {
                     target: Some("/var/lib/registry".into()),
                     source: Some(VOLUME.into()),
@@ -136,8 +175,9 @@ fn service_spec(image: &str, secret: &Secret, mode: RegistryMode) -> ServiceSpec
     }
 }
 
-/// Reads the registry service from a manager, as the planner needs it.
-pub async fn observe(manager: &Docker, secret: &Secret) -> Option<RegistryObs> {
+/// Reads the registry service from a manager, as the planner needs it (`running_on` is
+/// filled in by the caller, who knows the nodes' names).
+pub async fn observe(manager: &Docker) -> Option<RegistryObs> {
     let svc = manager.inspect_service(SERVICE, None::<InspectServiceOptions>).await.ok()?;
     let spec = svc.spec?;
     let cs = spec.task_template.as_ref()?.container_spec.as_ref()?;
@@ -148,8 +188,12 @@ pub async fn observe(manager: &Docker, secret: &Secret) -> Option<RegistryObs> {
         Some(EndpointPortConfigPublishModeEnum::HOST) => RegistryMode::Fallback,
         _ => RegistryMode::Mesh,
     };
-    let want_env = format!("REGISTRY_HTTP_SECRET={}", secret.expose());
-    let spec_matches = cs.env.as_ref().is_some_and(|e| e.contains(&want_env))
+    let uses_secret =
+        cs.secrets.as_ref().is_some_and(|s| s.iter().any(|s| s.secret_name.as_deref() == Some(SECRET_NAME)))
+            && cs.command.as_ref() == Some(&secret_command());
+    let replicas = spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas);
+    let spec_matches = uses_secret
+        && replicas == Some(1)
         && spec
             .task_template
             .as_ref()
@@ -158,7 +202,75 @@ pub async fn observe(manager: &Docker, secret: &Secret) -> Option<RegistryObs> {
             .is_some_and(|c| c.iter().any(|c| c == CONSTRAINT))
         && cs.mounts.as_ref().is_some_and(|m| m.iter().any(|m| m.source.as_deref() == Some(VOLUME)))
         && port.is_some_and(|p| p.published_port == Some(PORT as i64));
-    Some(RegistryObs { image, mode, spec_matches })
+    Some(RegistryObs { image, mode, spec_matches, running_on: None })
+}
+
+/// The swarm secret's ID, made (32 random bytes) the first time. Swarm secrets cannot be read
+/// back through the API, so lab never sees it again; the registry keeps the same secret
+/// across every redeploy.
+async fn ensure_secret(mgr_name: &str, mgr: &Docker) -> Result<String> {
+    let step = format!("make the swarm secret {SECRET_NAME}");
+    let filters = HashMap::from([("name", vec![SECRET_NAME])]);
+    let found = mgr
+        .list_secrets(Some(ListSecretsOptionsBuilder::new().filters(&filters).build()))
+        .await
+        .map_err(|e| Error::node(mgr_name, &step, engine_message(&e)))?;
+    if let Some(id) = found
+        .into_iter()
+        .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(SECRET_NAME))
+        .and_then(|s| s.id)
+    {
+        return Ok(id);
+    }
+    let value = Secret::random()?;
+    let spec = SecretSpec {
+        name: Some(SECRET_NAME.into()),
+        labels: Some(namespace()),
+        data: Some(base64(value.expose().as_bytes())),
+        ..Default::default()
+    };
+    match mgr.create_secret(spec).await {
+        Ok(r) => Ok(r.id),
+        // Made concurrently: take that one.
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+            Box::pin(ensure_secret(mgr_name, mgr)).await
+        }
+        Err(e) => Err(Error::node(mgr_name, step, engine_message(&e))),
+    }
+}
+
+/// Standard base64 with padding, for the swarm secret's `Data`.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The image's own program: its entrypoint followed by its command, as `docker run` would run
+/// it, read from the registry node's copy of the image.
+async fn image_program(rt: &Runtime, image: &str) -> Result<Vec<String>> {
+    let node = rt.desired.topology.registry_node().name.clone();
+    let step = format!("read the entrypoint of {image}");
+    let docker = rt.engine(&node).await?.docker;
+    let img = docker.inspect_image(image).await.map_err(|e| Error::node(&node, &step, engine_message(&e)))?;
+    let cfg = img.config.unwrap_or_default();
+    let mut program = cfg.entrypoint.unwrap_or_default();
+    program.extend(cfg.cmd.unwrap_or_default());
+    if program.is_empty() {
+        return Err(Error::node(&node, step, format!("{image} has neither an entrypoint nor a command")));
+    }
+    Ok(program)
 }
 
 /// Creates or updates the stack: its overlay network and the service.
@@ -180,10 +292,22 @@ pub async fn deploy(rt: &Runtime) -> Result<String> {
         }
     }
     let image = &rt.desired.registry_image;
-    let spec = service_spec(image, &rt.state().registry_secret, mode);
+    let secret_id = ensure_secret(&mgr_name, &mgr).await?;
+    let program = image_program(rt, image).await?;
+    let mut spec = service_spec(image, &program, &secret_id, mode);
     match mgr.inspect_service(SERVICE, None::<InspectServiceOptions>).await {
         Ok(svc) => {
             let version = svc.version.and_then(|v| v.index).unwrap_or_default();
+            // A task that is not running (stopped behind lab's back, or failed to start)
+            // is restarted even when the spec is unchanged.
+            let force = svc.spec.and_then(|s| s.task_template).and_then(|t| t.force_update).unwrap_or(0);
+            if !task_running(&mgr).await {
+                if let Some(t) = spec.task_template.as_mut() {
+                    t.force_update = Some(force + 1);
+                }
+            } else if let Some(t) = spec.task_template.as_mut() {
+                t.force_update = Some(force);
+            }
             let opts = UpdateServiceOptionsBuilder::new().version(version as i32).build();
             mgr.update_service(SERVICE, spec, opts, None)
                 .await
@@ -197,60 +321,258 @@ pub async fn deploy(rt: &Runtime) -> Result<String> {
 }
 
 /// Makes the forwarder on `node` match the mode: relaying to the registry's node in fallback
-/// mode, absent in mesh mode.
+/// mode, absent in mesh mode and on the registry's own node (where it would hold the port
+/// the registry publishes).
+///
+/// The forwarder serves `localhost:5000` on its own node and nothing else: it runs on the
+/// node's default bridge with its port published on `127.0.0.1` and, where the node has IPv6
+/// loopback, `[::1]`, so no other machine reaches it. (A drained manager cannot attach a
+/// standalone container to the swarm's overlay, but the default bridge is always there.)
 pub async fn forwarder(rt: &Runtime, node: &str) -> Result<String> {
     let mode = rt.state().registry_mode.ok_or_else(|| Error::op("start the forwarder", "no registry mode chosen"))?;
     let e = rt.engine(node).await?;
     let docker = &e.docker;
     let step = "start the registry forwarder";
-    let _ = docker
-        .remove_container(FORWARDER, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
-        .await;
+    remove_forwarder(node, docker).await?;
+    let reg = rt.desired.topology.registry_node().name.clone();
+    if node == reg {
+        return Ok("not needed: the registry runs here".into());
+    }
     if mode == RegistryMode::Mesh {
         return Ok("not needed: mesh".into());
     }
-    let reg = rt.desired.topology.registry_node().name.clone();
     let target = rt.engine(&reg).await?.advertise_addr;
-    let body = ContainerCreateBody {
-        image: Some(rt.desired.registry_image.clone()),
-        entrypoint: Some(vec![
-            "sh".into(),
-            "-c".into(),
-            FORWARD_SCRIPT.into(),
-            "lab-forwarder".into(),
-            target.clone(),
-            PORT.to_string(),
-        ]),
-        cmd: Some(vec![]),
-        labels: Some(HashMap::from([
-            ("lab.cluster".to_string(), rt.desired.topology.cluster.to_string()),
-            (FORWARD_TO_LABEL.to_string(), target.clone()),
-        ])),
-        host_config: Some(HostConfig {
-            network_mode: Some("host".into()),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+    let create = |loopbacks: &[&str]| {
+        let port = format!("{PORT}/tcp");
+        let bindings: Vec<PortBinding> = loopbacks
+            .iter()
+            .map(|ip| PortBinding { host_ip: Some(ip.to_string()), host_port: Some(PORT.to_string()) })
+            .collect();
+        ContainerCreateBody {
+            image: Some(rt.desired.registry_image.clone()),
+            entrypoint: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                FORWARD_SCRIPT.into(),
+                "lab-forwarder".into(),
+                target.clone(),
+                PORT.to_string(),
+            ]),
+            cmd: Some(vec![]),
+            exposed_ports: Some(vec![port.clone()]),
+            labels: Some(HashMap::from([
+                ("lab.cluster".to_string(), rt.desired.topology.cluster.to_string()),
+                (FORWARD_TO_LABEL.to_string(), target.clone()),
+                (FORWARD_LISTEN_LABEL.to_string(), "loopback".to_string()),
+            ])),
+            host_config: Some(HostConfig {
+                network_mode: Some("bridge".into()),
+                port_bindings: Some(HashMap::from([(port, Some(bindings))])),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
-        }),
-        ..Default::default()
+        }
     };
-    docker
-        .create_container(Some(CreateContainerOptionsBuilder::new().name(FORWARDER).build()), body)
-        .await
-        .map_err(|err| Error::node(node, step, engine_message(&err)))?;
-    docker.start_container(FORWARDER, None).await.map_err(|err| Error::node(node, step, engine_message(&err)))?;
-    Ok(format!("relaying :{PORT} to {reg} ({target})"))
+    let start = |body: ContainerCreateBody| async move {
+        docker
+            .create_container(Some(CreateContainerOptionsBuilder::new().name(FORWARDER).build()), body)
+            .await
+            .map_err(|err| engine_message(&err))?;
+        docker.start_container(FORWARDER, None).await.map_err(|err| engine_message(&err))
+    };
+    // Both loopbacks where the node has IPv6; where it has none, publishing on [::1] fails
+    // at start, and 127.0.0.1 alone is all `localhost` can mean there.
+    let listens = match start(create(&["127.0.0.1", "::1"])).await {
+        Ok(()) => "127.0.0.1 and [::1]",
+        Err(first) => {
+            tracing::debug!(node, cause = %first, "the forwarder cannot publish on [::1]; 127.0.0.1 only");
+            remove_forwarder(node, docker).await?;
+            start(create(&["127.0.0.1"])).await.map_err(|err| Error::node(node, step, err))?;
+            "127.0.0.1"
+        }
+    };
+    Ok(format!("relaying {listens}:{PORT} to {reg} ({target})"))
 }
 
-/// The address the running forwarder on a node relays to, if one runs.
+async fn remove_forwarder(node: &str, docker: &Docker) -> Result<()> {
+    match docker
+        .remove_container(FORWARDER, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Err(err) => Err(Error::node(node, format!("remove container {FORWARDER}"), engine_message(&err))),
+    }
+}
+
+/// The address the running forwarder on a node relays to, if one runs. A forwarder of an
+/// older lab, which listened on every interface, reads as relaying nowhere lab would
+/// choose, so the planner replaces it.
 pub async fn observe_forwarder(docker: &Docker) -> Option<String> {
     let c = docker.inspect_container(FORWARDER, None).await.ok()?;
     if !c.state.and_then(|s| s.running).unwrap_or(false) {
         return None;
     }
-    c.config?.labels?.get(FORWARD_TO_LABEL).cloned()
+    let labels = c.config?.labels?;
+    if labels.get(FORWARD_LISTEN_LABEL).map(String::as_str) != Some("loopback") {
+        return Some("(every interface: an older forwarder)".into());
+    }
+    labels.get(FORWARD_TO_LABEL).cloned()
+}
+
+/// Whether the node has the registry's data volume.
+pub async fn has_data(docker: &Docker) -> bool {
+    docker.inspect_volume(VOLUME).await.is_ok()
+}
+
+/// Moves the registry's data from `from` to the registry's node (`to`), through the engines'
+/// archive API: the service is scaled to zero so nothing writes, `registry_data` on `from` is
+/// read as a tar stream by a stopped helper container and written into a fresh
+/// `registry_data` on `to` the same way, and the volume on `from` is removed last, so an
+/// interrupted move is simply done again. Returns what it moved.
+pub async fn move_data(rt: &Runtime, from: &str, to: &str) -> Result<String> {
+    let step = format!("move registry data from {from} to {to}");
+    let image = rt.desired.registry_image.clone();
+    let src = rt.engine(from).await?.docker;
+    let dst = rt.engine(to).await?.docker;
+    // Nothing may write while the data travels.
+    if let Ok((mgr_name, mgr)) = rt.manager().await {
+        if let Ok(svc) = mgr.inspect_service(SERVICE, None::<InspectServiceOptions>).await {
+            let version = svc.version.and_then(|v| v.index).unwrap_or_default();
+            if let Some(mut spec) = svc.spec {
+                spec.mode = Some(ServiceSpecMode {
+                    replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
+                    ..Default::default()
+                });
+                mgr.update_service(
+                    SERVICE,
+                    spec,
+                    UpdateServiceOptionsBuilder::new().version(version as i32).build(),
+                    None,
+                )
+                .await
+                .map_err(|e| Error::node(&mgr_name, format!("stop service {SERVICE}"), engine_message(&e)))?;
+            }
+        }
+    }
+    let filters = HashMap::from([("label", vec![format!("com.docker.swarm.service.name={SERVICE}")])]);
+    let start = Instant::now();
+    let gone = Duration::from_secs(60);
+    loop {
+        let tasks = src
+            .list_containers(Some(ListContainersOptionsBuilder::new().filters(&filters).build()))
+            .await
+            .map_err(|e| Error::node(from, &step, engine_message(&e)))?;
+        if tasks.is_empty() {
+            break;
+        }
+        if start.elapsed() > gone {
+            return Err(Error::Timeout {
+                node: from.into(),
+                what: format!("the {SERVICE} task to stop before its data moves"),
+                secs: gone.as_secs(),
+                hint: None,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A fresh volume on `to`: what an interrupted move left there is replaced.
+    let remove_volume = |d: Docker, node: String| async move {
+        match d.remove_volume(VOLUME, Some(RemoveVolumeOptionsBuilder::new().force(true).build())).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(Error::node(node, format!("remove volume {VOLUME}"), engine_message(&e))),
+        }
+    };
+    let helper = format!("lab-registry-move-{}", probe::random_suffix());
+    let make_helper = |d: Docker| {
+        let helper = helper.clone();
+        let image = image.clone();
+        let cluster = rt.desired.topology.cluster.to_string();
+        async move {
+            let body = ContainerCreateBody {
+                image: Some(image),
+                entrypoint: Some(vec!["true".into()]),
+                cmd: Some(vec![]),
+                labels: Some(HashMap::from([("lab.cluster".to_string(), cluster)])),
+                host_config: Some(HostConfig {
+                    mounts: Some(vec![Mount {
+                        target: Some("/var/lib/registry".into()),
+                        source: Some(VOLUME.into()),
+                        typ: Some(MountType::VOLUME),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            d.create_container(Some(CreateContainerOptionsBuilder::new().name(&helper).build()), body)
+                .await
+                .map(|_| ())
+                .map_err(|e| engine_message(&e))
+        }
+    };
+    let drop_helper = |d: Docker| {
+        let helper = helper.clone();
+        async move {
+            let _ = d.remove_container(&helper, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+        }
+    };
+    remove_volume(dst.clone(), to.to_string()).await?;
+    dst.create_volume(VolumeCreateRequest {
+        name: Some(VOLUME.into()),
+        labels: Some(namespace()),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| Error::node(to, format!("create volume {VOLUME}"), engine_message(&e)))?;
+    let result = async {
+        make_helper(src.clone()).await.map_err(|m| Error::node(from, &step, m))?;
+        make_helper(dst.clone()).await.map_err(|m| Error::node(to, &step, m))?;
+        let moved = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = moved.clone();
+        let tar = src
+            .download_from_container(
+                &helper,
+                Some(DownloadFromContainerOptionsBuilder::new().path("/var/lib/registry").build()),
+            )
+            .map(move |chunk| {
+                let chunk = chunk.map_err(|e| std::io::Error::other(engine_message(&e)))?;
+                counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, std::io::Error>(chunk)
+            });
+        dst.upload_to_container(
+            &helper,
+            Some(UploadToContainerOptionsBuilder::new().path("/var/lib").build()),
+            bollard::body_try_stream(tar),
+        )
+        .await
+        .map_err(|e| Error::node(to, &step, engine_message(&e)))?;
+        Ok::<_, Error>(moved.load(std::sync::atomic::Ordering::Relaxed))
+    }
+    .await;
+    drop_helper(src.clone()).await;
+    drop_helper(dst.clone()).await;
+    let bytes = result?;
+    // The old copy goes, so that it is never taken for the registry's data again. The swarm
+    // keeps the old task's exited container, which still names the volume: remove it first.
+    // A copy that will not go is left (the registry's node now has the data, which is what
+    // counts) and said.
+    let history = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    for c in src.list_containers(Some(history)).await.unwrap_or_default() {
+        if let Some(id) = c.id {
+            let _ = src.remove_container(&id, None).await;
+        }
+    }
+    if let Err(e) = remove_volume(src, from.to_string()).await {
+        tracing::warn!("the old copy of the registry's data stays: {e}");
+    }
+    let what = format!("moved {:.1} MB of registry data from {from} to {to}", bytes as f64 / 1e6);
+    rt.progress.note(&what);
+    Ok(what)
 }
 
 /// One URL's answer on one node.
@@ -396,18 +718,25 @@ async fn diagnose_service(rt: &Runtime) -> Option<String> {
     if task_running(&mgr).await {
         return None;
     }
-    let filters = HashMap::from([("service", vec![SERVICE]), ("desired-state", vec!["running"])]);
-    let tasks = mgr.list_tasks(Some(ListTasksOptionsBuilder::new().filters(&filters).build())).await.ok()?;
-    let detail = tasks
-        .iter()
-        .filter_map(|t| t.status.as_ref())
-        .map(|s| {
-            let state = s.state.map(|st| st.to_string()).unwrap_or_default();
-            let err = s.err.clone().or_else(|| s.message.clone()).unwrap_or_default();
-            format!("{state}: {err}")
-        })
-        .next()
-        .unwrap_or_else(|| "no task scheduled (is a node labelled lab.registry=true and active?)".into());
+    // Every task, not only those meant to run: a task that failed ("bind: address already in
+    // use") is shut down and replaced, and its error is the one worth quoting.
+    let filters = HashMap::from([("service", vec![SERVICE])]);
+    let mut tasks = mgr.list_tasks(Some(ListTasksOptionsBuilder::new().filters(&filters).build())).await.ok()?;
+    tasks.sort_by_key(|t| std::cmp::Reverse(t.updated_at.clone().unwrap_or_default()));
+    let with_error =
+        tasks.iter().filter_map(|t| t.status.as_ref()).find(|s| s.err.as_deref().is_some_and(|e| !e.is_empty()));
+    let latest = tasks.iter().filter_map(|t| t.status.as_ref()).next();
+    let detail = match (with_error, latest) {
+        (Some(s), _) => {
+            format!("{}: {}", s.state.map(|st| st.to_string()).unwrap_or_default(), s.err.clone().unwrap_or_default())
+        }
+        (None, Some(s)) => format!(
+            "{}: {}",
+            s.state.map(|st| st.to_string()).unwrap_or_default(),
+            s.message.clone().unwrap_or_default()
+        ),
+        (None, None) => "the swarm scheduled no task for it (docker service ps registry_registry shows none)".into(),
+    };
     Some(format!("the registry task is not running ({detail})"))
 }
 
@@ -444,18 +773,24 @@ mod tests {
 
     #[test]
     fn service_spec_is_the_seeds_stack_plus_what_it_lacked() {
-        let secret = Secret::new("s3cret");
+        let program = vec!["/entrypoint.sh".to_string(), "/etc/docker/registry/config.yml".to_string()];
         for (mode, publish) in [
             (RegistryMode::Mesh, EndpointPortConfigPublishModeEnum::INGRESS),
             (RegistryMode::Fallback, EndpointPortConfigPublishModeEnum::HOST),
         ] {
-            let spec = service_spec("registry:2", &secret, mode);
+            let spec = service_spec("registry:2", &program, "secret-id", mode);
             assert_eq!(spec.name.as_deref(), Some(SERVICE));
             assert_eq!(spec.labels.as_ref().unwrap()[NAMESPACE_LABEL], STACK);
             let task = spec.task_template.as_ref().unwrap();
             let cs = task.container_spec.as_ref().unwrap();
             assert_eq!(cs.image.as_deref(), Some("registry:2"));
-            assert_eq!(cs.env.as_ref().unwrap(), &vec!["REGISTRY_HTTP_SECRET=s3cret".to_string()]);
+            // The HTTP secret comes from the swarm secret, never from the spec.
+            assert!(cs.env.is_none(), "{:?}", cs.env);
+            let secret = &cs.secrets.as_ref().unwrap()[0];
+            assert_eq!(secret.secret_id.as_deref(), Some("secret-id"));
+            assert_eq!(secret.file.as_ref().unwrap().name.as_deref(), Some(SECRET_NAME));
+            assert_eq!(cs.command.as_ref().unwrap()[..2], ["sh".to_string(), "-c".to_string()]);
+            assert_eq!(cs.args.as_ref().unwrap(), &program, "the image's own program runs");
             let mount = &cs.mounts.as_ref().unwrap()[0];
             assert_eq!((mount.source.as_deref(), mount.target.as_deref()), (Some(VOLUME), Some("/var/lib/registry")));
             assert_eq!(task.placement.as_ref().unwrap().constraints.as_ref().unwrap(), &vec![CONSTRAINT.to_string()]);
@@ -463,9 +798,41 @@ mod tests {
             let port = &spec.endpoint_spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
             assert_eq!((port.published_port, port.target_port), (Some(5000), Some(5000)));
             assert_eq!(port.publish_mode, Some(publish));
-            // The secret is sent, never shown: the spec's Debug is not printed anywhere, but the
-            // state's Secret type keeps it out of logs.
-            assert_eq!(format!("{secret:?}"), "<redacted>");
+        }
+    }
+
+    /// The wrapper reads the secret file into REGISTRY_HTTP_SECRET and runs the image's
+    /// program with its own arguments, untouched.
+    #[test]
+    fn the_secret_wrapper_exports_the_secret_and_runs_the_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s");
+        std::fs::write(&file, "v4lue").unwrap();
+        let script = SECRET_SCRIPT.replace("/run/secrets/$0", &file.display().to_string());
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &script,
+                SECRET_NAME,
+                "sh",
+                "-c",
+                "printf '%s|%s' \"$REGISTRY_HTTP_SECRET\" \"$1\"",
+                "x",
+                "a b; c",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "v4lue|a b; c");
+        // A missing secret file stops the registry rather than running it without a secret.
+        std::fs::remove_file(&file).unwrap();
+        let out = std::process::Command::new("sh").args(["-c", &script, SECRET_NAME, "true"]).output().unwrap();
+        assert!(!out.status.success());
+    }
+
+    #[test]
+    fn base64_matches_the_standard_alphabet() {
+        for (input, want) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(input.as_bytes()), want);
         }
     }
 

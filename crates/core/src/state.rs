@@ -1,10 +1,16 @@
-//! Per-cluster state on disk: what `up` decided and finished, and the secrets it made.
+//! Per-cluster state on disk: what `up` decided and finished.
 //!
-//! Layout: `$XDG_STATE_HOME/lab/clusters/<cluster>/state.json` (or `~/.local/state/lab/...`).
+//! Layout: `$XDG_STATE_HOME/lab/clusters/<cluster>/state.json` (or `~/.local/state/lab/...`),
+//! and the cluster's lock at `$XDG_STATE_HOME/lab/locks/<cluster>.lock`, outside the directory
+//! it guards so that `down` can remove that directory while it holds the lock.
 //! Directories are 0700 and files 0600; every write goes to a temporary file in the same
 //! directory, is synced and renamed over the old one, so a crash leaves either the old or the
-//! new state, never half of one. Join tokens and the registry's HTTP secret live only here:
-//! [`Secret`] hides them from `Debug` and so from every log line.
+//! new state, never half of one.
+//!
+//! No secret is kept here. Join tokens are read from a manager when a node joins (so a
+//! `docker swarm join-token --rotate` never breaks lab), and the registry's HTTP secret is a
+//! swarm secret that only the registry's task can read. [`Secret`] still wraps any secret
+//! value lab handles in memory, so that `Debug` and every log line print `<redacted>`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -72,17 +78,14 @@ impl fmt::Display for RegistryMode {
     }
 }
 
-/// The swarm's join tokens and address, as recorded after `init`.
+/// The swarm lab made for the cluster, as recorded after `init`. No join token: those are
+/// read from a manager each time a node joins.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SwarmRecord {
     /// The swarm's cluster ID.
     pub id: String,
     /// `address:2377` of the manager that initialised it.
     pub manager_addr: String,
-    /// Token for workers to join.
-    pub worker_token: Secret,
-    /// Token for managers to join.
-    pub manager_token: Secret,
 }
 
 /// One node as recorded.
@@ -123,8 +126,6 @@ pub struct ClusterState {
     pub registry_image: String,
     /// The registry mode chosen (detected or forced), once chosen.
     pub registry_mode: Option<RegistryMode>,
-    /// `REGISTRY_HTTP_SECRET`, generated once.
-    pub registry_secret: Secret,
     /// The swarm, once initialised.
     pub swarm: Option<SwarmRecord>,
     /// Nodes by name.
@@ -237,8 +238,9 @@ impl Paths {
     /// holder, if another process has it. The lock is released when the guard drops or the
     /// process dies.
     pub fn lock(&self, cluster: &ClusterName, purpose: &str) -> Result<LockGuard> {
-        let dir = self.ensure_cluster_dir(cluster)?;
-        let path = dir.join("lock");
+        let dir = self.root.join("locks");
+        make_private_dir(&dir)?;
+        let path = dir.join(format!("{cluster}.lock"));
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -328,13 +330,7 @@ mod tests {
             workers: 2,
             registry_image: "registry:2".into(),
             registry_mode: None,
-            registry_secret: Secret::new("s3cr3t-value"),
-            swarm: Some(SwarmRecord {
-                id: "x".into(),
-                manager_addr: "10.0.0.2:2377".into(),
-                worker_token: Secret::new("SWMTKN-1-worker"),
-                manager_token: Secret::new("SWMTKN-1-manager"),
-            }),
+            swarm: Some(SwarmRecord { id: "x".into(), manager_addr: "10.0.0.2:2377".into() }),
             nodes: BTreeMap::new(),
             completed: vec![],
         }
@@ -358,11 +354,53 @@ mod tests {
 
     #[test]
     fn secrets_never_debug_print() {
+        let s = Secret::new("SWMTKN-1-worker");
+        assert_eq!(format!("{s:?} {s}"), "<redacted> <redacted>");
+    }
+
+    /// Item 2 and 7 of issue 7: the state file has no field a secret could sit in.
+    #[test]
+    fn the_state_file_keeps_no_token_and_no_secret() {
         let tmp = tempfile::tempdir().unwrap();
-        let st = sample(&Paths::at(tmp.path()));
-        let dbg = format!("{st:?}");
-        assert!(!dbg.contains("s3cr3t"), "{dbg}");
-        assert!(!dbg.contains("SWMTKN"), "{dbg}");
+        let paths = Paths::at(tmp.path().join("lab"));
+        let st = sample(&paths);
+        paths.save(&st).unwrap();
+        let text = fs::read_to_string(paths.cluster_dir(&st.cluster).join("state.json")).unwrap();
+        for word in ["token", "secret", "SWMTKN"] {
+            assert!(!text.contains(word), "state.json has {word:?}:\n{text}");
+        }
+        // A state file written by an older lab, with tokens and a secret, still loads, and
+        // the next save drops them.
+        let old =
+            text.replacen("\"registry_mode\": null,", "\"registry_mode\": null, \"registry_secret\": \"abc\",", 1);
+        let old = old.replacen(
+            "\"manager_addr\": \"10.0.0.2:2377\"",
+            "\"manager_addr\": \"10.0.0.2:2377\", \"worker_token\": \"SWMTKN-1-w\", \"manager_token\": \"SWMTKN-1-m\"",
+            1,
+        );
+        assert_ne!(old, text);
+        fs::write(paths.cluster_dir(&st.cluster).join("state.json"), &old).unwrap();
+        let loaded = paths.load(&st.cluster).unwrap().unwrap();
+        paths.save(&loaded).unwrap();
+        let text = fs::read_to_string(paths.cluster_dir(&st.cluster).join("state.json")).unwrap();
+        assert!(!text.contains("SWMTKN") && !text.contains("secret"), "{text}");
+    }
+
+    /// Item 15: `down` removes the cluster's directory while it holds the lock; the lock must
+    /// survive that, or a second process could take a lock the first still holds.
+    #[test]
+    fn the_lock_outlives_the_state_it_guards() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths::at(tmp.path().join("lab"));
+        let st = sample(&paths);
+        paths.save(&st).unwrap();
+        let held = paths.lock(&st.cluster, "lab down").unwrap();
+        paths.remove(&st.cluster).unwrap();
+        assert!(!paths.cluster_dir(&st.cluster).exists());
+        let err = paths.lock(&st.cluster, "lab up").expect_err("a second holder got the lock");
+        assert!(err.to_string().contains("lab down (pid"), "{err}");
+        drop(held);
+        paths.lock(&st.cluster, "lab up").unwrap();
     }
 
     #[test]

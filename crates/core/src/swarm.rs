@@ -47,7 +47,7 @@ pub async fn local_view(docker: &Docker) -> std::result::Result<LocalView, bolla
     })
 }
 
-/// `docker swarm init --advertise-addr ADDR` on `node`, then reads the join tokens.
+/// `docker swarm init --advertise-addr ADDR` on `node`; returns the swarm's ID and address.
 pub async fn init(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmRecord> {
     let req = SwarmInitRequest {
         listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
@@ -58,31 +58,46 @@ pub async fn init(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmR
     record(node, docker, advertise).await
 }
 
-/// Reads the swarm's ID and join tokens from a manager.
+/// Reads the swarm's ID from a manager.
 pub async fn record(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmRecord> {
-    let swarm = docker
-        .inspect_swarm()
-        .await
-        .map_err(|e| Error::node(node, "read the swarm's join tokens", engine_message(&e)))?;
-    let tokens = swarm.join_tokens.unwrap_or_default();
-    Ok(SwarmRecord {
-        id: swarm.id.unwrap_or_default(),
-        manager_addr: format!("{advertise}:{SWARM_PORT}"),
-        worker_token: Secret::new(tokens.worker.unwrap_or_default()),
-        manager_token: Secret::new(tokens.manager.unwrap_or_default()),
-    })
+    let swarm =
+        docker.inspect_swarm().await.map_err(|e| Error::node(node, "read the swarm's ID", engine_message(&e)))?;
+    Ok(SwarmRecord { id: swarm.id.unwrap_or_default(), manager_addr: format!("{advertise}:{SWARM_PORT}") })
 }
 
-/// `docker swarm join --token T --advertise-addr ADDR MANAGER:2377` on `node`.
-pub async fn join(node: &str, docker: &Docker, advertise: &str, swarm: &SwarmRecord, role: Role) -> Result<()> {
+/// The swarm's current join token for `role`, read from a manager (`manager`, named
+/// `manager_node` for errors). Read at every join and never stored, so a rotated token
+/// (`docker swarm join-token --rotate`) is simply the one used next.
+pub async fn join_token(manager_node: &str, manager: &Docker, role: Role) -> Result<Secret> {
+    let swarm = manager
+        .inspect_swarm()
+        .await
+        .map_err(|e| Error::node(manager_node, "read the swarm's join token", engine_message(&e)))?;
+    let tokens = swarm.join_tokens.unwrap_or_default();
     let token = match role {
-        Role::Manager => &swarm.manager_token,
-        Role::Worker => &swarm.worker_token,
+        Role::Manager => tokens.manager,
+        Role::Worker => tokens.worker,
     };
+    token
+        .filter(|t| !t.is_empty())
+        .map(Secret::new)
+        .ok_or_else(|| Error::node(manager_node, "read the swarm's join token", "the manager returned no token"))
+}
+
+/// `docker swarm join --token T --advertise-addr ADDR MANAGER:2377` on `node`, where
+/// `manager_addr` is `address:2377` of a manager that answers.
+pub async fn join(
+    node: &str,
+    docker: &Docker,
+    advertise: &str,
+    manager_addr: &str,
+    token: &Secret,
+    role: Role,
+) -> Result<()> {
     let req = SwarmJoinRequest {
         listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
         advertise_addr: Some(format!("{advertise}:{SWARM_PORT}")),
-        remote_addrs: Some(vec![swarm.manager_addr.clone()]),
+        remote_addrs: Some(vec![manager_addr.to_string()]),
         join_token: Some(token.expose().to_string()),
         ..Default::default()
     };

@@ -17,6 +17,11 @@ use crate::error::{does_not_exist, failed, not_run};
 
 /// `ls`, `env`, `ip`, `status`, `ssh` and `--version`: quick reads.
 const QUICK: Duration = Duration::from_secs(60);
+/// How long to wait before looking again at a machine seen broken.
+#[cfg(not(test))]
+const CONFIRM_BROKEN: Duration = Duration::from_secs(3);
+#[cfg(test)]
+const CONFIRM_BROKEN: Duration = Duration::from_millis(50);
 /// `create`: boot2docker's first download and a VM's first boot can be slow.
 const CREATE: Duration = Duration::from_secs(30 * 60);
 /// `start` and `rm`.
@@ -168,7 +173,29 @@ impl VirtualBoxDriver {
         None
     }
 
+    /// The cluster's machines. A machine seen broken is looked at again after
+    /// [`CONFIRM_BROKEN`] and counts as broken only if the second look agrees: VirtualBox
+    /// reports `Error` for a moment when VBoxManage fails transiently, and a broken machine is
+    /// destroyed with all its data.
     async fn list(&self) -> Result<Vec<Machine>> {
+        let first = self.list_once().await?;
+        if !first.iter().any(|m| matches!(m.state, MachineState::Broken(_))) {
+            return Ok(first);
+        }
+        tokio::time::sleep(CONFIRM_BROKEN).await;
+        let second = self.list_once().await?;
+        // Broken only if both looks say so; a machine broken on the second look only keeps
+        // what the first look saw, and the next `up` looks again.
+        Ok(second
+            .into_iter()
+            .map(|m| match (&m.state, first.iter().find(|f| f.name == m.name)) {
+                (MachineState::Broken(_), Some(f)) if !matches!(f.state, MachineState::Broken(_)) => f.clone(),
+                _ => m,
+            })
+            .collect())
+    }
+
+    async fn list_once(&self) -> Result<Vec<Machine>> {
         let args: Vec<String> = vec![
             "ls".into(),
             "--filter".into(),
@@ -433,5 +460,37 @@ exit 0
                 ("worker1".to_string(), lab_core::Role::Worker, Some("10.9.0.1".to_string())),
             ]
         );
+    }
+
+    /// Issue 7, item 5: one `Error` from `docker-machine ls` (a transient VBoxManage failure)
+    /// does not make a machine broken; two looks in a row do.
+    #[tokio::test]
+    async fn a_machine_seen_broken_once_is_not_broken() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = driver(dir.path(), 1);
+        // Replace the fake: `ls` says Error for as many calls as the file `errors` holds lines.
+        let fake = r#"#!/bin/sh
+d=$(dirname "$0")
+case "$1" in
+  --version) echo "docker-machine version 0.16.2, build bd45ab13" ;;
+  ls) echo x >>"$d/ls-calls"
+      if [ -s "$d/errors" ]; then sed -i 1d "$d/errors"; state=Error; else state=Running; fi
+      printf 't-worker1\t%s\ttcp://10.9.0.1:2376\t\n' "$state" ;;
+esac
+exit 0
+"#;
+        let program = dir.path().join("docker-machine");
+        std::fs::write(&program, fake).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("errors"), "1\n").unwrap();
+        let seen = d.observe().await.unwrap();
+        assert!(
+            !seen.iter().any(|m| matches!(m.state, MachineState::Broken(_))),
+            "one Error made the machine broken: {seen:?}"
+        );
+        std::fs::write(dir.path().join("errors"), "1\n2\n").unwrap();
+        let seen = d.observe().await.unwrap();
+        assert!(matches!(seen[0].state, MachineState::Broken(_)), "two Errors in a row: {seen:?}");
     }
 }

@@ -1,0 +1,228 @@
+//! End-to-end: day-two operations on the swarm and its registry, on the docker driver, as a
+//! user would do them: rotating join tokens, scaling so that the registry moves, looking for
+//! secrets where anyone with the swarm's API could read them, and reaching the forwarders
+//! from outside their node. Each test makes its own uniquely named cluster and removes it.
+
+use std::time::Duration;
+
+use lab_tests::{docker, ensure_images, node_exec, wait_for, Lab, REGISTRY_IMAGE};
+use serde_json::Value;
+
+fn lab(tag: &str) -> Lab {
+    Lab::new(tag, env!("CARGO_BIN_EXE_lab-e2e"))
+}
+
+fn json(run: &lab_tests::Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.all()))
+}
+
+/// Pushes a small image made on `node` to its `localhost:5000`, as the seed's user does.
+fn push_from(lab: &Lab, node: &str, repo: &str) {
+    let c = lab.container(node);
+    node_exec(&c, &["docker", "rm", "-f", "e2e-src"]);
+    node_exec(
+        &c,
+        &["docker", "run", "--name", "e2e-src", "--entrypoint", "sh", REGISTRY_IMAGE, "-c", "echo kept > /m"],
+    )
+    .ok("make the image's content");
+    let tag = format!("localhost:5000/{repo}:1");
+    node_exec(&c, &["docker", "commit", "e2e-src", &tag]).ok("commit");
+    node_exec(&c, &["docker", "push", &tag]).ok(&format!("docker push {tag} on {node}"));
+    node_exec(&c, &["docker", "rm", "-f", "e2e-src"]);
+}
+
+/// Whether `repo:1` can be pulled through `localhost:5000` on `node` (removing any local copy
+/// first, so the registry must serve it).
+fn pull_on(lab: &Lab, node: &str, repo: &str) -> lab_tests::Run {
+    let c = lab.container(node);
+    let tag = format!("localhost:5000/{repo}:1");
+    node_exec(&c, &["docker", "image", "rm", "-f", &tag]);
+    node_exec(&c, &["docker", "pull", &tag])
+}
+
+fn swarm_nodes(lab: &Lab) -> Vec<String> {
+    let r = node_exec(&lab.container("manager"), &["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+    let mut v: Vec<String> = r.stdout.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// Item 2: `docker swarm join-token --rotate` is a routine security step; lab must read the
+/// current token when a node joins, not reuse one it stored.
+#[test]
+fn a_rotated_join_token_does_not_stop_scaling_up() {
+    ensure_images();
+    let lab = lab("rotate");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let manager = lab.container("manager");
+    node_exec(&manager, &["docker", "swarm", "join-token", "--rotate", "-q", "worker"]).ok("rotate the worker token");
+    node_exec(&manager, &["docker", "swarm", "join-token", "--rotate", "-q", "manager"]).ok("rotate the manager token");
+    let up = lab.on(&["up", "--workers", "2"]);
+    assert_eq!(up.code, 0, "up after a token rotation failed:\n{}", up.all());
+    assert_eq!(swarm_nodes(&lab), vec!["manager Ready", "worker1 Ready", "worker2 Ready"]);
+    // No token is kept anywhere in lab's state.
+    let dir = lab.state_home().join("lab");
+    for entry in walk(&dir) {
+        let text = std::fs::read(&entry).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&text).contains("SWMTKN-"), "{} holds a join token", entry.display());
+    }
+    assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Item 7: the registry's HTTP secret is a swarm secret: no service spec, no state file and no
+/// output carries it, and it stays the same across redeploys.
+#[test]
+fn the_registry_secret_is_a_swarm_secret_in_no_spec() {
+    ensure_images();
+    let lab = lab("regsec");
+    let up = lab.up(&["--workers", "1"]).ok("lab up");
+    let manager = lab.container("manager");
+    let spec = node_exec(&manager, &["docker", "service", "inspect", "registry_registry"]).ok("service inspect");
+    // The value, as the registry's own task sees it.
+    let worker1 = lab.container("worker1");
+    let task = node_exec(
+        &worker1,
+        &["docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=registry_registry"],
+    )
+    .ok("find the registry's task")
+    .stdout;
+    let value = node_exec(&worker1, &["docker", "exec", task.trim(), "cat", "/run/secrets/lab-registry-http-secret"])
+        .ok("read the secret inside the registry's task")
+        .stdout;
+    assert!(value.len() >= 32, "the registry's secret is too short: {} bytes", value.len());
+    assert!(!spec.stdout.contains(value.trim()), "the secret's value is in the service spec:\n{}", spec.stdout);
+    let env = node_exec(
+        &manager,
+        &[
+            "docker",
+            "service",
+            "inspect",
+            "--format",
+            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+            "registry_registry",
+        ],
+    );
+    assert!(
+        !env.stdout.contains("REGISTRY_HTTP_SECRET"),
+        "the secret is an environment variable of the spec: {}",
+        env.stdout
+    );
+    // And the registry process has it in its environment (what distribution reads).
+    let environ = node_exec(&worker1, &["docker", "exec", task.trim(), "sh", "-c", "tr '\\0' '\\n' < /proc/1/environ"]);
+    assert!(
+        environ.stdout.contains(&format!("REGISTRY_HTTP_SECRET={}", value.trim())),
+        "the registry process lacks the secret"
+    );
+    let secrets = node_exec(&manager, &["docker", "secret", "ls", "--format", "{{.ID}} {{.Name}}"]).ok("secret ls");
+    let secret_line = secrets
+        .stdout
+        .lines()
+        .find(|l| l.ends_with(" lab-registry-http-secret"))
+        .unwrap_or_else(|| panic!("no swarm secret lab-registry-http-secret:\n{}", secrets.stdout))
+        .to_string();
+    assert!(spec.stdout.contains("lab-registry-http-secret"), "the service does not use the secret:\n{}", spec.stdout);
+    // The registry got it: distribution logs a warning when it has no secret.
+    let logs = node_exec(&manager, &["docker", "service", "logs", "registry_registry"]);
+    assert!(!logs.all().contains("No HTTP secret provided"), "{}", logs.all());
+    let st = std::fs::read_to_string(lab.state_home().join("lab/clusters").join(&lab.cluster).join("state.json"))
+        .expect("state file");
+    assert!(!st.contains("secret\""), "the state file still keeps a secret:\n{st}");
+    assert!(!st.contains(value.trim()), "the state file has the secret's value");
+    // A redeploy (switching the registry mode back and forth) keeps the same secret.
+    lab.on(&["up", "--registry-mode", "mesh"]).ok("redeploy in mesh mode");
+    lab.on(&["up", "--registry-mode", "fallback"]).ok("redeploy in fallback mode");
+    let again = node_exec(&manager, &["docker", "secret", "ls", "--format", "{{.ID}} {{.Name}}"]).ok("secret ls");
+    assert!(again.stdout.contains(&secret_line), "the secret changed:\n{}\nvs\n{secret_line}", again.stdout);
+    assert!(!up.all().contains(value.trim()), "lab printed the secret's value");
+}
+
+/// Item 8: a forwarder serves `localhost:5000` on its own node, and nothing else: from outside
+/// the node, its address's port 5000 is closed.
+#[test]
+fn forwarders_listen_on_loopback_only() {
+    ensure_images();
+    let lab = lab("fwd");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let status = json(&lab.on(&["status", "--output", "json"]).ok("status"));
+    let addr = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "manager")
+        .and_then(|n| n["address"].as_str())
+        .expect("manager address")
+        .to_string();
+    // The manager has a forwarder (the registry runs on worker1).
+    let inside = node_exec(&lab.container("manager"), &["curl", "-s", "-m", "5", "http://127.0.0.1:5000/v2/"]);
+    assert_eq!(inside.stdout.trim(), "{}", "{}", inside.all());
+    // From worker1, another machine on the manager's network.
+    let url = format!("http://{addr}:5000/v2/_catalog");
+    let outside = node_exec(&lab.container("worker1"), &["curl", "-s", "-m", "5", &url]);
+    assert_ne!(outside.code, 0, "the manager's forwarder answered {url} from another node: {}", outside.stdout);
+    // And from the machine lab runs on.
+    let from_host = std::process::Command::new("curl").args(["-s", "-m", "5", &url]).output().expect("curl");
+    assert!(!from_host.status.success(), "the forwarder answered {url} from the host");
+}
+
+/// Item 4: scaling so that the registry moves to another node keeps every pushed image, and
+/// the manager's own forwarder does not block the registry's port there.
+#[test]
+fn scaling_workers_to_zero_and_back_keeps_pushed_images() {
+    ensure_images();
+    let lab = lab("move");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    push_from(&lab, "manager", "e2e/kept");
+    let down = lab.on(&["up", "--workers", "0"]);
+    assert_eq!(down.code, 0, "scaling to 0 workers failed:\n{}", down.all());
+    assert!(down.stderr.contains("move registry data"), "up did not say it moved the data:\n{}", down.stderr);
+    let pulled = pull_on(&lab, "manager", "e2e/kept");
+    assert_eq!(pulled.code, 0, "the pushed image was lost when the registry moved:\n{}", pulled.all());
+    assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
+    lab.on(&["check"]).ok("check with 0 workers");
+    let back = lab.on(&["up", "--workers", "1"]);
+    assert_eq!(back.code, 0, "scaling back to 1 worker failed:\n{}", back.all());
+    for node in ["manager", "worker1"] {
+        let pulled = pull_on(&lab, node, "e2e/kept");
+        assert_eq!(pulled.code, 0, "{node} cannot pull the image after the move back:\n{}", pulled.all());
+    }
+    assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
+}
+
+/// Item 4: a registry whose task does not run is never "nothing to do"; `plan` shows a repair
+/// and the error quotes the task's own words.
+#[test]
+fn a_registry_that_does_not_answer_is_never_converged() {
+    ensure_images();
+    let lab = lab("stuck");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let manager = lab.container("manager");
+    // Scale the service to zero behind lab's back: nothing answers at :5000 any more.
+    node_exec(&manager, &["docker", "service", "scale", "--detach", "registry_registry=0"]).ok("scale to 0");
+    wait_for("the registry task to stop", Duration::from_secs(60), || {
+        let r = node_exec(&lab.container("worker1"), &["curl", "-s", "-m", "2", "http://127.0.0.1:5000/v2/"]);
+        if r.stdout.trim() == "{}" {
+            Err(r.stdout)
+        } else {
+            Ok(())
+        }
+    });
+    let plan = lab.on(&["plan"]).ok("plan");
+    assert!(!plan.stdout.contains("nothing to do"), "plan says nothing to do while the registry is down");
+    assert!(plan.stdout.contains("deploy stack registry"), "{}", plan.stdout);
+    lab.on(&["up"]).ok("repairing up");
+    lab.on(&["check"]).ok("check after repair");
+    let _ = docker(&["version"]);
+}
