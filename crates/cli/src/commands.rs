@@ -106,7 +106,7 @@ fn runtime(
         m.remove("force");
     }
     let driver_config = recorded_config;
-    let state = match recorded {
+    let mut state = match recorded {
         Some(mut st) => {
             st.managers = managers;
             st.workers = workers;
@@ -127,8 +127,12 @@ fn runtime(
             swarm: None,
             nodes: Default::default(),
             completed: Vec::new(),
+            manager_labels: Default::default(),
+            worker_labels: Default::default(),
+            registry_mode_request: None,
         },
     };
+    settings.record(&mut state);
     Ok((Runtime::new(driver, desired, paths.clone(), state, progress), warnings))
 }
 

@@ -120,3 +120,12 @@ fn even_managers_warn_about_quorum() {
     assert!(stderr.contains("warning: 2 managers"), "{stderr}");
     assert!(!e.state.path().join("lab").exists());
 }
+
+/// Issue 7, item 3: a flag of another driver is refused, not silently ignored.
+#[test]
+fn flags_of_another_driver_exit_2_naming_flag_and_driver() {
+    let e = Env::new();
+    e.bad(&["up", "--hosts", "hosts.toml"], &[], &["--hosts", "ssh driver", "docker"]);
+    e.bad(&["plan", "--force"], &[], &["--force", "ssh driver", "docker"]);
+    e.bad(&["up", "--driver", "ssh", "--node-image", "x"], &[], &["--node-image", "docker driver", "ssh"]);
+}
