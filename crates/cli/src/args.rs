@@ -125,10 +125,12 @@ pub struct TopologyArgs {
     #[arg(long, short)]
     pub driver: Option<String>,
     /// Number of managers (default 1).
-    #[arg(long)]
+    // Negative numbers parse as values, so the number parser's error names this flag.
+    #[arg(long, allow_negative_numbers = true)]
     pub managers: Option<u32>,
     /// Number of workers (default 2).
-    #[arg(long)]
+    // Negative numbers parse as values, so the number parser's error names this flag.
+    #[arg(long, allow_negative_numbers = true)]
     pub workers: Option<u32>,
     /// Node image for the docker driver (default docker:dind).
     #[arg(long, value_name = "IMAGE")]

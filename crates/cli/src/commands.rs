@@ -235,7 +235,7 @@ fn existing(
     if must_exist && !known {
         return Err(Error::input(
             if cluster_flag.is_some() { "--cluster" } else { "cluster" },
-            format!("lab knows no cluster named {cluster:?}; `lab ls` lists the clusters it knows"),
+            format!("lab knows no cluster named \"{cluster}\"; `lab ls` lists the clusters it knows"),
         ));
     }
     let flags =

@@ -417,21 +417,88 @@ fn source_of(key: &str, config: Option<&Path>, flags: &Value) -> String {
 /// Renders a figment error as one line: where (file and field, or variable), and what.
 fn render_figment(e: figment::Error) -> Error {
     let e = e.into_iter().next().expect("a figment error has at least one cause");
-    let path = e.path.join(".");
+    // For an unknown key the path ends with the key itself; the message names it, so the
+    // place is its table.
+    let mut path = e.path.clone();
+    if matches!(e.kind, figment::error::Kind::UnknownField(..)) {
+        path.pop();
+    }
+    let from_env = e.metadata.as_ref().is_some_and(|md| md.name.contains("environment"));
+    let message = match &e.kind {
+        figment::error::Kind::UnknownField(key, expected) => {
+            let spell = |k: &str| {
+                if from_env {
+                    let mut p = path.clone();
+                    p.push(k.to_string());
+                    format!("LAB_{}", p.join("__").to_uppercase())
+                } else {
+                    k.to_string()
+                }
+            };
+            let what = if from_env { "variable" } else { "key" };
+            unknown(what, &spell(key), &expected.iter().map(|k| spell(k)).collect::<Vec<_>>())
+        }
+        figment::error::Kind::UnknownVariant(value, expected) => {
+            unknown("value", value, &expected.iter().map(|k| k.to_string()).collect::<Vec<_>>())
+        }
+        kind => kind.to_string(),
+    };
     let source = match &e.metadata {
         Some(md) => match &md.source {
             Some(figment::Source::File(p)) => p.display().to_string(),
-            _ if md.name.contains("environment") => {
+            _ if from_env => {
                 let var = format!("LAB_{}", e.path.join("__").to_uppercase());
-                return Error::input(var, e.kind.to_string());
+                return Error::input(var, message);
             }
             _ if md.name.contains("Serialized") => "flags".into(),
             _ => md.name.to_string(),
         },
         None => "configuration".into(),
     };
+    let path = path.join(".");
     let what = if path.is_empty() { source } else { format!("{source}: {path}") };
-    Error::input(what, e.kind.to_string())
+    Error::input(what, message)
+}
+
+/// "unknown key `worker` (did you mean `workers`?)", or with the valid choices listed when
+/// none is near, as clap does for flags.
+fn unknown(what: &str, found: &str, expected: &[String]) -> String {
+    let nearest = expected
+        .iter()
+        .map(|k| (edit_distance(&found.to_lowercase(), &k.to_lowercase()), k))
+        .filter(|(d, k)| *d <= 2 && d * 2 < k.chars().count())
+        .min_by_key(|(d, _)| *d);
+    match nearest {
+        Some((_, k)) => format!("unknown {what} `{found}` (did you mean `{k}`?)"),
+        None if expected.is_empty() => format!("unknown {what} `{found}`"),
+        None => format!(
+            "unknown {what} `{found}`; expected one of {}",
+            expected.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// Edit distance counting an insertion, a deletion, a substitution or a swap of two
+/// neighbouring characters as one edit (so `imgae` is one edit from `image`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]

@@ -129,3 +129,85 @@ fn flags_of_another_driver_exit_2_naming_flag_and_driver() {
     e.bad(&["plan", "--force"], &[], &["--force", "ssh driver", "docker"]);
     e.bad(&["up", "--driver", "ssh", "--node-image", "x"], &[], &["--node-image", "docker driver", "ssh"]);
 }
+
+/// Issue 7, messages: an unknown cluster is named as the user wrote it, not as a Rust value.
+#[test]
+fn unknown_cluster_is_named_plainly() {
+    let e = Env::new();
+    e.bad(&["status", "--cluster", "doesnotexist"], &[], &["--cluster", "\"doesnotexist\""]);
+    let out = e.lab(&["status", "--cluster", "doesnotexist"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("ClusterName"), "{stderr}");
+}
+
+/// Issue 7, messages: an unknown key in lab.toml names the file and the key, with clean
+/// quotes, and suggests the nearest valid key, as clap does for flags.
+#[test]
+fn unknown_config_key_suggests_the_nearest() {
+    let e = Env::new();
+    e.write("lab.toml", "worker = 2\n");
+    e.bad(&["up"], &[], &["lab.toml", "unknown key `worker`", "did you mean `workers`?"]);
+    e.write("lab.toml", "[registry]\nimgae = \"x\"\n");
+    e.bad(&["plan"], &[], &["lab.toml", "registry", "unknown key `imgae`", "did you mean `image`?"]);
+    e.write("lab.toml", "[labels]\nworkers = {}\n");
+    e.bad(&["plan"], &[], &["lab.toml", "labels", "unknown key `workers`", "did you mean `worker`?"]);
+    // Nothing near: the valid keys are listed instead, each quoted once.
+    e.write("lab.toml", "zzzzzzzz = 1\n");
+    e.bad(&["plan"], &[], &["lab.toml", "unknown key `zzzzzzzz`", "`workers`"]);
+    let out = e.lab(&["plan"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("`one of") && !stderr.contains("did you mean"), "{stderr}");
+}
+
+/// Issue 7, messages: a negative count names its flag.
+#[test]
+fn negative_counts_name_the_flag() {
+    let e = Env::new();
+    e.bad(&["up", "--workers", "-1"], &[], &["--workers", "-1"]);
+    e.bad(&["plan", "--managers", "-3"], &[], &["--managers", "-3"]);
+}
+
+/// Issue 7, messages: scripts/up.sh shows cargo's progress while it builds lab (it used to
+/// pass --quiet and print nothing for minutes). A stand-in `cargo` on PATH records its
+/// arguments and fails, which stops the script before it starts anything.
+#[test]
+fn up_sh_shows_cargo_progress() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin = tempfile::tempdir().unwrap();
+    let args = bin.path().join("args");
+    let cargo = bin.path().join("cargo");
+    std::fs::write(&cargo, format!("#!/bin/sh\necho \"$@\" > '{}'\necho building-lab >&2\nexit 3\n", args.display()))
+        .unwrap();
+    std::fs::set_permissions(&cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash").arg(root.join("scripts/up.sh")).env("PATH", path).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "up.sh went on after cargo failed");
+    let args = std::fs::read_to_string(&args).unwrap();
+    assert!(args.starts_with("build"), "{args}");
+    assert!(!args.split_whitespace().any(|a| a == "--quiet" || a == "-q"), "up.sh runs cargo {args}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("building-lab"), "cargo's stderr is hidden");
+}
+
+/// Issue 7, messages: the README says where `cargo build` puts the binary and how to put
+/// it on PATH, and every relative link and file it names exists in the repository.
+#[test]
+fn readme_says_where_lab_is_and_its_links_resolve() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("cargo install --path crates/cli"), "README does not say how to install lab");
+    assert!(readme.contains("target/release/lab"), "README does not say where the binary is");
+    let mut missing = Vec::new();
+    // Markdown links `](path)` and paths in backticks that look like files of the repo.
+    let mut targets: Vec<&str> = readme.split("](").skip(1).filter_map(|s| s.split(')').next()).collect();
+    targets.extend(readme.split('`').skip(1).step_by(2).filter(|s| s.starts_with("../") || s.starts_with("docs/")));
+    for t in targets {
+        let t = t.split('#').next().unwrap_or_default();
+        if t.is_empty() || t.contains("://") {
+            continue;
+        }
+        if !root.join(t).exists() || t.starts_with("../") {
+            missing.push(t.to_string());
+        }
+    }
+    assert!(missing.is_empty(), "README points at files outside or missing from the repository: {missing:?}");
+}
