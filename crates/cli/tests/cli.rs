@@ -211,3 +211,61 @@ fn readme_says_where_lab_is_and_its_links_resolve() {
     }
     assert!(missing.is_empty(), "README points at files outside or missing from the repository: {missing:?}");
 }
+
+/// Issue 7, item 17: the workspace's `rust-version` is no lower than what it needs. Two
+/// checks that run offline: every locked dependency's own `rust-version` (from `cargo
+/// metadata`), and the newest std APIs lab's own code is known to use. The second is a
+/// lookup table, kept honest by running clippy's `incompatible_msrv` lint when it changes:
+/// `cargo clippy --workspace --all-targets -- -A clippy::all -W clippy::incompatible_msrv`.
+#[test]
+fn rust_version_covers_dependencies_and_std_apis() {
+    fn version(v: &str) -> Vec<u32> {
+        let mut v: Vec<u32> = v.split('.').map(|p| p.parse().unwrap()).collect();
+        v.resize(3, 0);
+        v
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let host = String::from_utf8(Command::new("rustc").arg("-vV").output().unwrap().stdout).unwrap();
+    let host = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap().to_string();
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform", &host])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members: Vec<&str> =
+        meta["workspace_members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    let packages = meta["packages"].as_array().unwrap();
+    let declared = packages
+        .iter()
+        .find(|p| p["name"] == "lab-cli")
+        .and_then(|p| p["rust_version"].as_str())
+        .expect("lab-cli has a rust-version");
+    let mut too_new = Vec::new();
+    for p in packages {
+        let Some(needs) = p["rust_version"].as_str() else { continue };
+        let member = members.contains(&p["id"].as_str().unwrap());
+        if member && needs != declared {
+            too_new.push(format!("{} declares {needs}, the workspace {declared}", p["name"]));
+        } else if !member && version(needs) > version(declared) {
+            too_new.push(format!("dependency {} {} needs {needs}", p["name"], p["version"]));
+        }
+    }
+    // std APIs lab uses, with the release that stabilised them.
+    let apis = [("File::try_lock", ".try_lock()", "1.89"), ("std::path::absolute", "path::absolute(", "1.79")];
+    let mut sources = String::new();
+    for dir in ["crates", "tests"] {
+        let walk = Command::new("find").arg(root.join(dir)).args(["-name", "*.rs"]).output().unwrap();
+        for f in String::from_utf8_lossy(&walk.stdout).lines() {
+            sources.push_str(&std::fs::read_to_string(f).unwrap());
+        }
+    }
+    for (api, needle, needs) in apis {
+        if sources.contains(needle) && version(needs) > version(declared) {
+            too_new.push(format!("{api} needs {needs}"));
+        }
+    }
+    assert!(too_new.is_empty(), "rust-version = \"{declared}\" is too low:\n{}", too_new.join("\n"));
+}
