@@ -157,6 +157,9 @@ fn unknown_config_key_suggests_the_nearest() {
     let out = e.lab(&["plan"], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("`one of") && !stderr.contains("did you mean"), "{stderr}");
+    // From the environment, the suggestion is a variable.
+    std::fs::remove_file(e.cwd.path().join("lab.toml")).unwrap();
+    e.bad(&["plan"], &[("LAB_WROKERS", "3")], &["LAB_WROKERS", "did you mean `LAB_WORKERS`?"]);
 }
 
 /// Issue 7, messages: a negative count names its flag.
