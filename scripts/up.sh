@@ -5,7 +5,8 @@
 # them. Extra arguments go to `lab up` (e.g. --workers 4 --cluster demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p lab-cli
+# Not --quiet: a first build takes minutes, and cargo's progress shows it is working.
+cargo build --release -p lab-cli
 bash scripts/offline-images.sh
 exec target/release/lab up \
   --node-image "${LAB_OFFLINE_NODE_IMAGE:-lab-offline/node:bookworm}" \

@@ -125,10 +125,12 @@ pub struct TopologyArgs {
     #[arg(long, short)]
     pub driver: Option<String>,
     /// Number of managers (default 1).
-    #[arg(long)]
+    // Negative numbers parse as values, so the number parser's error names this flag.
+    #[arg(long, allow_negative_numbers = true)]
     pub managers: Option<u32>,
     /// Number of workers (default 2).
-    #[arg(long)]
+    // Negative numbers parse as values, so the number parser's error names this flag.
+    #[arg(long, allow_negative_numbers = true)]
     pub workers: Option<u32>,
     /// Node image for the docker driver (default docker:dind).
     #[arg(long, value_name = "IMAGE")]
@@ -148,7 +150,9 @@ pub struct TopologyArgs {
     /// Host key checking for the ssh driver (default accept-new).
     #[arg(long, value_enum)]
     pub host_key_policy: Option<HostKeyPolicy>,
-    /// ssh driver: take over hosts that are in another swarm.
+    /// Go ahead with what lab otherwise refuses because it loses data: repairing a broken
+    /// registry node, moving the registry away from data that cannot move; and, on the ssh
+    /// driver, taking over hosts that are in another swarm. Never remembered.
     #[arg(long)]
     pub force: bool,
     /// A setting of the driver's own table, KEY=VALUE with dotted keys

@@ -108,7 +108,7 @@ fn runtime(
         m.remove("force");
     }
     let driver_config = recorded_config;
-    let state = match recorded {
+    let mut state = match recorded {
         Some(mut st) => {
             st.managers = managers;
             st.workers = workers;
@@ -128,8 +128,12 @@ fn runtime(
             swarm: None,
             nodes: Default::default(),
             completed: Vec::new(),
+            manager_labels: Default::default(),
+            worker_labels: Default::default(),
+            registry_mode_request: None,
         },
     };
+    settings.record(&mut state);
     Ok((Runtime::new(driver, desired, paths.clone(), state, progress), warnings))
 }
 
@@ -256,7 +260,7 @@ fn existing(
     if must_exist && !known {
         return Err(Error::input(
             if cluster_flag.is_some() { "--cluster" } else { "cluster" },
-            format!("lab knows no cluster named {cluster:?}; `lab ls` lists the clusters it knows"),
+            format!("lab knows no cluster named \"{cluster}\"; `lab ls` lists the clusters it knows"),
         ));
     }
     let flags =

@@ -59,18 +59,112 @@ where
 }
 
 fn init_tracing(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let rust_log = std::env::var("RUST_LOG").ok();
+    // `try_init` also routes the `log` crate's records (bollard logs through it) into the
+    // subscriber, and so through its filters.
+    let _ = subscriber(rust_log.as_deref(), verbose, std::io::stderr).try_init();
+}
+
+/// Crates whose logs below INFO carry HTTP request and response bodies (join tokens, the
+/// registry secret) or TLS and key material. A target is theirs if it starts with one of
+/// these names, so `hyper_util`, `hyperlocal` and `hyper_rustls` are covered by `hyper`.
+const CAPPED_TARGETS: &[&str] = &["bollard", "hyper", "h2", "reqwest", "tower", "rustls", "http"];
+
+/// Whether an event or span may be printed whatever the user's filter says: anything at INFO
+/// or above, and anything below INFO that is not from a [`CAPPED_TARGETS`] crate.
+fn below_the_cap(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() <= tracing::Level::INFO || !CAPPED_TARGETS.iter().any(|c| meta.target().starts_with(c))
+}
+
+/// The subscriber lab logs through: `RUST_LOG` if it parses, else the level `-v`/`-vv` picks.
+///
+/// The cap is a filter layer of its own beside the `EnvFilter`, not a directive inside it:
+/// an `EnvFilter` lets its most specific directive win, so `RUST_LOG=bollard::docker=debug`
+/// beat a `bollard=info` added to it. A layer's filter can only narrow what reaches the
+/// output, so no `RUST_LOG` value and no `-v` count can reopen these targets.
+fn subscriber<W>(rust_log: Option<&str>, verbose: u8, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::{filter, fmt, EnvFilter};
     let default = match verbose {
         0 => "warn",
         1 => "info,lab_core=info",
-        _ => "debug,hyper=info,hyper_util=info",
+        _ => "debug",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // bollard logs request and response bodies at debug level, and those carry join tokens
-    // and the registry secret: never let them through, whatever RUST_LOG says.
-    let filter = ["bollard=info", "hyper=info", "hyper_util=info"]
-        .into_iter()
-        .fold(filter, |f, d| f.add_directive(d.parse().expect("static directive")));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let env = rust_log.and_then(|v| EnvFilter::try_new(v).ok()).unwrap_or_else(|| EnvFilter::new(default));
+    tracing_subscriber::registry()
+        .with(env)
+        .with(filter::filter_fn(below_the_cap))
+        .with(fmt::layer().with_writer(writer).with_target(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer that keeps what the subscriber prints.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What lab would print for a few events under `RUST_LOG=rust_log` and `-v` x `verbose`.
+    fn printed(rust_log: Option<&str>, verbose: u8) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let sub = super::subscriber(rust_log, verbose, move || writer.clone());
+        tracing::subscriber::with_default(sub, || {
+            tracing::debug!(target: "bollard::docker", "SWMTKN-1-bollard-debug");
+            tracing::trace!(target: "bollard::read", "REGISTRY_HTTP_SECRET=bollard-trace");
+            let span = tracing::debug_span!(target: "bollard::docker", "request", body = "SWMTKN-1-in-a-span");
+            let _enter = span.enter();
+            tracing::debug!(target: "hyper::proto::h1", "SWMTKN-1-hyper");
+            tracing::debug!(target: "hyper_util::client", "SWMTKN-1-hyper-util");
+            tracing::debug!(target: "h2::codec", "SWMTKN-1-h2");
+            tracing::debug!(target: "reqwest::connect", "SWMTKN-1-reqwest");
+            tracing::info!(target: "bollard::docker", "bollard-info-is-fine");
+            tracing::debug!(target: "lab_core::exec", "lab-debug-is-fine");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    /// Issue 7, item 6: no `RUST_LOG` and no `-v` count lets the HTTP stack's debug output,
+    /// which carries request bodies, reach the terminal.
+    #[test]
+    fn no_log_level_prints_http_bodies() {
+        let cases: &[(Option<&str>, u8)] = &[
+            (Some("trace"), 0),
+            (Some("bollard::docker=debug"), 0),
+            (Some("bollard::read=trace,bollard::docker=trace"), 0),
+            (Some("[request]=trace"), 0),
+            (Some("hyper::proto=trace,hyper_util::client=trace,h2=trace,reqwest=trace"), 0),
+            (Some("debug"), 2),
+            (None, 2),
+            (None, 1),
+        ];
+        let mut leaks = Vec::new();
+        for &(rust_log, verbose) in cases {
+            let text = printed(rust_log, verbose);
+            for line in text.lines().filter(|l| l.contains("SWMTKN-") || l.contains("REGISTRY_HTTP_SECRET")) {
+                leaks.push(format!("RUST_LOG={rust_log:?} -v x{verbose}: {line}"));
+            }
+        }
+        assert!(leaks.is_empty(), "printed:\n{}", leaks.join("\n"));
+        // The capture works: what is allowed is printed.
+        let text = printed(Some("trace"), 0);
+        assert!(text.contains("bollard-info-is-fine") && text.contains("lab-debug-is-fine"), "{text}");
+    }
 }

@@ -89,6 +89,20 @@ impl Settings {
         }
     }
 
+    /// Records in `st` the settings that shape the cluster and that `runtime` does not record
+    /// itself (it records the counts and the driver table), so a later command given only
+    /// `--cluster` wants the same cluster.
+    pub fn record(&self, st: &mut ClusterState) {
+        st.registry_image = self.registry.image.clone();
+        st.registry_mode_request = match self.registry.mode {
+            Mode::Auto => None,
+            Mode::Mesh => Some(RegistryMode::Mesh),
+            Mode::Fallback => Some(RegistryMode::Fallback),
+        };
+        st.manager_labels = self.labels.manager.clone();
+        st.worker_labels = self.labels.worker.clone();
+    }
+
     /// Labels by role, validated.
     pub fn role_labels(&self, role: Role) -> Result<&BTreeMap<String, String>> {
         let (what, labels) = match role {
@@ -219,7 +233,7 @@ fn toml_scalar(v: &str) -> Value {
         .unwrap_or_else(|| json!(v))
 }
 
-/// The layer made from a cluster's recorded state.
+/// The layer made from a cluster's recorded state: everything that shapes the cluster.
 fn state_layer(st: &ClusterState) -> Value {
     let mut drivers = Map::new();
     drivers.insert(st.driver.clone(), st.driver_config.clone());
@@ -227,9 +241,31 @@ fn state_layer(st: &ClusterState) -> Value {
         "driver": st.driver,
         "managers": st.managers,
         "workers": st.workers,
-        "registry": { "image": st.registry_image },
+        "registry": { "image": st.registry_image, "mode": st.registry_mode_request.map(|m| m.to_string()).unwrap_or_else(|| "auto".into()) },
+        "labels": { "manager": st.manager_labels, "worker": st.worker_labels },
         "drivers": drivers,
     })
+}
+
+/// The flags that configure one driver only: given for a cluster of another driver, they
+/// would be silently ignored, so they are bad input instead.
+fn driver_flags(flags: &TopologyArgs) -> Vec<(&'static str, &'static str)> {
+    let mut given = Vec::new();
+    if flags.node_image.is_some() {
+        given.push(("--node-image", "docker"));
+    }
+    if flags.hosts.is_some() {
+        given.push(("--hosts", "ssh"));
+    }
+    if flags.known_hosts.is_some() {
+        given.push(("--known-hosts", "ssh"));
+    }
+    if flags.host_key_policy.is_some() {
+        given.push(("--host-key-policy", "ssh"));
+    }
+    // `--force` is every driver's: it allows repairs that lose the registry's data, and on
+    // the ssh driver, taking over hosts in another swarm.
+    given
 }
 
 fn base(config: Option<&Path>) -> Result<Figment> {
@@ -261,43 +297,81 @@ fn extract(fig: Figment) -> Result<Settings> {
     fig.extract::<Settings>().map_err(render_figment)
 }
 
+/// The file layer alone, if there is a file.
+fn file_layer(fig: Figment, config: Option<&Path>) -> Figment {
+    match config {
+        Some(p) => fig.merge(Toml::file(p)),
+        None if Path::new(CONFIG_FILE).is_file() => fig.merge(Toml::file(CONFIG_FILE)),
+        None => fig,
+    }
+}
+
 /// Loads settings. `recorded` gives an existing cluster's state, which sits between the
 /// built-in defaults and the user's layers.
+///
+/// For an existing cluster: the driver cannot change; a role's labels given by any user
+/// layer replace the recorded ones for that role (so a label can be dropped by giving the
+/// role's labels again, or `[labels] worker = {}`); `--driver-opt` goes to the cluster's
+/// driver; and a flag of another driver than the cluster's is bad input.
 pub fn load(
     config: Option<&Path>,
     flags: &TopologyArgs,
     recorded: impl FnOnce(&ClusterName) -> Result<Option<ClusterState>>,
 ) -> Result<(Settings, Option<ClusterState>)> {
-    let mut flags = flag_layer(flags)?;
-    let opts = flags.get_mut("drivers").and_then(|d| d.as_object_mut()).and_then(|d| d.remove(DRIVER_OPTS));
-    if let Some(opts) = opts {
-        // The driver the opts belong to: the flag's, else the lower layers'.
-        let driver = match flags.get("driver").and_then(|d| d.as_str()) {
-            Some(d) => d.to_string(),
-            None => extract(base(config)?.merge(env()))?.driver,
-        };
-        let drivers = flags.as_object_mut().expect("object").entry("drivers").or_insert_with(|| json!({}));
-        let table = drivers.as_object_mut().expect("object").entry(driver).or_insert_with(|| json!({}));
-        merge_json(table, opts);
-    }
-    let user = |fig: Figment| fig.merge(env()).merge(Serialized::globals(flags.clone()));
+    let mut flag_values = flag_layer(flags)?;
+    let opts = flag_values.get_mut("drivers").and_then(|d| d.as_object_mut()).and_then(|d| d.remove(DRIVER_OPTS));
+    let user = |fig: Figment| fig.merge(env()).merge(Serialized::globals(flag_values.clone()));
     // The cluster name decides which recorded state applies, so it is read first.
     let first = extract(user(base(config)?))?;
-    let cluster = first.cluster_name(&cluster_source(config, &flags))?;
+    let cluster = first.cluster_name(&cluster_source(config, &flag_values))?;
     let state = recorded(&cluster)?;
-    let settings = match &state {
+    let mut settings = match &state {
         Some(st) => {
             let fig =
                 Figment::from(Serialized::defaults(Settings::default())).merge(Serialized::defaults(state_layer(st)));
-            let fig = match config {
-                Some(p) => fig.merge(Toml::file(p)),
-                None if Path::new(CONFIG_FILE).is_file() => fig.merge(Toml::file(CONFIG_FILE)),
-                None => fig,
-            };
-            extract(user(fig))?
+            let mut s = extract(user(file_layer(fig, config)))?;
+            if s.driver != st.driver {
+                return Err(Error::input(
+                    source_of("driver", config, &flag_values),
+                    format!(
+                        "cluster {cluster} was made with driver {:?}, not {:?}; run `lab down --cluster {cluster}` first, or use another --cluster",
+                        st.driver, s.driver
+                    ),
+                ));
+            }
+            // Maps merge key by key across layers; labels the user gives for a role are the
+            // whole set for that role, not additions to what was recorded.
+            let mine = user(file_layer(Figment::new(), config));
+            for (role, slot) in [("manager", &mut s.labels.manager), ("worker", &mut s.labels.worker)] {
+                let key = format!("labels.{role}");
+                if mine.find_value(&key).is_ok() {
+                    *slot = mine.extract_inner(&key).map_err(render_figment)?;
+                }
+            }
+            s
         }
         None => first,
     };
+    for (flag, driver) in driver_flags(flags) {
+        if settings.driver != driver {
+            let how = if state.is_some() { "uses" } else { "would use (give --driver to choose another)" };
+            return Err(Error::input(
+                flag,
+                format!(
+                    "is an option of the {driver} driver, but cluster {cluster} {how} the {} driver",
+                    settings.driver
+                ),
+            ));
+        }
+    }
+    if let Some(opts) = opts {
+        // `--driver-opt` applies to the cluster's driver, whichever layer chose it.
+        let table = settings.drivers.entry(settings.driver.clone()).or_insert_with(|| json!({}));
+        if !table.is_object() {
+            *table = json!({});
+        }
+        merge_json(table, opts);
+    }
     Ok((settings, state))
 }
 
@@ -324,36 +398,111 @@ pub fn cluster_only(config: Option<&Path>, flag: Option<&str>) -> Result<Cluster
 }
 
 fn cluster_source(config: Option<&Path>, flags: &Value) -> String {
-    if flags.get("cluster").is_some() {
-        "--cluster".into()
-    } else if std::env::var_os("LAB_CLUSTER").is_some() {
-        "LAB_CLUSTER".into()
+    source_of("cluster", config, flags)
+}
+
+/// Which layer gave the top-level `key`: its flag, its variable, else the file.
+fn source_of(key: &str, config: Option<&Path>, flags: &Value) -> String {
+    let var = format!("LAB_{}", key.to_uppercase());
+    if flags.get(key).is_some() {
+        format!("--{key}")
+    } else if std::env::var_os(&var).is_some() {
+        var
     } else {
-        format!("{}: cluster", config.map(|p| p.display().to_string()).unwrap_or_else(|| CONFIG_FILE.into()))
+        format!("{}: {key}", config.map(|p| p.display().to_string()).unwrap_or_else(|| CONFIG_FILE.into()))
     }
 }
 
 /// Renders a figment error as one line: where (file and field, or variable), and what.
 fn render_figment(e: figment::Error) -> Error {
     let e = e.into_iter().next().expect("a figment error has at least one cause");
-    let path = e.path.join(".");
+    // For an unknown key the path ends with the key itself; the message names it, so the
+    // place is its table.
+    let mut path = e.path.clone();
+    if matches!(e.kind, figment::error::Kind::UnknownField(..)) {
+        path.pop();
+    }
+    let from_env = e.metadata.as_ref().is_some_and(|md| md.name.contains("environment"));
+    let message = match &e.kind {
+        figment::error::Kind::UnknownField(key, expected) => {
+            let spell = |k: &str| {
+                if from_env {
+                    let mut p = path.clone();
+                    p.push(k.to_string());
+                    format!("LAB_{}", p.join("__").to_uppercase())
+                } else {
+                    k.to_string()
+                }
+            };
+            let what = if from_env { "variable" } else { "key" };
+            unknown(what, &spell(key), &expected.iter().map(|k| spell(k)).collect::<Vec<_>>())
+        }
+        figment::error::Kind::UnknownVariant(value, expected) => {
+            unknown("value", value, &expected.iter().map(|k| k.to_string()).collect::<Vec<_>>())
+        }
+        kind => kind.to_string(),
+    };
     let source = match &e.metadata {
         Some(md) => match &md.source {
             Some(figment::Source::File(p)) => p.display().to_string(),
-            _ if md.name.contains("environment") => {
+            _ if from_env => {
                 let var = format!("LAB_{}", e.path.join("__").to_uppercase());
-                return Error::input(var, e.kind.to_string());
+                return Error::input(var, message);
             }
             _ if md.name.contains("Serialized") => "flags".into(),
             _ => md.name.to_string(),
         },
         None => "configuration".into(),
     };
+    let path = path.join(".");
     let what = if path.is_empty() { source } else { format!("{source}: {path}") };
-    Error::input(what, e.kind.to_string())
+    Error::input(what, message)
+}
+
+/// "unknown key `worker` (did you mean `workers`?)", or with the valid choices listed when
+/// none is near, as clap does for flags.
+fn unknown(what: &str, found: &str, expected: &[String]) -> String {
+    let nearest = expected
+        .iter()
+        .map(|k| (edit_distance(&found.to_lowercase(), &k.to_lowercase()), k))
+        .filter(|(d, k)| *d <= 2 && d * 2 < k.chars().count())
+        .min_by_key(|(d, _)| *d);
+    match nearest {
+        Some((_, k)) => format!("unknown {what} `{found}` (did you mean `{k}`?)"),
+        None if expected.is_empty() => format!("unknown {what} `{found}`"),
+        None => format!(
+            "unknown {what} `{found}`; expected one of {}",
+            expected.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// Edit distance counting an insertion, a deletion, a substitution or a swap of two
+/// neighbouring characters as one edit (so `imgae` is one edit from `image`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
+// figment's `Jail` closures return its own large error type; not ours to shrink.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -408,6 +557,158 @@ mod tests {
             assert_eq!(s.workers, 1);
             assert_eq!(s.registry.image, "rec:2");
             assert_eq!(s.drivers["docker"]["node_image"], "recorded");
+            Ok(())
+        });
+    }
+
+    fn recorded(driver: &str, extra: Value) -> ClusterState {
+        let mut v = json!({
+            "version": 1, "cluster": "lab", "driver": driver,
+            "driver_config": {}, "managers": 1, "workers": 3,
+            "registry_image": "rec:2", "registry_mode": "fallback", "registry_secret": "x",
+            "swarm": null, "nodes": {}, "completed": []
+        });
+        merge_json(&mut v, extra);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn load_recorded(flags: TopologyArgs, st: &ClusterState) -> std::result::Result<Settings, Error> {
+        load(None, &flags, |_| Ok(Some(st.clone()))).map(|(s, _)| s)
+    }
+
+    fn only_cluster() -> TopologyArgs {
+        TopologyArgs { cluster: crate::args::ClusterArg { cluster: Some("lab".into()) }, ..Default::default() }
+    }
+
+    /// Issue 7, item 3: a plain `up`/`plan` with only `--cluster` wants what the cluster was
+    /// made with, labels and registry mode request included.
+    #[test]
+    fn plain_load_keeps_every_recorded_setting() {
+        Jail::expect_with(|_jail| {
+            let st = recorded(
+                "docker",
+                json!({
+                    "driver_config": {"node_image": "rec-node", "privileged": "never"},
+                    "worker_labels": {"tier": "gpu"},
+                    "manager_labels": {"zone": "a"},
+                    "registry_mode_request": "mesh",
+                }),
+            );
+            let s = load_recorded(only_cluster(), &st).unwrap();
+            assert_eq!(s.workers, 3);
+            assert_eq!(s.managers, 1);
+            assert_eq!(s.registry.image, "rec:2");
+            assert_eq!(s.registry.mode, Mode::Mesh, "the recorded request, not the default");
+            assert_eq!(s.labels.worker, BTreeMap::from([("tier".to_string(), "gpu".to_string())]));
+            assert_eq!(s.labels.manager, BTreeMap::from([("zone".to_string(), "a".to_string())]));
+            assert_eq!(s.drivers["docker"], json!({"node_image": "rec-node", "privileged": "never"}));
+            Ok(())
+        });
+    }
+
+    /// Issue 7, item 3: what `up` records (`Settings::record`, plus the counts and driver
+    /// table `runtime` records) loads back, with only `--cluster`, as the settings `up` used.
+    #[test]
+    fn recorded_settings_round_trip() {
+        Jail::expect_with(|_jail| {
+            let flags = TopologyArgs {
+                workers: Some(4),
+                registry_image: Some("img:3".into()),
+                registry_mode: Some(crate::args::ModeArg::Fallback),
+                node_image: Some("node:1".into()),
+                driver_opts: vec!["privileged=\"never\"".into()],
+                worker_labels: vec!["tier=gpu".into()],
+                manager_labels: vec!["zone=a".into()],
+                ..only_cluster()
+            };
+            let first = load_in_jail(flags).unwrap();
+            let mut st = recorded("docker", json!({}));
+            st.managers = first.managers;
+            st.workers = first.workers;
+            st.driver_config = first.drivers["docker"].clone();
+            first.record(&mut st);
+            let again = load_recorded(only_cluster(), &st).unwrap();
+            assert_eq!(again, first);
+            Ok(())
+        });
+    }
+
+    /// Labels given again for a role replace that role's recorded labels (the issue is
+    /// silent; this is how a label is dropped), and leave the other role's alone.
+    #[test]
+    fn labels_given_again_replace_the_recorded_set() {
+        Jail::expect_with(|jail| {
+            let st = recorded("docker", json!({"worker_labels": {"tier": "gpu"}, "manager_labels": {"zone": "a"}}));
+            let s =
+                load_recorded(TopologyArgs { worker_labels: vec!["disk=ssd".into()], ..only_cluster() }, &st).unwrap();
+            assert_eq!(s.labels.worker, BTreeMap::from([("disk".to_string(), "ssd".to_string())]));
+            assert_eq!(s.labels.manager, BTreeMap::from([("zone".to_string(), "a".to_string())]));
+            jail.create_file("lab.toml", "[labels]\nworker = {}\n")?;
+            let s = load_recorded(only_cluster(), &st).unwrap();
+            assert!(s.labels.worker.is_empty(), "{:?}", s.labels);
+            assert_eq!(s.labels.manager.len(), 1);
+            Ok(())
+        });
+    }
+
+    /// Issue 7, item 3: `--driver-opt` without `--driver` applies to the cluster's recorded
+    /// driver, not to the default driver's table.
+    #[test]
+    fn driver_opt_applies_to_the_recorded_driver() {
+        Jail::expect_with(|_jail| {
+            let st = recorded("virtualbox", json!({"driver_config": {"memory": 1024}}));
+            let flags = TopologyArgs { driver_opts: vec!["memory=4096".into(), "cpus=2".into()], ..only_cluster() };
+            let s = load_recorded(flags, &st).unwrap();
+            assert_eq!(s.driver, "virtualbox");
+            assert_eq!(s.drivers["virtualbox"], json!({"memory": 4096, "cpus": 2}));
+            assert!(!s.drivers.contains_key("docker"), "{:?}", s.drivers);
+            Ok(())
+        });
+    }
+
+    /// Issue 7, item 3: a flag of another driver than the cluster's is bad input naming the
+    /// flag and the driver, for a recorded cluster and for a new one.
+    #[test]
+    fn flags_of_another_driver_are_bad_input() {
+        Jail::expect_with(|_jail| {
+            let docker = recorded("docker", json!({}));
+            let ssh = recorded("ssh", json!({"driver_config": {"hosts": "/h.toml"}}));
+            let cases: Vec<(TopologyArgs, &ClusterState, &str, &str)> = vec![
+                (TopologyArgs { hosts: Some("h.toml".into()), ..only_cluster() }, &docker, "--hosts", "docker"),
+                (TopologyArgs { known_hosts: Some("k".into()), ..only_cluster() }, &docker, "--known-hosts", "docker"),
+                (
+                    TopologyArgs { host_key_policy: Some(crate::args::HostKeyPolicy::Strict), ..only_cluster() },
+                    &docker,
+                    "--host-key-policy",
+                    "docker",
+                ),
+                (TopologyArgs { node_image: Some("img".into()), ..only_cluster() }, &ssh, "--node-image", "ssh"),
+            ];
+            for (flags, st, flag, driver) in cases {
+                let e = load_recorded(flags, st).unwrap_err();
+                assert_eq!(e.exit_code(), 2, "{e}");
+                let msg = e.to_string();
+                assert!(msg.starts_with(flag) && msg.contains(driver), "{msg}");
+            }
+            // A new cluster: the driver is the default one.
+            let e = load_in_jail(TopologyArgs { hosts: Some("h.toml".into()), ..Default::default() }).unwrap_err();
+            assert!(e.to_string().starts_with("--hosts") && e.to_string().contains("docker"), "{e}");
+            Ok(())
+        });
+    }
+
+    /// Issue 7, item 3: an existing cluster keeps its driver.
+    #[test]
+    fn changing_a_clusters_driver_is_bad_input() {
+        Jail::expect_with(|jail| {
+            let st = recorded("docker", json!({}));
+            let e =
+                load_recorded(TopologyArgs { driver: Some("virtualbox".into()), ..only_cluster() }, &st).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().starts_with("--driver") && e.to_string().contains("\"docker\""), "{e}");
+            jail.set_env("LAB_DRIVER", "virtualbox");
+            let e = load_recorded(only_cluster(), &st).unwrap_err();
+            assert!(e.to_string().starts_with("LAB_DRIVER"), "{e}");
             Ok(())
         });
     }

@@ -120,3 +120,154 @@ fn even_managers_warn_about_quorum() {
     assert!(stderr.contains("warning: 2 managers"), "{stderr}");
     assert!(!e.state.path().join("lab").exists());
 }
+
+/// Issue 7, item 3: a flag of another driver is refused, not silently ignored.
+#[test]
+fn flags_of_another_driver_exit_2_naming_flag_and_driver() {
+    let e = Env::new();
+    e.bad(&["up", "--hosts", "hosts.toml"], &[], &["--hosts", "ssh driver", "docker"]);
+    e.bad(&["up", "--driver", "ssh", "--node-image", "x"], &[], &["--node-image", "docker driver", "ssh"]);
+}
+
+/// Issue 7, messages: an unknown cluster is named as the user wrote it, not as a Rust value.
+#[test]
+fn unknown_cluster_is_named_plainly() {
+    let e = Env::new();
+    e.bad(&["status", "--cluster", "doesnotexist"], &[], &["--cluster", "\"doesnotexist\""]);
+    let out = e.lab(&["status", "--cluster", "doesnotexist"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("ClusterName"), "{stderr}");
+}
+
+/// Issue 7, messages: an unknown key in lab.toml names the file and the key, with clean
+/// quotes, and suggests the nearest valid key, as clap does for flags.
+#[test]
+fn unknown_config_key_suggests_the_nearest() {
+    let e = Env::new();
+    e.write("lab.toml", "worker = 2\n");
+    e.bad(&["up"], &[], &["lab.toml", "unknown key `worker`", "did you mean `workers`?"]);
+    e.write("lab.toml", "[registry]\nimgae = \"x\"\n");
+    e.bad(&["plan"], &[], &["lab.toml", "registry", "unknown key `imgae`", "did you mean `image`?"]);
+    e.write("lab.toml", "[labels]\nworkers = {}\n");
+    e.bad(&["plan"], &[], &["lab.toml", "labels", "unknown key `workers`", "did you mean `worker`?"]);
+    // Nothing near: the valid keys are listed instead, each quoted once.
+    e.write("lab.toml", "zzzzzzzz = 1\n");
+    e.bad(&["plan"], &[], &["lab.toml", "unknown key `zzzzzzzz`", "`workers`"]);
+    let out = e.lab(&["plan"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("`one of") && !stderr.contains("did you mean"), "{stderr}");
+    // From the environment, the suggestion is a variable.
+    std::fs::remove_file(e.cwd.path().join("lab.toml")).unwrap();
+    e.bad(&["plan"], &[("LAB_WROKERS", "3")], &["LAB_WROKERS", "did you mean `LAB_WORKERS`?"]);
+}
+
+/// Issue 7, messages: a negative count names its flag.
+#[test]
+fn negative_counts_name_the_flag() {
+    let e = Env::new();
+    e.bad(&["up", "--workers", "-1"], &[], &["--workers", "-1"]);
+    e.bad(&["plan", "--managers", "-3"], &[], &["--managers", "-3"]);
+}
+
+/// Issue 7, messages: scripts/up.sh shows cargo's progress while it builds lab (it used to
+/// pass --quiet and print nothing for minutes). A stand-in `cargo` on PATH records its
+/// arguments and fails, which stops the script before it starts anything.
+#[test]
+fn up_sh_shows_cargo_progress() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin = tempfile::tempdir().unwrap();
+    let args = bin.path().join("args");
+    let cargo = bin.path().join("cargo");
+    std::fs::write(&cargo, format!("#!/bin/sh\necho \"$@\" > '{}'\necho building-lab >&2\nexit 3\n", args.display()))
+        .unwrap();
+    std::fs::set_permissions(&cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash").arg(root.join("scripts/up.sh")).env("PATH", path).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "up.sh went on after cargo failed");
+    let args = std::fs::read_to_string(&args).unwrap();
+    assert!(args.starts_with("build"), "{args}");
+    assert!(!args.split_whitespace().any(|a| a == "--quiet" || a == "-q"), "up.sh runs cargo {args}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("building-lab"), "cargo's stderr is hidden");
+}
+
+/// Issue 7, messages: the README says where `cargo build` puts the binary and how to put
+/// it on PATH, and every relative link and file it names exists in the repository.
+#[test]
+fn readme_says_where_lab_is_and_its_links_resolve() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("cargo install --path crates/cli"), "README does not say how to install lab");
+    assert!(readme.contains("target/release/lab"), "README does not say where the binary is");
+    let mut missing = Vec::new();
+    // Markdown links `](path)` and paths in backticks that look like files of the repo.
+    let mut targets: Vec<&str> = readme.split("](").skip(1).filter_map(|s| s.split(')').next()).collect();
+    targets.extend(readme.split('`').skip(1).step_by(2).filter(|s| s.starts_with("../") || s.starts_with("docs/")));
+    for t in targets {
+        let t = t.split('#').next().unwrap_or_default();
+        if t.is_empty() || t.contains("://") {
+            continue;
+        }
+        if !root.join(t).exists() || t.starts_with("../") {
+            missing.push(t.to_string());
+        }
+    }
+    assert!(missing.is_empty(), "README points at files outside or missing from the repository: {missing:?}");
+}
+
+/// Issue 7, item 17: the workspace's `rust-version` is no lower than what it needs. Two
+/// checks that run offline: every locked dependency's own `rust-version` (from `cargo
+/// metadata`), and the newest std APIs lab's own code is known to use. The second is a
+/// lookup table, kept honest by running clippy's `incompatible_msrv` lint when it changes:
+/// `cargo clippy --workspace --all-targets -- -A clippy::all -W clippy::incompatible_msrv`.
+#[test]
+fn rust_version_covers_dependencies_and_std_apis() {
+    fn version(v: &str) -> Vec<u32> {
+        let mut v: Vec<u32> = v.split('.').map(|p| p.parse().unwrap()).collect();
+        v.resize(3, 0);
+        v
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let host = String::from_utf8(Command::new("rustc").arg("-vV").output().unwrap().stdout).unwrap();
+    let host = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap().to_string();
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform", &host])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members: Vec<&str> =
+        meta["workspace_members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    let packages = meta["packages"].as_array().unwrap();
+    let declared = packages
+        .iter()
+        .find(|p| p["name"] == "lab-cli")
+        .and_then(|p| p["rust_version"].as_str())
+        .expect("lab-cli has a rust-version");
+    let mut too_new = Vec::new();
+    for p in packages {
+        let Some(needs) = p["rust_version"].as_str() else { continue };
+        let member = members.contains(&p["id"].as_str().unwrap());
+        if member && needs != declared {
+            too_new.push(format!("{} declares {needs}, the workspace {declared}", p["name"]));
+        } else if !member && version(needs) > version(declared) {
+            too_new.push(format!("dependency {} {} needs {needs}", p["name"], p["version"]));
+        }
+    }
+    // std APIs lab uses, with the release that stabilised them.
+    let apis = [("File::try_lock", ".try_lock()", "1.89"), ("std::path::absolute", "path::absolute(", "1.79")];
+    let mut sources = String::new();
+    for dir in ["crates", "tests"] {
+        let walk = Command::new("find").arg(root.join(dir)).args(["-name", "*.rs"]).output().unwrap();
+        for f in String::from_utf8_lossy(&walk.stdout).lines() {
+            sources.push_str(&std::fs::read_to_string(f).unwrap());
+        }
+    }
+    for (api, needle, needs) in apis {
+        if sources.contains(needle) && version(needs) > version(declared) {
+            too_new.push(format!("{api} needs {needs}"));
+        }
+    }
+    assert!(too_new.is_empty(), "rust-version = \"{declared}\" is too low:\n{}", too_new.join("\n"));
+}

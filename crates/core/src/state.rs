@@ -132,6 +132,17 @@ pub struct ClusterState {
     pub nodes: BTreeMap<String, NodeRecord>,
     /// Steps finished by the latest `up`, in order.
     pub completed: Vec<StepRecord>,
+    /// Swarm labels the user asked for on every manager, so a later `up` with only
+    /// `--cluster` keeps them. Absent from state files written before it was recorded.
+    #[serde(default)]
+    pub manager_labels: BTreeMap<String, String>,
+    /// Swarm labels the user asked for on every worker (see `manager_labels`).
+    #[serde(default)]
+    pub worker_labels: BTreeMap<String, String>,
+    /// The registry mode the user asked for: `None` is auto (detect), which is also what
+    /// older state files mean. `registry_mode` is what was chosen.
+    #[serde(default)]
+    pub registry_mode_request: Option<RegistryMode>,
 }
 
 /// Where lab keeps its state.
@@ -333,6 +344,9 @@ mod tests {
             swarm: Some(SwarmRecord { id: "x".into(), manager_addr: "10.0.0.2:2377".into() }),
             nodes: BTreeMap::new(),
             completed: vec![],
+            manager_labels: BTreeMap::new(),
+            worker_labels: BTreeMap::new(),
+            registry_mode_request: None,
         }
     }
 
