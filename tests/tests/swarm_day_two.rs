@@ -141,9 +141,9 @@ fn the_registry_secret_is_a_swarm_secret_in_no_spec() {
         .expect("state file");
     assert!(!st.contains("secret\""), "the state file still keeps a secret:\n{st}");
     assert!(!st.contains(value.trim()), "the state file has the secret's value");
-    // A redeploy (switching the registry mode back and forth) keeps the same secret.
-    lab.on(&["up", "--registry-mode", "mesh"]).ok("redeploy in mesh mode");
-    lab.on(&["up", "--registry-mode", "fallback"]).ok("redeploy in fallback mode");
+    // A redeploy (the service removed behind lab's back, and made again) keeps the same secret.
+    node_exec(&manager, &["docker", "service", "rm", "registry_registry"]).ok("remove the service");
+    lab.on(&["up"]).ok("redeploy");
     let again = node_exec(&manager, &["docker", "secret", "ls", "--format", "{{.ID}} {{.Name}}"]).ok("secret ls");
     assert!(again.stdout.contains(&secret_line), "the secret changed:\n{}\nvs\n{secret_line}", again.stdout);
     assert!(!up.all().contains(value.trim()), "lab printed the secret's value");
@@ -224,5 +224,24 @@ fn a_registry_that_does_not_answer_is_never_converged() {
     assert!(plan.stdout.contains("deploy stack registry"), "{}", plan.stdout);
     lab.on(&["up"]).ok("repairing up");
     lab.on(&["check"]).ok("check after repair");
+
+    // A task that cannot start (an image no node has, set behind lab's back): `check` quotes
+    // the task's own error, as `docker service ps` shows it, and `up` repairs it.
+    node_exec(
+        &manager,
+        &["docker", "service", "update", "--detach", "--image", "lab-offline/absent:1", "registry_registry"],
+    )
+    .ok("break the registry's image");
+    let check = wait_for("lab check to quote the task's error", Duration::from_secs(60), || {
+        let c = lab.on(&["check"]);
+        if c.code == 1 && c.stdout.contains("the registry task is not running") && c.stdout.contains("absent:1") {
+            Ok(c)
+        } else {
+            Err(c.all())
+        }
+    });
+    assert!(!check.stdout.contains("is a node labelled"), "the hint blames the label: {}", check.stdout);
+    assert!(lab.on(&["plan"]).ok("plan").stdout.contains("deploy stack registry"));
+    lab.on(&["up"]).ok("repairing up");
     let _ = docker(&["version"]);
 }

@@ -271,3 +271,30 @@ fn rust_version_covers_dependencies_and_std_apis() {
     }
     assert!(too_new.is_empty(), "rust-version = \"{declared}\" is too low:\n{}", too_new.join("\n"));
 }
+
+/// Issue 7, items 12 and 15: `up` takes the cluster's lock before it reads the cluster's state
+/// or runs the driver's preflight (which may make hosts leave a swarm). With the lock held by
+/// another process, `up` is refused at once as busy, and never reaches the hosts.
+#[test]
+fn up_takes_the_lock_before_preflight() {
+    let e = Env::new();
+    e.write("hosts.toml", "[defaults]\nuser = \"root\"\n[[hosts]]\nname = \"manager\"\naddress = \"127.0.0.1\"\nport = 1\nrole = \"manager\"\n");
+    let locks = e.state.path().join("lab/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let lock = locks.join("held.lock");
+    std::fs::write(&lock, "lab up (pid 1)").unwrap();
+    let mut holder = Command::new("flock").arg("-x").arg(&lock).args(["sleep", "30"]).spawn().expect("run flock");
+    let start = std::time::Instant::now();
+    while Command::new("flock").arg("-n").arg(&lock).arg("true").status().unwrap().success() {
+        assert!(start.elapsed().as_secs() < 10, "flock never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = e.lab(&["up", "--cluster", "held", "--driver", "ssh", "--hosts", "hosts.toml"], &[]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cluster held is busy"), "up did not stop at the lock: {stderr}");
+    assert!(!stderr.contains("127.0.0.1"), "up reached the hosts before taking the lock: {stderr}");
+    assert!(!e.state.path().join("lab/clusters/held").exists(), "up wrote state without the lock");
+}
