@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::driver::{Driver, Machine, NodeEngine};
-use crate::error::{engine_message, Error, Result};
+use crate::error::{Error, Result};
 use crate::plan::{Desired, Plan, Step};
 use crate::progress::Progress;
 use crate::state::{now, ClusterState, NodeRecord, Paths, StepRecord};
@@ -43,7 +43,7 @@ pub struct Runtime {
     state: Mutex<ClusterState>,
     machines: Mutex<BTreeMap<String, Machine>>,
     engines: tokio::sync::Mutex<HashMap<String, NodeEngine>>,
-    pub(crate) local: OnceCell<Option<Docker>>,
+    pub(crate) local: OnceCell<std::result::Result<Docker, String>>,
     pub(crate) exports: Mutex<HashMap<String, Arc<OnceCell<bytes::Bytes>>>>,
 }
 
@@ -114,11 +114,11 @@ impl Runtime {
         let docker = tokio::time::timeout(timeout, docker.negotiate_version())
             .await
             .map_err(|_| Error::node(node, "connect to its Docker engine", "no answer"))?
-            .map_err(|e| Error::node(node, "connect to its Docker engine", engine_message(&e)))?;
+            .map_err(|e| Error::engine(node, "connect to its Docker engine", e))?;
         tokio::time::timeout(timeout, docker.ping())
             .await
             .map_err(|_| Error::node(node, "connect to its Docker engine", "no answer"))?
-            .map_err(|e| Error::node(node, "connect to its Docker engine", engine_message(&e)))?;
+            .map_err(|e| Error::engine(node, "connect to its Docker engine", e))?;
         engine.docker = docker.with_timeout(REQUEST_TIMEOUT);
         self.engines.lock().await.insert(node.to_string(), engine.clone());
         Ok(engine)
@@ -275,7 +275,7 @@ impl Runtime {
                 let e = self.engine(node).await?;
                 let id = swarm::local_view(&e.docker)
                     .await
-                    .map_err(|err| Error::node(node, "read its swarm node ID", engine_message(&err)))?
+                    .map_err(|err| Error::engine(node, "read its swarm node ID", err))?
                     .node_id
                     .ok_or_else(|| {
                         Error::node(node, "set role, availability and labels", "the node is not in the swarm")

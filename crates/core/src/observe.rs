@@ -65,8 +65,19 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
                     }
                     obs.forwarder = registry::observe_forwarder(&e.docker).await;
                     obs.registry_data = registry::has_data(&e.docker).await;
-                    view = local_view(&e.docker).await.ok();
-                    obs.swarm = Membership::None;
+                    // An engine that cannot say whether it is in a swarm is not "not in a
+                    // swarm": it counts as not answering, and the steps that wait for it say
+                    // why.
+                    match local_view(&e.docker).await {
+                        Ok(v) => {
+                            view = Some(v);
+                            obs.swarm = Membership::None;
+                        }
+                        Err(err) => {
+                            tracing::debug!(node = %m.name, cause = %crate::error::engine_message(&err), "docker info failed");
+                            obs.engine = false;
+                        }
+                    }
                 }
             }
             (m.name.clone(), obs, view)
