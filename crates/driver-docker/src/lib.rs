@@ -10,6 +10,7 @@
 
 mod config;
 mod driver;
+mod engine;
 mod error;
 
 pub use config::{DockerConfig, PrivilegedMode};
