@@ -212,3 +212,56 @@ fn up_recovers_a_cluster_whose_state_directory_was_removed() {
     }
     assert_eq!(swarm_id(), before, "the recovered cluster is another swarm");
 }
+
+/// Item 1: a cluster whose recorded engine was replaced (another engine ID at the recorded
+/// endpoint) is not driven on the new one: exit 1, saying so, and the record is kept.
+#[test]
+fn a_replaced_engine_is_named_and_not_used() {
+    ensure_images();
+    let lab = lab("engid");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let record = lab.state_home().join("lab/clusters").join(&lab.cluster).join("engine.json");
+    let text = std::fs::read_to_string(&record).expect("the driver recorded the cluster's engine");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("engine.json is JSON");
+    let id = v["engine_id"].as_str().expect("engine_id").to_string();
+    let host_id = docker(&["info", "--format", "{{.ID}}"]).ok("docker info").stdout.trim().to_string();
+    assert_eq!(id, host_id, "the recorded engine is not the host engine");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&record).unwrap().permissions().mode() & 0o777, 0o600);
+
+    std::fs::write(&record, text.replace(&id, "0000-not-this-engine")).expect("rewrite engine.json");
+    for args in [&["status"][..], &["plan"], &["down"]] {
+        let r = lab.on(args);
+        assert_eq!(r.code, 1, "lab {args:?} on a replaced engine:\n{}", r.all());
+        assert!(r.stderr.contains("not engine 0000-not-this-engine"), "lab {args:?} does not say so:\n{}", r.stderr);
+    }
+    assert!(lab.run(&["ls"]).stdout.contains(&lab.cluster), "a failed down forgot the cluster");
+    assert_eq!(labelled(&lab.cluster).len(), 5, "down on a replaced engine removed something");
+    std::fs::write(&record, text).expect("restore engine.json");
+}
+
+/// Item 1: `down` that cannot remove something labelled with the cluster fails naming it and
+/// keeps the cluster's record, so a later `down` finishes the job.
+#[test]
+fn down_that_leaves_something_behind_keeps_the_cluster() {
+    ensure_images();
+    let lab = lab("downkeep");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let net = format!("{}-extra", lab.cluster);
+    docker(&["network", "create", "--label", &format!("lab.cluster={}", lab.cluster), &net]).ok("labelled network");
+    let squatter = format!("{}-squatter", lab.cluster);
+    let _cleanup = RemoveOnDrop(squatter.clone());
+    docker(&["run", "-d", "--name", &squatter, "--network", &net, "--entrypoint", "sleep", REGISTRY_IMAGE, "300"])
+        .ok("a foreign container on that network");
+
+    let down = lab.on(&["down"]);
+    assert_eq!(down.code, 1, "down with a network it cannot remove:\n{}", down.all());
+    assert!(down.stderr.contains(&net), "down does not name {net}:\n{}", down.stderr);
+    assert!(!down.stderr.contains("is gone"), "{}", down.stderr);
+    assert!(lab.run(&["ls"]).stdout.contains(&lab.cluster), "a failed down forgot the cluster");
+
+    docker(&["rm", "-f", &squatter]).ok("remove the squatter");
+    lab.on(&["down"]).ok("the second down");
+    assert_eq!(labelled(&lab.cluster), Vec::<String>::new());
+    assert!(!lab.run(&["ls"]).stdout.contains(&lab.cluster));
+}

@@ -155,10 +155,12 @@ impl DockerDriver {
         let context = format!("connect to {what} at {endpoint}");
         let hint = "the docker driver runs nodes on a Docker engine on this machine: is it running?";
         let docker = Docker::connect_with_host(&endpoint)
-            .map_err(|e| match &recorded {
+            .map_err(|e| match (&recorded, &e) {
                 // A value the user gave (DOCKER_HOST, the host setting) that is no endpoint.
-                None => Error::input(what.clone(), format!("{endpoint:?}: {}", engine_message(&e))),
-                Some(_) => Error::op(context.clone(), engine_message(&e)),
+                (None, bollard::errors::Error::UnsupportedURISchemeError { .. }) => {
+                    Error::input(what.clone(), format!("{endpoint:?}: {}", engine_message(&e)))
+                }
+                _ => Error::op(context.clone(), engine_message(&e)).with_hint(hint),
             })?
             .with_timeout(Duration::from_secs(600));
         let docker =
