@@ -265,3 +265,27 @@ fn down_that_leaves_something_behind_keeps_the_cluster() {
     assert_eq!(labelled(&lab.cluster), Vec::<String>::new());
     assert!(!lab.run(&["ls"]).stdout.contains(&lab.cluster));
 }
+
+/// Item 16: lab run with another state root (another XDG_STATE_HOME, or sudo's HOME) knows
+/// nothing of the cluster, yet `up` reaches the nodes through the sockets they were made with.
+#[test]
+fn up_from_another_state_home_reaches_the_nodes() {
+    ensure_images();
+    let lab = lab("otherhome");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let other = tempfile::Builder::new().prefix("lab-st2").tempdir().expect("another state root");
+    let home = [("XDG_STATE_HOME", other.path().to_str().expect("utf-8 path"))];
+    let c = lab.cluster.as_str();
+    let before = node_ids(c);
+    let start = Instant::now();
+    lab.run_env(
+        &home,
+        &["up", "--cluster", c, "--workers", "1", "--node-image", NODE_IMAGE, "--registry-image", REGISTRY_IMAGE],
+    )
+    .ok("lab up from another state root");
+    assert!(start.elapsed() < Duration::from_secs(60), "took {}s", start.elapsed().as_secs());
+    assert_eq!(node_ids(c), before, "up from another state root replaced nodes");
+    lab.run_env(&home, &["check", "--cluster", c]).ok("lab check from another state root");
+    lab.run_env(&home, &["down", "--cluster", c]).ok("lab down from another state root");
+    assert_eq!(labelled(c), Vec::<String>::new());
+}
