@@ -40,6 +40,9 @@ const RECOVER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a node's dockerd gets to stop cleanly on restart. Killed earlier, it leaves its
 /// pid file in the container's filesystem and refuses to start again ("pid file found").
 const STOP_GRACE_SECS: i32 = 60;
+/// How long a running node whose socket directory exists gets to make its socket (it may
+/// have just been created) before `up` restarts it.
+const SOCKET_GRACE: Duration = Duration::from_secs(20);
 
 /// Every capability except SYS_RESOURCE, which some engines' bounding sets lack and which is
 /// why `--privileged` fails there ("unable to apply caps"). BPF, PERFMON and
@@ -413,17 +416,23 @@ impl DockerDriver {
             if is_socket(&dir.join("docker.sock")) {
                 continue;
             }
+            // A directory that is there may be about to get its socket (a node just made);
+            // a missing one never will.
+            let existed = dir.is_dir();
             make_private_dir(&dir).map_err(|e| {
                 Error::node(&node, "recreate its engine socket directory", e)
                     .with_hint("lab's state directory must be writable by the user who made the cluster")
             })?;
             if c.state == Some(ContainerSummaryStateEnum::RUNNING) {
                 let manager = c.labels.as_ref().and_then(|l| l.get(ROLE_LABEL)).map(String::as_str) == Some("manager");
-                restarted.push((node, manager, dir.join("docker.sock")));
+                restarted.push((node, manager, existed, dir.join("docker.sock")));
             }
         }
         // All at once: a node stops within STOP_GRACE_SECS, and workers wait for managers.
-        let restart = restarted.iter().map(|(node, manager, socket)| async move {
+        let restart = restarted.iter().map(|(node, manager, existed, socket)| async move {
+            if *existed && socket_appears(socket, SOCKET_GRACE).await {
+                return Ok(());
+            }
             tracing::info!(node = %node, "engine socket gone; restarting the node");
             host.restart_container(
                 &self.container(node),
@@ -438,6 +447,18 @@ impl DockerDriver {
         }
         Ok(())
     }
+}
+
+/// Whether a socket appears at `socket` within `limit`.
+async fn socket_appears(socket: &Path, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if is_socket(socket) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    is_socket(socket)
 }
 
 /// Waits until the engine at `socket` answers and its swarm membership is no longer pending
@@ -690,7 +711,7 @@ impl Driver for DockerDriver {
 
     async fn teardown(&self) -> Result<()> {
         let host = self.host().await?;
-        let endpoint = &self.host.get().expect("connected above").1.endpoint;
+        let endpoint = self.host.get().map(|(_, r)| r.endpoint.clone()).unwrap_or_default();
         // Anything labelled with the cluster that a destroy did not reach (e.g. a node
         // container whose labels lack lab.node, or a probe left by a killed run). Every
         // failure is kept: the cluster is gone only when nothing labelled with it is left.
