@@ -583,6 +583,11 @@ mod tests {
             ]
         );
         assert!(d.shell_command("x", &[]).is_none());
+        let g = driver(dir.path(), serde_json::json!({"hosts": file, "global_known_hosts": "/g/known"})).unwrap();
+        let cmd = g.shell_command("w", &[]).unwrap();
+        let at = cmd.iter().position(|a| a == "GlobalKnownHostsFile=/g/known").expect("global file passed to ssh");
+        assert_eq!(cmd[at - 1], "-o");
+        assert!(at < cmd.iter().position(|a| a == "--").unwrap());
         assert_eq!(
             d.capabilities(),
             Capabilities { create: false, destroy: false, start: false, shell: true, exec: true }

@@ -287,7 +287,8 @@ pub fn verify(
         .host_key_hash(HashType::Sha256)
         .map(|h| format!("SHA256:{}", base64(h).trim_end_matches('=')))
         .unwrap_or_default();
-    let pat = pattern(host, port);
+    // As `ssh` records and looks up names: in lower case.
+    let pat = lookup(host, port);
     let user = files.user.display();
     let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let list = entries(files)?;
