@@ -339,7 +339,8 @@ impl Drop for Unpause<'_> {
 
 /// Item 13: `down` with a host out of reach exits 1 naming it, keeps the cluster's record,
 /// and a later `down`, once the host is back, finishes: no forwarder, every host out of the
-/// swarm, the record gone.
+/// swarm, the registry's volume gone, the record gone. First a worker, then the manager is
+/// the host out of reach.
 #[test]
 fn down_with_an_unreachable_host_fails_naming_it_and_a_later_down_finishes() {
     lab_tests::ensure_images();
@@ -354,8 +355,18 @@ fn down_with_an_unreachable_host_fails_naming_it_and_a_later_down_finishes() {
     assert!(r.stderr.contains("worker2"), "worker2 is not named: {}", r.stderr);
     assert!(!r.stderr.contains("worker1 ("), "worker1 was reachable: {}", r.stderr);
     assert!(lab.run(&["ls"]).stdout.contains(&lab.cluster), "the record was dropped: {}", r.all());
+    assert!(!r.stderr.contains("worker2 (worker2"), "the node is named twice: {}", r.stderr);
+    // Now the manager is the one out of reach: the service cannot be removed, so nothing
+    // leaves the swarm; the manager is named and the record stays.
     docker(&["unpause", &bed.host("worker2").container]).ok("unpause worker2");
-    lab.on(&["down"]).ok("second lab down");
+    docker(&["pause", &bed.host("manager").container]).ok("pause the manager");
+    let r = run_within(lab.command(&["down", "--cluster", &lab.cluster]), Duration::from_secs(120), "lab down");
+    assert_eq!(r.code, 1, "down with the manager unreachable: {}", r.all());
+    assert!(r.stderr.contains("manager"), "the manager is not named: {}", r.stderr);
+    assert_eq!(swarm_state(&bed.host("worker2").container), "active", "worker2 left while the service stayed");
+    assert!(lab.run(&["ls"]).stdout.contains(&lab.cluster), "the record was dropped: {}", r.all());
+    docker(&["unpause", &bed.host("manager").container]).ok("unpause the manager");
+    lab.on(&["down"]).ok("last lab down");
     for h in &bed.hosts {
         wait_for(&format!("{} out of the swarm", h.name), Duration::from_secs(30), || {
             let s = swarm_state(&h.container);
@@ -367,6 +378,8 @@ fn down_with_an_unreachable_host_fails_naming_it_and_a_later_down_finishes() {
         });
         let left = node_exec(&h.container, &["docker", "ps", "-a", "--format", "{{.Names}}"]).ok("ps");
         assert!(!left.stdout.contains("lab-registry-forwarder"), "{}: {}", h.name, left.stdout);
+        let vols = node_exec(&h.container, &["docker", "volume", "ls", "--format", "{{.Name}}"]).ok("volumes");
+        assert!(!vols.stdout.lines().any(|v| v == "registry_data"), "{}: {}", h.name, vols.stdout);
     }
     assert!(!lab.run(&["ls"]).stdout.contains(&lab.cluster), "the record outlived a finished down");
 }

@@ -37,7 +37,8 @@ pub async fn dismantle(rt: &Runtime) -> Result<()> {
     for (n, r) in probes {
         match r {
             Ok(_) => reachable.push(n),
-            Err(e) => failed.push(format!("{} ({e})", n.name)),
+            // The error names the node already.
+            Err(e) => failed.push(e.to_string()),
         }
     }
     let manager_unreachable =
