@@ -598,4 +598,36 @@ fn host_key_verdicts_equal_openssh_for_a_table_of_known_hosts_files() {
         }
     }
     assert!(wrong.is_empty(), "{} of {} rows differ from OpenSSH:\n{}", wrong.len(), rows.len(), wrong.join("\n"));
+
+    // Through lab itself, under accept-new (the default): a key revoked in the global file,
+    // or changed there, is refused and nothing is recorded; an unknown one is recorded, in
+    // lower case as ssh records it.
+    let hosts = bed.write_hosts(&bed.hosts_toml());
+    let global = bed.path("global_known_hosts");
+    // `up` stops at the preflight when a key is refused; `plan` reports an engine it cannot
+    // reach as a step to wait for, so it shows only that an accepted key was recorded.
+    let run = |command: &str, global_text: &str| {
+        std::fs::write(bed.known_hosts(), "").unwrap();
+        std::fs::write(&global, global_text).unwrap();
+        let known = bed.known_hosts().to_string_lossy().into_owned();
+        let hosts = hosts.to_string_lossy().into_owned();
+        let g = format!("global_known_hosts={}", global.display());
+        let args = [command, "--cluster", &lab.cluster, "--driver", "ssh", "--hosts", &hosts, "--known-hosts", &known];
+        let mut cmd = lab.command(&args);
+        cmd.args(["--driver-opt", &g, "--registry-image", REGISTRY_IMAGE]);
+        run_within(cmd, Duration::from_secs(60), command)
+    };
+    let r = run("up", &format!("@revoked * {ed}\n"));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("node1") && r.stderr.contains("@revoked") && r.stderr.contains("line 1"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(bed.known_hosts()).unwrap(), "", "a revoked key was recorded");
+    let r = run("up", &format!("{ip} {other}\n"));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("node1") && r.stderr.contains("has changed"), "{}", r.stderr);
+    assert!(r.stderr.contains(&*global.to_string_lossy()), "the global file is not named: {}", r.stderr);
+    assert_eq!(std::fs::read_to_string(bed.known_hosts()).unwrap(), "", "a changed key was recorded");
+    assert_eq!(swarm_state(&h.container), "inactive", "a refused up changed the host");
+    let r = run("plan", &format!("@cert-authority * {ed}\n"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(std::fs::read_to_string(bed.known_hosts()).unwrap(), format!("{ip} {ed}\n"));
 }
