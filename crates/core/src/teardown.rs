@@ -48,7 +48,9 @@ pub async fn dismantle(rt: &Runtime) -> Result<()> {
         Ok((name, mgr)) => match mgr.delete_service(SERVICE).await {
             Ok(()) => service_removed = true,
             Err(e) if missing(&e) => service_removed = true,
-            Err(e) => failed.push(format!("{name} (remove service {SERVICE}: {})", engine_message(&e))),
+            Err(e) => {
+                failed.push(Error::node(&name, format!("remove service {SERVICE}"), engine_message(&e)).to_string())
+            }
         },
         // Every manager answers and none is one: the swarm, and the service, are gone already.
         Err(_) if !manager_unreachable => service_removed = true,
