@@ -313,9 +313,6 @@ fn a_broken_docker_host_is_named_with_its_cause() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("lab: error: "), "{stderr}");
-    assert!(
-        stderr.contains("Connection refused") || stderr.contains("os error 111"),
-        "the cause is lost: {stderr}"
-    );
+    assert!(stderr.contains("Connection refused") || stderr.contains("os error 111"), "the cause is lost: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

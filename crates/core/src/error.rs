@@ -85,7 +85,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The requested driver cannot do this (e.g. the SSH driver cannot create hosts).
-    #[error("driver {driver}: {message}")]
+    #[error("{}", if driver.is_empty() { format!("the driver {message}") } else { format!("driver {driver} {message}") })]
     Unsupported {
         /// The driver's name.
         driver: String,
@@ -101,6 +101,22 @@ impl Error {
             Error::Input { .. } => 2,
             _ => 1,
         }
+    }
+
+    /// The driver cannot do this. The driver's name is filled in by the core, which knows
+    /// it (see [`Error::for_driver`]).
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Error::Unsupported { driver: String::new(), message: message.into() }
+    }
+
+    /// Names `driver` in an [`Error::Unsupported`] that does not name one yet.
+    pub fn for_driver(mut self, name: &str) -> Self {
+        if let Error::Unsupported { driver, .. } = &mut self {
+            if driver.is_empty() {
+                *driver = name.to_string();
+            }
+        }
+        self
     }
 
     /// A bad-input error.
@@ -156,11 +172,18 @@ impl Error {
     /// the engine's own words, for example).
     pub fn causes(&self) -> Vec<String> {
         let top = self.to_string();
+        let message = match self {
+            Error::Node { message, .. } | Error::Operation { message, .. } => message.as_str(),
+            _ => top.as_str(),
+        };
         let mut out: Vec<String> = Vec::new();
         let mut cur = std::error::Error::source(self);
         while let Some(e) = cur {
             let text = e.to_string();
-            let said = top.contains(&text) || out.iter().any(|o| o.contains(&text)) || text.is_empty();
+            let said = text.is_empty()
+                || top.contains(&text)
+                || text.contains(message)
+                || out.iter().any(|o| o.contains(&text));
             if !said {
                 out.push(text);
             }
@@ -221,14 +244,16 @@ mod tests {
     #[tokio::test]
     async fn a_connection_failure_keeps_its_cause() {
         let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("absent.sock");
+        // A file where the socket should be: the connection is refused.
+        let sock = dir.path().join("not-a-socket.sock");
+        std::fs::write(&sock, "").unwrap();
         let docker =
             bollard::Docker::connect_with_unix(&sock.display().to_string(), 5, bollard::API_DEFAULT_VERSION).unwrap();
         let err = docker.ping().await.expect_err("no engine there");
         let e = Error::engine("manager", "connect to its Docker engine", err);
         let text = e.to_string();
         assert!(text.starts_with("manager: connect to its Docker engine: "), "{text}");
-        assert!(text.contains("No such file or directory") || text.contains("os error 2"), "the cause is lost: {text}");
+        assert!(text.contains("Connection refused") || text.contains("os error 111"), "the cause is lost: {text}");
         assert!(std::error::Error::source(&e).is_some(), "bollard's error is not kept");
         // Nothing the message already says is repeated as a cause.
         for c in e.causes() {

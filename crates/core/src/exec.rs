@@ -205,6 +205,14 @@ impl Runtime {
                 Ok(None)
             }
             Step::StartNode { node } => {
+                if !self.desired.capabilities.start {
+                    return Err(Error::node(
+                        node,
+                        "start the machine",
+                        format!("it is stopped, and driver {} cannot start machines", self.state().driver),
+                    )
+                    .with_hint("start it yourself, then run lab up again"));
+                }
                 let m = self.driver.start(node).await?;
                 self.forget(node).await;
                 self.set_machines([m]);
@@ -318,7 +326,8 @@ pub async fn execute(rt: Arc<Runtime>, plan: &Plan) -> Result<()> {
                         async move {
                             rt.progress.started(&step);
                             let t = Instant::now();
-                            let r = rt.run_step(&step).await;
+                            let driver = rt.state().driver;
+                            let r = rt.run_step(&step).await.map_err(|e| e.for_driver(&driver));
                             match &r {
                                 Ok(detail) => rt.progress.finished(&step, t.elapsed(), detail.as_deref()),
                                 Err(e) => rt.progress.failed(&step, t.elapsed(), e),

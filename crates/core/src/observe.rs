@@ -53,7 +53,9 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
     let probes = machines.iter().map(|m| {
         let image = image.clone();
         async move {
-            let mut obs = NodeObs::new(m.role, m.state.clone());
+            // The topology says what a node is for; the driver's word only for strays.
+            let role = rt.desired.topology.node(&m.name).map(|n| n.role).or(m.role).unwrap_or(Role::Worker);
+            let mut obs = NodeObs::new(role, m.state.clone());
             obs.address = m.address.clone();
             let mut view = None;
             if m.state == MachineState::Running {

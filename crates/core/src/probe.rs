@@ -139,7 +139,9 @@ pub async fn on_node(
     image: &str,
     timeout: Duration,
 ) -> Result<ProbeOutput, String> {
-    for argv in commands {
+    // Only a driver that says it can run commands is asked to.
+    let commands_on_node: &[&[&str]] = if rt.desired.capabilities.exec { commands } else { &[] };
+    for argv in commands_on_node {
         let owned: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         match tokio::time::timeout(timeout, rt.driver.exec(node, &owned)).await {
             // 126/127: the shell's "cannot run" / "not found"; try the next command.

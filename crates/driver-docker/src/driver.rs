@@ -525,8 +525,9 @@ fn machine_of(c: &ContainerSummary, network: &str) -> Option<Machine> {
     let labels = c.labels.as_ref()?;
     let name = labels.get(NODE_LABEL)?.clone();
     let role = match labels.get(ROLE_LABEL).map(String::as_str) {
-        Some("manager") => Role::Manager,
-        _ => Role::Worker,
+        Some("manager") => Some(Role::Manager),
+        Some("worker") => Some(Role::Worker),
+        _ => None,
     };
     let state = match c.state {
         Some(ContainerSummaryStateEnum::RUNNING) => MachineState::Running,
@@ -549,7 +550,7 @@ fn machine_of(c: &ContainerSummary, network: &str) -> Option<Machine> {
 #[async_trait]
 impl Driver for DockerDriver {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { create: true, destroy: true, start: true, shell: true, exec: true }
+        Capabilities::all()
     }
 
     async fn preflight(&self, _nodes: &[NodeSpec]) -> Result<()> {

@@ -124,7 +124,7 @@ impl SshDriver {
     fn machine(&self, h: &Host) -> Machine {
         Machine {
             name: h.name.clone(),
-            role: h.role,
+            role: Some(h.role),
             state: MachineState::Running,
             address: Some(h.advertise_address.clone()),
         }
@@ -307,7 +307,7 @@ impl SshDriver {
 #[async_trait]
 impl Driver for SshDriver {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { create: false, destroy: false, start: false, shell: true, exec: true }
+        Capabilities::none().shell(true).exec(true)
     }
 
     /// Checks every host at once and reports every failing one together.
@@ -588,10 +588,7 @@ mod tests {
         let at = cmd.iter().position(|a| a == "GlobalKnownHostsFile=/g/known").expect("global file passed to ssh");
         assert_eq!(cmd[at - 1], "-o");
         assert!(at < cmd.iter().position(|a| a == "--").unwrap());
-        assert_eq!(
-            d.capabilities(),
-            Capabilities { create: false, destroy: false, start: false, shell: true, exec: true }
-        );
+        assert_eq!(d.capabilities(), Capabilities::none().shell(true).exec(true));
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let machines = rt.block_on(d.observe()).unwrap();
         assert_eq!(machines.len(), 2);
