@@ -3,7 +3,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+
+use clap::builder::PossibleValuesParser;
+use clap::{Arg, ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use lab_core::driver::{DriverOption, OptionKind};
 
 /// Stand up a Docker Swarm with its own private registry, on any driver.
 #[derive(Debug, Parser)]
@@ -38,7 +42,7 @@ pub enum Command {
     /// Remove everything `up` made for the cluster.
     Down(ClusterArg),
     /// List the registered drivers.
-    Drivers,
+    Drivers(DriversArgs),
     /// Open a shell on a node, or run a command there.
     Ssh(SshArgs),
 }
@@ -55,12 +59,6 @@ pub enum Shell {
     Bash,
     Zsh,
     Fish,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HostKeyPolicy {
-    Strict,
-    AcceptNew,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -106,6 +104,13 @@ pub struct EnvArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DriversArgs {
+    /// Also list each driver's settings: key, flag, kind and help.
+    #[arg(long, short)]
+    pub long: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct SshArgs {
     #[command(flatten)]
     pub cluster: ClusterArg,
@@ -132,24 +137,12 @@ pub struct TopologyArgs {
     // Negative numbers parse as values, so the number parser's error names this flag.
     #[arg(long, allow_negative_numbers = true)]
     pub workers: Option<u32>,
-    /// Node image for the docker driver (default docker:dind).
-    #[arg(long, value_name = "IMAGE")]
-    pub node_image: Option<String>,
     /// Registry image (default registry:2).
     #[arg(long, value_name = "IMAGE")]
     pub registry_image: Option<String>,
     /// How nodes reach the registry at localhost:5000 (default auto: mesh if IPVS, else fallback).
     #[arg(long, value_enum)]
     pub registry_mode: Option<ModeArg>,
-    /// Hosts file for the ssh driver.
-    #[arg(long, value_name = "FILE")]
-    pub hosts: Option<PathBuf>,
-    /// Known-hosts file for the ssh driver (default ~/.ssh/known_hosts).
-    #[arg(long, value_name = "FILE")]
-    pub known_hosts: Option<PathBuf>,
-    /// Host key checking for the ssh driver (default accept-new).
-    #[arg(long, value_enum)]
-    pub host_key_policy: Option<HostKeyPolicy>,
     /// Go ahead with what lab otherwise refuses because it loses data: repairing a broken
     /// registry node, moving the registry away from data that cannot move; and, on the ssh
     /// driver, taking over hosts that are in another swarm. Never remembered.
@@ -166,6 +159,125 @@ pub struct TopologyArgs {
     /// Swarm label for every manager, KEY=VALUE (repeatable).
     #[arg(long = "manager-label", value_name = "KEY=VALUE")]
     pub manager_labels: Vec<String>,
+    /// The flags the drivers declare (`--node-image`, `--hosts`, ...), as given; filled in by
+    /// [`take_driver_flags`] after parsing.
+    #[arg(skip)]
+    pub driver_flags: Vec<DriverFlag>,
+}
+
+/// A driver's flag as given on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriverFlag {
+    /// `--name`.
+    pub flag: String,
+    /// The drivers that declare it, with the key in each one's table.
+    pub drivers: Vec<(String, String)>,
+    /// The value, as its option's kind reads it.
+    pub value: serde_json::Value,
+}
+
+/// The commands that take driver flags: those that shape a cluster.
+const TAKE_DRIVER_FLAGS: [&str; 2] = ["up", "plan"];
+
+/// Every flag the registered drivers declare, by flag name, with the drivers (and options)
+/// that declare it. The drivers are the source of truth: adding a driver crate adds its flags
+/// here without a line of CLI code.
+fn declared_flags() -> BTreeMap<&'static str, Vec<(&'static str, &'static DriverOption)>> {
+    let mut flags: BTreeMap<&'static str, Vec<(&'static str, &'static DriverOption)>> = BTreeMap::new();
+    // A duplicate driver name is reported when a driver is looked up.
+    if let Ok(reg) = lab_core::driver::registry() {
+        for r in reg.values() {
+            for o in r.options {
+                if let Some(f) = o.flag {
+                    flags.entry(f).or_default().push((r.name, o));
+                }
+            }
+        }
+    }
+    flags
+}
+
+/// The command line with every driver's flags on `up` and `plan`, under their own heading.
+pub fn command() -> clap::Command {
+    let flags = declared_flags();
+    let mut cmd = Cli::command();
+    for sub in TAKE_DRIVER_FLAGS {
+        cmd = cmd.mut_subcommand(sub, |mut c| {
+            for (flag, owners) in &flags {
+                // A driver cannot take over one of lab's own flags.
+                if c.get_arguments().any(|a| a.get_long() == Some(*flag) || a.get_id() == *flag) {
+                    continue;
+                }
+                let (_, first) = owners[0];
+                let drivers: Vec<&str> = owners.iter().map(|(d, _)| *d).collect();
+                let mut help = first.help.to_string();
+                if let Some(c) = help.get(..1) {
+                    help.replace_range(..1, &c.to_uppercase());
+                }
+                let mut arg = Arg::new(*flag)
+                    .long(*flag)
+                    .help(format!("{help} [{} driver]", drivers.join(", ")))
+                    .help_heading("Driver options");
+                arg = match first.kind {
+                    OptionKind::Bool => arg.action(ArgAction::SetTrue),
+                    OptionKind::Integer => arg.value_parser(clap::value_parser!(i64)).value_name("N"),
+                    OptionKind::Path => arg.value_parser(clap::value_parser!(PathBuf)).value_name("FILE"),
+                    OptionKind::Choice(choices) => arg
+                        .value_parser(PossibleValuesParser::new(choices.iter().copied()))
+                        .value_name(first.key.to_uppercase()),
+                    _ => arg.value_name(first.key.to_uppercase()),
+                };
+                if first.repeatable && first.kind != OptionKind::Bool {
+                    arg = arg.action(ArgAction::Append);
+                }
+                c = c.arg(arg);
+            }
+            c
+        });
+    }
+    cmd
+}
+
+/// Moves the driver flags found in `matches` into the parsed arguments.
+pub fn take_driver_flags(cli: &mut Cli, matches: &clap::ArgMatches) {
+    let topology = match &mut cli.command {
+        Command::Up(a) => &mut a.topology,
+        Command::Plan(a) => &mut a.topology,
+        _ => return,
+    };
+    let Some((_, sub)) = matches.subcommand() else { return };
+    for (flag, owners) in declared_flags() {
+        let id = flag;
+        if !sub.ids().any(|i| i == id) || sub.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+            continue;
+        }
+        let (_, first) = owners[0];
+        let one = |raw: &serde_json::Value| raw.clone();
+        let values: Vec<serde_json::Value> = match first.kind {
+            OptionKind::Bool => vec![serde_json::json!(sub.get_flag(id))],
+            OptionKind::Integer => {
+                sub.get_many::<i64>(id).into_iter().flatten().map(|n| serde_json::json!(n)).collect()
+            }
+            OptionKind::Path => sub
+                .get_many::<PathBuf>(id)
+                .into_iter()
+                .flatten()
+                // Made absolute here, so the recorded path works from any directory.
+                .map(|p| serde_json::json!(std::path::absolute(p).unwrap_or_else(|_| p.clone())))
+                .collect(),
+            _ => sub.get_many::<String>(id).into_iter().flatten().map(|v| serde_json::json!(v)).collect(),
+        };
+        let value = if first.repeatable {
+            serde_json::Value::Array(values)
+        } else {
+            values.first().map(one).unwrap_or_default()
+        };
+        topology.driver_flags.push(DriverFlag {
+            flag: format!("--{flag}"),
+            drivers: owners.iter().map(|(d, o)| (d.to_string(), o.key.to_string())).collect(),
+            value,
+        });
+    }
 }
 
 #[derive(Debug, Args)]

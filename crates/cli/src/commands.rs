@@ -33,7 +33,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Env(a) => env(config, &a).await,
         Command::Check(a) => check(config, a.cluster.cluster.as_deref(), a.output).await,
         Command::Down(a) => down(config, a.cluster.as_deref()).await,
-        Command::Drivers => drivers(),
+        Command::Drivers(a) => drivers(a.long),
         Command::Ssh(a) => ssh(config, &a).await,
     }
 }
@@ -84,6 +84,7 @@ fn runtime(
         cache_dir: paths.driver_cache_dir(&settings.driver),
         config: driver_config.clone(),
         config_source: settings::driver_source(),
+        force,
     };
     let driver = (reg.factory)(ctx)?;
     // A hosts file dictates the nodes; otherwise the counts do, with the seed's names.
@@ -535,11 +536,41 @@ async fn down(config: Option<&std::path::Path>, cluster: Option<&str>) -> Result
     Ok(0)
 }
 
-fn drivers() -> Result<i32> {
+fn drivers(long: bool) -> Result<i32> {
     let map = registry()?;
     let width = map.keys().map(|k| k.len()).max().unwrap_or(0);
     for r in map.values() {
         println!("{:width$}   {}", r.name, r.description);
+        if !long {
+            continue;
+        }
+        // Every setting of the driver's table, as the driver declares it.
+        let rows: Vec<Vec<String>> = r
+            .options
+            .iter()
+            .map(|o| {
+                let kind = match o.kind {
+                    lab_core::OptionKind::Choice(c) => c.join("|"),
+                    other => serde_json::to_value(other)
+                        .ok()
+                        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+                        .unwrap_or_default(),
+                };
+                let mut notes = Vec::new();
+                if o.repeatable {
+                    notes.push("repeatable");
+                }
+                if o.secret {
+                    notes.push("secret");
+                }
+                let help =
+                    if notes.is_empty() { o.help.to_string() } else { format!("{} ({})", o.help, notes.join(", ")) };
+                vec![format!("  {}", o.key), o.flag.map(|f| format!("--{f}")).unwrap_or_else(|| "-".into()), kind, help]
+            })
+            .collect();
+        if !rows.is_empty() {
+            print!("{}", table(&["  KEY", "FLAG", "TYPE", "HELP"], &rows));
+        }
     }
     Ok(0)
 }

@@ -11,7 +11,7 @@ mod settings;
 
 use std::ffi::OsString;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 // Name each bundled driver so the linker keeps its registration.
 use lab_driver_docker as _;
@@ -31,8 +31,14 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    // Parsing is separate from dispatch: the derived arguments plus the flags the drivers
+    // declare, then the command.
+    let parsed = args::command().try_get_matches_from(args).and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let cli = match parsed {
+        Ok((mut cli, matches)) => {
+            args::take_driver_flags(&mut cli, &matches);
+            cli
+        }
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() { 2 } else { 0 };

@@ -139,9 +139,6 @@ fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
     if let Some(n) = flags.workers {
         m.insert("workers".into(), json!(n));
     }
-    if let Some(h) = &flags.hosts {
-        m.insert("hosts".into(), json!(h));
-    }
     let mut registry = Map::new();
     if let Some(i) = &flags.registry_image {
         registry.insert("image".into(), json!(i));
@@ -185,23 +182,6 @@ fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
         }
         cur.as_object_mut().expect("tables").insert(path[path.len() - 1].to_string(), v);
     };
-    // Driver-specific flags go to their driver's table.
-    if let Some(img) = &flags.node_image {
-        set("docker", &["node_image"], json!(img));
-    }
-    if let Some(k) = &flags.known_hosts {
-        set("ssh", &["known_hosts"], json!(k));
-    }
-    if let Some(p) = flags.host_key_policy {
-        let s = match p {
-            crate::args::HostKeyPolicy::Strict => "strict",
-            crate::args::HostKeyPolicy::AcceptNew => "accept-new",
-        };
-        set("ssh", &["host_key_policy"], json!(s));
-    }
-    if flags.force {
-        set("ssh", &["force"], json!(true));
-    }
     if !flags.driver_opts.is_empty() {
         // --driver-opt applies to the driver chosen by flag, or else by the lower layers;
         // the caller moves this table there (see `load`).
@@ -245,27 +225,6 @@ fn state_layer(st: &ClusterState) -> Value {
         "labels": { "manager": st.manager_labels, "worker": st.worker_labels },
         "drivers": drivers,
     })
-}
-
-/// The flags that configure one driver only: given for a cluster of another driver, they
-/// would be silently ignored, so they are bad input instead.
-fn driver_flags(flags: &TopologyArgs) -> Vec<(&'static str, &'static str)> {
-    let mut given = Vec::new();
-    if flags.node_image.is_some() {
-        given.push(("--node-image", "docker"));
-    }
-    if flags.hosts.is_some() {
-        given.push(("--hosts", "ssh"));
-    }
-    if flags.known_hosts.is_some() {
-        given.push(("--known-hosts", "ssh"));
-    }
-    if flags.host_key_policy.is_some() {
-        given.push(("--host-key-policy", "ssh"));
-    }
-    // `--force` is every driver's: it allows repairs that lose the registry's data, and on
-    // the ssh driver, taking over hosts in another swarm.
-    given
 }
 
 fn base(config: Option<&Path>) -> Result<Figment> {
@@ -352,17 +311,27 @@ pub fn load(
         }
         None => first,
     };
-    for (flag, driver) in driver_flags(flags) {
-        if settings.driver != driver {
+    // The flags the drivers declare go to the cluster's driver's table, above every other
+    // layer; given for a cluster of another driver, they would be silently ignored, so they
+    // are bad input instead.
+    for f in &flags.driver_flags {
+        let Some((_, key)) = f.drivers.iter().find(|(d, _)| *d == settings.driver) else {
             let how = if state.is_some() { "uses" } else { "would use (give --driver to choose another)" };
+            let owners: Vec<&str> = f.drivers.iter().map(|(d, _)| d.as_str()).collect();
             return Err(Error::input(
-                flag,
+                &f.flag,
                 format!(
-                    "is an option of the {driver} driver, but cluster {cluster} {how} the {} driver",
+                    "is an option of the {} driver, but cluster {cluster} {how} the {} driver",
+                    owners.join(", "),
                     settings.driver
                 ),
             ));
+        };
+        let table = settings.drivers.entry(settings.driver.clone()).or_insert_with(|| json!({}));
+        if !table.is_object() {
+            *table = json!({});
         }
+        table.as_object_mut().expect("made an object above").insert(key.clone(), f.value.clone());
     }
     if let Some(opts) = opts {
         // `--driver-opt` applies to the cluster's driver, whichever layer chose it.
@@ -507,6 +476,15 @@ mod tests {
     use super::*;
     use figment::Jail;
 
+    /// A driver flag as the command line gives it.
+    fn df(flag: &str, driver: &str, key: &str, value: Value) -> Vec<crate::args::DriverFlag> {
+        vec![crate::args::DriverFlag {
+            flag: format!("--{flag}"),
+            drivers: vec![(driver.to_string(), key.to_string())],
+            value,
+        }]
+    }
+
     fn load_in_jail(flags: TopologyArgs) -> std::result::Result<Settings, Error> {
         load(None, &flags, |_| Ok(None)).map(|(s, _)| s)
     }
@@ -535,7 +513,11 @@ mod tests {
             assert_eq!(s.drivers["docker"]["nested"]["memory"], 8192);
             assert_eq!(s.drivers["docker"]["name"], "plain");
             assert_eq!(s.drivers["docker"]["node_image"], "from-env", "driver-opt keeps other keys");
-            let s = load_in_jail(TopologyArgs { node_image: Some("flag".into()), ..Default::default() }).unwrap();
+            let s = load_in_jail(TopologyArgs {
+                driver_flags: df("node-image", "docker", "node_image", json!("flag")),
+                ..Default::default()
+            })
+            .unwrap();
             assert_eq!(s.drivers["docker"]["node_image"], "flag");
             assert_eq!(s.workers, 4);
             Ok(())
@@ -615,7 +597,7 @@ mod tests {
                 workers: Some(4),
                 registry_image: Some("img:3".into()),
                 registry_mode: Some(crate::args::ModeArg::Fallback),
-                node_image: Some("node:1".into()),
+                driver_flags: df("node-image", "docker", "node_image", json!("node:1")),
                 driver_opts: vec!["privileged=\"never\"".into()],
                 worker_labels: vec!["tier=gpu".into()],
                 manager_labels: vec!["zone=a".into()],
@@ -674,15 +656,39 @@ mod tests {
             let docker = recorded("docker", json!({}));
             let ssh = recorded("ssh", json!({"driver_config": {"hosts": "/h.toml"}}));
             let cases: Vec<(TopologyArgs, &ClusterState, &str, &str)> = vec![
-                (TopologyArgs { hosts: Some("h.toml".into()), ..only_cluster() }, &docker, "--hosts", "docker"),
-                (TopologyArgs { known_hosts: Some("k".into()), ..only_cluster() }, &docker, "--known-hosts", "docker"),
                 (
-                    TopologyArgs { host_key_policy: Some(crate::args::HostKeyPolicy::Strict), ..only_cluster() },
+                    TopologyArgs { driver_flags: df("hosts", "ssh", "hosts", json!("/h.toml")), ..only_cluster() },
+                    &docker,
+                    "--hosts",
+                    "docker",
+                ),
+                (
+                    TopologyArgs {
+                        driver_flags: df("known-hosts", "ssh", "known_hosts", json!("/k")),
+                        ..only_cluster()
+                    },
+                    &docker,
+                    "--known-hosts",
+                    "docker",
+                ),
+                (
+                    TopologyArgs {
+                        driver_flags: df("host-key-policy", "ssh", "host_key_policy", json!("strict")),
+                        ..only_cluster()
+                    },
                     &docker,
                     "--host-key-policy",
                     "docker",
                 ),
-                (TopologyArgs { node_image: Some("img".into()), ..only_cluster() }, &ssh, "--node-image", "ssh"),
+                (
+                    TopologyArgs {
+                        driver_flags: df("node-image", "docker", "node_image", json!("img")),
+                        ..only_cluster()
+                    },
+                    &ssh,
+                    "--node-image",
+                    "ssh",
+                ),
             ];
             for (flags, st, flag, driver) in cases {
                 let e = load_recorded(flags, st).unwrap_err();
@@ -691,7 +697,11 @@ mod tests {
                 assert!(msg.starts_with(flag) && msg.contains(driver), "{msg}");
             }
             // A new cluster: the driver is the default one.
-            let e = load_in_jail(TopologyArgs { hosts: Some("h.toml".into()), ..Default::default() }).unwrap_err();
+            let e = load_in_jail(TopologyArgs {
+                driver_flags: df("hosts", "ssh", "hosts", json!("/h.toml")),
+                ..Default::default()
+            })
+            .unwrap_err();
             assert!(e.to_string().starts_with("--hosts") && e.to_string().contains("docker"), "{e}");
             Ok(())
         });

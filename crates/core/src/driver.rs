@@ -167,6 +167,9 @@ pub struct DriverContext {
     pub config: serde_json::Value,
     /// Where that table came from, for error messages (e.g. `lab.toml`).
     pub config_source: String,
+    /// `--force` was given for this run (never remembered): the driver may go ahead with what
+    /// it would otherwise refuse (the ssh driver takes over hosts in another swarm).
+    pub force: bool,
 }
 
 impl DriverContext {
@@ -248,7 +251,70 @@ pub trait Driver: Send + Sync {
     }
 }
 
-/// A registered driver: a name, a one-line description and a constructor.
+/// The kind of value a driver option takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "type", content = "choices")]
+#[non_exhaustive]
+pub enum OptionKind {
+    /// Any text.
+    String,
+    /// A file or directory: given as a flag, it is made absolute against the directory lab
+    /// runs in, so later commands find it from anywhere.
+    Path,
+    /// A whole number.
+    Integer,
+    /// `true` or `false`; as a flag, present means true.
+    Bool,
+    /// One of these words.
+    Choice(&'static [&'static str]),
+}
+
+/// One setting of a driver's table (`[drivers.NAME] key = ...`), as the driver declares it.
+/// With a flag, `lab up` and `lab plan` take `--flag VALUE` for it, show it in `--help`, and
+/// refuse it (exit 2) for a cluster of another driver. Every option is listed by `lab
+/// drivers --long`, and can be set with `--driver-opt key=value`, `lab.toml` or
+/// `LAB_DRIVERS__NAME__KEY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct DriverOption {
+    /// The key in the driver's table.
+    pub key: &'static str,
+    /// The flag's long name (without `--`), if it has one.
+    pub flag: Option<&'static str>,
+    /// What it takes.
+    pub kind: OptionKind,
+    /// One line of help.
+    pub help: &'static str,
+    /// A secret: its value is never shown (not in `lab drivers`, not in errors).
+    pub secret: bool,
+    /// The flag may be given more than once; the values form a list.
+    pub repeatable: bool,
+}
+
+impl DriverOption {
+    /// An option with no flag.
+    pub const fn new(key: &'static str, kind: OptionKind, help: &'static str) -> Self {
+        DriverOption { key, flag: None, kind, help, secret: false, repeatable: false }
+    }
+    /// Gives it the flag `--name`.
+    pub const fn flag(mut self, name: &'static str) -> Self {
+        self.flag = Some(name);
+        self
+    }
+    /// Marks it secret.
+    pub const fn secret(mut self) -> Self {
+        self.secret = true;
+        self
+    }
+    /// Makes its flag repeatable.
+    pub const fn repeatable(mut self) -> Self {
+        self.repeatable = true;
+        self
+    }
+}
+
+/// A registered driver: a name, a one-line description, a constructor and the options it
+/// takes.
 pub struct Registration {
     /// The name users pass to `--driver`.
     pub name: &'static str,
@@ -256,6 +322,8 @@ pub struct Registration {
     pub description: &'static str,
     /// Makes the driver for one cluster.
     pub factory: fn(DriverContext) -> Result<Box<dyn Driver>>,
+    /// The settings its table takes.
+    pub options: &'static [DriverOption],
 }
 
 impl Registration {
@@ -265,23 +333,39 @@ impl Registration {
         description: &'static str,
         factory: fn(DriverContext) -> Result<Box<dyn Driver>>,
     ) -> Self {
-        Registration { name, description, factory }
+        Registration { name, description, factory, options: &[] }
+    }
+
+    /// Declares the options the driver's table takes.
+    pub const fn with_options(mut self, options: &'static [DriverOption]) -> Self {
+        self.options = options;
+        self
     }
 }
 
 inventory::collect!(Registration);
 
-/// Registers a driver under a name, with a one-line description and a constructor
-/// `fn(DriverContext) -> lab_core::Result<Box<dyn Driver>>`.
+/// Registers a driver under a name, with a one-line description, a constructor
+/// `fn(DriverContext) -> lab_core::Result<Box<dyn Driver>>`, and optionally the options its
+/// table takes (see [`DriverOption`]).
 ///
 /// ```ignore
-/// lab_core::register_driver!("docker", "nodes as Docker-in-Docker containers", DockerDriver::boxed);
+/// use lab_core::driver::{DriverOption, OptionKind};
+/// const OPTIONS: &[DriverOption] = &[
+///     DriverOption::new("node_image", OptionKind::String, "image the nodes run").flag("node-image"),
+/// ];
+/// lab_core::register_driver!("docker", "nodes as Docker-in-Docker containers", DockerDriver::boxed, options = OPTIONS);
 /// ```
 #[macro_export]
 macro_rules! register_driver {
     ($name:expr, $description:expr, $factory:expr $(,)?) => {
         $crate::__private::inventory::submit! {
             $crate::driver::Registration::new($name, $description, $factory)
+        }
+    };
+    ($name:expr, $description:expr, $factory:expr, options = $options:expr $(,)?) => {
+        $crate::__private::inventory::submit! {
+            $crate::driver::Registration::new($name, $description, $factory).with_options($options)
         }
     };
 }

@@ -39,7 +39,9 @@ pub mod teardown;
 #[doc(hidden)]
 pub mod topology;
 
-pub use driver::{Capabilities, Driver, DriverContext, ExecOutput, Machine, MachineState, NodeEngine};
+pub use driver::{
+    Capabilities, Driver, DriverContext, DriverOption, ExecOutput, Machine, MachineState, NodeEngine, OptionKind,
+};
 pub use error::{Error, Result};
 pub use topology::{ClusterName, NodeSpec, Role, Topology};
 

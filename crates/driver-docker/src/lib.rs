@@ -21,8 +21,20 @@ mod error;
 pub use config::{DockerConfig, PrivilegedMode};
 pub use driver::{DockerDriver, CAPS};
 
+use lab_core::driver::{DriverOption, OptionKind};
+
+/// The `[drivers.docker]` settings, for `lab up --help` and `lab drivers --long`.
+const OPTIONS: &[DriverOption] = &[
+    DriverOption::new("node_image", OptionKind::String, "image the node containers run (default docker:dind)")
+        .flag("node-image"),
+    DriverOption::new("privileged", OptionKind::Choice(&["auto", "always", "never"]), "run node containers privileged"),
+    DriverOption::new("host", OptionKind::String, "the Docker engine the nodes run on (default: DOCKER_HOST's)"),
+    DriverOption::new("allow_nested", OptionKind::Bool, "allow a cluster inside a node of another lab cluster"),
+];
+
 lab_core::register_driver!(
     "docker",
     "nodes as Docker-in-Docker containers on the local Docker engine (default)",
-    DockerDriver::boxed
+    DockerDriver::boxed,
+    options = OPTIONS
 );

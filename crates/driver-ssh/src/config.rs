@@ -1,5 +1,5 @@
-//! `[drivers.ssh]` in lab.toml, which the CLI also fills from `--hosts`, `--known-hosts`,
-//! `--host-key-policy` and `--force`.
+//! `[drivers.ssh]` in lab.toml, which the CLI also fills from the flags this driver declares
+//! (`--hosts`, `--known-hosts`, `--host-key-policy`; see `lib.rs`).
 
 use std::path::PathBuf;
 
@@ -46,7 +46,8 @@ pub struct SshConfig {
     pub global_known_hosts: Option<PathBuf>,
     /// See [`HostKeyPolicy`].
     pub host_key_policy: HostKeyPolicy,
-    /// Take hosts that are in another swarm (they are made to leave it).
+    /// Take hosts that are in another swarm (they are made to leave it); `--force` sets it for
+    /// one run.
     pub force: bool,
     /// Seconds to wait for a TCP connection to a host.
     pub connect_timeout: u64,

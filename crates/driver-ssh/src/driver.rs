@@ -52,7 +52,8 @@ impl SshDriver {
     /// Makes the driver from its context: reads and validates the hosts file (bad input,
     /// exit 2, before any connection).
     pub fn new(ctx: DriverContext) -> Result<Self> {
-        let config: SshConfig = ctx.parse_config()?;
+        let mut config: SshConfig = ctx.parse_config()?;
+        config.force |= ctx.force;
         let path = config.hosts.clone().ok_or_else(|| {
             Error::input(
                 "--hosts",
@@ -525,6 +526,7 @@ mod tests {
             cache_dir: dir.join("cache"),
             config,
             config_source: "lab.toml".into(),
+            force: false,
         })
     }
 

@@ -21,10 +21,33 @@ mod tunnel;
 pub use config::{HostKeyPolicy, SshConfig};
 pub use driver::SshDriver;
 
+use lab_core::driver::{DriverOption, OptionKind};
+
+/// The `[drivers.ssh]` settings, for `lab up --help` and `lab drivers --long`.
+const OPTIONS: &[DriverOption] = &[
+    DriverOption::new("hosts", OptionKind::Path, "the hosts file (required)").flag("hosts"),
+    DriverOption::new("known_hosts", OptionKind::Path, "known-hosts file (default ~/.ssh/known_hosts)")
+        .flag("known-hosts"),
+    DriverOption::new(
+        "host_key_policy",
+        OptionKind::Choice(&["accept-new", "strict"]),
+        "what to do with an unknown host key (default accept-new)",
+    )
+    .flag("host-key-policy"),
+    DriverOption::new(
+        "global_known_hosts",
+        OptionKind::Path,
+        "global known-hosts file, read only (default /etc/ssh/ssh_known_hosts)",
+    ),
+    DriverOption::new("connect_timeout", OptionKind::Integer, "seconds to reach a host and get its SSH greeting (10)"),
+    DriverOption::new("operation_timeout", OptionKind::Integer, "seconds one later SSH step may take (30)"),
+];
+
 lab_core::register_driver!(
     "ssh",
     "existing hosts that run Docker, reached over SSH (--hosts hosts.toml)",
-    SshDriver::boxed
+    SshDriver::boxed,
+    options = OPTIONS
 );
 
 /// Hooks for lab's end-to-end suite, which compares lab's host key verdicts with OpenSSH's.

@@ -409,6 +409,7 @@ exit 0
             cache_dir: dir.join("cache"),
             config: serde_json::json!({ "docker_machine": program, "concurrency": concurrency }),
             config_source: "test".into(),
+            force: false,
         })
         .unwrap()
     }

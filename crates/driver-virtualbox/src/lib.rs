@@ -23,8 +23,18 @@ mod error;
 pub use config::{CreateOptions, RoleConfig, VirtualBoxConfig};
 pub use driver::VirtualBoxDriver;
 
+use lab_core::driver::{DriverOption, OptionKind};
+
+/// The `[drivers.virtualbox]` settings, for `lab drivers --long` (per-role machine settings
+/// sit in `[drivers.virtualbox.manager]` and `.worker`: `--driver-opt worker.memory=8192`).
+const OPTIONS: &[DriverOption] = &[
+    DriverOption::new("docker_machine", OptionKind::Path, "the docker-machine program (default: found on PATH)"),
+    DriverOption::new("concurrency", OptionKind::Integer, "creates at once after the first (2)"),
+];
+
 lab_core::register_driver!(
     "virtualbox",
     "VirtualBox machines made with docker-machine, as in the seed procedure",
-    VirtualBoxDriver::boxed
+    VirtualBoxDriver::boxed,
+    options = OPTIONS
 );

@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 // included, so the plugin cannot pin a bollard that differs from lab's.
 use lab_core::driver::bollard::{self, Docker};
 use lab_core::driver::{
-    async_trait, Capabilities, Driver, DriverContext, Error, Machine, MachineState, NodeEngine, NodeSpec, Result,
+    async_trait, Capabilities, Driver, DriverContext, DriverOption, Error, Machine, MachineState, NodeEngine, NodeSpec,
+    OptionKind, Result,
 };
 use serde::Deserialize;
 
@@ -44,6 +45,9 @@ pub struct StaticConfig {
     /// host of a `tcp://` or `http://` URL; required for `unix://` engines.
     #[serde(default)]
     pub advertise: BTreeMap<String, String>,
+    /// Seconds one request to an engine may take (`--static-timeout`); default 120.
+    #[serde(default)]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -58,6 +62,8 @@ pub struct StaticDriver {
     engines: BTreeMap<String, Engine>,
     /// `lab.toml: [drivers.static]`, for errors found after construction.
     table: String,
+    /// Seconds one request to an engine may take.
+    timeout: u64,
 }
 
 impl StaticDriver {
@@ -105,7 +111,7 @@ impl StaticDriver {
             };
             engines.insert(node.clone(), Engine { url: url.clone(), advertise });
         }
-        Ok(StaticDriver { engines, table })
+        Ok(StaticDriver { engines, table, timeout: config.timeout.unwrap_or(TIMEOUT_SECS) })
     }
 
     /// [`StaticDriver::new`], boxed, for registration.
@@ -185,8 +191,8 @@ impl Driver for StaticDriver {
     async fn engine(&self, machine: &Machine) -> Result<NodeEngine> {
         let engine = self.engines.get(&machine.name).ok_or_else(|| self.unconfigured(&machine.name, "reach"))?;
         let connected = match engine.url.strip_prefix("unix://") {
-            Some(path) => Docker::connect_with_unix(path, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION),
-            None => Docker::connect_with_http(&engine.url, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION),
+            Some(path) => Docker::connect_with_unix(path, self.timeout, bollard::API_DEFAULT_VERSION),
+            None => Docker::connect_with_http(&engine.url, self.timeout, bollard::API_DEFAULT_VERSION),
         };
         let docker = connected.map_err(|e| Error::engine(&machine.name, format!("connect to {}", engine.url), e))?;
         // The docker CLI spells plain-HTTP engines tcp://.
@@ -202,10 +208,20 @@ impl Driver for StaticDriver {
     }
 }
 
+/// The settings of `[drivers.static]`. With a flag, an option appears in `lab up --help`,
+/// is recorded for the cluster, and is refused for clusters of other drivers: no CLI code.
+const OPTIONS: &[DriverOption] = &[
+    DriverOption::new("engines", OptionKind::String, "node name to engine URL (a table; lab.toml only)"),
+    DriverOption::new("advertise", OptionKind::String, "node name to the address it advertises (a table)"),
+    DriverOption::new("timeout", OptionKind::Integer, "seconds one request to an engine may take (120)")
+        .flag("static-timeout"),
+];
+
 lab_core::register_driver!(
     NAME,
     "Docker engines that already exist, listed in [drivers.static] engines (example plugin)",
-    StaticDriver::boxed
+    StaticDriver::boxed,
+    options = OPTIONS
 );
 
 #[cfg(test)]
@@ -225,6 +241,7 @@ mod tests {
             cache_dir: std::env::temp_dir(),
             config,
             config_source: "lab.toml".into(),
+            force: false,
         };
         (lab_core::driver::lookup(NAME).unwrap().factory)(ctx)
     }
