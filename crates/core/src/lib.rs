@@ -15,6 +15,7 @@
 pub mod driver;
 pub mod error;
 pub mod exec;
+pub mod external;
 pub mod images;
 pub mod observe;
 pub mod plan;
