@@ -37,8 +37,8 @@ pub enum Command {
     Check(ShowArgs),
     /// Remove everything `up` made for the cluster.
     Down(ClusterArg),
-    /// List the registered drivers.
-    Drivers,
+    /// List the drivers: built-in ones, and external `lab-driver-NAME` programs on PATH.
+    Drivers(OutputArgs),
     /// Open a shell on a node, or run a command there.
     Ssh(SshArgs),
 }
