@@ -1291,6 +1291,41 @@ echo '{"error":{"kind":"input","field":"engines.manager","message":"\"ftp://x\" 
         assert!(!alive(), "driver process {pid} outlived the driver");
     }
 
+    /// The schema in docs/ names exactly the requests this adapter sends, and the error kinds
+    /// it maps.
+    #[test]
+    fn the_schema_matches_the_adapter() {
+        let schema: Value = serde_json::from_str(include_str!("../../../docs/driver-protocol.schema.json")).unwrap();
+        let mut ops: Vec<&str> = schema["$defs"]["request"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["properties"]["op"]["const"].as_str().unwrap())
+            .collect();
+        ops.sort();
+        let mut sent = [
+            "preflight",
+            "fixed_nodes",
+            "observe",
+            "create",
+            "start",
+            "destroy",
+            "teardown",
+            "engine",
+            "exec",
+            "shell_command",
+        ];
+        sent.sort();
+        assert_eq!(ops, sent);
+        let results: Vec<&String> = schema["$defs"]["results"]["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(results.len(), sent.len(), "{results:?}");
+        assert_eq!(schema["$defs"]["handshake"]["properties"]["lab_protocol"]["const"], PROTOCOL_VERSION);
+        assert_eq!(schema["$defs"]["error"]["properties"]["kind"]["enum"], json!(["input", "failed", "unsupported"]));
+        for key in LAB_KEYS {
+            assert!(include_str!("../../../docs/driver-protocol.md").contains(&format!("`{key}`")), "{key}");
+        }
+    }
+
     #[test]
     fn lab_keys_are_checked_and_found() {
         let limits = Limits::from_config("x", &json!({ "timeout": 2.5, "create_timeout": 60 }), "lab.toml").unwrap();
