@@ -444,6 +444,14 @@ struct Conn {
     dead: Option<String>,
 }
 
+impl Drop for Conn {
+    /// The child is killed by `kill_on_drop`; a grandchild it left holding stderr open must
+    /// not keep the reader alive.
+    fn drop(&mut self) {
+        self.stderr_task.abort();
+    }
+}
+
 /// How a request went wrong at the protocol level (not an error the driver answered).
 enum Fault {
     Timeout(Duration),
@@ -723,10 +731,11 @@ impl ExternalDriver {
             let _ = conn.child.start_kill();
             conn.dead.get_or_insert_with(|| why.clone());
         }
-        let message = format!("{} {why}{}", self.id.label(), self.stderr_tail().await);
+        // `driver NAME (PATH): OP: what it did; its stderr ended with: ...`
+        let message = format!("{why}{}", self.stderr_tail().await);
         match node {
-            Some(n) => Error::node(n, format!("driver {}: {op}", self.id.name), message),
-            None => Error::op(format!("driver {}: {op}", self.id.name), message),
+            Some(n) => Error::node(n, format!("{}: {op}", self.id.label()), message),
+            None => Error::op(format!("{}: {op}", self.id.label()), message),
         }
     }
 
@@ -757,10 +766,9 @@ impl ExternalDriver {
     fn decode<T: serde::de::DeserializeOwned>(&self, op: &str, v: Value) -> Result<T> {
         serde_json::from_value(v.clone()).map_err(|e| {
             Error::op(
-                format!("driver {}: {op}", self.id.name),
+                format!("{}: {op}", self.id.label()),
                 format!(
-                    "{} answered something that does not follow the protocol ({e}): {}",
-                    self.id.label(),
+                    "answered something that does not follow the protocol ({e}): {}",
                     truncate(&v.to_string(), 200)
                 ),
             )
@@ -1251,6 +1259,23 @@ echo '{"error":{"kind":"input","field":"engines.manager","message":"\"ftp://x\" 
         let node = NodeSpec { name: "w".into(), role: Role::Worker, labels: Default::default() };
         let m = d.create(&node).await.unwrap_err().to_string();
         assert!(m.contains("answered request") && m.contains("999"), "{m}");
+    }
+
+    /// `shell_command` is synchronous in the trait: on the CLI's multi-threaded runtime it asks
+    /// the driver; a driver without the capability is not asked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shell_command_asks_the_driver() {
+        let (dir, p) =
+            driver(r#"    *'"op":"shell_command"'*) echo "{\"id\":$id,\"ok\":[\"ssh\",\"-t\",\"root@node\"]}" ;;"#);
+        let d = start(&p, dir.path(), fast()).await.unwrap();
+        assert_eq!(d.shell_command("manager", &[]), None, "no shell capability, not asked");
+        std::fs::write(
+            &p.path,
+            std::fs::read_to_string(&p.path).unwrap().replace(r#""shell":false"#, r#""shell":true"#),
+        )
+        .unwrap();
+        let d = start(&p, dir.path(), fast()).await.unwrap();
+        assert_eq!(d.shell_command("manager", &[]), Some(vec!["ssh".into(), "-t".into(), "root@node".into()]));
     }
 
     #[tokio::test]
