@@ -1278,6 +1278,22 @@ echo '{"error":{"kind":"input","field":"engines.manager","message":"\"ftp://x\" 
         assert_eq!(d.shell_command("manager", &[]), Some(vec!["ssh".into(), "-t".into(), "root@node".into()]));
     }
 
+    /// An `ssh://` engine is reached through the system's ssh; one that cannot be reached (a
+    /// closed port on loopback) is an error naming the node and ssh's own words, not a hang.
+    #[tokio::test]
+    async fn an_ssh_engine_that_cannot_be_reached_is_an_error() {
+        let (dir, p) = driver(
+            r#"    *'"op":"engine"'*) echo "{\"id\":$id,\"ok\":{\"host\":\"ssh://nobody@127.0.0.1:1\",\"advertise_addr\":\"127.0.0.1\"}}" ;;"#,
+        );
+        let d = start(&p, dir.path(), json!({ "timeout": 10 })).await.unwrap();
+        let m = Machine { name: "manager".into(), role: Role::Manager, state: MachineState::Running, address: None };
+        let t = Instant::now();
+        let e = d.engine(&m).await.unwrap_err().to_string();
+        assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
+        assert!(e.starts_with("manager: connect to its Docker engine over ssh: "), "{e}");
+        assert!(e.contains("ssh nobody@127.0.0.1 exited") || e.contains("cannot run ssh"), "{e}");
+    }
+
     #[tokio::test]
     async fn exec_is_not_asked_of_a_driver_without_the_capability() {
         let (dir, p) = driver("");
