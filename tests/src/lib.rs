@@ -139,6 +139,16 @@ impl Lab {
         Run::from(self.command(args).output().expect("run lab"))
     }
 
+    /// Runs `lab ARGS` with extra environment variables (e.g. the `DOCKER_HOST` that
+    /// `eval "$(lab env)"` leaves in a user's shell).
+    pub fn run_env(&self, vars: &[(&str, &str)], args: &[&str]) -> Run {
+        let mut c = self.command(args);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        Run::from(c.output().expect("run lab"))
+    }
+
     /// Runs `lab ARGS --cluster <this cluster>`.
     pub fn on(&self, args: &[&str]) -> Run {
         let mut a = args.to_vec();

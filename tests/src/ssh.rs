@@ -18,13 +18,14 @@ use crate::{docker, node_exec, remove_labelled, wait_for, NODE_IMAGE};
 use lab_driver_docker::CAPS;
 
 /// What a host container runs: the authorised key from the environment, host keys, sshd in
-/// the background, dockerd in the foreground.
+/// the background (on port 22, and on 2222 for tests of `[host]:port` known-hosts entries),
+/// dockerd in the foreground.
 const BOOT: &str = r#"set -e
 mkdir -p /root/.ssh /run/sshd
 printf '%s\n' "$LAB_AUTHORIZED_KEY" > /root/.ssh/authorized_keys
 chmod 700 /root/.ssh && chmod 600 /root/.ssh/authorized_keys
 ssh-keygen -A >/dev/null
-/usr/sbin/sshd
+/usr/sbin/sshd -p 22 -p 2222
 exec dockerd --host=unix:///var/run/docker.sock"#;
 
 /// One host of the bed.

@@ -293,3 +293,341 @@ fn hosts_files_with_shell_metacharacters_run_nothing() {
     assert!(r.stderr.contains("--hosts"), "{}", r.stderr);
     assert!(!lab.run(&["ls"]).stdout.contains(&lab.cluster), "a refused up recorded the cluster");
 }
+
+/// Runs `cmd` and returns what it printed, failing the test (after killing it) if it has not
+/// exited within `limit`: a hang is the defect some of these tests look for.
+fn run_within(mut cmd: std::process::Command, limit: Duration, what: &str) -> lab_tests::Run {
+    use std::io::Read;
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("run lab");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for lab") {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {}s (killed); stderr so far:\n{}", limit.as_secs(), e.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    lab_tests::Run { code: status.code().unwrap_or(-1), stdout: o.join().unwrap(), stderr: e.join().unwrap() }
+}
+
+/// Unfreezes the bed's hosts when the test ends, however it ends.
+struct Unpause<'a>(&'a SshBed);
+impl Drop for Unpause<'_> {
+    fn drop(&mut self) {
+        for h in &self.0.hosts {
+            docker(&["unpause", &h.container]);
+        }
+    }
+}
+
+/// Item 13: `down` with a host out of reach exits 1 naming it, keeps the cluster's record,
+/// and a later `down`, once the host is back, finishes: no forwarder, every host out of the
+/// swarm, the registry's volume gone, the record gone. First a worker, then the manager is
+/// the host out of reach.
+#[test]
+fn down_with_an_unreachable_host_fails_naming_it_and_a_later_down_finishes() {
+    lab_tests::ensure_images();
+    let lab = lab("sshdn");
+    let bed = SshBed::new(&lab.cluster, &[("manager", "manager"), ("worker1", "worker"), ("worker2", "worker")]);
+    let hosts = bed.write_hosts(&bed.hosts_toml());
+    up(&lab, &bed, &hosts, &[]).ok("lab up --driver ssh");
+    let _unpause = Unpause(&bed);
+    docker(&["pause", &bed.host("worker2").container]).ok("pause worker2");
+    let r = run_within(lab.command(&["down", "--cluster", &lab.cluster]), Duration::from_secs(120), "lab down");
+    assert_eq!(r.code, 1, "down with worker2 unreachable: {}", r.all());
+    assert!(r.stderr.contains("worker2"), "worker2 is not named: {}", r.stderr);
+    assert!(!r.stderr.contains("worker1 ("), "worker1 was reachable: {}", r.stderr);
+    assert!(lab.run(&["ls"]).stdout.contains(&lab.cluster), "the record was dropped: {}", r.all());
+    assert!(!r.stderr.contains("worker2 (worker2"), "the node is named twice: {}", r.stderr);
+    // Now the manager is the one out of reach: the service cannot be removed, so nothing
+    // leaves the swarm; the manager is named and the record stays.
+    docker(&["unpause", &bed.host("worker2").container]).ok("unpause worker2");
+    docker(&["pause", &bed.host("manager").container]).ok("pause the manager");
+    let r = run_within(lab.command(&["down", "--cluster", &lab.cluster]), Duration::from_secs(120), "lab down");
+    assert_eq!(r.code, 1, "down with the manager unreachable: {}", r.all());
+    assert!(r.stderr.contains("manager"), "the manager is not named: {}", r.stderr);
+    assert_eq!(swarm_state(&bed.host("worker2").container), "active", "worker2 left while the service stayed");
+    assert!(lab.run(&["ls"]).stdout.contains(&lab.cluster), "the record was dropped: {}", r.all());
+    docker(&["unpause", &bed.host("manager").container]).ok("unpause the manager");
+    lab.on(&["down"]).ok("last lab down");
+    for h in &bed.hosts {
+        wait_for(&format!("{} out of the swarm", h.name), Duration::from_secs(30), || {
+            let s = swarm_state(&h.container);
+            if s == "inactive" {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        });
+        let left = node_exec(&h.container, &["docker", "ps", "-a", "--format", "{{.Names}}"]).ok("ps");
+        assert!(!left.stdout.contains("lab-registry-forwarder"), "{}: {}", h.name, left.stdout);
+        let vols = node_exec(&h.container, &["docker", "volume", "ls", "--format", "{{.Name}}"]).ok("volumes");
+        assert!(!vols.stdout.lines().any(|v| v == "registry_data"), "{}: {}", h.name, vols.stdout);
+    }
+    assert!(!lab.run(&["ls"]).stdout.contains(&lab.cluster), "the record outlived a finished down");
+}
+
+/// Item 12: with the cluster's manager out of reach, `up --force` must not take this
+/// cluster's own workers for foreign and make them leave: they stay in the swarm.
+#[test]
+fn force_with_the_manager_unreachable_leaves_the_clusters_own_workers_alone() {
+    lab_tests::ensure_images();
+    let lab = lab("sshfrc");
+    let bed = SshBed::new(&lab.cluster, &[("manager", "manager"), ("worker1", "worker"), ("worker2", "worker")]);
+    let hosts = bed.write_hosts(&bed.hosts_toml());
+    up(&lab, &bed, &hosts, &[]).ok("lab up --driver ssh");
+    let _unpause = Unpause(&bed);
+    docker(&["pause", &bed.host("manager").container]).ok("pause the manager");
+    let r = run_within(
+        lab.command(&[
+            "up",
+            "--cluster",
+            &lab.cluster,
+            "--force",
+            "--driver-opt",
+            "connect_timeout=3",
+            "--registry-image",
+            REGISTRY_IMAGE,
+        ]),
+        Duration::from_secs(120),
+        "lab up --force",
+    );
+    assert_ne!(r.code, 0, "up with the manager unreachable succeeded: {}", r.all());
+    assert!(r.stderr.contains("manager"), "{}", r.stderr);
+    for w in ["worker1", "worker2"] {
+        assert_eq!(swarm_state(&bed.host(w).container), "active", "{w} was made to leave: {}", r.all());
+    }
+    docker(&["unpause", &bed.host("manager").container]).ok("unpause the manager");
+    let again = up(&lab, &bed, &hosts, &[]).ok("up once the manager is back");
+    assert!(again.stderr.contains("nothing to change"), "{}", again.stderr);
+}
+
+/// Item 11: one machine listed twice (port 22 and port 2222 of one address) is refused with
+/// exit 2 naming both entries, before anything changes.
+#[test]
+fn one_engine_listed_twice_is_refused_naming_both_entries() {
+    lab_tests::ensure_images();
+    let lab = lab("sshdup");
+    let bed = SshBed::new(&lab.cluster, &[("manager", "manager")]);
+    let h = bed.host("manager");
+    let text = format!(
+        "{}\n[[hosts]]\nname = \"again\"\naddress = \"{}\"\nport = 2222\nadvertise_address = \"10.255.0.1\"\nrole = \"worker\"\n",
+        bed.hosts_toml(),
+        h.address
+    );
+    let hosts = bed.write_hosts(&text);
+    let r = up(&lab, &bed, &hosts, &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("manager") && r.stderr.contains("again"), "both entries not named: {}", r.stderr);
+    assert!(r.stderr.contains("hosts.toml"), "the file is not named: {}", r.stderr);
+    assert_eq!(swarm_state(&h.container), "inactive", "a refused up changed the host");
+    assert!(!lab.run(&["ls"]).stdout.contains(&lab.cluster), "a refused up recorded the cluster");
+}
+
+/// Item 14: an ssh-agent that accepts connections and never answers makes `up` fail within a
+/// bound, naming the agent, instead of hanging.
+#[test]
+fn an_agent_that_never_answers_fails_naming_it_instead_of_hanging() {
+    lab_tests::ensure_images();
+    let lab = lab("sshagt");
+    let bed = SshBed::new(&lab.cluster, &[("solo", "manager")]);
+    let text = bed.hosts_toml().replace(&format!("identity_file = \"{}\"\n", bed.key().display()), "");
+    let hosts = bed.write_hosts(&text);
+    let sock = bed.path("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind the fake agent");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c); // accepted, never answered
+        }
+    });
+    let home = bed.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut cmd = lab.command(&[
+        "up",
+        "--cluster",
+        &lab.cluster,
+        "--driver",
+        "ssh",
+        "--hosts",
+        &hosts.to_string_lossy(),
+        "--known-hosts",
+        &bed.known_hosts().to_string_lossy(),
+        "--driver-opt",
+        "operation_timeout=5",
+    ]);
+    cmd.env("SSH_AUTH_SOCK", &sock).env("HOME", &home);
+    let start = Instant::now();
+    let r = run_within(cmd, Duration::from_secs(60), "lab up with an agent that never answers");
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(start.elapsed() < Duration::from_secs(40), "took {:?}", start.elapsed());
+    assert!(r.stderr.contains("solo") && r.stderr.contains("ssh-agent"), "the agent is not named: {}", r.stderr);
+    assert_eq!(swarm_state(&bed.host("solo").container), "inactive");
+}
+
+/// OpenSSH's verdict on the bed host at `address`:`port`, looked up as `alias` (or as the
+/// address itself when `None`), with exactly these known-hosts files and strict checking.
+fn openssh_verdict(bed: &SshBed, address: &str, port: u16, alias: Option<&str>, user: &str, global: &str) -> String {
+    let (u, g) = (bed.path("ossh_user"), bed.path("ossh_global"));
+    std::fs::write(&u, user).unwrap();
+    std::fs::write(&g, global).unwrap();
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "CheckHostIP=no"])
+        .args(["-o", "UpdateHostKeys=no", "-o", "IdentityAgent=none", "-o", "IdentitiesOnly=yes"])
+        .args(["-o", "ConnectTimeout=10", "-o"])
+        .arg(format!("UserKnownHostsFile={}", u.display()))
+        .arg("-o")
+        .arg(format!("GlobalKnownHostsFile={}", g.display()))
+        .arg("-i")
+        .arg(bed.key())
+        .args(["-p", &port.to_string()]);
+    if let Some(a) = alias {
+        cmd.arg("-o").arg(format!("HostKeyAlias={a}"));
+    }
+    cmd.arg(format!("root@{address}")).arg("true").stdin(std::process::Stdio::null());
+    let out = cmd.output().expect("run ssh (package openssh-client)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        "accept".into()
+    } else if err.contains("REVOKED HOST KEY") {
+        "revoked".into()
+    } else if err.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        "changed".into()
+    } else if err.contains("host key is known for") {
+        "unknown".into()
+    } else {
+        panic!("ssh gave no verdict lab's table knows ({}): {err}", out.status)
+    }
+}
+
+/// Item 10: lab judges host keys as OpenSSH does. For each row (known-hosts file, global
+/// known-hosts file, the host's name, port), lab's verdict equals that of real `ssh` with
+/// strict checking against the bed's sshd: every matching line counts and `@revoked` wins
+/// wherever it is, `@cert-authority` never vouches for a plain key, host names compare
+/// without case, `*`/`?`/`!` patterns, hashed names, `[host]:port`, and the global file.
+#[test]
+fn host_key_verdicts_equal_openssh_for_a_table_of_known_hosts_files() {
+    lab_tests::ensure_images();
+    let lab = lab("sshkh");
+    let bed = SshBed::new(&lab.cluster, &[("node1", "manager")]);
+    let h = bed.host("node1");
+    let read_key = |t: &str| -> String {
+        let k = node_exec(&h.container, &["cat", &format!("/etc/ssh/ssh_host_{t}_key.pub")]).ok("host key").stdout;
+        k.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    };
+    let (ed, ec) = (read_key("ed25519"), read_key("ecdsa"));
+    keygen(&bed.path("other"));
+    let other = std::fs::read_to_string(bed.path("other.pub")).unwrap();
+    let other: String = other.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    // A hashed name, as `ssh-keygen -H` writes it.
+    let hash = |name: &str| -> String {
+        let f = bed.path("to_hash");
+        std::fs::write(&f, format!("{name} {ed}\n")).unwrap();
+        let out = std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&f).output().unwrap();
+        assert!(out.status.success(), "ssh-keygen -H: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read_to_string(&f).unwrap().split_whitespace().next().unwrap().to_string()
+    };
+    let hashed = hash("node1.example.com");
+    let ip = h.address.as_str();
+    // (user file, global file, name looked up (None: the address), port, what OpenSSH says
+    // today, kept only so a failure shows which way each side went)
+    let n = "node1.example.com";
+    let rows: Vec<(String, String, Option<&str>, u16)> = vec![
+        (String::new(), String::new(), Some(n), 22),
+        (format!("{n} {ed}\n"), String::new(), Some(n), 22),
+        (format!("Node1.Example.COM {ed}\n"), String::new(), Some(n), 22),
+        (format!("{n} {ed}\n"), String::new(), Some("Node1.Example.com"), 22),
+        (format!("{n} {other}\n"), String::new(), Some(n), 22),
+        (format!("{n} {ed}\n@revoked * {ed}\n"), String::new(), Some(n), 22),
+        (format!("@revoked node2.example.com {ed}\n{n} {ed}\n"), String::new(), Some(n), 22),
+        (format!("@revoked * {ed}\n"), String::new(), Some(n), 22),
+        (format!("@cert-authority *.example.com {ed}\n"), String::new(), Some(n), 22),
+        (format!("@cert-authority *.example.com {other}\n{n} {ed}\n"), String::new(), Some(n), 22),
+        (format!("@cert-authority {n} {ed}\n{n} {other}\n"), String::new(), Some(n), 22),
+        (format!("*.example.com {ed}\n"), String::new(), Some(n), 22),
+        (format!("node?.example.com {ed}\n"), String::new(), Some(n), 22),
+        (format!("node?.example.com {ed}\n"), String::new(), Some("node10.example.com"), 22),
+        (format!("!{n},*.example.com {ed}\n"), String::new(), Some(n), 22),
+        (format!("!{n},*.example.com {other}\n"), String::new(), Some(n), 22),
+        (format!("other.example.com,{n} {ed}\n"), String::new(), Some(n), 22),
+        (format!("{hashed} {ed}\n"), String::new(), Some(n), 22),
+        (format!("{hashed} {other}\n"), String::new(), Some(n), 22),
+        (format!("{hashed} {ed}\n"), String::new(), Some("NODE1.example.com"), 22),
+        (format!("{n} {other}\n{n} {ed}\n"), String::new(), Some(n), 22),
+        (format!("{n} {ec}\n"), String::new(), Some(n), 22),
+        (format!("@bogus {n} {other}\n{n} {ed}\n"), String::new(), Some(n), 22),
+        (String::new(), format!("{n} {ed}\n"), Some(n), 22),
+        (String::new(), format!("{n} {other}\n"), Some(n), 22),
+        (format!("{n} {ed}\n"), format!("@revoked * {ed}\n"), Some(n), 22),
+        (format!("{n} {other}\n"), format!("{n} {ed}\n"), Some(n), 22),
+        (format!("[{ip}]:2222 {ed}\n"), String::new(), None, 2222),
+        (format!("{ip} {ed}\n"), String::new(), None, 2222),
+        (format!("[{ip}]:2222 {other}\n"), String::new(), None, 2222),
+        (format!("* {other}\n"), String::new(), None, 2222),
+        (format!("[{ip}]:* {ed}\n"), String::new(), None, 2222),
+        (format!("{ip} {ed}\n"), String::new(), None, 22),
+    ];
+    let mut wrong = Vec::new();
+    for (user, global, alias, port) in &rows {
+        let want = openssh_verdict(&bed, ip, *port, *alias, user, global);
+        let (u, g) = (bed.path("lab_user"), bed.path("lab_global"));
+        std::fs::write(&u, user).unwrap();
+        std::fs::write(&g, global).unwrap();
+        let name = alias.unwrap_or(ip);
+        let got = lab_driver_ssh::testing::host_key_verdict(ip, *port, name, &u, &g).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(std::fs::read_to_string(&u).unwrap(), *user, "lab wrote to the known-hosts file");
+        if got != want {
+            wrong.push(format!("name {name} port {port}: lab {got}, ssh {want}\n  user:\n{user}  global:\n{global}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} rows differ from OpenSSH:\n{}", wrong.len(), rows.len(), wrong.join("\n"));
+
+    // Through lab itself, under accept-new (the default): a key revoked in the global file,
+    // or changed there, is refused and nothing is recorded; an unknown one is recorded, in
+    // lower case as ssh records it.
+    let hosts = bed.write_hosts(&bed.hosts_toml());
+    let global = bed.path("global_known_hosts");
+    // `up` stops at the preflight when a key is refused; `plan` reports an engine it cannot
+    // reach as a step to wait for, so it shows only that an accepted key was recorded.
+    let run = |command: &str, global_text: &str| {
+        std::fs::write(bed.known_hosts(), "").unwrap();
+        std::fs::write(&global, global_text).unwrap();
+        let known = bed.known_hosts().to_string_lossy().into_owned();
+        let hosts = hosts.to_string_lossy().into_owned();
+        let g = format!("global_known_hosts={}", global.display());
+        let args = [command, "--cluster", &lab.cluster, "--driver", "ssh", "--hosts", &hosts, "--known-hosts", &known];
+        let mut cmd = lab.command(&args);
+        cmd.args(["--driver-opt", &g, "--registry-image", REGISTRY_IMAGE]);
+        run_within(cmd, Duration::from_secs(60), command)
+    };
+    let r = run("up", &format!("@revoked * {ed}\n"));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("node1") && r.stderr.contains("@revoked") && r.stderr.contains("line 1"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(bed.known_hosts()).unwrap(), "", "a revoked key was recorded");
+    let r = run("up", &format!("{ip} {other}\n"));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("node1") && r.stderr.contains("has changed"), "{}", r.stderr);
+    assert!(r.stderr.contains(&*global.to_string_lossy()), "the global file is not named: {}", r.stderr);
+    assert_eq!(std::fs::read_to_string(bed.known_hosts()).unwrap(), "", "a changed key was recorded");
+    assert_eq!(swarm_state(&h.container), "inactive", "a refused up changed the host");
+    let r = run("plan", &format!("@cert-authority * {ed}\n"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(std::fs::read_to_string(bed.known_hosts()).unwrap(), format!("{ip} {ed}\n"));
+}

@@ -325,7 +325,7 @@ fn node_rows(rt: &Runtime, obs: &lab_core::observe::Observation) -> Vec<serde_js
                 .topology
                 .node(name)
                 .map(|n| n.role.to_string())
-                .or_else(|| machine.map(|m| m.role.to_string()))
+                .or_else(|| machine.and_then(|m| m.role).map(|r| r.to_string()))
                 .unwrap_or_default();
             let engine = match (machine, o) {
                 (None, _) => "missing",
@@ -611,7 +611,8 @@ async fn ssh(config: Option<&std::path::Path>, a: &SshArgs) -> Result<i32> {
             format!("no node {:?} in cluster {}; nodes: {}", a.node, rt.desired.topology.cluster, names.join(", ")),
         ));
     }
-    let cmd = rt.driver.shell_command(&a.node, &a.command).ok_or_else(|| Error::Unsupported {
+    let shell = if rt.desired.capabilities.shell { rt.driver.shell_command(&a.node, &a.command) } else { None };
+    let cmd = shell.ok_or_else(|| Error::Unsupported {
         driver: rt.state().driver,
         message: "cannot open a shell on a node".into(),
     })?;

@@ -50,6 +50,10 @@ where
         Ok(code) => code,
         Err(e) => {
             eprintln!("lab: error: {e}");
+            // What caused it, outermost first, where the message does not say it already.
+            for cause in e.causes() {
+                eprintln!("lab: cause: {cause}");
+            }
             if let Some(hint) = e.hint() {
                 eprintln!("lab: hint: {hint}");
             }

@@ -405,3 +405,21 @@ fn up_takes_the_lock_before_preflight() {
     assert!(!stderr.contains("127.0.0.1"), "up reached the hosts before taking the lock: {stderr}");
     assert!(!e.state.path().join("lab/clusters/held").exists(), "up wrote state without the lock");
 }
+
+/// Issue 10, item 3: an operational failure keeps its cause. A `DOCKER_HOST` that points
+/// nowhere is exit 1, and the message says why in the system's own words, not only that the
+/// engine could not be reached.
+#[test]
+fn a_broken_docker_host_is_named_with_its_cause() {
+    let e = Env::new();
+    // A file where the socket should be: connecting fails with "connection refused".
+    let sock = e.cwd.path().join("not-a-socket.sock");
+    std::fs::write(&sock, "").unwrap();
+    let host = format!("unix://{}", sock.display());
+    let out = e.lab(&["plan", "--cluster", "causes"], &[("DOCKER_HOST", &host)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lab: error: "), "{stderr}");
+    assert!(stderr.contains("Connection refused") || stderr.contains("os error 111"), "the cause is lost: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

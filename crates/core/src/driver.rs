@@ -1,27 +1,52 @@
-//! The `Driver` trait: the one thing that differs between the docker, SSH and VirtualBox
-//! backends (and third-party ones).
+//! The driver API: the one thing that differs between the docker, SSH and VirtualBox
+//! backends (and third-party ones), and the only part of `lab-core` a driver needs.
 //!
 //! A driver makes machines, reports which exist, and hands back a way to reach each
 //! machine's Docker engine and to run a command on it. It never touches the swarm or the
 //! registry: the core does that, identically for every driver, through the engine the driver
 //! returns. Drivers register with [`register_driver!`](crate::register_driver) and are found
 //! by name with [`lookup`].
+//!
+//! This module is lab's stable surface for plugin authors, the way ripgrep keeps its
+//! `Matcher` trait apart from what implements it: it re-exports what a driver needs
+//! ([`bollard`], [`async_trait`], the error type), so a plugin depends on `lab-core` alone and
+//! cannot pin a different bollard by accident. [`Capabilities`] is `#[non_exhaustive]` and
+//! built with constructors, so a capability added later breaks no plugin, and the operations a
+//! driver may not support ([`Driver::start`], [`Driver::destroy`], [`Driver::exec`]) answer
+//! "unsupported" unless implemented. Everything else in `lab-core` serves the `lab` binary and
+//! is hidden from the documentation.
+
+pub use async_trait::async_trait;
+pub use bollard;
+
+pub use crate::error::{Error, Result};
+pub use crate::topology::{ClusterName, NodeSpec, Role};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::topology::{ClusterName, NodeSpec, Role};
-
-/// What a driver can do. The planner leaves machines it cannot destroy alone; a driver that
-/// cannot create (its machines exist already) still gets `create` for each missing node and
-/// answers it with the existing machine or an error saying why there is none.
+/// What a driver can do, and what the core does about what it cannot:
+/// - without `create`, a missing node is an error saying the driver cannot make it (the
+///   driver's `create` is still asked, and may answer with a machine that exists already);
+/// - without `destroy`, the planner leaves machines alone and `down` only undoes the swarm
+///   and the registry on them;
+/// - without `start`, a stopped machine is an error saying so;
+/// - without `shell`, `lab ssh` says the driver cannot open one;
+/// - without `exec`, the core looks inside nodes with throwaway containers instead.
+///
+/// Built with [`Capabilities::none`] or [`Capabilities::all`] and the setters, never with a
+/// struct literal, so that capabilities added later break no driver:
+///
+/// ```
+/// let caps = lab_core::Capabilities::all().destroy(false).start(false);
+/// assert!(caps.create && !caps.destroy);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Capabilities {
     /// The driver can create machines (the SSH driver cannot: its hosts exist already).
     pub create: bool,
@@ -36,6 +61,42 @@ pub struct Capabilities {
     /// command (as the seed does with `docker-machine ssh`), not with a throwaway container,
     /// and needs no image on the node for that.
     pub exec: bool,
+}
+
+impl Capabilities {
+    /// Nothing: a driver that only hands over engines that exist.
+    pub const fn none() -> Self {
+        Capabilities { create: false, destroy: false, start: false, shell: false, exec: false }
+    }
+    /// Everything.
+    pub const fn all() -> Self {
+        Capabilities { create: true, destroy: true, start: true, shell: true, exec: true }
+    }
+    /// Sets [`Capabilities::create`].
+    pub const fn create(mut self, yes: bool) -> Self {
+        self.create = yes;
+        self
+    }
+    /// Sets [`Capabilities::destroy`].
+    pub const fn destroy(mut self, yes: bool) -> Self {
+        self.destroy = yes;
+        self
+    }
+    /// Sets [`Capabilities::start`].
+    pub const fn start(mut self, yes: bool) -> Self {
+        self.start = yes;
+        self
+    }
+    /// Sets [`Capabilities::shell`].
+    pub const fn shell(mut self, yes: bool) -> Self {
+        self.shell = yes;
+        self
+    }
+    /// Sets [`Capabilities::exec`].
+    pub const fn exec(mut self, yes: bool) -> Self {
+        self.exec = yes;
+        self
+    }
 }
 
 /// How a machine is, as far as the driver knows.
@@ -56,8 +117,9 @@ pub enum MachineState {
 pub struct Machine {
     /// Node name within the cluster (`manager`, `worker1`, ...).
     pub name: String,
-    /// The role it was made for.
-    pub role: Role,
+    /// The role it was made for, if the driver knows; the core takes the role from the
+    /// desired topology for every node in it, so a driver never has to guess.
+    pub role: Option<Role>,
     /// Its state.
     #[serde(flatten)]
     pub state: MachineState,
@@ -141,12 +203,18 @@ pub trait Driver: Send + Sync {
     /// it is, not duplicated. Need not wait for the engine: the core does.
     async fn create(&self, node: &NodeSpec) -> Result<Machine>;
 
-    /// Starts a stopped machine. Starting a running machine succeeds.
-    async fn start(&self, node: &str) -> Result<Machine>;
+    /// Starts a stopped machine. Starting a running machine succeeds. Optional (with
+    /// [`Capabilities::start`]): the default answers [`Error::Unsupported`].
+    async fn start(&self, node: &str) -> Result<Machine> {
+        Err(Error::unsupported(format!("cannot start machine {node}")))
+    }
 
     /// Destroys the machine and everything the driver made for it. A missing machine is
-    /// success.
-    async fn destroy(&self, node: &str) -> Result<()>;
+    /// success. Optional (with [`Capabilities::destroy`]): the default answers
+    /// [`Error::Unsupported`].
+    async fn destroy(&self, node: &str) -> Result<()> {
+        Err(Error::unsupported(format!("cannot destroy machine {node}")))
+    }
 
     /// Removes what the driver made for the whole cluster (networks, directories), after every
     /// machine is destroyed. Missing things are success. The default does nothing.
@@ -160,7 +228,11 @@ pub trait Driver: Send + Sync {
 
     /// Runs `argv` on the node (not in a container on it), without a shell: each element is
     /// passed as one argument. Used for diagnostics and by tests, never for swarm operations.
-    async fn exec(&self, node: &str, argv: &[String]) -> Result<ExecOutput>;
+    /// Optional (with [`Capabilities::exec`]): the default answers [`Error::Unsupported`].
+    async fn exec(&self, node: &str, argv: &[String]) -> Result<ExecOutput> {
+        let _ = argv;
+        Err(Error::unsupported(format!("cannot run commands on {node}")))
+    }
 
     /// The nodes this driver's machines dictate (e.g. the hosts of a hosts file), in order,
     /// managers and workers mixed as the user listed them. `None` (the default) lets the

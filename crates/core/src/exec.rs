@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::driver::{Driver, Machine, NodeEngine};
-use crate::error::{engine_message, Error, Result};
+use crate::error::{Error, Result};
 use crate::plan::{Desired, Plan, Step};
 use crate::progress::Progress;
 use crate::state::{now, ClusterState, NodeRecord, Paths, StepRecord};
@@ -43,7 +43,7 @@ pub struct Runtime {
     state: Mutex<ClusterState>,
     machines: Mutex<BTreeMap<String, Machine>>,
     engines: tokio::sync::Mutex<HashMap<String, NodeEngine>>,
-    pub(crate) local: OnceCell<Option<Docker>>,
+    pub(crate) local: OnceCell<std::result::Result<Docker, String>>,
     pub(crate) exports: Mutex<HashMap<String, Arc<OnceCell<bytes::Bytes>>>>,
 }
 
@@ -114,11 +114,11 @@ impl Runtime {
         let docker = tokio::time::timeout(timeout, docker.negotiate_version())
             .await
             .map_err(|_| Error::node(node, "connect to its Docker engine", "no answer"))?
-            .map_err(|e| Error::node(node, "connect to its Docker engine", engine_message(&e)))?;
+            .map_err(|e| Error::engine(node, "connect to its Docker engine", e))?;
         tokio::time::timeout(timeout, docker.ping())
             .await
             .map_err(|_| Error::node(node, "connect to its Docker engine", "no answer"))?
-            .map_err(|e| Error::node(node, "connect to its Docker engine", engine_message(&e)))?;
+            .map_err(|e| Error::engine(node, "connect to its Docker engine", e))?;
         engine.docker = docker.with_timeout(REQUEST_TIMEOUT);
         self.engines.lock().await.insert(node.to_string(), engine.clone());
         Ok(engine)
@@ -205,6 +205,14 @@ impl Runtime {
                 Ok(None)
             }
             Step::StartNode { node } => {
+                if !self.desired.capabilities.start {
+                    return Err(Error::node(
+                        node,
+                        "start the machine",
+                        format!("it is stopped, and driver {} cannot start machines", self.state().driver),
+                    )
+                    .with_hint("start it yourself, then run lab up again"));
+                }
                 let m = self.driver.start(node).await?;
                 self.forget(node).await;
                 self.set_machines([m]);
@@ -275,7 +283,7 @@ impl Runtime {
                 let e = self.engine(node).await?;
                 let id = swarm::local_view(&e.docker)
                     .await
-                    .map_err(|err| Error::node(node, "read its swarm node ID", engine_message(&err)))?
+                    .map_err(|err| Error::engine(node, "read its swarm node ID", err))?
                     .node_id
                     .ok_or_else(|| {
                         Error::node(node, "set role, availability and labels", "the node is not in the swarm")
@@ -318,7 +326,8 @@ pub async fn execute(rt: Arc<Runtime>, plan: &Plan) -> Result<()> {
                         async move {
                             rt.progress.started(&step);
                             let t = Instant::now();
-                            let r = rt.run_step(&step).await;
+                            let driver = rt.state().driver;
+                            let r = rt.run_step(&step).await.map_err(|e| e.for_driver(&driver));
                             match &r {
                                 Ok(detail) => rt.progress.finished(&step, t.elapsed(), detail.as_deref()),
                                 Err(e) => rt.progress.failed(&step, t.elapsed(), e),

@@ -257,7 +257,7 @@ pub struct WireCapabilities {
 
 impl From<WireCapabilities> for Capabilities {
     fn from(c: WireCapabilities) -> Self {
-        Capabilities { create: c.create, destroy: c.destroy, start: c.start, shell: c.shell, exec: c.exec }
+        Capabilities::none().create(c.create).destroy(c.destroy).start(c.start).shell(c.shell).exec(c.exec)
     }
 }
 
@@ -303,8 +303,7 @@ pub struct DriverOption {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct WireMachine {
     name: String,
-    /// Optional: when absent, `manager*` names are managers and others workers (the seed's
-    /// names).
+    /// Optional: when absent, lab's topology decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<Role>,
     state: WireState,
@@ -329,13 +328,12 @@ impl From<&Machine> for WireMachine {
             MachineState::Stopped => (WireState::Stopped, None),
             MachineState::Broken(r) => (WireState::Broken, Some(r.clone())),
         };
-        WireMachine { name: m.name.clone(), role: Some(m.role), state, reason, address: m.address.clone() }
+        WireMachine { name: m.name.clone(), role: m.role, state, reason, address: m.address.clone() }
     }
 }
 
 impl From<WireMachine> for Machine {
     fn from(w: WireMachine) -> Self {
-        let role = w.role.unwrap_or(if w.name.starts_with("manager") { Role::Manager } else { Role::Worker });
         let state = match w.state {
             WireState::Running => MachineState::Running,
             WireState::Stopped => MachineState::Stopped,
@@ -343,7 +341,7 @@ impl From<WireMachine> for Machine {
                 MachineState::Broken(w.reason.unwrap_or_else(|| "the driver says it is broken".into()))
             }
         };
-        Machine { name: w.name, role, state, address: w.address }
+        Machine { name: w.name, role: w.role, state, address: w.address }
     }
 }
 
@@ -1235,7 +1233,8 @@ echo '{"error":{"kind":"input","field":"engines.manager","message":"\"ftp://x\" 
         );
         let d = start(&p, dir.path(), fast()).await.unwrap();
         let ms = d.observe().await.unwrap();
-        assert_eq!(ms[0].role, Role::Manager, "a missing role follows the seed's names");
+        assert_eq!(ms[0].role, None, "a missing role is left to lab's topology");
+        assert_eq!(ms[1].role, Some(Role::Worker));
         assert_eq!(ms[0].state, MachineState::Running);
         assert_eq!(ms[0].address.as_deref(), Some("10.0.0.2"));
         assert_eq!(ms[1].state, MachineState::Broken("half made".into()));
@@ -1286,7 +1285,8 @@ echo '{"error":{"kind":"input","field":"engines.manager","message":"\"ftp://x\" 
             r#"    *'"op":"engine"'*) echo "{\"id\":$id,\"ok\":{\"host\":\"ssh://nobody@127.0.0.1:1\",\"advertise_addr\":\"127.0.0.1\"}}" ;;"#,
         );
         let d = start(&p, dir.path(), json!({ "timeout": 10 })).await.unwrap();
-        let m = Machine { name: "manager".into(), role: Role::Manager, state: MachineState::Running, address: None };
+        let m =
+            Machine { name: "manager".into(), role: Some(Role::Manager), state: MachineState::Running, address: None };
         let t = Instant::now();
         let e = d.engine(&m).await.unwrap_err().to_string();
         assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());

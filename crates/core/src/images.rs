@@ -27,7 +27,8 @@ pub async fn ensure(rt: &Runtime, step: &Step, node: &str, image: &str) -> Resul
     if docker.inspect_image(image).await.is_ok() {
         return Ok("already there".into());
     }
-    if let Some(archive) = local_export(rt, image).await? {
+    let local = local_export(rt, image).await?;
+    if let Ok(archive) = local {
         let total = archive.len() as u64;
         let chunks: Vec<Bytes> =
             (0..archive.len()).step_by(CHUNK).map(|i| archive.slice(i..archive.len().min(i + CHUNK))).collect();
@@ -41,34 +42,45 @@ pub async fn ensure(rt: &Runtime, step: &Step, node: &str, image: &str) -> Resul
         });
         let mut out = docker.import_image_stream(ImportImageOptionsBuilder::new().quiet(true).build(), body, None);
         while let Some(msg) = out.next().await {
-            msg.map_err(|e| Error::node(node, &what, engine_message(&e)))?;
+            msg.map_err(|e| Error::engine(node, &what, e))?;
         }
         docker.inspect_image(image).await.map_err(|e| {
-            Error::node(node, &what, format!("the archive loaded but {image} is not there: {}", engine_message(&e)))
+            let message = format!("the archive loaded but {image} is not there: {}", engine_message(&e));
+            Error::Node { node: node.into(), step: what.clone(), message, hint: None, source: Some(Box::new(e)) }
         })?;
         return Ok(format!("copied from the local engine ({} MB)", total / 1_000_000));
     }
-    pull(docker, image).await.map_err(|cause| {
-        Error::node(node, &what, cause).with_hint(format!(
-            "the node cannot pull {image} and the local Docker engine does not have it; \
+    let why_not_local = local.err().unwrap_or_default();
+    pull(docker, image).await.map_err(|e| {
+        Error::engine(node, &what, e).with_hint(format!(
+            "the node cannot pull {image}, and {why_not_local}; \
              get it into the local engine (docker pull or docker load) and run lab up again"
         ))
     })?;
     Ok("pulled by the node".into())
 }
 
-async fn pull(docker: &Docker, image: &str) -> std::result::Result<(), String> {
+async fn pull(docker: &Docker, image: &str) -> std::result::Result<(), bollard::errors::Error> {
     let opts = CreateImageOptionsBuilder::new().from_image(image).build();
-    docker.create_image(Some(opts), None, None).try_for_each(|_| async { Ok(()) }).await.map_err(|e| engine_message(&e))
+    docker.create_image(Some(opts), None, None).try_for_each(|_| async { Ok(()) }).await
 }
 
-/// The local engine, connected once; `None` if there is none.
-pub async fn local_engine(rt: &Runtime) -> Option<Docker> {
+/// The local engine (the one `DOCKER_HOST` names, as for the docker CLI), connected once; or
+/// why there is none, in the engine's words.
+pub async fn local_engine(rt: &Runtime) -> std::result::Result<Docker, String> {
     rt.local
         .get_or_init(|| async {
-            let docker = Docker::connect_with_local_defaults().ok()?;
+            let where_ = match std::env::var("DOCKER_HOST") {
+                Ok(h) if !h.is_empty() => format!("the local Docker engine (DOCKER_HOST={h})"),
+                _ => "the local Docker engine".to_string(),
+            };
+            let docker = Docker::connect_with_local_defaults()
+                .map_err(|e| format!("{where_} could not be reached: {}", engine_message(&e)))?;
             let docker = docker.with_timeout(crate::exec::REQUEST_TIMEOUT);
-            docker.negotiate_version().await.ok()
+            docker
+                .negotiate_version()
+                .await
+                .map_err(|e| format!("{where_} could not be reached: {}", engine_message(&e)))
         })
         .await
         .clone()
@@ -83,11 +95,15 @@ pub fn prefetch(rt: std::sync::Arc<Runtime>, image: String) {
 }
 
 /// The local engine's `docker save` archive of `image`, made once per run and shared by
-/// every node that needs it. `None` if there is no local engine or it lacks the image.
-async fn local_export(rt: &Runtime, image: &str) -> Result<Option<Bytes>> {
-    let Some(local) = local_engine(rt).await else { return Ok(None) };
-    if local.inspect_image(image).await.is_err() {
-        return Ok(None);
+/// every node that needs it; or why the local engine cannot give it (unreachable, or it lacks
+/// the image).
+async fn local_export(rt: &Runtime, image: &str) -> Result<std::result::Result<Bytes, String>> {
+    let local = match local_engine(rt).await {
+        Ok(d) => d,
+        Err(why) => return Ok(Err(why)),
+    };
+    if let Err(e) = local.inspect_image(image).await {
+        return Ok(Err(format!("the local Docker engine does not have it ({})", engine_message(&e))));
     }
     let cell: Arc<OnceCell<Bytes>> =
         rt.exports.lock().expect("exports lock").entry(image.to_string()).or_default().clone();
@@ -97,12 +113,11 @@ async fn local_export(rt: &Runtime, image: &str) -> Result<Option<Bytes>> {
             let mut s = local.export_image(image);
             while let Some(chunk) = s.next().await {
                 buf.extend_from_slice(
-                    &chunk
-                        .map_err(|e| Error::op(format!("export {image} from the local engine"), engine_message(&e)))?,
+                    &chunk.map_err(|e| Error::engine_op(format!("export {image} from the local engine"), e))?,
                 );
             }
             Ok::<_, Error>(buf.freeze())
         })
         .await?;
-    Ok(Some(archive.clone()))
+    Ok(Ok(archive.clone()))
 }

@@ -14,17 +14,33 @@
 
 pub mod driver;
 pub mod error;
+// The rest serves the `lab` binary (lab-cli) and the bundled drivers; it is not part of the
+// plugin API, which is `driver` (and `error`, which it re-exports).
+#[doc(hidden)]
 pub mod exec;
+// The adapter for drivers that are programs; their API is the protocol
+// (docs/driver-protocol.md), not this module.
+#[doc(hidden)]
 pub mod external;
+#[doc(hidden)]
 pub mod images;
+#[doc(hidden)]
 pub mod observe;
+#[doc(hidden)]
 pub mod plan;
+#[doc(hidden)]
 pub mod probe;
+#[doc(hidden)]
 pub mod progress;
+#[doc(hidden)]
 pub mod registry;
+#[doc(hidden)]
 pub mod state;
+#[doc(hidden)]
 pub mod swarm;
+#[doc(hidden)]
 pub mod teardown;
+#[doc(hidden)]
 pub mod topology;
 
 pub use driver::{Capabilities, Driver, DriverContext, ExecOutput, Machine, MachineState, NodeEngine};

@@ -53,7 +53,9 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
     let probes = machines.iter().map(|m| {
         let image = image.clone();
         async move {
-            let mut obs = NodeObs::new(m.role, m.state.clone());
+            // The topology says what a node is for; the driver's word only for strays.
+            let role = rt.desired.topology.node(&m.name).map(|n| n.role).or(m.role).unwrap_or(Role::Worker);
+            let mut obs = NodeObs::new(role, m.state.clone());
             obs.address = m.address.clone();
             let mut view = None;
             if m.state == MachineState::Running {
@@ -65,8 +67,19 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
                     }
                     obs.forwarder = registry::observe_forwarder(&e.docker).await;
                     obs.registry_data = registry::has_data(&e.docker).await;
-                    view = local_view(&e.docker).await.ok();
-                    obs.swarm = Membership::None;
+                    // An engine that cannot say whether it is in a swarm is not "not in a
+                    // swarm": it counts as not answering, and the steps that wait for it say
+                    // why.
+                    match local_view(&e.docker).await {
+                        Ok(v) => {
+                            view = Some(v);
+                            obs.swarm = Membership::None;
+                        }
+                        Err(err) => {
+                            tracing::debug!(node = %m.name, cause = %crate::error::engine_message(&err), "docker info failed");
+                            obs.engine = false;
+                        }
+                    }
                 }
             }
             (m.name.clone(), obs, view)

@@ -542,13 +542,7 @@ mod tests {
 
     fn desired(managers: u32, workers: u32, mode: ModeRequest) -> Desired {
         let (topology, _) = Topology::new(ClusterName::parse("t", "t").unwrap(), managers, workers).unwrap();
-        Desired {
-            topology,
-            registry_image: IMAGE.into(),
-            mode,
-            capabilities: Capabilities { create: true, destroy: true, start: true, shell: true, exec: true },
-            force: false,
-        }
+        Desired { topology, registry_image: IMAGE.into(), mode, capabilities: Capabilities::all(), force: false }
     }
 
     fn addr(name: &str) -> String {

@@ -214,7 +214,7 @@ async fn ensure_secret(mgr_name: &str, mgr: &Docker) -> Result<String> {
     let found = mgr
         .list_secrets(Some(ListSecretsOptionsBuilder::new().filters(&filters).build()))
         .await
-        .map_err(|e| Error::node(mgr_name, &step, engine_message(&e)))?;
+        .map_err(|e| Error::engine(mgr_name, &step, e))?;
     if let Some(id) = found
         .into_iter()
         .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(SECRET_NAME))
@@ -235,7 +235,7 @@ async fn ensure_secret(mgr_name: &str, mgr: &Docker) -> Result<String> {
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
             Box::pin(ensure_secret(mgr_name, mgr)).await
         }
-        Err(e) => Err(Error::node(mgr_name, step, engine_message(&e))),
+        Err(e) => Err(Error::engine(mgr_name, step, e)),
     }
 }
 
@@ -263,7 +263,7 @@ async fn image_program(rt: &Runtime, image: &str) -> Result<Vec<String>> {
     let node = rt.desired.topology.registry_node().name.clone();
     let step = format!("read the entrypoint of {image}");
     let docker = rt.engine(&node).await?.docker;
-    let img = docker.inspect_image(image).await.map_err(|e| Error::node(&node, &step, engine_message(&e)))?;
+    let img = docker.inspect_image(image).await.map_err(|e| Error::engine(&node, &step, e))?;
     let cfg = img.config.unwrap_or_default();
     let mut program = cfg.entrypoint.unwrap_or_default();
     program.extend(cfg.cmd.unwrap_or_default());
@@ -277,7 +277,7 @@ async fn image_program(rt: &Runtime, image: &str) -> Result<Vec<String>> {
 pub async fn deploy(rt: &Runtime) -> Result<String> {
     let mode = rt.state().registry_mode.ok_or_else(|| Error::op("deploy the registry", "no registry mode chosen"))?;
     let (mgr_name, mgr) = rt.manager().await?;
-    let fail = |step: &str, e: bollard::errors::Error| Error::node(&mgr_name, step, engine_message(&e));
+    let fail = |step: &str, e: bollard::errors::Error| Error::engine(&mgr_name, step, e);
     if mgr.inspect_network(NETWORK, None).await.is_err() {
         let req = NetworkCreateRequest {
             name: NETWORK.into(),
@@ -405,7 +405,7 @@ async fn remove_forwarder(node: &str, docker: &Docker) -> Result<()> {
     {
         Ok(()) => Ok(()),
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-        Err(err) => Err(Error::node(node, format!("remove container {FORWARDER}"), engine_message(&err))),
+        Err(err) => Err(Error::engine(node, format!("remove container {FORWARDER}"), err)),
     }
 }
 
@@ -455,7 +455,7 @@ pub async fn move_data(rt: &Runtime, from: &str, to: &str) -> Result<String> {
                     None,
                 )
                 .await
-                .map_err(|e| Error::node(&mgr_name, format!("stop service {SERVICE}"), engine_message(&e)))?;
+                .map_err(|e| Error::engine(&mgr_name, format!("stop service {SERVICE}"), e))?;
             }
         }
     }
@@ -466,7 +466,7 @@ pub async fn move_data(rt: &Runtime, from: &str, to: &str) -> Result<String> {
         let tasks = src
             .list_containers(Some(ListContainersOptionsBuilder::new().filters(&filters).build()))
             .await
-            .map_err(|e| Error::node(from, &step, engine_message(&e)))?;
+            .map_err(|e| Error::engine(from, &step, e))?;
         if tasks.is_empty() {
             break;
         }
@@ -484,7 +484,7 @@ pub async fn move_data(rt: &Runtime, from: &str, to: &str) -> Result<String> {
     let remove_volume = |d: Docker, node: String| async move {
         match d.remove_volume(VOLUME, Some(RemoveVolumeOptionsBuilder::new().force(true).build())).await {
             Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-            Err(e) => Err(Error::node(node, format!("remove volume {VOLUME}"), engine_message(&e))),
+            Err(e) => Err(Error::engine(node, format!("remove volume {VOLUME}"), e)),
         }
     };
     let helper = format!("lab-registry-move-{}", probe::random_suffix());
@@ -528,7 +528,7 @@ pub async fn move_data(rt: &Runtime, from: &str, to: &str) -> Result<String> {
         ..Default::default()
     })
     .await
-    .map_err(|e| Error::node(to, format!("create volume {VOLUME}"), engine_message(&e)))?;
+    .map_err(|e| Error::engine(to, format!("create volume {VOLUME}"), e))?;
     let result = async {
         make_helper(src.clone()).await.map_err(|m| Error::node(from, &step, m))?;
         make_helper(dst.clone()).await.map_err(|m| Error::node(to, &step, m))?;
@@ -550,7 +550,7 @@ pub async fn move_data(rt: &Runtime, from: &str, to: &str) -> Result<String> {
             bollard::body_try_stream(tar),
         )
         .await
-        .map_err(|e| Error::node(to, &step, engine_message(&e)))?;
+        .map_err(|e| Error::engine(to, &step, e))?;
         Ok::<_, Error>(moved.load(std::sync::atomic::Ordering::Relaxed))
     }
     .await;

@@ -11,7 +11,7 @@ use bollard::models::{
 use bollard::query_parameters::{LeaveSwarmOptionsBuilder, UpdateNodeOptionsBuilder};
 use bollard::Docker;
 
-use crate::error::{engine_message, Error, Result};
+use crate::error::{Error, Result};
 use crate::state::{Secret, SwarmRecord};
 use crate::topology::Role;
 
@@ -54,14 +54,13 @@ pub async fn init(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmR
         advertise_addr: Some(format!("{advertise}:{SWARM_PORT}")),
         ..Default::default()
     };
-    docker.init_swarm(req).await.map_err(|e| Error::node(node, "initialise the swarm", engine_message(&e)))?;
+    docker.init_swarm(req).await.map_err(|e| Error::engine(node, "initialise the swarm", e))?;
     record(node, docker, advertise).await
 }
 
 /// Reads the swarm's ID from a manager.
 pub async fn record(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmRecord> {
-    let swarm =
-        docker.inspect_swarm().await.map_err(|e| Error::node(node, "read the swarm's ID", engine_message(&e)))?;
+    let swarm = docker.inspect_swarm().await.map_err(|e| Error::engine(node, "read the swarm's ID", e))?;
     Ok(SwarmRecord { id: swarm.id.unwrap_or_default(), manager_addr: format!("{advertise}:{SWARM_PORT}") })
 }
 
@@ -69,10 +68,8 @@ pub async fn record(node: &str, docker: &Docker, advertise: &str) -> Result<Swar
 /// `manager_node` for errors). Read at every join and never stored, so a rotated token
 /// (`docker swarm join-token --rotate`) is simply the one used next.
 pub async fn join_token(manager_node: &str, manager: &Docker, role: Role) -> Result<Secret> {
-    let swarm = manager
-        .inspect_swarm()
-        .await
-        .map_err(|e| Error::node(manager_node, "read the swarm's join token", engine_message(&e)))?;
+    let swarm =
+        manager.inspect_swarm().await.map_err(|e| Error::engine(manager_node, "read the swarm's join token", e))?;
     let tokens = swarm.join_tokens.unwrap_or_default();
     let token = match role {
         Role::Manager => tokens.manager,
@@ -101,7 +98,7 @@ pub async fn join(
         join_token: Some(token.expose().to_string()),
         ..Default::default()
     };
-    docker.join_swarm(req).await.map_err(|e| Error::node(node, format!("join the swarm as {role}"), engine_message(&e)))
+    docker.join_swarm(req).await.map_err(|e| Error::engine(node, format!("join the swarm as {role}"), e))
 }
 
 /// `docker swarm leave --force` on `node`. Not being in a swarm is success.
@@ -109,7 +106,7 @@ pub async fn leave(node: &str, docker: &Docker) -> Result<()> {
     match docker.leave_swarm(Some(LeaveSwarmOptionsBuilder::new().force(true).build())).await {
         Ok(()) => Ok(()),
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 503, .. }) => Ok(()),
-        Err(e) => Err(Error::node(node, "leave the swarm", engine_message(&e))),
+        Err(e) => Err(Error::engine(node, "leave the swarm", e)),
     }
 }
 
@@ -124,7 +121,7 @@ pub async fn configure(
     labels: &BTreeMap<String, String>,
 ) -> Result<()> {
     let step = "set role, availability and labels";
-    let current = manager.inspect_node(node_id).await.map_err(|e| Error::node(node, step, engine_message(&e)))?;
+    let current = manager.inspect_node(node_id).await.map_err(|e| Error::engine(node, step, e))?;
     let version = current.version.and_then(|v| v.index).unwrap_or_default();
     let spec = SwarmNodeSpec {
         name: current.spec.and_then(|s| s.name),
@@ -138,7 +135,7 @@ pub async fn configure(
     manager
         .update_node(node_id, spec, UpdateNodeOptionsBuilder::new().version(version as i64).build())
         .await
-        .map_err(|e| Error::node(node, step, engine_message(&e)))
+        .map_err(|e| Error::engine(node, step, e))
 }
 
 /// Removes swarm node entries that are down and carry `hostname`: what is left of a node that

@@ -22,43 +22,86 @@ fn missing(e: &bollard::errors::Error) -> bool {
 }
 
 /// Removes the registry stack and forwarders and makes every node leave the swarm.
+///
+/// A node whose engine does not answer is not skipped silently: the others are cleaned as far
+/// as is safe, and the result is an error naming every node that could not be cleaned, so the
+/// caller keeps the cluster's record and a later `down` finishes the job. To make that later
+/// run possible, the managers stay in the swarm while any node is out of reach (a node that
+/// comes back rejoins it and is told the service is gone), and while the service could not be
+/// removed nothing leaves the swarm and no volume is touched.
 pub async fn dismantle(rt: &Runtime) -> Result<()> {
-    if let Ok((name, mgr)) = rt.manager().await {
-        match mgr.delete_service(SERVICE).await {
-            Ok(()) => {}
-            Err(e) if missing(&e) => {}
-            Err(e) => return Err(Error::node(&name, format!("remove service {SERVICE}"), engine_message(&e))),
+    let nodes: Vec<_> = rt.desired.topology.nodes.clone();
+    let probes = join_all(nodes.iter().map(|n| async move { (n, rt.engine(&n.name).await) })).await;
+    let mut failed: Vec<String> = Vec::new();
+    let mut reachable = Vec::new();
+    for (n, r) in probes {
+        match r {
+            Ok(_) => reachable.push(n),
+            // The error names the node already.
+            Err(e) => failed.push(e.to_string()),
         }
+    }
+    let manager_unreachable =
+        nodes.iter().any(|n| n.role == Role::Manager && !reachable.iter().any(|r| r.name == n.name));
+    let mut service_removed = false;
+    match rt.manager().await {
+        Ok((name, mgr)) => match mgr.delete_service(SERVICE).await {
+            Ok(()) => service_removed = true,
+            Err(e) if missing(&e) => service_removed = true,
+            Err(e) => {
+                failed.push(Error::node(&name, format!("remove service {SERVICE}"), engine_message(&e)).to_string())
+            }
+        },
+        // Every manager answers and none is one: the swarm, and the service, are gone already.
+        Err(_) if !manager_unreachable => service_removed = true,
+        Err(_) => {}
+    }
+    if service_removed {
         rt.progress.note(&format!("removed service {SERVICE}"));
     }
-    let nodes: Vec<_> = rt.desired.topology.nodes.clone();
-    let results = join_all(nodes.iter().map(|n| clean_node(rt, &n.name))).await;
+    let results = join_all(reachable.iter().map(|n| clean_node(rt, &n.name, service_removed))).await;
     for r in results {
-        r?;
+        if let Err(e) = r {
+            failed.push(e.to_string());
+        }
     }
-    // Workers first, then managers one at a time with the first manager last, so the swarm
-    // always has a manager while others leave.
-    let workers: Vec<_> = nodes.iter().filter(|n| n.role == Role::Worker).collect();
-    for r in join_all(workers.iter().map(|n| leave(rt, &n.name))).await {
-        r?;
+    if service_removed {
+        // Workers first, then managers one at a time with the first manager last, so the swarm
+        // always has a manager while others leave.
+        let workers: Vec<_> = reachable.iter().filter(|n| n.role == Role::Worker).collect();
+        for r in join_all(workers.iter().map(|n| leave(rt, &n.name))).await {
+            if let Err(e) = r {
+                failed.push(e.to_string());
+            }
+        }
+        if failed.is_empty() {
+            for n in nodes.iter().filter(|n| n.role == Role::Manager).rev() {
+                leave(rt, &n.name).await?;
+            }
+        }
     }
-    for n in nodes.iter().filter(|n| n.role == Role::Manager).rev() {
-        leave(rt, &n.name).await?;
+    if failed.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Err(Error::op(
+        format!("take down cluster {}", rt.desired.topology.cluster),
+        format!("{} of {} nodes could not be cleaned: {}", failed.len(), nodes.len(), failed.join("; ")),
+    )
+    .with_hint("the cluster stays recorded; once those nodes answer again, run `lab down` again to finish"))
 }
 
 async fn leave(rt: &Runtime, node: &str) -> Result<()> {
-    let Ok(e) = rt.engine(node).await else { return Ok(()) };
+    let e = rt.engine(node).await?;
     swarm::leave(node, &e.docker).await?;
     rt.progress.note(&format!("{node} left the swarm"));
     Ok(())
 }
 
 /// Waits for the node's registry task container to go, then removes the forwarder, the
-/// stack's network and the registry's volume there.
-async fn clean_node(rt: &Runtime, node: &str) -> Result<()> {
-    let Ok(e) = rt.engine(node).await else { return Ok(()) };
+/// stack's network and the registry's volume there. While the service still exists (its
+/// manager could not be reached), only the forwarder goes: its task may still use the volume.
+async fn clean_node(rt: &Runtime, node: &str, service_removed: bool) -> Result<()> {
+    let e = rt.engine(node).await?;
     let docker = &e.docker;
     match docker
         .remove_container(FORWARDER, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
@@ -67,6 +110,9 @@ async fn clean_node(rt: &Runtime, node: &str) -> Result<()> {
         Ok(()) => {}
         Err(err) if missing(&err) => {}
         Err(err) => return Err(Error::node(node, format!("remove container {FORWARDER}"), engine_message(&err))),
+    }
+    if !service_removed {
+        return Ok(());
     }
     let filters = HashMap::from([("label", vec![format!("com.docker.swarm.service.name={SERVICE}")])]);
     let start = Instant::now();

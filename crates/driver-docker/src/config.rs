@@ -27,10 +27,24 @@ pub struct DockerConfig {
     pub node_image: String,
     /// See [`PrivilegedMode`].
     pub privileged: PrivilegedMode,
+    /// The Docker engine to make a new cluster on (`unix:///...` or `tcp://...`), instead of
+    /// `DOCKER_HOST` or the default socket. Naming it is also saying explicitly that a node
+    /// of another lab cluster is meant. An existing cluster stays on the engine recorded
+    /// when it was made.
+    pub host: Option<String>,
+    /// Let a new cluster be made inside a node of another lab cluster when `DOCKER_HOST`
+    /// points there (as `eval "$(lab env)"` leaves it). Off: that is refused, because it is
+    /// almost always a shell that `lab env` pointed at a manager.
+    pub allow_nested: bool,
 }
 
 impl Default for DockerConfig {
     fn default() -> Self {
-        DockerConfig { node_image: DEFAULT_NODE_IMAGE.into(), privileged: PrivilegedMode::Auto }
+        DockerConfig {
+            node_image: DEFAULT_NODE_IMAGE.into(),
+            privileged: PrivilegedMode::Auto,
+            host: None,
+            allow_nested: false,
+        }
     }
 }

@@ -1,19 +1,20 @@
 //! The `Driver` implementation over the local Docker engine.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, ExecConfig, HostConfig, Mount, MountType, NetworkCreateRequest,
-    VolumeCreateRequest,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, ExecConfig, HostConfig, LocalNodeState, Mount,
+    MountType, NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
     ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    RestartContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
@@ -26,15 +27,22 @@ use lab_core::{
 use tokio::sync::OnceCell;
 
 use crate::config::{DockerConfig, PrivilegedMode};
+use crate::engine::{self, EngineRecord, CLUSTER_LABEL, NODE_LABEL};
 use crate::error::{is_not_found, on_node};
 
-const CLUSTER_LABEL: &str = "lab.cluster";
-const NODE_LABEL: &str = "lab.node";
 const ROLE_LABEL: &str = "lab.role";
 /// Where the node's extra API socket appears inside the container.
 const SOCKET_DIR_IN_NODE: &str = "/run/lab";
 /// Unix socket paths are limited to 108 bytes by the kernel.
 const MAX_SOCKET_PATH: usize = 100;
+/// How long `up` waits for a node restarted to recreate its engine socket.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a node's dockerd gets to stop cleanly on restart. Killed earlier, it leaves its
+/// pid file in the container's filesystem and refuses to start again ("pid file found").
+const STOP_GRACE_SECS: i32 = 60;
+/// How long a running node whose socket directory exists gets to make its socket (it may
+/// have just been created) before `up` restarts it.
+const SOCKET_GRACE: Duration = Duration::from_secs(20);
 
 /// Every capability except SYS_RESOURCE, which some engines' bounding sets lack and which is
 /// why `--privileged` fails there ("unable to apply caps"). BPF, PERFMON and
@@ -85,7 +93,8 @@ pub struct DockerDriver {
     config: DockerConfig,
     state_dir: PathBuf,
     cache_dir: PathBuf,
-    host: OnceCell<Docker>,
+    config_source: String,
+    host: OnceCell<(Docker, EngineRecord)>,
     privileged: OnceCell<bool>,
     // Docker allows two networks with one name, so concurrent creations must not race.
     network_ready: OnceCell<()>,
@@ -106,6 +115,7 @@ impl DockerDriver {
             config,
             state_dir: ctx.state_dir,
             cache_dir: ctx.cache_dir,
+            config_source: ctx.config_source,
             host: OnceCell::new(),
             privileged: OnceCell::new(),
             network_ready: OnceCell::new(),
@@ -118,18 +128,97 @@ impl DockerDriver {
     }
 
     async fn host(&self) -> Result<&Docker> {
-        self.host
-            .get_or_try_init(|| async {
-                let hint = "the docker driver runs nodes on the local Docker engine: is it running, \
-                            and does DOCKER_HOST point at it?";
-                let d = Docker::connect_with_local_defaults()
-                    .map_err(|e| Error::op("connect to the local Docker engine", engine_message(&e)).with_hint(hint))?
-                    .with_timeout(Duration::from_secs(600));
-                d.negotiate_version()
-                    .await
-                    .map_err(|e| Error::op("connect to the local Docker engine", engine_message(&e)).with_hint(hint))
-            })
-            .await
+        Ok(&self.host.get_or_try_init(|| self.connect_host()).await?.0)
+    }
+
+    /// Connects to the engine this cluster lives on: the recorded one for a cluster lab made,
+    /// else the `host` setting, else `DOCKER_HOST` (or the default socket), which must not be
+    /// a node of another lab cluster unless the user said so.
+    async fn connect_host(&self) -> Result<(Docker, EngineRecord)> {
+        let recorded = engine::read(&self.state_dir)?;
+        let setting = format!("{}: [drivers.docker] host", self.config_source);
+        let env_host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.trim().is_empty());
+        let (endpoint, what, explicit) = match (&recorded, &self.config.host) {
+            (Some(r), Some(h)) if h != &r.endpoint => {
+                return Err(Error::input(
+                    setting,
+                    format!(
+                        "{h:?}: cluster {} was made on the engine at {}, and lab keeps it there",
+                        self.cluster, r.endpoint
+                    ),
+                ))
+            }
+            (Some(r), _) => (r.endpoint.clone(), format!("the engine cluster {} was made on", self.cluster), true),
+            (None, Some(h)) => (h.clone(), setting.clone(), true),
+            (None, None) => {
+                let what = if env_host.is_some() { "DOCKER_HOST" } else { "the local Docker engine" };
+                (engine::from_env(env_host.as_deref()), what.to_string(), false)
+            }
+        };
+        let context = format!("connect to {what} at {endpoint}");
+        let hint = "the docker driver runs nodes on a Docker engine on this machine: is it running?";
+        let docker = Docker::connect_with_host(&endpoint)
+            .map_err(|e| match (&recorded, &e) {
+                // A value the user gave (DOCKER_HOST, the host setting) that is no endpoint.
+                (None, bollard::errors::Error::UnsupportedURISchemeError { .. }) => {
+                    Error::input(what.clone(), format!("{endpoint:?}: {}", engine_message(&e)))
+                }
+                _ => Error::op(context.clone(), engine_message(&e)).with_hint(hint),
+            })?
+            .with_timeout(Duration::from_secs(600));
+        let docker =
+            docker.negotiate_version().await.map_err(|e| Error::op(&context, engine_message(&e)).with_hint(hint))?;
+        let info = docker.info().await.map_err(|e| Error::op(&context, engine_message(&e)).with_hint(hint))?;
+        let engine_id = info.id.clone().unwrap_or_default();
+        if let Some(r) = recorded {
+            if r.engine_id != engine_id {
+                return Err(Error::op(
+                    context,
+                    format!(
+                        "that is engine {engine_id}, not engine {} that cluster {} was made on",
+                        r.engine_id, self.cluster
+                    ),
+                )
+                .with_hint(format!(
+                    "the engine was replaced, and the cluster's nodes with it; `lab down --cluster {}` forgets it",
+                    self.cluster
+                )));
+            }
+            return Ok((docker, r));
+        }
+        if !explicit && !self.config.allow_nested {
+            if let Some((cluster, node)) = engine::lab_node(&info.labels.unwrap_or_default(), &endpoint) {
+                return Err(Error::input(
+                    what,
+                    format!(
+                        "{endpoint:?} is the Docker engine of node {node} of lab cluster {cluster} \
+                         (as `eval \"$(lab env --cluster {cluster})\"` leaves it), so cluster {} would be made \
+                         inside that node; run `eval \"$(lab env --cluster {cluster} --unset)\"` first, or, to \
+                         mean it, set [drivers.docker] allow_nested = true (--driver-opt allow_nested=true) or \
+                         name the engine with [drivers.docker] host",
+                        self.cluster
+                    ),
+                ));
+            }
+        }
+        Ok((docker, EngineRecord { endpoint, engine_id }))
+    }
+
+    /// Records the engine a new cluster is made on; a recorded one stays as it is.
+    async fn record_engine(&self) -> Result<()> {
+        let (_, record) = self.host.get_or_try_init(|| self.connect_host()).await?;
+        if engine::read(&self.state_dir)?.is_none() {
+            engine::write(&self.state_dir, record)?;
+        }
+        Ok(())
+    }
+
+    /// The recorded engine's endpoint (or the `host` setting), for the docker CLI.
+    fn cli_endpoint(&self) -> Option<String> {
+        match engine::read(&self.state_dir) {
+            Ok(Some(r)) => Some(r.endpoint),
+            _ => self.config.host.clone(),
+        }
     }
 
     fn container(&self, node: &str) -> String {
@@ -278,14 +367,167 @@ impl DockerDriver {
     async fn find(&self, node: &str) -> Result<Option<Machine>> {
         Ok(self.observe().await?.into_iter().find(|m| m.name == node))
     }
+
+    /// Every container labelled with this cluster, in any state.
+    async fn containers(&self) -> Result<Vec<ContainerSummary>> {
+        let host = self.host().await?;
+        let opts = ListContainersOptionsBuilder::new().all(true).filters(&self.cluster_filter()).build();
+        host.list_containers(Some(opts)).await.map_err(|e| Error::op("list node containers", engine_message(&e)))
+    }
+
+    /// Whether the container named `name` is this cluster's node `node` (carries both
+    /// labels); an error naming it if it exists but is not lab's; `false` if there is none.
+    async fn owned(&self, name: &str, node: &str) -> Result<bool> {
+        let host = self.host().await?;
+        let c = match host.inspect_container(name, None).await {
+            Ok(c) => c,
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(on_node(node, "inspect node container", e)),
+        };
+        let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+        let ours = labels.get(CLUSTER_LABEL).map(String::as_str) == Some(self.cluster.as_str())
+            && labels.get(NODE_LABEL).map(String::as_str) == Some(node);
+        if ours {
+            return Ok(true);
+        }
+        Err(Error::node(
+            node,
+            "create node container",
+            format!(
+                "a container named {name} exists and is not lab's: it lacks the labels {CLUSTER_LABEL}={} and \
+                 {NODE_LABEL}={node}; lab leaves it alone",
+                self.cluster
+            ),
+        )
+        .with_hint(format!("remove or rename that container (docker rm {name}), or choose another --cluster")))
+    }
+
+    /// Brings back nodes whose engine socket is gone (their socket directory, in lab's
+    /// state, was removed): recreates the directory the node binds and restarts the node, so
+    /// its dockerd makes the socket again. The node's `/var/lib/docker` volume keeps its
+    /// swarm. Waits, bounded, until each restarted engine answers and its swarm has settled,
+    /// so the observation that follows sees the cluster as it is.
+    async fn recover(&self) -> Result<()> {
+        let host = self.host().await?;
+        let mut restarted = Vec::new();
+        for c in self.containers().await? {
+            let Some(node) = c.labels.as_ref().and_then(|l| l.get(NODE_LABEL)).cloned() else { continue };
+            let Some(dir) = socket_dir_of(&c) else { continue };
+            if is_socket(&dir.join("docker.sock")) {
+                continue;
+            }
+            // A directory that is there may be about to get its socket (a node just made);
+            // a missing one never will.
+            let existed = dir.is_dir();
+            make_private_dir(&dir).map_err(|e| {
+                Error::node(&node, "recreate its engine socket directory", e)
+                    .with_hint("lab's state directory must be writable by the user who made the cluster")
+            })?;
+            if c.state == Some(ContainerSummaryStateEnum::RUNNING) {
+                let manager = c.labels.as_ref().and_then(|l| l.get(ROLE_LABEL)).map(String::as_str) == Some("manager");
+                restarted.push((node, manager, existed, dir.join("docker.sock")));
+            }
+        }
+        // All at once: a node stops within STOP_GRACE_SECS, and workers wait for managers.
+        let restart = restarted.iter().map(|(node, manager, existed, socket)| async move {
+            if *existed && socket_appears(socket, SOCKET_GRACE).await {
+                return Ok(());
+            }
+            tracing::info!(node = %node, "engine socket gone; restarting the node");
+            host.restart_container(
+                &self.container(node),
+                Some(RestartContainerOptionsBuilder::new().t(STOP_GRACE_SECS).build()),
+            )
+            .await
+            .map_err(|e| on_node(node, "restart node container to recreate its engine socket", e))?;
+            wait_settled(node, *manager, socket).await
+        });
+        for r in futures_util::future::join_all(restart).await {
+            r?;
+        }
+        Ok(())
+    }
 }
 
-fn machine_of(c: &bollard::models::ContainerSummary, network: &str) -> Option<Machine> {
+/// Whether a socket appears at `socket` within `limit`.
+async fn socket_appears(socket: &Path, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if is_socket(socket) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    is_socket(socket)
+}
+
+/// Waits until the engine at `socket` answers and its swarm membership is no longer pending
+/// (a manager's: until its control plane is back), at most [`RECOVER_TIMEOUT`].
+async fn wait_settled(node: &str, manager: bool, socket: &Path) -> Result<()> {
+    let start = Instant::now();
+    let mut last;
+    loop {
+        if is_socket(socket) {
+            match Docker::connect_with_unix(&socket.to_string_lossy(), 5, bollard::API_DEFAULT_VERSION) {
+                Ok(d) => match d.info().await {
+                    Ok(info) => {
+                        let sw = info.swarm.unwrap_or_default();
+                        let settled = match sw.local_node_state {
+                            Some(LocalNodeState::PENDING) => false,
+                            // A manager's control plane takes a moment longer.
+                            Some(LocalNodeState::ACTIVE) if manager => {
+                                sw.control_available == Some(true) && sw.cluster.is_some()
+                            }
+                            _ => true,
+                        };
+                        if settled {
+                            return Ok(());
+                        }
+                        last =
+                            format!("swarm state {}", sw.local_node_state.map(|s| s.to_string()).unwrap_or_default());
+                    }
+                    Err(e) => last = engine_message(&e),
+                },
+                Err(e) => last = engine_message(&e),
+            }
+        } else {
+            last = format!("no socket at {} yet", socket.display());
+        }
+        if start.elapsed() >= RECOVER_TIMEOUT {
+            return Err(Error::Timeout {
+                node: node.into(),
+                what: "its Docker engine to answer after lab restarted it to recreate its socket".into(),
+                secs: RECOVER_TIMEOUT.as_secs(),
+                hint: Some(format!("last seen: {last}")),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The host directory bind-mounted on the node's socket directory: where its engine socket
+/// is, whichever state directory the node was made from.
+fn socket_dir_of(c: &ContainerSummary) -> Option<PathBuf> {
+    c.mounts
+        .as_ref()?
+        .iter()
+        .find(|m| m.destination.as_deref() == Some(SOCKET_DIR_IN_NODE))
+        .and_then(|m| m.source.clone())
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+}
+
+fn is_socket(path: &Path) -> bool {
+    std::fs::metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
+}
+
+fn machine_of(c: &ContainerSummary, network: &str) -> Option<Machine> {
     let labels = c.labels.as_ref()?;
     let name = labels.get(NODE_LABEL)?.clone();
     let role = match labels.get(ROLE_LABEL).map(String::as_str) {
-        Some("manager") => Role::Manager,
-        _ => Role::Worker,
+        Some("manager") => Some(Role::Manager),
+        Some("worker") => Some(Role::Worker),
+        _ => None,
     };
     let state = match c.state {
         Some(ContainerSummaryStateEnum::RUNNING) => MachineState::Running,
@@ -308,21 +550,17 @@ fn machine_of(c: &bollard::models::ContainerSummary, network: &str) -> Option<Ma
 #[async_trait]
 impl Driver for DockerDriver {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { create: true, destroy: true, start: true, shell: true, exec: true }
+        Capabilities::all()
     }
 
     async fn preflight(&self, _nodes: &[NodeSpec]) -> Result<()> {
-        self.host().await?;
-        self.ensure_node_image().await
+        self.record_engine().await?;
+        self.ensure_node_image().await?;
+        self.recover().await
     }
 
     async fn observe(&self) -> Result<Vec<Machine>> {
-        let host = self.host().await?;
-        let opts = ListContainersOptionsBuilder::new().all(true).filters(&self.cluster_filter()).build();
-        let list = host
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| Error::op("list node containers", engine_message(&e)))?;
+        let list = self.containers().await?;
         let network = self.network();
         let mut machines: Vec<Machine> = list.iter().filter_map(|c| machine_of(c, &network)).collect();
         machines.sort_by(|a, b| a.name.cmp(&b.name));
@@ -335,6 +573,11 @@ impl Driver for DockerDriver {
         }
         let step = "create node container";
         let host = self.host().await?;
+        let name = self.container(&node.name);
+        // A container by that name without this cluster's labels is someone else's.
+        if self.owned(&name, &node.name).await? {
+            return self.start(&node.name).await;
+        }
         self.ensure_node_image().await.map_err(|e| Error::node(&node.name, step, e))?;
         self.ensure_network().await?;
         let dir = self.socket_dir(&node.name);
@@ -407,17 +650,22 @@ impl Driver for DockerDriver {
                 "--host=unix:///var/run/docker.sock".into(),
                 format!("--host=unix://{SOCKET_DIR_IN_NODE}/docker.sock"),
                 format!("--group={gid}"),
+                // So `docker info` on the node says it is one (see engine::lab_node).
+                format!("--label={CLUSTER_LABEL}={}", self.cluster),
+                format!("--label={NODE_LABEL}={}", node.name),
             ]),
             env: Some(vec!["DOCKER_TLS_CERTDIR=".into()]),
             labels: Some(self.labels(Some(node))),
             host_config: Some(host_config),
             ..Default::default()
         };
-        let name = self.container(&node.name);
         match host.create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body).await {
             Ok(_) => {}
-            // Created concurrently by another lab process: fall through to start it.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
+            // Created concurrently: start it if another lab process made it, else it is a
+            // conflict, named.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+                self.owned(&name, &node.name).await?;
+            }
             Err(e) => return Err(on_node(&node.name, step, e)),
         }
         host.start_container(&name, None).await.map_err(|e| on_node(&node.name, "start node container", e))?;
@@ -428,6 +676,14 @@ impl Driver for DockerDriver {
 
     async fn start(&self, node: &str) -> Result<Machine> {
         let host = self.host().await?;
+        // A stopped node whose socket directory went missing cannot start: its bind mount
+        // has no source.
+        if let Some(dir) = self.containers().await?.iter().find_map(|c| {
+            let ours = c.labels.as_ref().and_then(|l| l.get(NODE_LABEL)).map(String::as_str) == Some(node);
+            ours.then(|| socket_dir_of(c)).flatten()
+        }) {
+            make_private_dir(&dir).map_err(|e| Error::node(node, "recreate its engine socket directory", e))?;
+        }
         match host.start_container(&self.container(node), None).await {
             Ok(()) => {}
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
@@ -456,46 +712,95 @@ impl Driver for DockerDriver {
 
     async fn teardown(&self) -> Result<()> {
         let host = self.host().await?;
+        let endpoint = self.host.get().map(|(_, r)| r.endpoint.clone()).unwrap_or_default();
         // Anything labelled with the cluster that a destroy did not reach (e.g. a node
-        // container whose labels lack lab.node, or a probe left by a killed run).
-        let opts = ListContainersOptionsBuilder::new().all(true).filters(&self.cluster_filter()).build();
-        for c in host.list_containers(Some(opts)).await.unwrap_or_default() {
-            if let Some(id) = c.id {
-                let _ = host
-                    .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
-                    .await;
+        // container whose labels lack lab.node, or a probe left by a killed run). Every
+        // failure is kept: the cluster is gone only when nothing labelled with it is left.
+        let mut failures = Vec::new();
+        for c in self.containers().await? {
+            let Some(id) = c.id else { continue };
+            let name = c.names.and_then(|n| n.first().cloned()).unwrap_or(id.clone());
+            match host
+                .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => failures.push(format!("container {}: {}", name.trim_start_matches('/'), engine_message(&e))),
             }
         }
-        let vols = host
-            .list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&self.cluster_filter()).build()))
-            .await
-            .map_err(|e| Error::op("list the cluster's volumes", engine_message(&e)))?;
-        for v in vols.volumes.unwrap_or_default() {
+        let volumes = || async {
+            host.list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&self.cluster_filter()).build()))
+                .await
+                .map(|v| v.volumes.unwrap_or_default())
+                .map_err(|e| Error::op("list the cluster's volumes", engine_message(&e)))
+        };
+        for v in volumes().await? {
             match host.remove_volume(&v.name, Some(RemoveVolumeOptionsBuilder::new().force(true).build())).await {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(Error::op(format!("remove volume {}", v.name), engine_message(&e))),
+                Err(e) => failures.push(format!("volume {}: {}", v.name, engine_message(&e))),
             }
         }
-        let nets = host
-            .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&self.cluster_filter()).build()))
-            .await
-            .map_err(|e| Error::op("list the cluster's networks", engine_message(&e)))?;
-        for n in nets {
+        let networks = || async {
+            host.list_networks(Some(ListNetworksOptionsBuilder::new().filters(&self.cluster_filter()).build()))
+                .await
+                .map_err(|e| Error::op("list the cluster's networks", engine_message(&e)))
+        };
+        for n in networks().await? {
             let name = n.name.unwrap_or_default();
             // By ID: a name can be ambiguous if networks were made concurrently elsewhere.
             match host.remove_network(n.id.as_deref().unwrap_or(&name)).await {
                 Ok(()) => {}
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(Error::op(format!("remove network {name}"), engine_message(&e))),
+                Err(e) => failures.push(format!("network {name}: {}", engine_message(&e))),
             }
+        }
+        // Look again: what a removal raced with (or silently kept) is still the cluster's.
+        let mut left: Vec<String> = self
+            .containers()
+            .await?
+            .into_iter()
+            .map(|c| {
+                let name = c.names.and_then(|n| n.first().cloned()).or(c.id).unwrap_or_default();
+                format!("container {}", name.trim_start_matches('/'))
+            })
+            .collect();
+        left.extend(volumes().await?.into_iter().map(|v| format!("volume {}", v.name)));
+        left.extend(networks().await?.into_iter().map(|n| format!("network {}", n.name.unwrap_or_default())));
+        if !left.is_empty() || !failures.is_empty() {
+            let mut message = String::new();
+            if !left.is_empty() {
+                message.push_str(&format!("still labelled {CLUSTER_LABEL}={}: {}", self.cluster, left.join(", ")));
+            }
+            if !failures.is_empty() {
+                if !message.is_empty() {
+                    message.push_str("; ");
+                }
+                message.push_str(&failures.join("; "));
+            }
+            return Err(Error::op(format!("remove cluster {} from the engine at {endpoint}", self.cluster), message)
+                .with_hint(format!(
+                    "lab keeps the cluster's record; run `lab down --cluster {}` again",
+                    self.cluster
+                )));
         }
         let _ = std::fs::remove_dir_all(self.state_dir.join("nodes"));
         Ok(())
     }
 
     async fn engine(&self, machine: &Machine) -> Result<NodeEngine> {
-        let socket = self.socket(&machine.name);
+        // Where the node binds its socket directory from: the state directory it was made
+        // from, which may not be this one (another XDG_STATE_HOME, sudo).
+        let host = self.host().await?;
+        let bound = host.inspect_container(&self.container(&machine.name), None).await.ok().and_then(|c| {
+            c.mounts?
+                .into_iter()
+                .find(|m| m.destination.as_deref() == Some(SOCKET_DIR_IN_NODE))
+                .and_then(|m| m.source)
+                .filter(|s| !s.is_empty())
+        });
+        let socket = bound.map(|d| PathBuf::from(d).join("docker.sock")).unwrap_or_else(|| self.socket(&machine.name));
         let address = machine.address.clone().ok_or_else(|| {
             Error::node(&machine.name, "find its address", "the container has no address on its network")
         })?;
@@ -539,7 +844,12 @@ impl Driver for DockerDriver {
     }
 
     fn shell_command(&self, node: &str, args: &[String]) -> Option<Vec<String>> {
-        let mut cmd = vec!["docker".to_string(), "exec".into()];
+        let mut cmd = vec!["docker".to_string()];
+        // The engine the cluster lives on, not whatever DOCKER_HOST says now.
+        if let Some(endpoint) = self.cli_endpoint() {
+            cmd.extend(["--host".into(), endpoint]);
+        }
+        cmd.push("exec".into());
         if args.is_empty() {
             cmd.extend(["-it".into(), self.container(node), "sh".into()]);
         } else {

@@ -6,10 +6,16 @@
 //! `/var/lib/docker`; all are labelled `lab.cluster=<cluster>`. The node's dockerd listens on
 //! a unix socket in a host directory under lab's state, bind-mounted into the container, so
 //! no Docker API is ever exposed on a TCP port.
+//!
+//! A cluster lives on the engine it was made on, recorded in its state directory
+//! (`engine.json`, see `engine.rs`), not on whatever `DOCKER_HOST` names later: `lab env`
+//! points `DOCKER_HOST` at a node. Each node's dockerd carries the labels `lab.cluster` and
+//! `lab.node`, so a new cluster aimed at a node of another is recognised and refused.
 #![deny(missing_docs)]
 
 mod config;
 mod driver;
+mod engine;
 mod error;
 
 pub use config::{DockerConfig, PrivilegedMode};

@@ -5,8 +5,8 @@
 
 use std::fmt;
 use std::io::Read;
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use ssh2::{Channel, MethodType, Session};
 
 use crate::config::HostKeyPolicy;
 use crate::hosts::Host;
-use crate::known_hosts;
+use crate::known_hosts::{self, KnownHostsFiles};
 
 /// Where the Docker engine listens on every host.
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -70,8 +70,8 @@ fn fail(stage: Stage, message: impl Into<String>) -> SshError {
 pub struct Target {
     /// The host, from the hosts file.
     pub host: Host,
-    /// The known-hosts file.
-    pub known_hosts: PathBuf,
+    /// The known-hosts files.
+    pub known_hosts: KnownHostsFiles,
     /// What to do with unknown host keys.
     pub policy: HostKeyPolicy,
     /// Bound on the TCP connection.
@@ -88,7 +88,7 @@ impl Target {
     /// A target for `host`.
     pub fn new(
         host: Host,
-        known_hosts: PathBuf,
+        known_hosts: KnownHostsFiles,
         policy: HostKeyPolicy,
         connect_timeout: Duration,
         operation_timeout: Duration,
@@ -109,9 +109,9 @@ impl Target {
     /// Opens a TCP connection within the connect timeout, trying each resolved address.
     pub fn tcp(&self) -> Result<TcpStream, SshError> {
         let h = &self.host;
-        let addrs = (h.address.as_str(), h.port)
-            .to_socket_addrs()
-            .map_err(|e| fail(Stage::Connect, format!("cannot resolve {}: {e}", h.address)))?;
+        let addrs =
+            resolve(&h.address, h.port, self.connect_timeout, |a, p| (a, p).to_socket_addrs().map(|i| i.collect()))
+                .map_err(|m| fail(Stage::Connect, m))?;
         let mut last = format!("{} resolves to no address", h.address);
         for a in addrs {
             match TcpStream::connect_timeout(&a, self.connect_timeout) {
@@ -127,7 +127,7 @@ impl Target {
 
     /// An authenticated session with a verified host key.
     pub fn session(&self) -> Result<Session, SshError> {
-        let _permit = self.permit();
+        let _permit = self.permit()?;
         let tcp = self.tcp()?;
         let _ = tcp.set_nodelay(true);
         let mut sess = Session::new().map_err(|e| fail(Stage::HostKey, e.to_string()))?;
@@ -136,7 +136,7 @@ impl Target {
         // firewall or proxy may accept TCP connections for hosts that are not there.
         sess.set_timeout(millis(self.connect_timeout));
         let h = &self.host;
-        let prefs = known_hosts::algorithm_preference(&sess, &self.known_hosts, &h.address, h.port);
+        let prefs = known_hosts::algorithm_preference(&self.known_hosts, &h.address, h.port);
         let _ = sess.method_pref(MethodType::HostKey, &prefs);
         sess.handshake().map_err(|e| {
             let why = if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
@@ -157,14 +157,29 @@ impl Target {
         known_hosts::pattern(&self.host.address, self.host.port)
     }
 
-    /// Waits for one of the host's handshake slots; released on drop.
-    fn permit(&self) -> Permit<'_> {
+    /// Waits, at most the operation timeout, for one of the host's handshake slots; released
+    /// on drop. Sessions that hang hold their slots until their own bounds end them; a wait
+    /// beyond that says so instead of queueing forever.
+    fn permit(&self) -> Result<Permit<'_>, SshError> {
+        let deadline = std::time::Instant::now() + self.operation_timeout;
         let mut n = self.handshakes.lock().unwrap_or_else(|e| e.into_inner());
         while *n >= MAX_HANDSHAKES {
-            n = self.handshake_done.wait(n).unwrap_or_else(|e| e.into_inner());
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(fail(
+                    Stage::Connect,
+                    format!(
+                        "no SSH session to {} could start within {}s: {MAX_HANDSHAKES} sessions to it were \
+                         already being set up and none finished",
+                        self.describe(),
+                        self.operation_timeout.as_secs()
+                    ),
+                ));
+            }
+            n = self.handshake_done.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
         }
         *n += 1;
-        Permit(self)
+        Ok(Permit(self))
     }
 
     /// The identity file if one is set; otherwise ssh-agent, then the usual `~/.ssh` keys.
@@ -190,8 +205,8 @@ impl Target {
                 Err(e) => tried.push(format!("key {} ({})", key.display(), e.message())),
             }
         } else {
-            if std::env::var_os("SSH_AUTH_SOCK").is_some() {
-                match agent_auth(sess, user) {
+            if let Some(sock) = std::env::var_os("SSH_AUTH_SOCK") {
+                match agent_answers(Path::new(&sock), self.operation_timeout).and_then(|()| agent_auth(sess, user)) {
                     Ok(()) => return Ok(()),
                     Err(why) => tried.push(format!("ssh-agent ({why})")),
                 }
@@ -269,6 +284,55 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// Resolves `host` with `resolver` on a thread of its own, waiting at most `timeout`: the
+/// system resolver has no bound of its own that lab controls. A resolver that never returns
+/// leaves its thread behind, which ends with the process.
+pub fn resolve(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    resolver: impl FnOnce(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + 'static,
+) -> Result<Vec<SocketAddr>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("lab-ssh-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(resolver(&name, port));
+        })
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
+        Err(_) => Err(format!("resolving the name {host} did not finish within {}s", timeout.as_secs())),
+    }
+}
+
+/// Checks, within `timeout`, that the ssh-agent at `sock` answers a request for its keys.
+/// libssh2 talks to the agent without any bound, so an agent that accepts the connection
+/// and never answers would hang lab for good; asked first, it fails with its own name.
+fn agent_answers(sock: &Path, timeout: Duration) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let at = sock.display();
+    let mut s = UnixStream::connect(sock).map_err(|e| format!("cannot connect to {at}: {e}"))?;
+    let silent = |e: std::io::Error| {
+        if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+            format!("the agent at {at} did not answer within {}s", timeout.as_secs())
+        } else {
+            format!("talking to the agent at {at}: {e}")
+        }
+    };
+    s.set_read_timeout(Some(timeout)).and_then(|()| s.set_write_timeout(Some(timeout))).map_err(silent)?;
+    // SSH2_AGENTC_REQUEST_IDENTITIES: length 1, type 11.
+    s.write_all(&[0, 0, 0, 1, 11]).map_err(silent)?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).map_err(silent)?;
+    let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).min(256 * 1024)];
+    s.read_exact(&mut body).map_err(silent)?;
+    Ok(())
+}
+
 fn agent_auth(sess: &Session, user: &str) -> Result<(), String> {
     let mut agent = sess.agent().map_err(|e| e.message().to_string())?;
     agent.connect().map_err(|e| format!("cannot connect: {}", e.message()))?;
@@ -293,6 +357,67 @@ pub fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(operation_timeout: Duration) -> Target {
+        let env = crate::hosts::Environment { home: None, user: Some("me".into()) };
+        let text = "[[hosts]]\nname = \"m\"\naddress = \"10.0.0.1\"\nrole = \"manager\"\n";
+        let hosts = crate::hosts::parse(text, Path::new("/h.toml"), &env).unwrap();
+        Target::new(
+            hosts[0].clone(),
+            KnownHostsFiles { user: "/nonexistent/kh".into(), global: vec![] },
+            HostKeyPolicy::Strict,
+            Duration::from_secs(1),
+            operation_timeout,
+            None,
+        )
+    }
+
+    #[test]
+    fn a_resolver_that_never_returns_is_bounded() {
+        let start = std::time::Instant::now();
+        let err = resolve("never.example", 22, Duration::from_millis(300), |_, _| {
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(vec![])
+        })
+        .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(err.contains("never.example") && err.contains("did not finish"), "{err}");
+        let err =
+            resolve("bad", 22, Duration::from_secs(5), |_, _| Err(std::io::Error::other("NXDOMAIN"))).unwrap_err();
+        assert!(err.contains("cannot resolve bad: NXDOMAIN"), "{err}");
+    }
+
+    #[test]
+    fn the_session_permit_is_bounded_once_every_slot_hangs() {
+        let t = target(Duration::from_secs(1));
+        let held: Vec<_> = (0..MAX_HANDSHAKES).map(|_| t.permit().unwrap()).collect();
+        let start = std::time::Instant::now();
+        let err = t.permit().err().expect("no slot");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(err.message.contains("10.0.0.1") && err.message.contains("within 1s"), "{err}");
+        drop(held);
+        assert!(t.permit().is_ok());
+    }
+
+    #[test]
+    fn an_agent_that_never_answers_is_bounded_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in listener.incoming().flatten() {
+                held.push(c);
+            }
+        });
+        let start = std::time::Instant::now();
+        let err = agent_answers(&sock, Duration::from_millis(300)).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(err.contains(&*sock.to_string_lossy()) && err.contains("did not answer"), "{err}");
+        assert!(agent_answers(&dir.path().join("absent"), Duration::from_secs(1))
+            .unwrap_err()
+            .contains("cannot connect"));
+    }
 
     #[test]
     fn arguments_are_quoted_one_by_one() {

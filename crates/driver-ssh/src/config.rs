@@ -41,6 +41,9 @@ pub struct SshConfig {
     pub hosts: Option<PathBuf>,
     /// OpenSSH known-hosts file; default `~/.ssh/known_hosts`.
     pub known_hosts: Option<PathBuf>,
+    /// OpenSSH's global known-hosts file, read but never written; default
+    /// `/etc/ssh/ssh_known_hosts` and `/etc/ssh/ssh_known_hosts2`, as for `ssh`.
+    pub global_known_hosts: Option<PathBuf>,
     /// See [`HostKeyPolicy`].
     pub host_key_policy: HostKeyPolicy,
     /// Take hosts that are in another swarm (they are made to leave it).
@@ -56,6 +59,7 @@ impl Default for SshConfig {
         SshConfig {
             hosts: None,
             known_hosts: None,
+            global_known_hosts: None,
             host_key_policy: HostKeyPolicy::AcceptNew,
             force: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,

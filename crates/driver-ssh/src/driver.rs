@@ -20,6 +20,7 @@ use crate::client::{shell_quote, SshError, Target};
 use crate::config::SshConfig;
 use crate::error::on_host;
 use crate::hosts::{self, Environment, Host};
+use crate::known_hosts::KnownHostsFiles;
 use crate::tunnel;
 
 /// Unix socket paths are limited to 108 bytes by the kernel.
@@ -38,6 +39,7 @@ pub struct SshDriver {
 /// What preflight learnt of one host.
 struct HostReport {
     version: String,
+    engine_id: String,
     active: bool,
     manager: bool,
     node_id: Option<String>,
@@ -74,6 +76,11 @@ impl SshDriver {
                 return Err(Error::input("--known-hosts", "not given, and $HOME is not set to find ~/.ssh/known_hosts"))
             }
         };
+        let global = match &config.global_known_hosts {
+            Some(g) => vec![g.clone()],
+            None => crate::known_hosts::GLOBAL_FILES.iter().map(PathBuf::from).collect(),
+        };
+        let known_hosts = KnownHostsFiles { user: known_hosts, global };
         let targets = hosts
             .iter()
             .map(|h| {
@@ -117,7 +124,7 @@ impl SshDriver {
     fn machine(&self, h: &Host) -> Machine {
         Machine {
             name: h.name.clone(),
-            role: h.role,
+            role: Some(h.role),
             state: MachineState::Running,
             address: Some(h.advertise_address.clone()),
         }
@@ -157,16 +164,32 @@ impl SshDriver {
             .map_err(|e| Error::node(node, "connect to its Docker engine", engine_message(&e)))
     }
 
+    /// Runs blocking SSH work on a std thread of its own (never the runtime's workers), and
+    /// waits for it at most as long as every bound inside it together could take. A thread
+    /// that outlives that bound is left behind; it ends with the process.
     async fn blocking<T: Send + 'static>(
         &self,
         node: &str,
         f: impl FnOnce(&Target) -> std::result::Result<T, SshError> + Send + 'static,
     ) -> Result<T> {
         let target = self.target(node)?;
-        tokio::task::spawn_blocking(move || f(&target))
-            .await
-            .map_err(|e| Error::node(node, "reach the host over SSH", e))?
-            .map_err(|e| on_host(node, e))
+        let bound = target.connect_timeout * 3 + target.operation_timeout * 3;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("lab-ssh-{node}"))
+            .spawn(move || {
+                let _ = tx.send(f(&target));
+            })
+            .map_err(|e| Error::node(node, "reach the host over SSH", e))?;
+        match tokio::time::timeout(bound, rx).await {
+            Ok(Ok(r)) => r.map_err(|e| on_host(node, e)),
+            Ok(Err(_)) => Err(Error::node(node, "reach the host over SSH", "the SSH thread ended without an answer")),
+            Err(_) => Err(Error::node(
+                node,
+                "reach the host over SSH",
+                format!("no SSH step finished within {}s", bound.as_secs()),
+            )),
+        }
     }
 
     /// Reachable, host key, authentication, the Docker socket, then the engine's version and
@@ -187,6 +210,7 @@ impl SshDriver {
         let active = matches!(swarm.local_node_state, Some(S::ACTIVE) | Some(S::PENDING) | Some(S::LOCKED));
         Ok(HostReport {
             version: version.version.unwrap_or_else(|| "unknown".into()),
+            engine_id: info.id.unwrap_or_default(),
             active,
             manager: active && swarm.control_available.unwrap_or(false),
             node_id: swarm.node_id.filter(|s| !s.is_empty()),
@@ -196,37 +220,94 @@ impl SshDriver {
         })
     }
 
-    /// The swarms that are this cluster's: the one lab recorded, and any whose nodes carry
-    /// this cluster's `lab.cluster` label (an `up` interrupted before recording). Returns
-    /// them with the node IDs their managers list.
-    async fn our_swarms(&self, reports: &[(&Host, HostReport)]) -> HashMap<String, BTreeSet<String>> {
-        let recorded = self
-            .state_dir
+    /// The swarm lab recorded for this cluster, if any.
+    fn recorded_swarm(&self) -> Option<String> {
+        self.state_dir
             .parent()
             .and_then(|p| p.parent())
             .and_then(|root| Paths::at(root).load(&self.cluster).ok().flatten())
             .and_then(|st| st.swarm)
-            .map(|s| s.id);
+            .map(|s| s.id)
+    }
+
+    /// The swarms that are this cluster's: the one lab recorded, and any whose nodes carry
+    /// this cluster's `lab.cluster` label (an `up` interrupted before recording). Returns
+    /// them with the node IDs their managers list, and whether some manager's list could not
+    /// be read (then lab cannot tell which hosts are in them).
+    async fn our_swarms(
+        &self,
+        reports: &[(&Host, HostReport)],
+        recorded: Option<&str>,
+    ) -> (HashMap<String, BTreeSet<String>>, bool) {
         let mut ours: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut unchecked = false;
         for (_, r) in reports.iter().filter(|(_, r)| r.manager) {
             let Some(id) = &r.cluster_id else { continue };
-            let Ok(nodes) = r.docker.list_nodes(None).await else { continue };
+            let nodes = match r.docker.list_nodes(None).await {
+                Ok(n) => n,
+                Err(_) => {
+                    unchecked = true;
+                    if recorded == Some(id.as_str()) {
+                        ours.entry(id.clone()).or_default();
+                    }
+                    continue;
+                }
+            };
             let labelled = nodes.iter().any(|n| {
                 n.spec.as_ref().and_then(|s| s.labels.as_ref()).and_then(|l| l.get("lab.cluster"))
                     == Some(&self.cluster.to_string())
             });
-            if labelled || recorded.as_deref() == Some(id.as_str()) {
+            if labelled || recorded == Some(id.as_str()) {
                 ours.entry(id.clone()).or_default().extend(nodes.into_iter().filter_map(|n| n.id));
             }
         }
-        ours
+        (ours, unchecked)
+    }
+
+    /// Whether a swarm node's `RemoteManagers` (`address:port`) include one of this cluster's
+    /// manager hosts.
+    fn managed_by_ours(&self, remote_managers: &[String]) -> bool {
+        remote_managers.iter().any(|m| {
+            let host = m.rsplit_once(':').map_or(m.as_str(), |(h, _)| h).trim_matches(['[', ']']);
+            self.hosts
+                .iter()
+                .filter(|h| h.role == lab_core::Role::Manager)
+                .any(|h| h.advertise_address.eq_ignore_ascii_case(host) || h.address.eq_ignore_ascii_case(host))
+        })
+    }
+
+    /// Bad input if two entries of the hosts file reach one Docker engine (one machine
+    /// listed under two names or addresses): it would become two nodes of one swarm.
+    fn refuse_duplicates(&self, reports: &[(&Host, HostReport)]) -> Result<()> {
+        let mut seen: HashMap<&str, &Host> = HashMap::new();
+        for (h, r) in reports {
+            if r.engine_id.is_empty() {
+                continue;
+            }
+            if let Some(first) = seen.insert(&r.engine_id, h) {
+                let file = self.config.hosts.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+                return Err(Error::input(
+                    format!("{file}: hosts \"{}\" and \"{}\"", first.name, h.name),
+                    format!(
+                        "{} ({}) and {} ({}) are the same machine: both reach the Docker engine with ID {}; \
+                         list each machine once",
+                        first.name,
+                        crate::known_hosts::pattern(&first.address, first.port),
+                        h.name,
+                        crate::known_hosts::pattern(&h.address, h.port),
+                        r.engine_id
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Driver for SshDriver {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { create: false, destroy: false, start: false, shell: true, exec: true }
+        Capabilities::none().shell(true).exec(true)
     }
 
     /// Checks every host at once and reports every failing one together.
@@ -240,39 +321,62 @@ impl Driver for SshDriver {
                 Err(e) => failures.push(e),
             }
         }
-        let ours = self.our_swarms(&reports).await;
+        // Before anything changes: one machine listed twice is the user's mistake.
+        self.refuse_duplicates(&reports)?;
+        let recorded = self.recorded_swarm();
+        let (ours, list_failed) = self.our_swarms(&reports, recorded.as_deref()).await;
+        // A manager host that could not be checked leaves its swarm's membership unknown:
+        // then no host is made to leave, whatever --force says.
+        let managers_unchecked = list_failed
+            || self
+                .hosts
+                .iter()
+                .filter(|h| h.role == lab_core::Role::Manager)
+                .any(|h| !reports.iter().any(|(r, _)| r.name == h.name));
+        let mut leaving: Vec<(&Host, &HostReport, String)> = Vec::new();
         for (h, r) in &reports {
             let state = if !r.active {
                 "not in a swarm".to_string()
             } else {
                 let in_ours = match (&r.cluster_id, &r.node_id) {
-                    (Some(id), _) if r.manager => ours.contains_key(id),
+                    (Some(id), _) if r.manager => ours.contains_key(id) || recorded.as_deref() == Some(id.as_str()),
                     (_, Some(node)) => ours.values().any(|ids| ids.contains(node)),
                     _ => false,
                 };
+                // A worker knows its swarm only by its managers' addresses. If they are this
+                // cluster's managers and those could not be asked, it is taken for this
+                // cluster's: evicting a cluster's own workers is the worse mistake.
+                let presumed_ours = !in_ours && managers_unchecked && self.managed_by_ours(&r.remote_managers);
                 if in_ours {
                     format!("in cluster {}'s swarm (reused)", self.cluster)
+                } else if presumed_ours {
+                    format!(
+                        "in the swarm managed at {} (this cluster's managers, which could not be checked)",
+                        r.remote_managers.join(", ")
+                    )
                 } else {
                     let which = match (&r.cluster_id, r.remote_managers.is_empty()) {
                         (Some(id), _) => format!("swarm {id}"),
                         (None, false) => format!("the swarm managed at {}", r.remote_managers.join(", ")),
                         (None, true) => "a swarm lab cannot identify".into(),
                     };
-                    if self.config.force {
+                    if self.config.force && !managers_unchecked {
                         // Left to the core, a manager's swarm would be adopted as the
-                        // cluster's (with whatever else is in it); --force means leave it.
-                        if let Err(e) = lab_core::swarm::leave(&h.name, &r.docker).await {
-                            failures.push(e);
-                            continue;
-                        }
-                        tracing::warn!(host = %h.name, "--force: {} left {which}", h.name);
-                        format!("left {which} (--force)")
+                        // cluster's (with whatever else is in it); --force means leave it,
+                        // once every host has passed its checks.
+                        leaving.push((h, r, which.clone()));
+                        format!("in {which}, to leave it (--force)")
                     } else {
+                        let why = if self.config.force {
+                            "; lab could not check this cluster's managers, so --force does not make it leave"
+                        } else {
+                            ""
+                        };
                         failures.push(
                             Error::node(
                                 &h.name,
                                 "check its swarm membership",
-                                format!("already in another swarm ({which}); lab will not take it over"),
+                                format!("already in another swarm ({which}); lab will not take it over{why}"),
                             )
                             .with_hint(format!(
                                 "make it leave that swarm (`docker swarm leave --force` on {}), or pass --force to \
@@ -291,6 +395,14 @@ impl Driver for SshDriver {
                 h.user,
                 r.version
             );
+        }
+        if failures.is_empty() {
+            for (h, r, which) in leaving {
+                match lab_core::swarm::leave(&h.name, &r.docker).await {
+                    Ok(()) => tracing::warn!(host = %h.name, "--force: {} left {which}", h.name),
+                    Err(e) => failures.push(e),
+                }
+            }
         }
         match failures.len() {
             0 => Ok(()),
@@ -376,7 +488,7 @@ impl Driver for SshDriver {
         }
         cmd.extend([
             "-o".into(),
-            format!("UserKnownHostsFile={}", t.known_hosts.display()),
+            format!("UserKnownHostsFile={}", t.known_hosts.user.display()),
             "-o".into(),
             format!("StrictHostKeyChecking={}", self.config.host_key_policy.openssh()),
             "-o".into(),
@@ -384,6 +496,10 @@ impl Driver for SshDriver {
             "-l".into(),
             h.user.clone(),
         ]);
+        if let Some(g) = &self.config.global_known_hosts {
+            let at = cmd.len() - 2;
+            cmd.splice(at..at, ["-o".to_string(), format!("GlobalKnownHostsFile={}", g.display())]);
+        }
         if args.is_empty() {
             cmd.push("-t".into());
         }
@@ -467,10 +583,12 @@ mod tests {
             ]
         );
         assert!(d.shell_command("x", &[]).is_none());
-        assert_eq!(
-            d.capabilities(),
-            Capabilities { create: false, destroy: false, start: false, shell: true, exec: true }
-        );
+        let g = driver(dir.path(), serde_json::json!({"hosts": file, "global_known_hosts": "/g/known"})).unwrap();
+        let cmd = g.shell_command("w", &[]).unwrap();
+        let at = cmd.iter().position(|a| a == "GlobalKnownHostsFile=/g/known").expect("global file passed to ssh");
+        assert_eq!(cmd[at - 1], "-o");
+        assert!(at < cmd.iter().position(|a| a == "--").unwrap());
+        assert_eq!(d.capabilities(), Capabilities::none().shell(true).exec(true));
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let machines = rt.block_on(d.observe()).unwrap();
         assert_eq!(machines.len(), 2);
@@ -478,6 +596,47 @@ mod tests {
         let engine = rt.block_on(d.engine(&machines[1])).unwrap();
         assert_eq!(engine.advertise_addr, "10.0.0.1");
         assert_eq!(engine.client_env, [("DOCKER_HOST".to_string(), "ssh://root@10.0.0.1:2222".to_string())]);
+    }
+
+    fn report(engine_id: &str) -> HostReport {
+        HostReport {
+            version: "20.10".into(),
+            engine_id: engine_id.into(),
+            active: false,
+            manager: false,
+            node_id: None,
+            cluster_id: None,
+            remote_managers: vec![],
+            // Never used: a client that would talk to a closed loopback port.
+            docker: Docker::connect_with_http("http://127.0.0.1:1", 1, bollard::API_DEFAULT_VERSION).unwrap(),
+        }
+    }
+
+    #[test]
+    fn one_engine_reached_through_two_entries_is_bad_input_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hosts.toml");
+        std::fs::write(&file, HOSTS).unwrap();
+        let d = driver(dir.path(), serde_json::json!({"hosts": file})).unwrap();
+        let (w, m) = (&d.hosts[0], &d.hosts[1]);
+        assert!(d.refuse_duplicates(&[(w, report("A")), (m, report("B"))]).is_ok());
+        let err = d.refuse_duplicates(&[(w, report("A")), (m, report("A"))]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(text.contains("hosts.toml") && text.contains("\"w\"") && text.contains("\"m\""), "{text}");
+        assert!(text.contains("10.0.0.2") && text.contains("[10.0.0.1]:2222") && text.contains("ID A"), "{text}");
+    }
+
+    #[test]
+    fn a_worker_managed_at_this_clusters_manager_addresses_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hosts.toml");
+        std::fs::write(&file, HOSTS).unwrap();
+        let d = driver(dir.path(), serde_json::json!({"hosts": file})).unwrap();
+        assert!(d.managed_by_ours(&["10.0.0.1:2377".into()]));
+        assert!(!d.managed_by_ours(&["10.0.0.2:2377".into()]), "10.0.0.2 is a worker");
+        assert!(!d.managed_by_ours(&["10.9.9.9:2377".into()]));
+        assert!(!d.managed_by_ours(&[]));
     }
 
     #[test]

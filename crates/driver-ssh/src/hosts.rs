@@ -145,13 +145,15 @@ pub fn parse(text: &str, path: &Path, env: &Environment) -> Result<Vec<Host>> {
                 format!("{:?} is also the name of host {}", host.name, index_of(&hosts, other)),
             ));
         }
-        if let Some(other) = hosts.iter().find(|h| h.address == host.address && h.port == host.port) {
+        // Host names are case-insensitive: `Node1` and `node1` are one machine.
+        if let Some(other) = hosts.iter().find(|h| h.address.eq_ignore_ascii_case(&host.address) && h.port == host.port)
+        {
             return Err(Error::input(
                 what("address"),
                 format!("{:?} (port {}) is also the address of host {:?}", host.address, host.port, other.name),
             ));
         }
-        if let Some(other) = hosts.iter().find(|h| h.advertise_address == host.advertise_address) {
+        if let Some(other) = hosts.iter().find(|h| h.advertise_address.eq_ignore_ascii_case(&host.advertise_address)) {
             return Err(Error::input(
                 what("advertise_address"),
                 format!(
@@ -463,6 +465,15 @@ labels = { "thredds" = "true" }
     #[test]
     fn unknown_role() {
         refused("[[hosts]]\nname = \"m\"\naddress = \"a\"\nrole = \"leader\"\n", &["host 1 (m): role", "\"leader\""]);
+    }
+
+    #[test]
+    fn addresses_differing_only_in_case_are_one_machine() {
+        refused(
+            "[[hosts]]\nname = \"m\"\naddress = \"Node1.example.com\"\nrole = \"manager\"\n\
+             [[hosts]]\nname = \"w\"\naddress = \"node1.EXAMPLE.com\"\nrole = \"worker\"\n",
+            &["host 2 (w): address", "also the address of host \"m\""],
+        );
     }
 
     #[test]

@@ -1,24 +1,31 @@
-//! Host key verification against an OpenSSH known-hosts file, as `ssh` itself would do it.
+//! Host key verification against OpenSSH known-hosts files, as `ssh` itself does it.
 //!
 //! libssh2 can read known-hosts files, but it gives up on the whole file at the first line it
-//! cannot parse (a certificate authority, a key type it lacks), it compares keys without
-//! looking at their type (so a host recorded with its ed25519 key but offering ECDSA would
-//! look "changed"), and writing back through it would drop the user's comments. So lab reads
-//! the file itself, line by line, and uses libssh2 only to match one line's host patterns
-//! (plain, `[host]:port` or hashed) and key. New keys are appended as one plain line, the way
-//! `ssh` records them. Reads and appends are serialised within the process.
+//! cannot parse (a certificate authority, a key type it lacks), stops at the first line that
+//! matches, compares host names with their case, knows no `*`/`?`/`!` patterns, and writing
+//! back through it would drop the user's comments. So lab reads the files itself and gives
+//! OpenSSH's verdict (`hostfile.c`): every line whose host patterns match is considered, from
+//! the user's file and the global ones (`/etc/ssh/ssh_known_hosts`) alike; a matching
+//! `@revoked` line with the presented key refuses it wherever it stands; a matching plain line
+//! with the key accepts it; otherwise a matching plain line with another key of the same type
+//! means the key changed. `@cert-authority` lines vouch only for certificates, which lab's
+//! SSH library never receives, so they never accept a plain key (nor does `ssh`). Host names
+//! are compared in lower case, as `ssh` lowercases the host it is given. New keys are
+//! appended to the user's file as one plain line, the way `ssh` records them. Reads and
+//! appends are serialised within the process.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use ssh2::{CheckResult, HashType, KnownHostFileKind, Session};
+use ssh2::{HashType, Session};
 
 use crate::config::HostKeyPolicy;
 
-/// The default order of host key algorithms offered, best first.
+/// The default order of host key algorithms offered, best first (OpenSSH's, without
+/// certificates and security keys).
 const DEFAULT_ALGORITHMS: &[&str] = &[
     "ssh-ed25519",
     "ecdsa-sha2-nistp256",
@@ -29,22 +36,49 @@ const DEFAULT_ALGORITHMS: &[&str] = &[
     "ssh-rsa",
 ];
 
+/// Where the global known-hosts files are by default, as in OpenSSH.
+pub const GLOBAL_FILES: &[&str] = &["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
+
 static FILE_LOCK: Mutex<()> = Mutex::new(());
 
-/// One usable line of a known-hosts file.
-struct Entry {
-    line_no: usize,
-    revoked: bool,
-    key_type: String,
-    text: String,
+/// The files host keys are looked up in: the user's, which new keys are added to, and the
+/// global ones, which lab only reads.
+#[derive(Debug, Clone)]
+pub struct KnownHostsFiles {
+    /// The user's file (`--known-hosts`, default `~/.ssh/known_hosts`).
+    pub user: PathBuf,
+    /// Global files (`global_known_hosts`, default [`GLOBAL_FILES`]).
+    pub global: Vec<PathBuf>,
 }
 
-fn entries(path: &Path) -> std::io::Result<Vec<Entry>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
+/// A line's marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    None,
+    CertAuthority,
+    Revoked,
+}
+
+/// One usable line of a known-hosts file.
+#[derive(Debug)]
+struct Entry {
+    file: PathBuf,
+    line_no: usize,
+    marker: Marker,
+    hosts: String,
+    key_type: String,
+    blob: Vec<u8>,
+}
+
+impl Entry {
+    fn place(&self) -> String {
+        format!("{} line {}", self.file.display(), self.line_no)
+    }
+}
+
+/// The usable lines of `text` (from `file`): lines OpenSSH would skip (comments, unknown
+/// markers, keys that are not base64) are skipped.
+fn parse(file: &Path, text: &str) -> Vec<Entry> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim();
@@ -53,61 +87,169 @@ fn entries(path: &Path) -> std::io::Result<Vec<Entry>> {
         }
         let mut fields = trimmed.split_whitespace();
         let mut first = fields.next().unwrap_or_default();
-        let mut revoked = false;
+        let mut marker = Marker::None;
         if first.starts_with('@') {
-            // Certificate authorities vouch for keys lab cannot check (it does not do
-            // certificates); revoked keys are refused below.
-            if first != "@revoked" {
-                continue;
-            }
-            revoked = true;
+            marker = match first {
+                "@cert-authority" => Marker::CertAuthority,
+                "@revoked" => Marker::Revoked,
+                _ => continue,
+            };
             first = fields.next().unwrap_or_default();
         }
-        let (Some(key_type), Some(_key)) = (fields.next(), fields.next()) else { continue };
-        let text =
-            if revoked { trimmed.trim_start_matches("@revoked").trim().to_string() } else { trimmed.to_string() };
-        let _ = first;
-        out.push(Entry { line_no: i + 1, revoked, key_type: key_type.to_string(), text });
+        let (Some(key_type), Some(key)) = (fields.next(), fields.next()) else { continue };
+        let Some(blob) = unbase64(key) else { continue };
+        if blob_type(&blob) != Some(key_type) {
+            continue;
+        }
+        out.push(Entry {
+            file: file.to_path_buf(),
+            line_no: i + 1,
+            marker,
+            hosts: first.to_string(),
+            key_type: key_type.to_string(),
+            blob,
+        });
+    }
+    out
+}
+
+fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(parse(path, &t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every usable line of the user's file, then of the global files. A global file that cannot
+/// be read (missing, or not readable by this user) is skipped, as `ssh` skips it.
+fn entries(files: &KnownHostsFiles) -> Result<Vec<Entry>, String> {
+    let mut out =
+        read(&files.user).map_err(|e| format!("cannot read the known-hosts file {}: {e}", files.user.display()))?;
+    for g in &files.global {
+        out.extend(read(g).unwrap_or_default());
     }
     Ok(out)
 }
 
-/// How one line relates to a host and key: `None` if the line is about another host (or
-/// libssh2 cannot read it), `Some(true)` if it records this key, `Some(false)` another key.
-fn line_matches(sess: &Session, entry: &Entry, host: &str, port: u16, key: &[u8]) -> Option<bool> {
-    let mut kh = sess.known_hosts().ok()?;
-    kh.read_str(&entry.text, KnownHostFileKind::OpenSSH).ok()?;
-    // Off port 22 OpenSSH records and looks up only `[host]:port`; libssh2's check_port
-    // would also accept a plain `host` line, which is another server's key.
-    match kh.check(&pattern(host, port), key) {
-        CheckResult::Match => Some(true),
-        CheckResult::Mismatch => Some(false),
-        CheckResult::NotFound | CheckResult::Failure => None,
+/// OpenSSH's `match_pattern`: `*` is any run of characters, `?` any one.
+fn glob(pattern: &[u8], s: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| glob(rest, &s[i..])),
+        Some((b'?', rest)) => !s.is_empty() && glob(rest, &s[1..]),
+        Some((c, rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
     }
 }
 
-/// The host key algorithms to offer for `host`: the types already recorded for it first, as
-/// OpenSSH does, so that the server shows the key that was recorded.
-pub fn algorithm_preference(sess: &Session, path: &Path, host: &str, port: u16) -> String {
-    let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let mut known: Vec<&str> = Vec::new();
-    let list = entries(path).unwrap_or_default();
-    for e in list.iter().filter(|e| !e.revoked) {
-        // Any key that is not the recorded one makes libssh2 report the host as found.
-        if line_matches(sess, e, host, port, b"lab-probe").is_some() {
-            let algs: &[&str] = match e.key_type.as_str() {
-                "ssh-rsa" => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
-                other => DEFAULT_ALGORITHMS.iter().find(|a| **a == other).map(std::slice::from_ref).unwrap_or(&[]),
-            };
-            for a in algs {
-                if !known.contains(a) {
-                    known.push(a);
-                }
+/// Whether a line's host field names `host` (already lower case, and `[host]:port` off port
+/// 22): a hashed name (`|1|salt|hash`), or a comma-separated list of patterns in which a
+/// matching negated pattern (`!pattern`) excludes the host whatever else matches.
+fn host_matches(field: &str, host: &str) -> bool {
+    if let Some(hashed) = field.strip_prefix("|1|") {
+        let Some((salt, hash)) = hashed.split_once('|') else { return false };
+        let (Some(salt), Some(hash)) = (unbase64(salt), unbase64(hash)) else { return false };
+        return hmac_sha1(&salt, host.as_bytes()).as_slice() == hash.as_slice();
+    }
+    let mut matched = false;
+    for p in field.split(',') {
+        let (negated, p) = match p.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, p),
+        };
+        if glob(p.to_ascii_lowercase().as_bytes(), host.as_bytes()) {
+            if negated {
+                return false;
             }
+            matched = true;
         }
     }
-    let rest = DEFAULT_ALGORITHMS.iter().filter(|a| !known.contains(a)).copied();
-    known.iter().copied().chain(rest).collect::<Vec<_>>().join(",")
+    matched
+}
+
+/// The lookup name OpenSSH uses: the host in lower case, as `[host]:port` off port 22.
+fn lookup(host: &str, port: u16) -> String {
+    pattern(&host.to_ascii_lowercase(), port)
+}
+
+/// Keys of one family compare with each other: OpenSSH treats every ECDSA curve as one type.
+fn family(key_type: &str) -> &str {
+    if key_type.starts_with("ecdsa-sha2-") {
+        "ecdsa"
+    } else {
+        key_type
+    }
+}
+
+/// What the known-hosts files say of a key.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// A matching plain line records this key.
+    Accept,
+    /// No matching plain line records a key of this type. `others` are the places of
+    /// matching lines that record keys of other types.
+    Unknown { others: Vec<String> },
+    /// A matching line of the same type records another key (the place of the first).
+    Changed { at: String },
+    /// A matching `@revoked` line names this key.
+    Revoked { at: String },
+}
+
+impl Verdict {
+    fn word(&self) -> &'static str {
+        match self {
+            Verdict::Accept => "accept",
+            Verdict::Unknown { .. } => "unknown",
+            Verdict::Changed { .. } => "changed",
+            Verdict::Revoked { .. } => "revoked",
+        }
+    }
+}
+
+/// OpenSSH's `check_key_in_hostkeys` over every line that matches `host` (lookup form).
+fn judge(list: &[Entry], host: &str, blob: &[u8]) -> Verdict {
+    let matching: Vec<&Entry> = list.iter().filter(|e| host_matches(&e.hosts, host)).collect();
+    if let Some(e) = matching.iter().find(|e| e.marker == Marker::Revoked && e.blob == blob) {
+        return Verdict::Revoked { at: e.place() };
+    }
+    let plain: Vec<&&Entry> = matching.iter().filter(|e| e.marker == Marker::None).collect();
+    if plain.iter().any(|e| e.blob == blob) {
+        return Verdict::Accept;
+    }
+    let ty = blob_type(blob).unwrap_or_default();
+    if let Some(e) = plain.iter().find(|e| family(&e.key_type) == family(ty)) {
+        return Verdict::Changed { at: e.place() };
+    }
+    Verdict::Unknown { others: plain.iter().map(|e| format!("{} ({})", e.place(), e.key_type)).collect() }
+}
+
+/// [`judge`] for `host` on `port`, as `ssh` does it without `HostKeyAlias`: off port 22, a
+/// key unknown under `[host]:port` is accepted if a line for the plain host records exactly
+/// this key (OpenSSH's "found matching key w/out port"); a changed or revoked key there
+/// does not make it worse than unknown.
+fn judge_host(list: &[Entry], host: &str, port: u16, blob: &[u8]) -> Verdict {
+    let v = judge(list, &lookup(host, port), blob);
+    if port != 22 && matches!(v, Verdict::Unknown { .. }) && judge(list, &lookup(host, 22), blob) == Verdict::Accept {
+        return Verdict::Accept;
+    }
+    v
+}
+
+/// The host key algorithms to offer for `host`: those of the keys recorded for it first, in
+/// the default order, as OpenSSH does, so that the server shows a key that was recorded.
+pub fn algorithm_preference(files: &KnownHostsFiles, host: &str, port: u16) -> String {
+    let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let list = entries(files).unwrap_or_default();
+    let host = lookup(host, port);
+    let recorded: Vec<&str> = list
+        .iter()
+        .filter(|e| e.marker == Marker::None && host_matches(&e.hosts, &host))
+        .map(|e| e.key_type.as_str())
+        .collect();
+    let has = |alg: &str| recorded.iter().any(|t| *t == alg || (*t == "ssh-rsa" && alg.starts_with("rsa-sha2-")));
+    let first = DEFAULT_ALGORITHMS.iter().filter(|a| has(a));
+    let rest = DEFAULT_ALGORITHMS.iter().filter(|a| !has(a));
+    first.chain(rest).copied().collect::<Vec<_>>().join(",")
 }
 
 /// The OpenSSH pattern a host is recorded under: `host`, or `[host]:port` off port 22.
@@ -126,12 +268,13 @@ fn blob_type(blob: &[u8]) -> Option<&str> {
 }
 
 /// Checks the key the server presented on `sess` for `host`:`port` (named `name` in the
-/// hosts file) against the known-hosts file at `path`. An unknown key is recorded under
-/// accept-new and refused under strict; a changed or revoked key is always refused. The
-/// error says "host key", names the host and says how to proceed.
+/// hosts file) against the known-hosts files. A revoked or changed key is always refused; an
+/// unknown key is refused under strict, and under accept-new recorded in the user's file,
+/// unless a line for the host records a key of another type (`ssh` would ask; lab, which
+/// cannot, refuses). The error says "host key", names the host and says how to proceed.
 pub fn verify(
     sess: &Session,
-    path: &Path,
+    files: &KnownHostsFiles,
     name: &str,
     host: &str,
     port: u16,
@@ -144,63 +287,70 @@ pub fn verify(
         .host_key_hash(HashType::Sha256)
         .map(|h| format!("SHA256:{}", base64(h).trim_end_matches('=')))
         .unwrap_or_default();
-    let pat = pattern(host, port);
+    // As `ssh` records and looks up names: in lower case.
+    let pat = lookup(host, port);
+    let user = files.user.display();
     let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let list = entries(path).map_err(|e| format!("cannot read the known-hosts file {}: {e}", path.display()))?;
-    let mut changed = None;
-    let mut other_types = Vec::new();
-    for e in &list {
-        let Some(same) = line_matches(sess, e, host, port, &blob) else { continue };
-        if e.revoked {
-            if same {
-                return Err(format!(
-                    "the host key of {name} ({pat}, {key_type} {fingerprint}) is marked @revoked in {} line {}; \
-                     lab will not connect to it",
-                    path.display(),
-                    e.line_no
-                ));
-            }
-            continue;
-        }
-        if same {
-            return Ok(());
-        }
-        if e.key_type == key_type {
-            changed.get_or_insert(e.line_no);
-        } else {
-            other_types.push(e.key_type.clone());
-        }
-    }
-    if let Some(line) = changed.or_else(|| (!other_types.is_empty()).then_some(0)) {
-        let recorded = if line > 0 { format!("line {line}") } else { format!("as {}", other_types.join(", ")) };
-        return Err(format!(
+    let list = entries(files)?;
+    let changed = |recorded: String| {
+        format!(
             "the host key of {name} ({pat}) has changed: it now presents {key_type} {fingerprint}, which does not \
-             match the key recorded in {} {recorded}. The host may have been reinstalled, or someone may be \
+             match the key recorded in {recorded}. The host may have been reinstalled, or someone may be \
              intercepting the connection. Check the new key with the host's administrator; if it is right, \
-             remove the old one with `ssh-keygen -R '{pat}' -f {}` and run lab again",
-            path.display(),
-            path.display(),
-        ));
-    }
-    match policy {
-        HostKeyPolicy::Strict => Err(format!(
-            "the host key of {name} ({pat}, {key_type} {fingerprint}) is not in {file} and --host-key-policy \
-             strict accepts only recorded keys; check the fingerprint, then record it (e.g. `ssh -o \
-             UserKnownHostsFile={file} -o StrictHostKeyChecking=accept-new -p {port} {host} true`), or use \
-             --host-key-policy accept-new",
-            file = path.display()
+             remove the old one with `ssh-keygen -R '{pat}' -f {user}` and run lab again"
+        )
+    };
+    match judge_host(&list, host, port, &blob) {
+        Verdict::Accept => Ok(()),
+        Verdict::Revoked { at } => Err(format!(
+            "the host key of {name} ({pat}, {key_type} {fingerprint}) is marked @revoked in {at}; lab will not \
+             connect to it"
         )),
-        HostKeyPolicy::AcceptNew => {
-            append(path, &format!("{pat} {key_type} {}", base64(&blob)))
-                .map_err(|e| format!("cannot record the host key of {name} in {}: {e}", path.display()))?;
-            tracing::warn!(
-                host = name,
-                "recorded the new host key {key_type} {fingerprint} of {pat} in {}",
-                path.display()
-            );
-            Ok(())
+        Verdict::Changed { at } => Err(changed(at)),
+        Verdict::Unknown { others } if policy == HostKeyPolicy::AcceptNew && !others.is_empty() => {
+            Err(changed(others.join(", ")))
         }
+        Verdict::Unknown { .. } => match policy {
+            HostKeyPolicy::Strict => Err(format!(
+                "the host key of {name} ({pat}, {key_type} {fingerprint}) is not in {user} (nor in a global \
+                 known-hosts file) and --host-key-policy strict accepts only recorded keys; check the \
+                 fingerprint, then record it (e.g. `ssh -o UserKnownHostsFile={user} -o \
+                 StrictHostKeyChecking=accept-new -p {port} {host} true`), or use --host-key-policy accept-new"
+            )),
+            HostKeyPolicy::AcceptNew => {
+                append(&files.user, &format!("{pat} {key_type} {}", base64(&blob)))
+                    .map_err(|e| format!("cannot record the host key of {name} in {user}: {e}"))?;
+                tracing::warn!(host = name, "recorded the new host key {key_type} {fingerprint} of {pat} in {user}");
+                Ok(())
+            }
+        },
     }
+}
+
+/// Connects to `address`:`port` and judges the key it presents for `name`, writing nothing
+/// (see [`crate::testing::host_key_verdict`]).
+pub fn probe(
+    address: &str,
+    port: u16,
+    name: &str,
+    files: &KnownHostsFiles,
+    timeout: std::time::Duration,
+) -> Result<&'static str, String> {
+    use std::net::ToSocketAddrs;
+    let addr = (address, port).to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
+    let tcp = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    let mut sess = Session::new().map_err(|e| e.to_string())?;
+    sess.set_tcp_stream(tcp);
+    sess.set_timeout(timeout.as_millis() as u32);
+    let _ = sess.method_pref(ssh2::MethodType::HostKey, &algorithm_preference(files, name, port));
+    sess.handshake().map_err(|e| e.to_string())?;
+    let (blob, _) = sess.host_key().ok_or("the server sent no host key")?;
+    let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let list = entries(files)?;
+    // With a name other than the address, `ssh` would be given `HostKeyAlias`, which it looks
+    // up as is, without the port fallback.
+    let v = if name == address { judge_host(&list, name, port, blob) } else { judge(&list, &lookup(name, port), blob) };
+    Ok(v.word())
 }
 
 fn append(path: &Path, line: &str) -> std::io::Result<()> {
@@ -237,6 +387,88 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Standard base64 decoding (padding optional); `None` if `s` is not base64.
+fn unbase64(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// SHA-1, for hashed known-hosts names (HMAC-SHA1 of the name, keyed with the line's salt).
+/// Only that: these hashes hide names from a reader, they protect nothing else.
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&((data.len() as u64) * 8).to_be_bytes());
+    for chunk in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in chunk.chunks(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, x) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&x.to_be_bytes());
+    }
+    out
+}
+
+fn hmac_sha1(key: &[u8], data: &[u8]) -> [u8; 20] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..20].copy_from_slice(&sha1(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    inner.extend_from_slice(data);
+    let mut outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    outer.extend_from_slice(&sha1(&inner));
+    sha1(&outer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,20 +495,117 @@ mod tests {
         assert_eq!(blob_type(&[0, 0]), None);
     }
 
+    /// A key blob of type `ty` with one byte of key material.
+    fn key(ty: &str, n: u8) -> (String, Vec<u8>) {
+        let mut blob = (ty.len() as u32).to_be_bytes().to_vec();
+        blob.extend_from_slice(ty.as_bytes());
+        blob.extend_from_slice(&[0, 0, 0, 1, n]);
+        (format!("{ty} {}", base64(&blob)), blob)
+    }
+
     #[test]
-    fn entries_skip_comments_and_authorities_and_keep_revocations() {
+    fn entries_skip_comments_unknown_markers_and_bad_keys_and_keep_markers() {
+        let (k, _) = key("ssh-ed25519", 1);
+        let text = format!(
+            "# comment\n\n@cert-authority *.example.com {k}\n@revoked h {k}\nh {k} c\nbroken\n@bogus h {k}\nh ssh-rsa !!\n"
+        );
+        let e = parse(Path::new("f"), &text);
+        assert_eq!(
+            e.iter().map(|e| (e.line_no, e.marker)).collect::<Vec<_>>(),
+            [(3, Marker::CertAuthority), (4, Marker::Revoked), (5, Marker::None)]
+        );
+        assert_eq!(e[1].hosts, "h");
+        assert_eq!(e[2].place(), "f line 5");
+    }
+
+    #[test]
+    fn host_patterns_follow_openssh() {
+        assert!(host_matches("node1.example.com", "node1.example.com"));
+        assert!(host_matches("Node1.Example.COM", "node1.example.com"));
+        assert!(host_matches("a,node1.example.com", "node1.example.com"));
+        assert!(host_matches("*.example.com", "node1.example.com"));
+        assert!(host_matches("node?.example.com", "node1.example.com"));
+        assert!(!host_matches("node?.example.com", "node10.example.com"));
+        assert!(!host_matches("!node1.example.com,*.example.com", "node1.example.com"));
+        assert!(host_matches("!node2.example.com,*.example.com", "node1.example.com"));
+        assert!(!host_matches("!node1.example.com", "node1.example.com"));
+        assert!(host_matches("[10.0.0.1]:2222", "[10.0.0.1]:2222"));
+        assert!(!host_matches("10.0.0.1", "[10.0.0.1]:2222"));
+        assert!(host_matches("*", "[10.0.0.1]:2222"));
+        // `ssh-keygen -H` of "node1.example.com", salt and hash as it wrote them.
+        let hashed = format!(
+            "|1|{}|{}",
+            base64(b"0123456789abcdefghij"),
+            base64(&hmac_sha1(b"0123456789abcdefghij", b"node1.example.com"))
+        );
+        assert!(host_matches(&hashed, "node1.example.com"));
+        assert!(!host_matches(&hashed, "node2.example.com"));
+        assert_eq!(lookup("Node1.Example.com", 22), "node1.example.com");
+        assert_eq!(lookup("H", 2222), "[h]:2222");
+    }
+
+    #[test]
+    fn sha1_and_hmac_match_their_standards() {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(hex(&sha1(b"abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(hex(&sha1(b"")), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        // RFC 2202 test case 2.
+        assert_eq!(
+            hex(&hmac_sha1(b"Jefe", b"what do ya want for nothing?")),
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
+        assert_eq!(unbase64("Zm9vYmFy").unwrap(), b"foobar");
+        assert_eq!(unbase64("Zm8=").unwrap(), b"fo");
+        assert!(unbase64("Zm8*").is_none());
+    }
+
+    #[test]
+    fn every_matching_line_counts_and_revoked_wins() {
+        let (mine, blob) = key("ssh-ed25519", 1);
+        let (other, _) = key("ssh-ed25519", 2);
+        let (rsa, _) = key("ssh-rsa", 3);
+        let judge_text = |text: &str| judge(&parse(Path::new("kh"), text), "h", &blob);
+        assert_eq!(judge_text(&format!("h {mine}\n")), Verdict::Accept);
+        assert_eq!(judge_text(&format!("h {mine}\n@revoked * {mine}\n")), Verdict::Revoked { at: "kh line 2".into() });
+        assert_eq!(judge_text(&format!("@revoked other {mine}\nh {mine}\n")), Verdict::Accept);
+        assert_eq!(judge_text(&format!("h {other}\nh {mine}\n")), Verdict::Accept);
+        assert_eq!(judge_text(&format!("h {other}\n")), Verdict::Changed { at: "kh line 1".into() });
+        assert_eq!(judge_text(&format!("@cert-authority * {mine}\n")), Verdict::Unknown { others: vec![] });
+        assert_eq!(judge_text(&format!("h {rsa}\n")), Verdict::Unknown { others: vec!["kh line 1 (ssh-rsa)".into()] });
+        assert_eq!(judge_text(""), Verdict::Unknown { others: vec![] });
+        // Off port 22, a plain line with exactly this key is enough; another key there is not.
+        let list = |text: String| parse(Path::new("kh"), &text);
+        assert_eq!(judge_host(&list(format!("h {mine}\n")), "H", 2222, &blob), Verdict::Accept);
+        assert!(matches!(judge_host(&list(format!("h {other}\n")), "h", 2222, &blob), Verdict::Unknown { .. }));
+        assert!(matches!(
+            judge_host(&list(format!("[h]:2222 {other}\nh {mine}\n")), "h", 2222, &blob),
+            Verdict::Changed { .. }
+        ));
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_under_accept_new_when_another_type_is_recorded() {
+        // The policy's decision, without a session: a recorded key of another type is not
+        // silently joined by a new one.
+        let (rsa, _) = key("ssh-rsa", 3);
+        let (_, blob) = key("ssh-ed25519", 1);
+        let v = judge(&parse(Path::new("kh"), &format!("h {rsa}\n")), "h", &blob);
+        assert!(matches!(v, Verdict::Unknown { ref others } if !others.is_empty()));
+    }
+
+    #[test]
+    fn algorithms_of_recorded_keys_come_first_in_the_default_order() {
         let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("known_hosts");
-        std::fs::write(
-            &f,
-            "# comment\n\n@cert-authority *.example.com ssh-ed25519 AAAA\n@revoked h ssh-rsa AAAB\nh ssh-ed25519 AAAC c\nbroken\n",
-        )
-        .unwrap();
-        let e = entries(&f).unwrap();
-        assert_eq!(e.len(), 2);
-        assert!(e[0].revoked && e[0].text == "h ssh-rsa AAAB" && e[0].line_no == 4);
-        assert!(!e[1].revoked && e[1].key_type == "ssh-ed25519" && e[1].line_no == 5);
-        assert!(entries(&dir.path().join("absent")).unwrap().is_empty());
+        let user = dir.path().join("kh");
+        let global = dir.path().join("global");
+        let (rsa, _) = key("ssh-rsa", 3);
+        let (ec, _) = key("ecdsa-sha2-nistp256", 4);
+        std::fs::write(&user, format!("h {rsa}\n@revoked h {ec}\n")).unwrap();
+        std::fs::write(&global, format!("H {ec}\n")).unwrap();
+        let files = KnownHostsFiles { user, global: vec![global] };
+        assert!(algorithm_preference(&files, "h", 22)
+            .starts_with("ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256,ssh-rsa,ssh-ed25519"));
+        assert!(algorithm_preference(&files, "x", 22).starts_with("ssh-ed25519,"));
     }
 
     #[test]

@@ -26,3 +26,28 @@ lab_core::register_driver!(
     "existing hosts that run Docker, reached over SSH (--hosts hosts.toml)",
     SshDriver::boxed
 );
+
+/// Hooks for lab's end-to-end suite, which compares lab's host key verdicts with OpenSSH's.
+/// Not part of lab's interface.
+#[doc(hidden)]
+pub mod testing {
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// lab's verdict (`accept`, `unknown`, `changed` or `revoked`) on the host key that the
+    /// SSH server at `address`:`port` presents, looked up as host `name` in `user_file` and
+    /// `global_file`, as `--host-key-policy strict` would judge it. Writes nothing.
+    pub fn host_key_verdict(
+        address: &str,
+        port: u16,
+        name: &str,
+        user_file: &Path,
+        global_file: &Path,
+    ) -> Result<&'static str, String> {
+        let files = crate::known_hosts::KnownHostsFiles {
+            user: user_file.to_path_buf(),
+            global: vec![global_file.to_path_buf()],
+        };
+        crate::known_hosts::probe(address, port, name, &files, Duration::from_secs(10))
+    }
+}

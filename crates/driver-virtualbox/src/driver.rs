@@ -221,7 +221,7 @@ impl VirtualBoxDriver {
                 }
             }
             let address = if state == MachineState::Running { client::url_host(&row.url) } else { None };
-            machines.push(Machine { name, role, state, address });
+            machines.push(Machine { name, role: Some(role), state, address });
         }
         machines.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(machines)
@@ -244,7 +244,7 @@ impl VirtualBoxDriver {
 #[async_trait]
 impl Driver for VirtualBoxDriver {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { create: true, destroy: true, start: true, shell: true, exec: true }
+        Capabilities::all()
     }
 
     async fn preflight(&self, _nodes: &[NodeSpec]) -> Result<()> {
@@ -456,8 +456,8 @@ exit 0
         assert_eq!(
             names,
             [
-                ("manager".to_string(), lab_core::Role::Manager, Some("10.9.0.1".to_string())),
-                ("worker1".to_string(), lab_core::Role::Worker, Some("10.9.0.1".to_string())),
+                ("manager".to_string(), Some(lab_core::Role::Manager), Some("10.9.0.1".to_string())),
+                ("worker1".to_string(), Some(lab_core::Role::Worker), Some("10.9.0.1".to_string())),
             ]
         );
     }

@@ -16,11 +16,11 @@
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
-use bollard::Docker;
-use lab_core::error::engine_message;
-use lab_core::{
-    Capabilities, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec, Result, Role,
+// Everything a driver needs comes from lab-core's driver module, bollard and async_trait
+// included, so the plugin cannot pin a bollard that differs from lab's.
+use lab_core::driver::bollard::{self, Docker};
+use lab_core::driver::{
+    async_trait, Capabilities, Driver, DriverContext, Error, Machine, MachineState, NodeEngine, NodeSpec, Result,
 };
 use serde::Deserialize;
 
@@ -115,11 +115,10 @@ impl StaticDriver {
 
     fn machine(&self, node: &str) -> Option<Machine> {
         let engine = self.engines.get(node)?;
-        // lab names managers `manager` or `managerN`; the config has no roles of its own.
-        let role = if node.starts_with("manager") { Role::Manager } else { Role::Worker };
         Some(Machine {
             name: node.to_string(),
-            role,
+            // The config has no roles of its own; the core knows each node's from the topology.
+            role: None,
             state: MachineState::Running,
             address: Some(engine.advertise.clone()),
         })
@@ -147,7 +146,7 @@ fn host_of(rest: &str) -> Option<String> {
 impl Driver for StaticDriver {
     fn capabilities(&self) -> Capabilities {
         // The engines are the user's: lab may use them but never makes, starts or removes them.
-        Capabilities { create: false, destroy: false, start: false, shell: false, exec: false }
+        Capabilities::none()
     }
 
     /// Every node of the topology must have an engine; checked before anything is changed.
@@ -179,12 +178,9 @@ impl Driver for StaticDriver {
         self.machine(node).ok_or_else(|| self.unconfigured(node, "start"))
     }
 
-    /// Succeeds without doing anything: the driver made nothing, so there is nothing of its own
-    /// to remove, and the engines belong to the user. (The core never calls it anyway, because
-    /// `capabilities().destroy` is false; the trait still needs an answer.)
-    async fn destroy(&self, _node: &str) -> Result<()> {
-        Ok(())
-    }
+    // No `destroy` and no `exec`: the engines are the user's, and a URL reaches an engine,
+    // not the host under it. The trait's defaults answer "unsupported", and the capabilities
+    // above tell the core not to ask.
 
     async fn engine(&self, machine: &Machine) -> Result<NodeEngine> {
         let engine = self.engines.get(&machine.name).ok_or_else(|| self.unconfigured(&machine.name, "reach"))?;
@@ -192,8 +188,7 @@ impl Driver for StaticDriver {
             Some(path) => Docker::connect_with_unix(path, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION),
             None => Docker::connect_with_http(&engine.url, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION),
         };
-        let docker = connected
-            .map_err(|e| Error::node(&machine.name, format!("connect to {}", engine.url), engine_message(&e)))?;
+        let docker = connected.map_err(|e| Error::engine(&machine.name, format!("connect to {}", engine.url), e))?;
         // The docker CLI spells plain-HTTP engines tcp://.
         let docker_host = match engine.url.strip_prefix("http://") {
             Some(rest) => format!("tcp://{rest}"),
@@ -203,14 +198,6 @@ impl Driver for StaticDriver {
             docker,
             advertise_addr: engine.advertise.clone(),
             client_env: vec![("DOCKER_HOST".into(), docker_host)],
-        })
-    }
-
-    /// A URL reaches an engine, not the host under it, so there is no way to run a command.
-    async fn exec(&self, node: &str, _argv: &[String]) -> Result<ExecOutput> {
-        Err(Error::Unsupported {
-            driver: NAME.into(),
-            message: format!("cannot run commands on node {node:?}: it is only known by its engine's URL"),
         })
     }
 }
@@ -276,21 +263,18 @@ mod tests {
         .unwrap();
         let machines = driver.observe().await.unwrap();
         let summary: Vec<_> = machines.iter().map(|m| (m.name.as_str(), m.role, m.address.as_deref())).collect();
-        assert_eq!(
-            summary,
-            [("manager", Role::Manager, Some("10.0.0.11")), ("worker1", Role::Worker, Some("10.0.0.12"))]
-        );
+        assert_eq!(summary, [("manager", None, Some("10.0.0.11")), ("worker1", None, Some("10.0.0.12"))]);
         assert!(machines.iter().all(|m| m.state == MachineState::Running));
 
         let engine = driver.engine(&machines[1]).await.unwrap();
         assert_eq!(engine.advertise_addr, "10.0.0.12");
         assert_eq!(engine.client_env, [("DOCKER_HOST".to_string(), "tcp://10.0.0.12:2375".to_string())]);
 
-        let worker2 = NodeSpec { name: "worker2".into(), role: Role::Worker, labels: Default::default() };
+        let worker2 = NodeSpec { name: "worker2".into(), role: lab_core::Role::Worker, labels: Default::default() };
         assert!(matches!(driver.create(&worker2).await, Err(Error::Unsupported { .. })));
         let err = driver.preflight(std::slice::from_ref(&worker2)).await.unwrap_err();
         assert!(err.exit_code() == 2 && err.to_string().contains("worker2"), "{err}");
-        assert!(driver.destroy("manager").await.is_ok());
+        assert!(matches!(driver.destroy("manager").await, Err(Error::Unsupported { .. })));
         assert!(matches!(driver.exec("manager", &[]).await, Err(Error::Unsupported { .. })));
     }
 }

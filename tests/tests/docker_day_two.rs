@@ -1,0 +1,291 @@
+//! End-to-end: the docker driver on day two, after the happy path: a shell that `lab env`
+//! pointed at a manager, a foreign container squatting on a node's name, probes left behind,
+//! and a state directory that went missing. Each test makes its own uniquely named cluster
+//! and removes it (and anything it made by hand) even when it fails.
+
+use std::time::{Duration, Instant};
+
+use lab_tests::{docker, ensure_images, labelled, node_exec, remove_labelled, NODE_IMAGE, REGISTRY_IMAGE};
+
+fn lab(tag: &str) -> lab_tests::Lab {
+    lab_tests::Lab::new(tag, env!("CARGO_BIN_EXE_lab-e2e"))
+}
+
+/// Removes a container by name when dropped, whatever the test did.
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        docker(&["rm", "-fv", &self.0]);
+    }
+}
+
+/// Removes a cluster's labelled objects from the host engine when dropped.
+struct RemoveLabelledOnDrop(String);
+
+impl Drop for RemoveLabelledOnDrop {
+    fn drop(&mut self) {
+        remove_labelled(&self.0);
+    }
+}
+
+/// The node containers' IDs, to see that a command changed none of them.
+fn node_ids(cluster: &str) -> String {
+    docker(&["ps", "-aq", "--no-trunc", "--filter", &format!("label=lab.cluster={cluster}")]).stdout
+}
+
+/// Item 1: after `eval "$(lab env)"` (DOCKER_HOST points at the manager's engine), lab still
+/// drives the cluster on the engine it was made on; a new cluster there is refused.
+#[test]
+fn lab_env_shell_keeps_lab_on_the_recorded_engine() {
+    ensure_images();
+    let lab = lab("env");
+    let other = lab_tests::unique_cluster("nested");
+    let _other_cleanup = RemoveLabelledOnDrop(other.clone());
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let env = lab.on(&["env", "--shell", "bash"]).ok("lab env");
+    let host = env
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
+        .expect("lab env printed DOCKER_HOST")
+        .trim_matches('\'')
+        .to_string();
+    let shell = [("DOCKER_HOST", host.as_str())];
+    let c = lab.cluster.as_str();
+
+    let plan = lab.run_env(&shell, &["plan", "--cluster", c]).ok("lab plan in the lab env shell");
+    assert!(plan.stdout.contains("nothing to do"), "plan in the lab env shell planned:\n{}", plan.stdout);
+
+    let before = node_ids(c);
+    let up = lab.run_env(&shell, &["up", "--cluster", c]).ok("lab up in the lab env shell");
+    assert!(up.stderr.contains("nothing to change"), "{}", up.stderr);
+    assert_eq!(node_ids(c), before, "up in the lab env shell changed the node containers");
+
+    lab.run_env(&shell, &["ssh", "--cluster", c, "worker1", "--", "true"]).ok("lab ssh in the lab env shell");
+
+    // A new cluster inside the manager's engine: refused, naming the cluster and the node.
+    let nested = lab
+        .run_env(&shell, &["up", "--cluster", &other, "--node-image", NODE_IMAGE, "--registry-image", REGISTRY_IMAGE]);
+    assert_eq!(nested.code, 2, "a cluster nested in a node was not refused:\n{}", nested.all());
+    assert!(
+        nested.stderr.contains(&format!("cluster {c}")) && nested.stderr.contains("manager"),
+        "the refusal does not name cluster {c} and node manager:\n{}",
+        nested.stderr
+    );
+    assert!(!nested.stderr.contains("panicked"), "{}", nested.stderr);
+    let inside =
+        docker(&["-H", &host, "ps", "-aq", "--filter", &format!("label=lab.cluster={other}")]).ok("ps on the manager");
+    assert_eq!(inside.stdout.trim(), "", "the refused up created containers on the manager");
+
+    // `down` in the same shell removes the cluster from the host engine.
+    lab.run_env(&shell, &["down", "--cluster", c]).ok("lab down in the lab env shell");
+    assert_eq!(labelled(c), Vec::<String>::new(), "down in the lab env shell left these on the host engine");
+    assert!(!lab.run(&["ls"]).stdout.contains(c), "down forgot nothing");
+}
+
+/// Item 9: a container named like a node but not made by lab is a conflict, left untouched.
+#[test]
+fn foreign_container_named_like_a_node_is_not_adopted() {
+    ensure_images();
+    let lab = lab("foreign");
+    let name = lab.container("worker1");
+    let _cleanup = RemoveOnDrop(name.clone());
+    docker(&["create", "--name", &name, NODE_IMAGE, "true"]).ok("create the foreign container");
+    let before = docker(&["inspect", "--format", "{{.Id}} {{.State.Status}}", &name]).ok("inspect").stdout;
+
+    let up = lab.up(&["--workers", "1"]);
+    assert_eq!(up.code, 1, "up did not fail on the foreign container:\n{}", up.all());
+    assert!(
+        up.stderr.contains(&name) && up.stderr.contains("not lab's"),
+        "the error does not name {name} as not lab's:\n{}",
+        up.stderr
+    );
+    assert!(!up.stderr.contains("panicked"), "{}", up.stderr);
+    let after = docker(&["inspect", "--format", "{{.Id}} {{.State.Status}}", &name]).ok("inspect after up").stdout;
+    assert_eq!(after, before, "up touched the foreign container");
+    assert!(before.trim().ends_with(" created"), "{before}");
+}
+
+/// Item 9: probes (throwaway containers on a node's engine) carry the cluster's label, are
+/// removed, and a run removes the leftovers of a killed one; another cluster's are kept.
+#[test]
+fn probes_carry_the_cluster_label_and_leftovers_are_removed() {
+    ensure_images();
+    let lab = lab("probe");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let worker = lab.container("worker1");
+    // Without curl (and wget) on the node, lab looks from a probe container.
+    node_exec(&worker, &["mv", "/usr/bin/curl", "/usr/bin/curl.hidden"]).ok("hide curl");
+    let label = format!("lab.cluster={}", lab.cluster);
+    for (name, cluster_label) in [("lab-probe-leftover", label.as_str()), ("lab-probe-others", "lab.cluster=e2e-other")]
+    {
+        node_exec(
+            &worker,
+            &[
+                "docker",
+                "create",
+                "--name",
+                name,
+                "--label",
+                "lab.probe=true",
+                "--label",
+                cluster_label,
+                "--label",
+                "lab.probe.expires=1",
+                REGISTRY_IMAGE,
+            ],
+        )
+        .ok("plant a leftover probe");
+    }
+    let since = node_exec(&worker, &["date", "+%s"]).ok("date").stdout.trim().to_string();
+
+    lab.on(&["check"]).ok("lab check with probes on worker1");
+
+    let until = node_exec(&worker, &["date", "+%s"]).ok("date").stdout.trim().to_string();
+    let until = (until.parse::<u64>().expect("epoch") + 1).to_string();
+    let created = node_exec(
+        &worker,
+        &[
+            "docker",
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=create",
+            "--format",
+            "{{json .Actor.Attributes}}",
+        ],
+    )
+    .ok("docker events on worker1")
+    .stdout;
+    let probes: Vec<&str> = created
+        .lines()
+        .filter(|l| l.contains("\"lab.probe\"") && !l.contains("lab-probe-leftover") && !l.contains("lab-probe-others"))
+        .collect();
+    assert!(!probes.is_empty(), "lab check ran no probe on worker1; created: {created}");
+    for p in &probes {
+        assert!(p.contains(&format!("\"lab.cluster\":\"{}\"", lab.cluster)), "a probe without the cluster label: {p}");
+    }
+    let left = node_exec(&worker, &["docker", "ps", "-a", "--filter", "label=lab.probe", "--format", "{{.Names}}"])
+        .ok("ps on worker1")
+        .stdout;
+    assert_eq!(left.trim(), "lab-probe-others", "probes left on worker1 (only the other cluster's may stay)");
+}
+
+/// Item 16: with the cluster's state directory gone, `up` recovers the nodes that still run
+/// on the engine, quickly, into the same swarm.
+#[test]
+fn up_recovers_a_cluster_whose_state_directory_was_removed() {
+    ensure_images();
+    let lab = lab("nostate");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let manager = lab.container("manager");
+    let swarm_id = || {
+        node_exec(&manager, &["docker", "info", "--format", "{{.Swarm.Cluster.ID}}"])
+            .ok("swarm ID")
+            .stdout
+            .trim()
+            .to_string()
+    };
+    let before = swarm_id();
+    assert!(!before.is_empty());
+
+    let dir = lab.state_home().join("lab/clusters").join(&lab.cluster);
+    std::fs::remove_dir_all(&dir).expect("remove the cluster's state directory");
+
+    let start = Instant::now();
+    lab.up(&["--workers", "1"]).ok("lab up after the state directory was removed");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(100), "recovery took {}s", took.as_secs());
+
+    lab.on(&["check"]).ok("every node answers after recovery");
+    let status = lab.on(&["status", "--output", "json"]).ok("lab status");
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).expect("json");
+    for n in v["nodes"].as_array().expect("nodes") {
+        assert_eq!(n["engine"], "ready", "{n}");
+        assert_eq!(n["swarm"], "ready", "{n}");
+    }
+    assert_eq!(swarm_id(), before, "the recovered cluster is another swarm");
+}
+
+/// Item 1: a cluster whose recorded engine was replaced (another engine ID at the recorded
+/// endpoint) is not driven on the new one: exit 1, saying so, and the record is kept.
+#[test]
+fn a_replaced_engine_is_named_and_not_used() {
+    ensure_images();
+    let lab = lab("engid");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let record = lab.state_home().join("lab/clusters").join(&lab.cluster).join("engine.json");
+    let text = std::fs::read_to_string(&record).expect("the driver recorded the cluster's engine");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("engine.json is JSON");
+    let id = v["engine_id"].as_str().expect("engine_id").to_string();
+    let host_id = docker(&["info", "--format", "{{.ID}}"]).ok("docker info").stdout.trim().to_string();
+    assert_eq!(id, host_id, "the recorded engine is not the host engine");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&record).unwrap().permissions().mode() & 0o777, 0o600);
+
+    std::fs::write(&record, text.replace(&id, "0000-not-this-engine")).expect("rewrite engine.json");
+    for args in [&["status"][..], &["plan"], &["down"]] {
+        let r = lab.on(args);
+        assert_eq!(r.code, 1, "lab {args:?} on a replaced engine:\n{}", r.all());
+        assert!(r.stderr.contains("not engine 0000-not-this-engine"), "lab {args:?} does not say so:\n{}", r.stderr);
+    }
+    assert!(lab.run(&["ls"]).stdout.contains(&lab.cluster), "a failed down forgot the cluster");
+    assert_eq!(labelled(&lab.cluster).len(), 5, "down on a replaced engine removed something");
+    std::fs::write(&record, text).expect("restore engine.json");
+}
+
+/// Item 1: `down` that cannot remove something labelled with the cluster fails naming it and
+/// keeps the cluster's record, so a later `down` finishes the job.
+#[test]
+fn down_that_leaves_something_behind_keeps_the_cluster() {
+    ensure_images();
+    let lab = lab("downkeep");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let net = format!("{}-extra", lab.cluster);
+    docker(&["network", "create", "--label", &format!("lab.cluster={}", lab.cluster), &net]).ok("labelled network");
+    let squatter = format!("{}-squatter", lab.cluster);
+    let _cleanup = RemoveOnDrop(squatter.clone());
+    docker(&["run", "-d", "--name", &squatter, "--network", &net, "--entrypoint", "sleep", REGISTRY_IMAGE, "300"])
+        .ok("a foreign container on that network");
+
+    let down = lab.on(&["down"]);
+    assert_eq!(down.code, 1, "down with a network it cannot remove:\n{}", down.all());
+    assert!(down.stderr.contains(&net), "down does not name {net}:\n{}", down.stderr);
+    assert!(!down.stderr.contains("is gone"), "{}", down.stderr);
+    assert!(lab.run(&["ls"]).stdout.contains(&lab.cluster), "a failed down forgot the cluster");
+
+    docker(&["rm", "-f", &squatter]).ok("remove the squatter");
+    lab.on(&["down"]).ok("the second down");
+    assert_eq!(labelled(&lab.cluster), Vec::<String>::new());
+    assert!(!lab.run(&["ls"]).stdout.contains(&lab.cluster));
+}
+
+/// Item 16: lab run with another state root (another XDG_STATE_HOME, or sudo's HOME) knows
+/// nothing of the cluster, yet `up` reaches the nodes through the sockets they were made with.
+#[test]
+fn up_from_another_state_home_reaches_the_nodes() {
+    ensure_images();
+    let lab = lab("otherhome");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let other = tempfile::Builder::new().prefix("lab-st2").tempdir().expect("another state root");
+    let home = [("XDG_STATE_HOME", other.path().to_str().expect("utf-8 path"))];
+    let c = lab.cluster.as_str();
+    let before = node_ids(c);
+    let start = Instant::now();
+    lab.run_env(
+        &home,
+        &["up", "--cluster", c, "--workers", "1", "--node-image", NODE_IMAGE, "--registry-image", REGISTRY_IMAGE],
+    )
+    .ok("lab up from another state root");
+    assert!(start.elapsed() < Duration::from_secs(60), "took {}s", start.elapsed().as_secs());
+    assert_eq!(node_ids(c), before, "up from another state root replaced nodes");
+    lab.run_env(&home, &["check", "--cluster", c]).ok("lab check from another state root");
+    lab.run_env(&home, &["down", "--cluster", c]).ok("lab down from another state root");
+    assert_eq!(labelled(c), Vec::<String>::new());
+}
