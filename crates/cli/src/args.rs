@@ -41,7 +41,7 @@ pub enum Command {
     Check(ShowArgs),
     /// Remove everything `up` made for the cluster.
     Down(ClusterArg),
-    /// List the registered drivers.
+    /// List the drivers: built-in ones, and external `lab-driver-NAME` programs on PATH.
     Drivers(DriversArgs),
     /// Open a shell on a node, or run a command there.
     Ssh(SshArgs),
@@ -108,6 +108,9 @@ pub struct DriversArgs {
     /// Also list each driver's settings: key, flag, kind and help.
     #[arg(long, short)]
     pub long: bool,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]

@@ -7,12 +7,13 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use lab_core::driver::{lookup, registry};
 use lab_core::exec::{execute, Runtime};
+use lab_core::external;
 use lab_core::observe::observe;
 use lab_core::plan::{plan, Desired};
 use lab_core::progress::{Progress, Silent};
 use lab_core::registry::{check_all, wait_ready};
 use lab_core::state::{ClusterState, Paths};
-use lab_core::{DriverContext, Error, Result, Role, Topology};
+use lab_core::{Driver, DriverContext, Error, Result, Role, Topology};
 use serde_json::json;
 
 use crate::args::{Cli, Command, EnvArgs, Output, Shell, SshArgs, TopologyArgs};
@@ -33,7 +34,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Env(a) => env(config, &a).await,
         Command::Check(a) => check(config, a.cluster.cluster.as_deref(), a.output).await,
         Command::Down(a) => down(config, a.cluster.as_deref()).await,
-        Command::Drivers(a) => drivers(a.long),
+        Command::Drivers(a) => drivers(a.output, a.long).await,
         Command::Ssh(a) => ssh(config, &a).await,
     }
 }
@@ -42,8 +43,14 @@ fn reporter(json: bool) -> Arc<dyn Progress> {
     Arc::new(Reporter::new(use_bars(std::io::stderr().is_terminal(), in_ci(), json)))
 }
 
+/// Where a driver name led.
+enum Found {
+    Registered(&'static lab_core::driver::Registration),
+    External(external::Program),
+}
+
 /// Builds the runtime for a cluster from settings, validating everything first.
-fn runtime(
+async fn runtime(
     settings: &Settings,
     recorded: Option<ClusterState>,
     paths: &Paths,
@@ -63,7 +70,19 @@ fn runtime(
             ));
         }
     }
-    let reg = lookup(&settings.driver)?;
+    // A name no crate registered may be an external driver: `[drivers.NAME] command`, or
+    // `lab-driver-NAME` on PATH.
+    let driver_table = settings.drivers.get(&settings.driver).cloned().unwrap_or(serde_json::Value::Null);
+    let found = match lookup(&settings.driver) {
+        Ok(reg) => Found::Registered(reg),
+        Err(Error::Input { .. }) => {
+            match external::find(&settings.driver, &driver_table, &settings::driver_source())? {
+                Some(program) => Found::External(program),
+                None => return Err(external::unknown(&settings.driver)),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     if settings.registry.image.trim().is_empty() || settings.registry.image.starts_with('-') {
         return Err(Error::input("registry.image", format!("invalid image reference {:?}", settings.registry.image)));
     }
@@ -86,7 +105,10 @@ fn runtime(
         config_source: settings::driver_source(),
         force,
     };
-    let driver = (reg.factory)(ctx)?;
+    let driver: Box<dyn Driver> = match found {
+        Found::Registered(reg) => (reg.factory)(ctx)?,
+        Found::External(program) => Box::new(program.start(ctx).await?),
+    };
     // A hosts file dictates the nodes; otherwise the counts do, with the seed's names.
     let (mut topology, warnings) = match driver.fixed_nodes() {
         Some(nodes) => Topology::from_nodes(cluster.clone(), nodes)?,
@@ -142,7 +164,7 @@ async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -> Result<i3
     let paths = Paths::from_env()?;
     // Every input is checked before anything is written, not even the lock file.
     let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
-    runtime(&settings, recorded, &paths, Arc::new(Silent), flags.force)?;
+    runtime(&settings, recorded, &paths, Arc::new(Silent), flags.force).await?;
     let cluster = settings.cluster_name("cluster")?;
     // From here on lab reads, decides and writes only under the cluster's lock: the state is
     // read again now, so a run that started while another held the lock sees its work, and
@@ -150,7 +172,7 @@ async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -> Result<i3
     let _lock = paths.lock(&cluster, "lab up")?;
     let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
     let progress = reporter(false);
-    let (rt, warnings) = runtime(&settings, recorded, &paths, progress.clone(), flags.force)?;
+    let (rt, warnings) = runtime(&settings, recorded, &paths, progress.clone(), flags.force).await?;
     for w in &warnings {
         progress.note(&format!("warning: {w}"));
     }
@@ -199,7 +221,7 @@ fn refuse_blocked(cluster: &lab_core::ClusterName, p: &lab_core::plan::Plan) -> 
 async fn plan_cmd(config: Option<&std::path::Path>, flags: &TopologyArgs, output: Output) -> Result<i32> {
     let paths = Paths::from_env()?;
     let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
-    let (rt, warnings) = runtime(&settings, recorded, &paths, Arc::new(Silent), flags.force)?;
+    let (rt, warnings) = runtime(&settings, recorded, &paths, Arc::new(Silent), flags.force).await?;
     for w in &warnings {
         eprintln!("lab: warning: {w}");
     }
@@ -248,7 +270,7 @@ async fn plan_cmd(config: Option<&std::path::Path>, flags: &TopologyArgs, output
 }
 
 /// The runtime of an existing cluster, from its recorded state.
-fn existing(
+async fn existing(
     config: Option<&std::path::Path>,
     cluster_flag: Option<&str>,
     progress: Arc<dyn Progress>,
@@ -267,7 +289,7 @@ fn existing(
     let flags =
         TopologyArgs { cluster: crate::args::ClusterArg { cluster: Some(cluster.to_string()) }, ..Default::default() };
     let (settings, recorded) = settings::load(config, &flags, |c| paths.load(c))?;
-    let (rt, _) = runtime(&settings, recorded, &paths, progress, false)?;
+    let (rt, _) = runtime(&settings, recorded, &paths, progress, false).await?;
     Ok((rt, paths, known))
 }
 
@@ -334,7 +356,7 @@ fn node_rows(rt: &Runtime, obs: &lab_core::observe::Observation) -> Vec<serde_js
 }
 
 async fn status(config: Option<&std::path::Path>, cluster: Option<&str>, output: Output) -> Result<i32> {
-    let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true)?;
+    let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true).await?;
     let obs = observe(&rt).await?;
     let st = rt.state();
     let reg_node = rt.desired.topology.registry_node().name.clone();
@@ -432,7 +454,7 @@ fn quote(shell: Shell, v: &str) -> String {
 }
 
 async fn env(config: Option<&std::path::Path>, a: &EnvArgs) -> Result<i32> {
-    let (rt, _, _) = existing(config, a.cluster.cluster.as_deref(), Arc::new(Silent), true)?;
+    let (rt, _, _) = existing(config, a.cluster.cluster.as_deref(), Arc::new(Silent), true).await?;
     let shell = a.shell.unwrap_or_else(shell_from_env);
     let manager = rt.desired.topology.first_manager().name.clone();
     let machines = rt.driver.observe().await?;
@@ -461,7 +483,7 @@ async fn env(config: Option<&std::path::Path>, a: &EnvArgs) -> Result<i32> {
 }
 
 async fn check(config: Option<&std::path::Path>, cluster: Option<&str>, output: Output) -> Result<i32> {
-    let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true)?;
+    let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true).await?;
     rt.set_machines(rt.driver.observe().await?);
     let checks = check_all(&rt).await;
     let ok = checks.iter().all(|c| c.ok);
@@ -506,7 +528,7 @@ async fn down(config: Option<&std::path::Path>, cluster: Option<&str>) -> Result
     // The state is read under the lock, and the lock file lives outside the directory `down`
     // removes, so no other lab process can take the cluster while it goes.
     let _lock = Paths::from_env()?.lock(&name, "lab down")?;
-    let (rt, paths, known) = existing(config, cluster, progress.clone(), false)?;
+    let (rt, paths, known) = existing(config, cluster, progress.clone(), false).await?;
     let cluster = rt.desired.topology.cluster.clone();
     let machines = rt.driver.observe().await?;
     if rt.desired.capabilities.destroy {
@@ -536,47 +558,88 @@ async fn down(config: Option<&std::path::Path>, cluster: Option<&str>) -> Result
     Ok(0)
 }
 
-fn drivers(long: bool) -> Result<i32> {
+/// Built-in drivers, then external ones found on PATH with where each is. An external driver
+/// that cannot be used (its handshake fails, it speaks another protocol version, a built-in
+/// driver has its name) is listed with the reason; the others are listed all the same.
+async fn drivers(output: Output, long: bool) -> Result<i32> {
     let map = registry()?;
-    let width = map.keys().map(|k| k.len()).max().unwrap_or(0);
-    for r in map.values() {
-        println!("{:width$}   {}", r.name, r.description);
-        if !long {
-            continue;
-        }
-        // Every setting of the driver's table, as the driver declares it.
-        let rows: Vec<Vec<String>> = r
-            .options
-            .iter()
-            .map(|o| {
-                let kind = match o.kind {
-                    lab_core::OptionKind::Choice(c) => c.join("|"),
-                    other => serde_json::to_value(other)
-                        .ok()
-                        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
-                        .unwrap_or_default(),
-                };
-                let mut notes = Vec::new();
-                if o.repeatable {
-                    notes.push("repeatable");
-                }
-                if o.secret {
-                    notes.push("secret");
-                }
-                let help =
-                    if notes.is_empty() { o.help.to_string() } else { format!("{} ({})", o.help, notes.join(", ")) };
-                vec![format!("  {}", o.key), o.flag.map(|f| format!("--{f}")).unwrap_or_else(|| "-".into()), kind, help]
+    let mut rows: Vec<serde_json::Value> = map
+        .values()
+        .map(|r| {
+            json!({
+                "name": r.name, "from": "built-in", "description": r.description, "usable": true, "error": null,
+                "options": r.options,
             })
-            .collect();
-        if !rows.is_empty() {
-            print!("{}", table(&["  KEY", "FLAG", "TYPE", "HELP"], &rows));
+        })
+        .collect();
+    let programs = external::on_path();
+    let hellos = join_all(programs.iter().map(|p| async move {
+        if map.contains_key(p.name.as_str()) {
+            return Err(format!("not used: the built-in driver {:?} has this name", p.name));
+        }
+        p.describe(external::DESCRIBE_TIMEOUT).await.map_err(|e| e.to_string())
+    }))
+    .await;
+    for (p, hello) in programs.iter().zip(hellos) {
+        rows.push(match hello {
+            Ok(h) => json!({
+                "name": p.name, "from": p.path, "description": h.description, "usable": true, "error": null,
+                "capabilities": h.capabilities, "options": h.options,
+            }),
+            Err(why) => json!({ "name": p.name, "from": p.path, "description": null, "usable": false, "error": why }),
+        });
+    }
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| Error::op("print the drivers", e))?);
+        return Ok(0);
+    }
+    let cell = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let what = match r["error"].as_str() {
+                Some(why) => format!("unusable: {why}"),
+                None => cell(&r["description"]),
+            };
+            vec![cell(&r["name"]), cell(&r["from"]), what]
+        })
+        .collect();
+    print!("{}", table(&["DRIVER", "FROM", "DESCRIPTION"], &table_rows));
+    if long {
+        // Every setting of each driver's table, as the driver declares it.
+        for r in rows.iter().filter(|r| r["options"].as_array().is_some_and(|o| !o.is_empty())) {
+            println!("\n{} settings ([drivers.{}]):", cell(&r["name"]), cell(&r["name"]));
+            let option_rows: Vec<Vec<String>> = r["options"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| {
+                    // Built-in drivers declare {key, flag, kind: {type, choices}}; external ones
+                    // {name, type} in the protocol's handshake.
+                    let kind = match o["kind"]["choices"].as_array() {
+                        Some(c) => c.iter().map(cell).collect::<Vec<_>>().join("|"),
+                        None if o["kind"].is_object() => cell(&o["kind"]["type"]),
+                        None => cell(&o["type"]),
+                    };
+                    let mut help = cell(&o["help"]);
+                    for note in ["repeatable", "secret"] {
+                        if o[note].as_bool() == Some(true) {
+                            help.push_str(&format!(" ({note})"));
+                        }
+                    }
+                    let flag = o["flag"].as_str().map(|f| format!("--{f}")).unwrap_or_else(|| "-".into());
+                    let key = if o["key"].is_string() { cell(&o["key"]) } else { cell(&o["name"]) };
+                    vec![format!("  {key}"), flag, kind, help]
+                })
+                .collect();
+            print!("{}", table(&["  KEY", "FLAG", "TYPE", "HELP"], &option_rows));
         }
     }
     Ok(0)
 }
 
 async fn ssh(config: Option<&std::path::Path>, a: &SshArgs) -> Result<i32> {
-    let (rt, _, _) = existing(config, a.cluster.cluster.as_deref(), Arc::new(Silent), true)?;
+    let (rt, _, _) = existing(config, a.cluster.cluster.as_deref(), Arc::new(Silent), true).await?;
     if rt.desired.topology.node(&a.node).is_none() {
         let names: Vec<_> = rt.desired.topology.nodes.iter().map(|n| n.name.as_str()).collect();
         return Err(Error::input(

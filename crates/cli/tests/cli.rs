@@ -90,8 +90,115 @@ fn drivers_lists_every_bundled_driver() {
     let out = Env::new().lab(&["drivers"], &[]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let names: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
-    assert_eq!(names, ["docker", "ssh", "virtualbox"], "{text}");
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    let built_in: Vec<&str> = rows.iter().filter(|r| r.get(1) == Some(&"built-in")).map(|r| r[0]).collect();
+    assert_eq!(built_in, ["docker", "ssh", "virtualbox"], "{text}");
+}
+
+/// Writes executable `#!/bin/sh` programs into a fresh directory; returns it and a PATH that
+/// puts it first.
+fn programs(files: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    (dir, path)
+}
+
+const GOOD: &str = r#"read hello
+echo '{"ok":{"lab_protocol":1,"description":"a fake that works","capabilities":{"create":true}}}'"#;
+
+/// Issue 10, item 6: external drivers on PATH are listed with their path; one whose handshake
+/// fails, or that speaks another protocol version, is listed with the reason, and the others
+/// are listed all the same.
+#[test]
+fn drivers_lists_external_programs_and_says_why_one_is_unusable() {
+    let (dir, path) = programs(&[
+        ("lab-driver-good", GOOD),
+        ("lab-driver-garbage", "read hello\necho 'no JSON here'"),
+        ("lab-driver-future", "read hello\necho '{\"ok\":{\"lab_protocol\":2,\"capabilities\":{}}}'"),
+        ("lab-driver-dies", "echo 'missing libfoo' >&2\nexit 3"),
+        ("lab-driver-docker", GOOD),
+        ("lab-driver-notexec", GOOD),
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    let notexec = dir.path().join("lab-driver-notexec");
+    std::fs::set_permissions(&notexec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = Env::new();
+    let out = e.lab(&["drivers"], &[("PATH", &path)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let row = |name: &str| {
+        text.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("no {name}: {text}"))
+    };
+    let program = |name: &str| dir.path().join(format!("lab-driver-{name}")).display().to_string();
+    assert!(row("good").contains(&program("good")) && row("good").contains("a fake that works"), "{text}");
+    let garbage = row("garbage");
+    assert!(
+        garbage.contains(&program("garbage")) && garbage.contains("unusable") && garbage.contains("not JSON"),
+        "{text}"
+    );
+    let future = row("future");
+    assert!(future.contains("unusable") && future.contains("protocol 2") && future.contains("protocol 1"), "{text}");
+    let dies = row("dies");
+    assert!(dies.contains("exited with status 3") && dies.contains("missing libfoo"), "{text}");
+    assert!(row("docker").contains("built-in"), "{text}");
+    assert!(text.contains(&program("docker")) && text.contains("not used"), "a shadowed program is named: {text}");
+    assert!(!text.contains("notexec"), "a file that is not executable is no driver: {text}");
+
+    let out = e.lab(&["drivers", "--output", "json"], &[("PATH", &path)]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let good = list.as_array().unwrap().iter().find(|d| d["name"] == "good").unwrap();
+    assert_eq!(good["from"], program("good"));
+    assert_eq!(good["usable"], true);
+    assert_eq!(good["capabilities"]["create"], true);
+    let future = list.as_array().unwrap().iter().find(|d| d["name"] == "future").unwrap();
+    assert_eq!(future["usable"], false);
+}
+
+/// The shipped Python driver is found on PATH, and its bad input exits 2 naming the table,
+/// the field and the value; an external driver's `input` error does too, and an unknown
+/// name lists external drivers as well as registered ones.
+#[test]
+fn external_drivers_bad_input_exits_2() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/external-driver");
+    let path = format!("{}:{}", examples.display(), std::env::var("PATH").unwrap_or_default());
+    let e = Env::new();
+    let out = e.lab(&["drivers"], &[("PATH", &path)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text.lines().find(|l| l.starts_with("static ")).unwrap_or_else(|| panic!("no static: {text}"));
+    assert!(row.contains("lab-driver-static") && row.contains("already exist"), "{text}");
+
+    e.write("lab.toml", "[drivers.static]\nengines = { manager = \"ftp://x\" }\n");
+    e.bad(
+        &["up", "--driver", "static"],
+        &[("PATH", &path)],
+        &["lab.toml", "[drivers.static] engines.manager", "ftp://x"],
+    );
+    e.bad(
+        &["up", "--driver", "static"],
+        &[("PATH", &path), ("LAB_DRIVERS__STATIC__TIMEOUT", "soon")],
+        &["[drivers.static] timeout", "soon"],
+    );
+    e.write("lab.toml", "[drivers.static]\ncommand = \"/nonexistent/lab-driver-x\"\n");
+    e.bad(&["up", "--driver", "static"], &[], &["[drivers.static] command", "/nonexistent/lab-driver-x"]);
+
+    let (_dir, path) = programs(&[(
+        "lab-driver-picky",
+        r#"read hello
+echo '{"error":{"kind":"input","field":"size","message":"\"huge\" is not small, medium or large"}}'"#,
+    )]);
+    e.write("lab.toml", "[drivers.picky]\nsize = \"huge\"\n");
+    e.bad(&["up", "--driver", "picky"], &[("PATH", &path)], &["lab.toml", "[drivers.picky] size", "\"huge\""]);
+    e.bad(
+        &["up", "--driver", "pick"],
+        &[("PATH", &path)],
+        &["--driver", "\"pick\"", "docker, ssh, virtualbox", "picky"],
+    );
 }
 
 #[test]
@@ -315,4 +422,30 @@ fn a_broken_docker_host_is_named_with_its_cause() {
     assert!(stderr.contains("lab: error: "), "{stderr}");
     assert!(stderr.contains("Connection refused") || stderr.contains("os error 111"), "the cause is lost: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Issue 10, item 4: the drivers' flags come from their own declarations. `lab up --help`
+/// shows them under their own heading, naming the driver; `lab drivers --long` lists every
+/// setting of every driver.
+#[test]
+fn driver_flags_come_from_the_drivers_declarations() {
+    let e = Env::new();
+    let help = e.lab(&["up", "--help"], &[]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    let section = help.split("Driver options:").nth(1).unwrap_or_else(|| panic!("no driver options:\n{help}"));
+    for (flag, driver) in
+        [("--node-image", "docker"), ("--hosts", "ssh"), ("--known-hosts", "ssh"), ("--host-key-policy", "ssh")]
+    {
+        let line = section
+            .lines()
+            .position(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("{flag} missing:\n{section}"));
+        let text: String = section.lines().skip(line).take(2).collect();
+        assert!(text.contains(&format!("[{driver} driver]")), "{flag}: {text}");
+    }
+    let long = e.lab(&["drivers", "--long"], &[]);
+    let long = String::from_utf8_lossy(&long.stdout);
+    for want in ["node_image", "--node-image", "privileged", "auto|always|never", "connect_timeout", "docker_machine"] {
+        assert!(long.contains(want), "lab drivers --long lacks {want}:\n{long}");
+    }
 }

@@ -18,6 +18,10 @@ pub mod error;
 // plugin API, which is `driver` (and `error`, which it re-exports).
 #[doc(hidden)]
 pub mod exec;
+// The adapter for drivers that are programs; their API is the protocol
+// (docs/driver-protocol.md), not this module.
+#[doc(hidden)]
+pub mod external;
 #[doc(hidden)]
 pub mod images;
 #[doc(hidden)]
