@@ -1,0 +1,52 @@
+//! `lab check`: ask every node for the registry, and explain any failure.
+
+use std::sync::Arc;
+
+use lab_core::progress::Silent;
+use lab_core::registry::check_all;
+use lab_core::Result;
+use serde_json::json;
+
+use super::cluster::existing;
+use crate::args::Output;
+use crate::output::table;
+
+pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str>, output: Output) -> Result<i32> {
+    let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true).await?;
+    rt.set_machines(rt.driver.observe().await?);
+    let checks = check_all(&rt).await;
+    let ok = checks.iter().all(|c| c.ok);
+    match output {
+        Output::Json => {
+            println!("{}", serde_json::to_string_pretty(&json!({"ok": ok, "nodes": checks})).expect("json"))
+        }
+        Output::Table => {
+            let mut rows = Vec::new();
+            for c in &checks {
+                if c.urls.is_empty() {
+                    rows.push(vec![
+                        c.node.clone(),
+                        "-".into(),
+                        "FAIL".into(),
+                        c.explanation.clone().unwrap_or_default(),
+                    ]);
+                }
+                for u in &c.urls {
+                    rows.push(vec![
+                        c.node.clone(),
+                        u.url.clone(),
+                        if u.ok { "ok".into() } else { "FAIL".into() },
+                        u.answer.clone(),
+                    ]);
+                }
+            }
+            print!("{}", table(&["NODE", "URL", "RESULT", "ANSWER"], &rows));
+            for c in checks.iter().filter(|c| !c.ok) {
+                if let Some(why) = &c.explanation {
+                    println!("{}: {why}", c.node);
+                }
+            }
+        }
+    }
+    Ok(if ok { 0 } else { 1 })
+}

@@ -1,0 +1,163 @@
+//! What every command shares: making a cluster's runtime (its driver, desired state and
+//! recorded state) from settings, for a new cluster or an existing one.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use lab_core::driver::lookup;
+use lab_core::exec::Runtime;
+use lab_core::external;
+use lab_core::plan::Desired;
+use lab_core::progress::Progress;
+use lab_core::state::{ClusterState, Paths};
+use lab_core::{Driver, DriverContext, Error, Result, Role, Topology};
+use serde_json::json;
+
+use crate::args::TopologyArgs;
+use crate::progress::{in_ci, use_bars, Reporter};
+use crate::settings::{self, Settings};
+
+pub(super) fn reporter(json: bool) -> Arc<dyn Progress> {
+    Arc::new(Reporter::new(use_bars(std::io::stderr().is_terminal(), in_ci(), json)))
+}
+
+/// Where a driver name led.
+pub(super) enum Found {
+    Registered(&'static lab_core::driver::Registration),
+    External(external::Program),
+}
+
+/// Builds the runtime for a cluster from settings, validating everything first.
+pub(super) async fn runtime(
+    settings: &Settings,
+    recorded: Option<ClusterState>,
+    paths: &Paths,
+    progress: Arc<dyn Progress>,
+    force: bool,
+) -> Result<(Runtime, Vec<String>)> {
+    // Already validated by `settings::load`, which names where a bad name came from.
+    let cluster = settings.cluster_name("cluster")?;
+    if let Some(st) = &recorded {
+        if st.driver != settings.driver {
+            return Err(Error::input(
+                "--driver",
+                format!(
+                    "cluster {cluster} was made with driver {:?}, not {:?}; run `lab down --cluster {cluster}` first, or use another --cluster",
+                    st.driver, settings.driver
+                ),
+            ));
+        }
+    }
+    // A name no crate registered may be an external driver: `[drivers.NAME] command`, or
+    // `lab-driver-NAME` on PATH.
+    let driver_table = settings.drivers.get(&settings.driver).cloned().unwrap_or(serde_json::Value::Null);
+    let found = match lookup(&settings.driver) {
+        Ok(reg) => Found::Registered(reg),
+        Err(Error::Input { .. }) => {
+            match external::find(&settings.driver, &driver_table, &settings::driver_source())? {
+                Some(program) => Found::External(program),
+                None => return Err(external::unknown(&settings.driver)),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    if settings.registry.image.trim().is_empty() || settings.registry.image.starts_with('-') {
+        return Err(Error::input("registry.image", format!("invalid image reference {:?}", settings.registry.image)));
+    }
+    let mut driver_config = settings.drivers.get(&settings.driver).cloned().unwrap_or(serde_json::Value::Null);
+    if let (Some(hosts), "ssh") = (&settings.hosts, settings.driver.as_str()) {
+        // Recorded absolute, so later commands find it from any directory.
+        let hosts = std::path::absolute(hosts).unwrap_or_else(|_| hosts.clone());
+        if let serde_json::Value::Object(m) = &mut driver_config {
+            m.insert("hosts".into(), json!(hosts));
+        } else {
+            driver_config = json!({ "hosts": hosts });
+        }
+    }
+    let ctx = DriverContext {
+        driver: settings.driver.clone(),
+        cluster: cluster.clone(),
+        state_dir: paths.cluster_dir(&cluster),
+        cache_dir: paths.driver_cache_dir(&settings.driver),
+        config: driver_config.clone(),
+        config_source: settings::driver_source(),
+        force,
+    };
+    let driver: Box<dyn Driver> = match found {
+        Found::Registered(reg) => (reg.factory)(ctx)?,
+        Found::External(program) => Box::new(program.start(ctx).await?),
+    };
+    // A hosts file dictates the nodes; otherwise the counts do, with the seed's names.
+    let (mut topology, warnings) = match driver.fixed_nodes() {
+        Some(nodes) => Topology::from_nodes(cluster.clone(), nodes)?,
+        None => Topology::new(cluster.clone(), settings.managers, settings.workers)?,
+    };
+    topology.add_role_labels(Role::Manager, settings.role_labels(Role::Manager)?);
+    topology.add_role_labels(Role::Worker, settings.role_labels(Role::Worker)?);
+    let count = |role| topology.nodes.iter().filter(|n| n.role == role).count() as u32;
+    let (managers, workers) = (count(Role::Manager), count(Role::Worker));
+    let desired = Desired {
+        capabilities: driver.capabilities(),
+        topology,
+        registry_image: settings.registry.image.clone(),
+        mode: settings.mode_request(),
+        force,
+    };
+    // What is recorded for later commands; a one-off `--force` is not.
+    let mut recorded_config = driver_config.clone();
+    if let serde_json::Value::Object(m) = &mut recorded_config {
+        m.remove("force");
+    }
+    let driver_config = recorded_config;
+    let mut state = match recorded {
+        Some(mut st) => {
+            st.managers = managers;
+            st.workers = workers;
+            st.registry_image = settings.registry.image.clone();
+            st.driver_config = driver_config;
+            st
+        }
+        None => ClusterState {
+            version: 1,
+            cluster,
+            driver: settings.driver.clone(),
+            driver_config,
+            managers,
+            workers,
+            registry_image: settings.registry.image.clone(),
+            registry_mode: None,
+            swarm: None,
+            nodes: Default::default(),
+            completed: Vec::new(),
+            manager_labels: Default::default(),
+            worker_labels: Default::default(),
+            registry_mode_request: None,
+        },
+    };
+    settings.record(&mut state);
+    Ok((Runtime::new(driver, desired, paths.clone(), state, progress), warnings))
+}
+
+/// The runtime of an existing cluster, from its recorded state.
+pub(super) async fn existing(
+    config: Option<&std::path::Path>,
+    cluster_flag: Option<&str>,
+    progress: Arc<dyn Progress>,
+    must_exist: bool,
+) -> Result<(Runtime, Paths, bool)> {
+    let paths = Paths::from_env()?;
+    let cluster = settings::cluster_only(config, cluster_flag)?;
+    let recorded = paths.load(&cluster)?;
+    let known = recorded.is_some();
+    if must_exist && !known {
+        return Err(Error::input(
+            if cluster_flag.is_some() { "--cluster" } else { "cluster" },
+            format!("lab knows no cluster named \"{cluster}\"; `lab ls` lists the clusters it knows"),
+        ));
+    }
+    let flags =
+        TopologyArgs { cluster: crate::args::ClusterArg { cluster: Some(cluster.to_string()) }, ..Default::default() };
+    let (settings, recorded) = settings::load(config, &flags, |c| paths.load(c))?;
+    let (rt, _) = runtime(&settings, recorded, &paths, progress, false).await?;
+    Ok((rt, paths, known))
+}

@@ -1,0 +1,32 @@
+//! One file per command. Results go to stdout; progress and logs to stderr. This module only
+//! dispatches; `cluster` holds what the commands share.
+
+mod check;
+mod cluster;
+mod down;
+mod drivers;
+mod env;
+mod ls;
+mod plan;
+mod ssh;
+mod status;
+mod up;
+
+use lab_core::Result;
+
+use crate::args::{Cli, Command};
+
+pub async fn dispatch(cli: Cli) -> Result<i32> {
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Up(a) => up::up(config, &a.topology).await,
+        Command::Plan(a) => plan::plan_cmd(config, &a.topology, a.output).await,
+        Command::Status(a) => status::status(config, a.cluster.cluster.as_deref(), a.output).await,
+        Command::Ls(a) => ls::ls(a.output),
+        Command::Env(a) => env::env(config, &a).await,
+        Command::Check(a) => check::check(config, a.cluster.cluster.as_deref(), a.output).await,
+        Command::Down(a) => down::down(config, a.cluster.as_deref()).await,
+        Command::Drivers(a) => drivers::drivers(a.output, a.long).await,
+        Command::Ssh(a) => ssh::ssh(config, &a).await,
+    }
+}

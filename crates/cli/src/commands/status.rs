@@ -1,0 +1,123 @@
+//! `lab status`: nodes, their engines and swarm state, and the registry.
+
+use std::sync::Arc;
+
+use lab_core::exec::Runtime;
+use lab_core::observe::observe;
+use lab_core::progress::Silent;
+use lab_core::Result;
+use serde_json::json;
+
+use super::cluster::existing;
+use crate::args::Output;
+use crate::output::table;
+
+pub(super) fn status_table(rt: &Runtime, obs: &lab_core::observe::Observation) -> String {
+    let rows: Vec<Vec<String>> = node_rows(rt, obs)
+        .into_iter()
+        .map(|n| {
+            ["name", "role", "address", "engine", "swarm", "availability", "manager_status"]
+                .iter()
+                .map(|k| n[*k].as_str().unwrap_or("").to_string())
+                .map(|v| if v.is_empty() { "-".into() } else { v })
+                .collect()
+        })
+        .collect();
+    table(&["NODE", "ROLE", "ADDRESS", "ENGINE", "SWARM", "AVAILABILITY", "MANAGER STATUS"], &rows)
+}
+
+pub(super) fn node_rows(rt: &Runtime, obs: &lab_core::observe::Observation) -> Vec<serde_json::Value> {
+    use lab_core::plan::Membership;
+    let mut names: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
+    for m in &obs.machines {
+        if !names.contains(&m.name) {
+            names.push(m.name.clone());
+        }
+    }
+    names
+        .iter()
+        .map(|name| {
+            let machine = obs.machines.iter().find(|m| &m.name == name);
+            let o = obs.observed.nodes.get(name);
+            let sw = obs.swarm_nodes.get(name);
+            let role = rt
+                .desired
+                .topology
+                .node(name)
+                .map(|n| n.role.to_string())
+                .or_else(|| machine.and_then(|m| m.role).map(|r| r.to_string()))
+                .unwrap_or_default();
+            let engine = match (machine, o) {
+                (None, _) => "missing",
+                (Some(m), _) if m.state == lab_core::MachineState::Stopped => "stopped",
+                (Some(m), _) if matches!(m.state, lab_core::MachineState::Broken(_)) => "broken",
+                (_, Some(o)) if o.engine => "ready",
+                _ => "not answering",
+            };
+            let swarm = match (o.map(|o| &o.swarm), sw) {
+                (_, Some(s)) => s.status.clone(),
+                (Some(Membership::None), _) => "inactive".into(),
+                (Some(Membership::Member { .. }), None) => "foreign swarm".into(),
+                _ => "".into(),
+            };
+            json!({
+                "name": name,
+                "role": role,
+                "address": o.and_then(|o| o.address.clone()).or_else(|| machine.and_then(|m| m.address.clone())).unwrap_or_default(),
+                "engine": engine,
+                "swarm": swarm,
+                "availability": sw.map(|s| s.availability.clone()).unwrap_or_default(),
+                "manager_status": sw.map(|s| s.manager_status.clone()).unwrap_or_default(),
+                "labels": sw.map(|s| json!(s.labels)).unwrap_or(json!({})),
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&str>, output: Output) -> Result<i32> {
+    let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true).await?;
+    let obs = observe(&rt).await?;
+    let st = rt.state();
+    let reg_node = rt.desired.topology.registry_node().name.clone();
+    let (task_node, task_state) = obs.registry_task.clone().unwrap_or_default();
+    let service = if obs.observed.registry.is_some() { "deployed" } else { "missing" };
+    match output {
+        Output::Json => {
+            let v = json!({
+                "cluster": st.cluster,
+                "driver": st.driver,
+                "nodes": node_rows(&rt, &obs),
+                "registry": {
+                    "stack": lab_core::registry::STACK,
+                    "service": lab_core::registry::SERVICE,
+                    "state": if service == "missing" { "missing".to_string() } else if task_state.is_empty() { "no task".to_string() } else { task_state.clone() },
+                    "running_on": task_node,
+                    "image": rt.desired.registry_image,
+                    "mode": st.registry_mode,
+                    "url": "http://localhost:5000",
+                    "data": { "volume": lab_core::registry::VOLUME, "node": reg_node },
+                },
+            });
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        }
+        Output::Table => {
+            print!("{}", status_table(&rt, &obs));
+            println!();
+            if service == "missing" {
+                println!("registry: stack {} not deployed (run lab up)", lab_core::registry::STACK);
+            } else {
+                println!(
+                    "registry: service {} {} on {}, image {}, mode {}, data in volume {} on {}",
+                    lab_core::registry::SERVICE,
+                    if task_state.is_empty() { "has no task".to_string() } else { task_state },
+                    if task_node.is_empty() { "-".to_string() } else { task_node },
+                    rt.desired.registry_image,
+                    st.registry_mode.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+                    lab_core::registry::VOLUME,
+                    reg_node
+                );
+            }
+        }
+    }
+    Ok(0)
+}

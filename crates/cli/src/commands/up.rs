@@ -1,0 +1,78 @@
+//! `lab up`: create or converge a cluster, then wait until every node answers `{}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lab_core::exec::execute;
+use lab_core::observe::observe;
+use lab_core::plan::plan;
+use lab_core::progress::Silent;
+use lab_core::registry::wait_ready;
+use lab_core::state::Paths;
+use lab_core::{Error, Result};
+
+use super::cluster::{reporter, runtime};
+use super::status::status_table;
+use crate::args::TopologyArgs;
+use crate::settings;
+
+/// How long `up` waits for every node to answer `{}` once the plan is executed.
+pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -> Result<i32> {
+    let paths = Paths::from_env()?;
+    // Every input is checked before anything is written, not even the lock file.
+    let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
+    runtime(&settings, recorded, &paths, Arc::new(Silent), flags.force).await?;
+    let cluster = settings.cluster_name("cluster")?;
+    // From here on lab reads, decides and writes only under the cluster's lock: the state is
+    // read again now, so a run that started while another held the lock sees its work, and
+    // the driver's preflight (which may make a host leave a foreign swarm) runs under it too.
+    let _lock = paths.lock(&cluster, "lab up")?;
+    let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
+    let progress = reporter(false);
+    let (rt, warnings) = runtime(&settings, recorded, &paths, progress.clone(), flags.force).await?;
+    for w in &warnings {
+        progress.note(&format!("warning: {w}"));
+    }
+    let rt = Arc::new(rt);
+    rt.driver.preflight(&rt.desired.topology.nodes).await?;
+    rt.update_state(|_| {})?;
+    let obs = observe(&rt).await?;
+    let p = plan(&rt.desired, &obs.observed);
+    refuse_blocked(&cluster, &p)?;
+    if p.is_empty() {
+        progress.note(&format!("cluster {cluster} already matches the desired state; nothing to change"));
+    } else {
+        progress.note(&format!(
+            "bringing up cluster {cluster} with driver {}: {} steps",
+            settings.driver,
+            p.steps.len()
+        ));
+        if p.steps.iter().any(|s| matches!(s.step, lab_core::plan::Step::LoadImage { .. })) {
+            lab_core::images::prefetch(rt.clone(), rt.desired.registry_image.clone());
+        }
+        execute(rt.clone(), &p).await?;
+    }
+    progress.note("checking http://127.0.0.1:5000/v2/ and http://localhost:5000/v2/ on every node");
+    wait_ready(&rt, READY_TIMEOUT).await?;
+    let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
+    let obs = observe(&rt).await?;
+    print!("{}", status_table(&rt, &obs));
+    println!();
+    println!("registry: answering {{}} at localhost:5000 on every node (mode {mode})");
+    println!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"");
+    Ok(0)
+}
+
+/// A plan that would lose the registry's data runs only with `--force`: bad input, exit 2,
+/// and nothing changed.
+pub(super) fn refuse_blocked(cluster: &lab_core::ClusterName, p: &lab_core::plan::Plan) -> Result<()> {
+    if p.blocked.is_empty() {
+        return Ok(());
+    }
+    Err(Error::input(
+        format!("lab up --cluster {cluster}"),
+        format!("{}; nothing was changed: pass --force to go ahead anyway", p.blocked.join("; ")),
+    ))
+}
