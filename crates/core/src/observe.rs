@@ -163,7 +163,12 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
         registry_obs = registry::observe(&mgr).await;
         if let Some(reg) = registry_obs.as_mut() {
             registry_task = registry_task_of(&mgr, &swarm_nodes).await;
-            reg.running_on = registry_task.as_ref().filter(|(_, state)| state == "running").map(|(n, _)| n.clone());
+            // Only a node lab can name: a task the managers still list on a node whose engine
+            // did not answer (stopped, lost) runs nowhere lab can see.
+            reg.running_on = registry_task
+                .as_ref()
+                .filter(|(node, state)| state == "running" && swarm_nodes.contains_key(node))
+                .map(|(n, _)| n.clone());
         }
     } else {
         for (name, view) in &views {

@@ -298,12 +298,17 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     // volume. It moves before that node may be destroyed.
     let reg_node = topo.registry_node().name.as_str();
     let running_on = observed.registry.as_ref().and_then(|r| r.running_on.as_deref());
-    let reg_has_data = observed.nodes.get(reg_node).is_some_and(|o| o.engine && o.registry_data)
-        && !matches!(observed.nodes.get(reg_node).map(|o| &o.machine), Some(MachineState::Broken(_)));
+    // Whether the registry's node is known to lack the data: it is missing or about to be
+    // made again, or its engine answers without the volume. A node that is stopped or not
+    // answering may well have it, and then nothing moves.
+    let reg_known_empty = match observed.nodes.get(reg_node) {
+        None => true,
+        Some(o) => matches!(o.machine, MachineState::Broken(_)) || (o.engine && !o.registry_data),
+    };
     let holder: Option<&str> = match running_on {
         Some(n) if n != reg_node => Some(n),
         Some(_) => None,
-        None if !reg_has_data => observed
+        None if reg_known_empty => observed
             .nodes
             .iter()
             .find(|(n, o)| n.as_str() != reg_node && o.registry_data && o.engine)
@@ -927,6 +932,24 @@ mod tests {
         assert!(!p.is_empty());
         let forced = Desired { force: true, ..zero };
         assert!(plan(&forced, &o).blocked.is_empty());
+    }
+
+    /// A stopped registry node keeps its data: `up` starts it and redeploys, moving nothing
+    /// (found by the virtualbox suite: the manager still listed the task on the stopped node).
+    #[test]
+    fn a_stopped_registry_node_is_started_not_robbed() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut o = converged(&d);
+        // Even with a stale copy on another node.
+        o.nodes.get_mut("worker2").unwrap().registry_data = true;
+        let w1 = o.nodes.get_mut("worker1").unwrap();
+        w1.machine = MachineState::Stopped;
+        w1.engine = false;
+        o.registry.as_mut().unwrap().running_on = None;
+        let p = plan(&d, &o);
+        assert!(p.blocked.is_empty(), "{p:#?}");
+        assert!(!p.steps.iter().any(|s| matches!(s.step, Step::MoveRegistryData { .. })), "{p:#?}");
+        assert!(p.steps.iter().any(|s| s.step == Step::StartNode { node: "worker1".into() }), "{p:#?}");
     }
 
     /// Item 4: a registry whose task does not run is never converged.
