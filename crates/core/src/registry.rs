@@ -294,27 +294,35 @@ pub async fn deploy(rt: &Runtime) -> Result<String> {
     let image = &rt.desired.registry_image;
     let secret_id = ensure_secret(&mgr_name, &mgr).await?;
     let program = image_program(rt, image).await?;
-    let mut spec = service_spec(image, &program, &secret_id, mode);
-    match mgr.inspect_service(SERVICE, None::<InspectServiceOptions>).await {
-        Ok(svc) => {
-            let version = svc.version.and_then(|v| v.index).unwrap_or_default();
-            // A task that is not running (stopped behind lab's back, or failed to start)
-            // is restarted even when the spec is unchanged.
-            let force = svc.spec.and_then(|s| s.task_template).and_then(|t| t.force_update).unwrap_or(0);
-            if !task_running(&mgr).await {
+    // The swarm updates the service's object on its own (an update's status), so a version
+    // read may be stale by the time of the update: read it again and retry.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut spec = service_spec(image, &program, &secret_id, mode);
+        match mgr.inspect_service(SERVICE, None::<InspectServiceOptions>).await {
+            Ok(svc) => {
+                let version = svc.version.and_then(|v| v.index).unwrap_or_default();
+                // A task that is not running (stopped behind lab's back, or failed to start)
+                // is restarted even when the spec is unchanged.
+                let force = svc.spec.and_then(|s| s.task_template).and_then(|t| t.force_update).unwrap_or(0);
+                let bump = if task_running(&mgr).await { 0 } else { 1 };
                 if let Some(t) = spec.task_template.as_mut() {
-                    t.force_update = Some(force + 1);
+                    t.force_update = Some(force + bump);
                 }
-            } else if let Some(t) = spec.task_template.as_mut() {
-                t.force_update = Some(force);
+                let opts = UpdateServiceOptionsBuilder::new().version(version as i32).build();
+                match mgr.update_service(SERVICE, spec, opts, None).await {
+                    Ok(_) => break,
+                    Err(e) if crate::swarm::out_of_sequence(&e) && attempt < crate::swarm::UPDATE_ATTEMPTS => {
+                        tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                    }
+                    Err(e) => return Err(fail(&format!("update service {SERVICE}"), e)),
+                }
             }
-            let opts = UpdateServiceOptionsBuilder::new().version(version as i32).build();
-            mgr.update_service(SERVICE, spec, opts, None)
-                .await
-                .map_err(|e| fail(&format!("update service {SERVICE}"), e))?;
-        }
-        Err(_) => {
-            mgr.create_service(spec, None).await.map_err(|e| fail(&format!("create service {SERVICE}"), e))?;
+            Err(_) => {
+                mgr.create_service(spec, None).await.map_err(|e| fail(&format!("create service {SERVICE}"), e))?;
+                break;
+            }
         }
     }
     Ok(format!("{image}, {mode}, pinned to {}", rt.desired.topology.registry_node().name))

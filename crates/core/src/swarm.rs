@@ -121,21 +121,40 @@ pub async fn configure(
     labels: &BTreeMap<String, String>,
 ) -> Result<()> {
     let step = "set role, availability and labels";
-    let current = manager.inspect_node(node_id).await.map_err(|e| Error::engine(node, step, e))?;
-    let version = current.version.and_then(|v| v.index).unwrap_or_default();
-    let spec = SwarmNodeSpec {
-        name: current.spec.and_then(|s| s.name),
-        labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
-        role: Some(match role {
-            Role::Manager => NodeSpecRoleEnum::MANAGER,
-            Role::Worker => NodeSpecRoleEnum::WORKER,
-        }),
-        availability: Some(if drain { NodeSpecAvailabilityEnum::DRAIN } else { NodeSpecAvailabilityEnum::ACTIVE }),
-    };
-    manager
-        .update_node(node_id, spec, UpdateNodeOptionsBuilder::new().version(version as i64).build())
-        .await
-        .map_err(|e| Error::engine(node, step, e))
+    // The swarm updates a node's object on its own (a node that just joined registers), so
+    // the version read may be stale by the time of the update: read it again and retry.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = manager.inspect_node(node_id).await.map_err(|e| Error::engine(node, step, e))?;
+        let version = current.version.and_then(|v| v.index).unwrap_or_default();
+        let spec = SwarmNodeSpec {
+            name: current.spec.and_then(|s| s.name),
+            labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+            role: Some(match role {
+                Role::Manager => NodeSpecRoleEnum::MANAGER,
+                Role::Worker => NodeSpecRoleEnum::WORKER,
+            }),
+            availability: Some(if drain { NodeSpecAvailabilityEnum::DRAIN } else { NodeSpecAvailabilityEnum::ACTIVE }),
+        };
+        match manager.update_node(node_id, spec, UpdateNodeOptionsBuilder::new().version(version as i64).build()).await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if out_of_sequence(&e) && attempt < UPDATE_ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt as u64)).await;
+            }
+            Err(e) => return Err(Error::engine(node, step, e)),
+        }
+    }
+}
+
+/// How many times an update that lost a race with the swarm's own is tried.
+pub const UPDATE_ATTEMPTS: u32 = 5;
+
+/// Whether the swarm refused an update because the object changed since it was read
+/// ("update out of sequence"): reading it again and retrying is the answer.
+pub fn out_of_sequence(e: &bollard::errors::Error) -> bool {
+    crate::error::engine_message(e).contains("update out of sequence")
 }
 
 /// Removes swarm node entries that are down and carry `hostname`: what is left of a node that
@@ -151,5 +170,24 @@ pub async fn forget_stale(manager: &Docker, hostname: &str, keep_id: &str) {
                 .delete_node(&id, Some(bollard::query_parameters::DeleteNodeOptionsBuilder::new().force(true).build()))
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `up` met "update out of sequence" from a node update racing the swarm's own (a node
+    /// that had just joined); only that refusal is retried.
+    #[test]
+    fn only_a_stale_version_is_retried() {
+        let stale = bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: "rpc error: code = Unknown desc = update out of sequence".into(),
+        };
+        assert!(out_of_sequence(&stale));
+        let other =
+            bollard::errors::Error::DockerResponseServerError { status_code: 404, message: "node not found".into() };
+        assert!(!out_of_sequence(&other));
     }
 }
