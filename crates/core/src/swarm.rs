@@ -29,6 +29,8 @@ pub struct LocalView {
     pub manager: bool,
     /// The swarm's ID; only managers know it.
     pub cluster_id: Option<String>,
+    /// The managers it knows, as `address:port`: all a worker can say of its swarm.
+    pub remote_managers: Vec<String>,
 }
 
 /// Reads a node's own view of its membership.
@@ -44,6 +46,11 @@ pub async fn local_view(docker: &Docker) -> std::result::Result<LocalView, bolla
         node_id: swarm.node_id.filter(|s| !s.is_empty()),
         manager: active && swarm.control_available.unwrap_or(false),
         cluster_id: swarm.cluster.and_then(|c| c.id).filter(|s| !s.is_empty()),
+        remote_managers: if active {
+            swarm.remote_managers.unwrap_or_default().into_iter().filter_map(|m| m.addr).collect()
+        } else {
+            Vec::new()
+        },
     })
 }
 
