@@ -8,7 +8,7 @@
 //! `--force`, and never makes a node leave while this cluster's managers could not be asked.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bollard::models::{NodeSpecAvailabilityEnum, NodeSpecRoleEnum};
 use futures_util::future::join_all;
@@ -76,11 +76,14 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
                     // An engine that cannot say whether it is in a swarm is not "not in a
                     // swarm": it counts as not answering, and the steps that wait for it say
                     // why.
-                    match local_view(&e.docker).await {
-                        Ok(v) => {
+                    match settled_view(&e.docker, &e.advertise_addr).await {
+                        Ok(Some(v)) => {
                             view = Some(v);
                             obs.swarm = Membership::None;
                         }
+                        // Not settled in time: its membership stays unknown, and, were it
+                        // one of this cluster's managers, unchecked.
+                        Ok(None) => tracing::debug!(node = %m.name, "swarm membership still settling"),
                         Err(err) => {
                             tracing::debug!(node = %m.name, cause = %crate::error::engine_message(&err), "docker info failed");
                             obs.engine = false;
@@ -211,6 +214,33 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
         swarm_nodes,
         registry_task,
     })
+}
+
+/// How long observation waits for a node's swarm membership to settle.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A node's own view of its membership once it has settled, or `None` if it has not within
+/// [`SETTLE_TIMEOUT`]. An engine that has just started (a machine started or restarted)
+/// reports `pending` while it rejoins; a manager's control plane takes a moment longer, and
+/// until then it looks like a worker whose managers include itself. Either, taken at face
+/// value, would count a node of this cluster's as in some other swarm.
+async fn settled_view(
+    docker: &bollard::Docker,
+    advertise: &str,
+) -> std::result::Result<Option<LocalView>, bollard::errors::Error> {
+    let start = Instant::now();
+    loop {
+        let v = local_view(docker).await?;
+        let own = host_of(advertise);
+        let settling = v.pending || (v.active && !v.manager && v.remote_managers.iter().any(|m| host_of(m) == own));
+        if !settling {
+            return Ok(Some(v));
+        }
+        if start.elapsed() >= SETTLE_TIMEOUT {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// One swarm's nodes, by swarm node ID, as one of its managers lists them.
@@ -375,6 +405,7 @@ mod tests {
     fn manager_in(swarm: &str, node_id: &str) -> LocalView {
         LocalView {
             active: true,
+            pending: false,
             node_id: Some(node_id.into()),
             manager: true,
             cluster_id: Some(swarm.into()),
@@ -385,6 +416,7 @@ mod tests {
     fn worker(node_id: &str, managers: &[&str]) -> LocalView {
         LocalView {
             active: true,
+            pending: false,
             node_id: Some(node_id.into()),
             manager: false,
             cluster_id: None,
