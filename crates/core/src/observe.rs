@@ -157,6 +157,7 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
     };
     let decided = facts.decide();
     let swarm_id = decided.swarm_id.clone();
+    rt.set_cluster_swarm(swarm_id.clone());
     let mut swarm_nodes = BTreeMap::new();
     for (name, membership) in decided.membership {
         let obs = nodes.get_mut(&name).expect("viewed nodes are observed");
