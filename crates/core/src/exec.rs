@@ -43,6 +43,8 @@ pub struct Runtime {
     state: Mutex<ClusterState>,
     machines: Mutex<BTreeMap<String, Machine>>,
     engines: tokio::sync::Mutex<HashMap<String, NodeEngine>>,
+    /// The swarm observation decided is the cluster's (`Some(None)`: none), once it has.
+    swarm: Mutex<Option<Option<String>>>,
     pub(crate) local: OnceCell<std::result::Result<Docker, String>>,
     pub(crate) exports: Mutex<HashMap<String, Arc<OnceCell<bytes::Bytes>>>>,
 }
@@ -64,6 +66,7 @@ impl Runtime {
             state: Mutex::new(state),
             machines: Mutex::new(BTreeMap::new()),
             engines: tokio::sync::Mutex::new(HashMap::new()),
+            swarm: Mutex::new(None),
             local: OnceCell::new(),
             exports: Mutex::new(HashMap::new()),
         }
@@ -160,12 +163,24 @@ impl Runtime {
         }
     }
 
-    /// A manager of this cluster's swarm that answers, with its node name.
+    /// Remembers which swarm is the cluster's, as observation decided or `InitSwarm` made it.
+    pub(crate) fn set_cluster_swarm(&self, id: Option<String>) {
+        *self.swarm.lock().expect("swarm lock") = Some(id);
+    }
+
+    /// A manager of this cluster's swarm that answers, with its node name. Once observation
+    /// has decided which swarm is the cluster's, only a manager of that one: a manager still
+    /// in a foreign swarm is never asked for a join token or told to deploy anything.
     pub async fn manager(&self) -> Result<(String, Docker)> {
+        let decided = self.swarm.lock().expect("swarm lock").clone();
+        let want = match decided {
+            Some(id) => Some(id),
+            None => self.state().swarm.map(|s| Some(s.id)).filter(|s| s.as_deref().is_some_and(|s| !s.is_empty())),
+        };
         for n in self.desired.topology.nodes.iter().filter(|n| n.role == Role::Manager) {
             if let Ok(e) = self.engine(&n.name).await {
                 if let Ok(v) = swarm::local_view(&e.docker).await {
-                    if v.manager {
+                    if v.manager && want.as_ref().is_none_or(|w| w.is_some() && v.cluster_id == *w) {
                         return Ok((n.name.clone(), e.docker));
                     }
                 }
@@ -237,6 +252,7 @@ impl Runtime {
                 let e = self.engine(node).await?;
                 let rec = swarm::init(node, &e.docker, &e.advertise_addr).await?;
                 let detail = format!("advertising {}", rec.manager_addr);
+                self.set_cluster_swarm(Some(rec.id.clone()));
                 self.update_state(|st| {
                     st.swarm = Some(rec);
                     st.registry_mode = None;

@@ -1,8 +1,14 @@
 //! Observing a cluster: what the driver reports, what each node's engine says, what the
 //! swarm's managers say, and what lab recorded. Read-only; feeds the planner and `status`.
+//!
+//! It is also the one place that decides which swarm is the cluster's, for every driver: the
+//! one lab recorded, or one whose nodes carry the cluster's `lab.cluster` label (an `up`
+//! interrupted before recording it, or a lost state directory). Any other swarm a node is in
+//! is foreign ([`Membership::Foreign`]); the planner refuses to take such a node without
+//! `--force`, and never makes a node leave while this cluster's managers could not be asked.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use bollard::models::{NodeSpecAvailabilityEnum, NodeSpecRoleEnum};
 use futures_util::future::join_all;
@@ -70,11 +76,14 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
                     // An engine that cannot say whether it is in a swarm is not "not in a
                     // swarm": it counts as not answering, and the steps that wait for it say
                     // why.
-                    match local_view(&e.docker).await {
-                        Ok(v) => {
+                    match settled_view(&e.docker, &e.advertise_addr).await {
+                        Ok(Some(v)) => {
                             view = Some(v);
                             obs.swarm = Membership::None;
                         }
+                        // Not settled in time: its membership stays unknown, and, were it
+                        // one of this cluster's managers, unchecked.
+                        Ok(None) => tracing::debug!(node = %m.name, "swarm membership still settling"),
                         Err(err) => {
                             tracing::debug!(node = %m.name, cause = %crate::error::engine_message(&err), "docker info failed");
                             obs.engine = false;
@@ -95,7 +104,8 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
         }
     }
 
-    // The cluster's swarm is the one its managers (first manager first) are in.
+    // Which swarm is this cluster's, and which nodes are in it or in another: decided here,
+    // once, for every driver.
     let manager_order: Vec<&str> = rt
         .desired
         .topology
@@ -105,61 +115,88 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
         .map(|n| n.name.as_str())
         .chain(views.keys().map(|k| k.as_str()))
         .collect();
-    let leader = manager_order.iter().find(|n| views.get(**n).is_some_and(|v| v.manager && v.cluster_id.is_some()));
-    let mut swarm_id = None;
+    // Each swarm some node manages, listed by its first manager (in that order) that answers.
+    let mut listers: BTreeMap<String, String> = BTreeMap::new();
+    let mut listings: BTreeMap<String, Option<Listing>> = BTreeMap::new();
+    for name in &manager_order {
+        let Some(id) = views.get(*name).filter(|v| v.manager).and_then(|v| v.cluster_id.clone()) else { continue };
+        if listings.get(&id).is_some_and(|l| l.is_some()) {
+            continue;
+        }
+        let listed = match rt.engine(name).await {
+            Ok(e) => e.docker.list_nodes(None).await.ok(),
+            Err(_) => None,
+        };
+        let listed = listed.map(|ns| ns.into_iter().filter_map(|n| Some((n.id.clone()?, n))).collect());
+        if listed.is_some() || !listings.contains_key(&id) {
+            listers.insert(id.clone(), name.to_string());
+            listings.insert(id, listed);
+        }
+    }
+    let state = rt.state();
+    let facts = SwarmFacts {
+        cluster: rt.desired.topology.cluster.to_string(),
+        recorded: state.swarm.as_ref().map(|s| s.id.as_str()).filter(|s| !s.is_empty()),
+        manager_order: &manager_order,
+        views: &views,
+        listings: &listings,
+        manager_addrs: manager_addresses(rt, &nodes, &machines),
+        managers_unanswered: rt
+            .desired
+            .topology
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Manager)
+            .filter(|n| {
+                // A manager that is missing or about to be made again has no swarm to ask.
+                let exists = machines.iter().any(|m| m.name == n.name && !matches!(m.state, MachineState::Broken(_)));
+                exists && !views.contains_key(&n.name)
+            })
+            .map(|n| n.name.clone())
+            .collect(),
+    };
+    let decided = facts.decide();
+    let swarm_id = decided.swarm_id.clone();
+    rt.set_cluster_swarm(swarm_id.clone());
     let mut swarm_nodes = BTreeMap::new();
+    for (name, membership) in decided.membership {
+        let obs = nodes.get_mut(&name).expect("viewed nodes are observed");
+        obs.swarm = membership;
+        let listed = swarm_id
+            .as_ref()
+            .and_then(|id| listings.get(id))
+            .and_then(|l| l.as_ref())
+            .and_then(|l| views.get(&name).and_then(|v| v.node_id.as_ref()).and_then(|i| l.get(i)));
+        let Some(n) = listed else { continue };
+        let spec = n.spec.clone().unwrap_or_default();
+        obs.labels = spec.labels.clone().unwrap_or_default().into_iter().collect();
+        obs.drained = spec.availability == Some(NodeSpecAvailabilityEnum::DRAIN);
+        swarm_nodes.insert(
+            name.clone(),
+            SwarmNode {
+                id: n.id.clone().unwrap_or_default(),
+                role: spec.role.map(|r| r.to_string()).unwrap_or_default(),
+                availability: spec.availability.map(|a| a.to_string()).unwrap_or_default(),
+                status: n.status.as_ref().and_then(|s| s.state).map(|s| s.to_string()).unwrap_or_default(),
+                manager_status: n
+                    .manager_status
+                    .as_ref()
+                    .map(|m| {
+                        if m.leader == Some(true) {
+                            "leader".to_string()
+                        } else {
+                            m.reachability.map(|r| r.to_string()).unwrap_or_default()
+                        }
+                    })
+                    .unwrap_or_default(),
+                labels: obs.labels.clone(),
+            },
+        );
+    }
     let mut registry_obs = None;
     let mut registry_task = None;
-    if let Some(leader) = leader {
-        let id = views[*leader].cluster_id.clone().expect("checked above");
-        let mgr = rt.engine(leader).await?.docker;
-        let listed: HashMap<String, bollard::models::Node> = mgr
-            .list_nodes(None)
-            .await
-            .map(|ns| ns.into_iter().filter_map(|n| Some((n.id.clone()?, n))).collect())
-            .unwrap_or_default();
-        for (name, view) in &views {
-            let obs = nodes.get_mut(name).expect("viewed nodes are observed");
-            if !view.active {
-                continue;
-            }
-            let listed_node = view.node_id.as_ref().and_then(|i| listed.get(i));
-            match listed_node {
-                Some(n) => {
-                    let spec = n.spec.clone().unwrap_or_default();
-                    let manager = spec.role == Some(NodeSpecRoleEnum::MANAGER);
-                    obs.swarm = Membership::Member { swarm_id: id.clone(), manager };
-                    obs.labels = spec.labels.clone().unwrap_or_default().into_iter().collect();
-                    obs.drained = spec.availability == Some(NodeSpecAvailabilityEnum::DRAIN);
-                    swarm_nodes.insert(
-                        name.clone(),
-                        SwarmNode {
-                            id: n.id.clone().unwrap_or_default(),
-                            role: spec.role.map(|r| r.to_string()).unwrap_or_default(),
-                            availability: spec.availability.map(|a| a.to_string()).unwrap_or_default(),
-                            status: n.status.as_ref().and_then(|s| s.state).map(|s| s.to_string()).unwrap_or_default(),
-                            manager_status: n
-                                .manager_status
-                                .as_ref()
-                                .map(|m| {
-                                    if m.leader == Some(true) {
-                                        "leader".to_string()
-                                    } else {
-                                        m.reachability.map(|r| r.to_string()).unwrap_or_default()
-                                    }
-                                })
-                                .unwrap_or_default(),
-                            labels: obs.labels.clone(),
-                        },
-                    );
-                }
-                None => {
-                    let other = view.cluster_id.clone().unwrap_or_else(|| "another swarm".into());
-                    obs.swarm = Membership::Member { swarm_id: other, manager: view.manager };
-                }
-            }
-        }
-        swarm_id = Some(id);
+    if let Some(lister) = swarm_id.as_ref().and_then(|id| listers.get(id)) {
+        let mgr = rt.engine(lister).await?.docker;
         registry_obs = registry::observe(&mgr).await;
         if let Some(reg) = registry_obs.as_mut() {
             registry_task = registry_task_of(&mgr, &swarm_nodes).await;
@@ -170,21 +207,178 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
                 .filter(|(node, state)| state == "running" && swarm_nodes.contains_key(node))
                 .map(|(n, _)| n.clone());
         }
-    } else {
-        for (name, view) in &views {
-            if view.active {
-                let other = view.cluster_id.clone().unwrap_or_else(|| "another swarm".into());
-                nodes.get_mut(name).expect("viewed").swarm =
-                    Membership::Member { swarm_id: other, manager: view.manager };
-            }
-        }
     }
     Ok(Observation {
-        observed: Observed { nodes, swarm_id, registry: registry_obs, mode: rt.state().registry_mode },
+        observed: Observed {
+            nodes,
+            swarm_id,
+            registry: registry_obs,
+            mode: state.registry_mode,
+            managers_unchecked: decided.unchecked,
+        },
         machines,
         swarm_nodes,
         registry_task,
     })
+}
+
+/// How long observation waits for a node's swarm membership to settle.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A node's own view of its membership once it has settled, or `None` if it has not within
+/// [`SETTLE_TIMEOUT`]. An engine that has just started (a machine started or restarted)
+/// reports `pending` while it rejoins; a manager's control plane takes a moment longer, and
+/// until then it looks like a worker whose managers include itself. Either, taken at face
+/// value, would count a node of this cluster's as in some other swarm.
+async fn settled_view(
+    docker: &bollard::Docker,
+    advertise: &str,
+) -> std::result::Result<Option<LocalView>, bollard::errors::Error> {
+    let start = Instant::now();
+    loop {
+        let v = local_view(docker).await?;
+        let own = host_of(advertise);
+        let settling = v.pending || (v.active && !v.manager && v.remote_managers.iter().any(|m| host_of(m) == own));
+        if !settling {
+            return Ok(Some(v));
+        }
+        if start.elapsed() >= SETTLE_TIMEOUT {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One swarm's nodes, by swarm node ID, as one of its managers lists them.
+type Listing = HashMap<String, bollard::models::Node>;
+
+/// What observation learnt of the nodes' swarms: the input to [`SwarmFacts::decide`].
+struct SwarmFacts<'a> {
+    /// This cluster's name, as its nodes' `lab.cluster` label carries it.
+    cluster: String,
+    /// The swarm lab recorded for this cluster.
+    recorded: Option<&'a str>,
+    /// Nodes in the order their swarm is preferred as the cluster's: the topology's managers
+    /// first.
+    manager_order: &'a [&'a str],
+    /// Each answering node's own view.
+    views: &'a BTreeMap<String, LocalView>,
+    /// Each swarm a node manages, with its nodes, or `None` if none of its managers could
+    /// list them.
+    listings: &'a BTreeMap<String, Option<Listing>>,
+    /// The addresses (no port) this cluster's managers advertise, or did.
+    manager_addrs: BTreeSet<String>,
+    /// This cluster's managers that exist and whose engines did not say what swarm they are in.
+    managers_unanswered: Vec<String>,
+}
+
+/// Which swarm is the cluster's, and where each node in a swarm stands.
+#[derive(Debug, PartialEq)]
+struct Decided {
+    swarm_id: Option<String>,
+    /// For every node in a swarm.
+    membership: BTreeMap<String, Membership>,
+    /// Some manager of this cluster could not say which nodes are its swarm's.
+    unchecked: bool,
+}
+
+impl SwarmFacts<'_> {
+    /// Whether the swarm `id` is this cluster's: the one lab recorded, or one whose nodes carry
+    /// this cluster's `lab.cluster` label (an `up` interrupted before it recorded the swarm,
+    /// or a state directory lost).
+    fn ours(&self, id: &str) -> bool {
+        self.recorded == Some(id)
+            || self.listings.get(id).and_then(|l| l.as_ref()).is_some_and(|l| {
+                l.values().any(|n| {
+                    n.spec.as_ref().and_then(|s| s.labels.as_ref()).and_then(|l| l.get("lab.cluster"))
+                        == Some(&self.cluster)
+                })
+            })
+    }
+
+    fn decide(&self) -> Decided {
+        let managed = |name: &str| self.views.get(name).filter(|v| v.manager).and_then(|v| v.cluster_id.as_deref());
+        // The recorded swarm while a manager is in it; else the first of this cluster's.
+        let swarm_id = self
+            .recorded
+            .filter(|r| self.manager_order.iter().any(|n| managed(n) == Some(*r)))
+            .or_else(|| self.manager_order.iter().filter_map(|n| managed(n)).find(|id| self.ours(id)))
+            .map(str::to_string);
+        // A manager whose list could not be read may be this cluster's (its labels are unknown).
+        let unchecked = !self.managers_unanswered.is_empty() || self.listings.values().any(Option::is_none);
+        let listed_in = |id: &str, node: Option<&String>| -> Option<&bollard::models::Node> {
+            self.listings.get(id)?.as_ref()?.get(node?)
+        };
+        let mut membership = BTreeMap::new();
+        for (name, v) in self.views.iter().filter(|(_, v)| v.active) {
+            // Listed by the cluster's swarm, or by another of this cluster's swarms.
+            let listed = swarm_id
+                .iter()
+                .chain(self.listings.keys().filter(|id| self.ours(id)))
+                .find_map(|id| listed_in(id, v.node_id.as_ref()).map(|n| (id, n)));
+            let m = if let Some((id, n)) = listed {
+                let manager = n.spec.as_ref().and_then(|s| s.role) == Some(NodeSpecRoleEnum::MANAGER);
+                Membership::Member { swarm_id: id.clone(), manager }
+            } else if let Some(id) = v.cluster_id.as_ref().filter(|_| v.manager) {
+                if self.ours(id) {
+                    Membership::Member { swarm_id: id.clone(), manager: true }
+                } else {
+                    Membership::Foreign { swarm: format!("swarm {id}") }
+                }
+            } else if let Some(id) = self.listings.keys().find(|id| listed_in(id, v.node_id.as_ref()).is_some()) {
+                // Listed by a swarm that is not this cluster's, whatever its managers' addresses.
+                Membership::Foreign { swarm: format!("swarm {id}") }
+            } else if self.managed_by_ours(&v.remote_managers) {
+                if unchecked {
+                    // Its managers are this cluster's, which could not say whether it is
+                    // theirs: taken for this cluster's, since evicting a cluster's own node is
+                    // the worse mistake.
+                    Membership::Unknown
+                } else {
+                    // This cluster's managers answered and do not list it: what is left of a
+                    // swarm they were in before.
+                    Membership::Member {
+                        swarm_id: format!("a former swarm of cluster {}", self.cluster),
+                        manager: v.manager,
+                    }
+                }
+            } else if !v.remote_managers.is_empty() {
+                Membership::Foreign { swarm: format!("the swarm managed at {}", v.remote_managers.join(", ")) }
+            } else {
+                Membership::Foreign { swarm: "a swarm lab cannot identify".into() }
+            };
+            membership.insert(name.clone(), m);
+        }
+        Decided { swarm_id, membership, unchecked }
+    }
+
+    /// Whether swarm `RemoteManagers` (`address:port`) include one of this cluster's managers.
+    fn managed_by_ours(&self, remote_managers: &[String]) -> bool {
+        remote_managers.iter().any(|m| self.manager_addrs.contains(&host_of(m)))
+    }
+}
+
+/// The host of `address:port` (`[v6]:port` too), lowercased.
+fn host_of(addr: &str) -> String {
+    let host = match addr.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => h,
+        _ => addr,
+    };
+    host.trim_matches(['[', ']']).to_ascii_lowercase()
+}
+
+/// The addresses this cluster's managers advertise now, as the driver reports them, or did, as
+/// lab recorded them.
+fn manager_addresses(rt: &Runtime, nodes: &BTreeMap<String, NodeObs>, machines: &[Machine]) -> BTreeSet<String> {
+    let state = rt.state();
+    let mut out = BTreeSet::new();
+    for n in rt.desired.topology.nodes.iter().filter(|n| n.role == Role::Manager) {
+        out.extend(nodes.get(&n.name).and_then(|o| o.address.clone()));
+        out.extend(machines.iter().filter(|m| m.name == n.name).filter_map(|m| m.address.clone()));
+        out.extend(state.nodes.get(&n.name).filter(|r| r.role == Role::Manager).and_then(|r| r.address.clone()));
+    }
+    out.extend(state.swarm.as_ref().map(|s| s.manager_addr.clone()));
+    out.iter().map(|a| host_of(a)).filter(|a| !a.is_empty()).collect()
 }
 
 async fn registry_task_of(
@@ -201,4 +395,143 @@ async fn registry_task_of(
     let node = swarm_nodes.iter().find(|(_, n)| n.id == node_id).map(|(k, _)| k.clone()).unwrap_or(node_id);
     let state = t.status.as_ref().and_then(|s| s.state).map(|s| s.to_string()).unwrap_or_default();
     Some((node, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{Node, NodeSpec};
+
+    fn node(id: &str, role: NodeSpecRoleEnum, cluster: Option<&str>) -> (String, Node) {
+        let labels = cluster.map(|c| HashMap::from([("lab.cluster".to_string(), c.to_string())]));
+        let spec = NodeSpec { role: Some(role), labels, ..Default::default() };
+        (id.to_string(), Node { id: Some(id.into()), spec: Some(spec), ..Default::default() })
+    }
+
+    fn manager_in(swarm: &str, node_id: &str) -> LocalView {
+        LocalView {
+            active: true,
+            pending: false,
+            node_id: Some(node_id.into()),
+            manager: true,
+            cluster_id: Some(swarm.into()),
+            remote_managers: vec![],
+        }
+    }
+
+    fn worker(node_id: &str, managers: &[&str]) -> LocalView {
+        LocalView {
+            active: true,
+            pending: false,
+            node_id: Some(node_id.into()),
+            manager: false,
+            cluster_id: None,
+            remote_managers: managers.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    /// manager (10.0.0.1) and worker1 of cluster `lab`, in the swarms `views` and `listings` say.
+    fn decide(
+        recorded: Option<&str>,
+        views: &[(&str, LocalView)],
+        listings: &[(&str, Option<Listing>)],
+        unanswered: &[&str],
+    ) -> Decided {
+        let views: BTreeMap<String, LocalView> = views.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
+        let listings: BTreeMap<String, Option<Listing>> =
+            listings.iter().map(|(id, l)| (id.to_string(), l.clone())).collect();
+        let order: Vec<&str> = ["manager"].into_iter().chain(views.keys().map(String::as_str)).collect();
+        SwarmFacts {
+            cluster: "lab".into(),
+            recorded,
+            manager_order: &order,
+            views: &views,
+            listings: &listings,
+            manager_addrs: BTreeSet::from(["10.0.0.1".to_string()]),
+            managers_unanswered: unanswered.iter().map(|s| s.to_string()).collect(),
+        }
+        .decide()
+    }
+
+    fn member(swarm: &str, manager: bool) -> Membership {
+        Membership::Member { swarm_id: swarm.into(), manager }
+    }
+
+    #[test]
+    fn the_recorded_swarm_is_adopted_with_the_nodes_it_lists() {
+        let listing: Listing =
+            [node("m", NodeSpecRoleEnum::MANAGER, None), node("w", NodeSpecRoleEnum::WORKER, None)].into();
+        let d = decide(
+            Some("S"),
+            &[("manager", manager_in("S", "m")), ("worker1", worker("w", &["10.0.0.1:2377"]))],
+            &[("S", Some(listing))],
+            &[],
+        );
+        assert_eq!(d.swarm_id.as_deref(), Some("S"));
+        assert_eq!(d.membership["manager"], member("S", true));
+        assert_eq!(d.membership["worker1"], member("S", false));
+        assert!(!d.unchecked);
+    }
+
+    #[test]
+    fn an_unrecorded_swarm_is_adopted_only_if_labelled_as_this_clusters() {
+        let labelled: Listing = [node("m", NodeSpecRoleEnum::MANAGER, Some("lab"))].into();
+        let d = decide(None, &[("manager", manager_in("S", "m"))], &[("S", Some(labelled))], &[]);
+        assert_eq!(d.swarm_id.as_deref(), Some("S"));
+        assert_eq!(d.membership["manager"], member("S", true));
+        // Another cluster's label, or none, is a foreign swarm.
+        for label in [Some("other"), None] {
+            let listing: Listing = [node("m", NodeSpecRoleEnum::MANAGER, label)].into();
+            let d = decide(None, &[("manager", manager_in("F", "m"))], &[("F", Some(listing))], &[]);
+            assert_eq!(d.swarm_id, None);
+            assert_eq!(d.membership["manager"], Membership::Foreign { swarm: "swarm F".into() });
+        }
+        // And a recorded swarm is not replaced by a foreign one the manager is in now.
+        let listing: Listing = [node("m", NodeSpecRoleEnum::MANAGER, None)].into();
+        let d = decide(Some("S"), &[("manager", manager_in("F", "m"))], &[("F", Some(listing))], &[]);
+        assert_eq!(d.swarm_id, None);
+        assert_eq!(d.membership["manager"], Membership::Foreign { swarm: "swarm F".into() });
+    }
+
+    #[test]
+    fn workers_are_this_clusters_when_listed_or_managed_at_its_managers() {
+        let listing: Listing = [node("m", NodeSpecRoleEnum::MANAGER, None)].into();
+        let views = [
+            ("manager", manager_in("S", "m")),
+            ("worker1", worker("w1", &["10.0.0.1:2377"])),
+            ("worker2", worker("w2", &["10.9.9.9:2377"])),
+            ("worker3", worker("w3", &[])),
+        ];
+        // The managers answered and list neither: worker1 is left over from a former swarm of
+        // this cluster's; worker2 and worker3 are in someone else's.
+        let d = decide(Some("S"), &views, &[("S", Some(listing.clone()))], &[]);
+        assert!(matches!(&d.membership["worker1"], Membership::Member { swarm_id, .. } if swarm_id != "S"));
+        assert_eq!(d.membership["worker2"], Membership::Foreign { swarm: "the swarm managed at 10.9.9.9:2377".into() });
+        assert_eq!(d.membership["worker3"], Membership::Foreign { swarm: "a swarm lab cannot identify".into() });
+        // The manager's list cannot be read: worker1 is taken for this cluster's, and the
+        // managers count as unchecked.
+        let d = decide(Some("S"), &views, &[("S", None)], &[]);
+        assert!(d.unchecked);
+        assert_eq!(d.swarm_id.as_deref(), Some("S"));
+        assert_eq!(d.membership["worker1"], Membership::Unknown);
+        assert!(matches!(d.membership["worker2"], Membership::Foreign { .. }));
+        // Listed by a foreign swarm, even one with this cluster's manager in it: foreign.
+        let foreign: Listing =
+            [node("m", NodeSpecRoleEnum::MANAGER, None), node("w1", NodeSpecRoleEnum::WORKER, None)].into();
+        let d = decide(Some("S"), &[("manager", manager_in("F", "m")), views[1].clone()], &[("F", Some(foreign))], &[]);
+        assert_eq!(d.membership["worker1"], Membership::Foreign { swarm: "swarm F".into() });
+        // No manager answers at all.
+        let d = decide(Some("S"), &views[1..], &[], &["manager"]);
+        assert!(d.unchecked && d.swarm_id.is_none());
+        assert_eq!(d.membership["worker1"], Membership::Unknown);
+    }
+
+    #[test]
+    fn swarm_manager_addresses_are_compared_by_host() {
+        assert_eq!(host_of("10.0.0.1:2377"), "10.0.0.1");
+        assert_eq!(host_of("Node.Example:2377"), "node.example");
+        assert_eq!(host_of("[fd00::1]:2377"), "fd00::1");
+        assert_eq!(host_of("fd00::1"), "fd00::1");
+        assert_eq!(host_of("10.0.0.1"), "10.0.0.1");
+    }
 }

@@ -37,7 +37,8 @@ pub struct Desired {
     /// What the driver can do.
     pub capabilities: Capabilities,
     /// `--force`: go ahead with repairs that lose the registry's data (a broken registry
-    /// node destroyed and made again, data on a node whose engine does not answer).
+    /// node destroyed and made again, data on a node whose engine does not answer), and make
+    /// nodes leave swarms that are not this cluster's.
     pub force: bool,
 }
 
@@ -49,12 +50,20 @@ pub enum Membership {
     Unknown,
     /// Not in any swarm.
     None,
-    /// In the swarm with this ID.
+    /// In a swarm of this cluster's: the one in [`Observed::swarm_id`], or, when the ID differs,
+    /// one the cluster was in before (left behind when its managers made a new one), which the
+    /// node leaves to join the current one.
     Member {
         /// Swarm (cluster) ID.
         swarm_id: String,
         /// Whether it is a manager.
         manager: bool,
+    },
+    /// In a swarm that is not this cluster's: neither the one lab recorded nor one whose nodes
+    /// carry this cluster's `lab.cluster` label. Lab makes it leave only with `--force`.
+    Foreign {
+        /// The swarm, as lab can name it: `swarm ID`, or `the swarm managed at ADDRESS`.
+        swarm: String,
     },
 }
 
@@ -125,6 +134,10 @@ pub struct Observed {
     pub registry: Option<RegistryObs>,
     /// The registry mode recorded in state.
     pub mode: Option<RegistryMode>,
+    /// Some manager of this cluster exists but could not say which nodes are in its swarm
+    /// (its engine did not answer, or its node list could not be read). Then no node is made
+    /// to leave a swarm, whatever `--force` says: it may be this cluster's own.
+    pub managers_unchecked: bool,
 }
 
 /// One step of a plan.
@@ -230,7 +243,7 @@ impl fmt::Display for Step {
             Step::StartNode { node } => write!(f, "start node {node}"),
             Step::WaitEngine { node } => write!(f, "wait for the Docker engine on {node}"),
             Step::LoadImage { node, image } => write!(f, "load image {image} onto {node}"),
-            Step::LeaveSwarm { node } => write!(f, "make {node} leave a foreign swarm"),
+            Step::LeaveSwarm { node } => write!(f, "make {node} leave the swarm it is in"),
             Step::InitSwarm { node } => write!(f, "initialise the swarm on {node}"),
             Step::JoinSwarm { node, role } => write!(f, "join {node} to the swarm as {role}"),
             Step::ConfigureNode { node } => write!(f, "set role, availability and labels of {node}"),
@@ -403,18 +416,43 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             _ => None,
         }
     };
-    let foreign = |name: &str| -> bool {
+    // Another of this cluster's swarms: left without asking. A foreign one: only with --force,
+    // and never while this cluster's managers could not say which nodes are theirs.
+    let stale = |name: &str| -> bool {
         !fresh.contains(name)
             && matches!(
                 (observed.nodes.get(name).map(|o| &o.swarm), swarm_id),
                 (Some(Membership::Member { swarm_id: s, .. }), id) if Some(s.as_str()) != id
             )
     };
+    let foreign = |name: &str| -> Option<&str> {
+        match observed.nodes.get(name).map(|o| &o.swarm) {
+            Some(Membership::Foreign { swarm }) if !fresh.contains(name) => Some(swarm.as_str()),
+            _ => None,
+        }
+    };
+    for node in &topo.nodes {
+        let name = node.name.as_str();
+        let Some(swarm) = foreign(name) else { continue };
+        if !desired.force {
+            p.blocked.push(format!(
+                "{name} is already in another swarm ({swarm}); lab will not take it over: make it leave that swarm \
+                 (`docker swarm leave --force` on {name})"
+            ));
+        } else if observed.managers_unchecked {
+            p.blocked.push(format!(
+                "{name} is already in another swarm ({swarm}); lab could not check this cluster's managers, so \
+                 --force does not make it leave: bring them back, or make it leave that swarm (`docker swarm \
+                 leave --force` on {name})"
+            ));
+        }
+    }
     let first = topo.first_manager().name.as_str();
     let mut joined: BTreeMap<&str, usize> = BTreeMap::new();
     let mut init = None;
     let leave = |p: &mut Plan, name: &str, engine: Option<usize>| -> Option<usize> {
-        foreign(name).then(|| p.push(Step::LeaveSwarm { node: name.into() }, [engine]))
+        let go = !observed.managers_unchecked && (stale(name) || foreign(name).is_some());
+        go.then(|| p.push(Step::LeaveSwarm { node: name.into() }, [engine]))
     };
     // Without a swarm, the first manager initialises one; `member` is false for everyone.
     if swarm_id.is_none() || member(first).is_none() && !topo.nodes.iter().any(|n| member(&n.name) == Some(true)) {
@@ -589,8 +627,12 @@ mod tests {
                 n.images.insert(image.clone());
             }
             Step::LeaveSwarm { node } => {
+                assert!(!o.managers_unchecked, "{node} made to leave while the managers were not checked");
                 let n = o.nodes.get_mut(node).unwrap();
                 assert!(n.engine);
+                if matches!(n.swarm, Membership::Foreign { .. }) {
+                    assert!(d.force, "{node} made to leave a foreign swarm without --force");
+                }
                 n.swarm = Membership::None;
             }
             Step::InitSwarm { node } => {
@@ -611,8 +653,9 @@ mod tests {
                 assert!(n.engine);
                 assert!(
                     !matches!(n.swarm, Membership::Member { ref swarm_id, .. } if *swarm_id != id),
-                    "join while in a foreign swarm"
+                    "join while in another swarm"
                 );
+                assert!(!matches!(n.swarm, Membership::Foreign { .. }), "join while in a foreign swarm");
                 n.swarm = Membership::Member { swarm_id: id, manager: *role == Role::Manager };
                 n.labels.clear();
                 n.drained = false;
@@ -701,8 +744,11 @@ mod tests {
         let mut member = with_image.clone();
         member.swarm = Membership::Member { swarm_id: SWARM.into(), manager: role == Role::Manager };
         out.push(member.clone());
+        let mut former = with_image.clone();
+        former.swarm = Membership::Member { swarm_id: "other".into(), manager: true };
+        out.push(former);
         let mut foreign = with_image;
-        foreign.swarm = Membership::Member { swarm_id: "other".into(), manager: true };
+        foreign.swarm = Membership::Foreign { swarm: "swarm elsewhere".into() };
         out.push(foreign);
         let mut wrong_role = member.clone();
         wrong_role.swarm = Membership::Member { swarm_id: SWARM.into(), manager: role != Role::Manager };
@@ -985,5 +1031,104 @@ mod tests {
         let mut o = converged(&d);
         o.nodes.get_mut("worker1").unwrap().machine = MachineState::Broken("status Error".into());
         assert!(plan(&Desired { force: true, ..d }, &o).blocked.is_empty());
+    }
+
+    /// A converged 1+2 cluster with `node` in a swarm that is not the cluster's.
+    fn with_foreign(d: &Desired, node: &str) -> Observed {
+        let mut o = converged(d);
+        let n = o.nodes.get_mut(node).unwrap();
+        n.swarm = Membership::Foreign { swarm: "swarm f00".into() };
+        n.labels.clear();
+        o
+    }
+
+    /// Issue 10, item 1: a manager in a foreign swarm is refused without --force, naming the
+    /// node and the swarm; with it, it leaves before the swarm is initialised on it.
+    #[test]
+    fn a_foreign_manager_is_blocked_without_force_and_leaves_with_it() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut o = with_foreign(&d, "manager");
+        o.swarm_id = None;
+        o.registry = None;
+        for w in ["worker1", "worker2"] {
+            o.nodes.get_mut(w).unwrap().swarm = Membership::None;
+        }
+        let p = plan(&d, &o);
+        assert_eq!(p.blocked.len(), 1, "{p:#?}");
+        let b = &p.blocked[0];
+        assert!(b.contains("manager") && b.contains("another swarm (swarm f00)"), "{b}");
+        assert!(b.contains("lab will not take it over") && b.contains("docker swarm leave --force"), "{b}");
+        let forced = Desired { force: true, ..d };
+        let p = plan(&forced, &o);
+        assert!(p.blocked.is_empty(), "{p:#?}");
+        let leave = p.steps.iter().position(|s| s.step == Step::LeaveSwarm { node: "manager".into() });
+        let init = p.steps.iter().position(|s| s.step == Step::InitSwarm { node: "manager".into() });
+        let (leave, init) = (leave.expect("no leave"), init.expect("no init"));
+        assert!(p.steps[init].after.contains(&leave), "{p:#?}");
+        let mut o2 = o.clone();
+        execute(&forced, &mut o2);
+        assert!(plan(&forced, &o2).is_empty());
+    }
+
+    /// A foreign worker too; and --force never makes anyone leave while this cluster's
+    /// managers could not be checked (issue 7, item 12).
+    #[test]
+    fn force_makes_no_node_leave_while_the_managers_are_unchecked() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let o = with_foreign(&d, "worker2");
+        let p = plan(&d, &o);
+        assert_eq!(p.blocked.len(), 1, "{p:#?}");
+        assert!(p.blocked[0].starts_with("worker2 is already in another swarm (swarm f00)"), "{}", p.blocked[0]);
+        let forced = Desired { force: true, ..d };
+        assert!(plan(&forced, &o).steps.iter().any(|s| s.step == Step::LeaveSwarm { node: "worker2".into() }));
+        let mut unchecked = o.clone();
+        unchecked.managers_unchecked = true;
+        let p = plan(&forced, &unchecked);
+        assert!(!p.steps.iter().any(|s| matches!(s.step, Step::LeaveSwarm { .. })), "{p:#?}");
+        assert_eq!(p.blocked.len(), 1, "{p:#?}");
+        assert!(p.blocked[0].contains("could not check this cluster's managers"), "{}", p.blocked[0]);
+        // Nor does a node of one of this cluster's former swarms leave then.
+        let mut former = converged(&forced);
+        former.managers_unchecked = true;
+        former.nodes.get_mut("worker1").unwrap().swarm = Membership::Member { swarm_id: "old".into(), manager: false };
+        let p = plan(&forced, &former);
+        assert!(!p.steps.iter().any(|s| matches!(s.step, Step::LeaveSwarm { .. })), "{p:#?}");
+    }
+
+    /// Nodes of one of this cluster's own former swarms leave it without --force, as a node
+    /// whose manager was made again must; nothing is blocked.
+    #[test]
+    fn a_node_in_a_former_swarm_of_this_cluster_leaves_without_force() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut o = converged(&d);
+        o.nodes.get_mut("worker2").unwrap().swarm = Membership::Member { swarm_id: "old".into(), manager: false };
+        let p = plan(&d, &o);
+        assert!(p.blocked.is_empty(), "{p:#?}");
+        let leave = p.steps.iter().position(|s| s.step == Step::LeaveSwarm { node: "worker2".into() }).expect("leave");
+        let join = p
+            .steps
+            .iter()
+            .position(|s| s.step == Step::JoinSwarm { node: "worker2".into(), role: Role::Worker })
+            .expect("join");
+        assert!(p.steps[join].after.contains(&leave));
+    }
+
+    /// A node whose membership is unknown (its managers could not say) is never foreign: it
+    /// is not made to leave, even with --force, and nothing is blocked on its account.
+    #[test]
+    fn a_worker_of_this_cluster_is_never_foreign() {
+        let d = Desired { force: true, ..desired(1, 2, ModeRequest::Auto) };
+        let mut o = converged(&d);
+        o.swarm_id = None;
+        o.registry = None;
+        o.managers_unchecked = true;
+        o.nodes.get_mut("manager").unwrap().engine = false;
+        o.nodes.get_mut("manager").unwrap().swarm = Membership::Unknown;
+        for w in ["worker1", "worker2"] {
+            o.nodes.get_mut(w).unwrap().swarm = Membership::Unknown;
+        }
+        let p = plan(&d, &o);
+        assert!(p.blocked.is_empty(), "{p:#?}");
+        assert!(!p.steps.iter().any(|s| matches!(s.step, Step::LeaveSwarm { .. })), "{p:#?}");
     }
 }

@@ -23,12 +23,16 @@ pub const SWARM_PORT: u16 = 2377;
 pub struct LocalView {
     /// In a swarm (active, pending or locked).
     pub active: bool,
+    /// Still joining, or rejoining after its engine started.
+    pub pending: bool,
     /// Its swarm node ID.
     pub node_id: Option<String>,
     /// Whether it is a manager that can answer for the swarm.
     pub manager: bool,
     /// The swarm's ID; only managers know it.
     pub cluster_id: Option<String>,
+    /// The managers it knows, as `address:port`: all a worker can say of its swarm.
+    pub remote_managers: Vec<String>,
 }
 
 /// Reads a node's own view of its membership.
@@ -41,9 +45,15 @@ pub async fn local_view(docker: &Docker) -> std::result::Result<LocalView, bolla
     );
     Ok(LocalView {
         active,
+        pending: swarm.local_node_state == Some(LocalNodeState::PENDING),
         node_id: swarm.node_id.filter(|s| !s.is_empty()),
         manager: active && swarm.control_available.unwrap_or(false),
         cluster_id: swarm.cluster.and_then(|c| c.id).filter(|s| !s.is_empty()),
+        remote_managers: if active {
+            swarm.remote_managers.unwrap_or_default().into_iter().filter_map(|m| m.addr).collect()
+        } else {
+            Vec::new()
+        },
     })
 }
 

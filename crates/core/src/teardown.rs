@@ -12,6 +12,7 @@ use futures_util::future::join_all;
 
 use crate::error::{engine_message, Error, Result};
 use crate::exec::Runtime;
+use crate::plan::Membership;
 use crate::registry::{FORWARDER, NETWORK, SERVICE, VOLUME};
 use crate::{swarm, Role};
 
@@ -29,7 +30,12 @@ fn missing(e: &bollard::errors::Error) -> bool {
 /// run possible, the managers stay in the swarm while any node is out of reach (a node that
 /// comes back rejoins it and is told the service is gone), and while the service could not be
 /// removed nothing leaves the swarm and no volume is touched.
+///
+/// Which nodes are in this cluster's swarm is observation's call, as for `up`: a node in a
+/// swarm that is not this cluster's stays in it, and no other swarm's service is touched.
 pub async fn dismantle(rt: &Runtime) -> Result<()> {
+    let observed = crate::observe::observe(rt).await?.observed;
+    let ours = |node: &str| matches!(observed.nodes.get(node).map(|o| &o.swarm), Some(Membership::Member { .. }));
     let nodes: Vec<_> = rt.desired.topology.nodes.clone();
     let probes = join_all(nodes.iter().map(|n| async move { (n, rt.engine(&n.name).await) })).await;
     let mut failed: Vec<String> = Vec::new();
@@ -68,14 +74,14 @@ pub async fn dismantle(rt: &Runtime) -> Result<()> {
     if service_removed {
         // Workers first, then managers one at a time with the first manager last, so the swarm
         // always has a manager while others leave.
-        let workers: Vec<_> = reachable.iter().filter(|n| n.role == Role::Worker).collect();
+        let workers: Vec<_> = reachable.iter().filter(|n| n.role == Role::Worker && ours(&n.name)).collect();
         for r in join_all(workers.iter().map(|n| leave(rt, &n.name))).await {
             if let Err(e) = r {
                 failed.push(e.to_string());
             }
         }
         if failed.is_empty() {
-            for n in nodes.iter().filter(|n| n.role == Role::Manager).rev() {
+            for n in nodes.iter().filter(|n| n.role == Role::Manager && ours(&n.name)).rev() {
                 leave(rt, &n.name).await?;
             }
         }

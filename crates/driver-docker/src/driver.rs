@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, ExecConfig, HostConfig, LocalNodeState, Mount,
-    MountType, NetworkCreateRequest, VolumeCreateRequest,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, ExecConfig, HostConfig, Mount, MountType,
+    NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
@@ -405,8 +405,8 @@ impl DockerDriver {
     /// Brings back nodes whose engine socket is gone (their socket directory, in lab's
     /// state, was removed): recreates the directory the node binds and restarts the node, so
     /// its dockerd makes the socket again. The node's `/var/lib/docker` volume keeps its
-    /// swarm. Waits, bounded, until each restarted engine answers and its swarm has settled,
-    /// so the observation that follows sees the cluster as it is.
+    /// swarm. Waits, bounded, until each restarted engine answers; the core's observation
+    /// then waits for each node's membership to settle.
     async fn recover(&self) -> Result<()> {
         let host = self.host().await?;
         let mut restarted = Vec::new();
@@ -424,12 +424,11 @@ impl DockerDriver {
                     .with_hint("lab's state directory must be writable by the user who made the cluster")
             })?;
             if c.state == Some(ContainerSummaryStateEnum::RUNNING) {
-                let manager = c.labels.as_ref().and_then(|l| l.get(ROLE_LABEL)).map(String::as_str) == Some("manager");
-                restarted.push((node, manager, existed, dir.join("docker.sock")));
+                restarted.push((node, existed, dir.join("docker.sock")));
             }
         }
-        // All at once: a node stops within STOP_GRACE_SECS, and workers wait for managers.
-        let restart = restarted.iter().map(|(node, manager, existed, socket)| async move {
+        // All at once: a node stops within STOP_GRACE_SECS.
+        let restart = restarted.iter().map(|(node, existed, socket)| async move {
             if *existed && socket_appears(socket, SOCKET_GRACE).await {
                 return Ok(());
             }
@@ -440,7 +439,7 @@ impl DockerDriver {
             )
             .await
             .map_err(|e| on_node(node, "restart node container to recreate its engine socket", e))?;
-            wait_settled(node, *manager, socket).await
+            wait_answering(node, socket).await
         });
         for r in futures_util::future::join_all(restart).await {
             r?;
@@ -461,31 +460,17 @@ async fn socket_appears(socket: &Path, limit: Duration) -> bool {
     is_socket(socket)
 }
 
-/// Waits until the engine at `socket` answers and its swarm membership is no longer pending
-/// (a manager's: until its control plane is back), at most [`RECOVER_TIMEOUT`].
-async fn wait_settled(node: &str, manager: bool, socket: &Path) -> Result<()> {
+/// Waits until the engine at `socket` answers, at most [`RECOVER_TIMEOUT`]. What it then
+/// says of its cluster membership, and how long that takes to settle, is the core's business:
+/// its observation waits for it.
+async fn wait_answering(node: &str, socket: &Path) -> Result<()> {
     let start = Instant::now();
     let mut last;
     loop {
         if is_socket(socket) {
             match Docker::connect_with_unix(&socket.to_string_lossy(), 5, bollard::API_DEFAULT_VERSION) {
                 Ok(d) => match d.info().await {
-                    Ok(info) => {
-                        let sw = info.swarm.unwrap_or_default();
-                        let settled = match sw.local_node_state {
-                            Some(LocalNodeState::PENDING) => false,
-                            // A manager's control plane takes a moment longer.
-                            Some(LocalNodeState::ACTIVE) if manager => {
-                                sw.control_available == Some(true) && sw.cluster.is_some()
-                            }
-                            _ => true,
-                        };
-                        if settled {
-                            return Ok(());
-                        }
-                        last =
-                            format!("swarm state {}", sw.local_node_state.map(|s| s.to_string()).unwrap_or_default());
-                    }
+                    Ok(_) => return Ok(()),
                     Err(e) => last = engine_message(&e),
                 },
                 Err(e) => last = engine_message(&e),

@@ -46,9 +46,6 @@ pub struct SshConfig {
     pub global_known_hosts: Option<PathBuf>,
     /// See [`HostKeyPolicy`].
     pub host_key_policy: HostKeyPolicy,
-    /// Take hosts that are in another swarm (they are made to leave it); `--force` sets it for
-    /// one run.
-    pub force: bool,
     /// Seconds to wait for a TCP connection to a host.
     pub connect_timeout: u64,
     /// Seconds one SSH operation may take.
@@ -62,7 +59,6 @@ impl Default for SshConfig {
             known_hosts: None,
             global_known_hosts: None,
             host_key_policy: HostKeyPolicy::AcceptNew,
-            force: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
         }

@@ -1,7 +1,7 @@
 //! The `Driver` implementation over SSH: hosts come from the hosts file, exist already, and
 //! are never created or deleted; lab only reaches their Docker engines.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,10 +10,9 @@ use async_trait::async_trait;
 use bollard::Docker;
 use futures_util::future::join_all;
 use lab_core::error::engine_message;
-use lab_core::state::{make_private_dir, Paths};
+use lab_core::state::make_private_dir;
 use lab_core::{
-    Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec,
-    Result,
+    Capabilities, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec, Result,
 };
 
 use crate::client::{shell_quote, SshError, Target};
@@ -28,7 +27,6 @@ const MAX_SOCKET_PATH: usize = 100;
 
 /// Existing hosts over SSH.
 pub struct SshDriver {
-    cluster: ClusterName,
     config: SshConfig,
     state_dir: PathBuf,
     hosts: Vec<Host>,
@@ -40,20 +38,13 @@ pub struct SshDriver {
 struct HostReport {
     version: String,
     engine_id: String,
-    active: bool,
-    manager: bool,
-    node_id: Option<String>,
-    cluster_id: Option<String>,
-    remote_managers: Vec<String>,
-    docker: Docker,
 }
 
 impl SshDriver {
     /// Makes the driver from its context: reads and validates the hosts file (bad input,
     /// exit 2, before any connection).
     pub fn new(ctx: DriverContext) -> Result<Self> {
-        let mut config: SshConfig = ctx.parse_config()?;
-        config.force |= ctx.force;
+        let config: SshConfig = ctx.parse_config()?;
         let path = config.hosts.clone().ok_or_else(|| {
             Error::input(
                 "--hosts",
@@ -96,14 +87,7 @@ impl SshDriver {
                 (h.name.clone(), Arc::new(t))
             })
             .collect();
-        Ok(SshDriver {
-            cluster: ctx.cluster,
-            config,
-            state_dir: ctx.state_dir,
-            hosts,
-            targets,
-            tunnels: Mutex::new(HashMap::new()),
-        })
+        Ok(SshDriver { config, state_dir: ctx.state_dir, hosts, targets, tunnels: Mutex::new(HashMap::new()) })
     }
 
     /// [`SshDriver::new`], boxed, for registration.
@@ -194,10 +178,10 @@ impl SshDriver {
     }
 
     /// Reachable, host key, authentication, the Docker socket, then the engine's version and
-    /// swarm state, each bounded.
+    /// ID, each bounded. What the engine runs is the core's business, not this driver's.
     async fn check_host(&self, h: &Host) -> Result<HostReport> {
         self.blocking(&h.name, |t| t.docker_channel().map(|_| ())).await?;
-        let step = "ask its Docker engine for its version and swarm state";
+        let step = "ask its Docker engine for its version and ID";
         let timeout = Duration::from_secs(self.config.operation_timeout);
         let docker = self.docker(&h.name)?.with_timeout(timeout);
         let docker = tokio::time::timeout(timeout, docker.negotiate_version())
@@ -206,74 +190,9 @@ impl SshDriver {
             .map_err(|e| Error::node(&h.name, step, engine_message(&e)))?;
         let version = docker.version().await.map_err(|e| Error::node(&h.name, step, engine_message(&e)))?;
         let info = docker.info().await.map_err(|e| Error::node(&h.name, step, engine_message(&e)))?;
-        let swarm = info.swarm.unwrap_or_default();
-        use bollard::models::LocalNodeState as S;
-        let active = matches!(swarm.local_node_state, Some(S::ACTIVE) | Some(S::PENDING) | Some(S::LOCKED));
         Ok(HostReport {
             version: version.version.unwrap_or_else(|| "unknown".into()),
             engine_id: info.id.unwrap_or_default(),
-            active,
-            manager: active && swarm.control_available.unwrap_or(false),
-            node_id: swarm.node_id.filter(|s| !s.is_empty()),
-            cluster_id: swarm.cluster.and_then(|c| c.id).filter(|s| !s.is_empty()),
-            remote_managers: swarm.remote_managers.unwrap_or_default().into_iter().filter_map(|m| m.addr).collect(),
-            docker,
-        })
-    }
-
-    /// The swarm lab recorded for this cluster, if any.
-    fn recorded_swarm(&self) -> Option<String> {
-        self.state_dir
-            .parent()
-            .and_then(|p| p.parent())
-            .and_then(|root| Paths::at(root).load(&self.cluster).ok().flatten())
-            .and_then(|st| st.swarm)
-            .map(|s| s.id)
-    }
-
-    /// The swarms that are this cluster's: the one lab recorded, and any whose nodes carry
-    /// this cluster's `lab.cluster` label (an `up` interrupted before recording). Returns
-    /// them with the node IDs their managers list, and whether some manager's list could not
-    /// be read (then lab cannot tell which hosts are in them).
-    async fn our_swarms(
-        &self,
-        reports: &[(&Host, HostReport)],
-        recorded: Option<&str>,
-    ) -> (HashMap<String, BTreeSet<String>>, bool) {
-        let mut ours: HashMap<String, BTreeSet<String>> = HashMap::new();
-        let mut unchecked = false;
-        for (_, r) in reports.iter().filter(|(_, r)| r.manager) {
-            let Some(id) = &r.cluster_id else { continue };
-            let nodes = match r.docker.list_nodes(None).await {
-                Ok(n) => n,
-                Err(_) => {
-                    unchecked = true;
-                    if recorded == Some(id.as_str()) {
-                        ours.entry(id.clone()).or_default();
-                    }
-                    continue;
-                }
-            };
-            let labelled = nodes.iter().any(|n| {
-                n.spec.as_ref().and_then(|s| s.labels.as_ref()).and_then(|l| l.get("lab.cluster"))
-                    == Some(&self.cluster.to_string())
-            });
-            if labelled || recorded == Some(id.as_str()) {
-                ours.entry(id.clone()).or_default().extend(nodes.into_iter().filter_map(|n| n.id));
-            }
-        }
-        (ours, unchecked)
-    }
-
-    /// Whether a swarm node's `RemoteManagers` (`address:port`) include one of this cluster's
-    /// manager hosts.
-    fn managed_by_ours(&self, remote_managers: &[String]) -> bool {
-        remote_managers.iter().any(|m| {
-            let host = m.rsplit_once(':').map_or(m.as_str(), |(h, _)| h).trim_matches(['[', ']']);
-            self.hosts
-                .iter()
-                .filter(|h| h.role == lab_core::Role::Manager)
-                .any(|h| h.advertise_address.eq_ignore_ascii_case(host) || h.address.eq_ignore_ascii_case(host))
         })
     }
 
@@ -324,86 +243,8 @@ impl Driver for SshDriver {
         }
         // Before anything changes: one machine listed twice is the user's mistake.
         self.refuse_duplicates(&reports)?;
-        let recorded = self.recorded_swarm();
-        let (ours, list_failed) = self.our_swarms(&reports, recorded.as_deref()).await;
-        // A manager host that could not be checked leaves its swarm's membership unknown:
-        // then no host is made to leave, whatever --force says.
-        let managers_unchecked = list_failed
-            || self
-                .hosts
-                .iter()
-                .filter(|h| h.role == lab_core::Role::Manager)
-                .any(|h| !reports.iter().any(|(r, _)| r.name == h.name));
-        let mut leaving: Vec<(&Host, &HostReport, String)> = Vec::new();
         for (h, r) in &reports {
-            let state = if !r.active {
-                "not in a swarm".to_string()
-            } else {
-                let in_ours = match (&r.cluster_id, &r.node_id) {
-                    (Some(id), _) if r.manager => ours.contains_key(id) || recorded.as_deref() == Some(id.as_str()),
-                    (_, Some(node)) => ours.values().any(|ids| ids.contains(node)),
-                    _ => false,
-                };
-                // A worker knows its swarm only by its managers' addresses. If they are this
-                // cluster's managers and those could not be asked, it is taken for this
-                // cluster's: evicting a cluster's own workers is the worse mistake.
-                let presumed_ours = !in_ours && managers_unchecked && self.managed_by_ours(&r.remote_managers);
-                if in_ours {
-                    format!("in cluster {}'s swarm (reused)", self.cluster)
-                } else if presumed_ours {
-                    format!(
-                        "in the swarm managed at {} (this cluster's managers, which could not be checked)",
-                        r.remote_managers.join(", ")
-                    )
-                } else {
-                    let which = match (&r.cluster_id, r.remote_managers.is_empty()) {
-                        (Some(id), _) => format!("swarm {id}"),
-                        (None, false) => format!("the swarm managed at {}", r.remote_managers.join(", ")),
-                        (None, true) => "a swarm lab cannot identify".into(),
-                    };
-                    if self.config.force && !managers_unchecked {
-                        // Left to the core, a manager's swarm would be adopted as the
-                        // cluster's (with whatever else is in it); --force means leave it,
-                        // once every host has passed its checks.
-                        leaving.push((h, r, which.clone()));
-                        format!("in {which}, to leave it (--force)")
-                    } else {
-                        let why = if self.config.force {
-                            "; lab could not check this cluster's managers, so --force does not make it leave"
-                        } else {
-                            ""
-                        };
-                        failures.push(
-                            Error::node(
-                                &h.name,
-                                "check its swarm membership",
-                                format!("already in another swarm ({which}); lab will not take it over{why}"),
-                            )
-                            .with_hint(format!(
-                                "make it leave that swarm (`docker swarm leave --force` on {}), or pass --force to \
-                                 have lab do it",
-                                h.name
-                            )),
-                        );
-                        continue;
-                    }
-                }
-            };
-            tracing::info!(
-                host = %h.name,
-                "{}: reachable, authenticated as {}, Docker {}, {state}",
-                h.name,
-                h.user,
-                r.version
-            );
-        }
-        if failures.is_empty() {
-            for (h, r, which) in leaving {
-                match lab_core::swarm::leave(&h.name, &r.docker).await {
-                    Ok(()) => tracing::warn!(host = %h.name, "--force: {} left {which}", h.name),
-                    Err(e) => failures.push(e),
-                }
-            }
+            tracing::info!(host = %h.name, "{}: reachable, authenticated as {}, Docker {}", h.name, h.user, r.version);
         }
         match failures.len() {
             0 => Ok(()),
@@ -448,7 +289,7 @@ impl Driver for SshDriver {
         Err(Error::Unsupported {
             driver: "ssh".into(),
             message: format!(
-                "lab never deletes hosts it was given ({node}); `lab down` only undoes the swarm and registry"
+                "lab never deletes hosts it was given ({node}); `lab down` only undoes what lab set up on them"
             ),
         })
     }
@@ -516,7 +357,7 @@ impl Driver for SshDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lab_core::Role;
+    use lab_core::{ClusterName, Role};
 
     fn driver(dir: &std::path::Path, config: serde_json::Value) -> Result<SshDriver> {
         SshDriver::new(DriverContext {
@@ -601,17 +442,7 @@ mod tests {
     }
 
     fn report(engine_id: &str) -> HostReport {
-        HostReport {
-            version: "20.10".into(),
-            engine_id: engine_id.into(),
-            active: false,
-            manager: false,
-            node_id: None,
-            cluster_id: None,
-            remote_managers: vec![],
-            // Never used: a client that would talk to a closed loopback port.
-            docker: Docker::connect_with_http("http://127.0.0.1:1", 1, bollard::API_DEFAULT_VERSION).unwrap(),
-        }
+        HostReport { version: "20.10".into(), engine_id: engine_id.into() }
     }
 
     #[test]
@@ -627,18 +458,6 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("hosts.toml") && text.contains("\"w\"") && text.contains("\"m\""), "{text}");
         assert!(text.contains("10.0.0.2") && text.contains("[10.0.0.1]:2222") && text.contains("ID A"), "{text}");
-    }
-
-    #[test]
-    fn a_worker_managed_at_this_clusters_manager_addresses_is_recognised() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("hosts.toml");
-        std::fs::write(&file, HOSTS).unwrap();
-        let d = driver(dir.path(), serde_json::json!({"hosts": file})).unwrap();
-        assert!(d.managed_by_ours(&["10.0.0.1:2377".into()]));
-        assert!(!d.managed_by_ours(&["10.0.0.2:2377".into()]), "10.0.0.2 is a worker");
-        assert!(!d.managed_by_ours(&["10.9.9.9:2377".into()]));
-        assert!(!d.managed_by_ours(&[]));
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub fn parse(text: &str, path: &Path, env: &Environment) -> Result<Vec<Host>> {
             return Err(Error::input(
                 what("advertise_address"),
                 format!(
-                    "{:?} is also the swarm advertise address of host {:?}; give each host its own advertise_address",
+                    "{:?} is also the advertise address of host {:?}; give each host its own advertise_address",
                     host.advertise_address, other.name
                 ),
             ));
@@ -167,7 +167,7 @@ pub fn parse(text: &str, path: &Path, env: &Environment) -> Result<Vec<Host>> {
     if !hosts.iter().any(|h| h.role == Role::Manager) {
         return Err(Error::input(
             format!("{file}: hosts"),
-            "no host has role = \"manager\"; a swarm needs at least one".to_string(),
+            "no host has role = \"manager\"; a cluster needs at least one".to_string(),
         ));
     }
     Ok(hosts)

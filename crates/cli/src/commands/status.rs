@@ -57,7 +57,7 @@ pub(super) fn node_rows(rt: &Runtime, obs: &lab_core::observe::Observation) -> V
             let swarm = match (o.map(|o| &o.swarm), sw) {
                 (_, Some(s)) => s.status.clone(),
                 (Some(Membership::None), _) => "inactive".into(),
-                (Some(Membership::Member { .. }), None) => "foreign swarm".into(),
+                (Some(Membership::Member { .. } | Membership::Foreign { .. }), None) => "foreign swarm".into(),
                 _ => "".into(),
             };
             json!({

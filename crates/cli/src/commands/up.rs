@@ -27,7 +27,7 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     let cluster = settings.cluster_name("cluster")?;
     // From here on lab reads, decides and writes only under the cluster's lock: the state is
     // read again now, so a run that started while another held the lock sees its work, and
-    // the driver's preflight (which may make a host leave a foreign swarm) runs under it too.
+    // the driver's preflight runs under it too.
     let _lock = paths.lock(&cluster, "lab up")?;
     let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
     let progress = reporter(false);
@@ -40,7 +40,7 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     rt.update_state(|_| {})?;
     let obs = observe(&rt).await?;
     let p = plan(&rt.desired, &obs.observed);
-    refuse_blocked(&cluster, &p)?;
+    refuse_blocked(&cluster, &p, rt.desired.force)?;
     if p.is_empty() {
         progress.note(&format!("cluster {cluster} already matches the desired state; nothing to change"));
     } else {
@@ -65,14 +65,18 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     Ok(0)
 }
 
-/// A plan that would lose the registry's data runs only with `--force`: bad input, exit 2,
-/// and nothing changed.
-pub(super) fn refuse_blocked(cluster: &lab_core::ClusterName, p: &lab_core::plan::Plan) -> Result<()> {
+/// A plan that would lose the registry's data, or take a node from another swarm, runs only
+/// with `--force` (and some not even then): bad input, exit 2, and nothing changed.
+pub(super) fn refuse_blocked(cluster: &lab_core::ClusterName, p: &lab_core::plan::Plan, force: bool) -> Result<()> {
     if p.blocked.is_empty() {
         return Ok(());
     }
     Err(Error::input(
         format!("lab up --cluster {cluster}"),
-        format!("{}; nothing was changed: pass --force to go ahead anyway", p.blocked.join("; ")),
+        format!(
+            "{}; nothing was changed{}",
+            p.blocked.join("; "),
+            if force { "" } else { ": pass --force to go ahead anyway" }
+        ),
     ))
 }
