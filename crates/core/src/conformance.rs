@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::driver::{Capabilities, Driver, Machine, MachineState};
 use crate::error::{Error, Result};
-use crate::topology::NodeSpec;
+use crate::topology::{ClusterName, NodeSpec};
 
 /// The rules, in the order they run, with what each checks.
 pub const RULES: &[(&str, &str)] = &[
@@ -35,6 +35,19 @@ pub const RULES: &[(&str, &str)] = &[
     ("capabilities", "capabilities are stable, and shell is offered exactly when claimed"),
     ("cleanup", "what the suite made is destroyed and torn down"),
 ];
+
+/// A cluster name for one run of the suite, `conf-` and 8 random hex digits, so that runs
+/// never meet each other's machines.
+pub fn throwaway_cluster() -> ClusterName {
+    let mut b = [0u8; 4];
+    if getrandom::getrandom(&mut b).is_err() {
+        // Unique enough without the OS's randomness: this process, this instant.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b = (std::process::id() ^ t.subsec_nanos() ^ t.as_secs() as u32).to_be_bytes();
+    }
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    ClusterName::parse(&format!("conf-{hex}"), "driver-test").expect("conf- and hex digits make a valid name")
+}
 
 /// A key no driver's table has: a table carrying it must be refused as bad input.
 pub const BAD_KEY: &str = "lab_conformance_no_such_key";
@@ -266,9 +279,10 @@ impl Suite {
             return (failed(rule, format!("two creates of {n} made {} machines: {}", new.len(), names(&new))), None);
         }
         match self.ours(&after) {
-            Ok(m) => {
-                (passed(rule, format!("two creates of {n}, one machine: {}", names(&[m.clone()]))), Some(m.clone()))
-            }
+            Ok(m) => (
+                passed(rule, format!("two creates of {n}, one machine: {}", names(std::slice::from_ref(m)))),
+                Some(m.clone()),
+            ),
             Err(why) => (failed(rule, format!("after two creates of {n}, {why}")), None),
         }
     }
@@ -298,7 +312,7 @@ impl Suite {
             Ok(after) => match self.ours(&after) {
                 Ok(m) => passed(
                     rule,
-                    format!("two observes agree, before and after create, and list {}", names(&[m.clone()])),
+                    format!("two observes agree, before and after create, and list {}", names(std::slice::from_ref(m))),
                 ),
                 Err(why) => failed(rule, why),
             },
@@ -312,16 +326,25 @@ impl Suite {
         if machine.state != MachineState::Running {
             return failed(rule, format!("observe reports {n} as {} right after create", state(machine)));
         }
-        let engine = match bounded(&format!("engine({n})"), self.limits.call, self.driver.engine(machine)).await {
-            Call::Done(e) => e,
-            other => return failed(rule, format!("engine({n}) {}", other.failure().unwrap_or_default())),
-        };
-        if engine.advertise_addr.trim().is_empty() {
-            return failed(rule, format!("engine({n}) answered an empty advertise address"));
-        }
+        // As the core does: the engine may not be there yet (its socket not made, its port
+        // not open), so `engine` is asked again until its engine answers, within the limit.
         let start = Instant::now();
         let mut last = String::from("no answer yet");
         while start.elapsed() < self.limits.engine {
+            let engine = match bounded(&format!("engine({n})"), self.limits.call, self.driver.engine(machine)).await {
+                Call::Done(e) => e,
+                Call::Error(e @ (Error::Input { .. } | Error::Unsupported { .. })) => {
+                    return failed(rule, format!("engine({n}) {}", Call::<()>::Error(e).failure().unwrap_or_default()))
+                }
+                other => {
+                    last = format!("engine({n}) {}", other.failure().unwrap_or_default());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if engine.advertise_addr.trim().is_empty() {
+                return failed(rule, format!("engine({n}) answered an empty advertise address"));
+            }
             match tokio::time::timeout(Duration::from_secs(5), engine.docker.ping()).await {
                 Ok(Ok(_)) => {
                     return passed(
@@ -333,7 +356,7 @@ impl Suite {
                         ),
                     )
                 }
-                Ok(Err(e)) => last = crate::error::engine_message(&e),
+                Ok(Err(e)) => last = format!("ping: {}", crate::error::engine_message(&e)),
                 Err(_) => last = "ping did not answer within 5s".into(),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -419,7 +442,9 @@ impl Suite {
         }
         let missing = format!("lab-conformance-no-such-program;echo {INJECTED}");
         match self.exec(n, &[&missing]).await {
-            Call::Done(out) if out.stdout.contains(INJECTED) || out.stderr.contains(&format!("\n{INJECTED}")) => {
+            // The program's name is quoted in "not found" messages; only a shell prints
+            // the word alone on a line.
+            Call::Done(out) if out.stdout.lines().chain(out.stderr.lines()).any(|l| l.trim() == INJECTED) => {
                 problems.push(format!("exec({n}, [{missing:?}]) ran echo: a shell read the program's name"))
             }
             Call::Done(out) if out.status == Some(127) => {}
@@ -787,7 +812,8 @@ mod tests {
     async fn suite(caps: Capabilities, flaws: Flaws) -> Vec<RuleResult> {
         let dir = tempfile::tempdir().unwrap();
         let socket = ping_server(dir.path());
-        let fake = move |flaws: Flaws, socket: std::path::PathBuf| Fake { caps, flaws, machines: Mutex::default(), socket };
+        let fake =
+            move |flaws: Flaws, socket: std::path::PathBuf| Fake { caps, flaws, machines: Mutex::default(), socket };
         let remake_socket = socket.clone();
         let remake: Remake = Box::new(move |table: Value| {
             let ok = flaws.lax_config || table.get(BAD_KEY).is_none();

@@ -1,0 +1,119 @@
+//! `lab driver-test NAME`: the conformance suite (`lab_core::conformance`) against one driver,
+//! built-in or external, for the people who write drivers.
+//!
+//! The driver is found and made exactly as `up` makes it (`commands::find_driver` and
+//! `make_driver`, with the same configuration layers and driver flags), but for a throwaway
+//! cluster, `conf-<random>`, that no user cluster can share, and whose state directory is
+//! removed at the end. One line per rule goes to stdout; the exit status is 0 when the driver
+//! conforms and 1 when a rule failed, naming each one.
+
+use std::path::Path;
+
+use lab_core::conformance::{self, Limits, Remake, Subject, Verdict};
+use lab_core::state::Paths;
+use lab_core::{DriverContext, Error, Result, Topology};
+use serde_json::json;
+
+use crate::args::{ClusterArg, DriverTestArgs, Output, TopologyArgs};
+use crate::commands::{find_driver, make_driver};
+use crate::settings;
+
+pub async fn run(config: Option<&Path>, a: &DriverTestArgs) -> Result<i32> {
+    let paths = Paths::from_env()?;
+    let cluster = conformance::throwaway_cluster();
+    let flags = TopologyArgs {
+        cluster: ClusterArg { cluster: Some(cluster.to_string()) },
+        driver: Some(a.driver.clone()),
+        driver_opts: a.driver_opts.clone(),
+        driver_flags: a.driver_flags.clone(),
+        ..Default::default()
+    };
+    // A throwaway cluster has no recorded state, and none is read.
+    let (settings, _) = settings::load(config, &flags, |_| Ok(None))?;
+    let (found, table) = find_driver(&settings)?;
+    let ctx = DriverContext {
+        driver: settings.driver.clone(),
+        cluster: cluster.clone(),
+        state_dir: paths.cluster_dir(&cluster),
+        cache_dir: paths.driver_cache_dir(&settings.driver),
+        config: table.clone(),
+        config_source: settings::driver_source(),
+        force: false,
+    };
+    eprintln!("lab: testing driver {} on the throwaway cluster {cluster}", settings.driver);
+    paths.ensure_cluster_dir(&cluster)?;
+    let outcome = suite(&found, ctx, table).await;
+    // The state directory goes whatever happened; the suite has cleaned up the machines.
+    let removed = paths.remove(&cluster);
+    let results = outcome?;
+    removed?;
+
+    let broken: Vec<&str> = results.iter().filter(|r| r.verdict == Verdict::Failed).map(|r| r.rule).collect();
+    match a.output {
+        Output::Json => {
+            let v = json!({
+                "driver": settings.driver,
+                "cluster": cluster,
+                "conforms": broken.is_empty(),
+                "rules": results,
+            });
+            println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::op("print the results", e))?);
+        }
+        Output::Table => {
+            let width = results.iter().map(|r| r.rule.len()).max().unwrap_or(0);
+            for r in &results {
+                let word = match r.verdict {
+                    Verdict::Passed => "ok",
+                    Verdict::Failed => "FAIL",
+                    Verdict::Skipped => "skip",
+                };
+                println!("{word:<4}  {:<width$}  {}", r.rule, r.detail);
+            }
+        }
+    }
+    if broken.is_empty() {
+        eprintln!("lab: driver {} conforms", settings.driver);
+        return Ok(0);
+    }
+    Err(Error::op(
+        format!("driver {}", settings.driver),
+        format!("does not conform: {} broken: {}", if broken.len() == 1 { "rule" } else { "rules" }, broken.join(", ")),
+    ))
+}
+
+/// Makes the driver and runs the suite. A driver that cannot be made, or whose preflight
+/// fails, is an error as it would be for `up` (bad input exits 2).
+async fn suite(
+    found: &crate::commands::Found,
+    ctx: DriverContext,
+    table: serde_json::Value,
+) -> Result<Vec<conformance::RuleResult>> {
+    let driver = make_driver(found, ctx.clone()).await?;
+    // A hosts file (or an inventory) dictates the nodes; otherwise the seed's first name.
+    let nodes = match driver.fixed_nodes() {
+        Some(nodes) => Topology::from_nodes(ctx.cluster.clone(), nodes)?.0.nodes,
+        None => Topology::new(ctx.cluster.clone(), 1, 0)?.0.nodes,
+    };
+    let again = found.clone();
+    let remake: Remake = Box::new(move |table| {
+        let (found, mut ctx) = (again.clone(), ctx.clone());
+        ctx.config = table;
+        Box::pin(async move { make_driver(&found, ctx).await })
+    });
+    let subject = Subject {
+        name: driver_name(found),
+        driver,
+        nodes,
+        config: table,
+        remake: Some(remake),
+        limits: Limits::default(),
+    };
+    conformance::run(subject).await
+}
+
+fn driver_name(found: &crate::commands::Found) -> String {
+    match found {
+        crate::commands::Found::Registered(r) => r.name.to_string(),
+        crate::commands::Found::External(p) => p.name.clone(),
+    }
+}
