@@ -19,6 +19,15 @@ use crate::commands::{find_driver, make_driver};
 use crate::settings;
 
 pub async fn run(config: Option<&Path>, a: &DriverTestArgs) -> Result<i32> {
+    // A flag of another driver would be refused by `settings::load` in terms of a cluster;
+    // here there is only the driver under test to name.
+    if let Some(f) = a.driver_flags.iter().find(|f| !f.drivers.iter().any(|(d, _)| *d == a.driver)) {
+        let owners: Vec<&str> = f.drivers.iter().map(|(d, _)| d.as_str()).collect();
+        return Err(Error::input(
+            &f.flag,
+            format!("is an option of the {} driver, not of {:?}, the driver under test", owners.join(", "), a.driver),
+        ));
+    }
     let paths = Paths::from_env()?;
     let cluster = conformance::throwaway_cluster();
     let flags = TopologyArgs {
