@@ -256,3 +256,57 @@ fn a_broken_external_driver_fails_naming_each_broken_rule() {
     assert_eq!(bad.code, 2, "{}", bad.all());
     assert!(bad.stderr.contains("[drivers.broken] colour"), "{}", bad.stderr);
 }
+
+/// Bad input is exit 2 naming what is wrong, before anything is made: an unknown driver (with
+/// the known ones listed), another driver's flag, a bad value in the driver's table. And
+/// `--output json` carries every rule's verdict.
+#[test]
+fn bad_input_is_exit_2_and_json_carries_every_rule() {
+    let lab = Lab::new("cinput", BIN);
+    let r = lab.run(&["driver-test", "nosuch"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("unknown driver \"nosuch\"") && r.stderr.contains("docker, ssh, virtualbox"),
+        "{}",
+        r.stderr
+    );
+    let r = lab.run(&["driver-test", "docker", "--hosts", "hosts.toml"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("--hosts: is an option of the ssh driver, not of \"docker\""), "{}", r.stderr);
+    let r = lab.run(&["driver-test", "docker", "--driver-opt", "privileged=sometimes"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("[drivers.docker]") && r.stderr.contains("sometimes"), "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(
+        !lab.state_home().join("lab/clusters").exists()
+            || std::fs::read_dir(lab.state_home().join("lab/clusters")).unwrap().next().is_none()
+    );
+
+    let path = path_with(&lab_tests::root().join("examples/external-driver"));
+    let engines = format!("engines={{manager=\"{}\"}}", host_engine());
+    let r = run_with_path(
+        &lab,
+        &path,
+        &[
+            "driver-test",
+            "static",
+            "--output",
+            "json",
+            "--driver-opt",
+            &engines,
+            "--driver-opt",
+            "advertise={manager=\"127.0.0.1\"}",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", r.stdout));
+    assert_eq!(v["driver"], "static");
+    assert_eq!(v["conforms"], true);
+    let rules: Vec<&str> = v["rules"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, RULES);
+    assert!(
+        v["rules"].as_array().unwrap().iter().all(|r| r["verdict"] == "passed" || r["verdict"] == "skipped"),
+        "{v:#}"
+    );
+}
