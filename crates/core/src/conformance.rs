@@ -116,7 +116,8 @@ pub struct Subject {
 enum Call<T> {
     Done(T),
     Error(Error),
-    TimedOut(String),
+    /// No answer within this long.
+    TimedOut(Duration),
 }
 
 impl<T> Call<T> {
@@ -125,7 +126,7 @@ impl<T> Call<T> {
         match self {
             Call::Done(_) => None,
             Call::Error(e) => Some(format!("failed with a{} {} error: {}", an(kind(e)), kind(e), oneline(e))),
-            Call::TimedOut(what) => Some(what.clone()),
+            Call::TimedOut(limit) => Some(format!("never answered: no answer within {limit:?}")),
         }
     }
 }
@@ -157,19 +158,12 @@ fn oneline(e: &Error) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Runs `fut`, for at most `limit`; `what` names the call for the message.
-fn bounded<'a, T>(
-    what: &str,
-    limit: Duration,
-    fut: impl Future<Output = Result<T>> + 'a,
-) -> impl Future<Output = Call<T>> + 'a {
-    let never = format!("{what} never answered: no answer within {}s", limit.as_secs());
-    async move {
-        match tokio::time::timeout(limit, fut).await {
-            Ok(Ok(v)) => Call::Done(v),
-            Ok(Err(e)) => Call::Error(e),
-            Err(_) => Call::TimedOut(never),
-        }
+/// Runs `fut`, for at most `limit`.
+async fn bounded<T>(limit: Duration, fut: impl Future<Output = Result<T>>) -> Call<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Call::Done(v),
+        Ok(Err(e)) => Call::Error(e),
+        Err(_) => Call::TimedOut(limit),
     }
 }
 
@@ -227,7 +221,7 @@ struct Suite {
 
 impl Suite {
     async fn observe(&self) -> Call<Vec<Machine>> {
-        match bounded("observe", self.limits.call, self.driver.observe()).await {
+        match bounded(self.limits.call, self.driver.observe()).await {
             Call::Done(m) => Call::Done(sorted(m)),
             Call::Error(e) => Call::Error(e),
             Call::TimedOut(w) => Call::TimedOut(w),
@@ -249,7 +243,7 @@ impl Suite {
         let rule = "create";
         let n = &self.node.name;
         let limit = self.limits.change;
-        let first = bounded(&format!("create({n})"), limit, self.driver.create(&self.node)).await;
+        let first = bounded(limit, self.driver.create(&self.node)).await;
         if let Some(why) = first.failure() {
             let hint = if self.caps.create {
                 ""
@@ -258,7 +252,7 @@ impl Suite {
             };
             return (failed(rule, format!("the first create({n}) {why}{hint}")), None);
         }
-        let second = bounded(&format!("the second create({n})"), limit, self.driver.create(&self.node)).await;
+        let second = bounded(limit, self.driver.create(&self.node)).await;
         if let Some(why) = second.failure() {
             return (failed(rule, format!("the second create({n}), of a machine that exists, {why}")), None);
         }
@@ -333,7 +327,7 @@ impl Suite {
         let start = Instant::now();
         let mut last = String::from("no answer yet");
         while start.elapsed() < self.limits.engine {
-            let engine = match bounded(&format!("engine({n})"), self.limits.call, self.driver.engine(machine)).await {
+            let engine = match bounded(self.limits.call, self.driver.engine(machine)).await {
                 Call::Done(e) => e,
                 Call::Error(e @ (Error::Input { .. } | Error::Unsupported { .. })) => {
                     return failed(rule, format!("engine({n}) {}", Call::<()>::Error(e).failure().unwrap_or_default()))
@@ -390,14 +384,14 @@ impl Suite {
     async fn start(&self, machine: Option<&Machine>) -> RuleResult {
         let rule = "start";
         let n = &self.node.name;
-        let call = |what: String| bounded(&what, self.limits.change, self.driver.start(n));
+        let call = || bounded(self.limits.change, self.driver.start(n));
         if !self.caps.start {
-            return self.unclaimed(rule, &format!("start({n})"), call(format!("start({n})")).await);
+            return self.unclaimed(rule, &format!("start({n})"), call().await);
         }
         if machine.is_none() {
             return skipped(rule, "needs a machine, and create made none");
         }
-        match call(format!("start({n})")).await {
+        match call().await {
             Call::Done(m) if m.name != *n => failed(rule, format!("start({n}) answered a machine named {:?}", m.name)),
             Call::Done(m) if m.state != MachineState::Running => {
                 failed(rule, format!("start({n}) of a running machine answered it {}", state(&m)))
@@ -418,7 +412,7 @@ impl Suite {
 
     async fn exec(&self, node: &str, argv: &[&str]) -> Call<crate::driver::ExecOutput> {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        bounded(&format!("exec({node}, {argv:?})"), self.limits.call, self.driver.exec(node, &argv)).await
+        bounded(self.limits.call, self.driver.exec(node, &argv)).await
     }
 
     /// Each argument reaches the program as one argument, and nothing is read by a shell.
@@ -471,12 +465,12 @@ impl Suite {
     /// `destroy` of a machine that never existed succeeds, twice.
     async fn destroy_missing(&self, missing: &str) -> RuleResult {
         let rule = "destroy-missing";
-        let call = |what: String| bounded(&what, self.limits.change, self.driver.destroy(missing));
+        let call = || bounded(self.limits.change, self.driver.destroy(missing));
         if !self.caps.destroy {
-            return self.unclaimed(rule, &format!("destroy({missing})"), call(format!("destroy({missing})")).await);
+            return self.unclaimed(rule, &format!("destroy({missing})"), call().await);
         }
         for which in ["first", "second"] {
-            if let Some(why) = call(format!("destroy({missing})")).await.failure() {
+            if let Some(why) = call().await.failure() {
                 return failed(
                     rule,
                     format!("the {which} destroy({missing}), of a machine that does not exist, {why}"),
@@ -546,13 +540,13 @@ impl Suite {
                     .extend(now.into_iter().map(|m| m.name).filter(|m| m != n && !before.iter().any(|b| &b.name == m)));
             }
             for name in &doomed {
-                let call = bounded(&format!("destroy({name})"), self.limits.change, self.driver.destroy(name));
+                let call = bounded(self.limits.change, self.driver.destroy(name));
                 if let Some(why) = call.await.failure() {
                     problems.push(format!("destroy({name}) {why}"));
                 }
             }
         }
-        if let Some(why) = bounded("teardown", self.limits.change, self.driver.teardown()).await.failure() {
+        if let Some(why) = bounded(self.limits.change, self.driver.teardown()).await.failure() {
             problems.push(format!("teardown {why}"));
         }
         let after = match self.observe().await {
@@ -610,18 +604,20 @@ async fn error_kinds(subject: &Subject) -> RuleResult {
             ),
         }
     };
-    let driver = match bounded("making the driver", limit, remake(Value::Object(table))).await {
+    let driver = match bounded(limit, remake(Value::Object(table))).await {
         Call::Done(d) => d,
         Call::Error(e) => return judge(&e, "when the driver is made"),
-        Call::TimedOut(w) => return failed(rule, w),
+        Call::TimedOut(d) => {
+            return failed(rule, format!("making the driver with that table never answered within {d:?}"))
+        }
     };
-    match bounded("preflight", limit, driver.preflight(&subject.nodes)).await {
+    match bounded(limit, driver.preflight(&subject.nodes)).await {
         Call::Done(()) => failed(
             rule,
             format!("a table with the unknown key {BAD_KEY} was accepted, when the driver was made and at preflight"),
         ),
         Call::Error(e) => judge(&e, "at preflight"),
-        Call::TimedOut(w) => failed(rule, w),
+        Call::TimedOut(d) => failed(rule, format!("preflight with that table never answered within {d:?}")),
     }
 }
 
@@ -640,14 +636,14 @@ pub async fn run(subject: Subject) -> Result<Vec<RuleResult>> {
         node,
         limits: subject.limits,
     };
-    match bounded("preflight", suite.limits.call, suite.driver.preflight(&subject.nodes)).await {
+    match bounded(suite.limits.call, suite.driver.preflight(&subject.nodes)).await {
         Call::Done(()) => {}
         Call::Error(e) => return Err(e),
-        Call::TimedOut(w) => {
+        Call::TimedOut(d) => {
             return Err(Error::Timeout {
                 node: format!("driver {}", suite.name),
-                what: w,
-                secs: suite.limits.call.as_secs(),
+                what: "its preflight to answer".into(),
+                secs: d.as_secs(),
                 hint: None,
             })
         }
@@ -903,6 +899,6 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
         let observe = results.iter().find(|r| r.rule == "observe").unwrap();
         assert_eq!(observe.verdict, Verdict::Failed);
-        assert!(observe.detail.contains("observe never answered"), "{observe:?}");
+        assert!(observe.detail.contains("observe before create never answered: no answer within 500ms"), "{observe:?}");
     }
 }
