@@ -8,6 +8,7 @@
 //! conforms and 1 when a rule failed, naming each one.
 
 use std::path::Path;
+use std::time::Duration;
 
 use lab_core::conformance::{self, Limits, Remake, Subject, Verdict};
 use lab_core::state::Paths;
@@ -51,7 +52,19 @@ pub async fn run(config: Option<&Path>, a: &DriverTestArgs) -> Result<i32> {
     };
     eprintln!("lab: testing driver {} on the throwaway cluster {cluster}", settings.driver);
     paths.ensure_cluster_dir(&cluster)?;
-    let outcome = suite(&found, ctx, table).await;
+    // Interrupted, the suite's own cleanup never runs: the driver is made again and what it
+    // lists for the throwaway cluster goes (all of it is the suite's). A second Ctrl-C stops
+    // that too.
+    let outcome = tokio::select! {
+        r = suite(&found, ctx.clone(), table) => r,
+        _ = tokio::signal::ctrl_c() => tokio::select! {
+            e = interrupted(&found, ctx) => Err(e),
+            _ = tokio::signal::ctrl_c() => Err(Error::op(
+                "lab driver-test",
+                format!("interrupted twice; what the suite made for cluster {cluster} may be left"),
+            )),
+        },
+    };
     // The state directory goes whatever happened; the suite has cleaned up the machines.
     let removed = paths.remove(&cluster);
     let results = outcome?;
@@ -118,6 +131,30 @@ async fn suite(
         limits: Limits::default(),
     };
     conformance::run(subject).await
+}
+
+/// After Ctrl-C: destroys every machine the driver lists for the throwaway cluster and tears
+/// it down, within a bound; the error says what was done or what is left.
+async fn interrupted(found: &crate::commands::Found, ctx: DriverContext) -> Error {
+    let cluster = ctx.cluster.clone();
+    eprintln!("lab: interrupted: removing what the suite made for cluster {cluster}");
+    let limit = Duration::from_secs(120);
+    let cleaned = tokio::time::timeout(limit, async {
+        let driver = make_driver(found, ctx).await?;
+        if driver.capabilities().destroy {
+            for m in driver.observe().await? {
+                driver.destroy(&m.name).await?;
+            }
+        }
+        driver.teardown().await
+    })
+    .await;
+    let outcome = match cleaned {
+        Ok(Ok(())) => format!("interrupted; what the suite made for cluster {cluster} was removed"),
+        Ok(Err(e)) => format!("interrupted, and removing what the suite made for cluster {cluster} failed: {e}"),
+        Err(_) => format!("interrupted, and removing what the suite made for cluster {cluster} took over {limit:?}"),
+    };
+    Error::op("lab driver-test", outcome)
 }
 
 fn driver_name(found: &crate::commands::Found) -> String {
