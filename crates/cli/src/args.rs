@@ -45,6 +45,9 @@ pub enum Command {
     Drivers(DriversArgs),
     /// Open a shell on a node, or run a command there.
     Ssh(SshArgs),
+    /// Check a driver against lab's driver contract on a throwaway cluster (for driver
+    /// authors): exit 0 when it conforms, 1 naming each broken rule.
+    DriverTest(DriverTestArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -124,6 +127,23 @@ pub struct SshArgs {
     pub command: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct DriverTestArgs {
+    /// The driver: built-in, or an external `lab-driver-NAME` program.
+    #[arg(value_name = "NAME")]
+    pub driver: String,
+    /// A setting of the driver's table, KEY=VALUE with dotted keys; repeatable. Values are
+    /// read as TOML, else as strings.
+    #[arg(long = "driver-opt", value_name = "KEY=VALUE")]
+    pub driver_opts: Vec<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Output,
+    /// The flags the drivers declare, as for `up`; filled in by [`take_driver_flags`].
+    #[arg(skip)]
+    pub driver_flags: Vec<DriverFlag>,
+}
+
 /// What `up` and `plan` share: the desired cluster.
 #[derive(Debug, Args, Default)]
 pub struct TopologyArgs {
@@ -179,8 +199,9 @@ pub struct DriverFlag {
     pub value: serde_json::Value,
 }
 
-/// The commands that take driver flags: those that shape a cluster.
-const TAKE_DRIVER_FLAGS: [&str; 2] = ["up", "plan"];
+/// The commands that take driver flags: those that shape a cluster, and `driver-test`, which
+/// makes the driver as `up` would.
+const TAKE_DRIVER_FLAGS: [&str; 3] = ["up", "plan", "driver-test"];
 
 /// Every flag the registered drivers declare, by flag name, with the drivers (and options)
 /// that declare it. The drivers are the source of truth: adding a driver crate adds its flags
@@ -243,9 +264,10 @@ pub fn command() -> clap::Command {
 
 /// Moves the driver flags found in `matches` into the parsed arguments.
 pub fn take_driver_flags(cli: &mut Cli, matches: &clap::ArgMatches) {
-    let topology = match &mut cli.command {
-        Command::Up(a) => &mut a.topology,
-        Command::Plan(a) => &mut a.topology,
+    let given = match &mut cli.command {
+        Command::Up(a) => &mut a.topology.driver_flags,
+        Command::Plan(a) => &mut a.topology.driver_flags,
+        Command::DriverTest(a) => &mut a.driver_flags,
         _ => return,
     };
     let Some((_, sub)) = matches.subcommand() else { return };
@@ -275,7 +297,7 @@ pub fn take_driver_flags(cli: &mut Cli, matches: &clap::ArgMatches) {
         } else {
             values.first().map(one).unwrap_or_default()
         };
-        topology.driver_flags.push(DriverFlag {
+        given.push(DriverFlag {
             flag: format!("--{flag}"),
             drivers: owners.iter().map(|(d, o)| (d.to_string(), o.key.to_string())).collect(),
             value,

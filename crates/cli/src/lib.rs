@@ -5,6 +5,7 @@
 
 mod args;
 mod commands;
+mod driver_test;
 mod output;
 mod progress;
 mod settings;

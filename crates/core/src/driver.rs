@@ -230,7 +230,9 @@ pub trait Driver: Send + Sync {
     async fn engine(&self, machine: &Machine) -> Result<NodeEngine>;
 
     /// Runs `argv` on the node (not in a container on it), without a shell: each element is
-    /// passed as one argument. Used for diagnostics and by tests, never for swarm operations.
+    /// passed as one argument. A program that is not there is status 127, as a shell says it
+    /// (or an error), so the core can try another. Used for diagnostics and by tests, never
+    /// for swarm operations.
     /// Optional (with [`Capabilities::exec`]): the default answers [`Error::Unsupported`].
     async fn exec(&self, node: &str, argv: &[String]) -> Result<ExecOutput> {
         let _ = argv;

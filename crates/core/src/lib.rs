@@ -14,6 +14,9 @@
 
 pub mod driver;
 pub mod error;
+// The behaviour suite every driver must pass; `lab driver-test` runs it.
+#[doc(hidden)]
+pub mod conformance;
 // The rest serves the `lab` binary (lab-cli) and the bundled drivers; it is not part of the
 // plugin API, which is `driver` (and `error`, which it re-exports).
 #[doc(hidden)]

@@ -825,6 +825,11 @@ impl Driver for DockerDriver {
             }
         }
         out.status = host.inspect_exec(&created.id).await.ok().and_then(|i| i.exit_code);
+        // The engine says 126 when the program is missing (its runtime cannot exec it); the
+        // contract, like a shell, says 127, which lets the core try another program.
+        if out.status == Some(126) && missing_program(&out) {
+            out.status = Some(127);
+        }
         Ok(out)
     }
 
@@ -843,4 +848,12 @@ impl Driver for DockerDriver {
         }
         Some(cmd)
     }
+}
+
+/// Whether a failed exec's output is the runtime saying the program does not exist (runc:
+/// `exec: "x": executable file not found in $PATH`, or `... no such file or directory` for a
+/// path).
+fn missing_program(out: &ExecOutput) -> bool {
+    let said = format!("{}{}", out.stdout, out.stderr);
+    said.contains("executable file not found") || (said.contains("exec:") && said.contains("no such file or directory"))
 }

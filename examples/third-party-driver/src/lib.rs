@@ -179,14 +179,10 @@ impl Driver for StaticDriver {
         self.machine(&node.name).ok_or_else(|| self.unconfigured(&node.name, "create"))
     }
 
-    /// A configured node is always running, and starting a running machine succeeds.
-    async fn start(&self, node: &str) -> Result<Machine> {
-        self.machine(node).ok_or_else(|| self.unconfigured(node, "start"))
-    }
-
-    // No `destroy` and no `exec`: the engines are the user's, and a URL reaches an engine,
-    // not the host under it. The trait's defaults answer "unsupported", and the capabilities
-    // above tell the core not to ask.
+    // No `start`, `destroy` or `exec`: the engines are the user's, and a URL reaches an
+    // engine, not the host under it. The trait's defaults answer "unsupported", as they must
+    // for what the capabilities above do not claim (`lab driver-test static` checks it), and
+    // the capabilities tell the core not to ask.
 
     async fn engine(&self, machine: &Machine) -> Result<NodeEngine> {
         let engine = self.engines.get(&machine.name).ok_or_else(|| self.unconfigured(&machine.name, "reach"))?;

@@ -22,9 +22,49 @@ pub(super) fn reporter(json: bool) -> Arc<dyn Progress> {
 }
 
 /// Where a driver name led.
-pub(super) enum Found {
+#[derive(Clone)]
+pub(crate) enum Found {
     Registered(&'static lab_core::driver::Registration),
     External(external::Program),
+}
+
+/// Finds the driver the settings name, built-in or external, and its table as the settings
+/// give it.
+pub(crate) fn find_driver(settings: &Settings) -> Result<(Found, serde_json::Value)> {
+    // A name no crate registered may be an external driver: `[drivers.NAME] command`, or
+    // `lab-driver-NAME` on PATH.
+    let driver_table = settings.drivers.get(&settings.driver).cloned().unwrap_or(serde_json::Value::Null);
+    let found = match lookup(&settings.driver) {
+        Ok(reg) => Found::Registered(reg),
+        Err(Error::Input { .. }) => {
+            match external::find(&settings.driver, &driver_table, &settings::driver_source())? {
+                Some(program) => Found::External(program),
+                None => return Err(external::unknown(&settings.driver)),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    let mut driver_config = driver_table;
+    if let (Some(hosts), "ssh") = (&settings.hosts, settings.driver.as_str()) {
+        // `hosts = "..."` at the top of lab.toml, as older labs wrote it; recorded absolute,
+        // so later commands find it from any directory.
+        let hosts = std::path::absolute(hosts).unwrap_or_else(|_| hosts.clone());
+        if let serde_json::Value::Object(m) = &mut driver_config {
+            m.insert("hosts".into(), json!(hosts));
+        } else {
+            driver_config = json!({ "hosts": hosts });
+        }
+    }
+    Ok((found, driver_config))
+}
+
+/// Makes the driver `found` leads to, for `ctx`: the registered factory, or the program
+/// started and its handshake done.
+pub(crate) async fn make_driver(found: &Found, ctx: DriverContext) -> Result<Box<dyn Driver>> {
+    Ok(match found {
+        Found::Registered(reg) => (reg.factory)(ctx)?,
+        Found::External(program) => Box::new(program.start(ctx).await?),
+    })
 }
 
 /// Builds the runtime for a cluster from settings, validating everything first.
@@ -48,31 +88,9 @@ pub(super) async fn runtime(
             ));
         }
     }
-    // A name no crate registered may be an external driver: `[drivers.NAME] command`, or
-    // `lab-driver-NAME` on PATH.
-    let driver_table = settings.drivers.get(&settings.driver).cloned().unwrap_or(serde_json::Value::Null);
-    let found = match lookup(&settings.driver) {
-        Ok(reg) => Found::Registered(reg),
-        Err(Error::Input { .. }) => {
-            match external::find(&settings.driver, &driver_table, &settings::driver_source())? {
-                Some(program) => Found::External(program),
-                None => return Err(external::unknown(&settings.driver)),
-            }
-        }
-        Err(e) => return Err(e),
-    };
+    let (found, driver_config) = find_driver(settings)?;
     if settings.registry.image.trim().is_empty() || settings.registry.image.starts_with('-') {
         return Err(Error::input("registry.image", format!("invalid image reference {:?}", settings.registry.image)));
-    }
-    let mut driver_config = settings.drivers.get(&settings.driver).cloned().unwrap_or(serde_json::Value::Null);
-    if let (Some(hosts), "ssh") = (&settings.hosts, settings.driver.as_str()) {
-        // Recorded absolute, so later commands find it from any directory.
-        let hosts = std::path::absolute(hosts).unwrap_or_else(|_| hosts.clone());
-        if let serde_json::Value::Object(m) = &mut driver_config {
-            m.insert("hosts".into(), json!(hosts));
-        } else {
-            driver_config = json!({ "hosts": hosts });
-        }
     }
     let ctx = DriverContext {
         driver: settings.driver.clone(),
@@ -83,10 +101,7 @@ pub(super) async fn runtime(
         config_source: settings::driver_source(),
         force,
     };
-    let driver: Box<dyn Driver> = match found {
-        Found::Registered(reg) => (reg.factory)(ctx)?,
-        Found::External(program) => Box::new(program.start(ctx).await?),
-    };
+    let driver = make_driver(&found, ctx).await?;
     // A hosts file dictates the nodes; otherwise the counts do, with the seed's names.
     let (mut topology, warnings) = match driver.fixed_nodes() {
         Some(nodes) => Topology::from_nodes(cluster.clone(), nodes)?,

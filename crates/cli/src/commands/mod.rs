@@ -2,7 +2,7 @@
 //! dispatches; `cluster` holds what the commands share.
 
 mod check;
-mod cluster;
+pub(crate) mod cluster;
 mod down;
 mod drivers;
 mod env;
@@ -28,5 +28,6 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Down(a) => down::down(config, a.cluster.as_deref()).await,
         Command::Drivers(a) => drivers::drivers(a.output, a.long).await,
         Command::Ssh(a) => ssh::ssh(config, &a).await,
+        Command::DriverTest(a) => crate::driver_test::run(config, &a).await,
     }
 }
