@@ -245,3 +245,29 @@ fn a_registry_that_does_not_answer_is_never_converged() {
     lab.on(&["up"]).ok("repairing up");
     let _ = docker(&["version"]);
 }
+
+/// A node stopped behind lab's back, the hard way (`docker kill`, as a crash or a power cut
+/// would: dockerd leaves its pid file behind) is started by the next `up`, its dockerd comes
+/// back, and the registry's images are still there.
+#[test]
+fn a_stopped_node_comes_back_with_its_images() {
+    ensure_images();
+    let lab = lab("stopped");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    push_from(&lab, "manager", "e2e/stays");
+    // worker1 holds the registry; stop it as a crash would. A killed dockerd leaves its pid
+    // file, and when the pid in it belongs to a live process after the restart (here, as it
+    // often does, the container's init), dockerd refuses to start: "pid file found".
+    docker(&["kill", &lab.container("worker1")]).ok("docker kill worker1");
+    let pid = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pid.path(), "1").unwrap();
+    let dest = format!("{}:/var/run/docker.pid", lab.container("worker1"));
+    docker(&["cp", &pid.path().display().to_string(), &dest]).ok("leave a stale pid file");
+    let plan = lab.on(&["plan"]).ok("plan");
+    assert!(plan.stdout.contains("start node worker1"), "{}", plan.stdout);
+    let up = lab.on(&["up"]);
+    assert_eq!(up.code, 0, "up did not bring the stopped node back:\n{}", up.all());
+    let pulled = pull_on(&lab, "manager", "e2e/stays");
+    assert_eq!(pulled.code, 0, "the image pushed before the stop is gone:\n{}", pulled.all());
+    assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
+}

@@ -506,6 +506,43 @@ fn is_socket(path: &Path) -> bool {
     std::fs::metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
 }
 
+/// A tar archive of empty files (mode 0644, owned by root) at `paths`, with their parent
+/// directories, for the archive API.
+fn empty_files_tar(paths: &[&str]) -> Vec<u8> {
+    fn header(name: &str, dir: bool) -> [u8; 512] {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let mode: &[u8] = if dir { b"0000755\0" } else { b"0000644\0" };
+        h[100..108].copy_from_slice(mode);
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(b"00000000000\0");
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = if dir { b'5' } else { b'0' };
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        h
+    }
+    let mut out = Vec::new();
+    let mut dirs: Vec<String> = Vec::new();
+    for p in paths {
+        let parts: Vec<&str> = p.split('/').collect();
+        for i in 1..parts.len() {
+            let d = format!("{}/", parts[..i].join("/"));
+            if !dirs.contains(&d) {
+                out.extend_from_slice(&header(&d, true));
+                dirs.push(d);
+            }
+        }
+        out.extend_from_slice(&header(p, false));
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
 fn machine_of(c: &ContainerSummary, network: &str) -> Option<Machine> {
     let labels = c.labels.as_ref()?;
     let name = labels.get(NODE_LABEL)?.clone();
@@ -668,6 +705,19 @@ impl Driver for DockerDriver {
             ours.then(|| socket_dir_of(c)).flatten()
         }) {
             make_private_dir(&dir).map_err(|e| Error::node(node, "recreate its engine socket directory", e))?;
+        }
+        // A node that was killed (a crash, a power cut, `docker kill`) left dockerd's and
+        // containerd's pid files behind; when the pid in one belongs to a live process after
+        // the restart, dockerd refuses to start ("pid file found"). Empty them first: an empty
+        // pid file names no process. Only a stopped container can have stale ones.
+        if let Ok(c) = host.inspect_container(&self.container(node), None).await {
+            if !c.state.and_then(|st| st.running).unwrap_or(false) {
+                let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new().path("/").build();
+                let tar = empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"]);
+                host.upload_to_container(&self.container(node), Some(opts), bollard::body_full(tar.into()))
+                    .await
+                    .map_err(|e| on_node(node, "clear its stale pid files", e))?;
+            }
         }
         match host.start_container(&self.container(node), None).await {
             Ok(()) => {}
@@ -856,4 +906,26 @@ impl Driver for DockerDriver {
 fn missing_program(out: &ExecOutput) -> bool {
     let said = format!("{}{}", out.stdout, out.stderr);
     said.contains("executable file not found") || (said.contains("exec:") && said.contains("no such file or directory"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The archive that empties a killed node's pid files is one `tar` reads: the files
+    /// empty, their directories there.
+    #[test]
+    fn the_pid_file_archive_is_a_valid_tar() {
+        let tar = super::empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"]);
+        let dir = std::env::temp_dir().join(format!("lab-tar-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.tar");
+        std::fs::write(&file, &tar).unwrap();
+        let out = std::process::Command::new("tar").arg("-tvf").arg(&file).output().expect("run tar");
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for want in ["run/", "run/docker.pid", "run/docker/containerd/containerd.pid"] {
+            assert!(listing.lines().any(|l| l.ends_with(want)), "{want} missing:\n{listing}");
+        }
+        assert!(listing.contains(" 0 "), "{listing}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
