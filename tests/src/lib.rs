@@ -176,6 +176,35 @@ impl Drop for Lab {
     }
 }
 
+/// The `docker run` flags that let a container of the offline node image run its own dockerd
+/// on this machine, the way the docker driver runs its nodes: every capability the driver
+/// grants (`--privileged` fails here), seccomp, AppArmor and system paths unconfined, the
+/// cgroup file system writable, an anonymous volume on `/var/lib/docker`, and `sh` as the
+/// entrypoint (the caller adds the image and the boot script).
+pub fn dind_run_flags() -> Vec<String> {
+    let mut flags: Vec<String> = [
+        "-v",
+        "/var/lib/docker",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "apparmor=unconfined",
+        "--security-opt",
+        "systempaths=unconfined",
+        "-v",
+        "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "--entrypoint",
+        "sh",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for c in lab_driver_docker::CAPS {
+        flags.extend(["--cap-add".to_string(), c.to_string()]);
+    }
+    flags
+}
+
 /// Runs the host's `docker` CLI.
 pub fn docker(args: &[&str]) -> Run {
     Run::from(Command::new("docker").args(args).stdin(Stdio::null()).output().expect("run docker"))

@@ -15,7 +15,6 @@ use std::time::Duration;
 use crate::{docker, node_exec, remove_labelled, wait_for, NODE_IMAGE};
 
 // The docker driver's capability set: engines that refuse `--privileged` lack SYS_RESOURCE.
-use lab_driver_docker::CAPS;
 
 /// What a host container runs: the authorised key from the environment, host keys, sshd in
 /// the background (on port 22, and on 2222 for tests of `[host]:port` known-hosts entries),
@@ -92,25 +91,11 @@ impl SshBed {
                 &format!("lab.node={name}"),
                 "--env",
                 &env,
-                "-v",
-                "/var/lib/docker",
-                "--security-opt",
-                "seccomp=unconfined",
-                "--security-opt",
-                "apparmor=unconfined",
-                "--security-opt",
-                "systempaths=unconfined",
-                "-v",
-                "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-                "--entrypoint",
-                "sh",
             ]
             .iter()
             .map(|s| s.to_string())
             .collect();
-            for c in CAPS {
-                args.extend(["--cap-add".to_string(), c.to_string()]);
-            }
+            args.extend(crate::dind_run_flags());
             args.extend([NODE_IMAGE.to_string(), "-c".into(), BOOT.into()]);
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
             docker(&a).ok(&format!("start host container {container}"));

@@ -12,7 +12,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lab_driver_docker::CAPS;
 use lab_tests::{docker, node_exec, remove_labelled, wait_for, Lab, Run, NODE_IMAGE, REGISTRY_IMAGE};
 
 const NODES: &[&str] = &["manager", "worker1", "worker2"];
@@ -55,26 +54,12 @@ impl Bed {
                 "--label",
                 &format!("lab.node={node}"),
                 "-v",
-                "/var/lib/docker",
-                "-v",
                 &mount,
-                "--security-opt",
-                "seccomp=unconfined",
-                "--security-opt",
-                "apparmor=unconfined",
-                "--security-opt",
-                "systempaths=unconfined",
-                "-v",
-                "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-                "--entrypoint",
-                "sh",
             ]
             .iter()
             .map(|s| s.to_string())
             .collect();
-            for c in CAPS {
-                args.extend(["--cap-add".to_string(), c.to_string()]);
-            }
+            args.extend(lab_tests::dind_run_flags());
             args.extend([NODE_IMAGE.to_string(), "-c".into(), BOOT.into()]);
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
             docker(&a).ok(&format!("start engine container {container}"));
