@@ -322,14 +322,78 @@ impl Runtime {
     }
 }
 
+/// What the executor needs from whatever carries steps out: run one, say how it went, and
+/// keep the record of the run. [`Runtime`] is the real one; the tests below use a fake, so the
+/// executor's rules are checked without any engine.
+#[async_trait::async_trait]
+pub trait StepRunner: Send + Sync + 'static {
+    /// Carries out one step; a short detail for the progress line.
+    async fn run_step(&self, step: &Step) -> Result<Option<String>>;
+    /// Where progress goes.
+    fn progress(&self) -> Arc<dyn Progress>;
+    /// The driver's name, for errors about what it cannot do.
+    fn driver_name(&self) -> String;
+    /// Starts the run's record; returns the steps an earlier run finished if that run did not
+    /// finish (it was interrupted or failed).
+    fn begin_run(&self) -> Result<Vec<StepRecord>>;
+    /// Records a finished step.
+    fn step_finished(&self, step: &Step) -> Result<()>;
+    /// Records that the whole plan ran.
+    fn end_run(&self) -> Result<()>;
+}
+
+#[async_trait::async_trait]
+impl StepRunner for Runtime {
+    async fn run_step(&self, step: &Step) -> Result<Option<String>> {
+        Runtime::run_step(self, step).await
+    }
+    fn progress(&self) -> Arc<dyn Progress> {
+        self.progress.clone()
+    }
+    fn driver_name(&self) -> String {
+        self.state().driver
+    }
+    fn begin_run(&self) -> Result<Vec<StepRecord>> {
+        let st = self.state();
+        let before = if st.run_finished { Vec::new() } else { st.completed.clone() };
+        self.update_state(|st| {
+            st.completed.clear();
+            st.run_finished = false;
+        })?;
+        Ok(before)
+    }
+    fn step_finished(&self, step: &Step) -> Result<()> {
+        let text = step.to_string();
+        self.update_state(|st| st.completed.push(StepRecord { step: text, finished_at: now() }))
+    }
+    fn end_run(&self) -> Result<()> {
+        self.update_state(|st| st.run_finished = true)
+    }
+}
+
 /// Executes `plan`, running independent steps concurrently, recording each finished step.
-pub async fn execute(rt: Arc<Runtime>, plan: &Plan) -> Result<()> {
+///
+/// - A step starts once every step it depends on has finished.
+/// - On the first failure no new step starts; the steps already running finish and are
+///   recorded, and that first failure is returned.
+/// - A step's error names its node.
+/// - A resumed run (after one that was interrupted) redoes nothing the interrupted run did:
+///   the plan comes from observing the cluster, so what was done is not in it. The record of
+///   the interrupted run is read to say so.
+pub async fn execute<R: StepRunner>(rt: Arc<R>, plan: &Plan) -> Result<()> {
     let n = plan.steps.len();
     let mut done = vec![false; n];
     let mut started = vec![false; n];
     let mut running = JoinSet::new();
     let mut failure: Option<Error> = None;
-    rt.update_state(|st| st.completed.clear())?;
+    let before = rt.begin_run()?;
+    if !before.is_empty() {
+        rt.progress().note(&format!(
+            "resuming: the interrupted run had finished {} step(s); lab looked at the cluster again and plans only what is still missing",
+            before.len()
+        ));
+    }
+    let driver = rt.driver_name();
     loop {
         if failure.is_none() {
             for i in 0..n {
@@ -337,16 +401,17 @@ pub async fn execute(rt: Arc<Runtime>, plan: &Plan) -> Result<()> {
                     started[i] = true;
                     let step = plan.steps[i].step.clone();
                     let rt = rt.clone();
+                    let driver = driver.clone();
                     let span = tracing::info_span!("step", node = step.node().unwrap_or("-"), step = %step);
                     running.spawn(
                         async move {
-                            rt.progress.started(&step);
+                            let progress = rt.progress();
+                            progress.started(&step);
                             let t = Instant::now();
-                            let driver = rt.state().driver;
-                            let r = rt.run_step(&step).await.map_err(|e| e.for_driver(&driver));
+                            let r = rt.run_step(&step).await.map_err(|e| naming_node(e.for_driver(&driver), &step));
                             match &r {
-                                Ok(detail) => rt.progress.finished(&step, t.elapsed(), detail.as_deref()),
-                                Err(e) => rt.progress.failed(&step, t.elapsed(), e),
+                                Ok(detail) => progress.finished(&step, t.elapsed(), detail.as_deref()),
+                                Err(e) => progress.failed(&step, t.elapsed(), e),
                             }
                             (i, r)
                         }
@@ -360,8 +425,7 @@ pub async fn execute(rt: Arc<Runtime>, plan: &Plan) -> Result<()> {
         match result {
             Ok(_) => {
                 done[i] = true;
-                let text = plan.steps[i].step.to_string();
-                rt.update_state(|st| st.completed.push(StepRecord { step: text, finished_at: now() }))?;
+                rt.step_finished(&plan.steps[i].step)?;
             }
             Err(e) => {
                 if failure.is_none() {
@@ -372,6 +436,241 @@ pub async fn execute(rt: Arc<Runtime>, plan: &Plan) -> Result<()> {
     }
     match failure {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => rt.end_run(),
+    }
+}
+
+/// A step's error names the step's node: an error that names none (the driver's, or one
+/// from no single node) is put under it, keeping it as the cause.
+fn naming_node(e: Error, step: &Step) -> Error {
+    let Some(node) = step.node() else { return e };
+    match e {
+        Error::Node { .. } | Error::Timeout { .. } | Error::Input { .. } | Error::Locked { .. } => e,
+        other => {
+            let hint = other.hint().map(str::to_string);
+            Error::Node {
+                node: node.to_string(),
+                step: step.to_string(),
+                message: other.to_string(),
+                hint,
+                source: Some(Box::new(other)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::plan::tests::{apply, desired};
+    use crate::plan::{plan, ModeRequest, Observed, PlannedStep};
+    use crate::progress::Progress;
+
+    /// Progress that keeps the notes.
+    #[derive(Default)]
+    struct Notes(Mutex<Vec<String>>);
+    impl Progress for Notes {
+        fn started(&self, _: &Step) {}
+        fn finished(&self, _: &Step, _: Duration, _: Option<&str>) {}
+        fn failed(&self, _: &Step, _: Duration, _: &Error) {}
+        fn note(&self, message: &str) {
+            self.0.lock().unwrap().push(message.to_string());
+        }
+    }
+
+    /// How a fake step goes: after `ms`, succeed, or fail with the error `fail` makes.
+    #[derive(Clone)]
+    struct Behaviour {
+        ms: u64,
+        fail: Option<fn() -> Error>,
+    }
+
+    /// A runner with no engine: each step waits and succeeds or fails as told, and the run's
+    /// record is kept in memory, as the state file keeps it.
+    #[derive(Default)]
+    struct Fake {
+        behaviour: HashMap<String, Behaviour>,
+        started: Mutex<Vec<String>>,
+        record: Mutex<(Vec<StepRecord>, bool)>,
+        notes: Arc<Notes>,
+    }
+
+    #[async_trait::async_trait]
+    impl StepRunner for Fake {
+        async fn run_step(&self, step: &Step) -> Result<Option<String>> {
+            self.started.lock().unwrap().push(step.to_string());
+            let b = self.behaviour.get(&step.to_string()).cloned().unwrap_or(Behaviour { ms: 0, fail: None });
+            tokio::time::sleep(Duration::from_millis(b.ms)).await;
+            match b.fail {
+                Some(f) => Err(f()),
+                None => Ok(None),
+            }
+        }
+        fn progress(&self) -> Arc<dyn Progress> {
+            self.notes.clone()
+        }
+        fn driver_name(&self) -> String {
+            "fake".into()
+        }
+        fn begin_run(&self) -> Result<Vec<StepRecord>> {
+            let mut r = self.record.lock().unwrap();
+            let before = if r.1 { Vec::new() } else { r.0.clone() };
+            *r = (Vec::new(), false);
+            Ok(before)
+        }
+        fn step_finished(&self, step: &Step) -> Result<()> {
+            self.record.lock().unwrap().0.push(StepRecord { step: step.to_string(), finished_at: 0 });
+            Ok(())
+        }
+        fn end_run(&self) -> Result<()> {
+            self.record.lock().unwrap().1 = true;
+            Ok(())
+        }
+    }
+
+    fn step(node: &str) -> Step {
+        Step::WaitEngine { node: node.into() }
+    }
+
+    fn planned(steps: Vec<(Step, Vec<usize>)>) -> Plan {
+        Plan { steps: steps.into_iter().map(|(step, after)| PlannedStep { step, after }).collect(), blocked: vec![] }
+    }
+
+    /// Issue 10, item 2: a failed step stops what depends on it, and no new step starts, but the
+    /// steps already running finish and are recorded; the first failure is what the run returns.
+    #[tokio::test]
+    async fn a_failed_step_stops_its_dependents_but_running_steps_finish_and_are_recorded() {
+        let mut fake = Fake::default();
+        fake.behaviour.insert(
+            step("a").to_string(),
+            Behaviour { ms: 20, fail: Some(|| Error::node("a", "wait for its engine", "boom")) },
+        );
+        fake.behaviour.insert(step("b").to_string(), Behaviour { ms: 200, fail: None });
+        let fake = Arc::new(fake);
+        // a and b at once; c after a; d after b.
+        let p = planned(vec![(step("a"), vec![]), (step("b"), vec![]), (step("c"), vec![0]), (step("d"), vec![1])]);
+        let err = execute(fake.clone(), &p).await.expect_err("a fails");
+        assert!(err.to_string().contains("a: wait for its engine: boom"), "{err}");
+        let started = fake.started.lock().unwrap().clone();
+        assert!(!started.contains(&step("c").to_string()), "a dependent of the failed step ran: {started:?}");
+        assert!(!started.contains(&step("d").to_string()), "a new step started after the failure: {started:?}");
+        let record = fake.record.lock().unwrap().clone();
+        let recorded: Vec<&str> = record.0.iter().map(|r| r.step.as_str()).collect();
+        assert_eq!(recorded, [step("b").to_string()], "b was running when a failed: it finishes and is recorded");
+        assert!(!record.1, "a failed run is not recorded as finished");
+    }
+
+    /// Item 2: a step's error names its node, whatever error the step met.
+    #[tokio::test]
+    async fn a_steps_error_names_its_node() {
+        let mut fake = Fake::default();
+        fake.behaviour.insert(
+            Step::StartNode { node: "worker2".into() }.to_string(),
+            Behaviour { ms: 0, fail: Some(|| Error::unsupported("cannot start machine worker2")) },
+        );
+        fake.behaviour.insert(
+            Step::LoadImage { node: "worker3".into(), image: "registry:2".into() }.to_string(),
+            Behaviour { ms: 0, fail: Some(|| Error::op("export registry:2 from the local engine", "no space left")) },
+        );
+        let fake = Arc::new(fake);
+        let e = execute(fake.clone(), &planned(vec![(Step::StartNode { node: "worker2".into() }, vec![])]))
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, Error::Node { node, .. } if node == "worker2"), "{e:?}");
+        assert!(e.to_string().contains("driver fake cannot start machine worker2"), "{e}");
+        let load = Step::LoadImage { node: "worker3".into(), image: "registry:2".into() };
+        let e = execute(fake, &planned(vec![(load, vec![])])).await.unwrap_err();
+        assert!(e.to_string().starts_with("worker3: ") && e.to_string().contains("no space left"), "{e}");
+    }
+
+    /// A runner over the planner's model of a cluster: each step changes the model as the
+    /// real step changes the cluster, until the run is killed after `kill_after` steps.
+    struct World {
+        desired: crate::plan::Desired,
+        observed: Mutex<Observed>,
+        kill_after: Option<usize>,
+        fake: Fake,
+    }
+
+    #[async_trait::async_trait]
+    impl StepRunner for World {
+        async fn run_step(&self, step: &Step) -> Result<Option<String>> {
+            let n = {
+                let mut started = self.fake.started.lock().unwrap();
+                started.push(step.to_string());
+                started.len()
+            };
+            if self.kill_after.is_some_and(|k| n > k) {
+                // The process is gone: nothing more happens and nothing more is recorded.
+                std::future::pending::<()>().await;
+            }
+            apply(&self.desired, &mut self.observed.lock().unwrap(), step);
+            Ok(None)
+        }
+        fn progress(&self) -> Arc<dyn Progress> {
+            self.fake.notes.clone()
+        }
+        fn driver_name(&self) -> String {
+            "fake".into()
+        }
+        fn begin_run(&self) -> Result<Vec<StepRecord>> {
+            self.fake.begin_run()
+        }
+        fn step_finished(&self, step: &Step) -> Result<()> {
+            self.fake.step_finished(step)
+        }
+        fn end_run(&self) -> Result<()> {
+            self.fake.end_run()
+        }
+    }
+
+    /// Item 2: an `up` killed half-way, then run again, redoes nothing the first did, says it
+    /// is resuming (from the record of the first), and converges.
+    #[tokio::test]
+    async fn a_resumed_run_redoes_nothing_the_interrupted_run_did() {
+        for kill_after in 1..12 {
+            let d = desired(1, 2, ModeRequest::Auto);
+            let world = Arc::new(World {
+                desired: d.clone(),
+                observed: Mutex::new(Observed::default()),
+                kill_after: Some(kill_after),
+                fake: Fake::default(),
+            });
+            let first = plan(&d, &world.observed.lock().unwrap().clone());
+            // Killed: the run never returns; stop waiting for it.
+            let _ = tokio::time::timeout(Duration::from_millis(300), execute(world.clone(), &first)).await;
+            let done_first: Vec<String> = world.fake.record.lock().unwrap().0.iter().map(|r| r.step.clone()).collect();
+            assert!(!done_first.is_empty() && done_first.len() <= kill_after, "{done_first:?}");
+            // The next `up`: a new process, the same cluster and the same record.
+            let again = Arc::new(World {
+                desired: d.clone(),
+                observed: Mutex::new(world.observed.lock().unwrap().clone()),
+                kill_after: None,
+                fake: Fake { record: Mutex::new(world.fake.record.lock().unwrap().clone()), ..Fake::default() },
+            });
+            let second = plan(&d, &again.observed.lock().unwrap().clone());
+            for s in &second.steps {
+                assert!(
+                    !done_first.contains(&s.step.to_string()),
+                    "{} is done again after a kill at {kill_after}",
+                    s.step
+                );
+            }
+            execute(again.clone(), &second).await.unwrap();
+            let notes = again.fake.notes.0.lock().unwrap().clone();
+            assert!(
+                notes.iter().any(|n| n.contains(&format!("interrupted run had finished {} step", done_first.len()))),
+                "{notes:?}"
+            );
+            assert!(again.fake.record.lock().unwrap().1, "the resumed run is recorded as finished");
+            assert!(
+                plan(&d, &again.observed.lock().unwrap().clone()).is_empty(),
+                "not converged after a kill at {kill_after}"
+            );
+        }
     }
 }

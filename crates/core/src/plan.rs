@@ -576,14 +576,14 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::topology::ClusterName;
 
     const IMAGE: &str = "registry:2";
     const SWARM: &str = "swarm-a";
 
-    fn desired(managers: u32, workers: u32, mode: ModeRequest) -> Desired {
+    pub(crate) fn desired(managers: u32, workers: u32, mode: ModeRequest) -> Desired {
         let (topology, _) = Topology::new(ClusterName::parse("t", "t").unwrap(), managers, workers).unwrap();
         Desired { topology, registry_image: IMAGE.into(), mode, capabilities: Capabilities::all(), force: false }
     }
@@ -593,7 +593,7 @@ mod tests {
     }
 
     /// A model of what each step does, used to check that executing a plan converges.
-    fn apply(d: &Desired, o: &mut Observed, step: &Step) {
+    pub(crate) fn apply(d: &Desired, o: &mut Observed, step: &Step) {
         let topo = &d.topology;
         let mode = effective_mode(d, o);
         match step {

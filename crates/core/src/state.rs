@@ -132,6 +132,10 @@ pub struct ClusterState {
     pub nodes: BTreeMap<String, NodeRecord>,
     /// Steps finished by the latest `up`, in order.
     pub completed: Vec<StepRecord>,
+    /// Whether the latest `up` ran its plan to the end (false while it runs, and after it was
+    /// interrupted or failed).
+    #[serde(default = "yes")]
+    pub run_finished: bool,
     /// Swarm labels the user asked for on every manager, so a later `up` with only
     /// `--cluster` keeps them. Absent from state files written before it was recorded.
     #[serde(default)]
@@ -320,6 +324,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -344,6 +352,7 @@ mod tests {
             swarm: Some(SwarmRecord { id: "x".into(), manager_addr: "10.0.0.2:2377".into() }),
             nodes: BTreeMap::new(),
             completed: vec![],
+            run_finished: true,
             manager_labels: BTreeMap::new(),
             worker_labels: BTreeMap::new(),
             registry_mode_request: None,

@@ -144,6 +144,7 @@ pub(super) async fn runtime(
             swarm: None,
             nodes: Default::default(),
             completed: Vec::new(),
+            run_finished: true,
             manager_labels: Default::default(),
             worker_labels: Default::default(),
             registry_mode_request: None,
