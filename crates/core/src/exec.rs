@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -26,8 +25,7 @@ use crate::{images, registry, swarm};
 
 /// How long lab waits for a node's engine to answer after the machine starts.
 pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Timeout for one Docker API request (image transfers included).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+pub use crate::seam::REQUEST_TIMEOUT;
 
 /// Everything a running `lab` command needs about one cluster: its driver, the desired
 /// state, the recorded state, and connections to the nodes' engines.
@@ -45,8 +43,7 @@ pub struct Runtime {
     engines: tokio::sync::Mutex<HashMap<String, NodeEngine>>,
     /// The swarm observation decided is the cluster's (`Some(None)`: none), once it has.
     swarm: Mutex<Option<Option<String>>>,
-    pub(crate) local: OnceCell<std::result::Result<Docker, String>>,
-    pub(crate) exports: Mutex<HashMap<String, Arc<OnceCell<bytes::Bytes>>>>,
+    images: crate::seam::ImageSource,
 }
 
 impl Runtime {
@@ -67,8 +64,7 @@ impl Runtime {
             machines: Mutex::new(BTreeMap::new()),
             engines: tokio::sync::Mutex::new(HashMap::new()),
             swarm: Mutex::new(None),
-            local: OnceCell::new(),
-            exports: Mutex::new(HashMap::new()),
+            images: crate::seam::ImageSource::default(),
         }
     }
 
@@ -319,6 +315,37 @@ impl Runtime {
             Step::MoveRegistryData { from, to } => registry::move_data(self, from, to).await.map(Some),
             Step::Forwarder { node } => registry::forwarder(self, node).await.map(Some),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::seam::Nodes for Runtime {
+    fn desired(&self) -> &Desired {
+        &self.desired
+    }
+    fn state(&self) -> ClusterState {
+        Runtime::state(self)
+    }
+    fn progress(&self) -> Arc<dyn Progress> {
+        self.progress.clone()
+    }
+    async fn engine(&self, node: &str) -> Result<NodeEngine> {
+        Runtime::engine(self, node).await
+    }
+    async fn try_engine(&self, node: &str, timeout: Duration) -> Result<NodeEngine> {
+        Runtime::try_engine(self, node, timeout).await
+    }
+    async fn manager(&self) -> Result<(String, Docker)> {
+        Runtime::manager(self).await
+    }
+    fn can_exec(&self) -> bool {
+        self.desired.capabilities.exec
+    }
+    async fn exec(&self, node: &str, argv: &[String]) -> Result<crate::driver::ExecOutput> {
+        self.driver.exec(node, argv).await
+    }
+    fn images(&self) -> &crate::seam::ImageSource {
+        &self.images
     }
 }
 

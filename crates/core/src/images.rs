@@ -9,30 +9,29 @@ use std::sync::Arc;
 
 use bollard::query_parameters::{CreateImageOptionsBuilder, ImportImageOptionsBuilder};
 use bollard::Docker;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
-use tokio::sync::OnceCell;
 
 use crate::error::{engine_message, Error, Result};
-use crate::exec::Runtime;
 use crate::plan::Step;
+use crate::seam::Nodes;
 
 const CHUNK: usize = 1 << 20;
 
 /// Makes `image` present on `node`; returns how (for the progress line).
-pub async fn ensure(rt: &Runtime, step: &Step, node: &str, image: &str) -> Result<String> {
+pub async fn ensure(rt: &dyn Nodes, step: &Step, node: &str, image: &str) -> Result<String> {
     let what = format!("load image {image}");
     let engine = rt.engine(node).await?;
     let docker = &engine.docker;
     if docker.inspect_image(image).await.is_ok() {
         return Ok("already there".into());
     }
-    let local = local_export(rt, image).await?;
+    let local = rt.images().export(image).await?;
     if let Ok(archive) = local {
         let total = archive.len() as u64;
         let chunks: Vec<Bytes> =
             (0..archive.len()).step_by(CHUNK).map(|i| archive.slice(i..archive.len().min(i + CHUNK))).collect();
-        let progress = rt.progress.clone();
+        let progress = rt.progress();
         let step_for_progress = step.clone();
         let mut sent = 0u64;
         let body = stream::iter(chunks).map(move |c| {
@@ -65,59 +64,10 @@ async fn pull(docker: &Docker, image: &str) -> std::result::Result<(), bollard::
     docker.create_image(Some(opts), None, None).try_for_each(|_| async { Ok(()) }).await
 }
 
-/// The local engine (the one `DOCKER_HOST` names, as for the docker CLI), connected once; or
-/// why there is none, in the engine's words.
-pub async fn local_engine(rt: &Runtime) -> std::result::Result<Docker, String> {
-    rt.local
-        .get_or_init(|| async {
-            let where_ = match std::env::var("DOCKER_HOST") {
-                Ok(h) if !h.is_empty() => format!("the local Docker engine (DOCKER_HOST={h})"),
-                _ => "the local Docker engine".to_string(),
-            };
-            let docker = Docker::connect_with_local_defaults()
-                .map_err(|e| format!("{where_} could not be reached: {}", engine_message(&e)))?;
-            let docker = docker.with_timeout(crate::exec::REQUEST_TIMEOUT);
-            docker
-                .negotiate_version()
-                .await
-                .map_err(|e| format!("{where_} could not be reached: {}", engine_message(&e)))
-        })
-        .await
-        .clone()
-}
-
 /// Starts exporting `image` from the local engine in the background, so the archive is ready
 /// when the first node's engine is. Errors surface later, from the step that needs it.
-pub fn prefetch(rt: std::sync::Arc<Runtime>, image: String) {
+pub fn prefetch(rt: Arc<dyn Nodes>, image: String) {
     tokio::spawn(async move {
-        let _ = local_export(&rt, &image).await;
+        let _ = rt.images().export(&image).await;
     });
-}
-
-/// The local engine's `docker save` archive of `image`, made once per run and shared by
-/// every node that needs it; or why the local engine cannot give it (unreachable, or it lacks
-/// the image).
-async fn local_export(rt: &Runtime, image: &str) -> Result<std::result::Result<Bytes, String>> {
-    let local = match local_engine(rt).await {
-        Ok(d) => d,
-        Err(why) => return Ok(Err(why)),
-    };
-    if let Err(e) = local.inspect_image(image).await {
-        return Ok(Err(format!("the local Docker engine does not have it ({})", engine_message(&e))));
-    }
-    let cell: Arc<OnceCell<Bytes>> =
-        rt.exports.lock().expect("exports lock").entry(image.to_string()).or_default().clone();
-    let archive = cell
-        .get_or_try_init(|| async {
-            let mut buf = BytesMut::new();
-            let mut s = local.export_image(image);
-            while let Some(chunk) = s.next().await {
-                buf.extend_from_slice(
-                    &chunk.map_err(|e| Error::engine_op(format!("export {image} from the local engine"), e))?,
-                );
-            }
-            Ok::<_, Error>(buf.freeze())
-        })
-        .await?;
-    Ok(Ok(archive.clone()))
 }

@@ -38,6 +38,8 @@ pub mod progress;
 #[doc(hidden)]
 pub mod registry;
 #[doc(hidden)]
+pub mod seam;
+#[doc(hidden)]
 pub mod state;
 #[doc(hidden)]
 pub mod swarm;

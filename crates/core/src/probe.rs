@@ -133,17 +133,17 @@ pub fn random_suffix() -> String {
 /// `commands` until one exists there; if the driver cannot run commands or the node has
 /// none of them, in a throwaway host-network container from `image` with the last command.
 pub async fn on_node(
-    rt: &crate::exec::Runtime,
+    rt: &dyn crate::seam::Nodes,
     node: &str,
     commands: &[&[&str]],
     image: &str,
     timeout: Duration,
 ) -> Result<ProbeOutput, String> {
     // Only a driver that says it can run commands is asked to.
-    let commands_on_node: &[&[&str]] = if rt.desired.capabilities.exec { commands } else { &[] };
+    let commands_on_node: &[&[&str]] = if rt.can_exec() { commands } else { &[] };
     for argv in commands_on_node {
         let owned: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        match tokio::time::timeout(timeout, rt.driver.exec(node, &owned)).await {
+        match tokio::time::timeout(timeout, rt.exec(node, &owned)).await {
             // 126/127: the shell's "cannot run" / "not found"; try the next command.
             Ok(Ok(out)) => match out.status {
                 Some(126) | Some(127) | None => continue,
@@ -155,7 +155,7 @@ pub async fn on_node(
     }
     let docker = rt.engine(node).await.map_err(|e| e.to_string())?.docker;
     let last = commands.last().expect("at least one command");
-    run(&docker, rt.desired.topology.cluster.as_str(), image, last, timeout).await
+    run(&docker, rt.desired().topology.cluster.as_str(), image, last, timeout).await
 }
 
 #[cfg(test)]

@@ -38,9 +38,9 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::error::{engine_message, Error, Result};
-use crate::exec::Runtime;
 use crate::plan::{ModeRequest, RegistryObs};
 use crate::probe;
+use crate::seam::Nodes;
 use crate::state::{RegistryMode, Secret};
 use crate::topology::REGISTRY_NODE_LABEL;
 
@@ -89,11 +89,11 @@ fn namespace() -> HashMap<String, String> {
 }
 
 /// Decides the registry mode: the forced one, or by looking for IPVS on the first manager.
-pub async fn choose_mode(rt: &Runtime) -> Result<(RegistryMode, String)> {
-    if let ModeRequest::Force(m) = rt.desired.mode {
+pub async fn choose_mode(rt: &dyn Nodes) -> Result<(RegistryMode, String)> {
+    if let ModeRequest::Force(m) = rt.desired().mode {
         return Ok((m, "--registry-mode".into()));
     }
-    let first = rt.desired.topology.first_manager().name.clone();
+    let first = rt.desired().topology.first_manager().name.clone();
     if has_ipvs(rt, &first).await.map_err(|m| Error::node(&first, "look for IPVS", m))? {
         Ok((RegistryMode::Mesh, format!("{first} has IPVS: the ingress routing mesh works")))
     } else {
@@ -101,9 +101,9 @@ pub async fn choose_mode(rt: &Runtime) -> Result<(RegistryMode, String)> {
     }
 }
 
-async fn has_ipvs(rt: &Runtime, node: &str) -> std::result::Result<bool, String> {
+async fn has_ipvs(rt: &dyn Nodes, node: &str) -> std::result::Result<bool, String> {
     let cat: &[&str] = &["cat", "/proc/net/ip_vs"];
-    let out = probe::on_node(rt, node, &[cat], &rt.desired.registry_image, Duration::from_secs(30)).await?;
+    let out = probe::on_node(rt, node, &[cat], &rt.desired().registry_image, Duration::from_secs(30)).await?;
     Ok(out.code == 0)
 }
 
@@ -259,8 +259,8 @@ fn base64(bytes: &[u8]) -> String {
 
 /// The image's own program: its entrypoint followed by its command, as `docker run` would run
 /// it, read from the registry node's copy of the image.
-async fn image_program(rt: &Runtime, image: &str) -> Result<Vec<String>> {
-    let node = rt.desired.topology.registry_node().name.clone();
+async fn image_program(rt: &dyn Nodes, image: &str) -> Result<Vec<String>> {
+    let node = rt.desired().topology.registry_node().name.clone();
     let step = format!("read the entrypoint of {image}");
     let docker = rt.engine(&node).await?.docker;
     let img = docker.inspect_image(image).await.map_err(|e| Error::engine(&node, &step, e))?;
@@ -274,7 +274,7 @@ async fn image_program(rt: &Runtime, image: &str) -> Result<Vec<String>> {
 }
 
 /// Creates or updates the stack: its overlay network and the service.
-pub async fn deploy(rt: &Runtime) -> Result<String> {
+pub async fn deploy(rt: &dyn Nodes) -> Result<String> {
     let mode = rt.state().registry_mode.ok_or_else(|| Error::op("deploy the registry", "no registry mode chosen"))?;
     let (mgr_name, mgr) = rt.manager().await?;
     let fail = |step: &str, e: bollard::errors::Error| Error::engine(&mgr_name, step, e);
@@ -291,7 +291,7 @@ pub async fn deploy(rt: &Runtime) -> Result<String> {
             Err(e) => return Err(fail(&format!("create network {NETWORK}"), e)),
         }
     }
-    let image = &rt.desired.registry_image;
+    let image = &rt.desired().registry_image;
     let secret_id = ensure_secret(&mgr_name, &mgr).await?;
     let program = image_program(rt, image).await?;
     // The swarm updates the service's object on its own (an update's status), so a version
@@ -325,7 +325,7 @@ pub async fn deploy(rt: &Runtime) -> Result<String> {
             }
         }
     }
-    Ok(format!("{image}, {mode}, pinned to {}", rt.desired.topology.registry_node().name))
+    Ok(format!("{image}, {mode}, pinned to {}", rt.desired().topology.registry_node().name))
 }
 
 /// Makes the forwarder on `node` match the mode: relaying to the registry's node in fallback
@@ -336,13 +336,13 @@ pub async fn deploy(rt: &Runtime) -> Result<String> {
 /// node's default bridge with its port published on `127.0.0.1` and, where the node has IPv6
 /// loopback, `[::1]`, so no other machine reaches it. (A drained manager cannot attach a
 /// standalone container to the swarm's overlay, but the default bridge is always there.)
-pub async fn forwarder(rt: &Runtime, node: &str) -> Result<String> {
+pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
     let mode = rt.state().registry_mode.ok_or_else(|| Error::op("start the forwarder", "no registry mode chosen"))?;
     let e = rt.engine(node).await?;
     let docker = &e.docker;
     let step = "start the registry forwarder";
     remove_forwarder(node, docker).await?;
-    let reg = rt.desired.topology.registry_node().name.clone();
+    let reg = rt.desired().topology.registry_node().name.clone();
     if node == reg {
         return Ok("not needed: the registry runs here".into());
     }
@@ -357,7 +357,7 @@ pub async fn forwarder(rt: &Runtime, node: &str) -> Result<String> {
             .map(|ip| PortBinding { host_ip: Some(ip.to_string()), host_port: Some(PORT.to_string()) })
             .collect();
         ContainerCreateBody {
-            image: Some(rt.desired.registry_image.clone()),
+            image: Some(rt.desired().registry_image.clone()),
             entrypoint: Some(vec![
                 "sh".into(),
                 "-c".into(),
@@ -369,7 +369,7 @@ pub async fn forwarder(rt: &Runtime, node: &str) -> Result<String> {
             cmd: Some(vec![]),
             exposed_ports: Some(vec![port.clone()]),
             labels: Some(HashMap::from([
-                ("lab.cluster".to_string(), rt.desired.topology.cluster.to_string()),
+                ("lab.cluster".to_string(), rt.desired().topology.cluster.to_string()),
                 (FORWARD_TO_LABEL.to_string(), target.clone()),
                 (FORWARD_LISTEN_LABEL.to_string(), "loopback".to_string()),
             ])),
@@ -442,9 +442,9 @@ pub async fn has_data(docker: &Docker) -> bool {
 /// read as a tar stream by a stopped helper container and written into a fresh
 /// `registry_data` on `to` the same way, and the volume on `from` is removed last, so an
 /// interrupted move is simply done again. Returns what it moved.
-pub async fn move_data(rt: &Runtime, from: &str, to: &str) -> Result<String> {
+pub async fn move_data(rt: &dyn Nodes, from: &str, to: &str) -> Result<String> {
     let step = format!("move registry data from {from} to {to}");
-    let image = rt.desired.registry_image.clone();
+    let image = rt.desired().registry_image.clone();
     let src = rt.engine(from).await?.docker;
     let dst = rt.engine(to).await?.docker;
     // Nothing may write while the data travels.
@@ -499,7 +499,7 @@ pub async fn move_data(rt: &Runtime, from: &str, to: &str) -> Result<String> {
     let make_helper = |d: Docker| {
         let helper = helper.clone();
         let image = image.clone();
-        let cluster = rt.desired.topology.cluster.to_string();
+        let cluster = rt.desired().topology.cluster.to_string();
         async move {
             let body = ContainerCreateBody {
                 image: Some(image),
@@ -579,7 +579,7 @@ pub async fn move_data(rt: &Runtime, from: &str, to: &str) -> Result<String> {
         tracing::warn!("the old copy of the registry's data stays: {e}");
     }
     let what = format!("moved {:.1} MB of registry data from {from} to {to}", bytes as f64 / 1e6);
-    rt.progress.note(&what);
+    rt.progress().note(&what);
     Ok(what)
 }
 
@@ -612,12 +612,12 @@ pub struct NodeCheck {
 pub const CHECK_URLS: [&str; 2] = ["http://127.0.0.1:5000/v2/", "http://localhost:5000/v2/"];
 
 /// Fetches [`CHECK_URLS`] from inside `node`.
-pub async fn check_node(rt: &Runtime, node: &str) -> NodeCheck {
+pub async fn check_node(rt: &dyn Nodes, node: &str) -> NodeCheck {
     check_node_with(rt, node, true).await
 }
 
 /// [`check_node`]; without `detailed`, a failure is not broken down by URL (for polling).
-async fn check_node_with(rt: &Runtime, node: &str, detailed: bool) -> NodeCheck {
+async fn check_node_with(rt: &dyn Nodes, node: &str, detailed: bool) -> NodeCheck {
     if let Err(e) = rt.engine(node).await {
         return NodeCheck { node: node.into(), ok: false, urls: Vec::new(), explanation: Some(e.to_string()) };
     }
@@ -626,7 +626,7 @@ async fn check_node_with(rt: &Runtime, node: &str, detailed: bool) -> NodeCheck 
     let [a, b] = CHECK_URLS;
     let curl: &[&str] = &["curl", "-s", "-m", "5", a, b];
     let wget: &[&str] = &["wget", "-q", "-O-", a, b];
-    let both = probe::on_node(rt, node, &[curl, wget], &rt.desired.registry_image, Duration::from_secs(20)).await;
+    let both = probe::on_node(rt, node, &[curl, wget], &rt.desired().registry_image, Duration::from_secs(20)).await;
     if matches!(&both, Ok(out) if out.code == 0 && out.output.trim() == "{}{}") {
         let urls = CHECK_URLS.iter().map(|u| UrlCheck { url: u.to_string(), ok: true, answer: "{}".into() }).collect();
         return NodeCheck { node: node.into(), ok: true, urls, explanation: None };
@@ -639,7 +639,7 @@ async fn check_node_with(rt: &Runtime, node: &str, detailed: bool) -> NodeCheck 
         // it; the timeout around the probe bounds it).
         let curl: &[&str] = &["curl", "-s", "-m", "5", url];
         let wget: &[&str] = &["wget", "-q", "-O-", url];
-        let r = probe::on_node(rt, node, &[curl, wget], &rt.desired.registry_image, Duration::from_secs(20)).await;
+        let r = probe::on_node(rt, node, &[curl, wget], &rt.desired().registry_image, Duration::from_secs(20)).await;
         let (ok, answer) = match r {
             Ok(out) if out.code == 0 && out.output.trim() == "{}" => (true, "{}".to_string()),
             Ok(out) => (false, format!("exit {}: {}", out.code, out.output.trim())),
@@ -653,8 +653,8 @@ async fn check_node_with(rt: &Runtime, node: &str, detailed: bool) -> NodeCheck 
 }
 
 /// Checks every node concurrently and explains each failure.
-pub async fn check_all(rt: &Runtime) -> Vec<NodeCheck> {
-    let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
+pub async fn check_all(rt: &dyn Nodes) -> Vec<NodeCheck> {
+    let nodes: Vec<String> = rt.desired().topology.nodes.iter().map(|n| n.name.clone()).collect();
     let mut checks = join_all(nodes.iter().map(|n| check_node(rt, n))).await;
     if checks.iter().any(|c| !c.ok) {
         let why = diagnose_service(rt).await;
@@ -669,9 +669,9 @@ pub async fn check_all(rt: &Runtime) -> Vec<NodeCheck> {
 
 /// Waits, at most `timeout`, until every node answers `{}`; the error names the nodes that
 /// never did and why.
-pub async fn wait_ready(rt: &Runtime, timeout: Duration) -> Result<Vec<NodeCheck>> {
+pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeCheck>> {
     let start = Instant::now();
-    let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
+    let nodes: Vec<String> = rt.desired().topology.nodes.iter().map(|n| n.name.clone()).collect();
     // Until the registry's task runs, asking the nodes only loads a machine that is busy
     // starting it; a manager's task list is cheap to poll.
     if let Ok((_, mgr)) = rt.manager().await {
@@ -715,7 +715,7 @@ async fn task_running(mgr: &Docker) -> bool {
 
 /// Why the service is not serving, if it is not: missing, or its task not running (with the
 /// task's own error, e.g. an image the node does not have).
-async fn diagnose_service(rt: &Runtime) -> Option<String> {
+async fn diagnose_service(rt: &dyn Nodes) -> Option<String> {
     let (_, mgr) = match rt.manager().await {
         Ok(m) => m,
         Err(e) => return Some(e.to_string()),
@@ -748,15 +748,15 @@ async fn diagnose_service(rt: &Runtime) -> Option<String> {
     Some(format!("the registry task is not running ({detail})"))
 }
 
-async fn explain_node(rt: &Runtime, node: &str, service: Option<&str>) -> String {
+async fn explain_node(rt: &dyn Nodes, node: &str, service: Option<&str>) -> String {
     if let Some(s) = service {
         return s.to_string();
     }
     let Ok(e) = rt.engine(node).await else { return "its Docker engine does not answer".into() };
-    if e.docker.inspect_image(&rt.desired.registry_image).await.is_err() {
-        return format!("image {} is missing on this node (run lab up)", rt.desired.registry_image);
+    if e.docker.inspect_image(&rt.desired().registry_image).await.is_err() {
+        return format!("image {} is missing on this node (run lab up)", rt.desired().registry_image);
     }
-    let reg = &rt.desired.topology.registry_node().name;
+    let reg = &rt.desired().topology.registry_node().name;
     match rt.state().registry_mode {
         Some(RegistryMode::Mesh) => match has_ipvs(rt, node).await {
             Ok(false) => "no IPVS in this node's kernel, so the ingress routing mesh cannot answer; \
