@@ -432,6 +432,35 @@ pub async fn observe_forwarder(docker: &Docker) -> Option<String> {
     labels.get(FORWARD_TO_LABEL).cloned()
 }
 
+/// The filter for the registry service's task containers on a node.
+pub(crate) fn task_filter() -> HashMap<&'static str, Vec<String>> {
+    HashMap::from([("label", vec![format!("com.docker.swarm.service.name={SERVICE}")])])
+}
+
+/// Waits, at most `limit`, until no task container of the registry is on `docker` (with
+/// `stopped`, not even a stopped one); the error says what never happened.
+pub(crate) async fn wait_tasks_gone(
+    node: &str,
+    docker: &Docker,
+    stopped: bool,
+    what: &str,
+    limit: Duration,
+) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let opts = ListContainersOptionsBuilder::new().all(stopped).filters(&task_filter()).build();
+        let tasks =
+            docker.list_containers(Some(opts)).await.map_err(|e| Error::engine(node, format!("wait for {what}"), e))?;
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            return Err(Error::Timeout { node: node.into(), what: what.into(), secs: limit.as_secs(), hint: None });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Whether the node has the registry's data volume.
 pub async fn has_data(docker: &Docker) -> bool {
     docker.inspect_volume(VOLUME).await.is_ok()
@@ -467,27 +496,9 @@ pub async fn move_data(rt: &dyn Nodes, from: &str, to: &str) -> Result<String> {
             }
         }
     }
-    let filters = HashMap::from([("label", vec![format!("com.docker.swarm.service.name={SERVICE}")])]);
-    let start = Instant::now();
-    let gone = Duration::from_secs(60);
-    loop {
-        let tasks = src
-            .list_containers(Some(ListContainersOptionsBuilder::new().filters(&filters).build()))
-            .await
-            .map_err(|e| Error::engine(from, &step, e))?;
-        if tasks.is_empty() {
-            break;
-        }
-        if start.elapsed() > gone {
-            return Err(Error::Timeout {
-                node: from.into(),
-                what: format!("the {SERVICE} task to stop before its data moves"),
-                secs: gone.as_secs(),
-                hint: None,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let filters = task_filter();
+    wait_tasks_gone(from, &src, false, "the registry task to stop before its data moves", Duration::from_secs(60))
+        .await?;
     // A fresh volume on `to`: what an interrupted move left there is replaced.
     let remove_volume = |d: Docker, node: String| async move {
         match d.remove_volume(VOLUME, Some(RemoveVolumeOptionsBuilder::new().force(true).build())).await {

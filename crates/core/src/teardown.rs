@@ -2,12 +2,9 @@
 //! stack, its volume, the forwarders, and swarm membership, workers first. Every other
 //! container, image and volume on the hosts is left alone.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-};
+use bollard::query_parameters::{RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder};
 use futures_util::future::join_all;
 
 use crate::error::{engine_message, Error, Result};
@@ -120,26 +117,14 @@ async fn clean_node(rt: &Runtime, node: &str, service_removed: bool) -> Result<(
     if !service_removed {
         return Ok(());
     }
-    let filters = HashMap::from([("label", vec![format!("com.docker.swarm.service.name={SERVICE}")])]);
-    let start = Instant::now();
-    loop {
-        let tasks = docker
-            .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
-            .await
-            .unwrap_or_default();
-        if tasks.is_empty() {
-            break;
-        }
-        if start.elapsed() > GONE_TIMEOUT {
-            return Err(Error::Timeout {
-                node: node.into(),
-                what: format!("the {SERVICE} task container to stop"),
-                secs: GONE_TIMEOUT.as_secs(),
-                hint: None,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    crate::registry::wait_tasks_gone(
+        node,
+        docker,
+        true,
+        &format!("the {SERVICE} task container to stop"),
+        GONE_TIMEOUT,
+    )
+    .await?;
     let _ = docker.remove_network(NETWORK).await;
     match docker.remove_volume(VOLUME, Some(RemoveVolumeOptionsBuilder::new().build())).await {
         Ok(()) => {}
