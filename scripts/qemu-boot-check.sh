@@ -47,6 +47,9 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/lab-qemu-check.XXXXXX")
 qemu_pid='' vde_pid=''
 cleanup() {
   local rc=$?
+  # A daemon that wrote its pidfile after we stopped waiting for it is still ours.
+  [ -z "$qemu_pid" ] && [ -s "$dir/qemu.pid" ] && qemu_pid=$(cat "$dir/qemu.pid")
+  [ -z "$vde_pid" ] && [ -s "$dir/switch.pid" ] && vde_pid=$(cat "$dir/switch.pid")
   if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
     kill "$qemu_pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.1; done
@@ -89,6 +92,7 @@ ssh-keygen -q -t ed25519 -N '' -C lab-check -f "$dir/client_key"
 ssh-keygen -q -t ed25519 -N '' -C lab-check-host -f "$dir/ssh_host_ed25519_key"
 cp "$dir/client_key.pub" "$dir/authorized_keys"
 printf 'lab-check-node\n' >"$dir/hostname"
+machine_id=$(python3 -c 'import uuid; print(uuid.uuid4().hex)') # one per node: the image's is shared
 printf '192.168.77.11/24\n' >"$dir/cluster_addr" # only on the VM's private segment
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 printf '[127.0.0.1]:%s %s\n' "$port" "$(cut -d' ' -f1,2 "$dir/ssh_host_ed25519_key.pub")" >"$dir/known_hosts"
@@ -99,13 +103,15 @@ sshv=(ssh -F /dev/null -i "$dir/client_key" -p "$port" -o IdentitiesOnly=yes -o 
 qemu-img create -q -f qcow2 -b "$CACHE/base.qcow2" -F qcow2 "$dir/node.qcow2"
 vde_switch --sock "$dir/switch" --daemon --pidfile "$dir/switch.pid" >/dev/null 2>&1 ||
   die "vde_switch did not start"
+for _ in $(seq 50); do [ -s "$dir/switch.pid" ] && break; sleep 0.1; done # it writes it after forking
+[ -s "$dir/switch.pid" ] || die "vde_switch wrote no pidfile within 5 s"
 vde_pid=$(cat "$dir/switch.pid")
 
 t_start=$(date +%s.%N)
 qemu-system-x86_64 -name lab-check-node "${accel[@]}" -machine q35 -smp 1 -m "$MEM" \
   -nodefaults -no-user-config -display none -vga none -no-reboot \
   -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \
-  -append "console=ttyS0 root=/dev/vda apparmor=0 net.ifnames=0 quiet" \
+  -append "console=ttyS0 root=/dev/vda apparmor=0 net.ifnames=0 systemd.machine_id=$machine_id quiet" \
   -drive "file=$dir/node.qcow2,if=virtio,format=qcow2,discard=unmap" \
   -netdev "user,id=user0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22" \
   -device virtio-net-pci,netdev=user0,mac=52:54:00:12:34:01 \
@@ -148,6 +154,7 @@ check() { # description, command run in the VM, grep -E pattern its output must 
 }
 check "kernel" 'uname -r; cat /proc/cmdline' 'cloud-amd64'
 check "hostname from fw_cfg" 'hostname' '^lab-check-node$'
+check "machine id from the kernel command line" 'cat /etc/machine-id' "^$machine_id\$"
 check "modules load (ip_vs, vxlan, overlay, br_netfilter)" \
   'modprobe ip_vs && modprobe vxlan && modprobe overlay && modprobe br_netfilter && lsmod | grep -E "^(ip_vs|vxlan|overlay|br_netfilter) " | sort' \
   '^br_netfilter .*' 
@@ -168,6 +175,7 @@ check "a container starts (apparmor=0)" \
 
 say "boot profile:"
 "${sshv[@]}" 'systemd-analyze; systemd-analyze blame | head -n 25; systemd-analyze critical-chain docker.service' 2>&1 | sed 's/^/    /' || true
+[ -n "${LAB_QEMU_JOURNAL:-}" ] && { "${sshv[@]}" 'journalctl -b -o short-monotonic -u containerd -u docker -u lab-config' 2>&1 | sed 's/^/    /' || true; }
 
 # --- power off through QMP (ACPI), bounded ------------------------------------------------------
 t_off=$(date +%s.%N)

@@ -56,33 +56,45 @@ root="$work/root"
 
 # --- the boot-time configuration unit (runs in the guest) -----------------------------------
 cat >"$work/lab-config" <<'SH'
-#!/bin/sh
+#!/bin/bash
 # lab-config: applies what the qemu driver passed with -fw_cfg name=opt/lab/NAME,file=...
-# Runs at every boot, before sshd and dockerd. Nothing is trusted on first use: the host key
-# and the authorized key come from the host.
+# Runs at every boot, before sshd, networkd and dockerd. Nothing is trusted on first use: the
+# host key and the authorized key come from the host. Shell builtins only where it can (every
+# exec costs under TCG).
 set -u
-modprobe qemu_fw_cfg 2>/dev/null || true
 fw=/sys/firmware/qemu_fw_cfg/by_name/opt/lab
-get() { [ -r "$fw/$1/raw" ] && cat "$fw/$1/raw"; }
-if get authorized_keys >/dev/null; then
-  install -d -m 0700 /root/.ssh
-  get authorized_keys >/root/.ssh/authorized_keys.new && chmod 0600 /root/.ssh/authorized_keys.new &&
-    mv /root/.ssh/authorized_keys.new /root/.ssh/authorized_keys
+[ -d /sys/firmware/qemu_fw_cfg ] || modprobe qemu_fw_cfg 2>/dev/null || true
+get() { # NAME -> $val; false when the host did not pass it
+  val=''
+  [ -r "$fw/$1/raw" ] || return 1
+  IFS= read -r -d '' val <"$fw/$1/raw" || true
+}
+if get authorized_keys; then
+  [ -d /root/.ssh ] || mkdir -m 0700 /root/.ssh
+  (umask 077; printf '%s' "$val" >/root/.ssh/authorized_keys)
 fi
 for k in ssh_host_ed25519_key ssh_host_ecdsa_key ssh_host_rsa_key; do
-  if get "$k" >/dev/null; then
-    (umask 077; get "$k" >"/etc/ssh/$k")
-    get "$k.pub" >"/etc/ssh/$k.pub" 2>/dev/null || ssh-keygen -y -f "/etc/ssh/$k" >"/etc/ssh/$k.pub"
+  if get "$k"; then
+    (umask 077; printf '%s' "$val" >"/etc/ssh/$k")
+    if get "$k.pub"; then printf '%s' "$val" >"/etc/ssh/$k.pub"; else ssh-keygen -y -f "/etc/ssh/$k" >"/etc/ssh/$k.pub"; fi
   fi
 done
-ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || ssh-keygen -A
-if h=$(get hostname) && [ -n "$h" ]; then
-  hostname "$h"; echo "$h" >/etc/hostname
-  grep -q "^127.0.1.1" /etc/hosts && sed -i "s/^127\.0\.1\.1.*/127.0.1.1\t$h/" /etc/hosts ||
-    printf '127.0.1.1\t%s\n' "$h" >>/etc/hosts
+have_key=0
+for f in /etc/ssh/ssh_host_*_key; do [ -e "$f" ] && have_key=1; done
+[ "$have_key" = 1 ] || ssh-keygen -A
+if get hostname && h=${val%%[[:space:]]*} && [ -n "$h" ]; then
+  echo "$h" >/proc/sys/kernel/hostname
+  echo "$h" >/etc/hostname
+  hosts='' done=0
+  while IFS= read -r line; do
+    case "$line" in 127.0.1.1[[:space:]]*) line=$(printf '127.0.1.1\t%s' "$h"); done=1 ;; esac
+    hosts+=$line$'\n'
+  done </etc/hosts
+  [ "$done" = 1 ] || hosts+=$(printf '127.0.1.1\t%s' "$h")$'\n'
+  printf '%s' "$hosts" >/etc/hosts
 fi
-if a=$(get cluster_addr) && [ -n "$a" ]; then
-  mkdir -p /run/systemd/network
+if get cluster_addr && a=${val%%[[:space:]]*} && [ -n "$a" ]; then
+  [ -d /run/systemd/network ] || mkdir -p /run/systemd/network
   printf '[Match]\nName=eth1\n\n[Network]\nAddress=%s\nIPv6AcceptRA=no\n' "$a" \
     >/run/systemd/network/20-lab-cluster.network
 fi
@@ -160,7 +172,9 @@ mmdebstrap --quiet --variant=apt --include="$pkgs" \
   --customize-hook="install -m 0644 '$work/lab-config.service' \"\$1/etc/systemd/system/lab-config.service\"" \
   --customize-hook='chroot "$1" systemctl enable lab-config.service' \
   --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
-  --customize-hook=': >"$1/etc/machine-id"' \
+  --customize-hook='chroot "$1" systemctl mask e2scrub_reap.service ipvsadm.service modprobe@drm.service modprobe@efi_pstore.service getty@tty1.service' \
+  --customize-hook='echo 1ab0000000000000000000000000c0de >"$1/etc/machine-id"' \
+  --customize-hook='touch "$1/etc/.updated" "$1/var/.updated"' \
   "$SUITE" "$root" "$MIRROR" ||
   die "mmdebstrap failed (is the Debian mirror $MIRROR reachable? set LAB_DEBIAN_MIRROR)"
 
