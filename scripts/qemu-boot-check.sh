@@ -15,7 +15,8 @@
 # Talks only to 127.0.0.1, unix sockets and the VM it made.
 #
 # Environment: LAB_QEMU_CACHE (where the image is), LAB_QEMU_ACCEL=tcg|kvm|auto (default tcg;
-# auto runs a bounded KVM probe first), LAB_QEMU_READY_TIMEOUT (s, default 240),
+# auto runs a bounded KVM probe first), LAB_QEMU_CPUS (default 1), LAB_QEMU_MEMORY (MiB, default
+# 1024), LAB_QEMU_READY_TIMEOUT (s, default 240),
 # LAB_QEMU_KEEP_LOG=path (copy the serial console log there).
 set -euo pipefail
 
@@ -23,6 +24,7 @@ CACHE=${LAB_QEMU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lab/qemu}
 ACCEL=${LAB_QEMU_ACCEL:-tcg}
 READY_TIMEOUT=${LAB_QEMU_READY_TIMEOUT:-240}
 MEM=${LAB_QEMU_MEMORY:-1024}
+CPUS=${LAB_QEMU_CPUS:-1}
 
 say() { echo "qemu-boot-check: $*"; }
 die() {
@@ -107,8 +109,9 @@ for _ in $(seq 50); do [ -s "$dir/switch.pid" ] && break; sleep 0.1; done # it w
 [ -s "$dir/switch.pid" ] || die "vde_switch wrote no pidfile within 5 s"
 vde_pid=$(cat "$dir/switch.pid")
 
+boot() { # the same command line every boot: fw_cfg is re-read at each one
 t_start=$(date +%s.%N)
-qemu-system-x86_64 -name lab-check-node "${accel[@]}" -machine q35 -smp 1 -m "$MEM" \
+qemu-system-x86_64 -name lab-check-node "${accel[@]}" -machine q35 -smp "$CPUS" -m "$MEM" \
   -nodefaults -no-user-config -display none -vga none -no-reboot \
   -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \
   -append "console=ttyS0 root=/dev/vda apparmor=0 net.ifnames=0 systemd.machine_id=$machine_id quiet" \
@@ -122,14 +125,17 @@ qemu-system-x86_64 -name lab-check-node "${accel[@]}" -machine q35 -smp 1 -m "$M
   -fw_cfg "name=opt/lab/ssh_host_ed25519_key.pub,file=$dir/ssh_host_ed25519_key.pub" \
   -fw_cfg "name=opt/lab/hostname,file=$dir/hostname" \
   -fw_cfg "name=opt/lab/cluster_addr,file=$dir/cluster_addr" \
-  -serial "file:$dir/console.log" \
+  -chardev "file,id=console0,path=$dir/console.log,append=on" -serial chardev:console0 \
   -qmp "unix:$dir/qmp.sock,server=on,wait=off" \
   -pidfile "$dir/qemu.pid" -daemonize ||
   die "qemu-system-x86_64 did not start"
 qemu_pid=$(cat "$dir/qemu.pid")
-say "booting (${accel[*]}, ${MEM} MiB), qemu pid $qemu_pid, ssh on 127.0.0.1:$port"
+say "booting ($1, ${accel[*]}, $CPUS CPU, ${MEM} MiB), qemu pid $qemu_pid, ssh on 127.0.0.1:$port"
+
+}
 
 elapsed() { python3 -c "print(f'{$(date +%s.%N)-$t_start:.1f}')"; }
+wait_ready() {
 t_ssh=''
 while :; do
   kill -0 "$qemu_pid" 2>/dev/null || die "qemu exited before dockerd was ready"
@@ -143,6 +149,11 @@ while :; do
 done
 t_ready=$(elapsed)
 say "sshd answered after ${t_ssh:-$t_ready} s; dockerd $out ready after $t_ready s"
+}
+
+boot "first boot of a new overlay"
+wait_ready
+t_ready1=$t_ready t_ready2=''
 
 # --- checks inside the VM -----------------------------------------------------------------------
 check() { # description, command run in the VM, grep -E pattern its output must match
@@ -178,6 +189,7 @@ say "boot profile:"
 [ -n "${LAB_QEMU_JOURNAL:-}" ] && { "${sshv[@]}" 'journalctl -b -o short-monotonic -u containerd -u docker -u lab-config' 2>&1 | sed 's/^/    /' || true; }
 
 # --- power off through QMP (ACPI), bounded ------------------------------------------------------
+power_off() {
 t_off=$(date +%s.%N)
 python3 - "$dir/qmp.sock" <<'PY' || die "QMP system_powerdown failed"
 import json, socket, sys
@@ -195,4 +207,18 @@ for _ in $(seq 600); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.1; don
 kill -0 "$qemu_pid" 2>/dev/null && die "the VM did not power off within 60 s of ACPI system_powerdown"
 say "powered off through QMP system_powerdown in $(python3 -c "print(f'{$(date +%s.%N)-$t_off:.1f}')") s"
 qemu_pid=''
-say "PASSED: ready dockerd after $t_ready s (TCG unless LAB_QEMU_ACCEL says otherwise)"
+}
+power_off
+
+# --- a stopped VM boots again from its overlay (as after a host reboot) ----------------------
+if [ "${LAB_QEMU_SECOND_BOOT:-1}" = 1 ]; then
+  boot "second boot of the same overlay"
+  wait_ready
+  t_ready2=$t_ready
+  check "the overlay kept dockerd's state" 'docker image inspect --format "{{.Id}}" lab-check/busybox:1' '^sha256:'
+  check "fw_cfg applied again (hostname, eth1)" 'hostname; ip -br addr show eth1' '192\.168\.77\.11/24'
+  power_off
+  grep -c 'Debian GNU/Linux 12' "$dir/console.log" | grep -qx 2 || die "the console log does not hold both boots"
+  say "ok: the console log ($(wc -c <"$dir/console.log") bytes) holds both boots"
+fi
+say "PASSED: ready dockerd after $t_ready1 s on a new overlay${t_ready2:+, $t_ready2 s booting it again} (${accel[*]}, $CPUS CPU)"

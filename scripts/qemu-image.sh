@@ -37,17 +37,17 @@ die() { echo "qemu-image: $*" >&2; exit 1; }
 need() { # command, Debian package
   command -v "$1" >/dev/null || die "$1 is missing; install it with: apt-get install $2"
 }
-need mmdebstrap mmdebstrap
-need mke2fs e2fsprogs
-need qemu-img qemu-utils
-[ "$(id -u)" = 0 ] || die "building the image needs root (mmdebstrap root mode and mke2fs -d keep file owners); run it with sudo"
-
 if [ "$rebuild" = 0 ] && [ "$(cat "$CACHE/recipe" 2>/dev/null)" = "$RECIPE" ] &&
    [ -s "$CACHE/vmlinuz" ] && [ -s "$CACHE/initrd.img" ] && [ -s "$CACHE/base.qcow2" ]; then
   say "recipe $RECIPE is built in $CACHE:"
   ls -l "$CACHE/vmlinuz" "$CACHE/initrd.img" "$CACHE/base.qcow2"
   exit 0
 fi
+
+need mmdebstrap mmdebstrap
+need mke2fs e2fsprogs
+need qemu-img qemu-utils
+[ "$(id -u)" = 0 ] || die "building the image needs root (mmdebstrap root mode and mke2fs -d keep file owners); run it with sudo"
 
 mkdir -p "$CACHE"
 work=$(mktemp -d "$CACHE/.build.XXXXXX")
