@@ -110,45 +110,45 @@ for _ in $(seq 50); do [ -s "$dir/switch.pid" ] && break; sleep 0.1; done # it w
 vde_pid=$(cat "$dir/switch.pid")
 
 boot() { # the same command line every boot: fw_cfg is re-read at each one
-t_start=$(date +%s.%N)
-qemu-system-x86_64 -name lab-check-node "${accel[@]}" -machine q35 -smp "$CPUS" -m "$MEM" \
-  -nodefaults -no-user-config -display none -vga none -no-reboot \
-  -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \
-  -append "console=ttyS0 root=/dev/vda apparmor=0 net.ifnames=0 systemd.machine_id=$machine_id quiet" \
-  -drive "file=$dir/node.qcow2,if=virtio,format=qcow2,discard=unmap" \
-  -netdev "user,id=user0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22" \
-  -device virtio-net-pci,netdev=user0,mac=52:54:00:12:34:01 \
-  -netdev "vde,id=cluster0,sock=$dir/switch" \
-  -device virtio-net-pci,netdev=cluster0,mac=52:54:00:ab:00:11 \
-  -fw_cfg "name=opt/lab/authorized_keys,file=$dir/authorized_keys" \
-  -fw_cfg "name=opt/lab/ssh_host_ed25519_key,file=$dir/ssh_host_ed25519_key" \
-  -fw_cfg "name=opt/lab/ssh_host_ed25519_key.pub,file=$dir/ssh_host_ed25519_key.pub" \
-  -fw_cfg "name=opt/lab/hostname,file=$dir/hostname" \
-  -fw_cfg "name=opt/lab/cluster_addr,file=$dir/cluster_addr" \
-  -chardev "file,id=console0,path=$dir/console.log,append=on" -serial chardev:console0 \
-  -qmp "unix:$dir/qmp.sock,server=on,wait=off" \
-  -pidfile "$dir/qemu.pid" -daemonize ||
-  die "qemu-system-x86_64 did not start"
-qemu_pid=$(cat "$dir/qemu.pid")
-say "booting ($1, ${accel[*]}, $CPUS CPU, ${MEM} MiB), qemu pid $qemu_pid, ssh on 127.0.0.1:$port"
+  t_start=$(date +%s.%N)
+  qemu-system-x86_64 -name lab-check-node "${accel[@]}" -machine q35 -smp "$CPUS" -m "$MEM" \
+    -nodefaults -no-user-config -display none -vga none -no-reboot \
+    -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \
+    -append "console=ttyS0 root=/dev/vda apparmor=0 net.ifnames=0 systemd.machine_id=$machine_id quiet" \
+    -drive "file=$dir/node.qcow2,if=virtio,format=qcow2,discard=unmap" \
+    -netdev "user,id=user0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22" \
+    -device virtio-net-pci,netdev=user0,mac=52:54:00:12:34:01 \
+    -netdev "vde,id=cluster0,sock=$dir/switch" \
+    -device virtio-net-pci,netdev=cluster0,mac=52:54:00:ab:00:11 \
+    -fw_cfg "name=opt/lab/authorized_keys,file=$dir/authorized_keys" \
+    -fw_cfg "name=opt/lab/ssh_host_ed25519_key,file=$dir/ssh_host_ed25519_key" \
+    -fw_cfg "name=opt/lab/ssh_host_ed25519_key.pub,file=$dir/ssh_host_ed25519_key.pub" \
+    -fw_cfg "name=opt/lab/hostname,file=$dir/hostname" \
+    -fw_cfg "name=opt/lab/cluster_addr,file=$dir/cluster_addr" \
+    -chardev "file,id=console0,path=$dir/console.log,append=on" -serial chardev:console0 \
+    -qmp "unix:$dir/qmp.sock,server=on,wait=off" \
+    -pidfile "$dir/qemu.pid" -daemonize ||
+    die "qemu-system-x86_64 did not start"
+  qemu_pid=$(cat "$dir/qemu.pid")
+  say "booting ($1, ${accel[*]}, $CPUS CPU, ${MEM} MiB), qemu pid $qemu_pid, ssh on 127.0.0.1:$port"
 
 }
 
 elapsed() { python3 -c "print(f'{$(date +%s.%N)-$t_start:.1f}')"; }
 wait_ready() {
-t_ssh=''
-while :; do
-  kill -0 "$qemu_pid" 2>/dev/null || die "qemu exited before dockerd was ready"
-  if out=$("${sshv[@]}" docker info --format '{{.ServerVersion}}' 2>"$dir/ssh.err"); then break; fi
-  grep -qE 'Host key verification failed|IDENTIFICATION HAS CHANGED' "$dir/ssh.err" &&
-    die "the VM's host key is not the one lab passed with fw_cfg: $(cat "$dir/ssh.err")"
-  [ -z "$t_ssh" ] && "${sshv[@]}" true 2>/dev/null && t_ssh=$(elapsed)
-  python3 -c "import sys; sys.exit(0 if $(date +%s.%N)-$t_start < $READY_TIMEOUT else 1)" ||
-    die "docker info never answered through ssh on 127.0.0.1:$port within $READY_TIMEOUT s (last ssh error: $(tail -n1 "$dir/ssh.err"))"
-  sleep 0.5
-done
-t_ready=$(elapsed)
-say "sshd answered after ${t_ssh:-$t_ready} s; dockerd $out ready after $t_ready s"
+  t_ssh=''
+  while :; do
+    kill -0 "$qemu_pid" 2>/dev/null || die "qemu exited before dockerd was ready"
+    if out=$("${sshv[@]}" docker info --format '{{.ServerVersion}}' 2>"$dir/ssh.err"); then break; fi
+    grep -qE 'Host key verification failed|IDENTIFICATION HAS CHANGED' "$dir/ssh.err" &&
+      die "the VM's host key is not the one lab passed with fw_cfg: $(cat "$dir/ssh.err")"
+    [ -z "$t_ssh" ] && "${sshv[@]}" true 2>/dev/null && t_ssh=$(elapsed)
+    python3 -c "import sys; sys.exit(0 if $(date +%s.%N)-$t_start < $READY_TIMEOUT else 1)" ||
+      die "docker info never answered through ssh on 127.0.0.1:$port within $READY_TIMEOUT s (last ssh error: $(tail -n1 "$dir/ssh.err"))"
+    sleep 0.5
+  done
+  t_ready=$(elapsed)
+  say "sshd answered after ${t_ssh:-$t_ready} s; dockerd $out ready after $t_ready s; qemu resident $(awk '/^VmRSS/ { printf "%d MiB", $2 / 1024 }' "/proc/$qemu_pid/status")"
 }
 
 boot "first boot of a new overlay"
@@ -190,8 +190,8 @@ say "boot profile:"
 
 # --- power off through QMP (ACPI), bounded ------------------------------------------------------
 power_off() {
-t_off=$(date +%s.%N)
-python3 - "$dir/qmp.sock" <<'PY' || die "QMP system_powerdown failed"
+  t_off=$(date +%s.%N)
+  python3 - "$dir/qmp.sock" <<'PY' || die "QMP system_powerdown failed"
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
 f = s.makefile("rw")
@@ -203,10 +203,10 @@ for cmd in ({"execute": "qmp_capabilities"}, {"execute": "system_powerdown"}):
         if "return" in r: break
         if "error" in r: sys.exit("QMP: %s" % r["error"])
 PY
-for _ in $(seq 600); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$qemu_pid" 2>/dev/null && die "the VM did not power off within 60 s of ACPI system_powerdown"
-say "powered off through QMP system_powerdown in $(python3 -c "print(f'{$(date +%s.%N)-$t_off:.1f}')") s"
-qemu_pid=''
+  for _ in $(seq 600); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$qemu_pid" 2>/dev/null && die "the VM did not power off within 60 s of ACPI system_powerdown"
+  say "powered off through QMP system_powerdown in $(python3 -c "print(f'{$(date +%s.%N)-$t_off:.1f}')") s"
+  qemu_pid=''
 }
 power_off
 
