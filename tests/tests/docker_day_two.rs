@@ -260,7 +260,7 @@ fn down_that_leaves_something_behind_keeps_the_cluster() {
     assert!(!down.stderr.contains("is gone"), "{}", down.stderr);
     assert!(lab.run(&["ls"]).stdout.contains(&lab.cluster), "a failed down forgot the cluster");
 
-    docker(&["rm", "-f", &squatter]).ok("remove the squatter");
+    docker(&["rm", "-fv", &squatter]).ok("remove the squatter");
     lab.on(&["down"]).ok("the second down");
     assert_eq!(labelled(&lab.cluster), Vec::<String>::new());
     assert!(!lab.run(&["ls"]).stdout.contains(&lab.cluster));
