@@ -16,7 +16,7 @@ use lab_core::{DriverContext, Error, Result, Topology};
 use serde_json::json;
 
 use crate::args::{ClusterArg, DriverTestArgs, Output, TopologyArgs};
-use crate::commands::cluster::{find_driver, make_driver};
+use crate::commands::cluster::{driver_context, find_driver, make_driver};
 use crate::settings;
 
 pub async fn run(config: Option<&Path>, a: &DriverTestArgs) -> Result<i32> {
@@ -41,15 +41,7 @@ pub async fn run(config: Option<&Path>, a: &DriverTestArgs) -> Result<i32> {
     // A throwaway cluster has no recorded state, and none is read.
     let (settings, _) = settings::load(config, &flags, |_| Ok(None))?;
     let (found, table) = find_driver(&settings)?;
-    let ctx = DriverContext {
-        driver: settings.driver.clone(),
-        cluster: cluster.clone(),
-        state_dir: paths.cluster_dir(&cluster),
-        cache_dir: paths.driver_cache_dir(&settings.driver),
-        config: table.clone(),
-        config_source: settings::driver_source(),
-        force: false,
-    };
+    let ctx = driver_context(&settings, &paths, &cluster, table.clone(), false);
     eprintln!("lab: testing driver {} on the throwaway cluster {cluster}", settings.driver);
     paths.ensure_cluster_dir(&cluster)?;
     // Interrupted, the suite's own cleanup never runs: the driver is made again and what it

@@ -58,6 +58,25 @@ pub(crate) fn find_driver(settings: &Settings) -> Result<(Found, serde_json::Val
     Ok((found, driver_config))
 }
 
+/// What the driver of `settings` is given for `cluster`: its directories and its table.
+pub(crate) fn driver_context(
+    settings: &Settings,
+    paths: &Paths,
+    cluster: &lab_core::ClusterName,
+    config: serde_json::Value,
+    force: bool,
+) -> DriverContext {
+    DriverContext {
+        driver: settings.driver.clone(),
+        cluster: cluster.clone(),
+        state_dir: paths.cluster_dir(cluster),
+        cache_dir: paths.driver_cache_dir(&settings.driver),
+        config,
+        config_source: settings::driver_source(),
+        force,
+    }
+}
+
 /// Makes the driver `found` leads to, for `ctx`: the registered factory, or the program
 /// started and its handshake done.
 pub(crate) async fn make_driver(found: &Found, ctx: DriverContext) -> Result<Box<dyn Driver>> {
@@ -92,15 +111,7 @@ pub(super) async fn runtime(
     if settings.registry.image.trim().is_empty() || settings.registry.image.starts_with('-') {
         return Err(Error::input("registry.image", format!("invalid image reference {:?}", settings.registry.image)));
     }
-    let ctx = DriverContext {
-        driver: settings.driver.clone(),
-        cluster: cluster.clone(),
-        state_dir: paths.cluster_dir(&cluster),
-        cache_dir: paths.driver_cache_dir(&settings.driver),
-        config: driver_config.clone(),
-        config_source: settings::driver_source(),
-        force,
-    };
+    let ctx = driver_context(settings, paths, &cluster, driver_config.clone(), force);
     let driver = make_driver(&found, ctx).await?;
     // A hosts file dictates the nodes; otherwise the counts do, with the seed's names.
     let (mut topology, warnings) = match driver.fixed_nodes() {

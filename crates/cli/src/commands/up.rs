@@ -6,7 +6,6 @@ use std::time::Duration;
 use lab_core::exec::execute;
 use lab_core::observe::observe;
 use lab_core::plan::plan;
-use lab_core::progress::Silent;
 use lab_core::registry::wait_ready;
 use lab_core::state::Paths;
 use lab_core::{Error, Result};
@@ -22,16 +21,20 @@ pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(120);
 pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -> Result<i32> {
     let paths = Paths::from_env()?;
     // Every input is checked before anything is written, not even the lock file.
+    let progress = reporter(false);
     let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
-    runtime(&settings, recorded, &paths, Arc::new(Silent), flags.force).await?;
+    let mut built = runtime(&settings, recorded.clone(), &paths, progress.clone(), flags.force).await?;
     let cluster = settings.cluster_name("cluster")?;
     // From here on lab reads, decides and writes only under the cluster's lock: the state is
     // read again now, so a run that started while another held the lock sees its work, and
-    // the driver's preflight runs under it too.
+    // the driver's preflight runs under it too. Only if another run changed the state is the
+    // runtime made again (an external driver would be started twice otherwise).
     let _lock = paths.lock(&cluster, "lab up")?;
-    let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
-    let progress = reporter(false);
-    let (rt, warnings) = runtime(&settings, recorded, &paths, progress.clone(), flags.force).await?;
+    if paths.load(&cluster)? != recorded {
+        let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
+        built = runtime(&settings, recorded, &paths, progress.clone(), flags.force).await?;
+    }
+    let (rt, warnings) = built;
     for w in &warnings {
         progress.note(&format!("warning: {w}"));
     }
