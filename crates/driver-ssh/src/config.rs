@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use lab_ssh::HostKeyPolicy;
 use serde::{Deserialize, Serialize};
 
 /// Default seconds to wait for a host's TCP port to accept a connection.
@@ -10,28 +11,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
 /// Default seconds one SSH operation (handshake, authentication, opening a channel, running a
 /// command) may take once connected.
 pub const DEFAULT_OPERATION_TIMEOUT: u64 = 30;
-
-/// What to do with a host key that is not in the known-hosts file yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyPolicy {
-    /// Record an unknown host's key (OpenSSH's `StrictHostKeyChecking=accept-new`); a changed
-    /// key is always refused.
-    #[default]
-    AcceptNew,
-    /// Refuse hosts whose key is not recorded already.
-    Strict,
-}
-
-impl HostKeyPolicy {
-    /// The value of OpenSSH's `StrictHostKeyChecking` with the same meaning.
-    pub fn openssh(self) -> &'static str {
-        match self {
-            HostKeyPolicy::AcceptNew => "accept-new",
-            HostKeyPolicy::Strict => "yes",
-        }
-    }
-}
 
 /// The ssh driver's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,35 +3,31 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
 use futures_util::future::join_all;
 use lab_core::error::engine_message;
-use lab_core::state::make_private_dir;
 use lab_core::{
     Capabilities, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec, Result,
 };
+use lab_ssh::{known_hosts, shell_quote, Endpoint, Hints, KnownHostsFiles, Remote, Target};
 
-use crate::client::{shell_quote, SshError, Target};
 use crate::config::SshConfig;
-use crate::error::on_host;
 use crate::hosts::{self, Environment, Host};
-use crate::known_hosts::KnownHostsFiles;
-use crate::tunnel;
 
-/// Unix socket paths are limited to 108 bytes by the kernel.
-const MAX_SOCKET_PATH: usize = 100;
+/// What to check when a host cannot be reached, by the stage that failed.
+const HINTS: Hints = Hints {
+    connect: Some("check the address and port in the hosts file, and that sshd runs there"),
+    auth: Some("set identity_file for the host in the hosts file, or add its key to ssh-agent (ssh-add)"),
+};
 
 /// Existing hosts over SSH.
 pub struct SshDriver {
     config: SshConfig,
-    state_dir: PathBuf,
     hosts: Vec<Host>,
-    targets: HashMap<String, Arc<Target>>,
-    tunnels: Mutex<HashMap<String, PathBuf>>,
+    remotes: HashMap<String, Remote>,
 }
 
 /// What preflight learnt of one host.
@@ -70,24 +66,32 @@ impl SshDriver {
         };
         let global = match &config.global_known_hosts {
             Some(g) => vec![g.clone()],
-            None => crate::known_hosts::GLOBAL_FILES.iter().map(PathBuf::from).collect(),
+            None => known_hosts::GLOBAL_FILES.iter().map(PathBuf::from).collect(),
         };
         let known_hosts = KnownHostsFiles { user: known_hosts, global };
-        let targets = hosts
+        let sockets = ctx.state_dir.join("ssh");
+        let remotes = hosts
             .iter()
             .map(|h| {
+                let endpoint = Endpoint {
+                    name: h.name.clone(),
+                    address: h.address.clone(),
+                    port: h.port,
+                    user: h.user.clone(),
+                    identity_file: h.identity_file.clone(),
+                };
                 let t = Target::new(
-                    h.clone(),
+                    endpoint,
                     known_hosts.clone(),
                     config.host_key_policy,
                     Duration::from_secs(config.connect_timeout),
                     Duration::from_secs(config.operation_timeout),
                     env.home.clone(),
                 );
-                (h.name.clone(), Arc::new(t))
+                (h.name.clone(), Remote::new(t, &sockets, HINTS))
             })
             .collect();
-        Ok(SshDriver { config, state_dir: ctx.state_dir, hosts, targets, tunnels: Mutex::new(HashMap::new()) })
+        Ok(SshDriver { config, hosts, remotes })
     }
 
     /// [`SshDriver::new`], boxed, for registration.
@@ -102,8 +106,8 @@ impl SshDriver {
             .ok_or_else(|| Error::node(node, "find the host", "it is not in the hosts file"))
     }
 
-    fn target(&self, node: &str) -> Result<Arc<Target>> {
-        self.targets.get(node).cloned().ok_or_else(|| Error::node(node, "find the host", "it is not in the hosts file"))
+    fn remote(&self, node: &str) -> Result<&Remote> {
+        self.remotes.get(node).ok_or_else(|| Error::node(node, "find the host", "it is not in the hosts file"))
     }
 
     fn machine(&self, h: &Host) -> Machine {
@@ -115,72 +119,14 @@ impl SshDriver {
         }
     }
 
-    /// The local socket that leads to `node`'s engine, started on first use.
-    fn tunnel(&self, node: &str) -> Result<PathBuf> {
-        let mut tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = tunnels.get(node) {
-            if p.exists() {
-                return Ok(p.clone());
-            }
-        }
-        let step = "open a tunnel to its Docker engine";
-        let dir = tunnel::socket_dir(&self.state_dir.join("ssh"));
-        make_private_dir(&dir)?;
-        let socket = dir.join(format!("{node}.sock"));
-        if socket.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(Error::node(
-                node,
-                step,
-                format!(
-                    "the socket path {} is longer than {MAX_SOCKET_PATH} bytes, which unix sockets do not allow",
-                    socket.display()
-                ),
-            )
-            .with_hint("set XDG_STATE_HOME to a shorter directory"));
-        }
-        tunnel::start(self.target(node)?, &socket).map_err(|e| Error::node(node, step, e))?;
-        tunnels.insert(node.to_string(), socket.clone());
-        Ok(socket)
-    }
-
     fn docker(&self, node: &str) -> Result<Docker> {
-        let socket = self.tunnel(node)?;
-        Docker::connect_with_unix(&socket.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| Error::node(node, "connect to its Docker engine", engine_message(&e)))
-    }
-
-    /// Runs blocking SSH work on a std thread of its own (never the runtime's workers), and
-    /// waits for it at most as long as every bound inside it together could take. A thread
-    /// that outlives that bound is left behind; it ends with the process.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        node: &str,
-        f: impl FnOnce(&Target) -> std::result::Result<T, SshError> + Send + 'static,
-    ) -> Result<T> {
-        let target = self.target(node)?;
-        let bound = target.connect_timeout * 3 + target.operation_timeout * 3;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name(format!("lab-ssh-{node}"))
-            .spawn(move || {
-                let _ = tx.send(f(&target));
-            })
-            .map_err(|e| Error::node(node, "reach the host over SSH", e))?;
-        match tokio::time::timeout(bound, rx).await {
-            Ok(Ok(r)) => r.map_err(|e| on_host(node, e)),
-            Ok(Err(_)) => Err(Error::node(node, "reach the host over SSH", "the SSH thread ended without an answer")),
-            Err(_) => Err(Error::node(
-                node,
-                "reach the host over SSH",
-                format!("no SSH step finished within {}s", bound.as_secs()),
-            )),
-        }
+        self.remote(node)?.docker()
     }
 
     /// Reachable, host key, authentication, the Docker socket, then the engine's version and
     /// ID, each bounded. What the engine runs is the core's business, not this driver's.
     async fn check_host(&self, h: &Host) -> Result<HostReport> {
-        self.blocking(&h.name, |t| t.docker_channel().map(|_| ())).await?;
+        self.remote(&h.name)?.reach_engine().await?;
         let step = "ask its Docker engine for its version and ID";
         let timeout = Duration::from_secs(self.config.operation_timeout);
         let docker = self.docker(&h.name)?.with_timeout(timeout);
@@ -212,9 +158,9 @@ impl SshDriver {
                         "{} ({}) and {} ({}) are the same machine: both reach the Docker engine with ID {}; \
                          list each machine once",
                         first.name,
-                        crate::known_hosts::pattern(&first.address, first.port),
+                        known_hosts::pattern(&first.address, first.port),
                         h.name,
-                        crate::known_hosts::pattern(&h.address, h.port),
+                        known_hosts::pattern(&h.address, h.port),
                         r.engine_id
                     ),
                 ));
@@ -275,7 +221,7 @@ impl Driver for SshDriver {
 
     /// The host exists already: returned if it answers on its SSH port.
     async fn create(&self, node: &NodeSpec) -> Result<Machine> {
-        self.blocking(&node.name, |t| t.tcp().map(|_| ())).await?;
+        self.remote(&node.name)?.blocking(|t| t.tcp().map(|_| ())).await?;
         Ok(self.machine(self.host(&node.name)?))
     }
 
@@ -308,9 +254,7 @@ impl Driver for SshDriver {
     }
 
     async fn exec(&self, node: &str, argv: &[String]) -> Result<ExecOutput> {
-        let argv = argv.to_vec();
-        let (status, stdout, stderr) = self.blocking(node, move |t| t.exec(&argv)).await?;
-        Ok(ExecOutput { status, stdout, stderr })
+        self.remote(node)?.exec(argv).await
     }
 
     fn fixed_nodes(&self) -> Option<Vec<NodeSpec>> {
@@ -326,7 +270,7 @@ impl Driver for SshDriver {
     /// ADDRESS [ARGS...]`, each a separate argument, with the same known-hosts file and policy
     /// lab uses.
     fn shell_command(&self, node: &str, args: &[String]) -> Option<Vec<String>> {
-        let t = self.targets.get(node)?;
+        let t = self.remotes.get(node)?.target();
         let h = &t.host;
         let mut cmd = vec!["ssh".to_string(), "-p".into(), h.port.to_string()];
         if let Some(key) = &h.identity_file {

@@ -5,20 +5,17 @@
 //! answers, and `down` (core's `teardown::dismantle`) leaves every host as it was apart from
 //! what lab deployed. Each host's Docker engine is reached through a local unix socket that
 //! leads over SSH (libssh2, on std threads) to the host's `/var/run/docker.sock`
-//! ([`tunnel`]), so the core drives it with bollard exactly as it drives a local engine, and
+//! ([`lab_ssh`], shared with the qemu driver), so the core drives it with bollard exactly as it drives a local engine, and
 //! no command string built from the hosts file ever reaches a remote shell. Host keys are
-//! checked against OpenSSH's known-hosts file on every connection ([`known_hosts`]).
+//! checked against OpenSSH's known-hosts file on every connection.
 #![deny(missing_docs)]
 
-mod client;
 mod config;
 mod driver;
-mod error;
 pub mod hosts;
-mod known_hosts;
-mod tunnel;
 
-pub use config::{HostKeyPolicy, SshConfig};
+pub use config::SshConfig;
+pub use lab_ssh::HostKeyPolicy;
 pub use driver::SshDriver;
 
 use lab_core::driver::{DriverOption, OptionKind};
@@ -67,10 +64,10 @@ pub mod testing {
         user_file: &Path,
         global_file: &Path,
     ) -> Result<&'static str, String> {
-        let files = crate::known_hosts::KnownHostsFiles {
+        let files = lab_ssh::known_hosts::KnownHostsFiles {
             user: user_file.to_path_buf(),
             global: vec![global_file.to_path_buf()],
         };
-        crate::known_hosts::probe(address, port, name, &files, Duration::from_secs(10))
+        lab_ssh::known_hosts::probe(address, port, name, &files, Duration::from_secs(10))
     }
 }

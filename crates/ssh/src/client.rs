@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use ssh2::{Channel, MethodType, Session};
 
-use crate::config::HostKeyPolicy;
-use crate::hosts::Host;
+use crate::{Endpoint, HostKeyPolicy};
 use crate::known_hosts::{self, KnownHostsFiles};
 
 /// Where the Docker engine listens on every host.
@@ -68,8 +67,8 @@ fn fail(stage: Stage, message: impl Into<String>) -> SshError {
 
 /// One host and how to reach it.
 pub struct Target {
-    /// The host, from the hosts file.
-    pub host: Host,
+    /// The machine.
+    pub host: Endpoint,
     /// The known-hosts files.
     pub known_hosts: KnownHostsFiles,
     /// What to do with unknown host keys.
@@ -87,7 +86,7 @@ pub struct Target {
 impl Target {
     /// A target for `host`.
     pub fn new(
-        host: Host,
+        host: Endpoint,
         known_hosts: KnownHostsFiles,
         policy: HostKeyPolicy,
         connect_timeout: Duration,
@@ -359,11 +358,15 @@ mod tests {
     use super::*;
 
     fn target(operation_timeout: Duration) -> Target {
-        let env = crate::hosts::Environment { home: None, user: Some("me".into()) };
-        let text = "[[hosts]]\nname = \"m\"\naddress = \"10.0.0.1\"\nrole = \"manager\"\n";
-        let hosts = crate::hosts::parse(text, Path::new("/h.toml"), &env).unwrap();
+        let host = Endpoint {
+            name: "m".into(),
+            address: "10.0.0.1".into(),
+            port: 22,
+            user: "me".into(),
+            identity_file: None,
+        };
         Target::new(
-            hosts[0].clone(),
+            host,
             KnownHostsFiles { user: "/nonexistent/kh".into(), global: vec![] },
             HostKeyPolicy::Strict,
             Duration::from_secs(1),

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use ssh2::{HashType, Session};
 
-use crate::config::HostKeyPolicy;
+use crate::HostKeyPolicy;
 
 /// The default order of host key algorithms offered, best first (OpenSSH's, without
 /// certificates and security keys).
@@ -328,7 +328,7 @@ pub fn verify(
 }
 
 /// Connects to `address`:`port` and judges the key it presents for `name`, writing nothing
-/// (see [`crate::testing::host_key_verdict`]).
+/// (lab's end-to-end suite compares this verdict with OpenSSH's).
 pub fn probe(
     address: &str,
     port: u16,
