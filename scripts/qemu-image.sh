@@ -16,6 +16,9 @@
 #   opt/lab/ssh_host_ed25519_key (+ .pub)  -> /etc/ssh/ (otherwise sshd keys are generated)
 #   opt/lab/hostname          -> hostname
 #   opt/lab/cluster_addr      -> eth1 address (CIDR), the cluster segment NIC
+#   opt/lab/docker_ca, docker_cert, docker_key
+#                             -> dockerd also listens on tcp://:2376 with --tlsverify, trusting
+#                                only client certificates that CA signed (as docker-machine did)
 #
 # What is there and built by the current recipe is kept (pass --rebuild to build again).
 # Needs root (mmdebstrap in root mode writes a directory that mke2fs -d turns into the
@@ -27,7 +30,7 @@ SUITE=bookworm
 CACHE=${LAB_QEMU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lab/qemu}
 DISK_SIZE=${LAB_QEMU_DISK_SIZE:-10G}
 # Bumped whenever the recipe below changes, so machines that built an older one rebuild it.
-RECIPE=1
+RECIPE=2
 rebuild=0
 [ "${1:-}" = "--rebuild" ] && rebuild=1
 
@@ -98,6 +101,17 @@ if get cluster_addr && a=${val%%[[:space:]]*} && [ -n "$a" ]; then
   printf '[Match]\nName=eth1\n\n[Network]\nAddress=%s\nIPv6AcceptRA=no\n' "$a" \
     >/run/systemd/network/20-lab-cluster.network
 fi
+# dockerd's TCP listener, with TLS and client certificates only; without them, none. Debian's
+# docker.service passes $DOCKER_OPTS from /etc/default/docker after its own -H fd://.
+opts=''
+if get docker_ca && ca=$val && get docker_cert && cert=$val && get docker_key; then
+  [ -d /etc/docker/tls ] || mkdir -p -m 0700 /etc/docker/tls
+  printf '%s' "$ca" >/etc/docker/tls/ca.pem
+  printf '%s' "$cert" >/etc/docker/tls/cert.pem
+  (umask 077; printf '%s' "$val" >/etc/docker/tls/key.pem)
+  opts='-H tcp://0.0.0.0:2376 --tlsverify --tlscacert=/etc/docker/tls/ca.pem --tlscert=/etc/docker/tls/cert.pem --tlskey=/etc/docker/tls/key.pem'
+fi
+printf 'DOCKER_OPTS="%s"\n' "$opts" >/etc/default/docker
 exit 0
 SH
 

@@ -68,7 +68,8 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(o: Output) -> Run {
+    /// What a finished command printed.
+    pub fn from(o: Output) -> Run {
         Run {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -277,6 +278,18 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Resul
 /// `worker` are the containers that are those nodes (for every driver's test bed, nodes are
 /// containers); `worker_hostname` is the worker's swarm hostname.
 pub fn image_made_on_manager_runs_on(manager: &str, worker: &str, worker_hostname: &str) {
+    image_made_on_manager_runs_on_with(&|c: &str, argv: &[&str]| node_exec(c, argv), manager, worker, worker_hostname)
+}
+
+/// [`image_made_on_manager_runs_on`], with `exec(node, argv)` running a command on a node
+/// (for nodes that are VMs, `lab ssh NODE -- ARGV`).
+pub fn image_made_on_manager_runs_on_with(
+    exec: &dyn Fn(&str, &[&str]) -> Run,
+    manager: &str,
+    worker: &str,
+    worker_hostname: &str,
+) {
+    let node_exec = exec;
     let repo = format!("127.0.0.1:5000/e2e/hello-{}", std::process::id());
     let tag = format!("{repo}:1");
     node_exec(manager, &["docker", "rm", "-f", "e2e-src"]);
@@ -301,7 +314,7 @@ pub fn image_made_on_manager_runs_on(manager: &str, worker: &str, worker_hostnam
     )
     .ok("service create");
     let running = format!("{worker_hostname} Running");
-    wait_for(&format!("service e2e-hello running on {worker_hostname}"), Duration::from_secs(90), || {
+    wait_for(&format!("service e2e-hello running on {worker_hostname}"), Duration::from_secs(240), || {
         let r = node_exec(
             manager,
             &["docker", "service", "ps", "e2e-hello", "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"],

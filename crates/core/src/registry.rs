@@ -88,16 +88,46 @@ fn namespace() -> HashMap<String, String> {
     HashMap::from([(NAMESPACE_LABEL.to_string(), STACK.to_string())])
 }
 
+/// How long a forwarder waits for the engine to let go of the port after the mesh.
+const PORT_RELEASE: Duration = Duration::from_secs(45);
+
 /// Decides the registry mode: the forced one, or by looking for IPVS on the first manager.
 pub async fn choose_mode(rt: &dyn Nodes) -> Result<(RegistryMode, String)> {
     if let ModeRequest::Force(m) = rt.desired().mode {
         return Ok((m, "--registry-mode".into()));
     }
     let first = rt.desired().topology.first_manager().name.clone();
-    if has_ipvs(rt, &first).await.map_err(|m| Error::node(&first, "look for IPVS", m))? {
-        Ok((RegistryMode::Mesh, format!("{first} has IPVS: the ingress routing mesh works")))
-    } else {
-        Ok((RegistryMode::Fallback, format!("{first} has no IPVS: forwarders relay :{PORT} to the registry's node")))
+    if !has_ipvs(rt, &first).await.map_err(|m| Error::node(&first, "look for IPVS", m))? {
+        return Ok((RegistryMode::Fallback, format!("{first} has no IPVS: forwarders relay :{PORT} to the registry's node")));
+    }
+    // The mesh answers on 127.0.0.1 but, before Docker 29.8, its listener on [::]:PORT takes
+    // connections to ::1 and never serves them (moby#53091), and `localhost` is ::1 first on
+    // most distributions: `docker push localhost:5000/...` would hang. Every node's engine
+    // must be one that serves ::1.
+    for node in rt.desired().topology.nodes.iter().map(|n| n.name.clone()) {
+        let e = rt.engine(&node).await?;
+        let version = e.docker.version().await.map_err(|err| Error::engine(&node, "ask its engine's version", err))?;
+        let version = version.version.unwrap_or_default();
+        if !mesh_serves_ipv6_loopback(&version) {
+            return Ok((
+                RegistryMode::Fallback,
+                format!(
+                    "{first} has IPVS, but {node}'s Docker {version} would hang localhost:{PORT} on ::1 through the \
+                     mesh (moby#53091, fixed in 29.8): forwarders relay :{PORT} to the registry's node"
+                ),
+            ));
+        }
+    }
+    Ok((RegistryMode::Mesh, format!("{first} has IPVS and every engine serves ::1 through the ingress routing mesh")))
+}
+
+/// Whether the ingress routing mesh of Docker `version` serves connections to `[::1]:PORT`
+/// (29.8 and later; moby#53091). A version lab cannot read is taken as not.
+pub fn mesh_serves_ipv6_loopback(version: &str) -> bool {
+    let mut parts = version.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (29, 8),
+        _ => false,
     }
 }
 
@@ -394,12 +424,27 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
     };
     // Both loopbacks where the node has IPv6; where it has none, publishing on [::1] fails
     // at start, and 127.0.0.1 alone is all `localhost` can mean there.
-    let listens = match start(create(&["127.0.0.1", "::1"])).await {
+    // After a switch from the mesh, the engine lets go of the ingress listener on :PORT a few
+    // seconds after the service changed: until then, publishing says "address already in use".
+    let start_when_free = |loopbacks: &'static [&'static str]| async move {
+        let since = Instant::now();
+        loop {
+            match start(create(loopbacks)).await {
+                Err(why) if why.contains("address already in use") && since.elapsed() < PORT_RELEASE => {
+                    tracing::debug!(node, cause = %why, "port {PORT} is still held; trying again");
+                    remove_forwarder(node, docker).await.map_err(|e| e.to_string())?;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                other => return other,
+            }
+        }
+    };
+    let listens = match start_when_free(&["127.0.0.1", "::1"]).await {
         Ok(()) => "127.0.0.1 and [::1]",
         Err(first) => {
             tracing::debug!(node, cause = %first, "the forwarder cannot publish on [::1]; 127.0.0.1 only");
             remove_forwarder(node, docker).await?;
-            start(create(&["127.0.0.1"])).await.map_err(|err| Error::node(node, step, err))?;
+            start_when_free(&["127.0.0.1"]).await.map_err(|err| Error::node(node, step, err))?;
             "127.0.0.1"
         }
     };
@@ -789,6 +834,17 @@ async fn explain_node(rt: &dyn Nodes, node: &str, service: Option<&str>) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_engines_from_29_8_get_the_mesh_by_auto_detection() {
+        assert!(!mesh_serves_ipv6_loopback("20.10.24+dfsg1"));
+        assert!(!mesh_serves_ipv6_loopback("28.2.2"));
+        assert!(!mesh_serves_ipv6_loopback("29.7.9"));
+        assert!(mesh_serves_ipv6_loopback("29.8.0"));
+        assert!(mesh_serves_ipv6_loopback("30.0.1"));
+        assert!(!mesh_serves_ipv6_loopback(""));
+        assert!(!mesh_serves_ipv6_loopback("dev"));
+    }
 
     #[test]
     fn service_spec_is_the_seeds_stack_plus_what_it_lacked() {

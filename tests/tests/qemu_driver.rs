@@ -1,0 +1,148 @@
+//! End-to-end on real VMs: the qemu driver, 1 manager + 2 workers under QEMU (TCG here, KVM
+//! where it works), with the kernel's IPVS and IPv6 loopback that Docker-in-Docker nodes lack.
+//! The VMs boot once for the whole suite (one test, in steps), because booting is the cost.
+//!
+//! Needs qemu-system-x86, qemu-utils, vde2 and lab's image (`scripts/qemu-image.sh`, which
+//! the suite runs; it keeps what it built before). `.ci/run` installs them.
+
+use std::time::Duration;
+
+use lab_tests::{image_made_on_manager_runs_on_with, wait_for, Lab, Run, REGISTRY_IMAGE};
+
+fn ensure_qemu_image() {
+    let out = std::process::Command::new("bash")
+        .arg(lab_tests::root().join("scripts/qemu-image.sh"))
+        .output()
+        .expect("run scripts/qemu-image.sh");
+    assert!(
+        out.status.success(),
+        "building lab's QEMU image failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `lab ssh NODE -- ARGV` on the suite's cluster: a command on the VM, as a user runs one.
+fn on_vm(lab: &Lab, node: &str, argv: &[&str]) -> Run {
+    let mut a = vec!["ssh", "--cluster", &lab.cluster, node, "--"];
+    a.extend_from_slice(argv);
+    lab.run(&a)
+}
+
+/// Every QEMU or vde_switch process whose command line names `dir`.
+fn processes_under(dir: &std::path::Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+            .unwrap_or(false);
+        if cmd.contains(&needle) && !zombie {
+            found.push(cmd);
+        }
+    }
+    found
+}
+
+/// What Docker itself does on `node`: push to `localhost:5000` and pull back through
+/// `127.0.0.1:5000` (removing the local copy first), and curl on all three spellings.
+fn registry_works_on(lab: &Lab, node: &str) {
+    let tag = format!("localhost:5000/e2e-{node}:1");
+    on_vm(lab, node, &["sh", "-c", &format!("tar cf - --files-from /dev/null | docker import - {tag}")])
+        .ok(&format!("make a small image on {node}"));
+    let push = on_vm(lab, node, &["timeout", "120", "docker", "push", &tag]);
+    assert_eq!(push.code, 0, "docker push {tag} on {node} failed:\n{}", push.all());
+    on_vm(lab, node, &["docker", "image", "rm", &tag]).ok("remove the local copy");
+    let v4 = format!("127.0.0.1:5000/e2e-{node}:1");
+    let pull = on_vm(lab, node, &["timeout", "120", "docker", "pull", &v4]);
+    assert_eq!(pull.code, 0, "docker pull {v4} on {node} failed:\n{}", pull.all());
+    for url in ["http://localhost:5000/v2/", "http://127.0.0.1:5000/v2/", "http://[::1]:5000/v2/"] {
+        let r = on_vm(lab, node, &["curl", "-s", "-m", "10", url]);
+        assert_eq!(r.stdout.trim(), "{}", "{url} on {node} did not answer {{}}:\n{}", r.all());
+    }
+}
+
+#[test]
+fn a_qemu_cluster_lives_its_days_on_real_kernels() {
+    ensure_qemu_image();
+    lab_tests::ensure_images();
+    let lab = Lab::new("qemu", env!("CARGO_BIN_EXE_lab-e2e"));
+    let vms = lab.state_home().join("lab/clusters").join(&lab.cluster).join("qemu");
+
+    // Up, 1+2, with auto-detection: this engine (20.10) would hang ::1 through the mesh, so
+    // auto chooses the fallback and says why.
+    let up = lab.on(&[
+        "up",
+        "--driver",
+        "qemu",
+        "--workers",
+        "2",
+        "--registry-image",
+        REGISTRY_IMAGE,
+        "--driver-opt",
+        "worker.memory=1024",
+    ]);
+    assert_eq!(up.code, 0, "lab up --driver qemu failed:\n{}", up.all());
+    assert!(up.all().contains("registry mode: fallback") && up.all().contains("::1"), "{}", up.all());
+    for node in ["manager", "worker1", "worker2"] {
+        assert!(on_vm(&lab, node, &["cat", "/proc/net/ip_vs"]).code == 0, "{node} has no IPVS");
+        registry_works_on(&lab, node);
+    }
+
+    // The seed's point: built on the manager, run by swarm on a worker.
+    let exec = |node: &str, argv: &[&str]| on_vm(&lab, node, argv);
+    image_made_on_manager_runs_on_with(&exec, "manager", "worker1", &format!("{}-worker1", lab.cluster));
+
+    // A plain second up changes nothing.
+    let plan = lab.on(&["plan"]).ok("plan");
+    assert!(plan.stdout.contains("nothing to do"), "second plan is not empty:\n{}", plan.all());
+
+    // `lab env` works from the user's shell: the docker CLI reaches the manager with TLS.
+    let env = lab.on(&["env"]).ok("lab env");
+    let vars: Vec<(String, String)> = env
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect();
+    let mut info = std::process::Command::new("docker");
+    info.args(["info", "--format", "{{.Swarm.LocalNodeState}} {{.Name}}"]);
+    for (k, v) in &vars {
+        info.env(k, v);
+    }
+    let info = Run::from(info.output().expect("docker info"));
+    assert_eq!(info.stdout.trim(), format!("active {}-manager", lab.cluster), "{}", info.all());
+
+    // A VM whose QEMU was killed is found and booted again; the swarm comes back.
+    let pid = std::fs::read_to_string(vms.join("nodes/worker2/qemu.pid")).expect("worker2's pidfile");
+    std::process::Command::new("kill").args(["-KILL", pid.trim()]).status().expect("kill");
+    let status = lab.on(&["status"]);
+    assert!(status.all().contains("worker2"), "{}", status.all());
+    let up = lab.on(&["up"]);
+    assert_eq!(up.code, 0, "up after worker2's QEMU was killed failed:\n{}", up.all());
+    wait_for("worker2 Ready in the swarm again", Duration::from_secs(180), || {
+        let r = on_vm(&lab, "manager", &["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+        if r.stdout.contains(&format!("{}-worker2 Ready", lab.cluster)) {
+            Ok(())
+        } else {
+            Err(r.all())
+        }
+    });
+    registry_works_on(&lab, "worker2");
+
+    // The mesh, asked for by name: 127.0.0.1 works on every node, the drained manager included.
+    let up = lab.on(&["up", "--registry-mode", "mesh"]);
+    let said = up.all();
+    for node in ["manager", "worker1", "worker2"] {
+        let r = on_vm(&lab, node, &["curl", "-s", "-m", "10", "http://127.0.0.1:5000/v2/"]);
+        assert_eq!(r.stdout.trim(), "{}", "127.0.0.1:5000 on {node} in mesh mode:\n{}\n{said}", r.all());
+    }
+
+    // Down leaves no process, socket, overlay or switch.
+    lab.on(&["down"]).ok("down");
+    assert!(processes_under(&vms).is_empty(), "left running: {:?}", processes_under(&vms));
+    assert!(!vms.exists(), "{} is still there", vms.display());
+}
