@@ -6,6 +6,12 @@
 //! interrupted before recording it, or a lost state directory). Any other swarm a node is in
 //! is foreign ([`Membership::Foreign`]); the planner refuses to take such a node without
 //! `--force`, and never makes a node leave while this cluster's managers could not be asked.
+//!
+//! It reaches the machines and engines through the seam ([`Nodes`]), and asks the engines
+//! only through [`EngineView`], whose answers are plain facts: what a node says of itself
+//! ([`NodeFacts`]), a manager's list of the swarm's nodes, the registry service and its task.
+//! [`Live`] asks real engines through bollard; the tests below answer by hand, so everything
+//! that turns the answers into an [`Observation`] is checked without an engine.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -15,9 +21,10 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::driver::{Machine, MachineState};
-use crate::error::Result;
-use crate::exec::Runtime;
-use crate::plan::{Membership, NodeObs, Observed};
+use crate::error::{engine_message, Result};
+use crate::plan::{Desired, Membership, NodeObs, Observed, RegistryObs};
+use crate::seam::Nodes;
+use crate::state::ClusterState;
 use crate::swarm::{local_view, LocalView};
 use crate::{registry, Role};
 
@@ -52,47 +59,89 @@ pub struct Observation {
 }
 
 /// Observes the cluster. Engines that do not answer within a few seconds count as not ready.
-pub async fn observe(rt: &Runtime) -> Result<Observation> {
-    let machines = rt.driver.observe().await?;
-    rt.set_machines(machines.clone());
-    let image = rt.desired.registry_image.clone();
-    let probes = machines.iter().map(|m| {
-        let image = image.clone();
-        async move {
-            // The topology says what a node is for; the driver's word only for strays.
-            let role = rt.desired.topology.node(&m.name).map(|n| n.role).or(m.role).unwrap_or(Role::Worker);
-            let mut obs = NodeObs::new(role, m.state.clone());
-            obs.address = m.address.clone();
-            let mut view = None;
-            if m.state == MachineState::Running {
-                if let Ok(e) = rt.try_engine(&m.name, Duration::from_secs(5)).await {
-                    obs.engine = true;
-                    obs.address = Some(e.advertise_addr.clone());
-                    if e.docker.inspect_image(&image).await.is_ok() {
-                        obs.images.insert(image.clone());
+/// Remembers, for [`Nodes::manager`], which swarm it decided is the cluster's.
+pub async fn observe(rt: &dyn Nodes) -> Result<Observation> {
+    let machines = rt.machines().await?;
+    let obs = look(rt.desired(), &rt.state(), machines, &Live(rt)).await?;
+    rt.set_cluster_swarm(obs.observed.swarm_id.clone());
+    Ok(obs)
+}
+
+/// What a node's engine says of itself, as observation needs it.
+#[derive(Debug, Clone)]
+struct NodeFacts {
+    /// The address it advertises to the swarm.
+    address: String,
+    /// Whether it has the registry image.
+    has_image: bool,
+    /// Where its registry forwarder relays to, if one runs.
+    forwarder: Option<String>,
+    /// Whether it has the registry's data volume.
+    registry_data: bool,
+    /// Its own view of its swarm membership once settled; `Ok(None)` if it did not settle in
+    /// time, an error (the engine's words) if it could not say.
+    swarm: std::result::Result<Option<LocalView>, String>,
+}
+
+/// What observation asks of the engines. Every answer is a fact, never a connection, so a
+/// test can give them by hand.
+#[async_trait::async_trait]
+trait EngineView: Send + Sync {
+    /// What the engine of `node` (a running machine) says of itself, with whether it has
+    /// `image`; `None` if it does not answer within a few seconds.
+    async fn node(&self, node: &str, image: &str) -> Option<NodeFacts>;
+    /// The swarm's nodes as the manager on `node` lists them; `None` if it cannot.
+    async fn list_nodes(&self, node: &str) -> Option<Vec<bollard::models::Node>>;
+    /// The registry service as the manager on `node` reads it (`None`: there is none); an
+    /// error if that engine no longer answers.
+    async fn registry(&self, node: &str) -> Result<Option<RegistryObs>>;
+    /// The registry task the swarm wants running, as the manager on `node` lists it: its
+    /// swarm node ID and its state.
+    async fn registry_task(&self, node: &str) -> Option<(String, String)>;
+}
+
+/// Turns what the driver reports (`machines`), what lab recorded (`state`) and what the
+/// engines answer into an observation, deciding which swarm is the cluster's.
+async fn look(
+    desired: &Desired,
+    state: &ClusterState,
+    machines: Vec<Machine>,
+    engines: &dyn EngineView,
+) -> Result<Observation> {
+    let image = desired.registry_image.as_str();
+    let probes = machines.iter().map(|m| async move {
+        // The topology says what a node is for; the driver's word only for strays.
+        let role = desired.topology.node(&m.name).map(|n| n.role).or(m.role).unwrap_or(Role::Worker);
+        let mut obs = NodeObs::new(role, m.state.clone());
+        obs.address = m.address.clone();
+        let mut view = None;
+        if m.state == MachineState::Running {
+            if let Some(facts) = engines.node(&m.name, image).await {
+                obs.engine = true;
+                obs.address = Some(facts.address);
+                if facts.has_image {
+                    obs.images.insert(image.to_string());
+                }
+                obs.forwarder = facts.forwarder;
+                obs.registry_data = facts.registry_data;
+                // An engine that cannot say whether it is in a swarm is not "not in a swarm":
+                // it counts as not answering, and the steps that wait for it say why.
+                match facts.swarm {
+                    Ok(Some(v)) => {
+                        view = Some(v);
+                        obs.swarm = Membership::None;
                     }
-                    obs.forwarder = registry::observe_forwarder(&e.docker).await;
-                    obs.registry_data = registry::has_data(&e.docker).await;
-                    // An engine that cannot say whether it is in a swarm is not "not in a
-                    // swarm": it counts as not answering, and the steps that wait for it say
-                    // why.
-                    match settled_view(&e.docker, &e.advertise_addr).await {
-                        Ok(Some(v)) => {
-                            view = Some(v);
-                            obs.swarm = Membership::None;
-                        }
-                        // Not settled in time: its membership stays unknown, and, were it
-                        // one of this cluster's managers, unchecked.
-                        Ok(None) => tracing::debug!(node = %m.name, "swarm membership still settling"),
-                        Err(err) => {
-                            tracing::debug!(node = %m.name, cause = %crate::error::engine_message(&err), "docker info failed");
-                            obs.engine = false;
-                        }
+                    // Not settled in time: its membership stays unknown, and, were it one of
+                    // this cluster's managers, unchecked.
+                    Ok(None) => tracing::debug!(node = %m.name, "swarm membership still settling"),
+                    Err(cause) => {
+                        tracing::debug!(node = %m.name, %cause, "docker info failed");
+                        obs.engine = false;
                     }
                 }
             }
-            (m.name.clone(), obs, view)
         }
+        (m.name.clone(), obs, view)
     });
     let results = join_all(probes).await;
     let mut nodes: BTreeMap<String, NodeObs> = BTreeMap::new();
@@ -106,8 +155,7 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
 
     // Which swarm is this cluster's, and which nodes are in it or in another: decided here,
     // once, for every driver.
-    let manager_order: Vec<&str> = rt
-        .desired
+    let manager_order: Vec<&str> = desired
         .topology
         .nodes
         .iter()
@@ -123,26 +171,21 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
         if listings.get(&id).is_some_and(|l| l.is_some()) {
             continue;
         }
-        let listed = match rt.engine(name).await {
-            Ok(e) => e.docker.list_nodes(None).await.ok(),
-            Err(_) => None,
-        };
+        let listed = engines.list_nodes(name).await;
         let listed = listed.map(|ns| ns.into_iter().filter_map(|n| Some((n.id.clone()?, n))).collect());
         if listed.is_some() || !listings.contains_key(&id) {
             listers.insert(id.clone(), name.to_string());
             listings.insert(id, listed);
         }
     }
-    let state = rt.state();
     let facts = SwarmFacts {
-        cluster: rt.desired.topology.cluster.to_string(),
+        cluster: desired.topology.cluster.to_string(),
         recorded: state.swarm.as_ref().map(|s| s.id.as_str()).filter(|s| !s.is_empty()),
         manager_order: &manager_order,
         views: &views,
         listings: &listings,
-        manager_addrs: manager_addresses(rt, &nodes, &machines),
-        managers_unanswered: rt
-            .desired
+        manager_addrs: manager_addresses(desired, state, &nodes, &machines),
+        managers_unanswered: desired
             .topology
             .nodes
             .iter()
@@ -157,7 +200,6 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
     };
     let decided = facts.decide();
     let swarm_id = decided.swarm_id.clone();
-    rt.set_cluster_swarm(swarm_id.clone());
     let mut swarm_nodes = BTreeMap::new();
     for (name, membership) in decided.membership {
         let obs = nodes.get_mut(&name).expect("viewed nodes are observed");
@@ -196,10 +238,13 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
     let mut registry_obs = None;
     let mut registry_task = None;
     if let Some(lister) = swarm_id.as_ref().and_then(|id| listers.get(id)) {
-        let mgr = rt.engine(lister).await?.docker;
-        registry_obs = registry::observe(&mgr).await;
+        registry_obs = engines.registry(lister).await?;
         if let Some(reg) = registry_obs.as_mut() {
-            registry_task = registry_task_of(&mgr, &swarm_nodes).await;
+            // The task's node by lab's name for it, if a manager lists that node.
+            registry_task = engines.registry_task(lister).await.map(|(id, state)| {
+                let node = swarm_nodes.iter().find(|(_, n)| n.id == id).map(|(k, _)| k.clone()).unwrap_or(id);
+                (node, state)
+            });
             // Only a node lab can name: a task the managers still list on a node whose engine
             // did not answer (stopped, lost) runs nowhere lab can see.
             reg.running_on = registry_task
@@ -220,33 +265,6 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
         swarm_nodes,
         registry_task,
     })
-}
-
-/// How long observation waits for a node's swarm membership to settle.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A node's own view of its membership once it has settled, or `None` if it has not within
-/// [`SETTLE_TIMEOUT`]. An engine that has just started (a machine started or restarted)
-/// reports `pending` while it rejoins; a manager's control plane takes a moment longer, and
-/// until then it looks like a worker whose managers include itself. Either, taken at face
-/// value, would count a node of this cluster's as in some other swarm.
-async fn settled_view(
-    docker: &bollard::Docker,
-    advertise: &str,
-) -> std::result::Result<Option<LocalView>, bollard::errors::Error> {
-    let start = Instant::now();
-    loop {
-        let v = local_view(docker).await?;
-        let own = host_of(advertise);
-        let settling = v.pending || (v.active && !v.manager && v.remote_managers.iter().any(|m| host_of(m) == own));
-        if !settling {
-            return Ok(Some(v));
-        }
-        if start.elapsed() >= SETTLE_TIMEOUT {
-            return Ok(None);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// One swarm's nodes, by swarm node ID, as one of its managers lists them.
@@ -369,10 +387,14 @@ fn host_of(addr: &str) -> String {
 
 /// The addresses this cluster's managers advertise now, as the driver reports them, or did, as
 /// lab recorded them.
-fn manager_addresses(rt: &Runtime, nodes: &BTreeMap<String, NodeObs>, machines: &[Machine]) -> BTreeSet<String> {
-    let state = rt.state();
+fn manager_addresses(
+    desired: &Desired,
+    state: &ClusterState,
+    nodes: &BTreeMap<String, NodeObs>,
+    machines: &[Machine],
+) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for n in rt.desired.topology.nodes.iter().filter(|n| n.role == Role::Manager) {
+    for n in desired.topology.nodes.iter().filter(|n| n.role == Role::Manager) {
         out.extend(nodes.get(&n.name).and_then(|o| o.address.clone()));
         out.extend(machines.iter().filter(|m| m.name == n.name).filter_map(|m| m.address.clone()));
         out.extend(state.nodes.get(&n.name).filter(|r| r.role == Role::Manager).and_then(|r| r.address.clone()));
@@ -381,20 +403,74 @@ fn manager_addresses(rt: &Runtime, nodes: &BTreeMap<String, NodeObs>, machines: 
     out.iter().map(|a| host_of(a)).filter(|a| !a.is_empty()).collect()
 }
 
-async fn registry_task_of(
-    mgr: &bollard::Docker,
-    swarm_nodes: &BTreeMap<String, SwarmNode>,
-) -> Option<(String, String)> {
-    let filters = HashMap::from([("service", vec![registry::SERVICE]), ("desired-state", vec!["running"])]);
-    let tasks = mgr
-        .list_tasks(Some(bollard::query_parameters::ListTasksOptionsBuilder::new().filters(&filters).build()))
-        .await
-        .ok()?;
-    let t = tasks.first()?;
-    let node_id = t.node_id.clone().unwrap_or_default();
-    let node = swarm_nodes.iter().find(|(_, n)| n.id == node_id).map(|(k, _)| k.clone()).unwrap_or(node_id);
-    let state = t.status.as_ref().and_then(|s| s.state).map(|s| s.to_string()).unwrap_or_default();
-    Some((node, state))
+/// How long observation waits for a node's swarm membership to settle.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether a node's view of its membership is still settling. An engine that has just started
+/// (a machine started or restarted) reports `pending` while it rejoins; a manager's control
+/// plane takes a moment longer, and until then it looks like a worker whose managers include
+/// itself (at `advertise`). Either, taken at face value, would count a node of this
+/// cluster's as in some other swarm.
+fn settling(v: &LocalView, advertise: &str) -> bool {
+    let own = host_of(advertise);
+    v.pending || (v.active && !v.manager && v.remote_managers.iter().any(|m| host_of(m) == own))
+}
+
+/// The engines, asked through bollard.
+struct Live<'a>(&'a dyn Nodes);
+
+#[async_trait::async_trait]
+impl EngineView for Live<'_> {
+    async fn node(&self, node: &str, image: &str) -> Option<NodeFacts> {
+        let e = self.0.try_engine(node, Duration::from_secs(5)).await.ok()?;
+        Some(NodeFacts {
+            has_image: e.docker.inspect_image(image).await.is_ok(),
+            forwarder: registry::observe_forwarder(&e.docker).await,
+            registry_data: registry::has_data(&e.docker).await,
+            swarm: settled_view(&e.docker, &e.advertise_addr).await.map_err(|err| engine_message(&err)),
+            address: e.advertise_addr,
+        })
+    }
+
+    async fn list_nodes(&self, node: &str) -> Option<Vec<bollard::models::Node>> {
+        self.0.engine(node).await.ok()?.docker.list_nodes(None).await.ok()
+    }
+
+    async fn registry(&self, node: &str) -> Result<Option<RegistryObs>> {
+        let mgr = self.0.engine(node).await?.docker;
+        Ok(registry::observe(&mgr).await)
+    }
+
+    async fn registry_task(&self, node: &str) -> Option<(String, String)> {
+        let mgr = self.0.engine(node).await.ok()?.docker;
+        let filters = HashMap::from([("service", vec![registry::SERVICE]), ("desired-state", vec!["running"])]);
+        let tasks = mgr
+            .list_tasks(Some(bollard::query_parameters::ListTasksOptionsBuilder::new().filters(&filters).build()))
+            .await
+            .ok()?;
+        let t = tasks.first()?;
+        let state = t.status.as_ref().and_then(|s| s.state).map(|s| s.to_string()).unwrap_or_default();
+        Some((t.node_id.clone().unwrap_or_default(), state))
+    }
+}
+
+/// A node's own view of its membership once it has settled (see [`settling`]), or `None` if
+/// it has not within [`SETTLE_TIMEOUT`].
+async fn settled_view(
+    docker: &bollard::Docker,
+    advertise: &str,
+) -> std::result::Result<Option<LocalView>, bollard::errors::Error> {
+    let start = Instant::now();
+    loop {
+        let v = local_view(docker).await?;
+        if !settling(&v, advertise) {
+            return Ok(Some(v));
+        }
+        if start.elapsed() >= SETTLE_TIMEOUT {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[cfg(test)]
