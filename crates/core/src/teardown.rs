@@ -211,3 +211,237 @@ impl Engines for Live<'_> {
         swarm::leave(node, &docker).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::plan::tests::desired;
+    use crate::plan::{ModeRequest, NodeObs, Step};
+    use crate::MachineState;
+
+    /// Engines that answer as told, and a log of what was asked of them (and noted), in order.
+    #[derive(Default)]
+    struct Fake {
+        /// Nodes whose engines do not answer.
+        down: BTreeSet<String>,
+        /// The manager of the swarm that answers, if one does.
+        manager: Option<String>,
+        /// Calls (`"remove_volume worker1"`) the engine refuses, with its status code.
+        refuse: BTreeMap<String, u16>,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn new(manager: &str) -> Self {
+            Fake { manager: Some(manager.into()), ..Default::default() }
+        }
+
+        fn call(&self, what: &str, node: &str) -> Result<()> {
+            if self.down.contains(node) {
+                return Err(Error::node(node, "connect to its Docker engine", "no answer"));
+            }
+            let call = format!("{what} {node}");
+            self.log.lock().unwrap().push(call.clone());
+            match self.refuse.get(&call) {
+                Some(&status_code) => Err(Error::engine(
+                    node,
+                    what,
+                    bollard::errors::Error::DockerResponseServerError { status_code, message: "refused".into() },
+                )),
+                None => Ok(()),
+            }
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+
+        fn did(&self, call: &str) -> bool {
+            self.log().iter().any(|c| c == call)
+        }
+
+        fn at(&self, call: &str) -> usize {
+            self.log().iter().position(|c| c == call).unwrap_or_else(|| panic!("{call} not done: {:?}", self.log()))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Engines for Fake {
+        async fn reach(&self, node: &str) -> Result<()> {
+            self.call("reach", node)
+        }
+        async fn manager(&self) -> Result<String> {
+            self.manager.clone().ok_or_else(|| Error::op("find a swarm manager", "no manager answers"))
+        }
+        async fn remove_service(&self, node: &str) -> Result<()> {
+            self.call("remove_service", node)
+        }
+        async fn remove_forwarder(&self, node: &str) -> Result<()> {
+            self.call("remove_forwarder", node)
+        }
+        async fn tasks_gone(&self, node: &str) -> Result<()> {
+            self.call("tasks_gone", node)
+        }
+        async fn remove_network(&self, node: &str) -> Result<()> {
+            self.call("remove_network", node)
+        }
+        async fn remove_volume(&self, node: &str) -> Result<()> {
+            self.call("remove_volume", node)
+        }
+        async fn leave(&self, node: &str) -> Result<()> {
+            self.call("leave", node)
+        }
+    }
+
+    impl Progress for Fake {
+        fn started(&self, _: &Step) {}
+        fn finished(&self, _: &Step, _: Duration, _: Option<&str>) {}
+        fn failed(&self, _: &Step, _: Duration, _: &Error) {}
+        fn note(&self, message: &str) {
+            self.log.lock().unwrap().push(format!("note: {message}"));
+        }
+    }
+
+    /// Every node of `topology` observed in this cluster's swarm, but those in `foreign`.
+    fn observed(topology: &Topology, foreign: &[&str]) -> Observed {
+        let nodes = topology
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut o = NodeObs::new(n.role, MachineState::Running);
+                o.engine = true;
+                o.swarm = if foreign.contains(&n.name.as_str()) {
+                    Membership::Foreign { swarm: "swarm F".into() }
+                } else {
+                    Membership::Member { swarm_id: "S".into(), manager: n.role == Role::Manager }
+                };
+                (n.name.clone(), o)
+            })
+            .collect();
+        Observed { nodes, swarm_id: Some("S".into()), ..Default::default() }
+    }
+
+    async fn run(topology: &Topology, foreign: &[&str], fake: &Fake) -> Result<()> {
+        take_down(topology, &observed(topology, foreign), fake, fake).await
+    }
+
+    #[tokio::test]
+    async fn everything_goes_and_every_node_leaves_workers_first_and_the_first_manager_last() {
+        let topo = desired(3, 2, ModeRequest::Auto).topology;
+        let fake = Fake::new("manager1");
+        run(&topo, &[], &fake).await.unwrap();
+        assert!(fake.at("remove_service manager1") < fake.at("note: removed service registry_registry"));
+        for n in ["manager1", "manager2", "manager3", "worker1", "worker2"] {
+            // Its task container gone, once the service is, and then the volume it used.
+            assert!(fake.at("remove_service manager1") < fake.at(&format!("tasks_gone {n}")));
+            assert!(fake.at(&format!("tasks_gone {n}")) < fake.at(&format!("remove_volume {n}")));
+            assert!(fake.did(&format!("remove_forwarder {n}")) && fake.did(&format!("remove_network {n}")));
+            assert!(fake.at(&format!("leave {n}")) < fake.at(&format!("note: {n} left the swarm")));
+        }
+        let leaves: Vec<String> = fake.log().into_iter().filter(|c| c.starts_with("leave ")).collect();
+        assert_eq!(leaves, ["leave worker1", "leave worker2", "leave manager3", "leave manager2", "leave manager1"]);
+    }
+
+    #[tokio::test]
+    async fn what_is_already_gone_is_not_a_failure() {
+        let topo = desired(1, 2, ModeRequest::Auto).topology;
+        let mut fake = Fake::new("manager");
+        for call in ["remove_service manager", "remove_forwarder worker1", "remove_volume worker2"] {
+            fake.refuse.insert(call.into(), 404);
+        }
+        // The network's removal is never a failure, whatever the engine says.
+        fake.refuse.insert("remove_network worker1".into(), 500);
+        run(&topo, &[], &fake).await.unwrap();
+        assert!(fake.did("note: removed service registry_registry"));
+        assert!(fake.did("remove_volume worker1"), "cleaning goes on past a missing forwarder");
+        assert!(fake.did("leave manager"));
+
+        // Every engine answers and none is a manager of a swarm: the service went with it.
+        let mut fake = Fake::new("manager");
+        fake.manager = None;
+        run(&topo, &[], &fake).await.unwrap();
+        assert!(fake.did("note: removed service registry_registry") && fake.did("remove_volume worker1"));
+    }
+
+    #[tokio::test]
+    async fn a_node_that_does_not_answer_is_named_and_the_managers_stay_for_the_next_down() {
+        let topo = desired(1, 2, ModeRequest::Auto).topology;
+        let mut fake = Fake::new("manager");
+        fake.down.insert("worker2".into());
+        let e = run(&topo, &[], &fake).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "take down cluster t: 1 of 3 nodes could not be cleaned: worker2: connect to its Docker engine: no answer"
+        );
+        assert!(e.hint().is_some_and(|h| h.contains("run `lab down` again")), "{:?}", e.hint());
+        // The others are cleaned and the workers leave; the manager keeps the swarm, which
+        // worker2 rejoins when it comes back.
+        assert!(fake.did("remove_volume worker1") && fake.did("leave worker1"));
+        assert!(!fake.did("leave manager"));
+        assert!(!fake.log().iter().any(|c| c.ends_with(" worker2")), "{:?}", fake.log());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_named_with_its_node_and_keeps_the_managers_in() {
+        let topo = desired(1, 2, ModeRequest::Auto).topology;
+        let mut fake = Fake::new("manager");
+        fake.refuse.insert("remove_volume worker1".into(), 500);
+        let e = run(&topo, &[], &fake).await.unwrap_err();
+        assert!(e.to_string().ends_with("1 of 3 nodes could not be cleaned: worker1: remove_volume: refused"), "{e}");
+        assert!(fake.did("leave worker1") && fake.did("leave worker2") && !fake.did("leave manager"));
+    }
+
+    #[tokio::test]
+    async fn while_the_service_stays_only_the_forwarders_go_and_nothing_leaves() {
+        let topo = desired(1, 2, ModeRequest::Auto).topology;
+        // Its manager does not answer.
+        let mut fake = Fake::new("manager");
+        fake.manager = None;
+        fake.down.insert("manager".into());
+        let e = run(&topo, &[], &fake).await.unwrap_err();
+        assert!(e.to_string().contains("1 of 3 nodes could not be cleaned: manager: "), "{e}");
+        // The manager refuses to remove it.
+        let mut refused = Fake::new("manager");
+        refused.refuse.insert("remove_service manager".into(), 500);
+        let e = run(&topo, &[], &refused).await.unwrap_err();
+        assert!(e.to_string().contains("could not be cleaned: manager: remove_service: refused"), "{e}");
+        for fake in [fake, refused] {
+            assert!(fake.did("remove_forwarder worker1") && fake.did("remove_forwarder worker2"));
+            let log = fake.log();
+            assert!(
+                !log.iter().any(|c| c.starts_with("tasks_gone")
+                    || c.starts_with("remove_volume")
+                    || c.starts_with("leave")
+                    || c.starts_with("note: removed")),
+                "{log:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_in_another_swarm_stays_in_it() {
+        let topo = desired(1, 2, ModeRequest::Auto).topology;
+        let fake = Fake::new("manager");
+        run(&topo, &["worker2"], &fake).await.unwrap();
+        assert!(fake.did("leave worker1") && fake.did("leave manager"));
+        assert!(!fake.did("leave worker2"));
+    }
+
+    #[test]
+    fn only_not_found_is_missing() {
+        let refusal = |status_code| {
+            Error::engine(
+                "n",
+                "remove",
+                bollard::errors::Error::DockerResponseServerError { status_code, message: "x".into() },
+            )
+        };
+        assert!(missing(&refusal(404)));
+        assert!(!missing(&refusal(409)) && !missing(&refusal(500)));
+        // An error of lab's own, with nothing from the engine under it.
+        assert!(!missing(&Error::node("n", "remove", "no such container")));
+    }
+}
