@@ -8,9 +8,9 @@
 //! `--force`, and never makes a node leave while this cluster's managers could not be asked.
 //!
 //! It reaches the machines and engines through the seam ([`Nodes`]), and asks the engines
-//! only through [`EngineView`], whose answers are plain facts: what a node says of itself
-//! ([`NodeFacts`]), a manager's list of the swarm's nodes, the registry service and its task.
-//! [`Live`] asks real engines through bollard; the tests below answer by hand, so everything
+//! only through `EngineView`, whose answers are plain facts: what a node says of itself
+//! (`NodeFacts`), a manager's list of the swarm's nodes, the registry service and its task.
+//! `Live` asks real engines through bollard; the tests below answer by hand, so everything
 //! that turns the answers into an [`Observation`] is checked without an engine.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -3,7 +3,7 @@
 //! container, image and volume on the hosts is left alone.
 //!
 //! Which nodes are in the cluster's swarm is observation's call ([`crate::observe`]). The
-//! engines are reached through the seam ([`Nodes`]) and asked only through [`Engines`], one
+//! engines are reached through the seam ([`Nodes`]) and asked only through `Engines`, one
 //! method per thing taken away; the order of the work, and what becomes of each failure, is
 //! decided above that line, so the tests below check it against engines that answer by hand.
 
