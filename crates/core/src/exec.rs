@@ -329,6 +329,14 @@ impl crate::seam::Nodes for Runtime {
     fn progress(&self) -> Arc<dyn Progress> {
         self.progress.clone()
     }
+    async fn machines(&self) -> Result<Vec<Machine>> {
+        let machines = self.driver.observe().await?;
+        self.set_machines(machines.clone());
+        Ok(machines)
+    }
+    fn set_cluster_swarm(&self, id: Option<String>) {
+        Runtime::set_cluster_swarm(self, id)
+    }
     async fn engine(&self, node: &str) -> Result<NodeEngine> {
         Runtime::engine(self, node).await
     }

@@ -6,6 +6,12 @@
 //! interrupted before recording it, or a lost state directory). Any other swarm a node is in
 //! is foreign ([`Membership::Foreign`]); the planner refuses to take such a node without
 //! `--force`, and never makes a node leave while this cluster's managers could not be asked.
+//!
+//! It reaches the machines and engines through the seam ([`Nodes`]), and asks the engines
+//! only through `EngineView`, whose answers are plain facts: what a node says of itself
+//! (`NodeFacts`), a manager's list of the swarm's nodes, the registry service and its task.
+//! `Live` asks real engines through bollard; the tests below answer by hand, so everything
+//! that turns the answers into an [`Observation`] is checked without an engine.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -15,9 +21,10 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::driver::{Machine, MachineState};
-use crate::error::Result;
-use crate::exec::Runtime;
-use crate::plan::{Membership, NodeObs, Observed};
+use crate::error::{engine_message, Result};
+use crate::plan::{Desired, Membership, NodeObs, Observed, RegistryObs};
+use crate::seam::Nodes;
+use crate::state::ClusterState;
 use crate::swarm::{local_view, LocalView};
 use crate::{registry, Role};
 
@@ -52,47 +59,89 @@ pub struct Observation {
 }
 
 /// Observes the cluster. Engines that do not answer within a few seconds count as not ready.
-pub async fn observe(rt: &Runtime) -> Result<Observation> {
-    let machines = rt.driver.observe().await?;
-    rt.set_machines(machines.clone());
-    let image = rt.desired.registry_image.clone();
-    let probes = machines.iter().map(|m| {
-        let image = image.clone();
-        async move {
-            // The topology says what a node is for; the driver's word only for strays.
-            let role = rt.desired.topology.node(&m.name).map(|n| n.role).or(m.role).unwrap_or(Role::Worker);
-            let mut obs = NodeObs::new(role, m.state.clone());
-            obs.address = m.address.clone();
-            let mut view = None;
-            if m.state == MachineState::Running {
-                if let Ok(e) = rt.try_engine(&m.name, Duration::from_secs(5)).await {
-                    obs.engine = true;
-                    obs.address = Some(e.advertise_addr.clone());
-                    if e.docker.inspect_image(&image).await.is_ok() {
-                        obs.images.insert(image.clone());
+/// Remembers, for [`Nodes::manager`], which swarm it decided is the cluster's.
+pub async fn observe(rt: &dyn Nodes) -> Result<Observation> {
+    let machines = rt.machines().await?;
+    let obs = look(rt.desired(), &rt.state(), machines, &Live(rt)).await?;
+    rt.set_cluster_swarm(obs.observed.swarm_id.clone());
+    Ok(obs)
+}
+
+/// What a node's engine says of itself, as observation needs it.
+#[derive(Debug, Clone)]
+struct NodeFacts {
+    /// The address it advertises to the swarm.
+    address: String,
+    /// Whether it has the registry image.
+    has_image: bool,
+    /// Where its registry forwarder relays to, if one runs.
+    forwarder: Option<String>,
+    /// Whether it has the registry's data volume.
+    registry_data: bool,
+    /// Its own view of its swarm membership once settled; `Ok(None)` if it did not settle in
+    /// time, an error (the engine's words) if it could not say.
+    swarm: std::result::Result<Option<LocalView>, String>,
+}
+
+/// What observation asks of the engines. Every answer is a fact, never a connection, so a
+/// test can give them by hand.
+#[async_trait::async_trait]
+trait EngineView: Send + Sync {
+    /// What the engine of `node` (a running machine) says of itself, with whether it has
+    /// `image`; `None` if it does not answer within a few seconds.
+    async fn node(&self, node: &str, image: &str) -> Option<NodeFacts>;
+    /// The swarm's nodes as the manager on `node` lists them; `None` if it cannot.
+    async fn list_nodes(&self, node: &str) -> Option<Vec<bollard::models::Node>>;
+    /// The registry service as the manager on `node` reads it (`None`: there is none); an
+    /// error if that engine no longer answers.
+    async fn registry(&self, node: &str) -> Result<Option<RegistryObs>>;
+    /// The registry task the swarm wants running, as the manager on `node` lists it: its
+    /// swarm node ID and its state.
+    async fn registry_task(&self, node: &str) -> Option<(String, String)>;
+}
+
+/// Turns what the driver reports (`machines`), what lab recorded (`state`) and what the
+/// engines answer into an observation, deciding which swarm is the cluster's.
+async fn look(
+    desired: &Desired,
+    state: &ClusterState,
+    machines: Vec<Machine>,
+    engines: &dyn EngineView,
+) -> Result<Observation> {
+    let image = desired.registry_image.as_str();
+    let probes = machines.iter().map(|m| async move {
+        // The topology says what a node is for; the driver's word only for strays.
+        let role = desired.topology.node(&m.name).map(|n| n.role).or(m.role).unwrap_or(Role::Worker);
+        let mut obs = NodeObs::new(role, m.state.clone());
+        obs.address = m.address.clone();
+        let mut view = None;
+        if m.state == MachineState::Running {
+            if let Some(facts) = engines.node(&m.name, image).await {
+                obs.engine = true;
+                obs.address = Some(facts.address);
+                if facts.has_image {
+                    obs.images.insert(image.to_string());
+                }
+                obs.forwarder = facts.forwarder;
+                obs.registry_data = facts.registry_data;
+                // An engine that cannot say whether it is in a swarm is not "not in a swarm":
+                // it counts as not answering, and the steps that wait for it say why.
+                match facts.swarm {
+                    Ok(Some(v)) => {
+                        view = Some(v);
+                        obs.swarm = Membership::None;
                     }
-                    obs.forwarder = registry::observe_forwarder(&e.docker).await;
-                    obs.registry_data = registry::has_data(&e.docker).await;
-                    // An engine that cannot say whether it is in a swarm is not "not in a
-                    // swarm": it counts as not answering, and the steps that wait for it say
-                    // why.
-                    match settled_view(&e.docker, &e.advertise_addr).await {
-                        Ok(Some(v)) => {
-                            view = Some(v);
-                            obs.swarm = Membership::None;
-                        }
-                        // Not settled in time: its membership stays unknown, and, were it
-                        // one of this cluster's managers, unchecked.
-                        Ok(None) => tracing::debug!(node = %m.name, "swarm membership still settling"),
-                        Err(err) => {
-                            tracing::debug!(node = %m.name, cause = %crate::error::engine_message(&err), "docker info failed");
-                            obs.engine = false;
-                        }
+                    // Not settled in time: its membership stays unknown, and, were it one of
+                    // this cluster's managers, unchecked.
+                    Ok(None) => tracing::debug!(node = %m.name, "swarm membership still settling"),
+                    Err(cause) => {
+                        tracing::debug!(node = %m.name, %cause, "docker info failed");
+                        obs.engine = false;
                     }
                 }
             }
-            (m.name.clone(), obs, view)
         }
+        (m.name.clone(), obs, view)
     });
     let results = join_all(probes).await;
     let mut nodes: BTreeMap<String, NodeObs> = BTreeMap::new();
@@ -106,8 +155,7 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
 
     // Which swarm is this cluster's, and which nodes are in it or in another: decided here,
     // once, for every driver.
-    let manager_order: Vec<&str> = rt
-        .desired
+    let manager_order: Vec<&str> = desired
         .topology
         .nodes
         .iter()
@@ -123,26 +171,21 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
         if listings.get(&id).is_some_and(|l| l.is_some()) {
             continue;
         }
-        let listed = match rt.engine(name).await {
-            Ok(e) => e.docker.list_nodes(None).await.ok(),
-            Err(_) => None,
-        };
+        let listed = engines.list_nodes(name).await;
         let listed = listed.map(|ns| ns.into_iter().filter_map(|n| Some((n.id.clone()?, n))).collect());
         if listed.is_some() || !listings.contains_key(&id) {
             listers.insert(id.clone(), name.to_string());
             listings.insert(id, listed);
         }
     }
-    let state = rt.state();
     let facts = SwarmFacts {
-        cluster: rt.desired.topology.cluster.to_string(),
+        cluster: desired.topology.cluster.to_string(),
         recorded: state.swarm.as_ref().map(|s| s.id.as_str()).filter(|s| !s.is_empty()),
         manager_order: &manager_order,
         views: &views,
         listings: &listings,
-        manager_addrs: manager_addresses(rt, &nodes, &machines),
-        managers_unanswered: rt
-            .desired
+        manager_addrs: manager_addresses(desired, state, &nodes, &machines),
+        managers_unanswered: desired
             .topology
             .nodes
             .iter()
@@ -157,7 +200,6 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
     };
     let decided = facts.decide();
     let swarm_id = decided.swarm_id.clone();
-    rt.set_cluster_swarm(swarm_id.clone());
     let mut swarm_nodes = BTreeMap::new();
     for (name, membership) in decided.membership {
         let obs = nodes.get_mut(&name).expect("viewed nodes are observed");
@@ -196,10 +238,13 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
     let mut registry_obs = None;
     let mut registry_task = None;
     if let Some(lister) = swarm_id.as_ref().and_then(|id| listers.get(id)) {
-        let mgr = rt.engine(lister).await?.docker;
-        registry_obs = registry::observe(&mgr).await;
+        registry_obs = engines.registry(lister).await?;
         if let Some(reg) = registry_obs.as_mut() {
-            registry_task = registry_task_of(&mgr, &swarm_nodes).await;
+            // The task's node by lab's name for it, if a manager lists that node.
+            registry_task = engines.registry_task(lister).await.map(|(id, state)| {
+                let node = swarm_nodes.iter().find(|(_, n)| n.id == id).map(|(k, _)| k.clone()).unwrap_or(id);
+                (node, state)
+            });
             // Only a node lab can name: a task the managers still list on a node whose engine
             // did not answer (stopped, lost) runs nowhere lab can see.
             reg.running_on = registry_task
@@ -220,33 +265,6 @@ pub async fn observe(rt: &Runtime) -> Result<Observation> {
         swarm_nodes,
         registry_task,
     })
-}
-
-/// How long observation waits for a node's swarm membership to settle.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A node's own view of its membership once it has settled, or `None` if it has not within
-/// [`SETTLE_TIMEOUT`]. An engine that has just started (a machine started or restarted)
-/// reports `pending` while it rejoins; a manager's control plane takes a moment longer, and
-/// until then it looks like a worker whose managers include itself. Either, taken at face
-/// value, would count a node of this cluster's as in some other swarm.
-async fn settled_view(
-    docker: &bollard::Docker,
-    advertise: &str,
-) -> std::result::Result<Option<LocalView>, bollard::errors::Error> {
-    let start = Instant::now();
-    loop {
-        let v = local_view(docker).await?;
-        let own = host_of(advertise);
-        let settling = v.pending || (v.active && !v.manager && v.remote_managers.iter().any(|m| host_of(m) == own));
-        if !settling {
-            return Ok(Some(v));
-        }
-        if start.elapsed() >= SETTLE_TIMEOUT {
-            return Ok(None);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// One swarm's nodes, by swarm node ID, as one of its managers lists them.
@@ -369,10 +387,14 @@ fn host_of(addr: &str) -> String {
 
 /// The addresses this cluster's managers advertise now, as the driver reports them, or did, as
 /// lab recorded them.
-fn manager_addresses(rt: &Runtime, nodes: &BTreeMap<String, NodeObs>, machines: &[Machine]) -> BTreeSet<String> {
-    let state = rt.state();
+fn manager_addresses(
+    desired: &Desired,
+    state: &ClusterState,
+    nodes: &BTreeMap<String, NodeObs>,
+    machines: &[Machine],
+) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for n in rt.desired.topology.nodes.iter().filter(|n| n.role == Role::Manager) {
+    for n in desired.topology.nodes.iter().filter(|n| n.role == Role::Manager) {
         out.extend(nodes.get(&n.name).and_then(|o| o.address.clone()));
         out.extend(machines.iter().filter(|m| m.name == n.name).filter_map(|m| m.address.clone()));
         out.extend(state.nodes.get(&n.name).filter(|r| r.role == Role::Manager).and_then(|r| r.address.clone()));
@@ -381,26 +403,84 @@ fn manager_addresses(rt: &Runtime, nodes: &BTreeMap<String, NodeObs>, machines: 
     out.iter().map(|a| host_of(a)).filter(|a| !a.is_empty()).collect()
 }
 
-async fn registry_task_of(
-    mgr: &bollard::Docker,
-    swarm_nodes: &BTreeMap<String, SwarmNode>,
-) -> Option<(String, String)> {
-    let filters = HashMap::from([("service", vec![registry::SERVICE]), ("desired-state", vec!["running"])]);
-    let tasks = mgr
-        .list_tasks(Some(bollard::query_parameters::ListTasksOptionsBuilder::new().filters(&filters).build()))
-        .await
-        .ok()?;
-    let t = tasks.first()?;
-    let node_id = t.node_id.clone().unwrap_or_default();
-    let node = swarm_nodes.iter().find(|(_, n)| n.id == node_id).map(|(k, _)| k.clone()).unwrap_or(node_id);
-    let state = t.status.as_ref().and_then(|s| s.state).map(|s| s.to_string()).unwrap_or_default();
-    Some((node, state))
+/// How long observation waits for a node's swarm membership to settle.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether a node's view of its membership is still settling. An engine that has just started
+/// (a machine started or restarted) reports `pending` while it rejoins; a manager's control
+/// plane takes a moment longer, and until then it looks like a worker whose managers include
+/// itself (at `advertise`). Either, taken at face value, would count a node of this
+/// cluster's as in some other swarm.
+fn settling(v: &LocalView, advertise: &str) -> bool {
+    let own = host_of(advertise);
+    v.pending || (v.active && !v.manager && v.remote_managers.iter().any(|m| host_of(m) == own))
+}
+
+/// The engines, asked through bollard.
+struct Live<'a>(&'a dyn Nodes);
+
+#[async_trait::async_trait]
+impl EngineView for Live<'_> {
+    async fn node(&self, node: &str, image: &str) -> Option<NodeFacts> {
+        let e = self.0.try_engine(node, Duration::from_secs(5)).await.ok()?;
+        Some(NodeFacts {
+            has_image: e.docker.inspect_image(image).await.is_ok(),
+            forwarder: registry::observe_forwarder(&e.docker).await,
+            registry_data: registry::has_data(&e.docker).await,
+            swarm: settled_view(&e.docker, &e.advertise_addr).await.map_err(|err| engine_message(&err)),
+            address: e.advertise_addr,
+        })
+    }
+
+    async fn list_nodes(&self, node: &str) -> Option<Vec<bollard::models::Node>> {
+        self.0.engine(node).await.ok()?.docker.list_nodes(None).await.ok()
+    }
+
+    async fn registry(&self, node: &str) -> Result<Option<RegistryObs>> {
+        let mgr = self.0.engine(node).await?.docker;
+        Ok(registry::observe(&mgr).await)
+    }
+
+    async fn registry_task(&self, node: &str) -> Option<(String, String)> {
+        let mgr = self.0.engine(node).await.ok()?.docker;
+        let filters = HashMap::from([("service", vec![registry::SERVICE]), ("desired-state", vec!["running"])]);
+        let tasks = mgr
+            .list_tasks(Some(bollard::query_parameters::ListTasksOptionsBuilder::new().filters(&filters).build()))
+            .await
+            .ok()?;
+        let t = tasks.first()?;
+        let state = t.status.as_ref().and_then(|s| s.state).map(|s| s.to_string()).unwrap_or_default();
+        Some((t.node_id.clone().unwrap_or_default(), state))
+    }
+}
+
+/// A node's own view of its membership once it has settled (see [`settling`]), or `None` if
+/// it has not within [`SETTLE_TIMEOUT`].
+async fn settled_view(
+    docker: &bollard::Docker,
+    advertise: &str,
+) -> std::result::Result<Option<LocalView>, bollard::errors::Error> {
+    let start = Instant::now();
+    loop {
+        let v = local_view(docker).await?;
+        if !settling(&v, advertise) {
+            return Ok(Some(v));
+        }
+        if start.elapsed() >= SETTLE_TIMEOUT {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bollard::models::{Node, NodeSpec};
+    use crate::plan::tests::desired;
+    use crate::plan::{plan, ModeRequest, Step};
+    use crate::state::{RegistryMode, SwarmRecord};
+    use crate::topology::ClusterName;
+    use bollard::models::{ManagerStatus, Node, NodeSpec, NodeState, NodeStatus};
 
     fn node(id: &str, role: NodeSpecRoleEnum, cluster: Option<&str>) -> (String, Node) {
         let labels = cluster.map(|c| HashMap::from([("lab.cluster".to_string(), c.to_string())]));
@@ -533,5 +613,366 @@ mod tests {
         assert_eq!(host_of("[fd00::1]:2377"), "fd00::1");
         assert_eq!(host_of("fd00::1"), "fd00::1");
         assert_eq!(host_of("10.0.0.1"), "10.0.0.1");
+    }
+
+    /// Engines that answer as told, with no engine behind them. A node missing from `nodes`
+    /// does not answer; a manager missing from `lists` cannot list its swarm.
+    #[derive(Default)]
+    struct Canned {
+        nodes: BTreeMap<String, NodeFacts>,
+        lists: BTreeMap<String, Vec<Node>>,
+        registry: Option<RegistryObs>,
+        task: Option<(String, String)>,
+        /// The nodes whose engines were asked about themselves.
+        asked: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl EngineView for Canned {
+        async fn node(&self, node: &str, image: &str) -> Option<NodeFacts> {
+            assert_eq!(image, "registry:2", "observation looks for the registry image");
+            self.asked.lock().unwrap().push(node.to_string());
+            self.nodes.get(node).cloned()
+        }
+        async fn list_nodes(&self, node: &str) -> Option<Vec<Node>> {
+            self.lists.get(node).cloned()
+        }
+        async fn registry(&self, node: &str) -> Result<Option<RegistryObs>> {
+            assert!(self.lists.contains_key(node), "the registry service asked of {node}, which listed no swarm");
+            Ok(self.registry.clone())
+        }
+        async fn registry_task(&self, _: &str) -> Option<(String, String)> {
+            self.task.clone()
+        }
+    }
+
+    impl Canned {
+        /// `node`'s engine answers at `address`, has the registry image and sees itself as `view`.
+        fn answers(mut self, node: &str, address: &str, view: LocalView) -> Self {
+            let facts = NodeFacts {
+                address: address.into(),
+                has_image: true,
+                forwarder: None,
+                registry_data: false,
+                swarm: Ok(Some(view)),
+            };
+            self.nodes.insert(node.into(), facts);
+            self
+        }
+
+        fn facts(&mut self, node: &str) -> &mut NodeFacts {
+            self.nodes.get_mut(node).expect("an answering node")
+        }
+    }
+
+    /// A swarm node as a manager lists it: ready, and the leader if a manager.
+    fn listed(id: &str, role: NodeSpecRoleEnum, drain: bool, labels: &[(&str, &str)]) -> Node {
+        let availability = if drain { NodeSpecAvailabilityEnum::DRAIN } else { NodeSpecAvailabilityEnum::ACTIVE };
+        let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Node {
+            id: Some(id.into()),
+            spec: Some(NodeSpec {
+                role: Some(role),
+                availability: Some(availability),
+                labels: Some(labels),
+                name: None,
+            }),
+            status: Some(NodeStatus { state: Some(NodeState::READY), ..Default::default() }),
+            manager_status: (role == NodeSpecRoleEnum::MANAGER)
+                .then(|| ManagerStatus { leader: Some(true), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn machine(name: &str, state: MachineState) -> Machine {
+        Machine { name: name.into(), role: None, state, address: None }
+    }
+
+    /// The machines of `desired(1, 2, ..)` (manager, worker1, worker2), all running.
+    fn running() -> Vec<Machine> {
+        ["manager", "worker1", "worker2"].iter().map(|n| machine(n, MachineState::Running)).collect()
+    }
+
+    /// Cluster `t`'s record, with the swarm lab made, if it made one.
+    fn recorded(swarm: Option<(&str, &str)>) -> ClusterState {
+        ClusterState {
+            version: 1,
+            cluster: ClusterName::parse("t", "t").unwrap(),
+            driver: "fake".into(),
+            driver_config: serde_json::json!({}),
+            managers: 1,
+            workers: 2,
+            registry_image: "registry:2".into(),
+            registry_mode: None,
+            swarm: swarm.map(|(id, addr)| SwarmRecord { id: id.into(), manager_addr: addr.into() }),
+            nodes: BTreeMap::new(),
+            completed: vec![],
+            run_finished: true,
+            manager_labels: BTreeMap::new(),
+            worker_labels: BTreeMap::new(),
+            registry_mode_request: None,
+        }
+    }
+
+    /// Cluster `t` in swarm S, as `up` leaves it: the manager (10.0.0.1, drained, the leader)
+    /// lists itself and both workers.
+    fn in_swarm() -> Canned {
+        let mut c = Canned::default()
+            .answers("manager", "10.0.0.1", manager_in("S", "m"))
+            .answers("worker1", "10.0.0.2", worker("w1", &["10.0.0.1:2377"]))
+            .answers("worker2", "10.0.0.3", worker("w2", &["10.0.0.1:2377"]));
+        c.lists.insert(
+            "manager".into(),
+            vec![
+                listed("m", NodeSpecRoleEnum::MANAGER, true, &[("lab.cluster", "t"), ("lab.node", "manager")]),
+                listed("w1", NodeSpecRoleEnum::WORKER, false, &[("lab.cluster", "t"), ("lab.node", "worker1")]),
+                listed("w2", NodeSpecRoleEnum::WORKER, false, &[("lab.cluster", "t"), ("lab.node", "worker2")]),
+            ],
+        );
+        c
+    }
+
+    const RECORDED_S: Option<(&str, &str)> = Some(("S", "10.0.0.1:2377"));
+
+    fn steps(d: &Desired, o: &Observed) -> Vec<Step> {
+        plan(d, o).steps.into_iter().map(|s| s.step).collect()
+    }
+
+    #[tokio::test]
+    async fn fresh_machines_are_in_no_swarm_and_the_plan_makes_one() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let engines = Canned::default()
+            .answers("manager", "10.0.0.1", LocalView::default())
+            .answers("worker1", "10.0.0.2", LocalView::default())
+            .answers("worker2", "10.0.0.3", LocalView::default());
+        let obs = look(&d, &recorded(None), running(), &engines).await.unwrap();
+        for (name, addr) in [("manager", "10.0.0.1"), ("worker1", "10.0.0.2"), ("worker2", "10.0.0.3")] {
+            let n = &obs.observed.nodes[name];
+            assert!(n.engine, "{name}");
+            assert_eq!(n.swarm, Membership::None, "{name}");
+            assert_eq!(n.address.as_deref(), Some(addr), "the address its engine advertises");
+            assert!(n.images.contains("registry:2"), "{name}");
+        }
+        assert_eq!(obs.observed.swarm_id, None);
+        assert_eq!(obs.observed.registry, None);
+        assert!(!obs.observed.managers_unchecked);
+        assert!(obs.swarm_nodes.is_empty() && obs.registry_task.is_none());
+        let steps = steps(&d, &obs.observed);
+        assert!(steps.contains(&Step::InitSwarm { node: "manager".into() }), "{steps:?}");
+        for w in ["worker1", "worker2"] {
+            assert!(steps.contains(&Step::JoinSwarm { node: w.into(), role: Role::Worker }), "{steps:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn nodes_in_the_recorded_swarm_are_members_as_its_manager_lists_them() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let obs = look(&d, &recorded(RECORDED_S), running(), &in_swarm()).await.unwrap();
+        assert_eq!(obs.observed.swarm_id.as_deref(), Some("S"));
+        assert!(!obs.observed.managers_unchecked);
+        assert_eq!(obs.observed.nodes["manager"].swarm, member("S", true));
+        assert_eq!(obs.observed.nodes["worker1"].swarm, member("S", false));
+        assert_eq!(obs.observed.nodes["worker2"].swarm, member("S", false));
+        // What `status` shows, as the manager lists it.
+        let m = &obs.swarm_nodes["manager"];
+        assert_eq!(
+            (m.id.as_str(), m.role.as_str(), m.availability.as_str(), m.status.as_str(), m.manager_status.as_str()),
+            ("m", "manager", "drain", "ready", "leader")
+        );
+        let w = &obs.swarm_nodes["worker1"];
+        assert_eq!((w.role.as_str(), w.availability.as_str(), w.manager_status.as_str()), ("worker", "active", ""));
+        assert_eq!(w.labels.get("lab.node").map(String::as_str), Some("worker1"));
+        // What the planner reads.
+        assert!(obs.observed.nodes["manager"].drained && !obs.observed.nodes["worker1"].drained);
+        assert_eq!(obs.observed.nodes["worker1"].labels, w.labels);
+        let steps = steps(&d, &obs.observed);
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, Step::InitSwarm { .. } | Step::JoinSwarm { .. } | Step::LeaveSwarm { .. })),
+            "members are left in their swarm: {steps:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_in_another_swarm_is_foreign_and_the_plan_will_not_take_it() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let engines = in_swarm().answers("worker2", "10.0.0.3", worker("x", &["10.9.9.9:2377"]));
+        let obs = look(&d, &recorded(RECORDED_S), running(), &engines).await.unwrap();
+        assert_eq!(
+            obs.observed.nodes["worker2"].swarm,
+            Membership::Foreign { swarm: "the swarm managed at 10.9.9.9:2377".into() }
+        );
+        assert!(!obs.swarm_nodes.contains_key("worker2"));
+        assert_eq!(obs.observed.nodes["worker1"].swarm, member("S", false));
+        let p = plan(&d, &obs.observed);
+        assert!(
+            p.blocked
+                .iter()
+                .any(|b| b.starts_with("worker2 is already in another swarm (the swarm managed at 10.9.9.9")),
+            "{:?}",
+            p.blocked
+        );
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_does_not_answer_is_not_ready_and_is_waited_for() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut machines = running();
+        machines[1].address = Some("172.16.0.9".into());
+        let mut engines = in_swarm();
+        engines.nodes.remove("worker1");
+        let obs = look(&d, &recorded(RECORDED_S), machines, &engines).await.unwrap();
+        let w = &obs.observed.nodes["worker1"];
+        assert!(!w.engine);
+        assert_eq!(w.swarm, Membership::Unknown);
+        assert_eq!(w.address.as_deref(), Some("172.16.0.9"), "the driver's address, lacking the engine's");
+        assert!(!obs.swarm_nodes.contains_key("worker1"));
+        // A worker's silence does not stop the managers answering for the swarm.
+        assert!(!obs.observed.managers_unchecked);
+        assert_eq!(obs.observed.nodes["worker2"].swarm, member("S", false));
+        assert!(steps(&d, &obs.observed).contains(&Step::WaitEngine { node: "worker1".into() }));
+
+        // An engine that answers but cannot say whether it is in a swarm counts as not answering.
+        let mut engines = in_swarm();
+        engines.facts("worker1").swarm = Err("Cannot connect to the Docker daemon".into());
+        let obs = look(&d, &recorded(RECORDED_S), running(), &engines).await.unwrap();
+        assert!(!obs.observed.nodes["worker1"].engine);
+        assert_eq!(obs.observed.nodes["worker1"].swarm, Membership::Unknown);
+
+        // A stopped machine's engine is not asked; the plan starts it.
+        let mut machines = running();
+        machines[2].state = MachineState::Stopped;
+        let engines = in_swarm();
+        let obs = look(&d, &recorded(RECORDED_S), machines, &engines).await.unwrap();
+        assert!(!engines.asked.lock().unwrap().contains(&"worker2".to_string()));
+        assert!(!obs.observed.nodes["worker2"].engine);
+        assert!(steps(&d, &obs.observed).contains(&Step::StartNode { node: "worker2".into() }));
+    }
+
+    #[tokio::test]
+    async fn a_silent_manager_leaves_the_swarm_unchecked_and_no_node_is_made_to_leave() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut engines = in_swarm();
+        engines.nodes.remove("manager");
+        engines.registry = Some(RegistryObs {
+            image: "registry:2".into(),
+            mode: RegistryMode::Fallback,
+            spec_matches: true,
+            running_on: None,
+        });
+        let obs = look(&d, &recorded(RECORDED_S), running(), &engines).await.unwrap();
+        assert!(obs.observed.managers_unchecked);
+        assert_eq!(obs.observed.swarm_id, None);
+        assert!(!obs.observed.nodes["manager"].engine);
+        // The workers' managers are this cluster's, which could not say: taken for its own.
+        assert_eq!(obs.observed.nodes["worker1"].swarm, Membership::Unknown);
+        // Nothing to ask for the registry either.
+        assert_eq!(obs.observed.registry, None);
+        let steps = steps(&d, &obs.observed);
+        assert!(!steps.iter().any(|s| matches!(s, Step::LeaveSwarm { .. })), "{steps:?}");
+        assert!(steps.contains(&Step::WaitEngine { node: "manager".into() }), "{steps:?}");
+    }
+
+    #[tokio::test]
+    async fn the_registry_service_and_the_node_its_task_runs_on() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let service = RegistryObs {
+            image: "registry:2".into(),
+            mode: RegistryMode::Fallback,
+            spec_matches: true,
+            running_on: None,
+        };
+        let with = |task: Option<(&str, &str)>| {
+            let mut c = in_swarm();
+            c.registry = Some(service.clone());
+            c.task = task.map(|(n, s)| (n.to_string(), s.to_string()));
+            c
+        };
+        // Running on worker1: named by lab's name for it.
+        let obs = look(&d, &recorded(RECORDED_S), running(), &with(Some(("w1", "running")))).await.unwrap();
+        let reg = obs.observed.registry.clone().expect("the service");
+        assert_eq!((reg.image.as_str(), reg.mode, reg.spec_matches), ("registry:2", RegistryMode::Fallback, true));
+        assert_eq!(reg.running_on.as_deref(), Some("worker1"));
+        assert_eq!(obs.registry_task, Some(("worker1".into(), "running".into())));
+        // Not running yet: where it is, but running nowhere.
+        let obs = look(&d, &recorded(RECORDED_S), running(), &with(Some(("w1", "pending")))).await.unwrap();
+        assert_eq!(obs.observed.registry.unwrap().running_on, None);
+        assert_eq!(obs.registry_task, Some(("worker1".into(), "pending".into())));
+        // On a node no manager lists (a lost one): its ID, and running nowhere lab can see.
+        let obs = look(&d, &recorded(RECORDED_S), running(), &with(Some(("lost", "running")))).await.unwrap();
+        assert_eq!(obs.observed.registry.unwrap().running_on, None);
+        assert_eq!(obs.registry_task, Some(("lost".into(), "running".into())));
+        // No service: no registry and no task; the plan deploys it.
+        let mut engines = in_swarm();
+        engines.task = Some(("w1".into(), "running".into()));
+        let obs = look(&d, &recorded(RECORDED_S), running(), &engines).await.unwrap();
+        assert_eq!(obs.observed.registry, None);
+        assert_eq!(obs.registry_task, None);
+        assert!(steps(&d, &obs.observed).contains(&Step::DeployRegistry));
+    }
+
+    #[tokio::test]
+    async fn forwarders_data_volumes_and_images_are_seen_on_each_node() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut engines = in_swarm();
+        engines.facts("worker2").forwarder = Some("10.0.0.2:5000".into());
+        engines.facts("worker1").registry_data = true;
+        engines.facts("manager").has_image = false;
+        let obs = look(&d, &recorded(RECORDED_S), running(), &engines).await.unwrap();
+        let n = &obs.observed.nodes;
+        assert_eq!(n["worker2"].forwarder.as_deref(), Some("10.0.0.2:5000"));
+        assert_eq!(n["worker1"].forwarder, None);
+        assert!(n["worker1"].registry_data && !n["worker2"].registry_data);
+        assert!(n["manager"].images.is_empty() && n["worker1"].images.contains("registry:2"));
+    }
+
+    /// Lab's record is out of date: the manager was made again outside lab (a new address, in
+    /// no swarm), and worker1 is still in the swarm lab recorded.
+    #[tokio::test]
+    async fn a_recorded_swarm_whose_manager_is_gone_is_recognised_by_its_recorded_address() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let engines = Canned::default()
+            .answers("manager", "10.0.0.7", LocalView::default())
+            .answers("worker1", "10.0.0.2", worker("w1", &["10.0.0.1:2377"]))
+            .answers("worker2", "10.0.0.3", LocalView::default());
+        let mut state = recorded(Some(("OLD", "10.0.0.1:2377")));
+        state.registry_mode = Some(RegistryMode::Fallback);
+        let obs = look(&d, &state, running(), &engines).await.unwrap();
+        assert_eq!(obs.observed.swarm_id, None);
+        assert!(!obs.observed.managers_unchecked);
+        assert_eq!(
+            obs.observed.nodes["worker1"].swarm,
+            Membership::Member { swarm_id: "a former swarm of cluster t".into(), manager: false }
+        );
+        assert_eq!(obs.observed.mode, Some(RegistryMode::Fallback), "the recorded mode is carried");
+        // worker1 leaves the old swarm without asking, and joins the new one.
+        let p = plan(&d, &obs.observed);
+        assert!(p.blocked.is_empty(), "{:?}", p.blocked);
+        let steps: Vec<Step> = p.steps.into_iter().map(|s| s.step).collect();
+        for s in [
+            Step::InitSwarm { node: "manager".into() },
+            Step::LeaveSwarm { node: "worker1".into() },
+            Step::JoinSwarm { node: "worker1".into(), role: Role::Worker },
+        ] {
+            assert!(steps.contains(&s), "{s} missing from {steps:?}");
+        }
+        // Without the record, nothing says that swarm was this cluster's: it is foreign.
+        let obs = look(&d, &recorded(None), running(), &engines).await.unwrap();
+        assert_eq!(
+            obs.observed.nodes["worker1"].swarm,
+            Membership::Foreign { swarm: "the swarm managed at 10.0.0.1:2377".into() }
+        );
+    }
+
+    #[test]
+    fn a_membership_still_settling_is_not_taken_at_face_value() {
+        // Rejoining after its engine started.
+        assert!(settling(&LocalView { active: true, pending: true, ..Default::default() }, "10.0.0.1"));
+        // A manager whose control plane is not up yet: a worker managed at its own address.
+        assert!(settling(&worker("m", &["10.0.0.1:2377"]), "10.0.0.1"));
+        assert!(!settling(&worker("w", &["10.0.0.1:2377"]), "10.0.0.2"));
+        assert!(!settling(&manager_in("S", "m"), "10.0.0.1"));
+        assert!(!settling(&LocalView::default(), "10.0.0.1"));
     }
 }

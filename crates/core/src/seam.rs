@@ -1,11 +1,16 @@
 //! The narrow seam between the executor and the code that works on nodes.
 //!
-//! The registry ([`crate::registry`]), image ([`crate::images`]) and look-inside
-//! ([`crate::probe`]) code needs four things: the desired cluster, a node's engine (and a
-//! manager of the swarm), a command run on a node, and the cluster's recorded state. [`Nodes`]
-//! is exactly that. [`crate::exec::Runtime`] implements it; those modules never see the
-//! runtime, its driver or its caches, so they do not depend on the executor, and the
-//! executor depends on them, not the other way round.
+//! The registry ([`crate::registry`]), image ([`crate::images`]), look-inside
+//! ([`crate::probe`]), observation ([`crate::observe`]) and teardown ([`crate::teardown`])
+//! code needs a few things: the desired cluster, the machines the driver reports, a node's
+//! engine (and a manager of the swarm), a command run on a node, and the cluster's recorded
+//! state. [`Nodes`] is exactly that. [`crate::exec::Runtime`] implements it; those modules
+//! never see the runtime, its driver or its caches, so they do not depend on the executor, and
+//! the executor depends on them, not the other way round.
+//!
+//! Observation and teardown go one step further for their tests: each asks the engines
+//! through a small trait of its own whose answers are plain facts, so their logic is checked
+//! against canned answers, with no engine.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
-use crate::driver::{ExecOutput, NodeEngine};
+use crate::driver::{ExecOutput, Machine, NodeEngine};
 use crate::error::{engine_message, Error, Result};
 use crate::plan::Desired;
 use crate::progress::Progress;
@@ -33,6 +38,12 @@ pub trait Nodes: Send + Sync {
     fn state(&self) -> ClusterState;
     /// Where progress goes.
     fn progress(&self) -> Arc<dyn Progress>;
+    /// The cluster's machines as the driver reports them now; remembered, so that their
+    /// engines can be reached.
+    async fn machines(&self) -> Result<Vec<Machine>>;
+    /// Remembers which swarm observation decided is the cluster's (`None`: none is). From then
+    /// on [`Nodes::manager`] answers only with a manager of that swarm.
+    fn set_cluster_swarm(&self, id: Option<String>);
     /// The node's engine, which must answer (within a few seconds).
     async fn engine(&self, node: &str) -> Result<NodeEngine>;
     /// The node's engine, answering within `timeout`.

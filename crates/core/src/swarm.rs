@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
-    LocalNodeState, NodeSpec as SwarmNodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, SwarmInitRequest,
-    SwarmJoinRequest,
+    LocalNodeState, Node, NodeSpec as SwarmNodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, SwarmInfo,
+    SwarmInitRequest, SwarmJoinRequest,
 };
 use bollard::query_parameters::{LeaveSwarmOptionsBuilder, UpdateNodeOptionsBuilder};
 use bollard::Docker;
@@ -37,13 +37,17 @@ pub struct LocalView {
 
 /// Reads a node's own view of its membership.
 pub async fn local_view(docker: &Docker) -> std::result::Result<LocalView, bollard::errors::Error> {
-    let info = docker.info().await?;
-    let Some(swarm) = info.swarm else { return Ok(LocalView::default()) };
+    Ok(view_of(docker.info().await?.swarm))
+}
+
+/// A node's view of its membership from the `Swarm` part of its `docker info`.
+fn view_of(swarm: Option<SwarmInfo>) -> LocalView {
+    let Some(swarm) = swarm else { return LocalView::default() };
     let active = matches!(
         swarm.local_node_state,
         Some(LocalNodeState::ACTIVE) | Some(LocalNodeState::PENDING) | Some(LocalNodeState::LOCKED)
     );
-    Ok(LocalView {
+    LocalView {
         active,
         pending: swarm.local_node_state == Some(LocalNodeState::PENDING),
         node_id: swarm.node_id.filter(|s| !s.is_empty()),
@@ -54,7 +58,7 @@ pub async fn local_view(docker: &Docker) -> std::result::Result<LocalView, bolla
         } else {
             Vec::new()
         },
-    })
+    }
 }
 
 /// `docker swarm init --advertise-addr ADDR` on `node`; returns the swarm's ID and address.
@@ -171,16 +175,20 @@ pub fn out_of_sequence(e: &bollard::errors::Error) -> bool {
 /// was destroyed and made again.
 pub async fn forget_stale(manager: &Docker, hostname: &str, keep_id: &str) {
     let Ok(nodes) = manager.list_nodes(None).await else { return };
-    for n in nodes {
+    for n in nodes.iter().filter(|n| stale(n, hostname, keep_id)) {
         let id = n.id.clone().unwrap_or_default();
-        let host = n.description.as_ref().and_then(|d| d.hostname.clone()).unwrap_or_default();
-        let down = n.status.as_ref().and_then(|s| s.state) == Some(bollard::models::NodeState::DOWN);
-        if host == hostname && id != keep_id && down {
-            let _ = manager
-                .delete_node(&id, Some(bollard::query_parameters::DeleteNodeOptionsBuilder::new().force(true).build()))
-                .await;
-        }
+        let _ = manager
+            .delete_node(&id, Some(bollard::query_parameters::DeleteNodeOptionsBuilder::new().force(true).build()))
+            .await;
     }
+}
+
+/// Whether a listed swarm node is what is left of `hostname` made again (as `keep_id`): down,
+/// with that hostname, and not `keep_id`.
+fn stale(n: &Node, hostname: &str, keep_id: &str) -> bool {
+    let host = n.description.as_ref().and_then(|d| d.hostname.as_deref()).unwrap_or_default();
+    let down = n.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN);
+    host == hostname && n.id.as_deref().unwrap_or_default() != keep_id && down
 }
 
 #[cfg(test)]
@@ -199,5 +207,53 @@ mod tests {
         let other =
             bollard::errors::Error::DockerResponseServerError { status_code: 404, message: "node not found".into() };
         assert!(!out_of_sequence(&other));
+    }
+
+    #[test]
+    fn a_nodes_own_view_of_its_membership() {
+        use bollard::models::{ClusterInfo, PeerNode};
+        assert_eq!(view_of(None), LocalView::default());
+        let info = |state: LocalNodeState, control: bool| SwarmInfo {
+            local_node_state: Some(state),
+            node_id: Some("n1".into()),
+            control_available: Some(control),
+            cluster: control.then(|| ClusterInfo { id: Some("S".into()), ..Default::default() }),
+            remote_managers: Some(vec![PeerNode { node_id: None, addr: Some("10.0.0.1:2377".into()) }]),
+            ..Default::default()
+        };
+        let manager = view_of(Some(info(LocalNodeState::ACTIVE, true)));
+        assert!(manager.active && manager.manager && !manager.pending);
+        assert_eq!((manager.node_id.as_deref(), manager.cluster_id.as_deref()), (Some("n1"), Some("S")));
+        assert_eq!(manager.remote_managers, ["10.0.0.1:2377"]);
+        let worker = view_of(Some(info(LocalNodeState::ACTIVE, false)));
+        assert!(worker.active && !worker.manager && worker.cluster_id.is_none());
+        // Rejoining, or locked: still in the swarm.
+        let pending = view_of(Some(info(LocalNodeState::PENDING, false)));
+        assert!(pending.active && pending.pending);
+        assert!(view_of(Some(info(LocalNodeState::LOCKED, false))).active);
+        // Not in a swarm (or just left it): neither a manager nor managed, whatever else it says.
+        for state in [LocalNodeState::INACTIVE, LocalNodeState::ERROR, LocalNodeState::EMPTY] {
+            let v = view_of(Some(info(state, true)));
+            assert!(!v.active && !v.manager && v.remote_managers.is_empty(), "{state:?}: {v:?}");
+        }
+        // Empty IDs are none.
+        let mut blank = info(LocalNodeState::INACTIVE, false);
+        blank.node_id = Some(String::new());
+        assert_eq!(view_of(Some(blank)).node_id, None);
+    }
+
+    #[test]
+    fn only_a_down_entry_of_the_same_host_made_again_is_stale() {
+        use bollard::models::{NodeDescription, NodeStatus};
+        let entry = |id: &str, host: &str, state: NodeState| Node {
+            id: Some(id.into()),
+            description: Some(NodeDescription { hostname: Some(host.into()), ..Default::default() }),
+            status: Some(NodeStatus { state: Some(state), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(stale(&entry("old", "worker1", NodeState::DOWN), "worker1", "new"));
+        assert!(!stale(&entry("new", "worker1", NodeState::DOWN), "worker1", "new"), "the node itself");
+        assert!(!stale(&entry("old", "worker1", NodeState::READY), "worker1", "new"), "one that is up");
+        assert!(!stale(&entry("old", "worker2", NodeState::DOWN), "worker1", "new"), "another host");
     }
 }

@@ -41,7 +41,7 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     let rt = Arc::new(rt);
     rt.driver.preflight(&rt.desired.topology.nodes).await?;
     rt.update_state(|_| {})?;
-    let obs = observe(&rt).await?;
+    let obs = observe(&*rt).await?;
     let p = plan(&rt.desired, &obs.observed);
     refuse_blocked(&cluster, &p, rt.desired.force)?;
     if p.is_empty() {
@@ -60,7 +60,7 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     progress.note("checking http://127.0.0.1:5000/v2/ and http://localhost:5000/v2/ on every node");
     wait_ready(&*rt, READY_TIMEOUT).await?;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
-    let obs = observe(&rt).await?;
+    let obs = observe(&*rt).await?;
     print!("{}", status_table(&rt, &obs));
     println!();
     println!("registry: answering {{}} at localhost:5000 on every node (mode {mode})");
