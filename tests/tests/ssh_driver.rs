@@ -98,7 +98,8 @@ fn hosts_become_a_swarm_with_a_registry_and_down_leaves_them_as_they_were() {
     let again = lab.on(&["up"]).ok("up with only --cluster");
     assert!(again.stderr.contains("nothing to change"), "{}", again.stderr);
     let check = lab.on(&["check"]).ok("lab check");
-    assert_eq!(check.stdout.matches("   ok   ").count(), 6, "{}", check.stdout);
+    // Three nodes, each with two URLs and its dockerd.
+    assert_eq!(check.stdout.matches("   ok   ").count(), 9, "{}", check.stdout);
     let env = lab.on(&["env", "--shell", "bash"]).ok("lab env");
     let want = format!("export DOCKER_HOST='ssh://root@{}'", bed.host("manager").address);
     assert!(env.stdout.contains(&want), "{}", env.stdout);

@@ -36,6 +36,8 @@ pub mod probe;
 #[doc(hidden)]
 pub mod progress;
 #[doc(hidden)]
+pub mod reach;
+#[doc(hidden)]
 pub mod registry;
 #[doc(hidden)]
 pub mod seam;

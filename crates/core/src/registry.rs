@@ -655,27 +655,59 @@ pub struct UrlCheck {
 pub struct NodeCheck {
     /// The node.
     pub node: String,
-    /// Every URL answered `{}`.
+    /// Every URL answered `{}`, and the node's dockerd reached the registry.
     pub ok: bool,
     /// One line per URL.
     pub urls: Vec<UrlCheck>,
+    /// Whether the node's own dockerd reaches `localhost:5000` (what `docker push` and
+    /// `pull` need; curl may get through where dockerd does not). `None`: not asked (the
+    /// quick passes of [`wait_ready`], or an engine that does not answer).
+    pub engine: Option<crate::reach::EngineCheck>,
     /// Why not, when lab could tell.
     pub explanation: Option<String>,
+}
+
+impl NodeCheck {
+    fn with_engine(mut self, engine: crate::reach::EngineCheck) -> NodeCheck {
+        self.ok = self.ok && engine.ok;
+        self.engine = Some(engine);
+        self
+    }
 }
 
 /// The URLs the seed checks on every node, and the `localhost` spelling that breaks when it
 /// resolves to `::1` and nothing listens there.
 pub const CHECK_URLS: [&str; 2] = ["http://127.0.0.1:5000/v2/", "http://localhost:5000/v2/"];
 
-/// Fetches [`CHECK_URLS`] from inside `node`.
+/// Fetches [`CHECK_URLS`] from inside `node`, and asks the node's dockerd to reach
+/// `localhost:5000` ([`crate::reach`]), both at once.
 pub async fn check_node(rt: &dyn Nodes, node: &str) -> NodeCheck {
-    check_node_with(rt, node, true).await
+    let (urls, engine) = tokio::join!(check_node_with(rt, node, true), check_engine(rt, node));
+    match engine {
+        Some(engine) => urls.with_engine(engine),
+        None => urls,
+    }
 }
 
-/// [`check_node`]; without `detailed`, a failure is not broken down by URL (for polling).
+/// The engine-level check on `node`; `None` if its engine does not answer (the URL check
+/// says so already).
+async fn check_engine(rt: &dyn Nodes, node: &str) -> Option<crate::reach::EngineCheck> {
+    let docker = rt.engine(node).await.ok()?.docker;
+    Some(crate::reach::check(&docker).await)
+}
+
+/// [`CHECK_URLS`] on `node`; without `detailed`, a failure is not broken down by URL (for
+/// polling).
 async fn check_node_with(rt: &dyn Nodes, node: &str, detailed: bool) -> NodeCheck {
+    let failed = |explanation: Option<String>| NodeCheck {
+        node: node.into(),
+        ok: false,
+        urls: Vec::new(),
+        engine: None,
+        explanation,
+    };
     if let Err(e) = rt.engine(node).await {
-        return NodeCheck { node: node.into(), ok: false, urls: Vec::new(), explanation: Some(e.to_string()) };
+        return failed(Some(e.to_string()));
     }
     // Both URLs in one command first (the common, healthy case: one exec per node); one
     // command per URL only to tell which fails.
@@ -685,10 +717,10 @@ async fn check_node_with(rt: &dyn Nodes, node: &str, detailed: bool) -> NodeChec
     let both = probe::on_node(rt, node, &[curl, wget], &rt.desired().registry_image, Duration::from_secs(20)).await;
     if matches!(&both, Ok(out) if out.code == 0 && out.output.trim() == "{}{}") {
         let urls = CHECK_URLS.iter().map(|u| UrlCheck { url: u.to_string(), ok: true, answer: "{}".into() }).collect();
-        return NodeCheck { node: node.into(), ok: true, urls, explanation: None };
+        return NodeCheck { node: node.into(), ok: true, urls, engine: None, explanation: None };
     }
     if !detailed {
-        return NodeCheck { node: node.into(), ok: false, urls: Vec::new(), explanation: None };
+        return failed(None);
     }
     let urls = join_all(CHECK_URLS.iter().map(|url| async move {
         // curl as in the seed, else busybox wget (no `-T`: Debian's busybox wget crashes on
@@ -705,7 +737,7 @@ async fn check_node_with(rt: &dyn Nodes, node: &str, detailed: bool) -> NodeChec
     }))
     .await;
     let ok = urls.iter().all(|u| u.ok);
-    NodeCheck { node: node.into(), ok, urls, explanation: None }
+    NodeCheck { node: node.into(), ok, urls, engine: None, explanation: None }
 }
 
 /// Checks every node concurrently and explains each failure.
@@ -715,16 +747,28 @@ pub async fn check_all(rt: &dyn Nodes) -> Vec<NodeCheck> {
     if checks.iter().any(|c| !c.ok) {
         let why = diagnose_service(rt).await;
         for c in checks.iter_mut().filter(|c| !c.ok) {
-            if c.explanation.is_none() {
-                c.explanation = Some(explain_node(rt, &c.node, why.as_deref()).await);
+            if c.explanation.is_some() {
+                continue;
             }
+            // Where curl gets `{}` and only dockerd fails, the registry and the forwarder
+            // are fine: the engine check's own explanation is the one that holds.
+            let engine_only = !c.urls.is_empty() && c.urls.iter().all(|u| u.ok);
+            c.explanation = match c.engine.as_ref().and_then(|e| e.explanation()) {
+                Some(e) if engine_only => Some(e),
+                _ => Some(explain_node(rt, &c.node, why.as_deref()).await),
+            };
         }
     }
     checks
 }
 
-/// Waits, at most `timeout`, until every node answers `{}`; the error names the nodes that
-/// never did and why.
+/// Waits, at most `timeout`, until every node answers `{}` and every node's dockerd reaches
+/// `localhost:5000`; the error names the nodes that never did and why.
+///
+/// The engine-level check runs once curl gets `{}` everywhere. It is asked again only while
+/// its failures may pass (a refused connection while the registry settles): a node where
+/// dockerd's connection hangs costs dockerd's own timeout (25 s on Docker 20.10) per question,
+/// and does not heal by waiting.
 pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeCheck>> {
     let start = Instant::now();
     let nodes: Vec<String> = rt.desired().topology.nodes.iter().map(|n| n.name.clone()).collect();
@@ -738,9 +782,24 @@ pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeChe
     loop {
         let quick = join_all(nodes.iter().map(|n| check_node_with(rt, n, false))).await;
         if quick.iter().all(|c| c.ok) {
-            return Ok(quick);
-        }
-        if start.elapsed() >= timeout {
+            let engines = join_all(nodes.iter().map(|n| check_engine(rt, n))).await;
+            let checks: Vec<NodeCheck> = quick
+                .into_iter()
+                .zip(engines)
+                .map(|(c, e)| {
+                    c.with_engine(e.unwrap_or_else(|| {
+                        crate::reach::EngineCheck::unasked("its Docker engine does not answer".into())
+                    }))
+                })
+                .collect();
+            if checks.iter().all(|c| c.ok) {
+                return Ok(checks);
+            }
+            let hangs = checks.iter().filter_map(|c| c.engine.as_ref()).any(|e| e.reach == crate::reach::Reach::Hangs);
+            if hangs || start.elapsed() >= timeout {
+                return Err(engine_error(&checks));
+            }
+        } else if start.elapsed() >= timeout {
             // One detailed pass, to say which URL fails where and why.
             let checks = check_all(rt).await;
             if checks.iter().all(|c| c.ok) {
@@ -758,6 +817,34 @@ pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeChe
             });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The error for nodes where curl gets `{}` but dockerd does not reach the registry: names
+/// them, with each one's explanation, and a hint where the cause is known (issue 8).
+fn engine_error(checks: &[NodeCheck]) -> Error {
+    let bad: Vec<(&str, &crate::reach::EngineCheck, String)> = checks
+        .iter()
+        .filter_map(|c| {
+            let e = c.engine.as_ref()?;
+            Some((c.node.as_str(), e, e.explanation()?))
+        })
+        .collect();
+    let names: Vec<&str> = bad.iter().map(|(n, _, _)| *n).collect();
+    let message = match bad.as_slice() {
+        [(_, _, why)] => why.clone(),
+        _ => bad.iter().map(|(n, _, why)| format!("{n}: {why}")).collect::<Vec<_>>().join("; "),
+    };
+    let err = Error::node(names.join(", "), format!("ask the node's dockerd for localhost:{PORT}"), message);
+    if bad.iter().any(|(_, e, _)| e.ipv6_hangs()) {
+        err.with_hint(format!(
+            "dockerd dials ::1 first for localhost, and something on the node's [::1]:{PORT} accepts connections \
+             and never answers (with the ingress routing mesh, dockerd's own listener before Docker 29.8: moby \
+             issue 53091); docker push and pull to localhost:{PORT} fail there, while 127.0.0.1:{PORT} works. \
+             Upgrade Docker on the node or free [::1]:{PORT}; meanwhile tag images 127.0.0.1:{PORT}/..."
+        ))
+    } else {
+        err
     }
 }
 

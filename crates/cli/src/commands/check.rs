@@ -1,4 +1,5 @@
-//! `lab check`: ask every node for the registry, and explain any failure.
+//! `lab check`: ask every node for the registry, with curl on the node and through the
+//! node's own dockerd, and explain any failure.
 
 use std::sync::Arc;
 
@@ -39,8 +40,18 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
                         u.answer.clone(),
                     ]);
                 }
+                if let Some(e) = &c.engine {
+                    // A registry that answers says it has no such image: that is the pass.
+                    let answer = if e.ok { format!("a registry answered: {}", e.answer) } else { e.answer.clone() };
+                    rows.push(vec![
+                        c.node.clone(),
+                        format!("dockerd {}", e.reference),
+                        if e.ok { "ok".into() } else { "FAIL".into() },
+                        answer,
+                    ]);
+                }
             }
-            print!("{}", table(&["NODE", "URL", "RESULT", "ANSWER"], &rows));
+            print!("{}", table(&["NODE", "CHECK", "RESULT", "ANSWER"], &rows));
             for c in checks.iter().filter(|c| !c.ok) {
                 if let Some(why) = &c.explanation {
                     println!("{}: {why}", c.node);

@@ -1,4 +1,5 @@
-//! `lab up`: create or converge a cluster, then wait until every node answers `{}`.
+//! `lab up`: create or converge a cluster, then wait until every node answers `{}` and every
+//! node's dockerd reaches the registry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,8 @@ use super::status::status_table;
 use crate::args::TopologyArgs;
 use crate::settings;
 
-/// How long `up` waits for every node to answer `{}` once the plan is executed.
+/// How long `up` waits for every node to answer `{}` once the plan is executed (a node whose
+/// dockerd hangs on `localhost:5000` fails at once, after dockerd's own timeout).
 pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -> Result<i32> {
@@ -57,13 +59,16 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
         }
         execute(rt.clone(), &p).await?;
     }
-    progress.note("checking http://127.0.0.1:5000/v2/ and http://localhost:5000/v2/ on every node");
+    progress.note(
+        "checking http://127.0.0.1:5000/v2/ and http://localhost:5000/v2/ on every node, and that its dockerd \
+         reaches localhost:5000",
+    );
     wait_ready(&*rt, READY_TIMEOUT).await?;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
     let obs = observe(&*rt).await?;
     print!("{}", status_table(&rt, &obs));
     println!();
-    println!("registry: answering {{}} at localhost:5000 on every node (mode {mode})");
+    println!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode})");
     println!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"");
     Ok(0)
 }
