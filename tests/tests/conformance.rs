@@ -266,7 +266,7 @@ fn bad_input_is_exit_2_and_json_carries_every_rule() {
     let r = lab.run(&["driver-test", "nosuch"]);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(
-        r.stderr.contains("unknown driver \"nosuch\"") && r.stderr.contains("docker, ssh, virtualbox"),
+        r.stderr.contains("unknown driver \"nosuch\"") && r.stderr.contains("docker, qemu, ssh, virtualbox"),
         "{}",
         r.stderr
     );

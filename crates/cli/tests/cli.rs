@@ -55,7 +55,7 @@ fn bad_flags_exit_2_naming_flag_and_value() {
     let e = Env::new();
     e.bad(&["up", "--cluster", "Bad_Name"], &[], &["--cluster", "\"Bad_Name\""]);
     e.bad(&["up", "--cluster", &"a".repeat(33)], &[], &["--cluster", "longer than 32"]);
-    e.bad(&["up", "--driver", "nope"], &[], &["--driver", "\"nope\"", "docker, ssh, virtualbox"]);
+    e.bad(&["up", "--driver", "nope"], &[], &["--driver", "\"nope\"", "docker, qemu, ssh, virtualbox"]);
     e.bad(&["up", "--managers", "0"], &[], &["managers", "0"]);
     e.bad(&["up", "--workers", "500"], &[], &["workers", "500"]);
     e.bad(&["up", "--workers", "two"], &[], &["--workers", "two"]);
@@ -92,7 +92,7 @@ fn drivers_lists_every_bundled_driver() {
     let text = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
     let built_in: Vec<&str> = rows.iter().filter(|r| r.get(1) == Some(&"built-in")).map(|r| r[0]).collect();
-    assert_eq!(built_in, ["docker", "ssh", "virtualbox"], "{text}");
+    assert_eq!(built_in, ["docker", "qemu", "ssh", "virtualbox"], "{text}");
 }
 
 /// Writes executable `#!/bin/sh` programs into a fresh directory; returns it and a PATH that
@@ -197,7 +197,7 @@ echo '{"error":{"kind":"input","field":"size","message":"\"huge\" is not small, 
     e.bad(
         &["up", "--driver", "pick"],
         &[("PATH", &path)],
-        &["--driver", "\"pick\"", "docker, ssh, virtualbox", "picky"],
+        &["--driver", "\"pick\"", "docker, qemu, ssh, virtualbox", "picky"],
     );
 }
 
