@@ -1,7 +1,7 @@
 //! End-to-end: `lab driver-test NAME` (the conformance suite, `lab_core::conformance`) passes
 //! for every driver lab ships, each against the real thing or its test bed: docker (nodes as
 //! Docker-in-Docker containers from the offline image), ssh (the sshd+dockerd hosts of
-//! `lab_tests::ssh`), virtualbox (the stand-in `tests/docker-machine`) and the external Python
+//! `lab_tests::ssh`), virtualbox (the stand-in `tests/docker-machine`), qemu (one real VM) and the external Python
 //! driver `examples/external-driver/lab-driver-static`; and it fails, naming the rules, for a
 //! driver broken on purpose.
 //!
@@ -106,6 +106,24 @@ fn the_docker_driver_conforms() {
     let run = lab.run(&["driver-test", "docker", "--node-image", NODE_IMAGE]);
     let cluster = conforms(&run, &lab, &[]);
     assert_eq!(labelled(&cluster.0), Vec::<String>::new(), "the suite left these:\n{}", run.all());
+}
+
+/// The qemu driver conforms, claiming everything, with one real VM (booted from lab's image,
+/// which `.ci/run` builds), and leaves no QEMU or switch process behind.
+#[test]
+fn the_qemu_driver_conforms() {
+    let lab = Lab::new("cqemu", BIN);
+    let run = lab.run(&["driver-test", "qemu", "--driver-opt", "manager.memory=768", "--driver-opt", "worker.memory=768"]);
+    let cluster = conforms(&run, &lab, &[]);
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&cluster.0) && (c.contains("qemu-system") || c.contains("vde_switch")))
+        .collect();
+    assert!(left.is_empty(), "driver-test left these running: {left:?}\n{}", run.all());
 }
 
 /// The ssh driver conforms on one host of the ssh test bed: it cannot create, start or
