@@ -35,6 +35,10 @@ pub fn ensure_images() {
     if *done {
         return;
     }
+    // One build at a time across the test processes nextest runs at once.
+    let lock_path = std::env::temp_dir().join("lab-tests-offline-images.lock");
+    let lock = std::fs::File::create(&lock_path).expect("create the offline images' lock file");
+    lock.lock().expect("lock the offline images' lock file");
     let out = Command::new("bash")
         .arg(root().join("scripts/offline-images.sh"))
         .output()
@@ -46,6 +50,25 @@ pub fn ensure_images() {
         String::from_utf8_lossy(&out.stderr)
     );
     *done = true;
+}
+
+/// Builds lab's QEMU image (`scripts/qemu-image.sh`, which keeps what it built before) for
+/// the qemu driver's tests, one build at a time across test processes. Panics with the
+/// script's output if that fails (it needs root, mmdebstrap and e2fsprogs).
+pub fn ensure_qemu_image() {
+    let lock_path = std::env::temp_dir().join("lab-tests-qemu-image.lock");
+    let lock = std::fs::File::create(&lock_path).expect("create the qemu image's lock file");
+    lock.lock().expect("lock the qemu image's lock file");
+    let out = Command::new("bash")
+        .arg(root().join("scripts/qemu-image.sh"))
+        .output()
+        .expect("run scripts/qemu-image.sh");
+    assert!(
+        out.status.success(),
+        "building lab's QEMU image failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A cluster name unique to this process and call: `e2e-<pid>-<n>-<tag>`.

@@ -112,6 +112,7 @@ fn the_docker_driver_conforms() {
 /// which `.ci/run` builds), and leaves no QEMU or switch process behind.
 #[test]
 fn the_qemu_driver_conforms() {
+    lab_tests::ensure_qemu_image();
     let lab = Lab::new("cqemu", BIN);
     let run = lab.run(&["driver-test", "qemu", "--driver-opt", "manager.memory=768", "--driver-opt", "worker.memory=768"]);
     let cluster = conforms(&run, &lab, &[]);

@@ -7,20 +7,7 @@
 
 use std::time::Duration;
 
-use lab_tests::{image_made_on_manager_runs_on_with, wait_for, Lab, Run, REGISTRY_IMAGE};
-
-fn ensure_qemu_image() {
-    let out = std::process::Command::new("bash")
-        .arg(lab_tests::root().join("scripts/qemu-image.sh"))
-        .output()
-        .expect("run scripts/qemu-image.sh");
-    assert!(
-        out.status.success(),
-        "building lab's QEMU image failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use lab_tests::{ensure_qemu_image, image_made_on_manager_runs_on_with, wait_for, Lab, Run, REGISTRY_IMAGE};
 
 /// `lab ssh NODE -- ARGV` on the suite's cluster: a command on the VM, as a user runs one.
 fn on_vm(lab: &Lab, node: &str, argv: &[&str]) -> Run {
@@ -89,10 +76,15 @@ fn a_qemu_cluster_lives_its_days_on_real_kernels() {
     assert_eq!(up.code, 0, "lab up --driver qemu failed:\n{}", up.all());
     phase("up done");
     assert!(up.all().contains("registry mode: fallback") && up.all().contains("::1"), "{}", up.all());
-    for node in ["manager", "worker1", "worker2"] {
-        assert!(on_vm(&lab, node, &["cat", "/proc/net/ip_vs"]).code == 0, "{node} has no IPVS");
-        registry_works_on(&lab, node);
-    }
+    std::thread::scope(|s| {
+        for node in ["manager", "worker1", "worker2"] {
+            let lab = &lab;
+            s.spawn(move || {
+                assert!(on_vm(lab, node, &["cat", "/proc/net/ip_vs"]).code == 0, "{node} has no IPVS");
+                registry_works_on(lab, node);
+            });
+        }
+    });
 
     phase("registry works on every node");
     // The seed's point: built on the manager, run by swarm on a worker.
