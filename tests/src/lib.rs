@@ -59,10 +59,8 @@ pub fn ensure_qemu_image() {
     let lock_path = std::env::temp_dir().join("lab-tests-qemu-image.lock");
     let lock = std::fs::File::create(&lock_path).expect("create the qemu image's lock file");
     lock.lock().expect("lock the qemu image's lock file");
-    let out = Command::new("bash")
-        .arg(root().join("scripts/qemu-image.sh"))
-        .output()
-        .expect("run scripts/qemu-image.sh");
+    let out =
+        Command::new("bash").arg(root().join("scripts/qemu-image.sh")).output().expect("run scripts/qemu-image.sh");
     assert!(
         out.status.success(),
         "building lab's QEMU image failed:\n{}\n{}",

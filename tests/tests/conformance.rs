@@ -114,7 +114,8 @@ fn the_docker_driver_conforms() {
 fn the_qemu_driver_conforms() {
     lab_tests::ensure_qemu_image();
     let lab = Lab::new("cqemu", BIN);
-    let run = lab.run(&["driver-test", "qemu", "--driver-opt", "manager.memory=768", "--driver-opt", "worker.memory=768"]);
+    let run =
+        lab.run(&["driver-test", "qemu", "--driver-opt", "manager.memory=768", "--driver-opt", "worker.memory=768"]);
     let cluster = conforms(&run, &lab, &[]);
     let left: Vec<String> = std::fs::read_dir("/proc")
         .into_iter()

@@ -81,7 +81,7 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
     // The seed's check, from inside every node, for both spellings.
     for node in NODES {
         for url in ["http://127.0.0.1:5000/v2/", "http://localhost:5000/v2/"] {
-            let got = wait_for(&format!("{{}} from {url} on {node}"), Duration::from_secs(30), || {
+            wait_for(&format!("{{}} from {url} on {node}"), Duration::from_secs(30), || {
                 let r = node_exec(&lab.container(node), &["curl", "-s", "-m", "5", url]);
                 if r.stdout.trim() == "{}" {
                     Ok(())
@@ -89,7 +89,6 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
                     Err(r.all())
                 }
             });
-            let _ = got;
         }
     }
 

@@ -16,8 +16,8 @@ use clap::FromArgMatches;
 
 // Name each bundled driver so the linker keeps its registration.
 use lab_driver_docker as _;
-use lab_driver_ssh as _;
 use lab_driver_qemu as _;
+use lab_driver_ssh as _;
 use lab_driver_virtualbox as _;
 
 pub use args::Cli;

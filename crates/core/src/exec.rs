@@ -431,10 +431,10 @@ pub async fn execute<R: StepRunner>(rt: Arc<R>, plan: &Plan) -> Result<()> {
     let driver = rt.driver_name();
     loop {
         if failure.is_none() {
-            for i in 0..n {
-                if !started[i] && plan.steps[i].after.iter().all(|&a| done[a]) {
+            for (i, planned) in plan.steps.iter().enumerate() {
+                if !started[i] && planned.after.iter().all(|&a| done[a]) {
                     started[i] = true;
-                    let step = plan.steps[i].step.clone();
+                    let step = planned.step.clone();
                     let rt = rt.clone();
                     let driver = driver.clone();
                     let span = tracing::info_span!("step", node = step.node().unwrap_or("-"), step = %step);

@@ -98,7 +98,10 @@ pub async fn choose_mode(rt: &dyn Nodes) -> Result<(RegistryMode, String)> {
     }
     let first = rt.desired().topology.first_manager().name.clone();
     if !has_ipvs(rt, &first).await.map_err(|m| Error::node(&first, "look for IPVS", m))? {
-        return Ok((RegistryMode::Fallback, format!("{first} has no IPVS: forwarders relay :{PORT} to the registry's node")));
+        return Ok((
+            RegistryMode::Fallback,
+            format!("{first} has no IPVS: forwarders relay :{PORT} to the registry's node"),
+        ));
     }
     // The mesh answers on 127.0.0.1 but, before Docker 29.8, its listener on [::]:PORT takes
     // connections to ::1 and never serves them (moby#53091), and `localhost` is ::1 first on

@@ -131,7 +131,7 @@ impl Topology {
             return Err(Error::input("workers", format!("at most {MAX_WORKERS} are supported, got {workers}")));
         }
         let mut warnings = Vec::new();
-        if managers % 2 == 0 {
+        if managers.is_multiple_of(2) {
             warnings.push(format!(
                 "{managers} managers: an even number of managers tolerates no more failures than {} \
                  (Raft needs a majority); consider {}",
@@ -158,7 +158,7 @@ impl Topology {
             return Err(Error::input("hosts", "no host has role \"manager\"; a swarm needs at least one"));
         }
         let mut warnings = Vec::new();
-        if managers % 2 == 0 {
+        if managers.is_multiple_of(2) {
             warnings.push(format!(
                 "{managers} managers: an even number of managers tolerates no more failures than {}",
                 managers - 1

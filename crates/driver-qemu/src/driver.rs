@@ -138,7 +138,8 @@ impl QemuDriver {
                 format!("{} missing; build the image with {BUILD_IMAGE}", missing.join(", ") + " is"),
             ));
         }
-        let recipe: u32 = std::fs::read_to_string(d.join("recipe")).ok().and_then(|r| r.trim().parse().ok()).unwrap_or(0);
+        let recipe: u32 =
+            std::fs::read_to_string(d.join("recipe")).ok().and_then(|r| r.trim().parse().ok()).unwrap_or(0);
         if recipe < MIN_RECIPE {
             return Err(Error::op(
                 format!("use the qemu driver's image in {}", d.display()),
@@ -297,7 +298,10 @@ impl QemuDriver {
             return Err(Error::node(
                 node,
                 "make its VM",
-                format!("the socket path {} is longer than {MAX_SOCKET_PATH} bytes, which unix sockets do not allow", qmp.display()),
+                format!(
+                    "the socket path {} is longer than {MAX_SOCKET_PATH} bytes, which unix sockets do not allow",
+                    qmp.display()
+                ),
             )
             .with_hint("set XDG_STATE_HOME to a shorter directory"));
         }
@@ -333,8 +337,9 @@ impl QemuDriver {
         debug_assert!(FW_FILES.iter().all(|f| dir.fw(f).is_file()));
         let base = image.base.to_string_lossy().into_owned();
         let disk = dir.disk().to_string_lossy().into_owned();
-        let out = run(QEMU_IMG, &["create", "-q", "-f", "qcow2", "-b", &base, "-F", "qcow2", &disk], Duration::from_secs(60))
-            .await?;
+        let out =
+            run(QEMU_IMG, &["create", "-q", "-f", "qcow2", "-b", &base, "-F", "qcow2", &disk], Duration::from_secs(60))
+                .await?;
         if !out.ok() {
             return Err(Error::node(node, "make its disk with qemu-img", out.message()));
         }
@@ -371,7 +376,17 @@ impl QemuDriver {
         let _ = std::fs::remove_file(&pidfile);
         let out = run(
             VDE_SWITCH,
-            &["--sock", &marker, "--mode", "0600", "--numports", "128", "--daemon", "--pidfile", &pidfile.to_string_lossy()],
+            &[
+                "--sock",
+                &marker,
+                "--mode",
+                "0600",
+                "--numports",
+                "128",
+                "--daemon",
+                "--pidfile",
+                &pidfile.to_string_lossy(),
+            ],
             Duration::from_secs(30),
         )
         .await?;

@@ -34,15 +34,12 @@ impl Program {
     /// Its path on PATH, or an error naming the package to install.
     pub fn find(self) -> Result<PathBuf> {
         let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path)
-            .map(|d| d.join(self.name))
-            .find(|p| is_executable(p))
-            .ok_or_else(|| {
-                Error::op(
-                    format!("find {} on PATH", self.name),
-                    format!("it is not installed; install it with: apt-get install {}", self.package),
-                )
-            })
+        std::env::split_paths(&path).map(|d| d.join(self.name)).find(|p| is_executable(p)).ok_or_else(|| {
+            Error::op(
+                format!("find {} on PATH", self.name),
+                format!("it is not installed; install it with: apt-get install {}", self.package),
+            )
+        })
     }
 }
 
@@ -102,7 +99,9 @@ pub async fn run(program: Program, args: &[impl AsRef<OsStr>], timeout: Duration
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }),
         Ok(Err(e)) => Err(Error::op(format!("run {}", program.name), e)),
-        Err(_) => Err(Error::op(format!("run {}", program.name), format!("it did not finish within {}s", timeout.as_secs()))),
+        Err(_) => {
+            Err(Error::op(format!("run {}", program.name), format!("it did not finish within {}s", timeout.as_secs())))
+        }
     }
 }
 
@@ -143,8 +142,22 @@ async fn probe_kvm(kernel: &Path) -> (bool, String) {
         return (false, format!("/dev/kvm cannot be opened: {e}"));
     }
     let args: Vec<String> = [
-        "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-m", "128", "-nodefaults", "-no-user-config",
-        "-display", "none", "-no-reboot", "-serial", "none", "-kernel",
+        "-accel",
+        "kvm",
+        "-machine",
+        "q35",
+        "-cpu",
+        "host",
+        "-m",
+        "128",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "none",
+        "-kernel",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -75,9 +75,10 @@ impl Pki {
             make_ca(&ca, cluster).await?;
             sign(&ca, &ca.join("server"), &format!("lab-{cluster}-engines"), SERVER_EXT).await?;
             sign(&ca, &certs.join("client"), &format!("lab-{cluster}-client"), CLIENT_EXT).await?;
-            for (from, to) in
-                [(certs.join("client.pem"), certs.join("cert.pem")), (certs.join("client-key.pem"), certs.join("key.pem"))]
-            {
+            for (from, to) in [
+                (certs.join("client.pem"), certs.join("cert.pem")),
+                (certs.join("client-key.pem"), certs.join("key.pem")),
+            ] {
                 std::fs::rename(&from, &to).map_err(|e| ioe(&to, e))?;
             }
             std::fs::copy(ca.join("ca.pem"), certs.join("ca.pem")).map_err(|e| ioe(certs.join("ca.pem"), e))?;
@@ -138,8 +139,18 @@ fn s(p: &Path) -> String {
 
 async fn make_ca(dir: &Path, cluster: &str) -> Result<()> {
     let args: Vec<String> = [
-        "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-sha256",
-        "-days", "3650", "-subj",
+        "req",
+        "-x509",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-sha256",
+        "-days",
+        "3650",
+        "-subj",
     ]
     .iter()
     .map(|a| a.to_string())

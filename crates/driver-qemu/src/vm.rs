@@ -134,10 +134,7 @@ impl Boot<'_> {
             "-initrd".into(),
             self.initrd.to_string_lossy().into_owned(),
             "-append".into(),
-            format!(
-                "console=ttyS0 root=/dev/vda apparmor=0 net.ifnames=0 systemd.machine_id={} quiet",
-                r.machine_id
-            ),
+            format!("console=ttyS0 root=/dev/vda apparmor=0 net.ifnames=0 systemd.machine_id={} quiet", r.machine_id),
             "-drive".into(),
             format!("file={},if=virtio,format=qcow2,discard=unmap", p(d.disk())),
             "-netdev".into(),
@@ -150,7 +147,11 @@ impl Boot<'_> {
             "-netdev".into(),
             format!("vde,id=cluster0,sock={}", self.switch.to_string_lossy()),
             "-device".into(),
-            format!("virtio-net-pci,netdev=cluster0,mac=52:54:00:4c:{:02x}:{:02x}", (r.index >> 8) % 256, r.index % 256),
+            format!(
+                "virtio-net-pci,netdev=cluster0,mac=52:54:00:4c:{:02x}:{:02x}",
+                (r.index >> 8) % 256,
+                r.index % 256
+            ),
         ];
         for f in FW_FILES {
             a.push("-fw_cfg".into());

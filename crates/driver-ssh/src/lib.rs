@@ -15,8 +15,8 @@ mod driver;
 pub mod hosts;
 
 pub use config::SshConfig;
-pub use lab_ssh::HostKeyPolicy;
 pub use driver::SshDriver;
+pub use lab_ssh::HostKeyPolicy;
 
 use lab_core::driver::{DriverOption, OptionKind};
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use ssh2::{Channel, MethodType, Session};
 
-use crate::{Endpoint, HostKeyPolicy};
 use crate::known_hosts::{self, KnownHostsFiles};
+use crate::{Endpoint, HostKeyPolicy};
 
 /// Where the Docker engine listens on every host.
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -358,13 +358,8 @@ mod tests {
     use super::*;
 
     fn target(operation_timeout: Duration) -> Target {
-        let host = Endpoint {
-            name: "m".into(),
-            address: "10.0.0.1".into(),
-            port: 22,
-            user: "me".into(),
-            identity_file: None,
-        };
+        let host =
+            Endpoint { name: "m".into(), address: "10.0.0.1".into(), port: 22, user: "me".into(), identity_file: None };
         Target::new(
             host,
             KnownHostsFiles { user: "/nonexistent/kh".into(), global: vec![] },
