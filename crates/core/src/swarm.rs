@@ -68,30 +68,8 @@ pub async fn init(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmR
         advertise_addr: Some(format!("{advertise}:{SWARM_PORT}")),
         ..Default::default()
     };
-    // Just after the node left another swarm, dockerd may not list the advertised address
-    // among its own for a moment ("must specify a listening address ..."): seen on VMs taken
-    // over from another cluster. A few seconds later it does.
-    let mut attempt = 1;
-    loop {
-        match docker.init_swarm(req.clone()).await {
-            Ok(_) => break,
-            Err(e) if address_not_yet_local(&e) && attempt < INIT_ATTEMPTS => {
-                tracing::debug!(node, attempt, "swarm init: {}", crate::error::engine_message(&e));
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-            }
-            Err(e) => return Err(Error::engine(node, "initialise the swarm", e)),
-        }
-    }
+    docker.init_swarm(req).await.map_err(|e| Error::engine(node, "initialise the swarm", e))?;
     record(node, docker, advertise).await
-}
-
-/// Tries of `swarm init` while the advertised address is not yet the node's own.
-const INIT_ATTEMPTS: u32 = 5;
-
-/// dockerd's refusal when the advertised address is not one of the node's own addresses.
-fn address_not_yet_local(e: &bollard::errors::Error) -> bool {
-    crate::error::engine_message(e).contains("must specify a listening address")
 }
 
 /// Reads the swarm's ID from a manager.
@@ -229,22 +207,6 @@ mod tests {
         let other =
             bollard::errors::Error::DockerResponseServerError { status_code: 404, message: "node not found".into() };
         assert!(!out_of_sequence(&other));
-    }
-
-    #[test]
-    fn init_is_tried_again_only_while_the_address_is_not_the_nodes_own() {
-        let not_yet = bollard::errors::Error::DockerResponseServerError {
-            status_code: 400,
-            message: "must specify a listening address because the address to advertise is not recognized as a \
-                      system address, and a system's IP address to use could not be uniquely identified"
-                .into(),
-        };
-        assert!(address_not_yet_local(&not_yet));
-        let other = bollard::errors::Error::DockerResponseServerError {
-            status_code: 503,
-            message: "This node is already part of a swarm.".into(),
-        };
-        assert!(!address_not_yet_local(&other));
     }
 
     #[test]
