@@ -207,23 +207,27 @@ fn the_mesh_and_the_ssh_driver_on_real_kernels() {
     // The ssh driver on the same VMs: real sshd and kernel, lab's keys, strict host keys. The
     // VMs are in the qemu cluster's swarm, so the ssh cluster takes them over with --force.
     let other = Lab::new("qssh", env!("CARGO_BIN_EXE_lab-e2e"));
-    let port = |node: &str| -> String {
-        let r: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(vms.join("nodes").join(node).join("node.json")).unwrap()).unwrap();
-        r["ssh_port"].to_string()
+    // Each VM's forwarded SSH port and cluster address, from what the qemu driver recorded
+    // (node i of the segment is 192.168.77.(10+i); i follows the order the nodes were made).
+    let record = |node: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(vms.join("nodes").join(node).join("node.json")).unwrap()).unwrap()
     };
+    let port = |node: &str| record(node)["ssh_port"].to_string();
+    let addr = |node: &str| format!("192.168.77.{}", 10 + record(node)["index"].as_u64().unwrap());
     let hosts = other.cwd().join("hosts.toml");
     std::fs::write(
         &hosts,
         format!(
             "[defaults]\nuser = \"root\"\nidentity_file = \"{key}\"\n\n\
              [[hosts]]\nname = \"manager\"\naddress = \"127.0.0.1\"\nport = {pm}\nrole = \"manager\"\n\
-             advertise_address = \"192.168.77.10\"\n\n\
+             advertise_address = \"{am}\"\n\n\
              [[hosts]]\nname = \"worker1\"\naddress = \"127.0.0.1\"\nport = {pw}\nrole = \"worker\"\n\
-             advertise_address = \"192.168.77.11\"\n",
+             advertise_address = \"{aw}\"\n",
             key = vms.join("ssh/id_ed25519").display(),
             pm = port("manager"),
             pw = port("worker1"),
+            am = addr("manager"),
+            aw = addr("worker1"),
         ),
     )
     .unwrap();
