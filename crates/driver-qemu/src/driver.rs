@@ -64,6 +64,7 @@ impl BaseStamp {
 pub struct QemuDriver {
     cluster: ClusterName,
     config: QemuConfig,
+    config_source: String,
     root: PathBuf,
     cache: PathBuf,
     image_dir: PathBuf,
@@ -92,6 +93,7 @@ impl QemuDriver {
         Ok(QemuDriver {
             cluster: ctx.cluster,
             config,
+            config_source: ctx.config_source,
             pki: Pki::new(&root),
             root,
             cache: ctx.cache_dir,
@@ -132,6 +134,19 @@ impl QemuDriver {
             .filter(|p| !p.is_file())
             .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
             .collect();
+        if !missing.is_empty() && self.config.image.is_some() {
+            // The user named this directory: their setting is wrong, not the machine.
+            return Err(Error::input(
+                format!("{}: [drivers.qemu] image", self.config_source),
+                format!(
+                    "{} is not an image directory: {} missing; build one with {BUILD_IMAGE} \
+                     (LAB_QEMU_CACHE={} scripts/qemu-image.sh builds it there)",
+                    d.display(),
+                    missing.join(", ") + " is",
+                    d.display()
+                ),
+            ));
+        }
         if !missing.is_empty() {
             return Err(Error::op(
                 format!("find the qemu driver's image in {}", d.display()),
@@ -674,7 +689,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("img");
         std::fs::create_dir_all(&img).unwrap();
+        // An image directory the user named that holds no image is their setting's fault.
         let d = driver(dir.path(), serde_json::json!({"image": img})).unwrap();
+        let e = d.image().unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let text = e.to_string();
+        assert!(text.contains("lab.toml: [drivers.qemu] image") && text.contains(&*img.to_string_lossy()), "{e}");
+        // The default directory without an image: the machine lacks it, exit 1.
+        std::env::set_var("LAB_QEMU_CACHE", &img);
+        let d = driver(dir.path(), serde_json::Value::Null).unwrap();
+        std::env::remove_var("LAB_QEMU_CACHE");
         let e = d.image().unwrap_err();
         assert_eq!(e.exit_code(), 1);
         assert!(e.to_string().contains("vmlinuz, initrd.img, base.qcow2 is missing"), "{e}");

@@ -176,13 +176,12 @@ async fn sign(ca: &Path, base: &Path, cn: &str, ext: &str) -> Result<()> {
     let cert = base.with_extension("pem");
     let extfile = base.with_extension("ext");
     std::fs::write(&extfile, ext).map_err(|e| ioe(&extfile, e))?;
-    let req: Vec<String> = ["req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
-        .iter()
-        .map(|a| a.to_string())
-        .chain([format!("/O=lab/CN={cn}"), "-keyout".into(), s(&key), "-out".into(), s(&csr)])
-        .collect();
-    let mut req = req;
-    req.insert(req.len() - 5, "-subj".into());
+    let req: Vec<String> =
+        ["req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-subj"]
+            .iter()
+            .map(|a| a.to_string())
+            .chain([format!("/O=lab/CN={cn}"), "-keyout".into(), s(&key), "-out".into(), s(&csr)])
+            .collect();
     openssl(&req, &format!("the key for {cn}")).await?;
     let x509: Vec<String> = vec![
         "x509".into(),
