@@ -69,6 +69,23 @@ pub fn ensure_qemu_image() {
     );
 }
 
+/// The command lines of the running processes (zombies left out) that contain `needle`: for
+/// checking that QEMU and vde_switch processes of a cluster are gone.
+pub fn processes_naming(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+            .unwrap_or(false);
+        if cmd.contains(needle) && !zombie {
+            found.push(cmd);
+        }
+    }
+    found
+}
+
 /// A cluster name unique to this process and call: `e2e-<pid>-<n>-<tag>`.
 pub fn unique_cluster(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -117,13 +117,9 @@ fn the_qemu_driver_conforms() {
     let run =
         lab.run(&["driver-test", "qemu", "--driver-opt", "manager.memory=768", "--driver-opt", "worker.memory=768"]);
     let cluster = conforms(&run, &lab, &[]);
-    let left: Vec<String> = std::fs::read_dir("/proc")
+    let left: Vec<String> = lab_tests::processes_naming(&cluster.0)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&cluster.0) && (c.contains("qemu-system") || c.contains("vde_switch")))
+        .filter(|c| c.contains("qemu-system") || c.contains("vde_switch"))
         .collect();
     assert!(left.is_empty(), "driver-test left these running: {left:?}\n{}", run.all());
 }

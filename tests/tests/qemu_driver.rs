@@ -13,30 +13,15 @@
 
 use std::time::Duration;
 
-use lab_tests::{ensure_qemu_image, image_made_on_manager_runs_on_with, wait_for, Lab, Run, REGISTRY_IMAGE};
+use lab_tests::{
+    ensure_qemu_image, image_made_on_manager_runs_on_with, processes_naming, wait_for, Lab, Run, REGISTRY_IMAGE,
+};
 
 /// `lab ssh NODE -- ARGV` on the suite's cluster: a command on the VM, as a user runs one.
 fn on_vm(lab: &Lab, node: &str, argv: &[&str]) -> Run {
     let mut a = vec!["ssh", "--cluster", &lab.cluster, node, "--"];
     a.extend_from_slice(argv);
     lab.run(&a)
-}
-
-/// Every QEMU or vde_switch process whose command line names `dir`.
-fn processes_under(dir: &std::path::Path) -> Vec<String> {
-    let needle = dir.to_string_lossy().into_owned();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let zombie = std::fs::read_to_string(e.path().join("stat"))
-            .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-            .unwrap_or(false);
-        if cmd.contains(&needle) && !zombie {
-            found.push(cmd);
-        }
-    }
-    found
 }
 
 /// What Docker itself does on `node`: push to `localhost:5000` and pull back through
@@ -145,7 +130,11 @@ fn a_qemu_cluster_lives_its_days_on_real_kernels() {
     // Down leaves no process, socket, overlay or switch.
     lab.on(&["down"]).ok("down");
     phase("down");
-    assert!(processes_under(&vms).is_empty(), "left running: {:?}", processes_under(&vms));
+    assert!(
+        processes_naming(&vms.to_string_lossy()).is_empty(),
+        "left running: {:?}",
+        processes_naming(&vms.to_string_lossy())
+    );
     assert!(!vms.exists(), "{} is still there", vms.display());
 }
 
@@ -261,5 +250,9 @@ fn the_mesh_and_the_ssh_driver_on_real_kernels() {
     assert_eq!(info.stdout.trim(), "inactive", "the ssh driver's down left the manager in a swarm:\n{}", info.all());
     phase("ssh driver down");
     lab.on(&["down"]).ok("down");
-    assert!(processes_under(&vms).is_empty(), "left running: {:?}", processes_under(&vms));
+    assert!(
+        processes_naming(&vms.to_string_lossy()).is_empty(),
+        "left running: {:?}",
+        processes_naming(&vms.to_string_lossy())
+    );
 }
