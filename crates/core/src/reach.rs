@@ -100,7 +100,8 @@ pub fn interpret(message: &str) -> Reach {
     } else if (m.contains("awaiting headers")
         || m.contains("awaiting response headers")
         || m.contains("tls handshake timeout")
-        || m.contains("client.timeout exceeded"))
+        || m.contains("client.timeout exceeded")
+        || m.contains("context deadline exceeded"))
         // A connection that never opened ("dial tcp ...: i/o timeout") was not accepted:
         // that one is quoted as it is.
         && !m.contains("dial tcp")
@@ -290,6 +291,8 @@ mod tests {
                 r#"Get "http://localhost:5000/v2/": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"#,
                 Reach::Hangs,
             ),
+            // The same, when the request's own deadline fires first (seen in CI on a pull).
+            (r#"Get "http://localhost:5000/v2/": context deadline exceeded"#, Reach::Hangs),
             // The same hole asked for by ::1's name: 20.10 speaks TLS to ::1.
             (r#"Get "https://ip6-localhost:5000/v2/": net/http: TLS handshake timeout"#, Reach::Hangs),
             // A plain-HTTP registry on ::1, asked in TLS: ::1 answers.
