@@ -54,6 +54,24 @@ fn lab_env_shell_keeps_lab_on_the_recorded_engine() {
     let shell = [("DOCKER_HOST", host.as_str())];
     let c = lab.cluster.as_str();
 
+    // Everything `eval "$(lab env)"` exports: in that shell, lab acts on the cluster it was
+    // pointed at without `--cluster`, as docker does on the manager.
+    let exports: Vec<(String, String)> = env
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect();
+    let all: Vec<(&str, &str)> = exports.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let status = lab.run_env(&all, &["status"]);
+    assert_eq!(status.code, 0, "lab status in the lab env shell, no --cluster:\n{}", status.all());
+    assert!(status.stdout.contains("worker1"), "status is not of cluster {c}:\n{}", status.stdout);
+    let plan = lab.run_env(&all, &["plan"]).ok("lab plan in the lab env shell, no --cluster");
+    assert!(plan.stdout.contains(c) && plan.stdout.contains("nothing to do"), "{}", plan.stdout);
+    let unset = lab.run_env(&all, &["env", "--unset"]).ok("lab env --unset");
+    assert!(unset.stdout.lines().any(|l| l == "unset LAB_CLUSTER"), "{}", unset.stdout);
+
     let plan = lab.run_env(&shell, &["plan", "--cluster", c]).ok("lab plan in the lab env shell");
     assert!(plan.stdout.contains("nothing to do"), "plan in the lab env shell planned:\n{}", plan.stdout);
 

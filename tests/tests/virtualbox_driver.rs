@@ -143,8 +143,11 @@ fn up_makes_the_seeds_machines_and_a_working_swarm() {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
         .collect();
-    assert_eq!(exports, theirs);
-    let keys: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
+    // docker-machine's own exports, then lab's cluster for the lab commands in that shell.
+    let (ours, lab_cluster) = exports.split_at(exports.len() - 1);
+    assert_eq!(ours, theirs.as_slice());
+    assert_eq!(lab_cluster, [("LAB_CLUSTER".to_string(), cluster.clone())]);
+    let keys: Vec<&str> = ours.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["DOCKER_TLS_VERIFY", "DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_MACHINE_NAME"]);
     let mut client = std::process::Command::new("docker");
     client.args(["info", "--format", "{{.Swarm.ControlAvailable}} {{.Name}}"]).envs(exports.iter().cloned());

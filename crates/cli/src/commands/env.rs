@@ -35,7 +35,10 @@ pub(super) async fn env(config: Option<&std::path::Path>, a: &EnvArgs) -> Result
         .ok_or_else(|| Error::node(&manager, "find the machine", "it does not exist (run lab up)"))?;
     let engine = rt.driver.engine(machine).await?;
     let cluster = &rt.desired.topology.cluster;
-    for (k, v) in &engine.client_env {
+    // LAB_CLUSTER last: lab commands in that shell then act on this cluster without
+    // `--cluster` (a flag still wins), as the docker client acts on its manager.
+    let lab_cluster = ("LAB_CLUSTER".to_string(), cluster.to_string());
+    for (k, v) in engine.client_env.iter().chain(std::iter::once(&lab_cluster)) {
         match (shell, a.unset) {
             (Shell::Fish, false) => println!("set -gx {k} {};", quote(shell, v)),
             (Shell::Fish, true) => println!("set -e {k};"),
