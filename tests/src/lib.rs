@@ -94,6 +94,17 @@ pub fn unique_cluster(tag: &str) -> String {
     name
 }
 
+/// The variables a shell's `export NAME=VALUE` lines set (as `lab env` and `docker-machine env`
+/// print them), in order, with the value's surrounding `quote` characters removed.
+pub fn exports(stdout: &str, quote: char) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches(quote).to_string()))
+        .collect()
+}
+
 /// What a command printed and how it exited.
 #[derive(Debug)]
 pub struct Run {

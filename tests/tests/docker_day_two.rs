@@ -56,13 +56,7 @@ fn lab_env_shell_keeps_lab_on_the_recorded_engine() {
 
     // Everything `eval "$(lab env)"` exports: in that shell, lab acts on the cluster it was
     // pointed at without `--cluster`, as docker does on the manager.
-    let exports: Vec<(String, String)> = env
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect();
+    let exports = lab_tests::exports(&env.stdout, '\'');
     let all: Vec<(&str, &str)> = exports.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let status = lab.run_env(&all, &["status"]);
     assert_eq!(status.code, 0, "lab status in the lab env shell, no --cluster:\n{}", status.all());

@@ -89,13 +89,7 @@ fn a_qemu_cluster_lives_its_days_on_real_kernels() {
 
     // `lab env` works from the user's shell: the docker CLI reaches the manager with TLS.
     let env = lab.on(&["env"]).ok("lab env");
-    let vars: Vec<(String, String)> = env
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect();
+    let vars = lab_tests::exports(&env.stdout, '\'');
     let mut info = std::process::Command::new("docker");
     info.args(["info", "--format", "{{.Swarm.LocalNodeState}} {{.Name}}"]);
     for (k, v) in &vars {

@@ -126,23 +126,9 @@ fn up_makes_the_seeds_machines_and_a_working_swarm() {
     // `lab env` prints what `docker-machine env <manager>` would, and a docker client with it
     // reaches the manager over TLS.
     let env = v.on(&["env", "--shell", "bash"]).ok("lab env");
-    let exports: Vec<(String, String)> = env
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect();
-    let theirs: Vec<(String, String)> = v
-        .machines
-        .run(&["env", "--shell", "bash", &manager])
-        .ok("docker-machine env")
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect();
+    let exports = lab_tests::exports(&env.stdout, '\'');
+    let theirs =
+        lab_tests::exports(&v.machines.run(&["env", "--shell", "bash", &manager]).ok("docker-machine env").stdout, '"');
     // docker-machine's own exports, then lab's cluster for the lab commands in that shell.
     let (ours, lab_cluster) = exports.split_at(exports.len() - 1);
     assert_eq!(ours, theirs.as_slice());
