@@ -213,6 +213,56 @@ fn interrupted_up_resumes_and_concurrent_up_is_refused() {
     assert!(lab.on(&["plan"]).stdout.contains("nothing to do"));
 }
 
+/// `kill -9` the moment the manager is in a swarm, before `up` has recorded it or labelled a
+/// node: the next `up` knows that swarm for the cluster's and finishes the job.
+#[test]
+fn up_killed_right_after_swarm_init_resumes_with_that_swarm() {
+    ensure_images();
+    let lab = lab("initkill");
+    let mut child = lab
+        .command(&[
+            "up",
+            "--cluster",
+            &lab.cluster,
+            "--workers",
+            "1",
+            "--node-image",
+            lab_tests::NODE_IMAGE,
+            "--registry-image",
+            REGISTRY_IMAGE,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn lab up");
+    let manager = format!("{}-manager", lab.cluster);
+    let swarm = wait_for("the manager in a swarm", Duration::from_secs(120), || {
+        let r = docker(&[
+            "exec",
+            &manager,
+            "docker",
+            "info",
+            "--format",
+            "{{if .Swarm.Cluster}}{{.Swarm.Cluster.ID}}{{end}}",
+        ]);
+        let id = r.stdout.trim().to_string();
+        if r.code == 0 && !id.is_empty() {
+            Ok(id)
+        } else {
+            Err(r.all())
+        }
+    });
+    child.kill().expect("kill lab up");
+    let _ = child.wait();
+    let labels = node_exec(&manager, &["docker", "node", "inspect", "self", "--format", "{{json .Spec.Labels}}"]);
+    eprintln!("killed with the manager in swarm {swarm}, its node labels {}", labels.stdout.trim());
+
+    lab.on(&["up"]).ok("up after the kill");
+    let after = node_exec(&manager, &["docker", "info", "--format", "{{.Swarm.Cluster.ID}}"]).ok("docker info");
+    assert_eq!(after.stdout.trim(), swarm, "the next up made another swarm instead of finishing this one");
+    assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
+}
+
 /// An image no node has and none can pull fails `up` with the node and the image named.
 #[test]
 fn missing_registry_image_names_node_and_image() {

@@ -246,7 +246,7 @@ impl Runtime {
             }
             Step::InitSwarm { node } => {
                 let e = self.engine(node).await?;
-                let rec = swarm::init(node, &e.docker, &e.advertise_addr).await?;
+                let rec = swarm::init(node, &e.docker, &e.advertise_addr, topo.cluster.as_str()).await?;
                 let detail = format!("advertising {}", rec.manager_addr);
                 self.set_cluster_swarm(Some(rec.id.clone()));
                 self.update_state(|st| {

@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::driver::{Machine, MachineState};
 use crate::error::{engine_message, Result};
 use crate::plan::{Desired, Membership, NodeObs, Observed, RegistryObs};
+use crate::probe::CLUSTER_LABEL;
 use crate::seam::Nodes;
 use crate::state::ClusterState;
 use crate::swarm::{local_view, LocalView};
@@ -92,6 +93,8 @@ trait EngineView: Send + Sync {
     async fn node(&self, node: &str, image: &str) -> Option<NodeFacts>;
     /// The swarm's nodes as the manager on `node` lists them; `None` if it cannot.
     async fn list_nodes(&self, node: &str) -> Option<Vec<bollard::models::Node>>;
+    /// The swarm's own labels as the manager on `node` reads them; `None` if it cannot.
+    async fn swarm_labels(&self, node: &str) -> Option<HashMap<String, String>>;
     /// The registry service as the manager on `node` reads it (`None`: there is none); an
     /// error if that engine no longer answers.
     async fn registry(&self, node: &str) -> Result<Option<RegistryObs>>;
@@ -166,6 +169,8 @@ async fn look(
     // Each swarm some node manages, listed by its first manager (in that order) that answers.
     let mut listers: BTreeMap<String, String> = BTreeMap::new();
     let mut listings: BTreeMap<String, Option<Listing>> = BTreeMap::new();
+    // The swarms whose own label names this cluster (set by lab's `swarm init`).
+    let mut labelled: BTreeSet<String> = BTreeSet::new();
     for name in &manager_order {
         let Some(id) = views.get(*name).filter(|v| v.manager).and_then(|v| v.cluster_id.clone()) else { continue };
         if listings.get(&id).is_some_and(|l| l.is_some()) {
@@ -173,6 +178,11 @@ async fn look(
         }
         let listed = engines.list_nodes(name).await;
         let listed = listed.map(|ns| ns.into_iter().filter_map(|n| Some((n.id.clone()?, n))).collect());
+        if engines.swarm_labels(name).await.and_then(|l| l.get(CLUSTER_LABEL).cloned()).as_deref()
+            == Some(desired.topology.cluster.as_str())
+        {
+            labelled.insert(id.clone());
+        }
         if listed.is_some() || !listings.contains_key(&id) {
             listers.insert(id.clone(), name.to_string());
             listings.insert(id, listed);
@@ -184,6 +194,7 @@ async fn look(
         manager_order: &manager_order,
         views: &views,
         listings: &listings,
+        labelled: &labelled,
         manager_addrs: manager_addresses(desired, state, &nodes, &machines),
         managers_unanswered: desired
             .topology
@@ -284,6 +295,8 @@ struct SwarmFacts<'a> {
     /// Each swarm a node manages, with its nodes, or `None` if none of its managers could
     /// list them.
     listings: &'a BTreeMap<String, Option<Listing>>,
+    /// The swarms whose own `lab.cluster` label is this cluster's.
+    labelled: &'a BTreeSet<String>,
     /// The addresses (no port) this cluster's managers advertise, or did.
     manager_addrs: BTreeSet<String>,
     /// This cluster's managers that exist and whose engines did not say what swarm they are in.
@@ -301,14 +314,15 @@ struct Decided {
 }
 
 impl SwarmFacts<'_> {
-    /// Whether the swarm `id` is this cluster's: the one lab recorded, or one whose nodes carry
-    /// this cluster's `lab.cluster` label (an `up` interrupted before it recorded the swarm,
-    /// or a state directory lost).
+    /// Whether the swarm `id` is this cluster's: the one lab recorded, or one that itself or
+    /// whose nodes carry this cluster's `lab.cluster` label (an `up` interrupted before it
+    /// recorded the swarm, or a state directory lost).
     fn ours(&self, id: &str) -> bool {
         self.recorded == Some(id)
+            || self.labelled.contains(id)
             || self.listings.get(id).and_then(|l| l.as_ref()).is_some_and(|l| {
                 l.values().any(|n| {
-                    n.spec.as_ref().and_then(|s| s.labels.as_ref()).and_then(|l| l.get("lab.cluster"))
+                    n.spec.as_ref().and_then(|s| s.labels.as_ref()).and_then(|l| l.get(CLUSTER_LABEL))
                         == Some(&self.cluster)
                 })
             })
@@ -436,6 +450,11 @@ impl EngineView for Live<'_> {
         self.0.engine(node).await.ok()?.docker.list_nodes(None).await.ok()
     }
 
+    async fn swarm_labels(&self, node: &str) -> Option<HashMap<String, String>> {
+        let swarm = self.0.engine(node).await.ok()?.docker.inspect_swarm().await.ok()?;
+        Some(swarm.spec.and_then(|s| s.labels).unwrap_or_default())
+    }
+
     async fn registry(&self, node: &str) -> Result<Option<RegistryObs>> {
         let mgr = self.0.engine(node).await?.docker;
         Ok(registry::observe(&mgr).await)
@@ -527,6 +546,7 @@ mod tests {
             manager_order: &order,
             views: &views,
             listings: &listings,
+            labelled: &BTreeSet::new(),
             manager_addrs: BTreeSet::from(["10.0.0.1".to_string()]),
             managers_unanswered: unanswered.iter().map(|s| s.to_string()).collect(),
         }
@@ -623,6 +643,8 @@ mod tests {
         lists: BTreeMap<String, Vec<Node>>,
         registry: Option<RegistryObs>,
         task: Option<(String, String)>,
+        /// The swarm's own labels, by the manager that reads them.
+        swarm_labels: BTreeMap<String, HashMap<String, String>>,
         /// The nodes whose engines were asked about themselves.
         asked: std::sync::Mutex<Vec<String>>,
     }
@@ -636,6 +658,9 @@ mod tests {
         }
         async fn list_nodes(&self, node: &str) -> Option<Vec<Node>> {
             self.lists.get(node).cloned()
+        }
+        async fn swarm_labels(&self, node: &str) -> Option<HashMap<String, String>> {
+            self.swarm_labels.get(node).cloned()
         }
         async fn registry(&self, node: &str) -> Result<Option<RegistryObs>> {
             assert!(self.lists.contains_key(node), "the registry service asked of {node}, which listed no swarm");
@@ -963,6 +988,32 @@ mod tests {
             obs.observed.nodes["worker1"].swarm,
             Membership::Foreign { swarm: "the swarm managed at 10.0.0.1:2377".into() }
         );
+    }
+
+    /// An `up` killed right after `swarm init`, before it recorded the swarm or labelled a
+    /// node: the swarm's own `lab.cluster` label, set by the init itself, says it is this
+    /// cluster's, so the next `up` goes on with it instead of calling it foreign.
+    #[tokio::test]
+    async fn a_swarm_labelled_at_init_is_adopted_before_any_node_is_labelled() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut engines = Canned::default()
+            .answers("manager", "10.0.0.1", manager_in("S", "m"))
+            .answers("worker1", "10.0.0.2", LocalView::default())
+            .answers("worker2", "10.0.0.3", LocalView::default());
+        engines.lists.insert("manager".into(), vec![listed("m", NodeSpecRoleEnum::MANAGER, false, &[])]);
+        engines.swarm_labels.insert("manager".into(), HashMap::from([("lab.cluster".into(), "t".into())]));
+        let obs = look(&d, &recorded(None), running(), &engines).await.unwrap();
+        assert_eq!(obs.observed.swarm_id.as_deref(), Some("S"));
+        assert_eq!(obs.observed.nodes["manager"].swarm, Membership::Member { swarm_id: "S".into(), manager: true });
+        let p = plan(&d, &obs.observed);
+        assert!(p.blocked.is_empty(), "{:?}", p.blocked);
+        assert!(!p.steps.iter().any(|s| matches!(s.step, Step::InitSwarm { .. })), "{:?}", p.steps);
+
+        // Another cluster's label on the swarm is no claim on it.
+        engines.swarm_labels.insert("manager".into(), HashMap::from([("lab.cluster".into(), "other".into())]));
+        let obs = look(&d, &recorded(None), running(), &engines).await.unwrap();
+        assert_eq!(obs.observed.swarm_id, None);
+        assert_eq!(obs.observed.nodes["manager"].swarm, Membership::Foreign { swarm: "swarm S".into() });
     }
 
     #[test]

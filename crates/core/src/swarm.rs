@@ -6,12 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     LocalNodeState, Node, NodeSpec as SwarmNodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState, SwarmInfo,
-    SwarmInitRequest, SwarmJoinRequest,
+    SwarmInitRequest, SwarmJoinRequest, SwarmSpec,
 };
 use bollard::query_parameters::{LeaveSwarmOptionsBuilder, UpdateNodeOptionsBuilder};
 use bollard::Docker;
 
 use crate::error::{Error, Result};
+use crate::probe::CLUSTER_LABEL;
 use crate::state::{Secret, SwarmRecord};
 use crate::topology::Role;
 
@@ -62,10 +63,16 @@ fn view_of(swarm: Option<SwarmInfo>) -> LocalView {
 }
 
 /// `docker swarm init --advertise-addr ADDR` on `node`; returns the swarm's ID and address.
-pub async fn init(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmRecord> {
+/// The swarm itself carries `lab.cluster=<cluster>` from its first moment, so an `up` killed
+/// before it recorded the swarm finds it again as this cluster's.
+pub async fn init(node: &str, docker: &Docker, advertise: &str, cluster: &str) -> Result<SwarmRecord> {
     let req = SwarmInitRequest {
         listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
         advertise_addr: Some(format!("{advertise}:{SWARM_PORT}")),
+        spec: Some(SwarmSpec {
+            labels: Some(HashMap::from([(CLUSTER_LABEL.to_string(), cluster.to_string())])),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     docker.init_swarm(req).await.map_err(|e| Error::engine(node, "initialise the swarm", e))?;
