@@ -39,6 +39,11 @@ pub enum Command {
     /// Ask every node for http://127.0.0.1:5000/v2/ and http://localhost:5000/v2/, and explain
     /// any failure.
     Check(ShowArgs),
+    /// Put images from this machine's engine (the one `docker images` shows here) into the
+    /// cluster's registry, as localhost:5000/NAME:TAG; only the layers it lacks are sent.
+    Push(PushArgs),
+    /// What the cluster's registry holds; `rm NAME:TAG` deletes a tag.
+    Images(ImagesArgs),
     /// Remove everything `up` made for the cluster.
     Down(ClusterArg),
     /// List the drivers: built-in ones, and external `lab-driver-NAME` programs on PATH.
@@ -92,6 +97,46 @@ pub struct ShowArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t)]
     pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArg,
+    /// Images as the local engine names them (myapp:1, ghcr.io/me/app, an image ID with --as).
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+    /// The name and tag in the registry, for one image (default: its own, without any
+    /// registry host).
+    #[arg(long = "as", value_name = "NAME:TAG")]
+    pub rename: Option<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Cluster name (default "lab").
+    #[arg(long, value_name = "NAME", global = true)]
+    pub cluster: Option<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t, global = true)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub action: Option<ImagesAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesAction {
+    /// List repositories, tags, digests and sizes (the default).
+    Ls,
+    /// Delete the manifest NAME:TAG names.
+    Rm {
+        /// The image, as `lab images` lists it (NAME:TAG, or localhost:5000/NAME:TAG).
+        #[arg(value_name = "NAME:TAG")]
+        reference: String,
+    },
 }
 
 #[derive(Debug, Args)]

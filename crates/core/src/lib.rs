@@ -20,6 +20,8 @@ pub mod conformance;
 // The rest serves the `lab` binary (lab-cli) and the bundled drivers; it is not part of the
 // plugin API, which is `driver` (and `error`, which it re-exports).
 #[doc(hidden)]
+pub mod distribution;
+#[doc(hidden)]
 pub mod exec;
 // The adapter for drivers that are programs; their API is the protocol
 // (docs/driver-protocol.md), not this module.
@@ -35,6 +37,8 @@ pub mod plan;
 pub mod probe;
 #[doc(hidden)]
 pub mod progress;
+#[doc(hidden)]
+pub mod push;
 #[doc(hidden)]
 pub mod reach;
 #[doc(hidden)]

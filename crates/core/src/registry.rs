@@ -66,6 +66,8 @@ pub const SECRET_NAME: &str = "lab-registry-http-secret";
 pub const PORT: u16 = 5000;
 const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 const CONSTRAINT: &str = "node.labels.lab.registry==true";
+/// The registry's environment: manifests can be deleted (`lab images rm`).
+const ENV: &[&str] = &["REGISTRY_STORAGE_DELETE_ENABLED=true"];
 
 /// The forwarder's program, run by the image's `sh`. Its arguments come as positional
 /// parameters (`$1` address, `$2` port), never pasted into the script. Alpine's busybox `nc`
@@ -156,6 +158,7 @@ fn service_spec(image: &str, program: &[String], secret_id: &str, mode: Registry
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(image.into()),
                 labels: Some(namespace()),
+                env: Some(ENV.iter().map(|e| e.to_string()).collect()),
                 command: Some(secret_command()),
                 args: Some(program.to_vec()),
                 secrets: Some(vec![TaskSpecContainerSpecSecrets {
@@ -208,6 +211,45 @@ fn service_spec(image: &str, program: &[String], secret_id: &str, mode: Registry
     }
 }
 
+/// Where the registry runs now: its node, that node's engine and its task's container, for
+/// [`crate::distribution`]. A registry with no running task is an error naming the cause.
+pub async fn endpoint(rt: &dyn Nodes) -> Result<crate::distribution::Endpoint> {
+    let step = "find the cluster's registry";
+    let (mgr_name, mgr) = rt.manager().await?;
+    let filters = HashMap::from([("service", vec![SERVICE]), ("desired-state", vec!["running"])]);
+    let tasks = mgr
+        .list_tasks(Some(ListTasksOptionsBuilder::new().filters(&filters).build()))
+        .await
+        .map_err(|e| Error::engine(&mgr_name, step, e))?;
+    let running =
+        tasks.iter().find(|t| t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING));
+    let Some(task) = running else {
+        let why = match tasks.first().and_then(|t| t.status.as_ref()) {
+            Some(s) => format!(
+                "its task is {}{}",
+                s.state.map(|s| s.to_string()).unwrap_or_default(),
+                s.err.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+            None if observe(&mgr).await.is_none() => "the swarm has no registry service".to_string(),
+            None => "the registry service has no task".to_string(),
+        };
+        return Err(Error::node(&mgr_name, step, why).with_hint("`lab up` deploys it; `lab check` says more"));
+    };
+    let container = task
+        .status
+        .as_ref()
+        .and_then(|s| s.container_status.as_ref())
+        .and_then(|c| c.container_id.clone())
+        .ok_or_else(|| Error::node(&mgr_name, step, "the registry's running task names no container"))?;
+    let node_id = task.node_id.clone().unwrap_or_default();
+    let swarm_node = mgr.inspect_node(&node_id).await.map_err(|e| Error::engine(&mgr_name, step, e))?;
+    let labels = swarm_node.spec.and_then(|s| s.labels).unwrap_or_default();
+    let node =
+        labels.get("lab.node").cloned().or_else(|| swarm_node.description.and_then(|d| d.hostname)).unwrap_or(node_id);
+    let docker = rt.engine(&node).await?.docker;
+    Ok(crate::distribution::Endpoint { node, docker, container })
+}
+
 /// Reads the registry service from a manager, as the planner needs it (`running_on` is
 /// filled in by the caller, who knows the nodes' names).
 pub async fn observe(manager: &Docker) -> Option<RegistryObs> {
@@ -225,8 +267,10 @@ pub async fn observe(manager: &Docker) -> Option<RegistryObs> {
         cs.secrets.as_ref().is_some_and(|s| s.iter().any(|s| s.secret_name.as_deref() == Some(SECRET_NAME)))
             && cs.command.as_ref() == Some(&secret_command());
     let replicas = spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas);
+    let env = cs.env.clone().unwrap_or_default();
     let spec_matches = uses_secret
         && replicas == Some(1)
+        && ENV.iter().all(|e| env.iter().any(|v| v == e))
         && spec
             .task_template
             .as_ref()
@@ -950,7 +994,9 @@ mod tests {
             let cs = task.container_spec.as_ref().unwrap();
             assert_eq!(cs.image.as_deref(), Some("registry:2"));
             // The HTTP secret comes from the swarm secret, never from the spec.
-            assert!(cs.env.is_none(), "{:?}", cs.env);
+            // The environment only lets `lab images rm` delete manifests.
+            assert_eq!(cs.env.as_deref(), Some(&["REGISTRY_STORAGE_DELETE_ENABLED=true".to_string()][..]));
+            assert!(!cs.env.iter().flatten().any(|e| e.contains("SECRET")), "{:?}", cs.env);
             let secret = &cs.secrets.as_ref().unwrap()[0];
             assert_eq!(secret.secret_id.as_deref(), Some("secret-id"));
             assert_eq!(secret.file.as_ref().unwrap().name.as_deref(), Some(SECRET_NAME));

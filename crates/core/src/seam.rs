@@ -72,11 +72,8 @@ impl ImageSource {
     pub async fn local_engine(&self) -> std::result::Result<Docker, String> {
         self.local
             .get_or_init(|| async {
-                let where_ = match std::env::var("DOCKER_HOST") {
-                    Ok(h) if !h.is_empty() => format!("the local Docker engine (DOCKER_HOST={h})"),
-                    _ => "the local Docker engine".to_string(),
-                };
-                let docker = Docker::connect_with_local_defaults()
+                let (host, where_) = local_host()?;
+                let docker = Docker::connect_with_host(&host)
                     .map_err(|e| format!("{where_} could not be reached: {}", engine_message(&e)))?;
                 let docker = docker.with_timeout(REQUEST_TIMEOUT);
                 docker
@@ -113,5 +110,51 @@ impl ImageSource {
             })
             .await?;
         Ok(Ok(archive.clone()))
+    }
+}
+
+/// The engine the docker CLI in this environment would use, as `host` for bollard and as
+/// words for messages: `DOCKER_HOST`, else the context `DOCKER_CONTEXT` or the docker
+/// configuration's `currentContext` names, else the local socket.
+pub fn local_host() -> std::result::Result<(String, String), String> {
+    if let Ok(h) = std::env::var("DOCKER_HOST") {
+        if !h.is_empty() {
+            return Ok((h.clone(), format!("the Docker engine DOCKER_HOST names ({h})")));
+        }
+    }
+    let config_dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker")));
+    let (context, from) = match std::env::var("DOCKER_CONTEXT") {
+        Ok(c) if !c.is_empty() => (Some(c), "DOCKER_CONTEXT".to_string()),
+        _ => {
+            let file = config_dir.as_ref().map(|d| d.join("config.json"));
+            let current = file
+                .as_ref()
+                .and_then(|f| std::fs::read(f).ok())
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["currentContext"].as_str().map(String::from))
+                .filter(|c| !c.is_empty());
+            (current, file.map(|f| format!("{}: currentContext", f.display())).unwrap_or_default())
+        }
+    };
+    match context.filter(|c| c != "default") {
+        None => Ok(("unix:///var/run/docker.sock".into(), "the local Docker engine".into())),
+        Some(name) => {
+            use sha2::Digest;
+            let id: String = sha2::Sha256::digest(name.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+            let meta = config_dir.unwrap_or_default().join("contexts/meta").join(id).join("meta.json");
+            let host = std::fs::read(&meta)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["Endpoints"]["docker"]["Host"].as_str().map(String::from))
+                .ok_or_else(|| {
+                    format!(
+                        "{from} names the docker context {name:?}, which has no engine ({} is missing)",
+                        meta.display()
+                    )
+                })?;
+            Ok((host.clone(), format!("the Docker engine of context {name} ({host})")))
+        }
     }
 }

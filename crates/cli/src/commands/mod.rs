@@ -8,6 +8,7 @@ mod drivers;
 mod env;
 mod ls;
 mod plan;
+mod push;
 mod ssh;
 mod status;
 mod up;
@@ -25,6 +26,8 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Ls(a) => ls::ls(a.output),
         Command::Env(a) => env::env(config, &a).await,
         Command::Check(a) => check::check(config, a.cluster.cluster.as_deref(), a.output).await,
+        Command::Push(a) => push::push_cmd(config, &a).await,
+        Command::Images(a) => push::images(config, &a).await,
         Command::Down(a) => down::down(config, a.cluster.as_deref()).await,
         Command::Drivers(a) => drivers::drivers(a.output, a.long).await,
         Command::Ssh(a) => ssh::ssh(config, &a).await,

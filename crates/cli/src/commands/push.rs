@@ -1,0 +1,151 @@
+//! `lab push` and `lab images`: the cluster registry's contents, from this machine.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use lab_core::distribution::Client;
+use lab_core::progress::Silent;
+use lab_core::push::{self, human, Item};
+use lab_core::{Error, Result};
+use serde_json::json;
+
+use super::cluster::existing;
+use crate::args::{ImagesAction, ImagesArgs, Output, PushArgs};
+use crate::output::table;
+
+/// The registry of the cluster `cluster` names, reached through its node's engine.
+async fn client(config: Option<&std::path::Path>, cluster: Option<&str>) -> Result<Arc<Client>> {
+    let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true).await?;
+    rt.set_machines(rt.driver.observe().await?);
+    Ok(Client::new(lab_core::registry::endpoint(&rt).await?))
+}
+
+/// Progress on stderr: a running byte count on a terminal, lines otherwise.
+struct Events {
+    bar: Option<indicatif::ProgressBar>,
+    sent: AtomicU64,
+}
+
+impl push::Events for Events {
+    fn note(&self, message: &str) {
+        match &self.bar {
+            Some(b) => b.println(message),
+            None => eprintln!("{message}"),
+        }
+    }
+    fn sent(&self, n: u64) {
+        self.sent.fetch_add(n, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+    fn to_send(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc_length(n);
+        }
+    }
+}
+
+fn items(args: &PushArgs) -> Result<Vec<Item>> {
+    if args.rename.is_some() && args.images.len() != 1 {
+        return Err(Error::input("--as", "names one image; it was given with several"));
+    }
+    args.images
+        .iter()
+        .map(|source| {
+            let (repo, tag) = match &args.rename {
+                Some(r) => push::target_of(r).map_err(|m| Error::input("--as", m))?,
+                None => push::target_of(source).map_err(|m| Error::input("IMAGE", m))?,
+            };
+            Ok(Item { source: source.clone(), repo, tag })
+        })
+        .collect()
+}
+
+pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) -> Result<i32> {
+    let items = items(args)?;
+    let (_, engine) = lab_core::seam::local_host().map_err(|m| Error::input("DOCKER_CONTEXT", m))?;
+    let local = lab_core::seam::ImageSource::default().local_engine().await.map_err(|m| Error::op("lab push", m))?;
+    let client = client(config, args.cluster.cluster.as_deref()).await?;
+    let bar =
+        (std::io::stderr().is_terminal() && !crate::progress::in_ci() && args.output == Output::Table).then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+                    .expect("template"),
+            );
+            b
+        });
+    let events = Arc::new(Events { bar, sent: AtomicU64::new(0) });
+    let result = push::push(client, &local, &engine, &items, events.clone()).await;
+    if let Some(b) = &events.bar {
+        b.finish_and_clear();
+    }
+    let (pushed, took) = result?;
+    let sent: u64 = pushed.iter().map(|p| p.sent_bytes()).sum();
+    match args.output {
+        Output::Json => {
+            let images: Vec<_> = pushed
+                .iter()
+                .map(|p| {
+                    json!({
+                        "source": p.source, "reference": p.reference, "digest": p.digest,
+                        "sent_bytes": p.sent_bytes(),
+                        "blobs": p.blobs.iter().map(|(d, s, f)| json!({"digest": d, "size": s, "fate": f})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let out = json!({"images": images, "sent_bytes": sent, "seconds": took.as_secs_f64()});
+            println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+        }
+        Output::Table => {
+            for p in &pushed {
+                let parts: Vec<String> = push::tally(p)
+                    .iter()
+                    .map(|(k, (n, bytes))| {
+                        format!("{n} {} {k} ({})", if *n == 1 { "blob" } else { "blobs" }, human(*bytes))
+                    })
+                    .collect();
+                eprintln!("{}: {}", p.source, parts.join(", "));
+                // The reference to use in a service or a stack file, on stdout alone.
+                println!("{}", p.reference);
+            }
+            eprintln!("sent {} in {:.1}s", human(sent), took.as_secs_f64());
+        }
+    }
+    Ok(0)
+}
+
+pub(super) async fn images(config: Option<&std::path::Path>, args: &ImagesArgs) -> Result<i32> {
+    let client = client(config, args.cluster.as_deref()).await?;
+    match &args.action {
+        None | Some(ImagesAction::Ls) => {
+            let listed = push::list(&client).await?;
+            match args.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&listed).expect("json")),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = listed
+                        .iter()
+                        .map(|l| vec![l.repository.clone(), l.tag.clone(), l.digest.clone(), human(l.size)])
+                        .collect();
+                    print!("{}", table(&["REPOSITORY", "TAG", "DIGEST", "SIZE"], &rows));
+                }
+            }
+        }
+        Some(ImagesAction::Rm { reference }) => {
+            let r = reference.strip_prefix("localhost:5000/").or_else(|| reference.strip_prefix("127.0.0.1:5000/"));
+            let r = r.unwrap_or(reference);
+            let (repo, tag) = match r.rsplit_once(':') {
+                Some((n, t)) if !t.contains('/') => (n, t),
+                _ => return Err(Error::input("NAME:TAG", format!("{reference:?} names no tag (NAME:TAG)"))),
+            };
+            let digest = push::remove(&client, repo, tag).await?;
+            match args.output {
+                Output::Json => println!("{}", json!({"deleted": format!("{repo}:{tag}"), "digest": digest})),
+                Output::Table => println!("deleted {repo}:{tag} ({digest})"),
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,684 @@
+//! `lab push`: images from this machine's engine into the cluster's registry, sending only
+//! the blobs the registry does not have.
+//!
+//! For each image, lab first asks the registry, by digest, for the image's config and layers
+//! (an image's layers, as `docker save` writes them on these engines, are its uncompressed
+//! layer tars, whose digests are the layer IDs `docker image inspect` lists). Blobs another
+//! repository of the registry has are mounted, not sent. If every blob is there, only the
+//! manifest travels. Otherwise the image's `docker save` archive is read as it streams from
+//! the local engine: each file is hashed (and spooled to a private temporary directory), and
+//! the blobs the registry lacks are sent as soon as they are known, beside the rest of the
+//! export. Manifests are put last, once every image's blobs are in, so a push that fails
+//! half-way tags nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::distribution::{self, Client, DOCKER_MANIFEST, OCI_MANIFEST};
+use crate::error::{engine_message, Error, Result};
+
+/// One image to push: where it is locally and what it is called in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The image as the local engine names it (`myapp:1`, an ID, ...).
+    pub source: String,
+    /// The repository in the cluster's registry (`myapp`).
+    pub repo: String,
+    /// The tag (`1`).
+    pub tag: String,
+}
+
+impl Item {
+    /// The reference the nodes use: `localhost:5000/<repo>:<tag>`.
+    pub fn reference(&self) -> String {
+        format!("localhost:{}/{}:{}", crate::registry::PORT, self.repo, self.tag)
+    }
+}
+
+/// Parses `NAME[:TAG]` as a registry target: the repository and tag a local image reference
+/// gets in the cluster's registry (`ghcr.io/me/app:1` becomes `me/app:1`, `app` becomes
+/// `app:latest`). An image named by digest or ID has no name to keep: it needs `--as`.
+pub fn target_of(reference: &str) -> std::result::Result<(String, String), String> {
+    if reference.contains('@') || reference.starts_with("sha256:") {
+        return Err(format!("{reference:?} has no name to keep in the registry: give one with --as NAME:TAG"));
+    }
+    let (mut name, tag) = match reference.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n.to_string(), t.to_string()),
+        _ => (reference.to_string(), "latest".to_string()),
+    };
+    // A first component that looks like a registry host is not part of the repository.
+    if let Some((first, rest)) = name.split_once('/') {
+        if first.contains('.') || first.contains(':') || first == "localhost" {
+            name = rest.to_string();
+        }
+    }
+    // Docker Hub's official images live under `library/`; in lab's registry, `nginx` is `nginx`.
+    if let Some(rest) = name.strip_prefix("library/") {
+        if !rest.contains('/') {
+            name = rest.to_string();
+        }
+    }
+    check_repo(&name).map_err(|why| format!("{reference:?}: {why}"))?;
+    check_tag(&tag).map_err(|why| format!("{reference:?}: {why}"))?;
+    Ok((name, tag))
+}
+
+/// A repository name the distribution API accepts: lowercase path components of letters and
+/// digits, separated by `.`, `_`, `__` or `-`.
+fn check_repo(name: &str) -> std::result::Result<(), String> {
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+    };
+    if name.len() > 255 || !name.split('/').all(component_ok) {
+        return Err(format!(
+            "the repository name {name:?} is not one a registry accepts (lowercase letters, digits and . _ - \
+             between them, components separated by /)"
+        ));
+    }
+    Ok(())
+}
+
+fn check_tag(tag: &str) -> std::result::Result<(), String> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("the tag {tag:?} is not one a registry accepts (letters, digits, _ . -, at most 128)"))
+    }
+}
+
+/// What happened to one blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fate {
+    /// Sent.
+    Sent,
+    /// The repository had it already.
+    Present,
+    /// Another repository of the registry had it; linked without sending.
+    Mounted,
+}
+
+/// What a push did for one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pushed {
+    /// The local image.
+    pub source: String,
+    /// `localhost:5000/<repo>:<tag>`.
+    pub reference: String,
+    /// The manifest's digest.
+    pub digest: String,
+    /// Each blob (config first, then the layers), its size and what became of it.
+    pub blobs: Vec<(String, u64, Fate)>,
+}
+
+impl Pushed {
+    /// Bytes sent for this image.
+    pub fn sent_bytes(&self) -> u64 {
+        self.blobs.iter().filter(|b| b.2 == Fate::Sent).map(|b| b.1).sum()
+    }
+}
+
+/// What a push tells the user while it runs.
+pub trait Events: Send + Sync {
+    /// A note (an image's blobs are all there; an image is being exported).
+    fn note(&self, message: &str);
+    /// `n` more bytes went to the registry.
+    fn sent(&self, n: u64);
+    /// `n` more bytes are to be sent (known as the export reveals what is missing).
+    fn to_send(&self, n: u64);
+}
+
+/// The local engine's facts about one image.
+struct Local {
+    item: Item,
+    /// The config's digest (the image ID on these engines).
+    id: String,
+    /// The layers' uncompressed digests.
+    diff_ids: Vec<String>,
+}
+
+/// Looks up every image in the local engine. Any missing is bad input naming all of them,
+/// before anything is sent.
+async fn inspect_all(local: &Docker, items: &[Item], engine: &str) -> Result<Vec<Local>> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for item in items {
+        match local.inspect_image(&item.source).await {
+            Ok(i) => out.push(Local {
+                item: item.clone(),
+                id: i.id.unwrap_or_default(),
+                diff_ids: i.root_fs.and_then(|r| r.layers).unwrap_or_default(),
+            }),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                missing.push(item.source.clone())
+            }
+            Err(e) => return Err(Error::engine_op(format!("look up {} in {engine}", item.source), e)),
+        }
+    }
+    if !missing.is_empty() {
+        let (what, verb) = if missing.len() == 1 { ("image", "is") } else { ("images", "are") };
+        return Err(Error::input(
+            "lab push",
+            format!("{what} {} {verb} not in {engine}; nothing was sent", missing.join(", ")),
+        ));
+    }
+    Ok(out)
+}
+
+/// One file of a `docker save` archive, hashed as it streamed.
+struct Entry {
+    digest: String,
+    size: u64,
+    /// The first bytes, to tell a compressed layer from a plain tar.
+    magic: [u8; 4],
+    data: Data,
+}
+
+enum Data {
+    Memory(Bytes),
+    File(PathBuf),
+}
+
+/// Files this small are kept in memory (configs, manifests); the rest are spooled.
+const IN_MEMORY: u64 = 1 << 20;
+/// Blobs sent at once.
+const PARALLEL: usize = 3;
+
+/// Reads a `docker save` archive from `reader`, hashing and keeping each file, and sends each
+/// one, by its path in the archive, as soon as it is whole.
+fn read_archive(reader: impl Read, dir: PathBuf, tx: mpsc::Sender<(String, Entry)>) -> std::io::Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    for (n, entry) in archive.entries()?.enumerate() {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let size = entry.size();
+        let mut hasher = Sha256::new();
+        let mut magic = [0u8; 4];
+        let mut seen = 0usize;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut memory = Vec::new();
+        let mut file = if size > IN_MEMORY {
+            let p = dir.join(format!("{n}"));
+            Some((std::io::BufWriter::new(std::fs::File::create(&p)?), p))
+        } else {
+            None
+        };
+        loop {
+            let k = entry.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            let chunk = &buf[..k];
+            hasher.update(chunk);
+            if seen < 4 {
+                let take = (4 - seen).min(k);
+                magic[seen..seen + take].copy_from_slice(&chunk[..take]);
+                seen += take;
+            }
+            match &mut file {
+                Some((f, _)) => f.write_all(chunk)?,
+                None => memory.extend_from_slice(chunk),
+            }
+        }
+        let data = match file {
+            Some((f, p)) => {
+                f.into_inner().map_err(|e| e.into_error())?.sync_data().ok();
+                Data::File(p)
+            }
+            None => Data::Memory(Bytes::from(memory)),
+        };
+        let digest = format!("sha256:{}", hex(&hasher.finalize()));
+        if tx.blocking_send((path, Entry { digest, size, magic, data })).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A layer's media type, from its first bytes.
+fn layer_type(magic: [u8; 4], oci: bool) -> &'static str {
+    match (magic, oci) {
+        ([0x1f, 0x8b, _, _], false) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        ([0x1f, 0x8b, _, _], true) => "application/vnd.oci.image.layer.v1.tar+gzip",
+        ([0x28, 0xb5, 0x2f, 0xfd], _) => "application/vnd.oci.image.layer.v1.tar+zstd",
+        (_, false) => "application/vnd.docker.image.rootfs.diff.tar",
+        (_, true) => "application/vnd.oci.image.layer.v1.tar",
+    }
+}
+
+/// The manifest of an image whose config and layers are `config` and `layers` (digest, size,
+/// media type); Docker's format, or OCI's if a layer needs it (zstd).
+fn manifest(config: (&str, u64), layers: &[(String, u64, &str)]) -> (&'static str, Bytes) {
+    let oci = layers.iter().any(|l| l.2.contains("zstd"));
+    let (media, config_type) = if oci {
+        (OCI_MANIFEST, "application/vnd.oci.image.config.v1+json")
+    } else {
+        (DOCKER_MANIFEST, "application/vnd.docker.container.image.v1+json")
+    };
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|(d, s, t)| {
+            let t = if oci {
+                t.replace("vnd.docker.image.rootfs.diff.tar", "vnd.oci.image.layer.v1.tar")
+            } else {
+                t.to_string()
+            };
+            json!({"mediaType": t, "size": s, "digest": d})
+        })
+        .collect();
+    let m = json!({
+        "schemaVersion": 2,
+        "mediaType": media,
+        "config": {"mediaType": config_type, "size": config.1, "digest": config.0},
+        "layers": layers,
+    });
+    (media, Bytes::from(serde_json::to_vec(&m).expect("json")))
+}
+
+/// What the registry already has of one image, by digest: its size and how it got there.
+type Known = HashMap<String, (u64, Fate)>;
+
+/// Whether `repo` has `digest`, or another repository does and it can be mounted.
+async fn find(client: &Client, repo: &str, digest: &str, others: &[String]) -> Result<Option<(u64, Fate)>> {
+    if let Some(size) = client.blob_size(repo, digest).await? {
+        return Ok(Some((size, Fate::Present)));
+    }
+    for from in others.iter().filter(|o| *o != repo) {
+        if client.blob_size(from, digest).await?.is_some() && client.mount(repo, digest, from).await? {
+            if let Some(size) = client.blob_size(repo, digest).await? {
+                return Ok(Some((size, Fate::Mounted)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Sends `entry` as blob `entry.digest` of `repo`.
+async fn send(client: &Client, repo: &str, entry: &Entry, events: Arc<dyn Events>) -> Result<()> {
+    events.to_send(entry.size);
+    let body = match &entry.data {
+        Data::Memory(b) => {
+            events.sent(b.len() as u64);
+            distribution::full(b.clone())
+        }
+        Data::File(p) => {
+            let f = tokio::fs::File::open(p).await.map_err(|e| Error::io(client.node(), "read a spooled layer", e))?;
+            let ev = events.clone();
+            let s = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).inspect(move |c| {
+                if let Ok(c) = c {
+                    ev.sent(c.len() as u64);
+                }
+            });
+            distribution::streamed(s)
+        }
+    };
+    client.upload(repo, &entry.digest, entry.size, body).await
+}
+
+/// Pushes one image whose blobs are not all in the registry: reads its archive from the local
+/// engine, sending what is missing as it goes. Returns the manifest to put, and the blobs.
+async fn push_archive(
+    client: &Arc<Client>,
+    local: &Docker,
+    image: &Local,
+    mut known: Known,
+    others: &[String],
+    events: Arc<dyn Events>,
+) -> Result<((&'static str, Bytes), Vec<(String, u64, Fate)>)> {
+    let repo = image.item.repo.clone();
+    let source = &image.item.source;
+    let dir = tempfile::Builder::new()
+        .prefix("lab-push-")
+        .tempdir()
+        .map_err(|e| Error::op(format!("push {source}"), format!("cannot make a temporary directory: {e}")))?;
+    events.note(&format!("{source}: exporting from the local engine"));
+    // The export's bytes go to a thread that reads the archive.
+    let (chunks_tx, chunks_rx) = mpsc::channel::<std::io::Result<Bytes>>(16);
+    let (entries_tx, mut entries_rx) = mpsc::channel::<(String, Entry)>(4);
+    let spool = dir.path().to_path_buf();
+    let reader_task = tokio::task::spawn_blocking(move || {
+        let stream = tokio_stream_reader(chunks_rx);
+        read_archive(tokio_util::io::SyncIoBridge::new(stream), spool, entries_tx)
+    });
+    let mut export = local.export_image(source);
+    let exporter = async move {
+        while let Some(chunk) = export.next().await {
+            let chunk = chunk.map_err(|e| std::io::Error::other(engine_message(&e)));
+            let failed = chunk.is_err();
+            if chunks_tx.send(chunk).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    // Blobs known to be missing (the image's layer IDs) are sent as soon as they are read.
+    let wanted: BTreeSet<String> = std::iter::once(image.id.clone())
+        .chain(image.diff_ids.iter().cloned())
+        .filter(|d| !known.contains_key(d))
+        .collect();
+    let gate = Arc::new(Semaphore::new(PARALLEL));
+    let mut uploads = tokio::task::JoinSet::new();
+    let mut entries: HashMap<String, Arc<Entry>> = HashMap::new();
+    let mut started: BTreeSet<String> = BTreeSet::new();
+    let collect = async {
+        while let Some((path, entry)) = entries_rx.recv().await {
+            let entry = Arc::new(entry);
+            if wanted.contains(&entry.digest) && started.insert(entry.digest.clone()) {
+                let (c, r, e, ev, g) = (client.clone(), repo.clone(), entry.clone(), events.clone(), gate.clone());
+                uploads.spawn(async move {
+                    let _permit = g.acquire_owned().await;
+                    send(&c, &r, &e, ev).await.map(|()| (e.digest.clone(), e.size))
+                });
+            }
+            entries.insert(path, entry);
+        }
+    };
+    tokio::join!(exporter, collect);
+    let read = reader_task.await.map_err(|e| Error::op(format!("export {source}"), e))?;
+    read.map_err(|e| Error::op(format!("export {source} from the local engine"), e))?;
+    // The archive's own manifest says which files are the config and the layers, in order.
+    let index: serde_json::Value = entries
+        .get("manifest.json")
+        .and_then(|e| match &e.data {
+            Data::Memory(b) => serde_json::from_slice(b).ok(),
+            Data::File(_) => None,
+        })
+        .ok_or_else(|| Error::op(format!("export {source}"), "the archive has no manifest.json"))?;
+    let entry_of = |path: &str| {
+        entries.get(path).cloned().ok_or_else(|| {
+            Error::op(format!("export {source}"), format!("the archive lacks {path}, which its manifest names"))
+        })
+    };
+    let config = entry_of(index[0]["Config"].as_str().unwrap_or_default())?;
+    let mut layers = Vec::new();
+    for l in index[0]["Layers"].as_array().into_iter().flatten() {
+        layers.push(entry_of(l.as_str().unwrap_or_default())?);
+    }
+    // The rest of what the manifest names, unless the registry has it.
+    for e in std::iter::once(&config).chain(layers.iter()) {
+        if known.contains_key(&e.digest) || !started.insert(e.digest.clone()) {
+            continue;
+        }
+        if let Some(k) = find(client, &repo, &e.digest, others).await? {
+            known.insert(e.digest.clone(), k);
+            continue;
+        }
+        let (c, r, e, ev, g) = (client.clone(), repo.clone(), e.clone(), events.clone(), gate.clone());
+        uploads.spawn(async move {
+            let _permit = g.acquire_owned().await;
+            send(&c, &r, &e, ev).await.map(|()| (e.digest.clone(), e.size))
+        });
+    }
+    while let Some(done) = uploads.join_next().await {
+        let (digest, size) = done.map_err(|e| Error::op(format!("push {source}"), e))??;
+        known.insert(digest, (size, Fate::Sent));
+    }
+    let fate = |d: &str| known.get(d).map(|k| k.1).unwrap_or(Fate::Present);
+    let mut blobs = vec![(config.digest.clone(), config.size, fate(&config.digest))];
+    let mut described = Vec::new();
+    for l in &layers {
+        blobs.push((l.digest.clone(), l.size, fate(&l.digest)));
+        described.push((l.digest.clone(), l.size, layer_type(l.magic, false)));
+    }
+    drop(dir);
+    Ok((manifest((&config.digest, config.size), &described), blobs))
+}
+
+/// Adapts a channel of chunks into an `AsyncRead`.
+fn tokio_stream_reader(
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+) -> tokio_util::io::StreamReader<tokio_stream_like::Receiver, Bytes> {
+    tokio_util::io::StreamReader::new(tokio_stream_like::Receiver(rx))
+}
+
+mod tokio_stream_like {
+    //! A `Stream` over a tokio channel (what `tokio-stream`'s wrapper does, for one use).
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+
+    pub struct Receiver(pub mpsc::Receiver<std::io::Result<Bytes>>);
+
+    impl futures_util::Stream for Receiver {
+        type Item = std::io::Result<Bytes>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}
+
+/// Pushes `items` from the `local` engine (`engine` names it for messages) into the registry
+/// `client` speaks to. Every image is looked up first; manifests are put last.
+pub async fn push(
+    client: Arc<Client>,
+    local: &Docker,
+    engine: &str,
+    items: &[Item],
+    events: Arc<dyn Events>,
+) -> Result<(Vec<Pushed>, Duration)> {
+    let start = Instant::now();
+    let images = inspect_all(local, items, engine).await?;
+    client.ping().await?;
+    let others = client.catalog().await?;
+    let mut manifests = Vec::new();
+    for image in &images {
+        let source = &image.item.source;
+        let repo = &image.item.repo;
+        // What the registry has already, by the digests the local engine knows.
+        let mut known: Known = HashMap::new();
+        for d in std::iter::once(&image.id).chain(image.diff_ids.iter()) {
+            if let Some(k) = find(&client, repo, d, &others).await? {
+                known.insert(d.clone(), k);
+            }
+        }
+        let all_there = known.contains_key(&image.id) && image.diff_ids.iter().all(|d| known.contains_key(d));
+        let (m, blobs) = if all_there {
+            events.note(&format!("{source}: every layer is in the registry already"));
+            let layers: Vec<(String, u64, &str)> = image
+                .diff_ids
+                .iter()
+                .map(|d| (d.clone(), known[d].0, "application/vnd.docker.image.rootfs.diff.tar"))
+                .collect();
+            let blobs = std::iter::once(&image.id)
+                .chain(image.diff_ids.iter())
+                .map(|d| (d.clone(), known[d].0, known[d].1))
+                .collect();
+            (manifest((&image.id, known[&image.id].0), &layers), blobs)
+        } else {
+            push_archive(&client, local, image, known, &others, events.clone()).await?
+        };
+        manifests.push((image, m, blobs));
+    }
+    let mut out = Vec::new();
+    for (image, (media, bytes), blobs) in manifests {
+        let digest = client.put_manifest(&image.item.repo, &image.item.tag, media, bytes).await?;
+        out.push(Pushed { source: image.item.source.clone(), reference: image.item.reference(), digest, blobs });
+    }
+    Ok((out, start.elapsed()))
+}
+
+/// What `lab images` lists: one row per tag.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    /// The repository.
+    pub repository: String,
+    /// The tag.
+    pub tag: String,
+    /// The manifest's digest.
+    pub digest: String,
+    /// The config's and layers' sizes added up (what the image takes in the registry, blobs
+    /// shared with other images counted in each).
+    pub size: u64,
+    /// `localhost:5000/<repository>:<tag>`.
+    pub reference: String,
+}
+
+/// Everything the registry holds, by repository and tag.
+pub async fn list(client: &Client) -> Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    for repo in client.catalog().await? {
+        for tag in client.tags(&repo).await? {
+            let Some((digest, _, body)) = client.manifest(&repo, &tag).await? else { continue };
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let size = v["config"]["size"].as_u64().unwrap_or(0)
+                + v["layers"].as_array().into_iter().flatten().filter_map(|l| l["size"].as_u64()).sum::<u64>()
+                + v["manifests"].as_array().into_iter().flatten().filter_map(|l| l["size"].as_u64()).sum::<u64>();
+            out.push(Listed {
+                reference: format!("localhost:{}/{repo}:{tag}", crate::registry::PORT),
+                repository: repo.clone(),
+                tag,
+                digest,
+                size,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes `repo:tag`'s manifest; bad input if there is no such tag.
+pub async fn remove(client: &Client, repo: &str, tag: &str) -> Result<String> {
+    let Some((digest, _, _)) = client.manifest(repo, tag).await? else {
+        return Err(Error::input("lab images rm", format!("the registry has no {repo}:{tag}")));
+    };
+    client.delete_manifest(repo, &digest).await?;
+    Ok(digest)
+}
+
+/// Sizes in the units `docker images` uses.
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// Blobs by fate, for the summary: how many and how many bytes.
+pub fn tally(pushed: &Pushed) -> BTreeMap<&'static str, (usize, u64)> {
+    let mut t = BTreeMap::new();
+    for (_, size, fate) in &pushed.blobs {
+        let k = match fate {
+            Fate::Sent => "sent",
+            Fate::Present => "already there",
+            Fate::Mounted => "mounted",
+        };
+        let e = t.entry(k).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += size;
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_names_keep_their_path_and_tag_without_a_registry_host() {
+        let t = |r: &str| target_of(r).map(|(n, t)| format!("{n}:{t}"));
+        assert_eq!(t("myapp:1").unwrap(), "myapp:1");
+        assert_eq!(t("myapp").unwrap(), "myapp:latest");
+        assert_eq!(t("ghcr.io/me/app:2").unwrap(), "me/app:2");
+        assert_eq!(t("localhost:5000/app").unwrap(), "app:latest");
+        assert_eq!(t("docker.io/library/nginx:1.25").unwrap(), "nginx:1.25");
+        assert_eq!(t("me/app").unwrap(), "me/app:latest");
+        assert!(t("app@sha256:abc").unwrap_err().contains("--as"));
+        assert!(t("sha256:abc").unwrap_err().contains("--as"));
+        assert!(t("MyApp:1").unwrap_err().contains("repository name"));
+        assert!(t("app:-x").unwrap_err().contains("tag"));
+    }
+
+    #[test]
+    fn layer_types_follow_the_bytes() {
+        assert_eq!(layer_type([0x1f, 0x8b, 8, 0], false), "application/vnd.docker.image.rootfs.diff.tar.gzip");
+        assert_eq!(layer_type(*b"usta", false), "application/vnd.docker.image.rootfs.diff.tar");
+        assert_eq!(layer_type([0x28, 0xb5, 0x2f, 0xfd], false), "application/vnd.oci.image.layer.v1.tar+zstd");
+    }
+
+    #[test]
+    fn a_zstd_layer_makes_the_whole_manifest_oci() {
+        let (media, bytes) = manifest(
+            ("sha256:c", 10),
+            &[
+                ("sha256:a".into(), 1, "application/vnd.docker.image.rootfs.diff.tar"),
+                ("sha256:b".into(), 2, "application/vnd.oci.image.layer.v1.tar+zstd"),
+            ],
+        );
+        assert_eq!(media, OCI_MANIFEST);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar");
+        assert_eq!(v["config"]["mediaType"], "application/vnd.oci.image.config.v1+json");
+        let (media, _) =
+            manifest(("sha256:c", 10), &[("sha256:a".into(), 1, "application/vnd.docker.image.rootfs.diff.tar")]);
+        assert_eq!(media, DOCKER_MANIFEST);
+    }
+
+    /// An archive laid out as `docker save` writes it: every file arrives hashed, small ones in
+    /// memory and large ones spooled, with the bytes it had.
+    #[test]
+    fn archive_files_arrive_hashed_and_kept() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let big = vec![7u8; (IN_MEMORY + 5) as usize];
+        for (path, data) in [("abc/layer.tar", big.as_slice()), ("manifest.json", b"[]".as_slice())] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, path, data).unwrap();
+        }
+        let bytes = tar.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let d = dir.path().to_path_buf();
+        let t = std::thread::spawn(move || read_archive(bytes.as_slice(), d, tx));
+        let mut got = Vec::new();
+        while let Some(e) = rx.blocking_recv() {
+            got.push(e);
+        }
+        t.join().unwrap().unwrap();
+        assert_eq!(got.len(), 2);
+        let (path, layer) = &got[0];
+        assert_eq!(path, "abc/layer.tar");
+        assert_eq!(layer.size, big.len() as u64);
+        assert_eq!(layer.digest, format!("sha256:{}", hex(&Sha256::digest(&big))));
+        assert_eq!(layer.magic, [7, 7, 7, 7]);
+        match &layer.data {
+            Data::File(p) => assert_eq!(std::fs::read(p).unwrap(), big),
+            Data::Memory(_) => panic!("a large file is spooled"),
+        }
+        match &got[1].1.data {
+            Data::Memory(b) => assert_eq!(&b[..], b"[]"),
+            Data::File(_) => panic!("a small file stays in memory"),
+        }
+    }
+}
