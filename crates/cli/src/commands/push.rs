@@ -65,7 +65,7 @@ fn items(args: &PushArgs) -> Result<Vec<Item>> {
 
 pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) -> Result<i32> {
     let items = items(args)?;
-    let (_, engine) = lab_core::seam::local_host().map_err(|m| Error::input("DOCKER_CONTEXT", m))?;
+    let (_, engine) = lab_core::seam::local_host().map_err(|m| Error::input("docker context", m))?;
     let local = lab_core::seam::ImageSource::default().local_engine().await.map_err(|m| Error::op("lab push", m))?;
     let client = client(config, args.cluster.cluster.as_deref()).await?;
     let bar =
