@@ -7,6 +7,12 @@
 #                                /bin/registry, /etc/docker/registry/config.yml,
 #                                /var/lib/registry, /entrypoint.sh, busybox applets (sh, nc,
 #                                wget, ...); about the official image's size
+#   lab-offline/registry:3       the same for registry:3 (distribution v3): the configuration at
+#                                /etc/distribution/config.yml and nothing at the old path,
+#                                CMD ["/etc/distribution/config.yml"], as upstream's v3 image
+#
+# Both registry stand-ins run Debian's docker-registry binary (distribution 2.8): they check
+# that lab deploys either image layout correctly, not distribution v3's own behaviour.
 #
 # An image that already exists is kept (delete it to rebuild, or pass --rebuild).
 # Needs mmdebstrap (apt-get install mmdebstrap) and a reachable Debian mirror.
@@ -14,6 +20,7 @@ set -euo pipefail
 
 NODE_IMAGE=${LAB_OFFLINE_NODE_IMAGE:-lab-offline/node:bookworm}
 REGISTRY_IMAGE=${LAB_OFFLINE_REGISTRY_IMAGE:-lab-offline/registry:2}
+REGISTRY3_IMAGE=${LAB_OFFLINE_REGISTRY3_IMAGE:-lab-offline/registry:3}
 MIRROR=${LAB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 rebuild=0
@@ -21,6 +28,7 @@ rebuild=0
 # Bumped whenever a recipe below changes, so machines that built an older one rebuild it.
 NODE_RECIPE=1
 REGISTRY_RECIPE=2
+REGISTRY3_RECIPE=1
 
 # Whether the image exists and was built by the current recipe (an image without the label
 # is recipe 1).
@@ -58,10 +66,46 @@ build_node() {
   rm -f "$work/node.tar"
 }
 
+# The files both registry stand-ins share, in "$work/registry-base", extracted once: only what
+# the official (Alpine) images have in substance, the registry binary, busybox and the C
+# library, about 25 MB. The packages are extracted, not installed, and the few files needed
+# are copied into an empty root, so the images are as light to copy to every node as the real
+# ones.
+registry_base() {
+  local root="$work/registry-base"
+  [ -d "$root" ] && return 0
+  mmdebstrap --quiet --variant=extract --include=docker-registry,busybox \
+    "$SUITE" "$work/registry-full" "$MIRROR"
+  local full="$work/registry-full"
+  mkdir -p "$root"/{bin,etc,var/lib/registry,tmp,usr/local/bin}
+  chmod 1777 "$root/tmp"
+  cp "$full/usr/bin/docker-registry" "$root/bin/registry"
+  cp "$full/bin/busybox" "$root/bin/busybox"
+  for lib in $(ldd "$root/bin/registry" "$root/bin/busybox" | grep -o '/[^ ]*\.so[^ ]*' | sort -u); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$full$lib" "$root$lib" 2>/dev/null || cp -L "$lib" "$root$lib"
+  done
+  for applet in $("$root/bin/busybox" --list); do
+    [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
+  done
+  for a in nc wget; do ln -sf /bin/busybox "$root/usr/local/bin/$a"; done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+  printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
+  rm -rf "$full"
+}
+
+# build_registry IMAGE CONFIG RECIPE WHAT: a stand-in with its configuration at CONFIG, which
+# its command names, as the official image of that major version has it.
 build_registry() {
-  # Laid out like the official registry:2 (Alpine) image: the same paths, entrypoint and
-  # command, and busybox applets for sh, nc and wget where Alpine has them.
-  cat >"$work/config.yml" <<'YML'
+  local image=$1 config=$2 recipe=$3 what=$4
+  registry_base
+  # The official images' config-example.yml, in substance.
+  local root="$work/registry-root"
+  rm -rf "$root"
+  cp -a "$work/registry-base" "$root"
+  mkdir -p "$root$(dirname "$config")"
+  cat >"$root$config" <<'YML'
 version: 0.1
 log:
   fields:
@@ -81,7 +125,8 @@ health:
     interval: 10s
     threshold: 3
 YML
-  cat >"$work/entrypoint.sh" <<'SH'
+  # The official images' entrypoint: a YAML file as first argument means `registry serve` it.
+  cat >"$root/entrypoint.sh" <<'SH'
 #!/bin/sh
 set -e
 case "$1" in
@@ -90,44 +135,28 @@ case "$1" in
 esac
 exec "$@"
 SH
-  # Only what the official (Alpine) image has in substance: the registry binary, busybox and
-  # the C library, about 25 MB. The packages are extracted, not installed, and the few files
-  # needed are copied into an empty root, so the image is as light to copy to every node as
-  # the real one.
-  mmdebstrap --quiet --variant=extract --include=docker-registry,busybox \
-    "$SUITE" "$work/registry-full" "$MIRROR"
-  local full="$work/registry-full" root="$work/registry-root"
-  mkdir -p "$root"/{bin,etc/docker/registry,var/lib/registry,tmp,usr/local/bin}
-  chmod 1777 "$root/tmp"
-  cp "$full/usr/bin/docker-registry" "$root/bin/registry"
-  cp "$full/bin/busybox" "$root/bin/busybox"
-  for lib in $(ldd "$root/bin/registry" "$root/bin/busybox" | grep -o '/[^ ]*\.so[^ ]*' | sort -u); do
-    mkdir -p "$root$(dirname "$lib")"
-    cp -L "$full$lib" "$root$lib" 2>/dev/null || cp -L "$lib" "$root$lib"
-  done
-  for applet in $("$root/bin/busybox" --list); do
-    [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
-  done
-  for a in nc wget; do ln -sf /bin/busybox "$root/usr/local/bin/$a"; done
-  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
-  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-  printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
-  cp "$work/config.yml" "$root/etc/docker/registry/config.yml"
-  install -m 0755 "$work/entrypoint.sh" "$root/entrypoint.sh"
+  chmod 0755 "$root/entrypoint.sh"
   tar -C "$root" -cf "$work/registry.tar" .
-  rm -rf "$full" "$root"
+  rm -rf "$root"
   docker import \
     --change 'ENTRYPOINT ["/entrypoint.sh"]' \
-    --change 'CMD ["/etc/docker/registry/config.yml"]' \
+    --change "CMD [\"$config\"]" \
     --change 'EXPOSE 5000' \
     --change 'VOLUME /var/lib/registry' \
-    --change "LABEL lab.offline.recipe=$REGISTRY_RECIPE" \
-    --message 'lab offline stand-in for registry:2, from Debian packages' \
-    "$work/registry.tar" "$REGISTRY_IMAGE" >/dev/null
+    --change "LABEL lab.offline.recipe=$recipe" \
+    --message "lab offline stand-in for $what, from Debian packages" \
+    "$work/registry.tar" "$image" >/dev/null
   rm -f "$work/registry.tar"
 }
 
 if have "$NODE_IMAGE" "$NODE_RECIPE"; then echo "offline-images: $NODE_IMAGE is there"; else
   echo "offline-images: building $NODE_IMAGE from Debian packages..."; build_node; fi
 if have "$REGISTRY_IMAGE" "$REGISTRY_RECIPE"; then echo "offline-images: $REGISTRY_IMAGE is there"; else
-  echo "offline-images: building $REGISTRY_IMAGE from Debian packages..."; build_registry; fi
+  echo "offline-images: building $REGISTRY_IMAGE from Debian packages..."
+  build_registry "$REGISTRY_IMAGE" /etc/docker/registry/config.yml "$REGISTRY_RECIPE" registry:2; fi
+# Laid out like upstream's v3 image (distribution-library-image): the same binary path, volume,
+# port, entrypoint script and command, the configuration only at /etc/distribution/config.yml.
+# Like registry:3.0.0 it does not set OTEL_TRACES_EXPORTER itself (later v3 images do): lab must.
+if have "$REGISTRY3_IMAGE" "$REGISTRY3_RECIPE"; then echo "offline-images: $REGISTRY3_IMAGE is there"; else
+  echo "offline-images: building $REGISTRY3_IMAGE from Debian packages..."
+  build_registry "$REGISTRY3_IMAGE" /etc/distribution/config.yml "$REGISTRY3_RECIPE" registry:3; fi
