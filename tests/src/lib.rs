@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 pub const NODE_IMAGE: &str = "lab-offline/node:bookworm";
 /// The offline stand-in for `registry:2`.
 pub const REGISTRY_IMAGE: &str = "lab-offline/registry:2";
+/// The offline stand-in for `registry:3` (distribution v3's layout).
+pub const REGISTRY3_IMAGE: &str = "lab-offline/registry:3";
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -208,7 +210,13 @@ impl Lab {
 
     /// `lab up` with the offline images and the given extra flags.
     pub fn up(&self, extra: &[&str]) -> Run {
-        let mut a = vec!["up", "--node-image", NODE_IMAGE, "--registry-image", REGISTRY_IMAGE];
+        self.up_with_registry(REGISTRY_IMAGE, extra)
+    }
+
+    /// `lab up` with the offline node image, the registry image `registry` and the given
+    /// extra flags.
+    pub fn up_with_registry(&self, registry: &str, extra: &[&str]) -> Run {
+        let mut a = vec!["up", "--node-image", NODE_IMAGE, "--registry-image", registry];
         a.extend_from_slice(extra);
         self.on(&a)
     }

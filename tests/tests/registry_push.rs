@@ -1,9 +1,11 @@
-//! End-to-end: `lab push` and `lab images` on the docker driver. An image built on this
-//! machine's engine goes into the cluster's registry and runs as a service on every worker.
+//! End-to-end: `lab push`, `lab images` and `lab images gc` on the docker driver, with the
+//! registry:2 and the registry:3 stand-ins. An image built on this machine's engine goes into
+//! the cluster's registry and runs as a service on every worker; a deleted tag's space comes
+//! back with `gc`, and the registry takes pushes again afterwards.
 
 use std::time::Duration;
 
-use lab_tests::{docker, ensure_images, node_exec, wait_for, REGISTRY_IMAGE};
+use lab_tests::{docker, ensure_images, node_exec, wait_for, REGISTRY3_IMAGE, REGISTRY_IMAGE};
 use serde_json::Value;
 
 fn lab(tag: &str) -> lab_tests::Lab {
@@ -21,9 +23,19 @@ impl HostImage {
     /// `name`, made on the host engine: the registry stand-in with a file of its own on top, and
     /// an entrypoint that prints it and stays up.
     fn build(name: &str) -> Self {
+        Self::build_with(name, "echo pushed > /marker")
+    }
+
+    /// `name` with a layer of about 3 MB of random bytes no other image has: what `gc` must
+    /// reclaim once its tag is deleted.
+    fn build_unique(name: &str) -> Self {
+        Self::build_with(name, "echo pushed > /marker; head -c 3000000 /dev/urandom > /unique")
+    }
+
+    fn build_with(name: &str, script: &str) -> Self {
         let src = format!("{}-src", name.replace([':', '/'], "-"));
         docker(&["rm", "-f", &src]);
-        docker(&["run", "--name", &src, "--entrypoint", "sh", REGISTRY_IMAGE, "-c", "echo pushed > /marker"])
+        docker(&["run", "--name", &src, "--entrypoint", "sh", REGISTRY_IMAGE, "-c", script])
             .ok("make the image's content on the host");
         let entrypoint = "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]";
         docker(&["commit", "--change", entrypoint, "--change", "CMD []", &src, name]).ok("commit on the host");
@@ -42,15 +54,28 @@ fn sent(run: &lab_tests::Run) -> u64 {
     json(run)["sent_bytes"].as_u64().unwrap_or_else(|| panic!("no sent_bytes:\n{}", run.stdout))
 }
 
-/// The seed's point without building on the manager: build here, `lab push`, and Swarm runs
-/// the image on every worker; a second push and a new tag send nothing; `lab images` lists
-/// what is there and `rm` deletes a tag.
+/// The seed's point without building on the manager, with registry:2: build here, `lab push`,
+/// and Swarm runs the image on every worker; a second push and a new tag send nothing; `lab
+/// images` lists what is there, `rm` deletes a tag and `gc` reclaims its space.
 #[test]
 fn an_image_built_here_is_pushed_once_and_runs_on_every_worker() {
+    push_images_rm_gc(REGISTRY_IMAGE, "push", 2);
+}
+
+/// The same with the registry:3 stand-in (its configuration at /etc/distribution/config.yml).
+#[test]
+fn the_same_cycle_works_with_registry_3() {
+    push_images_rm_gc(REGISTRY3_IMAGE, "push3", 1);
+}
+
+/// The whole cycle on a cluster of `workers` workers whose registry runs `registry`.
+fn push_images_rm_gc(registry: &str, tag: &str, workers: usize) {
     ensure_images();
-    let lab = lab("push");
-    lab.up(&["--workers", "2"]).ok("lab up");
-    let name = format!("e2e-push-{}:1", std::process::id());
+    let lab = lab(tag);
+    lab.up_with_registry(registry, &["--workers", &workers.to_string()]).ok("lab up");
+    let manager = lab.container("manager");
+    registry_is_configured_as_lab_wants(&lab, registry);
+    let name = format!("e2e-{tag}-{}:1", std::process::id());
     let image = HostImage::build(&name);
     let repo = name.split(':').next().unwrap().to_string();
     let reference = format!("localhost:5000/{name}");
@@ -93,25 +118,25 @@ fn an_image_built_here_is_pushed_once_and_runs_on_every_worker() {
     assert!(table.stdout.starts_with("REPOSITORY") && table.stdout.contains(&repo), "{}", table.stdout);
 
     // Swarm runs it on every worker, from localhost:5000.
-    let manager = lab.container("manager");
     node_exec(
         &manager,
         &["docker", "service", "create", "--detach", "--name", "e2e-pushed", "--mode", "global", &reference],
     )
     .ok("service create");
-    wait_for("the pushed image running on both workers", Duration::from_secs(180), || {
+    wait_for("the pushed image running on every worker", Duration::from_secs(180), || {
         let r = node_exec(
             &manager,
             &["docker", "service", "ps", "e2e-pushed", "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"],
         );
         let running = r.stdout.lines().filter(|l| l.contains(" Running ")).count();
-        if running == 2 {
+        if running == workers {
             Ok(())
         } else {
             Err(r.all())
         }
     });
-    for w in ["worker1", "worker2"] {
+    for w in (1..=workers).map(|i| format!("worker{i}")) {
+        let w = w.as_str();
         let ids = node_exec(
             &lab.container(w),
             &["docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=e2e-pushed"],
@@ -130,7 +155,121 @@ fn an_image_built_here_is_pushed_once_and_runs_on_every_worker() {
     let gone = lab.on(&["images", "rm", "e2e-other:2"]);
     assert_eq!(gone.code, 2, "{}", gone.all());
     assert!(gone.stderr.contains("e2e-other:2"), "{}", gone.stderr);
+
+    // `gc` reclaims the space of a deleted tag whose layer no other image has.
+    let unique_name = format!("e2e-{tag}-unique-{}:1", std::process::id());
+    let unique = HostImage::build_unique(&unique_name);
+    let pushed = lab.on(&["push", &unique.0, "--output", "json"]).ok("lab push (unique layer)");
+    assert!(sent(&pushed) > 3_000_000, "{}", pushed.stdout);
+    lab.on(&["images", "rm", &unique_name]).ok("lab images rm (unique layer)");
+    let gc = lab.on(&["images", "gc", "--output", "json"]).ok("lab images gc");
+    let done = json(&gc);
+    let reclaimed = done["reclaimed_bytes"].as_u64().unwrap_or_else(|| panic!("no reclaimed_bytes:\n{}", gc.all()));
+    assert!(reclaimed >= 2_900_000, "gc reclaimed only {reclaimed} bytes:\n{}", gc.all());
+    assert!(
+        done["before_bytes"].as_u64().unwrap() > done["after_bytes"].as_u64().unwrap()
+            && done["after_bytes"].as_u64().unwrap() > 1_000_000,
+        "{done:#}"
+    );
+    assert_eq!(done["node"], if workers == 0 { "manager" } else { "worker1" }, "{done:#}");
+    assert!(gc.stderr.contains("read-only"), "gc said nothing of the read-only registry:\n{}", gc.stderr);
+    // Writable again, and lab's spec again: `lab plan` has nothing to do for the registry.
+    registry_is_configured_as_lab_wants(&lab, registry);
+
+    // The image that stayed still pulls and runs, on a node that never had it.
+    node_exec(&manager, &["docker", "pull", &reference]).ok("pull the remaining image after gc");
+    let ran = node_exec(&manager, &["docker", "run", "--rm", "--entrypoint", "cat", &reference, "/marker"])
+        .ok("run the remaining image after gc");
+    assert_eq!(ran.stdout.trim(), "pushed", "{}", ran.all());
+    // The registry takes pushes again, and knows the collected blobs are gone: they are sent.
+    let again = lab.on(&["push", &unique.0, "--output", "json"]).ok("lab push after gc");
+    assert!(sent(&again) > 3_000_000, "the collected layer was not sent again:\n{}", again.stdout);
+    let listed = json(&lab.on(&["images", "--output", "json"]).ok("lab images after gc"));
+    let unique_repo = unique_name.split(':').next().unwrap();
+    assert!(listed.as_array().unwrap().iter().any(|x| x["repository"] == unique_repo), "{listed:#}");
+
+    // An interrupted gc leaves the registry read-only: pushes fail, naming the node, and the
+    // next `lab up` makes it writable.
+    node_exec(
+        &manager,
+        &[
+            "docker",
+            "service",
+            "update",
+            "--detach",
+            "--env-add",
+            r#"REGISTRY_STORAGE_MAINTENANCE_READONLY={"enabled":true}"#,
+            "registry_registry",
+        ],
+    )
+    .ok("make the registry read-only behind lab's back");
+    let plan = lab.on(&["plan"]).ok("lab plan");
+    assert!(plan.stdout.contains("deploy stack registry"), "a read-only registry counts as deployed:\n{}", plan.all());
+    let other = HostImage::build(&format!("e2e-{tag}-late-{}:1", std::process::id()));
+    let refused = wait_for("pushes refused by the read-only registry", Duration::from_secs(90), || {
+        // While the task restarts, the push fails for that reason; then for the read-only one
+        // (distribution answers 405 UNSUPPORTED to every write).
+        let r = lab.on(&["push", &other.0]);
+        if r.code == 1 && r.stderr.contains("405") {
+            Ok(r)
+        } else {
+            Err(r.all())
+        }
+    });
+    let node = if workers == 0 { "manager" } else { "worker1" };
+    assert!(refused.stderr.contains(&format!("{node}: ")), "{}", refused.stderr);
+    lab.up_with_registry(registry, &["--workers", &workers.to_string()]).ok("lab up after an interrupted gc");
+    registry_is_configured_as_lab_wants(&lab, registry);
+    lab.on(&["push", &other.0]).ok("lab push once lab up made the registry writable");
     drop(image);
+}
+
+/// The registry service runs `registry` with what lab relies on in force, checked from outside
+/// lab: the image's own program (naming its own configuration file), deletes enabled, no
+/// tracing export, not read-only, the HTTP secret in the registry process's environment, the
+/// data on the `registry_data` volume.
+fn registry_is_configured_as_lab_wants(lab: &lab_tests::Lab, registry: &str) {
+    let manager = lab.container("manager");
+    let spec = node_exec(
+        &manager,
+        &["docker", "service", "inspect", "registry_registry", "--format", "{{json .Spec.TaskTemplate.ContainerSpec}}"],
+    )
+    .ok("inspect the registry service");
+    let cs: Value = serde_json::from_str(&spec.stdout).unwrap_or_else(|e| panic!("{e}: {}", spec.stdout));
+    assert_eq!(cs["Image"].as_str().unwrap().split('@').next().unwrap(), registry, "{cs:#}");
+    let config = if registry == REGISTRY3_IMAGE { "/etc/distribution/config.yml" } else { "/etc/docker/registry/config.yml" };
+    assert_eq!(cs["Args"], serde_json::json!(["/entrypoint.sh", config]), "{cs:#}");
+    let env: Vec<&str> = cs["Env"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    for want in ["REGISTRY_STORAGE_DELETE_ENABLED=true", "OTEL_TRACES_EXPORTER=none"] {
+        assert!(env.contains(&want), "{env:?}");
+    }
+    assert!(!env.iter().any(|e| e.starts_with("REGISTRY_STORAGE_MAINTENANCE_READONLY")), "{env:?}");
+    // The running task: its node's engine shows the volume, and the registry process (PID 1)
+    // has the secret (only whether it is there is printed, never its value).
+    let plan = lab.on(&["plan", "--output", "json"]).ok("lab plan");
+    assert!(!plan.stdout.contains("deploy stack registry"), "lab's own registry spec is not converged:\n{}", plan.stdout);
+    let node = wait_for("the registry's task running", Duration::from_secs(120), || {
+        let r = node_exec(
+            &manager,
+            &["docker", "service", "ps", "registry_registry", "--filter", "desired-state=running", "--format", "{{.Node}} {{.CurrentState}}"],
+        );
+        match r.stdout.lines().find(|l| l.contains(" Running ")) {
+            Some(l) => Ok(l.split_whitespace().next().unwrap().to_string()),
+            None => Err(r.all()),
+        }
+    });
+    let container = lab.container(&node);
+    let id = node_exec(&container, &["docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=registry_registry"])
+        .ok("find the registry's task container");
+    let id = id.stdout.lines().next().unwrap_or_else(|| panic!("no registry task container on {node}")).to_string();
+    let mounts = node_exec(&container, &["docker", "inspect", "--format", "{{range .Mounts}}{{.Name}} {{.Destination}};{{end}}", &id])
+        .ok("inspect the registry's mounts");
+    assert!(mounts.stdout.contains("registry_data /var/lib/registry"), "{}", mounts.stdout);
+    node_exec(
+        &container,
+        &["docker", "exec", &id, "sh", "-c", "tr '\\0' '\\n' < /proc/1/environ | grep -q '^REGISTRY_HTTP_SECRET=.'"],
+    )
+    .ok("the registry process has its HTTP secret");
 }
 
 /// A registry whose task does not run: `lab push` exits 1 naming the node and the cause.
@@ -158,4 +297,14 @@ fn push_to_a_registry_that_does_not_run_names_the_cause() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("manager: find the cluster's registry"), "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    // `gc` too, and it changes nothing (the service is not made read-only).
+    let r = lab.on(&["images", "gc"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("manager: find the cluster's registry"), "{}", r.stderr);
+    let env = node_exec(
+        &manager,
+        &["docker", "service", "inspect", "registry_registry", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}"],
+    )
+    .ok("inspect the registry service");
+    assert!(!env.stdout.contains("READONLY"), "{}", env.stdout);
 }

@@ -137,6 +137,9 @@ pub enum ImagesAction {
         #[arg(value_name = "NAME:TAG")]
         reference: String,
     },
+    /// Reclaim the space of deleted tags: the registry's garbage collection, with the
+    /// registry read-only while it runs (its task restarts twice).
+    Gc,
 }
 
 #[derive(Debug, Args)]
@@ -205,7 +208,8 @@ pub struct TopologyArgs {
     // Negative numbers parse as values, so the number parser's error names this flag.
     #[arg(long, allow_negative_numbers = true)]
     pub workers: Option<u32>,
-    /// Registry image (default registry:2).
+    /// Registry image (default registry:3 for a new cluster; a cluster keeps the one it was
+    /// made with).
     #[arg(long, value_name = "IMAGE")]
     pub registry_image: Option<String>,
     /// How nodes reach the registry at localhost:5000 (default auto: mesh if IPVS, else fallback).

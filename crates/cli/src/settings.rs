@@ -58,6 +58,12 @@ pub struct Settings {
     pub drivers: BTreeMap<String, Value>,
 }
 
+/// The registry image of a new cluster: distribution v3, the maintained line (`registry:latest`
+/// on Docker Hub). A cluster keeps the image it was made with (the recorded state sits above
+/// this default), so changing it never redeploys an existing registry. README, "Which registry
+/// image".
+pub const DEFAULT_REGISTRY_IMAGE: &str = "registry:3";
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -66,7 +72,7 @@ impl Default for Settings {
             managers: 1,
             workers: 2,
             hosts: None,
-            registry: RegistrySettings { image: "registry:2".into(), mode: Mode::Auto },
+            registry: RegistrySettings { image: DEFAULT_REGISTRY_IMAGE.into(), mode: Mode::Auto },
             labels: LabelSettings::default(),
             drivers: BTreeMap::new(),
         }
@@ -539,6 +545,18 @@ mod tests {
             assert_eq!(s.workers, 1);
             assert_eq!(s.registry.image, "rec:2");
             assert_eq!(s.drivers["docker"]["node_image"], "recorded");
+            Ok(())
+        });
+    }
+
+    /// A new cluster gets registry:3; one made when the default was registry:2 keeps it.
+    #[test]
+    fn new_clusters_get_registry_3_and_old_ones_keep_their_image() {
+        Jail::expect_with(|_jail| {
+            let (s, _) = load(None, &TopologyArgs::default(), |_| Ok(None)).unwrap();
+            assert_eq!(s.registry.image, "registry:3");
+            let st = recorded("docker", json!({"registry_image": "registry:2"}));
+            assert_eq!(load_recorded(only_cluster(), &st).unwrap().registry.image, "registry:2");
             Ok(())
         });
     }

@@ -28,6 +28,8 @@ pub mod exec;
 #[doc(hidden)]
 pub mod external;
 #[doc(hidden)]
+pub mod gc;
+#[doc(hidden)]
 pub mod images;
 #[doc(hidden)]
 pub mod observe;

@@ -66,8 +66,18 @@ pub const SECRET_NAME: &str = "lab-registry-http-secret";
 pub const PORT: u16 = 5000;
 const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 const CONSTRAINT: &str = "node.labels.lab.registry==true";
-/// The registry's environment: manifests can be deleted (`lab images rm`).
-const ENV: &[&str] = &["REGISTRY_STORAGE_DELETE_ENABLED=true"];
+/// The registry's environment: manifests can be deleted (`lab images rm`), and distribution
+/// v3.0.0 (`registry:3`), which exports traces to `localhost:4318` unless told not to, does
+/// not (later v3 images set this themselves; v2 ignores it).
+const ENV: &[&str] = &["REGISTRY_STORAGE_DELETE_ENABLED=true", "OTEL_TRACES_EXPORTER=none"];
+/// The variable that puts the registry in read-only mode (distribution's
+/// `storage.maintenance.readonly`), set only while `lab images gc` runs.
+///
+/// Its value must be a YAML map: distribution reads `readonly` as a map and `enabled` in it.
+/// The spelling `REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED=true` does not work: it makes
+/// registry 2.8 panic at start (distribution issue 2974) and v3 refuse its configuration.
+pub const READ_ONLY_VAR: &str = "REGISTRY_STORAGE_MAINTENANCE_READONLY";
+const READ_ONLY_VALUE: &str = r#"{"enabled":true}"#;
 
 /// The forwarder's program, run by the image's `sh`. Its arguments come as positional
 /// parameters (`$1` address, `$2` port), never pasted into the script. Alpine's busybox `nc`
@@ -263,23 +273,114 @@ pub async fn observe(manager: &Docker) -> Option<RegistryObs> {
         Some(EndpointPortConfigPublishModeEnum::HOST) => RegistryMode::Fallback,
         _ => RegistryMode::Mesh,
     };
+    let spec_matches = spec_matches(&spec);
+    Some(RegistryObs { image, mode, spec_matches, running_on: None })
+}
+
+/// Whether a service spec is lab's: the HTTP secret through lab's wrapper, one replica, lab's
+/// environment (and nothing that makes the registry read-only), the pin, the volume and the
+/// port. A spec that is not is redeployed by the next `lab up`, which is also how a registry
+/// left read-only by an interrupted `lab images gc` becomes writable again.
+fn spec_matches(spec: &ServiceSpec) -> bool {
+    let Some(task) = spec.task_template.as_ref() else { return false };
+    let Some(cs) = task.container_spec.as_ref() else { return false };
     let uses_secret =
         cs.secrets.as_ref().is_some_and(|s| s.iter().any(|s| s.secret_name.as_deref() == Some(SECRET_NAME)))
             && cs.command.as_ref() == Some(&secret_command());
     let replicas = spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas);
-    let env = cs.env.clone().unwrap_or_default();
-    let spec_matches = uses_secret
+    let port = spec.endpoint_spec.as_ref().and_then(|e| e.ports.as_ref()).and_then(|p| p.first());
+    uses_secret
         && replicas == Some(1)
-        && ENV.iter().all(|e| env.iter().any(|v| v == e))
-        && spec
-            .task_template
+        && env_matches(cs.env.as_deref().unwrap_or_default())
+        && task
+            .placement
             .as_ref()
-            .and_then(|t| t.placement.as_ref())
             .and_then(|p| p.constraints.as_ref())
             .is_some_and(|c| c.iter().any(|c| c == CONSTRAINT))
         && cs.mounts.as_ref().is_some_and(|m| m.iter().any(|m| m.source.as_deref() == Some(VOLUME)))
-        && port.is_some_and(|p| p.published_port == Some(PORT as i64));
-    Some(RegistryObs { image, mode, spec_matches, running_on: None })
+        && port.is_some_and(|p| p.published_port == Some(PORT as i64))
+}
+
+/// Whether a service's environment has all of lab's settings and does not make the registry
+/// read-only (in any spelling of the variable).
+fn env_matches(env: &[String]) -> bool {
+    ENV.iter().all(|e| env.iter().any(|v| v == e)) && !env.iter().any(|v| is_read_only_var(v))
+}
+
+fn is_read_only_var(entry: &str) -> bool {
+    entry.split('=').next().is_some_and(|name| name.starts_with(READ_ONLY_VAR))
+}
+
+/// The environment `env` with the registry read-only (`on`) or not: lab's read-only variable
+/// added once, or every spelling of it removed.
+fn with_read_only(env: &[String], on: bool) -> Vec<String> {
+    let mut out: Vec<String> = env.iter().filter(|v| !is_read_only_var(v)).cloned().collect();
+    if on {
+        out.push(format!("{READ_ONLY_VAR}={READ_ONLY_VALUE}"));
+    }
+    out
+}
+
+/// Whether a container's environment has the registry read-only, as lab sets it.
+pub fn is_read_only(env: &[String]) -> bool {
+    env.iter().any(|v| *v == format!("{READ_ONLY_VAR}={READ_ONLY_VALUE}"))
+}
+
+/// The configuration file the image's own program names (`/etc/docker/registry/config.yml`
+/// for registry:2, `/etc/distribution/config.yml` for registry:3): the last argument that is
+/// a YAML file. `registry garbage-collect` must read the same file the registry serves with,
+/// or it would look at another storage.
+pub fn config_path(program: &[String]) -> Option<&str> {
+    program.iter().rev().map(String::as_str).find(|a| a.ends_with(".yml") || a.ends_with(".yaml"))
+}
+
+/// The running service's program (the image's entrypoint and command, as lab deployed it),
+/// read from the swarm.
+pub async fn service_program(mgr_name: &str, mgr: &Docker) -> Result<Vec<String>> {
+    let svc = mgr
+        .inspect_service(SERVICE, None::<InspectServiceOptions>)
+        .await
+        .map_err(|e| Error::engine(mgr_name, format!("inspect service {SERVICE}"), e))?;
+    Ok(svc
+        .spec
+        .and_then(|s| s.task_template)
+        .and_then(|t| t.container_spec)
+        .and_then(|c| c.args)
+        .unwrap_or_default())
+}
+
+/// Makes the registry read-only (`on`) or writable again, by updating its service's
+/// environment; the swarm restarts its task. Nothing else in the spec changes.
+pub async fn set_read_only(rt: &dyn Nodes, on: bool) -> Result<()> {
+    let (mgr_name, mgr) = rt.manager().await?;
+    let step = if on { "make the registry read-only" } else { "make the registry writable again" };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let svc = mgr
+            .inspect_service(SERVICE, None::<InspectServiceOptions>)
+            .await
+            .map_err(|e| Error::engine(&mgr_name, step, e))?;
+        let version = svc.version.and_then(|v| v.index).unwrap_or_default();
+        let mut spec = svc.spec.ok_or_else(|| Error::node(&mgr_name, step, "the service has no spec"))?;
+        let Some(cs) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()) else {
+            return Err(Error::node(&mgr_name, step, "the service has no container spec"));
+        };
+        let env = cs.env.clone().unwrap_or_default();
+        let wanted = with_read_only(&env, on);
+        if wanted == env {
+            return Ok(());
+        }
+        cs.env = Some(wanted);
+        let opts = UpdateServiceOptionsBuilder::new().version(version as i32).build();
+        match mgr.update_service(SERVICE, spec, opts, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) if crate::swarm::out_of_sequence(&e) && attempt < crate::swarm::UPDATE_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+            }
+            Err(e) => return Err(Error::engine(&mgr_name, step, e)),
+        }
+    }
 }
 
 /// The swarm secret's ID, made (32 random bytes) the first time. Swarm secrets cannot be read
@@ -994,8 +1095,12 @@ mod tests {
             let cs = task.container_spec.as_ref().unwrap();
             assert_eq!(cs.image.as_deref(), Some("registry:2"));
             // The HTTP secret comes from the swarm secret, never from the spec.
-            // The environment only lets `lab images rm` delete manifests.
-            assert_eq!(cs.env.as_deref(), Some(&["REGISTRY_STORAGE_DELETE_ENABLED=true".to_string()][..]));
+            // The environment only lets `lab images rm` delete manifests and keeps registry:3
+            // from exporting traces.
+            assert_eq!(
+                cs.env.as_deref(),
+                Some(&["REGISTRY_STORAGE_DELETE_ENABLED=true".to_string(), "OTEL_TRACES_EXPORTER=none".to_string()][..])
+            );
             assert!(!cs.env.iter().flatten().any(|e| e.contains("SECRET")), "{:?}", cs.env);
             let secret = &cs.secrets.as_ref().unwrap()[0];
             assert_eq!(secret.secret_id.as_deref(), Some("secret-id"));
@@ -1010,6 +1115,74 @@ mod tests {
             assert_eq!((port.published_port, port.target_port), (Some(5000), Some(5000)));
             assert_eq!(port.publish_mode, Some(publish));
         }
+    }
+
+    fn lab_spec() -> ServiceSpec {
+        let program = vec!["/entrypoint.sh".to_string(), "/etc/distribution/config.yml".to_string()];
+        service_spec("registry:3", &program, "secret-id", RegistryMode::Fallback)
+    }
+
+    fn env_of(spec: &mut ServiceSpec) -> &mut Vec<String> {
+        spec.task_template.as_mut().unwrap().container_spec.as_mut().unwrap().env.as_mut().unwrap()
+    }
+
+    #[test]
+    fn labs_own_spec_matches_and_one_without_the_tracing_setting_does_not() {
+        assert!(spec_matches(&lab_spec()));
+        // A cluster deployed before registry:3 was supported: redeployed by the next `up`.
+        let mut old = lab_spec();
+        env_of(&mut old).retain(|e| !e.starts_with("OTEL_"));
+        assert!(!spec_matches(&old));
+        let mut other = lab_spec();
+        *env_of(&mut other) = vec!["REGISTRY_STORAGE_DELETE_ENABLED=true".into(), "OTEL_TRACES_EXPORTER=otlp".into()];
+        assert!(!spec_matches(&other));
+        // Extra variables a user added do not count against it.
+        let mut extra = lab_spec();
+        env_of(&mut extra).push("REGISTRY_LOG_LEVEL=debug".into());
+        assert!(spec_matches(&extra));
+    }
+
+    /// An interrupted `lab images gc` leaves the service read-only: the planner must see it as
+    /// not lab's, so the next `up` redeploys it writable.
+    #[test]
+    fn a_read_only_registry_is_not_labs_spec_in_any_spelling() {
+        let mut ro = lab_spec();
+        let env = env_of(&mut ro);
+        *env = with_read_only(env, true);
+        assert!(env.contains(&r#"REGISTRY_STORAGE_MAINTENANCE_READONLY={"enabled":true}"#.to_string()));
+        assert!(is_read_only(env));
+        assert!(!spec_matches(&ro));
+        for spelling in ["REGISTRY_STORAGE_MAINTENANCE_READONLY={enabled: false}", "REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED=true"] {
+            let mut s = lab_spec();
+            env_of(&mut s).push(spelling.into());
+            assert!(!spec_matches(&s), "{spelling}");
+        }
+        // Writable again: every spelling goes, the rest stays, and it is lab's spec again.
+        let env = env_of(&mut ro);
+        env.push("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED=true".into());
+        *env = with_read_only(env, false);
+        assert!(!is_read_only(env));
+        assert!(spec_matches(&ro));
+        // Adding it twice leaves one.
+        let once = with_read_only(&with_read_only(&[], true), true);
+        assert_eq!(once.len(), 1);
+    }
+
+    #[test]
+    fn gc_reads_the_config_file_the_images_own_command_names() {
+        let p = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // registry:2 and registry:3, as their entrypoint and command give it.
+        assert_eq!(
+            config_path(&p(&["/entrypoint.sh", "/etc/docker/registry/config.yml"])),
+            Some("/etc/docker/registry/config.yml")
+        );
+        assert_eq!(
+            config_path(&p(&["/entrypoint.sh", "/etc/distribution/config.yml"])),
+            Some("/etc/distribution/config.yml")
+        );
+        // An image that runs the binary directly.
+        assert_eq!(config_path(&p(&["registry", "serve", "/etc/r.yaml"])), Some("/etc/r.yaml"));
+        assert_eq!(config_path(&p(&["registry", "serve"])), None);
     }
 
     /// The wrapper reads the secret file into REGISTRY_HTTP_SECRET and runs the image's

@@ -1,4 +1,5 @@
-//! `lab push` and `lab images`: the cluster registry's contents, from this machine.
+//! `lab push` and `lab images`: the cluster registry's contents, from this machine, and
+//! `lab images gc`, which reclaims the space of deleted tags.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,6 +119,9 @@ pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) 
 }
 
 pub(super) async fn images(config: Option<&std::path::Path>, args: &ImagesArgs) -> Result<i32> {
+    if let Some(ImagesAction::Gc) = args.action {
+        return gc(config, args).await;
+    }
     let client = client(config, args.cluster.as_deref()).await?;
     match &args.action {
         None | Some(ImagesAction::Ls) => {
@@ -145,6 +149,34 @@ pub(super) async fn images(config: Option<&std::path::Path>, args: &ImagesArgs) 
                 Output::Json => println!("{}", json!({"deleted": format!("{repo}:{tag}"), "digest": digest})),
                 Output::Table => println!("deleted {repo}:{tag} ({digest})"),
             }
+        }
+        Some(ImagesAction::Gc) => unreachable!("handled above"),
+    }
+    Ok(0)
+}
+
+/// `lab images gc`, under the cluster's lock: it changes the registry's service, which `lab up`
+/// must not do at the same time.
+async fn gc(config: Option<&std::path::Path>, args: &ImagesArgs) -> Result<i32> {
+    let (rt, paths, _) = existing(config, args.cluster.as_deref(), Arc::new(Silent), true).await?;
+    let _lock = paths.lock(&rt.desired.topology.cluster, "lab images gc")?;
+    rt.set_machines(rt.driver.observe().await?);
+    let note = |m: &str| eprintln!("{m}");
+    let done = lab_core::gc::collect(&rt, &note).await?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&done).expect("json")),
+        Output::Table => {
+            if let Some(s) = &done.summary {
+                eprintln!("{s}");
+            }
+            println!(
+                "reclaimed {} on {} ({} before, {} after, {:.1}s)",
+                human(done.reclaimed_bytes),
+                done.node,
+                human(done.before_bytes),
+                human(done.after_bytes),
+                done.seconds
+            );
         }
     }
     Ok(0)

@@ -1,0 +1,245 @@
+//! `lab images gc`: the registry's own garbage collection, run safely.
+//!
+//! `registry garbage-collect` deletes every blob no manifest refers to. Run while the registry
+//! accepts pushes, it can delete the layers of an image being pushed (distribution's docs say
+//! so), so the registry is made read-only first ([`crate::registry::set_read_only`], a service
+//! update: the swarm restarts the task with the variable set), the collection runs in that
+//! task's container through its node's engine (an exec with an argument vector, no shell), and
+//! the registry is made writable again, whatever happened. The restart also drops the
+//! registry's in-memory cache of blob descriptors, which would otherwise still answer for
+//! blobs the collection deleted.
+//!
+//! An interrupted run leaves the service read-only; the planner counts such a spec as not
+//! lab's ([`crate::registry`]'s spec matching), so the next `lab up` redeploys it writable, and
+//! the next `lab images gc` ends writable too.
+
+use std::time::{Duration, Instant};
+
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::distribution::{Client, Endpoint};
+use crate::error::{Error, Result};
+use crate::registry;
+use crate::seam::Nodes;
+
+/// Where the registry keeps its data in its container.
+const DATA: &str = "/var/lib/registry";
+/// How long the registry may take to come back after each restart.
+const RESTART: Duration = Duration::from_secs(120);
+/// How long `du` may take.
+const MEASURE: Duration = Duration::from_secs(300);
+/// How long the collection may take (it walks every manifest and blob).
+const COLLECT: Duration = Duration::from_secs(3600);
+
+/// What a collection did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Collected {
+    /// The registry's node.
+    pub node: String,
+    /// The configuration file the collection read (the one the image's command names).
+    pub config: String,
+    /// The data's size before, as `du` counts it.
+    pub before_bytes: u64,
+    /// After.
+    pub after_bytes: u64,
+    /// What came back.
+    pub reclaimed_bytes: u64,
+    /// The collection's own summary line (`N blobs marked, M blobs and K manifests eligible
+    /// for deletion`), if it printed one.
+    pub summary: Option<String>,
+    /// How long it all took, restarts included.
+    pub seconds: f64,
+}
+
+/// Runs the registry's garbage collection with the registry read-only, and makes it writable
+/// again afterwards, also when the collection failed. `note` is told each stage.
+pub async fn collect(rt: &dyn Nodes, note: &(dyn Fn(&str) + Sync)) -> Result<Collected> {
+    let start = Instant::now();
+    // A registry that does not run is an error before anything changes.
+    registry::endpoint(rt).await?;
+    let (mgr_name, mgr) = rt.manager().await?;
+    let program = registry::service_program(&mgr_name, &mgr).await?;
+    let config = registry::config_path(&program)
+        .ok_or_else(|| {
+            Error::node(
+                &mgr_name,
+                "find the registry's configuration file",
+                format!("the registry's command ({}) names no YAML file", program.join(" ")),
+            )
+        })?
+        .to_string();
+    note("making the registry read-only (its task restarts)");
+    registry::set_read_only(rt, true).await?;
+    let result = async {
+        let at = serving(rt, true).await?;
+        note(&format!("collecting garbage on {} (registry garbage-collect {config})", at.node));
+        let before = size(&at).await?;
+        let output = run(&at, &["registry", "garbage-collect", &config], COLLECT, "run registry garbage-collect").await?;
+        let after = size(&at).await?;
+        Ok::<_, Error>((at.node, before, after, summary(&output)))
+    }
+    .await;
+    note("making the registry writable again (its task restarts)");
+    let restored = match registry::set_read_only(rt, false).await {
+        Ok(()) => serving(rt, false).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let back = "`lab up` makes the registry writable again";
+    match (result, restored) {
+        (Ok((node, before, after, summary)), Ok(())) => Ok(Collected {
+            node,
+            config,
+            before_bytes: before,
+            after_bytes: after,
+            reclaimed_bytes: before.saturating_sub(after),
+            summary,
+            seconds: start.elapsed().as_secs_f64(),
+        }),
+        (Ok(_), Err(e)) => Err(e.with_hint(format!("the collection ran, but the registry may still be read-only; {back}"))),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(again)) => {
+            Err(e.with_hint(format!("and the registry may still be read-only ({again}); {back}")))
+        }
+    }
+}
+
+/// Waits, at most [`RESTART`], until the registry's running task is one with the read-only
+/// setting as asked and it answers `GET /v2/`.
+async fn serving(rt: &dyn Nodes, read_only: bool) -> Result<Endpoint> {
+    let start = Instant::now();
+    let what = if read_only { "the registry to answer read-only" } else { "the registry to answer writable" };
+    loop {
+        let last = match registry::endpoint(rt).await {
+            Ok(at) => match at.docker.inspect_container(&at.container, None).await {
+                Ok(c) => {
+                    let env = c.config.and_then(|c| c.env).unwrap_or_default();
+                    if registry::is_read_only(&env) != read_only {
+                        format!("{}: its task still runs the previous setting", at.node)
+                    } else {
+                        match Client::new(at.clone()).ping().await {
+                            Ok(()) => return Ok(at),
+                            Err(e) => e.to_string(),
+                        }
+                    }
+                }
+                Err(e) => format!("{}: {}", at.node, crate::error::engine_message(&e)),
+            },
+            Err(e) => e.to_string(),
+        };
+        if start.elapsed() >= RESTART {
+            let node = rt.desired().topology.registry_node().name.clone();
+            return Err(Error::Timeout { node, what: what.into(), secs: RESTART.as_secs(), hint: Some(last) });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The registry's data size in bytes, by `du -sk` in its container.
+async fn size(at: &Endpoint) -> Result<u64> {
+    let out = run(at, &["du", "-sk", DATA], MEASURE, "measure the registry's data (du -sk)").await?;
+    parse_du(&out).map(|kb| kb * 1024).ok_or_else(|| {
+        Error::node(&at.node, "measure the registry's data (du -sk)", format!("du said: {}", out.trim()))
+    })
+}
+
+/// Runs `argv` in the registry's container (an exec, arguments as given, no shell), for at
+/// most `limit`; its stdout and stderr together, or an error with the last lines it printed.
+async fn run(at: &Endpoint, argv: &[&str], limit: Duration, step: &str) -> Result<String> {
+    let cfg = ExecConfig {
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        cmd: Some(argv.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    };
+    let docker = &at.docker;
+    let created = docker.create_exec(&at.container, cfg).await.map_err(|e| Error::engine(&at.node, step, e))?;
+    let started = docker
+        .start_exec(&created.id, Some(StartExecOptions { detach: false, ..Default::default() }))
+        .await
+        .map_err(|e| Error::engine(&at.node, step, e))?;
+    let StartExecResults::Attached { mut output, .. } = started else {
+        return Err(Error::node(&at.node, step, "the engine did not attach to the command"));
+    };
+    let mut said = Vec::new();
+    let read = async {
+        while let Some(chunk) = output.next().await {
+            match chunk {
+                Ok(c) => said.extend_from_slice(&c.into_bytes()),
+                Err(e) => return Err(Error::engine(&at.node, step, e)),
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limit, read).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Error::Timeout {
+                node: at.node.clone(),
+                what: format!("{} to finish", argv.join(" ")),
+                secs: limit.as_secs(),
+                hint: None,
+            })
+        }
+    }
+    let said = String::from_utf8_lossy(&said).into_owned();
+    let code = docker.inspect_exec(&created.id).await.map_err(|e| Error::engine(&at.node, step, e))?.exit_code;
+    match code {
+        Some(0) => Ok(said),
+        code => Err(Error::node(
+            &at.node,
+            step,
+            format!("{} exited {}: {}", argv[0], code.map(|c| c.to_string()).unwrap_or("?".into()), last_lines(&said, 5)),
+        )),
+    }
+}
+
+/// The size in KiB `du -sk DIR` printed (`1234\t/var/lib/registry`).
+fn parse_du(out: &str) -> Option<u64> {
+    out.lines().rev().find_map(|l| l.split_whitespace().next()?.parse().ok())
+}
+
+/// The collection's summary line, which says how much it found to delete.
+fn summary(output: &str) -> Option<String> {
+    output.lines().find(|l| l.contains("blobs marked") && l.contains("eligible for deletion")).map(|l| l.trim().to_string())
+}
+
+/// The last `n` lines that say something, on one line: what a failed tool said last is its
+/// reason.
+fn last_lines(output: &str, n: usize) -> String {
+    let lines: Vec<&str> = output.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(n)..];
+    if tail.is_empty() {
+        "(it printed nothing)".into()
+    } else {
+        tail.join(" / ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn du_output_is_read_as_kib() {
+        assert_eq!(parse_du("1234\t/var/lib/registry\n"), Some(1234));
+        assert_eq!(parse_du("0\t/var/lib/registry"), Some(0));
+        // A warning before the figure (busybox on an unreadable file) does not hide it.
+        assert_eq!(parse_du("du: can't open 'x': Permission denied\n88\t/var/lib/registry\n"), Some(88));
+        assert_eq!(parse_du(""), None);
+        assert_eq!(parse_du("du: /var/lib/registry: No such file or directory"), None);
+    }
+
+    #[test]
+    fn the_collections_summary_and_a_failures_last_words() {
+        let out = "e2e\ne2e: marking manifest sha256:aa\n\n3 blobs marked, 2 blobs and 0 manifests eligible for deletion\n\
+                   blob eligible for deletion: sha256:bb\n";
+        // The summary, not a line naming one blob.
+        assert_eq!(summary(out).as_deref(), Some("3 blobs marked, 2 blobs and 0 manifests eligible for deletion"));
+        assert_eq!(summary("nothing to say"), None);
+        assert_eq!(last_lines("a\n\nb\nc\n", 2), "b / c");
+        assert_eq!(last_lines("", 3), "(it printed nothing)");
+    }
+}
