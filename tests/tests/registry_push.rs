@@ -237,7 +237,8 @@ fn registry_is_configured_as_lab_wants(lab: &lab_tests::Lab, registry: &str) {
     .ok("inspect the registry service");
     let cs: Value = serde_json::from_str(&spec.stdout).unwrap_or_else(|e| panic!("{e}: {}", spec.stdout));
     assert_eq!(cs["Image"].as_str().unwrap().split('@').next().unwrap(), registry, "{cs:#}");
-    let config = if registry == REGISTRY3_IMAGE { "/etc/distribution/config.yml" } else { "/etc/docker/registry/config.yml" };
+    let config =
+        if registry == REGISTRY3_IMAGE { "/etc/distribution/config.yml" } else { "/etc/docker/registry/config.yml" };
     assert_eq!(cs["Args"], serde_json::json!(["/entrypoint.sh", config]), "{cs:#}");
     let env: Vec<&str> = cs["Env"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
     for want in ["REGISTRY_STORAGE_DELETE_ENABLED=true", "OTEL_TRACES_EXPORTER=none"] {
@@ -247,11 +248,24 @@ fn registry_is_configured_as_lab_wants(lab: &lab_tests::Lab, registry: &str) {
     // The running task: its node's engine shows the volume, and the registry process (PID 1)
     // has the secret (only whether it is there is printed, never its value).
     let plan = lab.on(&["plan", "--output", "json"]).ok("lab plan");
-    assert!(!plan.stdout.contains("deploy stack registry"), "lab's own registry spec is not converged:\n{}", plan.stdout);
+    assert!(
+        !plan.stdout.contains("deploy stack registry"),
+        "lab's own registry spec is not converged:\n{}",
+        plan.stdout
+    );
     let node = wait_for("the registry's task running", Duration::from_secs(120), || {
         let r = node_exec(
             &manager,
-            &["docker", "service", "ps", "registry_registry", "--filter", "desired-state=running", "--format", "{{.Node}} {{.CurrentState}}"],
+            &[
+                "docker",
+                "service",
+                "ps",
+                "registry_registry",
+                "--filter",
+                "desired-state=running",
+                "--format",
+                "{{.Node}} {{.CurrentState}}",
+            ],
         );
         match r.stdout.lines().find(|l| l.contains(" Running ")) {
             Some(l) => Ok(l.split_whitespace().next().unwrap().to_string()),
@@ -259,11 +273,17 @@ fn registry_is_configured_as_lab_wants(lab: &lab_tests::Lab, registry: &str) {
         }
     });
     let container = lab.container(&node);
-    let id = node_exec(&container, &["docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=registry_registry"])
-        .ok("find the registry's task container");
+    let id = node_exec(
+        &container,
+        &["docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=registry_registry"],
+    )
+    .ok("find the registry's task container");
     let id = id.stdout.lines().next().unwrap_or_else(|| panic!("no registry task container on {node}")).to_string();
-    let mounts = node_exec(&container, &["docker", "inspect", "--format", "{{range .Mounts}}{{.Name}} {{.Destination}};{{end}}", &id])
-        .ok("inspect the registry's mounts");
+    let mounts = node_exec(
+        &container,
+        &["docker", "inspect", "--format", "{{range .Mounts}}{{.Name}} {{.Destination}};{{end}}", &id],
+    )
+    .ok("inspect the registry's mounts");
     assert!(mounts.stdout.contains("registry_data /var/lib/registry"), "{}", mounts.stdout);
     node_exec(
         &container,
@@ -303,7 +323,14 @@ fn push_to_a_registry_that_does_not_run_names_the_cause() {
     assert!(r.stderr.contains("manager: find the cluster's registry"), "{}", r.stderr);
     let env = node_exec(
         &manager,
-        &["docker", "service", "inspect", "registry_registry", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}"],
+        &[
+            "docker",
+            "service",
+            "inspect",
+            "registry_registry",
+            "--format",
+            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        ],
     )
     .ok("inspect the registry service");
     assert!(!env.stdout.contains("READONLY"), "{}", env.stdout);

@@ -77,7 +77,8 @@ pub async fn collect(rt: &dyn Nodes, note: &(dyn Fn(&str) + Sync)) -> Result<Col
         let at = serving(rt, true).await?;
         note(&format!("collecting garbage on {} (registry garbage-collect {config})", at.node));
         let before = size(&at).await?;
-        let output = run(&at, &["registry", "garbage-collect", &config], COLLECT, "run registry garbage-collect").await?;
+        let output =
+            run(&at, &["registry", "garbage-collect", &config], COLLECT, "run registry garbage-collect").await?;
         let after = size(&at).await?;
         Ok::<_, Error>((at.node, before, after, summary(&output)))
     }
@@ -98,11 +99,11 @@ pub async fn collect(rt: &dyn Nodes, note: &(dyn Fn(&str) + Sync)) -> Result<Col
             summary,
             seconds: start.elapsed().as_secs_f64(),
         }),
-        (Ok(_), Err(e)) => Err(e.with_hint(format!("the collection ran, but the registry may still be read-only; {back}"))),
-        (Err(e), Ok(())) => Err(e),
-        (Err(e), Err(again)) => {
-            Err(e.with_hint(format!("and the registry may still be read-only ({again}); {back}")))
+        (Ok(_), Err(e)) => {
+            Err(e.with_hint(format!("the collection ran, but the registry may still be read-only; {back}")))
         }
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(again)) => Err(e.with_hint(format!("and the registry may still be read-only ({again}); {back}"))),
     }
 }
 
@@ -191,7 +192,12 @@ async fn run(at: &Endpoint, argv: &[&str], limit: Duration, step: &str) -> Resul
         code => Err(Error::node(
             &at.node,
             step,
-            format!("{} exited {}: {}", argv[0], code.map(|c| c.to_string()).unwrap_or("?".into()), last_lines(&said, 5)),
+            format!(
+                "{} exited {}: {}",
+                argv[0],
+                code.map(|c| c.to_string()).unwrap_or("?".into()),
+                last_lines(&said, 5)
+            ),
         )),
     }
 }
@@ -203,7 +209,10 @@ fn parse_du(out: &str) -> Option<u64> {
 
 /// The collection's summary line, which says how much it found to delete.
 fn summary(output: &str) -> Option<String> {
-    output.lines().find(|l| l.contains("blobs marked") && l.contains("eligible for deletion")).map(|l| l.trim().to_string())
+    output
+        .lines()
+        .find(|l| l.contains("blobs marked") && l.contains("eligible for deletion"))
+        .map(|l| l.trim().to_string())
 }
 
 /// The last `n` lines that say something, on one line: what a failed tool said last is its
@@ -234,7 +243,8 @@ mod tests {
 
     #[test]
     fn the_collections_summary_and_a_failures_last_words() {
-        let out = "e2e\ne2e: marking manifest sha256:aa\n\n3 blobs marked, 2 blobs and 0 manifests eligible for deletion\n\
+        let out =
+            "e2e\ne2e: marking manifest sha256:aa\n\n3 blobs marked, 2 blobs and 0 manifests eligible for deletion\n\
                    blob eligible for deletion: sha256:bb\n";
         // The summary, not a line naming one blob.
         assert_eq!(summary(out).as_deref(), Some("3 blobs marked, 2 blobs and 0 manifests eligible for deletion"));

@@ -341,12 +341,7 @@ pub async fn service_program(mgr_name: &str, mgr: &Docker) -> Result<Vec<String>
         .inspect_service(SERVICE, None::<InspectServiceOptions>)
         .await
         .map_err(|e| Error::engine(mgr_name, format!("inspect service {SERVICE}"), e))?;
-    Ok(svc
-        .spec
-        .and_then(|s| s.task_template)
-        .and_then(|t| t.container_spec)
-        .and_then(|c| c.args)
-        .unwrap_or_default())
+    Ok(svc.spec.and_then(|s| s.task_template).and_then(|t| t.container_spec).and_then(|c| c.args).unwrap_or_default())
 }
 
 /// Makes the registry read-only (`on`) or writable again, by updating its service's
@@ -1099,7 +1094,9 @@ mod tests {
             // from exporting traces.
             assert_eq!(
                 cs.env.as_deref(),
-                Some(&["REGISTRY_STORAGE_DELETE_ENABLED=true".to_string(), "OTEL_TRACES_EXPORTER=none".to_string()][..])
+                Some(
+                    &["REGISTRY_STORAGE_DELETE_ENABLED=true".to_string(), "OTEL_TRACES_EXPORTER=none".to_string()][..]
+                )
             );
             assert!(!cs.env.iter().flatten().any(|e| e.contains("SECRET")), "{:?}", cs.env);
             let secret = &cs.secrets.as_ref().unwrap()[0];
@@ -1152,7 +1149,10 @@ mod tests {
         assert!(env.contains(&r#"REGISTRY_STORAGE_MAINTENANCE_READONLY={"enabled":true}"#.to_string()));
         assert!(is_read_only(env));
         assert!(!spec_matches(&ro));
-        for spelling in ["REGISTRY_STORAGE_MAINTENANCE_READONLY={enabled: false}", "REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED=true"] {
+        for spelling in [
+            "REGISTRY_STORAGE_MAINTENANCE_READONLY={enabled: false}",
+            "REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED=true",
+        ] {
             let mut s = lab_spec();
             env_of(&mut s).push(spelling.into());
             assert!(!spec_matches(&s), "{spelling}");
