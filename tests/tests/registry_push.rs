@@ -163,6 +163,8 @@ fn push_images_rm_gc(registry: &str, tag: &str, workers: usize) {
     assert!(sent(&pushed) > 3_000_000, "{}", pushed.stdout);
     lab.on(&["images", "rm", &unique_name]).ok("lab images rm (unique layer)");
     let gc = lab.on(&["images", "gc", "--output", "json"]).ok("lab images gc");
+    // What gc said, in the test's output (`--success-output`), for whoever looks.
+    eprintln!("lab images gc:\n{}", gc.all());
     let done = json(&gc);
     let reclaimed = done["reclaimed_bytes"].as_u64().unwrap_or_else(|| panic!("no reclaimed_bytes:\n{}", gc.all()));
     assert!(reclaimed >= 2_900_000, "gc reclaimed only {reclaimed} bytes:\n{}", gc.all());
