@@ -165,6 +165,8 @@ fn push_images_rm_gc(registry: &str, tag: &str, workers: usize) {
     let gc = lab.on(&["images", "gc", "--output", "json"]).ok("lab images gc");
     // What gc said, in the test's output (`--success-output`), for whoever looks.
     eprintln!("lab images gc:\n{}", gc.all());
+    // What gc said, in the test's output (`--success-output`), for whoever looks.
+    eprintln!("lab images gc:\n{}", gc.all());
     let done = json(&gc);
     let reclaimed = done["reclaimed_bytes"].as_u64().unwrap_or_else(|| panic!("no reclaimed_bytes:\n{}", gc.all()));
     assert!(reclaimed >= 2_900_000, "gc reclaimed only {reclaimed} bytes:\n{}", gc.all());
@@ -336,4 +338,55 @@ fn push_to_a_registry_that_does_not_run_names_the_cause() {
     )
     .ok("inspect the registry service");
     assert!(!env.stdout.contains("READONLY"), "{}", env.stdout);
+}
+
+/// A collection that fails is exit 1 naming the registry's node and saying what the tool said,
+/// and the registry is writable again afterwards.
+#[test]
+fn a_failing_gc_is_named_and_leaves_the_registry_writable() {
+    ensure_images();
+    let lab = lab("gcfail");
+    lab.up(&["--workers", "0"]).ok("lab up");
+    let manager = lab.container("manager");
+    let name = format!("e2e-gcfail-{}:1", std::process::id());
+    let image = HostImage::build(&name);
+    lab.on(&["push", &image.0]).ok("lab push");
+    // A manifest revision that names a layer: the collection cannot read it as a manifest
+    // and stops.
+    let repo = name.split(':').next().unwrap();
+    let task = node_exec(
+        &manager,
+        &["docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=registry_registry"],
+    )
+    .ok("find the registry's task");
+    let task = task.stdout.trim().to_string();
+    let script = r#"blob=$(ls -S /var/lib/registry/docker/registry/v2/blobs/sha256/*/*/data | head -n 1)
+hex=$(basename "$(dirname "$blob")")
+dir="/var/lib/registry/docker/registry/v2/repositories/$1/_manifests/revisions/sha256/$hex"
+mkdir -p "$dir" && printf 'sha256:%s' "$hex" > "$dir/link" && printf 'sha256:%s' "$hex""#;
+    let fake = node_exec(&manager, &["docker", "exec", &task, "sh", "-c", script, "sh", repo])
+        .ok("make a broken revision")
+        .stdout;
+    assert!(fake.starts_with("sha256:") && fake.len() == 71, "{fake}");
+    let r = lab.on(&["images", "gc"]);
+    eprintln!("lab images gc:\n{}", r.all());
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("manager: run registry garbage-collect"), "{}", r.stderr);
+    assert!(r.stderr.contains(&fake), "the tool's own words are missing:\n{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    // Writable again: lab's spec, and a push goes through.
+    let env = node_exec(
+        &manager,
+        &[
+            "docker",
+            "service",
+            "inspect",
+            "registry_registry",
+            "--format",
+            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        ],
+    )
+    .ok("inspect the registry service");
+    assert!(!env.stdout.contains("READONLY"), "{}", env.stdout);
+    lab.on(&["push", &image.0, "--as", "e2e-gcfail-after:1"]).ok("lab push after a failed gc");
 }

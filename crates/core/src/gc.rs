@@ -192,12 +192,7 @@ async fn run(at: &Endpoint, argv: &[&str], limit: Duration, step: &str) -> Resul
         code => Err(Error::node(
             &at.node,
             step,
-            format!(
-                "{} exited {}: {}",
-                argv[0],
-                code.map(|c| c.to_string()).unwrap_or("?".into()),
-                last_lines(&said, 5)
-            ),
+            format!("{} exited {}: {}", argv[0], code.map(|c| c.to_string()).unwrap_or("?".into()), reason(&said, 5)),
         )),
     }
 }
@@ -215,10 +210,21 @@ fn summary(output: &str) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
-/// The last `n` lines that say something, on one line: what a failed tool said last is its
-/// reason.
-fn last_lines(output: &str, n: usize) -> String {
+/// Why a tool failed, in its own words: a Go panic's message, else the last line that says
+/// something failed (the collection prints a line per blob before its error), else its last
+/// `n` lines.
+fn reason(output: &str, n: usize) -> String {
     let lines: Vec<&str> = output.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if let Some(p) = lines.iter().find(|l| l.starts_with("panic:")) {
+        return p.to_string();
+    }
+    let says_failure = |l: &&&str| {
+        let l = l.to_lowercase();
+        l.contains("fail") || l.contains("error")
+    };
+    if let Some(l) = lines.iter().rev().find(says_failure) {
+        return l.to_string();
+    }
     let tail = &lines[lines.len().saturating_sub(n)..];
     if tail.is_empty() {
         "(it printed nothing)".into()
@@ -249,7 +255,15 @@ mod tests {
         // The summary, not a line naming one blob.
         assert_eq!(summary(out).as_deref(), Some("3 blobs marked, 2 blobs and 0 manifests eligible for deletion"));
         assert_eq!(summary("nothing to say"), None);
-        assert_eq!(last_lines("a\n\nb\nc\n", 2), "b / c");
-        assert_eq!(last_lines("", 3), "(it printed nothing)");
+        assert_eq!(reason("a\n\nb\nc\n", 2), "b / c");
+        assert_eq!(reason("", 3), "(it printed nothing)");
+        // The collection's error, not the blobs it marked before it.
+        let failed = "r: marking blob sha256:aa\nr: marking manifest sha256:bb\n\
+                      failed to garbage collect: failed to mark: storage: read exceeds limit\n";
+        assert_eq!(reason(failed, 5), "failed to garbage collect: failed to mark: storage: read exceeds limit");
+        // A Go panic: its message, not the stack below it.
+        let panicked = "panic: readonly config key must contain additional keys\n\ngoroutine 1 [running]:\n\
+                        github.com/docker/distribution/registry/handlers.NewApp(...)\n";
+        assert_eq!(reason(panicked, 5), "panic: readonly config key must contain additional keys");
     }
 }
