@@ -390,3 +390,56 @@ mkdir -p "$dir" && printf 'sha256:%s' "$hex" > "$dir/link" && printf 'sha256:%s'
     assert!(!env.stdout.contains("READONLY"), "{}", env.stdout);
     lab.on(&["push", &image.0, "--as", "e2e-gcfail-after:1"]).ok("lab push after a failed gc");
 }
+
+/// `lab images gc` stopped by SIGTERM (or Ctrl-C) while the registry is read-only makes it
+/// writable again before it exits.
+#[test]
+fn an_interrupted_gc_makes_the_registry_writable_before_it_stops() {
+    ensure_images();
+    let lab = lab("gcint");
+    lab.up(&["--workers", "0"]).ok("lab up");
+    let manager = lab.container("manager");
+    let env = || {
+        node_exec(
+            &manager,
+            &[
+                "docker",
+                "service",
+                "inspect",
+                "registry_registry",
+                "--format",
+                "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+            ],
+        )
+        .ok("inspect the registry service")
+        .stdout
+    };
+    let mut gc = lab
+        .command(&["images", "gc", "--cluster", &lab.cluster])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start lab images gc");
+    // While it waits for the read-only task: stop it.
+    wait_for("lab images gc making the registry read-only", Duration::from_secs(60), || {
+        let e = env();
+        if e.contains("READONLY") {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    });
+    let pid = gc.id().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    wait_for("lab images gc to exit after SIGTERM", Duration::from_secs(180), || match gc.try_wait() {
+        Ok(Some(_)) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    let out = lab_tests::Run::from(gc.wait_with_output().expect("lab images gc's output"));
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("interrupted"), "{}", out.stderr);
+    assert!(!env().contains("READONLY"), "the registry stayed read-only: {}", env());
+    let name = format!("e2e-gcint-{}:1", std::process::id());
+    let image = HostImage::build(&name);
+    lab.on(&["push", &image.0]).ok("lab push after an interrupted gc");
+}

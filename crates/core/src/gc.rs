@@ -55,8 +55,16 @@ pub struct Collected {
 }
 
 /// Runs the registry's garbage collection with the registry read-only, and makes it writable
-/// again afterwards, also when the collection failed. `note` is told each stage.
-pub async fn collect(rt: &dyn Nodes, note: &(dyn Fn(&str) + Sync)) -> Result<Collected> {
+/// again afterwards, also when the collection failed or `interrupted` resolved first (the
+/// CLI's Ctrl-C or SIGTERM). `note` is told each stage.
+///
+/// Making it writable replaces the task's container, which ends a collection still running in
+/// it: the registry never takes a push while a collection runs.
+pub async fn collect(
+    rt: &dyn Nodes,
+    note: &(dyn Fn(&str) + Sync),
+    interrupted: impl std::future::Future<Output = ()>,
+) -> Result<Collected> {
     let start = Instant::now();
     // A registry that does not run is an error before anything changes.
     registry::endpoint(rt).await?;
@@ -73,7 +81,7 @@ pub async fn collect(rt: &dyn Nodes, note: &(dyn Fn(&str) + Sync)) -> Result<Col
         .to_string();
     note("making the registry read-only (its task restarts)");
     registry::set_read_only(rt, true).await?;
-    let result = async {
+    let work = async {
         let at = serving(rt, true).await?;
         note(&format!("collecting garbage on {} (registry garbage-collect {config})", at.node));
         let before = size(&at).await?;
@@ -81,8 +89,11 @@ pub async fn collect(rt: &dyn Nodes, note: &(dyn Fn(&str) + Sync)) -> Result<Col
             run(&at, &["registry", "garbage-collect", &config], COLLECT, "run registry garbage-collect").await?;
         let after = size(&at).await?;
         Ok::<_, Error>((at.node, before, after, summary(&output)))
-    }
-    .await;
+    };
+    let result = tokio::select! {
+        r = work => r,
+        () = interrupted => Err(Error::op("lab images gc", "interrupted before the collection finished")),
+    };
     note("making the registry writable again (its task restarts)");
     let restored = match registry::set_read_only(rt, false).await {
         Ok(()) => serving(rt, false).await.map(|_| ()),

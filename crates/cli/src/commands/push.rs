@@ -162,7 +162,24 @@ async fn gc(config: Option<&std::path::Path>, args: &ImagesArgs) -> Result<i32> 
     let _lock = paths.lock(&rt.desired.topology.cluster, "lab images gc")?;
     rt.set_machines(rt.driver.observe().await?);
     let note = |m: &str| eprintln!("{m}");
-    let done = lab_core::gc::collect(&rt, &note).await?;
+    // Ctrl-C or SIGTERM stop the wait, not the cleanup: the registry is made writable first.
+    let interrupted = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Ok(()) = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+        eprintln!("interrupted: making the registry writable again before stopping");
+    };
+    let done = lab_core::gc::collect(&rt, &note, interrupted).await?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&done).expect("json")),
         Output::Table => {
