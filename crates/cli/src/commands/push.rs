@@ -119,12 +119,9 @@ pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) 
 }
 
 pub(super) async fn images(config: Option<&std::path::Path>, args: &ImagesArgs) -> Result<i32> {
-    if let Some(ImagesAction::Gc) = args.action {
-        return gc(config, args).await;
-    }
-    let client = client(config, args.cluster.as_deref()).await?;
     match &args.action {
         None | Some(ImagesAction::Ls) => {
+            let client = client(config, args.cluster.as_deref()).await?;
             let listed = push::list(&client).await?;
             match args.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&listed).expect("json")),
@@ -144,13 +141,14 @@ pub(super) async fn images(config: Option<&std::path::Path>, args: &ImagesArgs) 
                 Some((n, t)) if !t.contains('/') => (n, t),
                 _ => return Err(Error::input("NAME:TAG", format!("{reference:?} names no tag (NAME:TAG)"))),
             };
+            let client = client(config, args.cluster.as_deref()).await?;
             let digest = push::remove(&client, repo, tag).await?;
             match args.output {
                 Output::Json => println!("{}", json!({"deleted": format!("{repo}:{tag}"), "digest": digest})),
                 Output::Table => println!("deleted {repo}:{tag} ({digest})"),
             }
         }
-        Some(ImagesAction::Gc) => unreachable!("handled above"),
+        Some(ImagesAction::Gc) => return gc(config, args).await,
     }
     Ok(0)
 }
