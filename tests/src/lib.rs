@@ -307,6 +307,37 @@ pub fn remove_labelled(cluster: &str) {
     }
 }
 
+/// An image on the host engine (the engine `lab push` reads by default), removed when dropped.
+pub struct HostImage(pub String);
+
+impl HostImage {
+    /// `name`, made on the host engine: the registry stand-in with a file of its own on top
+    /// (`/marker`, holding `content`), and an entrypoint that prints it and stays up.
+    pub fn build(name: &str) -> Self {
+        Self::with_content(name, "pushed")
+    }
+
+    /// [`HostImage::build`] with `content` in its marker file, so images told apart by their
+    /// logs have layers of their own.
+    pub fn with_content(name: &str, content: &str) -> Self {
+        let src = format!("{}-src", name.replace([':', '/'], "-"));
+        docker(&["rm", "-f", &src]);
+        let script = format!("echo {content} > /marker");
+        docker(&["run", "--name", &src, "--entrypoint", "sh", REGISTRY_IMAGE, "-c", &script])
+            .ok("make the image's content on the host");
+        let entrypoint = "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]";
+        docker(&["commit", "--change", entrypoint, "--change", "CMD []", &src, name]).ok("commit on the host");
+        docker(&["rm", "-f", &src]);
+        HostImage(name.to_string())
+    }
+}
+
+impl Drop for HostImage {
+    fn drop(&mut self) {
+        docker(&["rmi", "-f", &self.0]);
+    }
+}
+
 /// Polls `probe` every 500 ms until it returns `Some`, for at most `limit`; panics saying
 /// what never happened, with the last value seen.
 pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lab_tests::{docker, ensure_images, node_exec, wait_for, REGISTRY_IMAGE};
+use lab_tests::{ensure_images, node_exec, wait_for, HostImage};
 use serde_json::Value;
 
 fn lab(tag: &str) -> lab_tests::Lab {
@@ -12,30 +12,6 @@ fn lab(tag: &str) -> lab_tests::Lab {
 
 fn json(run: &lab_tests::Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.all()))
-}
-
-/// An image on the host engine, removed when dropped.
-struct HostImage(String);
-
-impl HostImage {
-    /// `name`, made on the host engine: the registry stand-in with a file of its own on top, and
-    /// an entrypoint that prints it and stays up.
-    fn build(name: &str) -> Self {
-        let src = format!("{}-src", name.replace([':', '/'], "-"));
-        docker(&["rm", "-f", &src]);
-        docker(&["run", "--name", &src, "--entrypoint", "sh", REGISTRY_IMAGE, "-c", "echo pushed > /marker"])
-            .ok("make the image's content on the host");
-        let entrypoint = "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]";
-        docker(&["commit", "--change", entrypoint, "--change", "CMD []", &src, name]).ok("commit on the host");
-        docker(&["rm", "-f", &src]);
-        HostImage(name.to_string())
-    }
-}
-
-impl Drop for HostImage {
-    fn drop(&mut self) {
-        docker(&["rmi", "-f", &self.0]);
-    }
 }
 
 fn sent(run: &lab_tests::Run) -> u64 {
