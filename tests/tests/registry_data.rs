@@ -11,33 +11,13 @@
 
 use std::time::Duration;
 
-use lab_tests::{ensure_images, node_exec, wait_for, HostImage, Lab};
+use lab_tests::{assert_served, ensure_images, node_exec, push_image as push, wait_for, Lab};
 
 fn lab(tag: &str) -> Lab {
     Lab::new(tag, env!("CARGO_BIN_EXE_lab-e2e"))
 }
 
 const SERVICE: &str = "registry_registry";
-
-/// An image this test pushed, and what its task prints (its marker file).
-struct Pushed {
-    name: String,
-    content: &'static str,
-}
-
-impl Pushed {
-    fn reference(&self) -> String {
-        format!("localhost:5000/{}", self.name)
-    }
-}
-
-/// Builds `name` on the host engine with `content` in it and puts it in with `lab push`.
-fn push(lab: &Lab, name: &str, content: &'static str) -> Pushed {
-    let image = HostImage::with_content(name, content);
-    let r = lab.on(&["push", &image.0]).ok(&format!("lab push {name}"));
-    assert_eq!(r.stdout.trim(), format!("localhost:5000/{name}"), "{}", r.all());
-    Pushed { name: name.to_string(), content }
-}
 
 /// A name unique to this process, so that concurrent tests' host images do not collide.
 fn name(repo: &str, tag: &str) -> String {
@@ -94,69 +74,6 @@ fn wait_registry_on(lab: &Lab, node: &str, not: Option<&str>, nodes: &[&str]) ->
         });
     }
     c
-}
-
-/// Every image in `images` can be pulled from `localhost:5000` by the engine of every node in
-/// `nodes` (its local copy removed first, so the registry must serve it), and runs as a
-/// global service on every worker in `workers`, printing its own content.
-fn assert_served(lab: &Lab, nodes: &[&str], workers: &[&str], images: &[&Pushed]) {
-    for img in images {
-        let reference = img.reference();
-        for n in nodes {
-            let c = lab.container(n);
-            node_exec(&c, &["docker", "image", "rm", "-f", &reference]);
-            let pulled = node_exec(&c, &["docker", "pull", &reference]);
-            assert_eq!(pulled.code, 0, "{n} cannot pull {reference}:\n{}", pulled.all());
-            // And gone again, so the service below pulls it too.
-            node_exec(&c, &["docker", "image", "rm", "-f", &reference]).ok("remove the pulled copy");
-        }
-        let manager = lab.container("manager");
-        let svc = format!("e2e-served-{}", std::process::id());
-        node_exec(&manager, &["docker", "service", "rm", &svc]);
-        node_exec(
-            &manager,
-            &["docker", "service", "create", "--detach", "--name", &svc, "--mode", "global", &reference],
-        )
-        .ok(&format!("service create {reference}"));
-        wait_for(&format!("{reference} running on every worker"), Duration::from_secs(180), || {
-            let r = node_exec(
-                &manager,
-                &["docker", "service", "ps", &svc, "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"],
-            );
-            let running = r.stdout.lines().filter(|l| l.contains(" Running ")).count();
-            if running == workers.len() {
-                Ok(())
-            } else {
-                Err(r.all())
-            }
-        });
-        for w in workers {
-            let filter = format!("label=com.docker.swarm.service.name={svc}");
-            let ids = node_exec(&lab.container(w), &["docker", "ps", "-q", "--filter", &filter]).ok("docker ps");
-            let id = ids.stdout.lines().next().unwrap_or_else(|| panic!("no task of {svc} on {w}")).to_string();
-            let logs = wait_for(&format!("{reference} printing its content on {w}"), Duration::from_secs(30), || {
-                let logs = node_exec(&lab.container(w), &["docker", "logs", &id]);
-                if logs.stdout.contains(img.content) {
-                    Ok(logs)
-                } else {
-                    Err(logs.all())
-                }
-            });
-            assert!(logs.stdout.contains(img.content), "{w} runs something else than {reference}: {}", logs.all());
-        }
-        node_exec(&manager, &["docker", "service", "rm", &svc]).ok("service rm");
-        let filter = format!("label=com.docker.swarm.service.name={svc}");
-        for w in workers {
-            wait_for(&format!("{svc}'s task gone from {w}"), Duration::from_secs(60), || {
-                let r = node_exec(&lab.container(w), &["docker", "ps", "-aq", "--filter", &filter]);
-                if r.stdout.trim().is_empty() {
-                    Ok(())
-                } else {
-                    Err(r.all())
-                }
-            });
-        }
-    }
 }
 
 fn plan_is_empty(lab: &Lab) {
