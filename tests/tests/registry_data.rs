@@ -54,8 +54,7 @@ fn task_container(lab: &Lab, node: &str) -> Option<String> {
 }
 
 /// Waits until the registry's task runs on `node` in a container other than `not`, and
-/// `localhost:5000` answers `{}` from the manager and every worker in `nodes`; returns the
-/// container.
+/// `localhost:5000` answers `{}` on every node in `nodes`; returns the container.
 fn wait_registry_on(lab: &Lab, node: &str, not: Option<&str>, nodes: &[&str]) -> String {
     let c = wait_for(&format!("a new registry task running on {node}"), Duration::from_secs(180), || {
         match (registry_runs_on(lab), task_container(lab, node)) {
