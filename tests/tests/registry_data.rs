@@ -158,7 +158,7 @@ fn a_registry_task_forced_onto_another_node_comes_back_with_every_image() {
     let up = lab.on(&["up"]);
     assert_eq!(up.code, 0, "lab up after the pin moved failed:\n{}", up.all());
     assert!(
-        up.stderr.contains("MB of registry data from worker2 to worker1"),
+        up.stderr.contains("MB of registry data from worker2 to worker1, added to the data worker1 had"),
         "lab up did not say how much it moved:\n{}",
         up.stderr
     );
