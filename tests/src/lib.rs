@@ -315,6 +315,129 @@ pub fn remove_labelled(cluster: &str) {
     }
 }
 
+/// An image on the host engine (the engine `lab push` reads by default), removed when dropped.
+pub struct HostImage(pub String);
+
+impl HostImage {
+    /// `name`, made on the host engine: the registry stand-in with a file of its own on top
+    /// (`/marker`, holding `content`), and an entrypoint that prints it and stays up.
+    pub fn build(name: &str) -> Self {
+        Self::with_content(name, "pushed")
+    }
+
+    /// [`HostImage::build`] with `content` in its marker file, so images told apart by their
+    /// logs have layers of their own.
+    pub fn with_content(name: &str, content: &str) -> Self {
+        Self::with_script(name, &format!("echo {content} > /marker"))
+    }
+
+    /// `name`, whose content `script` makes (run by `sh` in the registry stand-in); it must
+    /// write `/marker`, which the image prints when it runs.
+    pub fn with_script(name: &str, script: &str) -> Self {
+        let src = format!("{}-src", name.replace([':', '/'], "-"));
+        docker(&["rm", "-f", &src]);
+        docker(&["run", "--name", &src, "--entrypoint", "sh", REGISTRY_IMAGE, "-c", script])
+            .ok("make the image's content on the host");
+        let entrypoint = "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]";
+        docker(&["commit", "--change", entrypoint, "--change", "CMD []", &src, name]).ok("commit on the host");
+        docker(&["rm", "-f", &src]);
+        HostImage(name.to_string())
+    }
+}
+
+impl Drop for HostImage {
+    fn drop(&mut self) {
+        docker(&["rmi", "-f", &self.0]);
+    }
+}
+
+/// An image a test put in with `lab push`, and what its task prints (its marker file).
+pub struct Pushed {
+    /// `NAME:TAG` in the registry.
+    pub name: String,
+    /// What the image prints when it runs.
+    pub content: &'static str,
+}
+
+impl Pushed {
+    /// The reference the nodes use.
+    pub fn reference(&self) -> String {
+        format!("localhost:5000/{}", self.name)
+    }
+}
+
+/// Builds `name` on the host engine with `content` in it and puts it in with `lab push`.
+pub fn push_image(lab: &Lab, name: &str, content: &'static str) -> Pushed {
+    let image = HostImage::with_content(name, content);
+    let r = lab.on(&["push", &image.0]).ok(&format!("lab push {name}"));
+    assert_eq!(r.stdout.trim(), format!("localhost:5000/{name}"), "{}", r.all());
+    Pushed { name: name.to_string(), content }
+}
+
+/// Every image in `images` can be pulled from `localhost:5000` by the engine of every node in
+/// `nodes` (its local copy removed first, so the registry must serve it), and runs as a
+/// global service on every node in `run_on` (where Swarm puts one: the workers, or the
+/// manager when there are none), printing its own content.
+pub fn assert_served(lab: &Lab, nodes: &[&str], run_on: &[&str], images: &[&Pushed]) {
+    for img in images {
+        let reference = img.reference();
+        for n in nodes {
+            let c = lab.container(n);
+            node_exec(&c, &["docker", "image", "rm", "-f", &reference]);
+            let pulled = node_exec(&c, &["docker", "pull", &reference]);
+            assert_eq!(pulled.code, 0, "{n} cannot pull {reference}:\n{}", pulled.all());
+            // And gone again, so the service below pulls it too.
+            node_exec(&c, &["docker", "image", "rm", "-f", &reference]).ok("remove the pulled copy");
+        }
+        let manager = lab.container("manager");
+        let svc = format!("e2e-served-{}", std::process::id());
+        node_exec(&manager, &["docker", "service", "rm", &svc]);
+        node_exec(
+            &manager,
+            &["docker", "service", "create", "--detach", "--name", &svc, "--mode", "global", &reference],
+        )
+        .ok(&format!("service create {reference}"));
+        wait_for(&format!("{reference} running on every node it should"), Duration::from_secs(180), || {
+            let r = node_exec(
+                &manager,
+                &["docker", "service", "ps", &svc, "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"],
+            );
+            let running = r.stdout.lines().filter(|l| l.contains(" Running ")).count();
+            if running == run_on.len() {
+                Ok(())
+            } else {
+                Err(r.all())
+            }
+        });
+        for w in run_on {
+            let filter = format!("label=com.docker.swarm.service.name={svc}");
+            let ids = node_exec(&lab.container(w), &["docker", "ps", "-q", "--filter", &filter]).ok("docker ps");
+            let id = ids.stdout.lines().next().unwrap_or_else(|| panic!("no task of {svc} on {w}")).to_string();
+            let logs = wait_for(&format!("{reference} printing its content on {w}"), Duration::from_secs(30), || {
+                let logs = node_exec(&lab.container(w), &["docker", "logs", &id]);
+                if logs.stdout.contains(img.content) {
+                    Ok(logs)
+                } else {
+                    Err(logs.all())
+                }
+            });
+            assert!(logs.stdout.contains(img.content), "{w} runs something else than {reference}: {}", logs.all());
+        }
+        node_exec(&manager, &["docker", "service", "rm", &svc]).ok("service rm");
+        let filter = format!("label=com.docker.swarm.service.name={svc}");
+        for w in run_on {
+            wait_for(&format!("{svc}'s task gone from {w}"), Duration::from_secs(60), || {
+                let r = node_exec(&lab.container(w), &["docker", "ps", "-aq", "--filter", &filter]);
+                if r.stdout.trim().is_empty() {
+                    Ok(())
+                } else {
+                    Err(r.all())
+                }
+            });
+        }
+    }
+}
+
 /// Polls `probe` every 500 ms until it returns `Some`, for at most `limit`; panics saying
 /// what never happened, with the last value seen.
 pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use lab_tests::{docker, ensure_images, node_exec, wait_for, REGISTRY3_IMAGE, REGISTRY_IMAGE};
+use lab_tests::{ensure_images, node_exec, wait_for, HostImage, REGISTRY3_IMAGE, REGISTRY_IMAGE};
 use serde_json::Value;
 
 fn lab(tag: &str) -> lab_tests::Lab {
@@ -14,40 +14,6 @@ fn lab(tag: &str) -> lab_tests::Lab {
 
 fn json(run: &lab_tests::Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.all()))
-}
-
-/// An image on the host engine, removed when dropped.
-struct HostImage(String);
-
-impl HostImage {
-    /// `name`, made on the host engine: the registry stand-in with a file of its own on top, and
-    /// an entrypoint that prints it and stays up.
-    fn build(name: &str) -> Self {
-        Self::build_with(name, "echo pushed > /marker")
-    }
-
-    /// `name` with a layer of about 3 MB of random bytes no other image has: what `gc` must
-    /// reclaim once its tag is deleted.
-    fn build_unique(name: &str) -> Self {
-        Self::build_with(name, "echo pushed > /marker; head -c 3000000 /dev/urandom > /unique")
-    }
-
-    fn build_with(name: &str, script: &str) -> Self {
-        let src = format!("{}-src", name.replace([':', '/'], "-"));
-        docker(&["rm", "-f", &src]);
-        docker(&["run", "--name", &src, "--entrypoint", "sh", REGISTRY_IMAGE, "-c", script])
-            .ok("make the image's content on the host");
-        let entrypoint = "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]";
-        docker(&["commit", "--change", entrypoint, "--change", "CMD []", &src, name]).ok("commit on the host");
-        docker(&["rm", "-f", &src]);
-        HostImage(name.to_string())
-    }
-}
-
-impl Drop for HostImage {
-    fn drop(&mut self) {
-        docker(&["rmi", "-f", &self.0]);
-    }
 }
 
 fn sent(run: &lab_tests::Run) -> u64 {
@@ -158,7 +124,7 @@ fn push_images_rm_gc(registry: &str, tag: &str, workers: usize) {
 
     // `gc` reclaims the space of a deleted tag whose layer no other image has.
     let unique_name = format!("e2e-{tag}-unique-{}:1", std::process::id());
-    let unique = HostImage::build_unique(&unique_name);
+    let unique = HostImage::with_script(&unique_name, "echo pushed > /marker; head -c 3000000 /dev/urandom > /unique");
     let pushed = lab.on(&["push", &unique.0, "--output", "json"]).ok("lab push (unique layer)");
     assert!(sent(&pushed) > 3_000_000, "{}", pushed.stdout);
     lab.on(&["images", "rm", &unique_name]).ok("lab images rm (unique layer)");

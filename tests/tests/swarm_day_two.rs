@@ -178,18 +178,23 @@ fn forwarders_listen_on_loopback_only() {
 }
 
 /// Item 4: scaling so that the registry moves to another node keeps every pushed image, and
-/// the manager's own forwarder does not block the registry's port there.
+/// the manager's own forwarder does not block the registry's port there. After each move,
+/// both images (one pushed on the manager with `docker push`, one with `lab push`) are pulled
+/// by every node's engine, and the second runs as a service (issue 9, "Data that survives").
 #[test]
 fn scaling_workers_to_zero_and_back_keeps_pushed_images() {
     ensure_images();
     let lab = lab("move");
     lab.up(&["--workers", "1"]).ok("lab up");
     push_from(&lab, "manager", "e2e/kept");
+    let pushed = lab_tests::push_image(&lab, &format!("e2e-move-{}:1", std::process::id()), "moved");
     let down = lab.on(&["up", "--workers", "0"]);
     assert_eq!(down.code, 0, "scaling to 0 workers failed:\n{}", down.all());
     assert!(down.stderr.contains("move registry data"), "up did not say it moved the data:\n{}", down.stderr);
+    assert!(down.stderr.contains("MB of registry data from worker1 to manager"), "how much moved?\n{}", down.stderr);
     let pulled = pull_on(&lab, "manager", "e2e/kept");
     assert_eq!(pulled.code, 0, "the pushed image was lost when the registry moved:\n{}", pulled.all());
+    lab_tests::assert_served(&lab, &["manager"], &["manager"], &[&pushed]);
     assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
     lab.on(&["check"]).ok("check with 0 workers");
     let back = lab.on(&["up", "--workers", "1"]);
@@ -198,6 +203,7 @@ fn scaling_workers_to_zero_and_back_keeps_pushed_images() {
         let pulled = pull_on(&lab, node, "e2e/kept");
         assert_eq!(pulled.code, 0, "{node} cannot pull the image after the move back:\n{}", pulled.all());
     }
+    lab_tests::assert_served(&lab, &["manager", "worker1"], &["worker1"], &[&pushed]);
     assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
 }
 

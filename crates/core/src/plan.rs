@@ -578,7 +578,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::topology::ClusterName;
+    use crate::topology::{ClusterName, REGISTRY_NODE_LABEL};
 
     const IMAGE: &str = "registry:2";
     const SWARM: &str = "swarm-a";
@@ -996,6 +996,56 @@ pub(crate) mod tests {
         assert!(p.blocked.is_empty(), "{p:#?}");
         assert!(!p.steps.iter().any(|s| matches!(s.step, Step::MoveRegistryData { .. })), "{p:#?}");
         assert!(p.steps.iter().any(|s| s.step == Step::StartNode { node: "worker1".into() }), "{p:#?}");
+    }
+
+    /// Issue 9: the pin moved by hand (`lab.registry` taken off worker1 and put on worker2)
+    /// and the task running on worker2: the labels go back, the data worker2's task wrote
+    /// moves to worker1 before the registry is deployed there again, and the model ends
+    /// converged with the data on worker1 only.
+    #[test]
+    fn a_pin_moved_by_hand_is_put_back_and_the_data_follows() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut o = converged(&d);
+        o.nodes.get_mut("worker1").unwrap().labels.remove(REGISTRY_NODE_LABEL);
+        let w2 = o.nodes.get_mut("worker2").unwrap();
+        w2.labels.insert(REGISTRY_NODE_LABEL.into(), "true".into());
+        w2.registry_data = true;
+        o.registry.as_mut().unwrap().running_on = Some("worker2".into());
+        let p = plan(&d, &o);
+        assert!(p.blocked.is_empty(), "{p:#?}");
+        let pos = |want: &Step| {
+            p.steps.iter().position(|s| &s.step == want).unwrap_or_else(|| panic!("{want} not in {p:#?}"))
+        };
+        let mv = pos(&Step::MoveRegistryData { from: "worker2".into(), to: "worker1".into() });
+        let deploy = pos(&Step::DeployRegistry);
+        let pin = pos(&Step::ConfigureNode { node: "worker1".into() });
+        let unpin = pos(&Step::ConfigureNode { node: "worker2".into() });
+        for before in [mv, pin, unpin] {
+            assert!(p.steps[deploy].after.contains(&before), "{p:#?}");
+        }
+        let mut o2 = o.clone();
+        execute(&d, &mut o2);
+        assert!(o2.nodes["worker1"].registry_data && !o2.nodes["worker2"].registry_data);
+        assert!(plan(&d, &o2).is_empty());
+    }
+
+    /// The same drift where the task could not start on worker2 (in fallback mode, worker2's
+    /// forwarder holds the port), leaving an empty volume there: nothing moves, and the
+    /// registry is deployed again on worker1, which kept the data.
+    #[test]
+    fn a_pin_moved_by_hand_whose_task_never_ran_moves_nothing() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let mut o = converged(&d);
+        o.nodes.get_mut("worker1").unwrap().labels.remove(REGISTRY_NODE_LABEL);
+        let w2 = o.nodes.get_mut("worker2").unwrap();
+        w2.labels.insert(REGISTRY_NODE_LABEL.into(), "true".into());
+        w2.registry_data = true;
+        o.registry.as_mut().unwrap().running_on = None;
+        let p = plan(&d, &o);
+        assert!(p.blocked.is_empty(), "{p:#?}");
+        assert!(!p.steps.iter().any(|s| matches!(s.step, Step::MoveRegistryData { .. })), "{p:#?}");
+        assert!(p.steps.iter().any(|s| s.step == Step::DeployRegistry), "{p:#?}");
+        assert!(p.steps.iter().any(|s| s.step == Step::ConfigureNode { node: "worker1".into() }), "{p:#?}");
     }
 
     /// Item 4: a registry whose task does not run is never converged.

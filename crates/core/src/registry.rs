@@ -656,9 +656,16 @@ pub async fn has_data(docker: &Docker) -> bool {
 
 /// Moves the registry's data from `from` to the registry's node (`to`), through the engines'
 /// archive API: the service is scaled to zero so nothing writes, `registry_data` on `from` is
-/// read as a tar stream by a stopped helper container and written into a fresh
-/// `registry_data` on `to` the same way, and the volume on `from` is removed last, so an
-/// interrupted move is simply done again. Returns what it moved.
+/// read as a tar stream by a stopped helper container and written into `registry_data` on
+/// `to` the same way, and the volume on `from` is removed last, so an interrupted move is
+/// simply done again. Returns what it moved.
+///
+/// The data is added to what `to` has, never put in its place. A registry's storage is
+/// content-addressed blobs plus small link files per repository and tag, so the union of two
+/// is a registry serving both. That is what a user expects when the task ran on `from` behind
+/// lab's back (its pin moved by hand) while `to` kept every image pushed before: the images
+/// pushed meanwhile join them, and a tag pushed on both ends as it was last pushed, on
+/// `from`. Where `to` has nothing (a new node), adding is copying.
 pub async fn move_data(rt: &dyn Nodes, from: &str, to: &str) -> Result<String> {
     let step = format!("move registry data from {from} to {to}");
     let image = rt.desired().registry_image.clone();
@@ -687,7 +694,6 @@ pub async fn move_data(rt: &dyn Nodes, from: &str, to: &str) -> Result<String> {
     let filters = task_filter();
     wait_tasks_gone(from, &src, false, "the registry task to stop before its data moves", Duration::from_secs(60))
         .await?;
-    // A fresh volume on `to`: what an interrupted move left there is replaced.
     let remove_volume = |d: Docker, node: String| async move {
         match d.remove_volume(VOLUME, Some(RemoveVolumeOptionsBuilder::new().force(true).build())).await {
             Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
@@ -728,7 +734,8 @@ pub async fn move_data(rt: &dyn Nodes, from: &str, to: &str) -> Result<String> {
             let _ = d.remove_container(&helper, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
         }
     };
-    remove_volume(dst.clone(), to.to_string()).await?;
+    // Created if missing; one that exists is kept (and taken as it is).
+    let had = has_data(&dst).await;
     dst.create_volume(VolumeCreateRequest {
         name: Some(VOLUME.into()),
         labels: Some(namespace()),
@@ -777,7 +784,10 @@ pub async fn move_data(rt: &dyn Nodes, from: &str, to: &str) -> Result<String> {
     if let Err(e) = remove_volume(src, from.to_string()).await {
         tracing::warn!("the old copy of the registry's data stays: {e}");
     }
-    let what = format!("moved {:.1} MB of registry data from {from} to {to}", bytes as f64 / 1e6);
+    let mut what = format!("moved {:.1} MB of registry data from {from} to {to}", bytes as f64 / 1e6);
+    if had {
+        what.push_str(&format!(", added to the data {to} had"));
+    }
     rt.progress().note(&what);
     Ok(what)
 }
