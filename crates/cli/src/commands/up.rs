@@ -40,6 +40,9 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     for w in &warnings {
         progress.note(&format!("warning: {w}"));
     }
+    if let Some(w) = open_registry_warning(&settings.driver, settings.registry.tls) {
+        progress.note(&format!("warning: {w}"));
+    }
     let rt = Arc::new(rt);
     rt.driver.preflight(&rt.desired.topology.nodes).await?;
     rt.update_state(|_| {})?;
@@ -71,6 +74,18 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     println!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode})");
     println!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"");
     Ok(0)
+}
+
+/// On the ssh driver the nodes are machines on a real network: an open registry there lets
+/// anyone who reaches a node's port 5000 push an image the swarm will then run. The other
+/// drivers' nodes sit on a network only this machine reaches.
+pub(super) fn open_registry_warning(driver: &str, tls: lab_core::state::RegistryTls) -> Option<String> {
+    (driver == "ssh" && tls == lab_core::state::RegistryTls::Open).then(|| {
+        "the registry is open (tls = \"open\"): anyone on the hosts' network who reaches a node's port 5000 \
+         can push images the swarm will run; `--registry-tls mutual` (or `[registry] tls = \"mutual\"`) \
+         lets only the cluster's engines in"
+            .to_string()
+    })
 }
 
 /// A plan that would lose the registry's data, or take a node from another swarm, runs only

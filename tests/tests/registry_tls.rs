@@ -1,0 +1,181 @@
+//! End-to-end: the registry in mutual TLS (`--registry-tls mutual`) on the docker driver.
+//! Every node's engine pushes and pulls through `localhost:5000` and `127.0.0.1:5000` as it
+//! would without TLS (no login), swarm services pull from it, `lab push` and `lab images`
+//! speak TLS with lab's client certificate, and a client without the certificate is refused,
+//! from the host and from a container on the cluster's network.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use lab_tests::{docker, ensure_images, node_exec, wait_for, Lab, NODE_IMAGE, REGISTRY_IMAGE};
+use serde_json::Value;
+
+fn lab(tag: &str) -> Lab {
+    Lab::new(tag, env!("CARGO_BIN_EXE_lab-e2e"))
+}
+
+fn json(run: &lab_tests::Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.all()))
+}
+
+const NODES: [&str; 3] = ["manager", "worker1", "worker2"];
+
+/// Makes `tag` on `node` (the registry image with a marker file and an entrypoint that prints
+/// it and stays up) and pushes it through the node's own engine.
+fn push_from(lab: &Lab, node: &str, tag: &str) {
+    let c = lab.container(node);
+    node_exec(&c, &["docker", "rm", "-f", "e2e-src"]);
+    node_exec(
+        &c,
+        &["docker", "run", "--name", "e2e-src", "--entrypoint", "sh", REGISTRY_IMAGE, "-c", "echo tls > /marker"],
+    )
+    .ok("make the image's content");
+    let entrypoint = "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]";
+    node_exec(&c, &["docker", "commit", "--change", entrypoint, "--change", "CMD []", "e2e-src", tag]).ok("commit");
+    node_exec(&c, &["docker", "rm", "-f", "e2e-src"]);
+    node_exec(&c, &["docker", "push", tag]).ok(&format!("docker push {tag} on {node}"));
+}
+
+/// The address the driver gives `node` on the cluster's network.
+fn address(lab: &Lab, node: &str) -> String {
+    let status = json(&lab.on(&["status", "--output", "json"]).ok("status"));
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == node)
+        .and_then(|n| n["address"].as_str())
+        .unwrap_or_else(|| panic!("no address for {node}: {status:#}"))
+        .to_string()
+}
+
+/// What a client without the certificate gets: nothing from the registry. `curl` runs the
+/// given way (on the host, or in a throwaway container); `ca` is the cluster's CA as that
+/// curl sees it, so a refusal is the registry's, not a certificate lab's client distrusts.
+fn assert_refused(what: &str, curl: &dyn Fn(&[&str]) -> lab_tests::Run, addr: &str, ca: &str) {
+    for path in ["/v2/", "/v2/_catalog"] {
+        let tls = format!("https://{addr}:5000{path}");
+        let r = curl(&["-s", "-m", "5", "--cacert", ca, "--resolve", &format!("localhost:5000:{addr}"), &tls]);
+        assert_ne!(r.code, 0, "{what}: {tls} without a client certificate answered: {}", r.all());
+        assert!(!r.stdout.contains('{'), "{what}: {tls} served a client without the certificate: {}", r.stdout);
+        // Not checking the certificate either: still nothing.
+        let r = curl(&["-s", "-k", "-m", "5", &tls]);
+        assert!(!r.stdout.contains('{'), "{what}: {tls} (insecure) served a client without the certificate: {}", r.stdout);
+        let plain = format!("http://{addr}:5000{path}");
+        let r = curl(&["-s", "-m", "5", &plain]);
+        assert!(!r.stdout.contains('{'), "{what}: {plain} answered in plain HTTP: {}", r.all());
+    }
+    // No push either: starting an upload needs the certificate too.
+    let upload = format!("https://{addr}:5000/v2/e2e/evil/blobs/uploads/");
+    let r = curl(&["-s", "-k", "-m", "5", "-X", "POST", &upload]);
+    assert!(!r.stdout.contains("blobs/uploads") && r.code != 0, "{what}: an upload started: {}", r.all());
+}
+
+#[test]
+fn mutual_tls_serves_the_clusters_engines_and_refuses_everyone_else() {
+    ensure_images();
+    let lab = lab("tls");
+    let up = lab.up(&["--workers", "2", "--registry-tls", "mutual"]).ok("lab up --registry-tls mutual");
+    assert!(up.stderr.contains("make the registry's CA and certificates"), "{}", up.stderr);
+    assert!(!up.all().contains("PRIVATE KEY"), "a key was printed:\n{}", up.all());
+
+    // The keys are lab's alone.
+    let tls_dir = lab.state_home().join("lab/clusters").join(&lab.cluster).join("tls");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&tls_dir), 0o700);
+    for f in ["ca.key", "server.key", "client.key", "ca.crt", "client.cert"] {
+        assert_eq!(mode(&tls_dir.join(f)), 0o600, "{f}");
+    }
+
+    // A second up has nothing to do.
+    let plan = lab.on(&["plan"]).ok("plan");
+    assert!(plan.stdout.contains("nothing to do"), "a converged mutual-TLS cluster plans:\n{}", plan.stdout);
+
+    // Every node's engine pushes to localhost:5000 and pulls from 127.0.0.1:5000, no login.
+    let pid = std::process::id();
+    for node in NODES {
+        push_from(&lab, node, &format!("localhost:5000/e2e/tls-{node}-{pid}:1"));
+    }
+    for (i, node) in NODES.iter().enumerate() {
+        let other = NODES[(i + 1) % NODES.len()];
+        let tag = format!("127.0.0.1:5000/e2e/tls-{other}-{pid}:1");
+        let c = lab.container(node);
+        node_exec(&c, &["docker", "image", "rm", "-f", &tag]);
+        node_exec(&c, &["docker", "pull", &tag]).ok(&format!("docker pull {tag} on {node}"));
+    }
+
+    // A service from localhost:5000 runs on every worker.
+    let manager = lab.container("manager");
+    let image = format!("localhost:5000/e2e/tls-manager-{pid}:1");
+    node_exec(&manager, &["docker", "service", "create", "--detach", "--name", "e2e-tls", "--mode", "global", &image])
+        .ok("service create");
+    wait_for("the service running on both workers", Duration::from_secs(180), || {
+        let r = node_exec(
+            &manager,
+            &["docker", "service", "ps", "e2e-tls", "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"],
+        );
+        if r.stdout.lines().filter(|l| l.contains(" Running ")).count() == 2 {
+            Ok(())
+        } else {
+            Err(r.all())
+        }
+    });
+    node_exec(&manager, &["docker", "service", "rm", "e2e-tls"]).ok("service rm");
+
+    // lab push and lab images speak TLS with lab's certificate.
+    let local = format!("e2e-tls-push-{pid}:1");
+    let src = format!("e2e-tls-push-src-{pid}");
+    docker(&["rm", "-f", &src]);
+    docker(&["run", "--name", &src, "--entrypoint", "sh", REGISTRY_IMAGE, "-c", "echo pushed > /m"]).ok("host image");
+    docker(&["commit", &src, &local]).ok("commit on the host");
+    docker(&["rm", "-f", &src]);
+    let pushed = lab.on(&["push", &local]);
+    docker(&["rmi", "-f", &local]);
+    let pushed = pushed.ok("lab push");
+    assert_eq!(pushed.stdout.trim(), format!("localhost:5000/{local}"), "{}", pushed.all());
+    let listed = json(&lab.on(&["images", "--output", "json"]).ok("lab images"));
+    let repos: Vec<&str> = listed.as_array().unwrap().iter().filter_map(|r| r["repository"].as_str()).collect();
+    assert!(repos.contains(&format!("e2e-tls-push-{pid}").as_str()), "{listed:#}");
+    assert!(repos.contains(&format!("e2e/tls-worker2-{pid}").as_str()), "{listed:#}");
+
+    // lab check passes, and says a client without the certificate is refused.
+    let check = lab.on(&["check"]).ok("lab check");
+    assert!(check.stdout.contains("without a client certificate"), "{}", check.stdout);
+
+    // From the host: the registry's node (its port 5000 is published there) refuses a
+    // client without the certificate; with lab's client certificate it answers, so the
+    // refusal is about the certificate.
+    let reg = address(&lab, "worker1");
+    let ca = tls_dir.join("ca.crt").display().to_string();
+    let host_curl = |args: &[&str]| lab_tests::Run::from(Command::new("curl").args(args).output().expect("curl"));
+    assert_refused("from the host", &host_curl, &reg, &ca);
+    let cert = tls_dir.join("client.cert").display().to_string();
+    let key = tls_dir.join("client.key").display().to_string();
+    let resolve = format!("localhost:5000:{reg}");
+    let with = host_curl(&[
+        "-s", "-m", "5", "--cacert", &ca, "--cert", &cert, "--key", &key, "--resolve", &resolve,
+        "https://localhost:5000/v2/",
+    ]);
+    assert_eq!(with.stdout.trim(), "{}", "with the client certificate: {}", with.all());
+
+    // From a throwaway container on the cluster's network, with a copy of the CA only.
+    let net = format!("{}-net", lab.cluster);
+    let name = format!("{}-outsider", lab.cluster);
+    docker(&["rm", "-f", &name]);
+    docker(&[
+        "run", "-d", "--name", &name, "--label", &format!("lab.cluster={}", lab.cluster), "--network", &net,
+        "--entrypoint", "sleep", NODE_IMAGE, "600",
+    ])
+    .ok("start a container on the cluster's network");
+    docker(&["cp", &ca, &format!("{name}:/ca.crt")]).ok("copy the CA");
+    let in_container = |args: &[&str]| {
+        let mut a = vec!["exec", name.as_str(), "curl"];
+        a.extend_from_slice(args);
+        docker(&a)
+    };
+    for node in NODES {
+        assert_refused(&format!("from a container on the cluster's network, to {node}"), &in_container, &address(&lab, node), "/ca.crt");
+    }
+    docker(&["rm", "-f", &name]);
+}
