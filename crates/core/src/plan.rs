@@ -564,8 +564,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     // Mutual TLS: the certificates first (made, or renewed when due), then the registry and
     // every node's engine get them. A renewal names new certificates, so both are redone.
     let certs = observed.certs.as_ref().filter(|c| !c.due);
-    let issue = (desired.tls == RegistryTls::Mutual && certs.is_none())
-        .then(|| p.push(Step::IssueRegistryCerts, []));
+    let issue = (desired.tls == RegistryTls::Mutual && certs.is_none()).then(|| p.push(Step::IssueRegistryCerts, []));
     let tls_ok = |r: &RegistryObs| match desired.tls {
         RegistryTls::Open => r.tls.is_none(),
         RegistryTls::Mutual => r.tls.is_some() && r.tls.as_deref() == certs.map(|c| c.registry.as_str()),
@@ -917,7 +916,11 @@ pub(crate) mod tests {
                                         // another set.
                                         if n.engine {
                                             n.registry_certs = certs.as_ref().map(|c| {
-                                                if name == "worker2" { "n-old".into() } else { c.nodes.clone() }
+                                                if name == "worker2" {
+                                                    "n-old".into()
+                                                } else {
+                                                    c.nodes.clone()
+                                                }
                                             });
                                         }
                                         o.nodes.insert(name.clone(), n);

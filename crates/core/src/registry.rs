@@ -173,19 +173,24 @@ fn service_spec(
                 env: Some(env),
                 command: Some(secret_command()),
                 args: Some(program.to_vec()),
-                secrets: Some([vec![TaskSpecContainerSpecSecrets {
-                    file: Some(TaskSpecContainerSpecFile {
-                        name: Some(SECRET_NAME.into()),
-                        uid: Some("0".into()),
-                        gid: Some("0".into()),
-                        // Readable by whatever user the image runs as; only the registry's
-                        // own container sees the file.
-                        mode: Some(0o444),
-                    }),
-                    secret_id: Some(secret_id.into()),
-                    secret_name: Some(SECRET_NAME.into()),
-                }], tls.to_vec()]
-                .concat()),
+                secrets: Some(
+                    [
+                        vec![TaskSpecContainerSpecSecrets {
+                            file: Some(TaskSpecContainerSpecFile {
+                                name: Some(SECRET_NAME.into()),
+                                uid: Some("0".into()),
+                                gid: Some("0".into()),
+                                // Readable by whatever user the image runs as; only the registry's
+                                // own container sees the file.
+                                mode: Some(0o444),
+                            }),
+                            secret_id: Some(secret_id.into()),
+                            secret_name: Some(SECRET_NAME.into()),
+                        }],
+                        tls.to_vec(),
+                    ]
+                    .concat(),
+                ),
                 mounts: Some(vec![Mount {
                     target: Some("/var/lib/registry".into()),
                     source: Some(VOLUME.into()),
@@ -265,8 +270,12 @@ pub async fn endpoint(rt: &dyn Nodes) -> Result<crate::distribution::Endpoint> {
         None => None,
         Some(_) => {
             let m = crate::tls::load(&crate::tls::dir(&rt.cluster_dir()))?.ok_or_else(|| {
-                Error::node(&node, step, "the registry requires a client certificate, and lab has none for this cluster")
-                    .with_hint("`lab up` makes new certificates and gives them to the registry and every node")
+                Error::node(
+                    &node,
+                    step,
+                    "the registry requires a client certificate, and lab has none for this cluster",
+                )
+                .with_hint("`lab up` makes new certificates and gives them to the registry and every node")
             })?;
             Some(crate::tls::client_config(&m).map_err(|why| Error::node(&node, step, why))?)
         }
@@ -766,7 +775,8 @@ pub const CHECK_URLS: [&str; 2] = ["http://127.0.0.1:5000/v2/", "http://localhos
 /// The client certificate files a node's engine presents (mutual TLS), which curl on the node
 /// presents too.
 const NODE_CA: &str = "/etc/docker/certs.d/localhost:5000/ca.crt";
-const NODE_CERT: &str = "/etc/docker/certs.d/localhost:5000/client.cert";
+/// curl reads `--cert FILE:PASSWORD`: the colon in the directory's name is escaped.
+const NODE_CERT: &str = r"/etc/docker/certs.d/localhost\:5000/client.cert";
 const NODE_KEY: &str = "/etc/docker/certs.d/localhost:5000/client.key";
 
 /// The URLs checked on every node: [`CHECK_URLS`], or their `https` spelling in mutual TLS.
@@ -795,7 +805,11 @@ fn curl_commands(tls: RegistryTls, urls: &[&str]) -> Vec<Vec<String>> {
 }
 
 /// Runs the first of `commands` the node has (see [`probe::on_node`]).
-async fn fetch(rt: &dyn Nodes, node: &str, commands: &[Vec<String>]) -> std::result::Result<probe::ProbeOutput, String> {
+async fn fetch(
+    rt: &dyn Nodes,
+    node: &str,
+    commands: &[Vec<String>],
+) -> std::result::Result<probe::ProbeOutput, String> {
     let argvs: Vec<Vec<&str>> = commands.iter().map(|c| c.iter().map(String::as_str).collect()).collect();
     let refs: Vec<&[&str]> = argvs.iter().map(Vec::as_slice).collect();
     probe::on_node(rt, node, &refs, &rt.desired().registry_image, Duration::from_secs(20)).await
@@ -809,7 +823,8 @@ async fn check_refusal(rt: &dyn Nodes, node: &str) -> Vec<UrlCheck> {
     let tls: Vec<String> = ["curl", "-s", "-m", "5", "--cacert", NODE_CA, url.as_str()].map(String::from).to_vec();
     let http: Vec<String> = ["curl", "-s", "-m", "5", plain.as_str()].map(String::from).to_vec();
     let mut out = Vec::new();
-    for (what, argv) in [(format!("{url} without a client certificate"), tls), (format!("{plain} (plain HTTP)"), http)] {
+    for (what, argv) in [(format!("{url} without a client certificate"), tls), (format!("{plain} (plain HTTP)"), http)]
+    {
         let r = fetch(rt, node, &[argv]).await;
         let (ok, answer) = match r {
             Ok(o) if o.output.contains("\"repositories\"") || o.output.trim() == "{}" => {
@@ -956,7 +971,10 @@ pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeChe
                 return Ok(checks);
             }
             let hangs = checks.iter().filter_map(|c| c.engine.as_ref()).any(|e| e.reach == crate::reach::Reach::Hangs);
-            if hangs || start.elapsed() >= timeout {
+            // A dockerd refused for want of a client certificate will not get one by waiting.
+            let no_cert =
+                checks.iter().filter_map(|c| c.engine.as_ref()).any(|e| crate::tls::engine_refused(&e.answer));
+            if hangs || no_cert || start.elapsed() >= timeout {
                 return Err(engine_error(&checks));
             }
         } else if start.elapsed() >= timeout {
@@ -996,7 +1014,9 @@ fn engine_error(checks: &[NodeCheck]) -> Error {
         _ => bad.iter().map(|(n, _, why)| format!("{n}: {why}")).collect::<Vec<_>>().join("; "),
     };
     let err = Error::node(names.join(", "), format!("ask the node's dockerd for localhost:{PORT}"), message);
-    if bad.iter().any(|(_, e, _)| e.ipv6_hangs()) {
+    if bad.iter().any(|(_, e, _)| crate::tls::engine_refused(&e.answer)) {
+        err.with_hint(crate::tls::ENGINE_HINT)
+    } else if bad.iter().any(|(_, e, _)| e.ipv6_hangs()) {
         err.with_hint(format!(
             "dockerd dials ::1 first for localhost, and something on the node's [::1]:{PORT} accepts connections \
              and never answers (with the ingress routing mesh, dockerd's own listener before Docker 29.8: moby \

@@ -203,7 +203,10 @@ pub fn dir(cluster_dir: &Path) -> PathBuf {
 }
 
 fn state_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::State { path: path.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()) }
+    Error::State {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    }
 }
 
 /// Reads the certificates in `dir`, if lab made them.
@@ -267,8 +270,7 @@ pub fn ensure(dir: &Path, cluster: &str) -> Result<(Material, bool)> {
         Ok((cert.pem(), key.serialize_pem()))
     };
     let (server_cert, server_key) = leaf("lab registry", SERVER_NAMES, ExtendedKeyUsagePurpose::ServerAuth)?;
-    let (client_cert, client_key) =
-        leaf(&format!("lab {cluster} node"), &[], ExtendedKeyUsagePurpose::ClientAuth)?;
+    let (client_cert, client_key) = leaf(&format!("lab {cluster} node"), &[], ExtendedKeyUsagePurpose::ClientAuth)?;
     let m = Material {
         ca_cert: ca_cert_pem,
         ca_key: ca_key.serialize_pem(),
@@ -374,8 +376,7 @@ pub fn deployed_fingerprint(env: &[String], secrets: &[TaskSpecContainerSpecSecr
     let fp = names.iter().find_map(|n| n.strip_prefix(SECRET_PREFIX).and_then(|r| r.strip_prefix("cert-")));
     match fp {
         Some(fp)
-            if ours
-                && ["key", "ca"].iter().all(|k| names.contains(&format!("{SECRET_PREFIX}{k}-{fp}").as_str())) =>
+            if ours && ["key", "ca"].iter().all(|k| names.contains(&format!("{SECRET_PREFIX}{k}-{fp}").as_str())) =>
         {
             Some(fp.to_string())
         }
@@ -459,6 +460,20 @@ pub async fn remove_stale_secrets(mgr: &Docker, keep: Option<&str>) {
     }
 }
 
+/// Whether dockerd's answer says the registry wanted TLS with a client certificate and dockerd
+/// gave neither: after its TLS attempt (without a certificate) was refused, dockerd falls back
+/// to plain HTTP, which a TLS registry answers with this.
+pub fn engine_refused(answer: &str) -> bool {
+    answer.contains("HTTP request to an HTTPS server")
+}
+
+/// Why a node's dockerd cannot use a mutual-TLS registry at `localhost:5000`, and what to do.
+pub const ENGINE_HINT: &str = "Docker never presents a client certificate to a registry at a loopback \
+     address: it counts localhost and 127.0.0.0/8 as insecure registries and reads /etc/docker/certs.d only for \
+     secure ones (moby issue 31326), so with mutual TLS a node's own dockerd cannot push or pull through \
+     localhost:5000, though the certificates are in place; lab push and clients presenting the certificate work. \
+     `lab up --registry-tls open` makes localhost:5000 work for the engines again";
+
 /// Where the helper container sees the node's `/etc`.
 const HOST_ETC: &str = "/lab-host-etc";
 
@@ -496,8 +511,8 @@ where
 pub async fn observe_node(docker: &Docker, cluster: &str, image: &str) -> Option<String> {
     with_helper(docker, cluster, image, |helper| async move {
         let path = format!("{HOST_ETC}/docker/certs.d");
-        let mut s =
-            docker.download_from_container(&helper, Some(DownloadFromContainerOptionsBuilder::new().path(&path).build()));
+        let mut s = docker
+            .download_from_container(&helper, Some(DownloadFromContainerOptionsBuilder::new().path(&path).build()));
         let mut tar = Vec::new();
         while let Some(chunk) = s.next().await {
             tar.extend_from_slice(&chunk.map_err(|e| engine_message(&e))?);
@@ -543,10 +558,9 @@ mod tests {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from_pem_slice(m.ca_cert.as_bytes()).unwrap()).unwrap();
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .unwrap();
         let chain = vec![CertificateDer::from_pem_slice(m.server_cert.as_bytes()).unwrap()];
         let key = PrivateKeyDer::from_pem_slice(m.server_key().as_bytes()).unwrap();
         Arc::new(

@@ -8,7 +8,7 @@ use lab_core::exec::execute;
 use lab_core::observe::observe;
 use lab_core::plan::plan;
 use lab_core::registry::wait_ready;
-use lab_core::state::Paths;
+use lab_core::state::{Paths, RegistryTls};
 use lab_core::{Error, Result};
 
 use super::cluster::{reporter, runtime};
@@ -40,7 +40,7 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     for w in &warnings {
         progress.note(&format!("warning: {w}"));
     }
-    if let Some(w) = open_registry_warning(&settings.driver, settings.registry.tls) {
+    if let Some(w) = registry_tls_warning(&settings.driver, settings.registry.tls) {
         progress.note(&format!("warning: {w}"));
     }
     let rt = Arc::new(rt);
@@ -76,16 +76,25 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     Ok(0)
 }
 
-/// On the ssh driver the nodes are machines on a real network: an open registry there lets
-/// anyone who reaches a node's port 5000 push an image the swarm will then run. The other
-/// drivers' nodes sit on a network only this machine reaches.
-pub(super) fn open_registry_warning(driver: &str, tls: lab_core::state::RegistryTls) -> Option<String> {
-    (driver == "ssh" && tls == lab_core::state::RegistryTls::Open).then(|| {
-        "the registry is open (tls = \"open\"): anyone on the hosts' network who reaches a node's port 5000 \
-         can push images the swarm will run; `--registry-tls mutual` (or `[registry] tls = \"mutual\"`) \
-         lets only the cluster's engines in"
-            .to_string()
-    })
+/// What `up` says once about who may talk to the registry. On the ssh driver the nodes are
+/// machines on a real network: an open registry there lets anyone who reaches a node's port
+/// 5000 push an image the swarm will then run (the other drivers' nodes sit on a network only
+/// this machine reaches). In mutual TLS, the nodes' own dockerd cannot use `localhost:5000`
+/// (see [`lab_core::tls::ENGINE_HINT`]): said before anything is changed.
+pub(super) fn registry_tls_warning(driver: &str, tls: RegistryTls) -> Option<String> {
+    match tls {
+        RegistryTls::Open if driver == "ssh" => Some(
+            "the registry is open (tls = \"open\"): anyone on the hosts' network who reaches a node's port 5000 \
+             can push images the swarm will run; `--registry-tls mutual` (or `[registry] tls = \"mutual\"`) \
+             lets only clients with the cluster's certificate in"
+                .to_string(),
+        ),
+        RegistryTls::Open => None,
+        RegistryTls::Mutual => Some(format!(
+            "with mutual TLS only clients presenting the cluster's certificate reach the registry. {}",
+            lab_core::tls::ENGINE_HINT
+        )),
+    }
 }
 
 /// A plan that would lose the registry's data, or take a node from another swarm, runs only
@@ -102,4 +111,19 @@ pub(super) fn refuse_blocked(cluster: &lab_core::ClusterName, p: &lab_core::plan
             if force { "" } else { ": pass --force to go ahead anyway" }
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_registry_is_a_warning_on_the_ssh_driver_only() {
+        let w = registry_tls_warning("ssh", RegistryTls::Open).expect("a warning on ssh");
+        assert!(w.contains("anyone on the hosts' network") && w.contains("--registry-tls mutual"), "{w}");
+        for d in ["docker", "virtualbox", "qemu"] {
+            assert_eq!(registry_tls_warning(d, RegistryTls::Open), None, "{d}");
+        }
+        assert!(registry_tls_warning("docker", RegistryTls::Mutual).unwrap().contains("moby issue 31326"));
+    }
 }
