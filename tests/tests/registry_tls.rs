@@ -222,6 +222,41 @@ fn mutual_tls_serves_only_clients_with_the_clusters_certificate() {
     }
     docker(&["rm", "-f", &name]);
 
+    // Certificates about to expire are renewed by the next up (same CA): new secrets, the
+    // registry redeployed, every node's files replaced; lab still speaks to it.
+    let spec = |lab: &Lab| {
+        node_exec(
+            &lab.container("manager"),
+            &[
+                "docker",
+                "service",
+                "inspect",
+                "--format",
+                "{{json .Spec.TaskTemplate.ContainerSpec.Secrets}}",
+                "registry_registry",
+            ],
+        )
+        .ok("service inspect")
+        .stdout
+    };
+    let before = spec(&lab);
+    let ca_before = std::fs::read_to_string(tls_dir.join("ca.crt")).unwrap();
+    let meta_path = tls_dir.join("meta.json");
+    let mut meta: Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    let soon = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 86_400;
+    meta["leaf_not_after"] = serde_json::json!(soon);
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let plan = lab.on(&["plan"]).ok("plan with certificates due");
+    for step in ["make the registry's CA and certificates", "deploy stack registry", "give worker2's engine"] {
+        assert!(plan.stdout.contains(step), "{step} not planned:\n{}", plan.stdout);
+    }
+    let renewed = lab.on(&["up"]);
+    assert!(renewed.stderr.contains("make the registry's CA and certificates"), "{}", renewed.all());
+    assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
+    assert_ne!(spec(&lab), before, "the registry kept its old certificates");
+    assert_eq!(std::fs::read_to_string(tls_dir.join("ca.crt")).unwrap(), ca_before, "the CA changed");
+    lab.on(&["images"]).ok("lab images with renewed certificates");
+
     // Back to open: the registry is redeployed without TLS and the engines push again.
     lab.on(&["up", "--registry-tls", "open"]).ok("lab up --registry-tls open");
     push_from(&lab, "worker2", &format!("localhost:5000/e2e/open-{pid}:1"));

@@ -58,6 +58,11 @@ fn hosts_become_a_swarm_with_a_registry_and_down_leaves_them_as_they_were() {
 
     let first = up(&lab, &bed, &hosts, &[]).ok("lab up --driver ssh");
     assert!(first.stderr.contains("registry mode:"), "{}", first.stderr);
+    // Hosts on a real network with an open registry: said once, naming the setting that
+    // closes it.
+    let warned = first.stderr.lines().filter(|l| l.contains("anyone on the hosts' network")).count();
+    assert_eq!(warned, 1, "{}", first.stderr);
+    assert!(first.stderr.contains("--registry-tls mutual"), "{}", first.stderr);
 
     let status = json(&lab.on(&["status", "--output", "json"]).ok("lab status"));
     assert_eq!(status["driver"], "ssh");

@@ -1145,6 +1145,31 @@ mod tests {
         }
     }
 
+    /// Mutual TLS adds the TLS environment and the TLS secrets to the same spec, and the
+    /// service reads back as serving those certificates; without them it reads back as plain.
+    #[test]
+    fn a_mutual_tls_spec_carries_its_certificates_and_reads_back_as_them() {
+        let program = vec!["/entrypoint.sh".to_string()];
+        let tls: Vec<TaskSpecContainerSpecSecrets> = ["cert", "key", "ca"]
+            .iter()
+            .map(|k| TaskSpecContainerSpecSecrets {
+                secret_name: Some(format!("{}{k}-f00", crate::tls::SECRET_PREFIX)),
+                ..Default::default()
+            })
+            .collect();
+        let spec = service_spec("registry:2", &program, "secret-id", RegistryMode::Fallback, &tls);
+        let cs = spec.task_template.as_ref().unwrap().container_spec.as_ref().unwrap();
+        let env = cs.env.clone().unwrap();
+        assert!(crate::tls::registry_env().iter().all(|e| env.contains(e)), "{env:?}");
+        assert!(ENV.iter().all(|e| env.contains(&e.to_string())));
+        let secrets = cs.secrets.clone().unwrap();
+        assert_eq!(secrets.len(), 4);
+        assert_eq!(crate::tls::deployed_fingerprint(&env, &secrets).as_deref(), Some("f00"));
+        let open = service_spec("registry:2", &program, "secret-id", RegistryMode::Fallback, &[]);
+        let cs = open.task_template.as_ref().unwrap().container_spec.as_ref().unwrap();
+        assert_eq!(crate::tls::deployed_fingerprint(cs.env.as_ref().unwrap(), cs.secrets.as_ref().unwrap()), None);
+    }
+
     /// The wrapper reads the secret file into REGISTRY_HTTP_SECRET and runs the image's
     /// program with its own arguments, untouched.
     #[test]

@@ -628,6 +628,45 @@ mod tests {
         assert!(talk(&m, client_config(&other).unwrap(), "localhost").await.is_err());
     }
 
+    fn secret(name: &str) -> TaskSpecContainerSpecSecrets {
+        TaskSpecContainerSpecSecrets { secret_name: Some(name.into()), ..Default::default() }
+    }
+
+    /// The registry's environment names the secrets' files, the client CAs as the YAML list
+    /// distribution reads; a deployed service is read back as the certificates it serves.
+    #[test]
+    fn a_registrys_tls_is_read_back_from_its_environment_and_secrets() {
+        let env = registry_env();
+        assert!(env.contains(&"REGISTRY_HTTP_TLS_CLIENTCAS=[/run/secrets/lab-registry-ca.crt]".to_string()), "{env:?}");
+        assert!(env.iter().any(|e| e.starts_with("REGISTRY_HTTP_TLS_CERTIFICATE=/run/secrets/")));
+        assert!(env.iter().any(|e| e.starts_with("REGISTRY_HTTP_TLS_KEY=/run/secrets/")));
+        let ours = [
+            secret("lab-registry-http-secret"),
+            secret("lab-registry-tls-cert-abc"),
+            secret("lab-registry-tls-key-abc"),
+            secret("lab-registry-tls-ca-abc"),
+        ];
+        let plain = vec!["REGISTRY_STORAGE_DELETE_ENABLED=true".to_string()];
+        assert_eq!(deployed_fingerprint(&plain, &ours), None, "no TLS in the environment: plain HTTP");
+        let mut with = plain.clone();
+        with.extend(env.clone());
+        assert_eq!(deployed_fingerprint(&with, &ours).as_deref(), Some("abc"));
+        // A key of other certificates, or TLS set up by hand: TLS, but not lab's current one.
+        let mixed = [
+            secret("lab-registry-tls-cert-abc"),
+            secret("lab-registry-tls-key-old"),
+            secret("lab-registry-tls-ca-abc"),
+        ];
+        assert_eq!(deployed_fingerprint(&with, &mixed).as_deref(), Some("?"));
+        let by_hand = vec!["REGISTRY_HTTP_TLS_CERTIFICATE=/certs/x.crt".to_string()];
+        assert_eq!(deployed_fingerprint(&by_hand, &ours).as_deref(), Some("?"));
+        // What the planner compares against.
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, _) = ensure(&dir(tmp.path()), "c1").unwrap();
+        assert_eq!(m.registry_fingerprint().len(), 12);
+        assert_ne!(m.registry_fingerprint(), m.node_fingerprint());
+    }
+
     #[test]
     fn keys_are_private_and_kept_and_renewed_only_when_due() {
         let tmp = tempfile::tempdir().unwrap();
