@@ -780,7 +780,7 @@ const NODE_CERT: &str = r"/etc/docker/certs.d/localhost\:5000/client.cert";
 const NODE_KEY: &str = "/etc/docker/certs.d/localhost:5000/client.key";
 
 /// The URLs checked on every node: [`CHECK_URLS`], or their `https` spelling in mutual TLS.
-fn check_urls(tls: RegistryTls) -> [String; 2] {
+pub fn check_urls(tls: RegistryTls) -> [String; 2] {
     match tls {
         RegistryTls::Open => CHECK_URLS.map(String::from),
         RegistryTls::Mutual => CHECK_URLS.map(|u| u.replacen("http://", "https://", 1)),

@@ -62,10 +62,8 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
         }
         execute(rt.clone(), &p).await?;
     }
-    progress.note(
-        "checking http://127.0.0.1:5000/v2/ and http://localhost:5000/v2/ on every node, and that its dockerd \
-         reaches localhost:5000",
-    );
+    let [a, b] = lab_core::registry::check_urls(rt.desired.tls);
+    progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
     wait_ready(&*rt, READY_TIMEOUT).await?;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
     let obs = observe(&*rt).await?;
