@@ -460,6 +460,48 @@ pub async fn remove_stale_secrets(mgr: &Docker, keep: Option<&str>) {
     }
 }
 
+/// Removes what [`install_node`] put in the node's `/etc/docker/certs.d` (both directories),
+/// with a container of the registry image that runs `rm` on those fixed paths and nothing
+/// else. A node without them is fine.
+pub async fn remove_node(docker: &Docker, node: &str, cluster: &str, image: &str) -> Result<()> {
+    let step = "remove the registry's client certificate from its engine";
+    let name = format!("lab-certs-{}", crate::probe::random_suffix());
+    let mut argv = vec!["rm".to_string(), "-rf".to_string()];
+    argv.extend(CERTS_DIRS.iter().map(|d| format!("{HOST_ETC}/docker/certs.d/{d}")));
+    let timeout = std::time::Duration::from_secs(60);
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(argv[..1].to_vec()),
+        cmd: Some(argv[1..].to_vec()),
+        labels: Some(crate::probe::labels(cluster, timeout, now())),
+        host_config: Some(HostConfig { binds: Some(vec![format!("/etc:{HOST_ETC}")]), ..Default::default() }),
+        network_disabled: Some(true),
+        ..Default::default()
+    };
+    let result = async {
+        docker
+            .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+            .await
+            .map_err(|e| engine_message(&e))?;
+        docker.start_container(&name, None).await.map_err(|e| engine_message(&e))?;
+        let mut wait = docker.wait_container(
+            &name,
+            Some(bollard::query_parameters::WaitContainerOptionsBuilder::new().condition("not-running").build()),
+        );
+        match tokio::time::timeout(timeout, wait.next()).await {
+            Ok(Some(Ok(_))) => Ok(()),
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
+                Err(format!("rm exited {code}"))
+            }
+            Ok(Some(Err(e))) => Err(engine_message(&e)),
+            Ok(None) | Err(_) => Err(format!("rm did not finish within {}s", timeout.as_secs())),
+        }
+    }
+    .await;
+    let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+    result.map_err(|why| Error::node(node, step, why))
+}
+
 /// Whether dockerd's answer says the registry wanted TLS with a client certificate and dockerd
 /// gave neither: after its TLS attempt (without a certificate) was refused, dockerd falls back
 /// to plain HTTP, which a TLS registry answers with this.
