@@ -218,8 +218,8 @@ pub struct TopologyArgs {
     #[arg(long, value_enum)]
     pub registry_mode: Option<ModeArg>,
     /// Who may talk to the registry: open (anyone who reaches a node's port 5000, as the seed;
-    /// the default) or mutual (TLS, and only clients with the cluster's certificate: every
-    /// node's engine and lab).
+    /// the default) or mutual (TLS, only clients presenting the cluster's certificate, such as
+    /// lab push; the nodes' own dockerd cannot, see the README).
     #[arg(long, value_enum, value_name = "open|mutual")]
     pub registry_tls: Option<TlsArg>,
     /// Go ahead with what lab otherwise refuses because it loses data: repairing a broken

@@ -239,8 +239,8 @@ pub enum Step {
     /// Make the cluster's CA and the registry's server and client certificates (mutual TLS),
     /// or renew the certificates.
     IssueRegistryCerts,
-    /// Put the CA and the client certificate where the node's engine presents it to the
-    /// registry (`/etc/docker/certs.d/localhost:5000/`, `.../127.0.0.1:5000/`).
+    /// Put the CA and the client certificate where Docker looks for a registry's certificates
+    /// (`/etc/docker/certs.d/localhost:5000/`, `.../127.0.0.1:5000/`).
     NodeCerts {
         /// Node.
         node: String,

@@ -85,8 +85,9 @@ pub enum RegistryTls {
     /// Plain HTTP: anyone who reaches a node's port 5000 may pull and push (the seed's way).
     #[default]
     Open,
-    /// TLS, and only clients with a certificate from the cluster's CA (every node's engine,
-    /// and lab) are served.
+    /// TLS, and only clients presenting a certificate from the cluster's CA are served (lab,
+    /// and curl with the files lab puts on every node; not the nodes' own dockerd, which never
+    /// presents one to a loopback registry).
     Mutual,
 }
 

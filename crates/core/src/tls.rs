@@ -1,7 +1,11 @@
 //! The registry's mutual TLS (`[registry] tls = "mutual"`): the cluster's own certificate
-//! authority, the registry's server certificate and the client certificate every node's engine
-//! (and lab itself) presents, made here in Rust with rcgen and ring, kept in the cluster's
-//! state directory.
+//! authority, the registry's server certificate and the client certificate lab presents and
+//! puts on every node, made here in Rust with rcgen and ring, kept in the cluster's state
+//! directory.
+//!
+//! The nodes' own dockerd does not present it: Docker reads `/etc/docker/certs.d` only for
+//! registries it counts as secure, and never counts a loopback one as secure ([`ENGINE_HINT`]).
+//! So in this mode the engines cannot use `localhost:5000`, and `up` and `lab check` say so.
 //!
 //! Files, in `<cluster dir>/tls/` (0700; every file 0600, written atomically by
 //! [`crate::state::write_atomic`]): `ca.crt` and `ca.key` (the CA, ten years), `server.crt`
