@@ -266,3 +266,41 @@ fn mutual_tls_serves_only_clients_with_the_clusters_certificate() {
     push_from(&lab, "worker2", &format!("localhost:5000/e2e/open-{pid}:1"));
     assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
 }
+
+/// No log level prints a key: not its PEM, not a line of it, not the base64 the swarm secret
+/// is sent as.
+#[test]
+fn no_log_level_prints_a_key_in_mutual_tls() {
+    ensure_images();
+    let lab = lab("tlslog");
+    let out = lab
+        .command(&[
+            "up",
+            "--node-image",
+            NODE_IMAGE,
+            "--registry-image",
+            REGISTRY_IMAGE,
+            "--workers",
+            "0",
+            "--registry-tls",
+            "mutual",
+            "--cluster",
+            &lab.cluster,
+        ])
+        .env("RUST_LOG", "trace")
+        .output()
+        .expect("run lab up");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("make the registry's CA and certificates"), "{text}");
+    let tls_dir = lab.state_home().join("lab/clusters").join(&lab.cluster).join("tls");
+    for needle in ["PRIVATE KEY", "LS0tLS1CRUdJTi"] {
+        let line = text.lines().find(|l| l.contains(needle));
+        assert!(line.is_none(), "RUST_LOG=trace printed {needle}: {}", line.unwrap_or_default());
+    }
+    for key in ["ca.key", "server.key", "client.key"] {
+        let pem = std::fs::read_to_string(tls_dir.join(key)).unwrap();
+        for line in pem.lines().filter(|l| !l.starts_with("-----") && l.len() > 16) {
+            assert!(!text.contains(line), "RUST_LOG=trace printed a line of {key}");
+        }
+    }
+}
