@@ -58,6 +58,11 @@ fn hosts_become_a_swarm_with_a_registry_and_down_leaves_them_as_they_were() {
 
     let first = up(&lab, &bed, &hosts, &[]).ok("lab up --driver ssh");
     assert!(first.stderr.contains("registry mode:"), "{}", first.stderr);
+    // Hosts on a real network with an open registry: said once, naming the setting that
+    // closes it.
+    let warned = first.stderr.lines().filter(|l| l.contains("anyone on the hosts' network")).count();
+    assert_eq!(warned, 1, "{}", first.stderr);
+    assert!(first.stderr.contains("--registry-tls mutual"), "{}", first.stderr);
 
     let status = json(&lab.on(&["status", "--output", "json"]).ok("lab status"));
     assert_eq!(status["driver"], "ssh");
@@ -633,4 +638,46 @@ fn host_key_verdicts_equal_openssh_for_a_table_of_known_hosts_files() {
     let r = run("plan", &format!("@cert-authority * {ed}\n"));
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(std::fs::read_to_string(bed.known_hosts()).unwrap(), format!("{ip} {ed}\n"));
+}
+
+/// Mutual TLS on hosts given over SSH: the certificates reach every host through its engine,
+/// the registry serves only clients presenting them (lab push, curl with them), a client
+/// without them is refused from this machine, and `down` takes lab's certificates away again.
+/// As on every driver, the hosts' own dockerd cannot use `localhost:5000` in this mode (Docker
+/// never presents a client certificate to a loopback registry): `up` says so and fails.
+#[test]
+fn mutual_tls_on_ssh_hosts_refuses_clients_without_the_certificate_and_down_removes_it() {
+    lab_tests::ensure_images();
+    let lab = lab("sshtls");
+    let bed = SshBed::new(&lab.cluster, &[("manager", "manager"), ("worker1", "worker")]);
+    let hosts = bed.write_hosts(&bed.hosts_toml());
+    let first = up(&lab, &bed, &hosts, &["--registry-tls", "mutual"]);
+    assert_eq!(first.code, 1, "{}", first.all());
+    assert!(first.stderr.contains("lab: hint: Docker never presents a client certificate"), "{}", first.stderr);
+    assert!(!first.stderr.contains("anyone on the hosts' network"), "warned about an open registry: {}", first.stderr);
+    assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
+    let certs = ["/etc/docker/certs.d/localhost:5000/client.key", "/etc/docker/certs.d/127.0.0.1:5000/client.key"];
+    for h in &bed.hosts {
+        for f in certs {
+            let st = node_exec(&h.container, &["stat", "-c", "%a", f]).ok(&format!("{f} on {}", h.name));
+            assert_eq!(st.stdout.trim(), "600", "{f} on {}", h.name);
+        }
+    }
+    // lab push speaks TLS with lab's certificate.
+    let pushed = lab.on(&["push", REGISTRY_IMAGE, "--as", "e2e/ssh-tls:1"]).ok("lab push");
+    assert_eq!(pushed.stdout.trim(), "localhost:5000/e2e/ssh-tls:1", "{}", pushed.all());
+    // From this machine, the registry's host refuses a client without the certificate.
+    let reg = &bed.host("worker1").address;
+    for url in [format!("https://{reg}:5000/v2/_catalog"), format!("http://{reg}:5000/v2/_catalog")] {
+        let r = std::process::Command::new("curl").args(["-s", "-k", "-m", "5", &url]).output().expect("curl");
+        let body = String::from_utf8_lossy(&r.stdout);
+        assert!(!body.contains("repositories"), "{url} served a client without the certificate: {body}");
+    }
+    lab.on(&["down"]).ok("lab down");
+    for h in &bed.hosts {
+        for f in certs {
+            let gone = node_exec(&h.container, &["test", "-e", f]);
+            assert_ne!(gone.code, 0, "{f} is still on {} after down", h.name);
+        }
+    }
 }

@@ -76,6 +76,12 @@ pub enum ModeArg {
     Fallback,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsArg {
+    Open,
+    Mutual,
+}
+
 #[derive(Debug, Args, Default)]
 pub struct ClusterArg {
     /// Cluster name (default "lab").
@@ -215,6 +221,11 @@ pub struct TopologyArgs {
     /// How nodes reach the registry at localhost:5000 (default auto: mesh if IPVS, else fallback).
     #[arg(long, value_enum)]
     pub registry_mode: Option<ModeArg>,
+    /// Who may talk to the registry: open (anyone who reaches a node's port 5000, as the seed;
+    /// the default) or mutual (TLS, only clients presenting the cluster's certificate, such as
+    /// lab push; the nodes' own dockerd cannot, see the README).
+    #[arg(long, value_enum, value_name = "open|mutual")]
+    pub registry_tls: Option<TlsArg>,
     /// Go ahead with what lab otherwise refuses because it loses data: repairing a broken
     /// registry node, moving the registry away from data that cannot move; and, on the ssh
     /// driver, taking over hosts that are in another swarm. Never remembered.

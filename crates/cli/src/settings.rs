@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use lab_core::state::{ClusterState, RegistryMode};
+use lab_core::state::{ClusterState, RegistryMode, RegistryTls};
 use lab_core::topology::validate_label;
 use lab_core::{ClusterName, Error, Result, Role};
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,10 @@ pub const CONFIG_FILE: &str = "lab.toml";
 pub struct RegistrySettings {
     pub image: String,
     pub mode: Mode,
+    /// Who may talk to the registry: `open` (anyone who reaches port 5000, as the seed) or
+    /// `mutual` (only clients with a certificate from the cluster's CA).
+    #[serde(default)]
+    pub tls: RegistryTls,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -72,7 +76,11 @@ impl Default for Settings {
             managers: 1,
             workers: 2,
             hosts: None,
-            registry: RegistrySettings { image: DEFAULT_REGISTRY_IMAGE.into(), mode: Mode::Auto },
+            registry: RegistrySettings {
+                image: DEFAULT_REGISTRY_IMAGE.into(),
+                mode: Mode::Auto,
+                tls: RegistryTls::Open,
+            },
             labels: LabelSettings::default(),
             drivers: BTreeMap::new(),
         }
@@ -105,6 +113,7 @@ impl Settings {
             Mode::Mesh => Some(RegistryMode::Mesh),
             Mode::Fallback => Some(RegistryMode::Fallback),
         };
+        st.registry_tls = self.registry.tls;
         st.manager_labels = self.labels.manager.clone();
         st.worker_labels = self.labels.worker.clone();
     }
@@ -156,6 +165,13 @@ fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
             ModeArg::Fallback => "fallback",
         };
         registry.insert("mode".into(), json!(s));
+    }
+    if let Some(tls) = flags.registry_tls {
+        let s = match tls {
+            crate::args::TlsArg::Open => "open",
+            crate::args::TlsArg::Mutual => "mutual",
+        };
+        registry.insert("tls".into(), json!(s));
     }
     if !registry.is_empty() {
         m.insert("registry".into(), Value::Object(registry));
@@ -227,7 +243,11 @@ fn state_layer(st: &ClusterState) -> Value {
         "driver": st.driver,
         "managers": st.managers,
         "workers": st.workers,
-        "registry": { "image": st.registry_image, "mode": st.registry_mode_request.map(|m| m.to_string()).unwrap_or_else(|| "auto".into()) },
+        "registry": {
+            "image": st.registry_image,
+            "mode": st.registry_mode_request.map(|m| m.to_string()).unwrap_or_else(|| "auto".into()),
+            "tls": st.registry_tls.to_string(),
+        },
         "labels": { "manager": st.manager_labels, "worker": st.worker_labels },
         "drivers": drivers,
     })
@@ -615,6 +635,7 @@ mod tests {
                 workers: Some(4),
                 registry_image: Some("img:3".into()),
                 registry_mode: Some(crate::args::ModeArg::Fallback),
+                registry_tls: Some(crate::args::TlsArg::Mutual),
                 driver_flags: df("node-image", "docker", "node_image", json!("node:1")),
                 driver_opts: vec!["privileged=\"never\"".into()],
                 worker_labels: vec!["tier=gpu".into()],
@@ -629,6 +650,7 @@ mod tests {
             first.record(&mut st);
             let again = load_recorded(only_cluster(), &st).unwrap();
             assert_eq!(again, first);
+            assert_eq!(again.registry.tls, RegistryTls::Mutual);
             Ok(())
         });
     }
@@ -757,6 +779,12 @@ mod tests {
             jail.create_file("lab.toml", "[registry]\nmode = \"magic\"\n")?;
             let msg = load_in_jail(TopologyArgs::default()).unwrap_err().to_string();
             assert!(msg.contains("registry.mode") && msg.contains("magic"), "{msg}");
+
+            jail.create_file("lab.toml", "[registry]\ntls = \"closed\"\n")?;
+            let e = load_in_jail(TopologyArgs::default()).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            let msg = e.to_string();
+            assert!(msg.contains("lab.toml") && msg.contains("registry.tls") && msg.contains("closed"), "{msg}");
 
             jail.create_file("lab.toml", "")?;
             jail.set_env("LAB_WORKERS", "lots");

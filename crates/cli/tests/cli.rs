@@ -62,6 +62,8 @@ fn bad_flags_exit_2_naming_flag_and_value() {
     e.bad(&["up", "--worker-label", "zone"], &[], &["--worker-label", "zone"]);
     e.bad(&["up", "--worker-label", "lab.role=x"], &[], &["--worker-label", "lab.role"]);
     e.bad(&["up", "--registry-mode", "magic"], &[], &["--registry-mode", "magic"]);
+    e.bad(&["up", "--registry-tls", "closed"], &[], &["--registry-tls", "closed"]);
+    e.bad(&["up"], &[("LAB_REGISTRY__TLS", "closed")], &["LAB_REGISTRY__TLS", "closed"]);
     e.bad(&["up", "--config", "missing.toml"], &[], &["--config", "missing.toml"]);
     e.bad(&["status", "--cluster", "nothere"], &[], &["--cluster", "nothere", "lab ls"]);
     e.bad(&["frobnicate"], &[], &["frobnicate"]);

@@ -7,6 +7,10 @@
 //! work the same on every driver, external ones included, and reach the registry at the very
 //! address the nodes use.
 //!
+//! In mutual TLS mode the stream carries TLS (tokio-rustls, ring), lab checking the registry's
+//! certificate against the cluster's CA and presenting the client certificate the nodes'
+//! engines present: the registry serves no one else.
+//!
 //! The API is a handful of requests (check a blob, mount it from another repository, upload
 //! it, put a manifest, list, delete), written here over hyper's HTTP/1.1 connection rather
 //! than through an OCI client crate: those speak TCP and TLS themselves and cannot be handed a
@@ -83,6 +87,8 @@ pub struct Endpoint {
     pub docker: Docker,
     /// The registry's task container on it.
     pub container: String,
+    /// In mutual TLS: how to speak TLS to it (the cluster's CA, lab's client certificate).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A client of the registry at one [`Endpoint`], keeping its idle connections for reuse.
@@ -198,6 +204,26 @@ impl Client {
             }
         }));
         let io = ExecStream { reader: StreamReader::new(stdout), writer: input };
+        match &self.at.tls {
+            None => self.handshake(io, step).await,
+            Some(cfg) => {
+                // The registry's certificate is checked against the cluster's CA for the name
+                // the nodes use, and lab presents the client certificate the nodes have.
+                let name = rustls_pki_types::ServerName::try_from(crate::tls::SERVER_NAME).expect("a valid name");
+                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, io)
+                    .await
+                    .map_err(|e| self.fail(step, format!("TLS with the registry failed: {e}")))?;
+                self.handshake(tls, step).await
+            }
+        }
+    }
+
+    /// HTTP/1.1 over `io`; the connection runs in a task of its own.
+    async fn handshake<T>(&self, io: T, step: &str) -> Result<SendRequest<Body>>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let (sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| self.fail(step, e))?;
         tokio::spawn(async move {

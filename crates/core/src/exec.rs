@@ -314,6 +314,21 @@ impl Runtime {
             Step::DeployRegistry => registry::deploy(self).await.map(Some),
             Step::MoveRegistryData { from, to } => registry::move_data(self, from, to).await.map(Some),
             Step::Forwarder { node } => registry::forwarder(self, node).await.map(Some),
+            Step::IssueRegistryCerts => {
+                let dir = crate::tls::dir(&self.paths.ensure_cluster_dir(&topo.cluster)?);
+                let (m, _) = crate::tls::ensure(&dir, topo.cluster.as_str())?;
+                Ok(Some(format!("valid until {}", crate::tls::date(m.meta.leaf_not_after))))
+            }
+            Step::NodeCerts { node } => {
+                let dir = crate::tls::dir(&self.paths.cluster_dir(&topo.cluster));
+                let m = crate::tls::load(&dir)?.ok_or_else(|| {
+                    Error::node(node, "give its engine the registry's client certificate", "lab has made none yet")
+                })?;
+                let e = self.engine(node).await?;
+                crate::tls::install_node(&e.docker, node, topo.cluster.as_str(), &self.desired.registry_image, &m)
+                    .await
+                    .map(Some)
+            }
         }
     }
 }
@@ -354,6 +369,9 @@ impl crate::seam::Nodes for Runtime {
     }
     fn images(&self) -> &crate::seam::ImageSource {
         &self.images
+    }
+    fn cluster_dir(&self) -> std::path::PathBuf {
+        self.paths.cluster_dir(&self.desired.topology.cluster)
     }
 }
 

@@ -54,6 +54,8 @@ pub mod swarm;
 #[doc(hidden)]
 pub mod teardown;
 #[doc(hidden)]
+pub mod tls;
+#[doc(hidden)]
 pub mod topology;
 
 pub use driver::{

@@ -22,10 +22,10 @@ use serde::Serialize;
 
 use crate::driver::{Machine, MachineState};
 use crate::error::{engine_message, Result};
-use crate::plan::{Desired, Membership, NodeObs, Observed, RegistryObs};
+use crate::plan::{CertsObs, Desired, Membership, NodeObs, Observed, RegistryObs};
 use crate::probe::CLUSTER_LABEL;
 use crate::seam::Nodes;
-use crate::state::ClusterState;
+use crate::state::{ClusterState, RegistryTls};
 use crate::swarm::{local_view, LocalView};
 use crate::{registry, Role};
 
@@ -63,7 +63,15 @@ pub struct Observation {
 /// Remembers, for [`Nodes::manager`], which swarm it decided is the cluster's.
 pub async fn observe(rt: &dyn Nodes) -> Result<Observation> {
     let machines = rt.machines().await?;
-    let obs = look(rt.desired(), &rt.state(), machines, &Live(rt)).await?;
+    let mut obs = look(rt.desired(), &rt.state(), machines, &Live(rt)).await?;
+    if rt.desired().tls == RegistryTls::Mutual {
+        let now = crate::state::now();
+        obs.observed.certs = crate::tls::load(&crate::tls::dir(&rt.cluster_dir()))?.map(|m| CertsObs {
+            registry: m.registry_fingerprint(),
+            nodes: m.node_fingerprint(),
+            due: m.due(now),
+        });
+    }
     rt.set_cluster_swarm(obs.observed.swarm_id.clone());
     Ok(obs)
 }
@@ -79,6 +87,9 @@ struct NodeFacts {
     forwarder: Option<String>,
     /// Whether it has the registry's data volume.
     registry_data: bool,
+    /// The fingerprint of lab's registry certificates in its `/etc/docker/certs.d` (looked
+    /// for in mutual TLS mode only).
+    registry_certs: Option<String>,
     /// Its own view of its swarm membership once settled; `Ok(None)` if it did not settle in
     /// time, an error (the engine's words) if it could not say.
     swarm: std::result::Result<Option<LocalView>, String>,
@@ -127,6 +138,7 @@ async fn look(
                 }
                 obs.forwarder = facts.forwarder;
                 obs.registry_data = facts.registry_data;
+                obs.registry_certs = facts.registry_certs;
                 // An engine that cannot say whether it is in a swarm is not "not in a swarm":
                 // it counts as not answering, and the steps that wait for it say why.
                 match facts.swarm {
@@ -271,6 +283,7 @@ async fn look(
             registry: registry_obs,
             mode: state.registry_mode,
             managers_unchecked: decided.unchecked,
+            certs: None,
         },
         machines,
         swarm_nodes,
@@ -437,8 +450,18 @@ struct Live<'a>(&'a dyn Nodes);
 impl EngineView for Live<'_> {
     async fn node(&self, node: &str, image: &str) -> Option<NodeFacts> {
         let e = self.0.try_engine(node, Duration::from_secs(5)).await.ok()?;
+        let has_image = e.docker.inspect_image(image).await.is_ok();
+        let desired = self.0.desired();
+        // Looked at through a helper container of the registry image: only where there is one.
+        let registry_certs = match (desired.tls, has_image) {
+            (RegistryTls::Mutual, true) => {
+                crate::tls::observe_node(&e.docker, desired.topology.cluster.as_str(), image).await
+            }
+            _ => None,
+        };
         Some(NodeFacts {
-            has_image: e.docker.inspect_image(image).await.is_ok(),
+            has_image,
+            registry_certs,
             forwarder: registry::observe_forwarder(&e.docker).await,
             registry_data: registry::has_data(&e.docker).await,
             swarm: settled_view(&e.docker, &e.advertise_addr).await.map_err(|err| engine_message(&err)),
@@ -679,6 +702,7 @@ mod tests {
                 has_image: true,
                 forwarder: None,
                 registry_data: false,
+                registry_certs: None,
                 swarm: Ok(Some(view)),
             };
             self.nodes.insert(node.into(), facts);
@@ -736,6 +760,7 @@ mod tests {
             manager_labels: BTreeMap::new(),
             worker_labels: BTreeMap::new(),
             registry_mode_request: None,
+            registry_tls: Default::default(),
         }
     }
 
@@ -885,6 +910,7 @@ mod tests {
             mode: RegistryMode::Fallback,
             spec_matches: true,
             running_on: None,
+            tls: None,
         });
         let obs = look(&d, &recorded(RECORDED_S), running(), &engines).await.unwrap();
         assert!(obs.observed.managers_unchecked);
@@ -907,6 +933,7 @@ mod tests {
             mode: RegistryMode::Fallback,
             spec_matches: true,
             running_on: None,
+            tls: None,
         };
         let with = |task: Option<(&str, &str)>| {
             let mut c = in_swarm();

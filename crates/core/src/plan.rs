@@ -12,7 +12,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::driver::{Capabilities, MachineState};
-use crate::state::RegistryMode;
+use crate::state::{RegistryMode, RegistryTls};
 use crate::topology::{Role, Topology};
 
 /// What the user asked for the registry's reachability.
@@ -34,6 +34,8 @@ pub struct Desired {
     pub registry_image: String,
     /// How the registry is to be reached.
     pub mode: ModeRequest,
+    /// Who may talk to the registry.
+    pub tls: RegistryTls,
     /// What the driver can do.
     pub capabilities: Capabilities,
     /// `--force`: go ahead with repairs that lose the registry's data (a broken registry
@@ -90,6 +92,10 @@ pub struct NodeObs {
     pub forwarder: Option<String>,
     /// Whether its engine has the registry's data volume.
     pub registry_data: bool,
+    /// The fingerprint of lab's registry certificates in its engine's `/etc/docker/certs.d`
+    /// ([`crate::tls::Material::node_fingerprint`]), if it has a complete set. Looked at only
+    /// in mutual mode.
+    pub registry_certs: Option<String>,
 }
 
 impl NodeObs {
@@ -106,6 +112,7 @@ impl NodeObs {
             drained: false,
             forwarder: None,
             registry_data: false,
+            registry_certs: None,
         }
     }
 }
@@ -121,6 +128,20 @@ pub struct RegistryObs {
     pub spec_matches: bool,
     /// The node its task runs on, if one runs.
     pub running_on: Option<String>,
+    /// The fingerprint of the certificates it serves TLS with and requires clients to have
+    /// ([`crate::tls::Material::registry_fingerprint`]); `None`: plain HTTP.
+    pub tls: Option<String>,
+}
+
+/// The cluster's certificates in lab's state directory, as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertsObs {
+    /// What the registry is to be deployed with.
+    pub registry: String,
+    /// What every node's engine is to have.
+    pub nodes: String,
+    /// Whether they are due for renewal.
+    pub due: bool,
 }
 
 /// The cluster as observed.
@@ -138,6 +159,8 @@ pub struct Observed {
     /// (its engine did not answer, or its node list could not be read). Then no node is made
     /// to leave a swarm, whatever `--force` says: it may be this cluster's own.
     pub managers_unchecked: bool,
+    /// The registry's certificates lab keeps, if it made them.
+    pub certs: Option<CertsObs>,
 }
 
 /// One step of a plan.
@@ -213,6 +236,15 @@ pub enum Step {
         /// Node.
         node: String,
     },
+    /// Make the cluster's CA and the registry's server and client certificates (mutual TLS),
+    /// or renew the certificates.
+    IssueRegistryCerts,
+    /// Put the CA and the client certificate where Docker looks for a registry's certificates
+    /// (`/etc/docker/certs.d/localhost:5000/`, `.../127.0.0.1:5000/`).
+    NodeCerts {
+        /// Node.
+        node: String,
+    },
 }
 
 impl Step {
@@ -229,8 +261,9 @@ impl Step {
             | Step::JoinSwarm { node, .. }
             | Step::ConfigureNode { node }
             | Step::Forwarder { node }
+            | Step::NodeCerts { node }
             | Step::MoveRegistryData { to: node, .. } => Some(node),
-            Step::ChooseRegistryMode | Step::DeployRegistry => None,
+            Step::ChooseRegistryMode | Step::DeployRegistry | Step::IssueRegistryCerts => None,
         }
     }
 }
@@ -251,6 +284,8 @@ impl fmt::Display for Step {
             Step::DeployRegistry => write!(f, "deploy stack registry (service registry_registry)"),
             Step::Forwarder { node } => write!(f, "point localhost:5000 on {node} at the registry"),
             Step::MoveRegistryData { from, to } => write!(f, "move registry data from {from} to {to}"),
+            Step::IssueRegistryCerts => write!(f, "make the registry's CA and certificates (mutual TLS)"),
+            Step::NodeCerts { node } => write!(f, "give {node}'s engine the registry's client certificate"),
         }
     }
 }
@@ -526,6 +561,14 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         }
         m
     });
+    // Mutual TLS: the certificates first (made, or renewed when due), then the registry and
+    // every node's engine get them. A renewal names new certificates, so both are redone.
+    let certs = observed.certs.as_ref().filter(|c| !c.due);
+    let issue = (desired.tls == RegistryTls::Mutual && certs.is_none()).then(|| p.push(Step::IssueRegistryCerts, []));
+    let tls_ok = |r: &RegistryObs| match desired.tls {
+        RegistryTls::Open => r.tls.is_none(),
+        RegistryTls::Mutual => r.tls.is_some() && r.tls.as_deref() == certs.map(|c| c.registry.as_str()),
+    };
     // A registry counts as deployed only when its task runs on the registry's node: one that
     // does not answer is never "nothing to do".
     let registry_ok = !swarm_fresh
@@ -534,6 +577,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             r.image == desired.registry_image
                 && Some(r.mode) == mode
                 && r.spec_matches
+                && tls_ok(r)
                 && r.running_on.as_deref() == Some(reg_node)
         });
     if !registry_ok {
@@ -541,7 +585,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         // starts it the moment the registry's node is labelled. The image must be there
         // first, or the node would try to pull it and back off. When the data moved, though,
         // the old node may still carry the label: wait until it has lost it.
-        let mut after = vec![choose, init, image_ready.get(reg_node).copied(), last_manager, reg_forwarder, moved];
+        let mut after =
+            vec![choose, init, image_ready.get(reg_node).copied(), last_manager, reg_forwarder, moved, issue];
         if moved.is_some() {
             after.extend(configured.values().map(|&c| Some(c)));
         }
@@ -572,6 +617,25 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             );
         }
     }
+    // In open mode, certificates a node got before are left: they are the node's own and
+    // harmless (Docker tries TLS first for localhost:5000 and falls back to plain HTTP).
+    if desired.tls == RegistryTls::Mutual {
+        for node in &topo.nodes {
+            let name = node.name.as_str();
+            let has = if fresh.contains(name) {
+                None
+            } else {
+                observed.nodes.get(name).filter(|o| o.engine).and_then(|o| o.registry_certs.as_deref())
+            };
+            if issue.is_some() || has.is_none() || has != certs.map(|c| c.nodes.as_str()) {
+                // Written by a helper container of the registry image, which must be there.
+                p.push(
+                    Step::NodeCerts { node: name.into() },
+                    [engine_ready.get(name).copied(), image_ready.get(name).copied(), issue],
+                );
+            }
+        }
+    }
     p
 }
 
@@ -585,7 +649,14 @@ pub(crate) mod tests {
 
     pub(crate) fn desired(managers: u32, workers: u32, mode: ModeRequest) -> Desired {
         let (topology, _) = Topology::new(ClusterName::parse("t", "t").unwrap(), managers, workers).unwrap();
-        Desired { topology, registry_image: IMAGE.into(), mode, capabilities: Capabilities::all(), force: false }
+        Desired {
+            topology,
+            registry_image: IMAGE.into(),
+            mode,
+            tls: RegistryTls::Open,
+            capabilities: Capabilities::all(),
+            force: false,
+        }
     }
 
     fn addr(name: &str) -> String {
@@ -686,7 +757,16 @@ pub(crate) mod tests {
                 let reg = topo.registry_node().name.clone();
                 assert!(o.nodes[&reg].forwarder.is_none(), "deploy while a forwarder holds the port on {reg}");
                 o.nodes.get_mut(&reg).unwrap().registry_data = true;
-                o.registry = Some(RegistryObs { image: IMAGE.into(), mode, spec_matches: true, running_on: Some(reg) });
+                let tls = match d.tls {
+                    RegistryTls::Open => None,
+                    RegistryTls::Mutual => {
+                        let c = o.certs.as_ref().expect("deploy in mutual mode before the certificates");
+                        assert!(!c.due, "deploy with certificates due for renewal");
+                        Some(c.registry.clone())
+                    }
+                };
+                o.registry =
+                    Some(RegistryObs { image: IMAGE.into(), mode, spec_matches: true, running_on: Some(reg), tls });
             }
             Step::MoveRegistryData { from, to } => {
                 assert!(o.nodes[from].engine && o.nodes[from].registry_data, "move from {from} without data");
@@ -698,6 +778,16 @@ pub(crate) mod tests {
                     r.running_on = None;
                     r.spec_matches = false;
                 }
+            }
+            Step::IssueRegistryCerts => {
+                let n = o.certs.as_ref().map_or(0, |c| c.registry.len());
+                o.certs = Some(CertsObs { registry: format!("r{n}"), nodes: format!("n{n}"), due: false });
+            }
+            Step::NodeCerts { node } => {
+                let c = o.certs.clone().expect("node certificates before they are made");
+                let n = o.nodes.get_mut(node).unwrap();
+                assert!(n.engine && n.images.contains(IMAGE), "certificates onto {node} before its engine and image");
+                n.registry_certs = Some(c.nodes);
             }
             Step::Forwarder { node } => {
                 let mode = o.mode.expect("forwarder before the mode is chosen");
@@ -768,11 +858,26 @@ pub(crate) mod tests {
     /// reaches the desired state, and the plan after it is empty.
     #[test]
     fn every_observed_state_converges_in_one_plan() {
-        let cases =
-            [(ModeRequest::Auto, true), (ModeRequest::Auto, false), (ModeRequest::Force(RegistryMode::Mesh), true)];
-        for (mode, exec) in cases {
+        let cases = [
+            (ModeRequest::Auto, true, RegistryTls::Open),
+            (ModeRequest::Auto, false, RegistryTls::Open),
+            (ModeRequest::Force(RegistryMode::Mesh), true, RegistryTls::Open),
+            (ModeRequest::Auto, true, RegistryTls::Mutual),
+        ];
+        for (mode, exec, tls) in cases {
             let mut d = desired(1, 2, mode);
             d.capabilities.exec = exec;
+            d.tls = tls;
+            // In mutual mode, the certificates lab keeps: none, good, or due; and what the
+            // registry and the nodes have (the good ones, or older ones).
+            let cert_cases: Vec<Option<CertsObs>> = match tls {
+                RegistryTls::Open => vec![None],
+                RegistryTls::Mutual => vec![
+                    None,
+                    Some(CertsObs { registry: "good".into(), nodes: "n-good".into(), due: false }),
+                    Some(CertsObs { registry: "good".into(), nodes: "n-good".into(), due: true }),
+                ],
+            };
             // Without it, a broken registry node is (rightly) not repaired: see below.
             d.force = true;
             let names: Vec<String> = d.topology.nodes.iter().map(|n| n.name.clone()).collect();
@@ -796,13 +901,27 @@ pub(crate) mod tests {
                 for b in &per_node[1] {
                     for c in &per_node[2] {
                         for reg in 0..5 {
-                            for recorded in [None, Some(RegistryMode::Fallback)] {
-                                let mut o = Observed { mode: recorded, ..Default::default() };
+                            for (recorded, certs) in [None, Some(RegistryMode::Fallback)]
+                                .into_iter()
+                                .flat_map(|r| cert_cases.iter().map(move |c| (r, c.clone())))
+                            {
+                                let mut o = Observed { mode: recorded, certs: certs.clone(), ..Default::default() };
                                 for (name, n) in names.iter().zip([a, b, c]) {
                                     if let Some(n) = n {
                                         let mut n = n.clone();
                                         if n.machine == MachineState::Running {
                                             n.address = Some(addr(name));
+                                        }
+                                        // Some nodes with the current certificates, some with
+                                        // another set.
+                                        if n.engine {
+                                            n.registry_certs = certs.as_ref().map(|c| {
+                                                if name == "worker2" {
+                                                    "n-old".into()
+                                                } else {
+                                                    c.nodes.clone()
+                                                }
+                                            });
                                         }
                                         o.nodes.insert(name.clone(), n);
                                     }
@@ -837,6 +956,7 @@ pub(crate) mod tests {
                                             mode: recorded.unwrap_or(RegistryMode::Fallback),
                                             spec_matches: true,
                                             running_on: running_on.map(str::to_string),
+                                            tls: certs.as_ref().map(|c| c.registry.clone()),
                                         });
                                     }
                                 }
@@ -911,6 +1031,49 @@ pub(crate) mod tests {
             steps.iter().all(|s| matches!(s, Step::ChooseRegistryMode | Step::DeployRegistry | Step::Forwarder { .. })),
             "{steps:?}"
         );
+    }
+
+    /// Issue 9, mutual TLS: an open cluster switched to mutual makes the certificates, gives
+    /// them to every node's engine and redeploys the registry with them, touching nothing
+    /// else; then nothing is left to do. A renewal does it all again; a node made again gets
+    /// its certificates; back to open redeploys the registry only.
+    #[test]
+    fn switching_to_mutual_tls_certifies_every_node_and_redeploys_the_registry() {
+        let open = desired(1, 2, ModeRequest::Auto);
+        let o = converged(&open);
+        let mutual = Desired { tls: RegistryTls::Mutual, ..open.clone() };
+        let p = plan(&mutual, &o);
+        let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
+        let pos = |want: &Step| steps.iter().position(|s| s == want).unwrap_or_else(|| panic!("{want} not in {p:#?}"));
+        let issue = pos(&Step::IssueRegistryCerts);
+        let deploy = pos(&Step::DeployRegistry);
+        assert!(p.steps[deploy].after.contains(&issue), "{p:#?}");
+        for n in ["manager", "worker1", "worker2"] {
+            assert!(p.steps[pos(&Step::NodeCerts { node: n.into() })].after.contains(&issue), "{p:#?}");
+        }
+        assert_eq!(steps.len(), 5, "{steps:?}");
+        let mut o2 = o.clone();
+        execute(&mutual, &mut o2);
+        assert!(plan(&mutual, &o2).is_empty(), "{:#?}", plan(&mutual, &o2));
+        // Due for renewal: made again, and everything that holds them is redone.
+        let mut due = o2.clone();
+        due.certs.as_mut().unwrap().due = true;
+        let p = plan(&mutual, &due);
+        assert!(p.steps.iter().any(|s| s.step == Step::IssueRegistryCerts), "{p:#?}");
+        assert!(p.steps.iter().any(|s| s.step == Step::DeployRegistry), "{p:#?}");
+        assert_eq!(p.steps.iter().filter(|s| matches!(s.step, Step::NodeCerts { .. })).count(), 3, "{p:#?}");
+        execute(&mutual, &mut due);
+        assert!(plan(&mutual, &due).is_empty());
+        // A node that lost its certificates (made again) gets them, and only it.
+        let mut lost = o2.clone();
+        lost.nodes.get_mut("worker2").unwrap().registry_certs = None;
+        let p = plan(&mutual, &lost);
+        let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
+        assert_eq!(steps, vec![Step::NodeCerts { node: "worker2".into() }]);
+        // Back to open: the registry only.
+        let p = plan(&open, &o2);
+        let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
+        assert_eq!(steps, vec![Step::DeployRegistry]);
     }
 
     #[test]

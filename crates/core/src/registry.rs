@@ -41,7 +41,7 @@ use crate::error::{engine_message, Error, Result};
 use crate::plan::{ModeRequest, RegistryObs};
 use crate::probe;
 use crate::seam::Nodes;
-use crate::state::{RegistryMode, Secret};
+use crate::state::{RegistryMode, RegistryTls, Secret};
 use crate::topology::REGISTRY_NODE_LABEL;
 
 /// The stack's name, as in `docker stack deploy registry`.
@@ -158,7 +158,19 @@ fn secret_command() -> Vec<String> {
     vec!["sh".into(), "-c".into(), SECRET_SCRIPT.into(), SECRET_NAME.into()]
 }
 
-fn service_spec(image: &str, program: &[String], secret_id: &str, mode: RegistryMode) -> ServiceSpec {
+/// `tls`: the registry's TLS secrets ([`crate::tls::registry_secrets`]) in mutual mode, none
+/// in open mode.
+fn service_spec(
+    image: &str,
+    program: &[String],
+    secret_id: &str,
+    mode: RegistryMode,
+    tls: &[TaskSpecContainerSpecSecrets],
+) -> ServiceSpec {
+    let mut env: Vec<String> = ENV.iter().map(|e| e.to_string()).collect();
+    if !tls.is_empty() {
+        env.extend(crate::tls::registry_env());
+    }
     let mut labels = namespace();
     labels.insert("com.docker.stack.image".into(), image.into());
     ServiceSpec {
@@ -168,21 +180,27 @@ fn service_spec(image: &str, program: &[String], secret_id: &str, mode: Registry
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(image.into()),
                 labels: Some(namespace()),
-                env: Some(ENV.iter().map(|e| e.to_string()).collect()),
+                env: Some(env),
                 command: Some(secret_command()),
                 args: Some(program.to_vec()),
-                secrets: Some(vec![TaskSpecContainerSpecSecrets {
-                    file: Some(TaskSpecContainerSpecFile {
-                        name: Some(SECRET_NAME.into()),
-                        uid: Some("0".into()),
-                        gid: Some("0".into()),
-                        // Readable by whatever user the image runs as; only the registry's
-                        // own container sees the file.
-                        mode: Some(0o444),
-                    }),
-                    secret_id: Some(secret_id.into()),
-                    secret_name: Some(SECRET_NAME.into()),
-                }]),
+                secrets: Some(
+                    [
+                        vec![TaskSpecContainerSpecSecrets {
+                            file: Some(TaskSpecContainerSpecFile {
+                                name: Some(SECRET_NAME.into()),
+                                uid: Some("0".into()),
+                                gid: Some("0".into()),
+                                // Readable by whatever user the image runs as; only the registry's
+                                // own container sees the file.
+                                mode: Some(0o444),
+                            }),
+                            secret_id: Some(secret_id.into()),
+                            secret_name: Some(SECRET_NAME.into()),
+                        }],
+                        tls.to_vec(),
+                    ]
+                    .concat(),
+                ),
                 mounts: Some(vec![Mount {
                     target: Some("/var/lib/registry".into()),
                     source: Some(VOLUME.into()),
@@ -257,7 +275,22 @@ pub async fn endpoint(rt: &dyn Nodes) -> Result<crate::distribution::Endpoint> {
     let node =
         labels.get("lab.node").cloned().or_else(|| swarm_node.description.and_then(|d| d.hostname)).unwrap_or(node_id);
     let docker = rt.engine(&node).await?.docker;
-    Ok(crate::distribution::Endpoint { node, docker, container })
+    // A registry deployed with mutual TLS is spoken to in TLS with the cluster's certificates.
+    let tls = match observe(&mgr).await.and_then(|r| r.tls) {
+        None => None,
+        Some(_) => {
+            let m = crate::tls::load(&crate::tls::dir(&rt.cluster_dir()))?.ok_or_else(|| {
+                Error::node(
+                    &node,
+                    step,
+                    "the registry requires a client certificate, and lab has none for this cluster",
+                )
+                .with_hint("`lab up` makes new certificates and gives them to the registry and every node")
+            })?;
+            Some(crate::tls::client_config(&m).map_err(|why| Error::node(&node, step, why))?)
+        }
+    };
+    Ok(crate::distribution::Endpoint { node, docker, container, tls })
 }
 
 /// Reads the registry service from a manager, as the planner needs it (`running_on` is
@@ -274,7 +307,11 @@ pub async fn observe(manager: &Docker) -> Option<RegistryObs> {
         _ => RegistryMode::Mesh,
     };
     let spec_matches = spec_matches(&spec);
-    Some(RegistryObs { image, mode, spec_matches, running_on: None })
+    let tls = crate::tls::deployed_fingerprint(
+        cs.env.as_deref().unwrap_or_default(),
+        cs.secrets.as_deref().unwrap_or_default(),
+    );
+    Some(RegistryObs { image, mode, spec_matches, running_on: None, tls })
 }
 
 /// Whether a service spec is lab's: the HTTP secret through lab's wrapper, one replica, lab's
@@ -413,7 +450,7 @@ async fn ensure_secret(mgr_name: &str, mgr: &Docker) -> Result<String> {
 }
 
 /// Standard base64 with padding, for the swarm secret's `Data`.
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -467,12 +504,22 @@ pub async fn deploy(rt: &dyn Nodes) -> Result<String> {
     let image = &rt.desired().registry_image;
     let secret_id = ensure_secret(&mgr_name, &mgr).await?;
     let program = image_program(rt, image).await?;
+    let material = match rt.desired().tls {
+        RegistryTls::Open => None,
+        RegistryTls::Mutual => Some(crate::tls::load(&crate::tls::dir(&rt.cluster_dir()))?.ok_or_else(|| {
+            Error::op("deploy the registry with mutual TLS", "lab has made no certificates for this cluster yet")
+        })?),
+    };
+    let tls = match &material {
+        Some(m) => crate::tls::registry_secrets(&mgr_name, &mgr, m, &namespace()).await?,
+        None => Vec::new(),
+    };
     // The swarm updates the service's object on its own (an update's status), so a version
     // read may be stale by the time of the update: read it again and retry.
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut spec = service_spec(image, &program, &secret_id, mode);
+        let mut spec = service_spec(image, &program, &secret_id, mode, &tls);
         match mgr.inspect_service(SERVICE, None::<InspectServiceOptions>).await {
             Ok(svc) => {
                 let version = svc.version.and_then(|v| v.index).unwrap_or_default();
@@ -498,7 +545,9 @@ pub async fn deploy(rt: &dyn Nodes) -> Result<String> {
             }
         }
     }
-    Ok(format!("{image}, {mode}, pinned to {}", rt.desired().topology.registry_node().name))
+    crate::tls::remove_stale_secrets(&mgr, material.as_ref().map(|m| m.registry_fingerprint()).as_deref()).await;
+    let tls = if material.is_some() { ", mutual TLS" } else { "" };
+    Ok(format!("{image}, {mode}{tls}, pinned to {}", rt.desired().topology.registry_node().name))
 }
 
 /// Makes the forwarder on `node` match the mode: relaying to the registry's node in fallback
@@ -832,10 +881,94 @@ impl NodeCheck {
 /// resolves to `::1` and nothing listens there.
 pub const CHECK_URLS: [&str; 2] = ["http://127.0.0.1:5000/v2/", "http://localhost:5000/v2/"];
 
+/// The client certificate files a node's engine presents (mutual TLS), which curl on the node
+/// presents too.
+const NODE_CA: &str = "/etc/docker/certs.d/localhost:5000/ca.crt";
+/// curl reads `--cert FILE:PASSWORD`: the colon in the directory's name is escaped.
+const NODE_CERT: &str = r"/etc/docker/certs.d/localhost\:5000/client.cert";
+const NODE_KEY: &str = "/etc/docker/certs.d/localhost:5000/client.key";
+
+/// The URLs checked on every node: [`CHECK_URLS`], or their `https` spelling in mutual TLS.
+pub fn check_urls(tls: RegistryTls) -> [String; 2] {
+    match tls {
+        RegistryTls::Open => CHECK_URLS.map(String::from),
+        RegistryTls::Mutual => CHECK_URLS.map(|u| u.replacen("http://", "https://", 1)),
+    }
+}
+
+/// curl's arguments for `urls`: in mutual TLS, with the node's client certificate and the
+/// cluster's CA, as its dockerd uses them. No busybox `wget` there: it cannot present one.
+fn curl_commands(tls: RegistryTls, urls: &[&str]) -> Vec<Vec<String>> {
+    let mut curl: Vec<String> = ["curl", "-s", "-m", "5"].map(String::from).to_vec();
+    if tls == RegistryTls::Mutual {
+        curl.extend(["--cacert", NODE_CA, "--cert", NODE_CERT, "--key", NODE_KEY].map(String::from));
+    }
+    curl.extend(urls.iter().map(|u| u.to_string()));
+    let mut out = vec![curl];
+    if tls == RegistryTls::Open {
+        let mut wget: Vec<String> = ["wget", "-q", "-O-"].map(String::from).to_vec();
+        wget.extend(urls.iter().map(|u| u.to_string()));
+        out.push(wget);
+    }
+    out
+}
+
+/// Runs the first of `commands` the node has (see [`probe::on_node`]).
+async fn fetch(
+    rt: &dyn Nodes,
+    node: &str,
+    commands: &[Vec<String>],
+) -> std::result::Result<probe::ProbeOutput, String> {
+    let argvs: Vec<Vec<&str>> = commands.iter().map(|c| c.iter().map(String::as_str).collect()).collect();
+    let refs: Vec<&[&str]> = argvs.iter().map(Vec::as_slice).collect();
+    probe::on_node(rt, node, &refs, &rt.desired().registry_image, Duration::from_secs(20)).await
+}
+
+/// Mutual TLS: a client without the certificate must get nothing from the registry, in TLS
+/// (trusting the CA, presenting nothing) or in plain HTTP.
+async fn check_refusal(rt: &dyn Nodes, node: &str) -> Vec<UrlCheck> {
+    let url = format!("https://127.0.0.1:{PORT}/v2/");
+    let plain = format!("http://127.0.0.1:{PORT}/v2/");
+    let tls: Vec<String> = ["curl", "-s", "-m", "5", "--cacert", NODE_CA, url.as_str()].map(String::from).to_vec();
+    let http: Vec<String> = ["curl", "-s", "-m", "5", plain.as_str()].map(String::from).to_vec();
+    let mut out = Vec::new();
+    for (what, argv) in [(format!("{url} without a client certificate"), tls), (format!("{plain} (plain HTTP)"), http)]
+    {
+        let r = fetch(rt, node, &[argv]).await;
+        let (ok, answer) = match r {
+            Ok(o) if o.output.contains("\"repositories\"") || o.output.trim() == "{}" => {
+                (false, format!("served a client without the certificate: {}", o.output.trim()))
+            }
+            Ok(o) if o.code == 0 && o.output.contains("HTTP request to an HTTPS server") => {
+                (true, "refused: the registry speaks only TLS".into())
+            }
+            Ok(o) if o.code == 127 || o.output.contains("not found") => {
+                (false, format!("could not ask: no curl on the node ({})", o.output.trim()))
+            }
+            Ok(o) if o.code != 0 => (true, format!("refused (curl exit {})", o.code)),
+            Ok(o) => (false, format!("exit 0 with an unexpected answer: {}", o.output.trim())),
+            Err(e) => (false, format!("could not run the probe: {e}")),
+        };
+        out.push(UrlCheck { url: what, ok, answer });
+    }
+    out
+}
+
 /// Fetches [`CHECK_URLS`] from inside `node`, and asks the node's dockerd to reach
-/// `localhost:5000` ([`crate::reach`]), both at once.
+/// `localhost:5000` ([`crate::reach`]), both at once. In mutual TLS, also checks that a
+/// client without the certificate is refused.
 pub async fn check_node(rt: &dyn Nodes, node: &str) -> NodeCheck {
-    let (urls, engine) = tokio::join!(check_node_with(rt, node, true), check_engine(rt, node));
+    let refusal = async {
+        match rt.desired().tls {
+            RegistryTls::Mutual => check_refusal(rt, node).await,
+            RegistryTls::Open => Vec::new(),
+        }
+    };
+    let (mut urls, engine, refused) = tokio::join!(check_node_with(rt, node, true), check_engine(rt, node), refusal);
+    if !urls.urls.is_empty() {
+        urls.ok = urls.ok && refused.iter().all(|u| u.ok);
+        urls.urls.extend(refused);
+    }
     match engine {
         Some(engine) => urls.with_engine(engine),
         None => urls,
@@ -864,23 +997,21 @@ async fn check_node_with(rt: &dyn Nodes, node: &str, detailed: bool) -> NodeChec
     }
     // Both URLs in one command first (the common, healthy case: one exec per node); one
     // command per URL only to tell which fails.
-    let [a, b] = CHECK_URLS;
-    let curl: &[&str] = &["curl", "-s", "-m", "5", a, b];
-    let wget: &[&str] = &["wget", "-q", "-O-", a, b];
-    let both = probe::on_node(rt, node, &[curl, wget], &rt.desired().registry_image, Duration::from_secs(20)).await;
+    let tls = rt.desired().tls;
+    let check_urls = check_urls(tls);
+    let [a, b] = [check_urls[0].as_str(), check_urls[1].as_str()];
+    let both = fetch(rt, node, &curl_commands(tls, &[a, b])).await;
     if matches!(&both, Ok(out) if out.code == 0 && out.output.trim() == "{}{}") {
-        let urls = CHECK_URLS.iter().map(|u| UrlCheck { url: u.to_string(), ok: true, answer: "{}".into() }).collect();
+        let urls = check_urls.iter().map(|u| UrlCheck { url: u.to_string(), ok: true, answer: "{}".into() }).collect();
         return NodeCheck { node: node.into(), ok: true, urls, engine: None, explanation: None };
     }
     if !detailed {
         return failed(None);
     }
-    let urls = join_all(CHECK_URLS.iter().map(|url| async move {
+    let urls = join_all(check_urls.iter().map(|url| async move {
         // curl as in the seed, else busybox wget (no `-T`: Debian's busybox wget crashes on
         // it; the timeout around the probe bounds it).
-        let curl: &[&str] = &["curl", "-s", "-m", "5", url];
-        let wget: &[&str] = &["wget", "-q", "-O-", url];
-        let r = probe::on_node(rt, node, &[curl, wget], &rt.desired().registry_image, Duration::from_secs(20)).await;
+        let r = fetch(rt, node, &curl_commands(tls, &[url])).await;
         let (ok, answer) = match r {
             Ok(out) if out.code == 0 && out.output.trim() == "{}" => (true, "{}".to_string()),
             Ok(out) => (false, format!("exit {}: {}", out.code, out.output.trim())),
@@ -949,7 +1080,10 @@ pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeChe
                 return Ok(checks);
             }
             let hangs = checks.iter().filter_map(|c| c.engine.as_ref()).any(|e| e.reach == crate::reach::Reach::Hangs);
-            if hangs || start.elapsed() >= timeout {
+            // A dockerd refused for want of a client certificate will not get one by waiting.
+            let no_cert =
+                checks.iter().filter_map(|c| c.engine.as_ref()).any(|e| crate::tls::engine_refused(&e.answer));
+            if hangs || no_cert || start.elapsed() >= timeout {
                 return Err(engine_error(&checks));
             }
         } else if start.elapsed() >= timeout {
@@ -989,7 +1123,9 @@ fn engine_error(checks: &[NodeCheck]) -> Error {
         _ => bad.iter().map(|(n, _, why)| format!("{n}: {why}")).collect::<Vec<_>>().join("; "),
     };
     let err = Error::node(names.join(", "), format!("ask the node's dockerd for localhost:{PORT}"), message);
-    if bad.iter().any(|(_, e, _)| e.ipv6_hangs()) {
+    if bad.iter().any(|(_, e, _)| crate::tls::engine_refused(&e.answer)) {
+        err.with_hint(crate::tls::ENGINE_HINT)
+    } else if bad.iter().any(|(_, e, _)| e.ipv6_hangs()) {
         err.with_hint(format!(
             "dockerd dials ::1 first for localhost, and something on the node's [::1]:{PORT} accepts connections \
              and never answers (with the ingress routing mesh, dockerd's own listener before Docker 29.8: moby \
@@ -1093,7 +1229,7 @@ mod tests {
             (RegistryMode::Mesh, EndpointPortConfigPublishModeEnum::INGRESS),
             (RegistryMode::Fallback, EndpointPortConfigPublishModeEnum::HOST),
         ] {
-            let spec = service_spec("registry:2", &program, "secret-id", mode);
+            let spec = service_spec("registry:2", &program, "secret-id", mode, &[]);
             assert_eq!(spec.name.as_deref(), Some(SERVICE));
             assert_eq!(spec.labels.as_ref().unwrap()[NAMESPACE_LABEL], STACK);
             let task = spec.task_template.as_ref().unwrap();
@@ -1126,7 +1262,7 @@ mod tests {
 
     fn lab_spec() -> ServiceSpec {
         let program = vec!["/entrypoint.sh".to_string(), "/etc/distribution/config.yml".to_string()];
-        service_spec("registry:3", &program, "secret-id", RegistryMode::Fallback)
+        service_spec("registry:3", &program, "secret-id", RegistryMode::Fallback, &[])
     }
 
     fn env_of(spec: &mut ServiceSpec) -> &mut Vec<String> {
@@ -1193,6 +1329,31 @@ mod tests {
         // An image that runs the binary directly.
         assert_eq!(config_path(&p(&["registry", "serve", "/etc/r.yaml"])), Some("/etc/r.yaml"));
         assert_eq!(config_path(&p(&["registry", "serve"])), None);
+    }
+
+    /// Mutual TLS adds the TLS environment and the TLS secrets to the same spec, and the
+    /// service reads back as serving those certificates; without them it reads back as plain.
+    #[test]
+    fn a_mutual_tls_spec_carries_its_certificates_and_reads_back_as_them() {
+        let program = vec!["/entrypoint.sh".to_string()];
+        let tls: Vec<TaskSpecContainerSpecSecrets> = ["cert", "key", "ca"]
+            .iter()
+            .map(|k| TaskSpecContainerSpecSecrets {
+                secret_name: Some(format!("{}{k}-f00", crate::tls::SECRET_PREFIX)),
+                ..Default::default()
+            })
+            .collect();
+        let spec = service_spec("registry:2", &program, "secret-id", RegistryMode::Fallback, &tls);
+        let cs = spec.task_template.as_ref().unwrap().container_spec.as_ref().unwrap();
+        let env = cs.env.clone().unwrap();
+        assert!(crate::tls::registry_env().iter().all(|e| env.contains(e)), "{env:?}");
+        assert!(ENV.iter().all(|e| env.contains(&e.to_string())));
+        let secrets = cs.secrets.clone().unwrap();
+        assert_eq!(secrets.len(), 4);
+        assert_eq!(crate::tls::deployed_fingerprint(&env, &secrets).as_deref(), Some("f00"));
+        let open = service_spec("registry:2", &program, "secret-id", RegistryMode::Fallback, &[]);
+        let cs = open.task_template.as_ref().unwrap().container_spec.as_ref().unwrap();
+        assert_eq!(crate::tls::deployed_fingerprint(cs.env.as_ref().unwrap(), cs.secrets.as_ref().unwrap()), None);
     }
 
     /// The wrapper reads the secret file into REGISTRY_HTTP_SECRET and runs the image's

@@ -56,6 +56,8 @@ pub trait Nodes: Send + Sync {
     async fn exec(&self, node: &str, argv: &[String]) -> Result<ExecOutput>;
     /// Where images the nodes lack come from (the local engine, exported once per run).
     fn images(&self) -> &ImageSource;
+    /// The cluster's state directory (its registry certificates live under it).
+    fn cluster_dir(&self) -> std::path::PathBuf;
 }
 
 /// Where images come from: the local engine (the one `DOCKER_HOST` names, as for the docker

@@ -78,6 +78,28 @@ impl fmt::Display for RegistryMode {
     }
 }
 
+/// Who may talk to the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryTls {
+    /// Plain HTTP: anyone who reaches a node's port 5000 may pull and push (the seed's way).
+    #[default]
+    Open,
+    /// TLS, and only clients presenting a certificate from the cluster's CA are served (lab,
+    /// and curl with the files lab puts on every node; not the nodes' own dockerd, which never
+    /// presents one to a loopback registry).
+    Mutual,
+}
+
+impl fmt::Display for RegistryTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RegistryTls::Open => "open",
+            RegistryTls::Mutual => "mutual",
+        })
+    }
+}
+
 /// The swarm lab made for the cluster, as recorded after `init`. No join token: those are
 /// read from a manager each time a node joins.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -147,6 +169,10 @@ pub struct ClusterState {
     /// older state files mean. `registry_mode` is what was chosen.
     #[serde(default)]
     pub registry_mode_request: Option<RegistryMode>,
+    /// Who may talk to the registry, as the user asked (absent from older state files:
+    /// open, as those clusters were made).
+    #[serde(default)]
+    pub registry_tls: RegistryTls,
 }
 
 /// Where lab keeps its state.
@@ -356,6 +382,7 @@ mod tests {
             manager_labels: BTreeMap::new(),
             worker_labels: BTreeMap::new(),
             registry_mode_request: None,
+            registry_tls: RegistryTls::Open,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Undoing `up` on machines lab may not destroy (hosts it was given over SSH): the registry
-//! stack, its volume, the forwarders, and swarm membership, workers first. Every other
+//! stack, its volume, the forwarders, the registry certificates lab gave the engines (mutual
+//! TLS), and swarm membership, workers first. Every other
 //! container, image and volume on the hosts is left alone.
 //!
 //! Which nodes are in the cluster's swarm is observation's call ([`crate::observe`]). The
@@ -66,6 +67,8 @@ trait Engines: Send + Sync {
     async fn remove_volume(&self, node: &str) -> Result<()>;
     /// Makes `node` leave its swarm; not being in one is success.
     async fn leave(&self, node: &str) -> Result<()>;
+    /// Removes the registry certificates lab put in the engine's `/etc/docker/certs.d`.
+    async fn remove_certs(&self, node: &str) -> Result<()>;
 }
 
 /// [`dismantle`] once the cluster is observed.
@@ -103,7 +106,14 @@ async fn take_down(
     if service_removed {
         progress.note(&format!("removed service {SERVICE}"));
     }
-    let results = join_all(reachable.iter().map(|n| clean_node(engines, &n.name, service_removed))).await;
+    // Only certificates that are lab's current ones for this cluster: anything else in
+    // certs.d is not lab's to take.
+    let certs = |node: &str| {
+        let lab = observed.certs.as_ref().map(|c| c.nodes.as_str());
+        lab.is_some() && observed.nodes.get(node).and_then(|o| o.registry_certs.as_deref()) == lab
+    };
+    let results =
+        join_all(reachable.iter().map(|n| clean_node(engines, &n.name, service_removed, certs(&n.name)))).await;
     for r in results {
         if let Err(e) = r {
             failed.push(e.to_string());
@@ -141,12 +151,16 @@ async fn leave(engines: &dyn Engines, progress: &dyn Progress, node: &str) -> Re
 }
 
 /// Waits for the node's registry task container to go, then removes the forwarder, the
-/// stack's network and the registry's volume there. While the service still exists (its
-/// manager could not be reached), only the forwarder goes: its task may still use the volume.
-async fn clean_node(engines: &dyn Engines, node: &str, service_removed: bool) -> Result<()> {
+/// stack's network and the registry's volume there, and with `certs` lab's certificates in its
+/// engine's `certs.d`. While the service still exists (its manager could not be reached), only
+/// the forwarder and the certificates go: its task may still use the volume.
+async fn clean_node(engines: &dyn Engines, node: &str, service_removed: bool, certs: bool) -> Result<()> {
     match engines.remove_forwarder(node).await {
         Err(e) if !missing(&e) => return Err(e),
         _ => {}
+    }
+    if certs {
+        engines.remove_certs(node).await?;
     }
     if !service_removed {
         return Ok(());
@@ -209,6 +223,12 @@ impl Engines for Live<'_> {
     async fn leave(&self, node: &str) -> Result<()> {
         let docker = self.0.engine(node).await?.docker;
         swarm::leave(node, &docker).await
+    }
+
+    async fn remove_certs(&self, node: &str) -> Result<()> {
+        let docker = self.0.engine(node).await?.docker;
+        let d = self.0.desired();
+        crate::tls::remove_node(&docker, node, d.topology.cluster.as_str(), &d.registry_image).await
     }
 }
 
@@ -294,6 +314,9 @@ mod tests {
         async fn leave(&self, node: &str) -> Result<()> {
             self.call("leave", node)
         }
+        async fn remove_certs(&self, node: &str) -> Result<()> {
+            self.call("remove_certs", node)
+        }
     }
 
     impl Progress for Fake {
@@ -343,6 +366,26 @@ mod tests {
         }
         let leaves: Vec<String> = fake.log().into_iter().filter(|c| c.starts_with("leave ")).collect();
         assert_eq!(leaves, ["leave worker1", "leave worker2", "leave manager3", "leave manager2", "leave manager1"]);
+    }
+
+    /// Mutual TLS: the certificates lab gave each engine go; a node whose certs.d holds
+    /// anything else keeps it.
+    #[tokio::test]
+    async fn lab_certificates_go_and_nothing_else_in_certs_d() {
+        let topo = desired(1, 2, ModeRequest::Auto).topology;
+        let fake = Fake::new("manager");
+        let mut o = observed(&topo, &[]);
+        o.certs = Some(crate::plan::CertsObs { registry: "r".into(), nodes: "n".into(), due: false });
+        for (node, has) in [("manager", Some("n")), ("worker1", Some("someone else's")), ("worker2", None)] {
+            o.nodes.get_mut(node).unwrap().registry_certs = has.map(String::from);
+        }
+        take_down(&topo, &o, &fake, &fake).await.unwrap();
+        assert!(fake.did("remove_certs manager"), "{:?}", fake.log());
+        assert!(!fake.did("remove_certs worker1") && !fake.did("remove_certs worker2"), "{:?}", fake.log());
+        // An open cluster has none to take.
+        let fake = Fake::new("manager");
+        run(&topo, &[], &fake).await.unwrap();
+        assert!(!fake.log().iter().any(|c| c.starts_with("remove_certs")), "{:?}", fake.log());
     }
 
     #[tokio::test]

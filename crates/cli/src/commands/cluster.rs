@@ -127,6 +127,7 @@ pub(super) async fn runtime(
         topology,
         registry_image: settings.registry.image.clone(),
         mode: settings.mode_request(),
+        tls: settings.registry.tls,
         force,
     };
     // What is recorded for later commands; a one-off `--force` is not.
@@ -159,6 +160,7 @@ pub(super) async fn runtime(
             manager_labels: Default::default(),
             worker_labels: Default::default(),
             registry_mode_request: None,
+            registry_tls: Default::default(),
         },
     };
     settings.record(&mut state);

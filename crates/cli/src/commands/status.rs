@@ -81,6 +81,16 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
     let reg_node = rt.desired.topology.registry_node().name.clone();
     let (task_node, task_state) = obs.registry_task.clone().unwrap_or_default();
     let service = if obs.observed.registry.is_some() { "deployed" } else { "missing" };
+    // Who may talk to it, and in mutual TLS until when its certificates hold (`lab up` renews
+    // them in their last 30 days).
+    let tls = obs.observed.registry.as_ref().map(|r| r.tls.is_some());
+    let certs = lab_core::tls::load(&lab_core::tls::dir(&rt.paths.cluster_dir(&st.cluster))).ok().flatten();
+    let expires = certs.as_ref().filter(|_| tls == Some(true)).map(|m| lab_core::tls::date(m.meta.leaf_not_after));
+    let tls_word = match tls {
+        Some(true) => "mutual",
+        Some(false) => "open",
+        None => "-",
+    };
     match output {
         Output::Json => {
             let v = json!({
@@ -95,6 +105,8 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
                     "image": rt.desired.registry_image,
                     "mode": st.registry_mode,
                     "url": "http://localhost:5000",
+                    "tls": tls_word,
+                    "certificate_expires": expires,
                     "data": { "volume": lab_core::registry::VOLUME, "node": reg_node },
                 },
             });
@@ -116,6 +128,12 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
                     lab_core::registry::VOLUME,
                     reg_node
                 );
+                match &expires {
+                    Some(date) => {
+                        println!("registry TLS: mutual, certificates valid until {date} (lab up renews them)")
+                    }
+                    None => println!("registry TLS: {tls_word}"),
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use lab_core::exec::execute;
 use lab_core::observe::observe;
 use lab_core::plan::plan;
 use lab_core::registry::wait_ready;
-use lab_core::state::Paths;
+use lab_core::state::{Paths, RegistryTls};
 use lab_core::{Error, Result};
 
 use super::cluster::{reporter, runtime};
@@ -40,6 +40,9 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     for w in &warnings {
         progress.note(&format!("warning: {w}"));
     }
+    if let Some(w) = registry_tls_warning(&settings.driver, settings.registry.tls) {
+        progress.note(&format!("warning: {w}"));
+    }
     let rt = Arc::new(rt);
     rt.driver.preflight(&rt.desired.topology.nodes).await?;
     rt.update_state(|_| {})?;
@@ -59,10 +62,8 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
         }
         execute(rt.clone(), &p).await?;
     }
-    progress.note(
-        "checking http://127.0.0.1:5000/v2/ and http://localhost:5000/v2/ on every node, and that its dockerd \
-         reaches localhost:5000",
-    );
+    let [a, b] = lab_core::registry::check_urls(rt.desired.tls);
+    progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
     wait_ready(&*rt, READY_TIMEOUT).await?;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
     let obs = observe(&*rt).await?;
@@ -71,6 +72,27 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     println!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode})");
     println!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"");
     Ok(0)
+}
+
+/// What `up` says once about who may talk to the registry. On the ssh driver the nodes are
+/// machines on a real network: an open registry there lets anyone who reaches a node's port
+/// 5000 push an image the swarm will then run (the other drivers' nodes sit on a network only
+/// this machine reaches). In mutual TLS, the nodes' own dockerd cannot use `localhost:5000`
+/// (see [`lab_core::tls::ENGINE_HINT`]): said before anything is changed.
+pub(super) fn registry_tls_warning(driver: &str, tls: RegistryTls) -> Option<String> {
+    match tls {
+        RegistryTls::Open if driver == "ssh" => Some(
+            "the registry is open (tls = \"open\"): anyone on the hosts' network who reaches a node's port 5000 \
+             can push images the swarm will run; `--registry-tls mutual` (or `[registry] tls = \"mutual\"`) \
+             lets only clients with the cluster's certificate in"
+                .to_string(),
+        ),
+        RegistryTls::Open => None,
+        RegistryTls::Mutual => Some(format!(
+            "with mutual TLS only clients presenting the cluster's certificate reach the registry. {}",
+            lab_core::tls::ENGINE_HINT
+        )),
+    }
 }
 
 /// A plan that would lose the registry's data, or take a node from another swarm, runs only
@@ -87,4 +109,19 @@ pub(super) fn refuse_blocked(cluster: &lab_core::ClusterName, p: &lab_core::plan
             if force { "" } else { ": pass --force to go ahead anyway" }
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_registry_is_a_warning_on_the_ssh_driver_only() {
+        let w = registry_tls_warning("ssh", RegistryTls::Open).expect("a warning on ssh");
+        assert!(w.contains("anyone on the hosts' network") && w.contains("--registry-tls mutual"), "{w}");
+        for d in ["docker", "virtualbox", "qemu"] {
+            assert_eq!(registry_tls_warning(d, RegistryTls::Open), None, "{d}");
+        }
+        assert!(registry_tls_warning("docker", RegistryTls::Mutual).unwrap().contains("moby issue 31326"));
+    }
 }

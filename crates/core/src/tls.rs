@@ -1,0 +1,795 @@
+//! The registry's mutual TLS (`[registry] tls = "mutual"`): the cluster's own certificate
+//! authority, the registry's server certificate and the client certificate lab presents and
+//! puts on every node, made here in Rust with rcgen and ring, kept in the cluster's state
+//! directory.
+//!
+//! The nodes' own dockerd does not present it: Docker reads `/etc/docker/certs.d` only for
+//! registries it counts as secure, and never counts a loopback one as secure ([`ENGINE_HINT`]).
+//! So in this mode the engines cannot use `localhost:5000`, and `up` and `lab check` say so.
+//!
+//! Files, in `<cluster dir>/tls/` (0700; every file 0600, written atomically by
+//! [`crate::state::write_atomic`]): `ca.crt` and `ca.key` (the CA, ten years), `server.crt`
+//! and `server.key` (the registry's), `client.cert` and `client.key` (the nodes' and lab's), and
+//! `meta.json` (when the leaf certificates expire; no secret). Keys are never printed, never
+//! logged, and never in a span: [`Material`]'s `Debug` shows fingerprints only.
+//!
+//! Where they go: the registry's task gets the server certificate, its key and the CA as swarm
+//! secrets ([`crate::registry`]); every node's engine gets the CA and the client pair in
+//! `/etc/docker/certs.d/localhost:5000/` and `/etc/docker/certs.d/127.0.0.1:5000/` (written
+//! through the node's engine: [`node_archive`] is what goes there); `lab push` and `lab images`
+//! speak TLS with the client pair ([`client_config`]).
+//!
+//! The leaf certificates are renewed (the CA stays) when less than [`RENEW_BEFORE`] of their
+//! life is left; the registry's secrets are named by the certificates' fingerprint, so a
+//! renewal shows as a registry that does not match and is redeployed.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, SecretSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListSecretsOptionsBuilder,
+    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{engine_message, Error, Result};
+use crate::state::{make_private_dir, now, write_atomic};
+
+/// How long the CA is valid.
+pub const CA_LIFE: u64 = 10 * 365 * 86_400;
+/// How long the server and client certificates are valid.
+pub const LEAF_LIFE: u64 = 365 * 86_400;
+/// `lab up` renews the leaf certificates when less than this is left.
+pub const RENEW_BEFORE: u64 = 30 * 86_400;
+
+/// The names and addresses the registry's certificate is valid for: every way a node, a task
+/// or lab reaches it (`localhost` and its IPv6 names, the loopbacks, and the stack's service
+/// names on its overlay network). Nodes reach it only through their own loopback (the
+/// forwarders and the mesh relay TCP, so TLS ends at the registry), so no node address is in
+/// it and a node made again with a new address needs no new certificate.
+pub const SERVER_NAMES: &[&str] =
+    &["localhost", "127.0.0.1", "::1", "ip6-localhost", "localhost6", "registry", "registry_registry"];
+
+/// The name lab checks the registry's certificate against.
+pub const SERVER_NAME: &str = "localhost";
+
+/// Where a node's engine looks for the registry's certificates: Docker presents the client
+/// pair it finds there and trusts the CA.
+pub const CERTS_DIRS: [&str; 2] = ["localhost:5000", "127.0.0.1:5000"];
+
+/// What lab keeps about the certificates besides the PEM files.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Meta {
+    /// When the CA expires (seconds since the Unix epoch).
+    pub ca_not_after: u64,
+    /// When the server and client certificates expire.
+    pub leaf_not_after: u64,
+}
+
+/// The cluster's certificates, as PEM.
+#[derive(Clone)]
+pub struct Material {
+    /// The CA's certificate.
+    pub ca_cert: String,
+    ca_key: String,
+    /// The registry's certificate.
+    pub server_cert: String,
+    server_key: String,
+    /// The client certificate.
+    pub client_cert: String,
+    client_key: String,
+    /// Expiry dates.
+    pub meta: Meta,
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Material")
+            .field("registry", &self.registry_fingerprint())
+            .field("nodes", &self.node_fingerprint())
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The first 12 hex digits of the SHA-256 of `parts`, each length-prefixed.
+pub fn fingerprint(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+impl Material {
+    /// Names what the registry is deployed with: its certificate and the CA it trusts.
+    pub fn registry_fingerprint(&self) -> String {
+        fingerprint(&[self.ca_cert.as_bytes(), self.server_cert.as_bytes()])
+    }
+
+    /// Names what every node's engine gets: the CA and the client pair.
+    pub fn node_fingerprint(&self) -> String {
+        node_fingerprint(self.ca_cert.as_bytes(), self.client_cert.as_bytes(), self.client_key.as_bytes())
+    }
+
+    /// The registry's key (for its swarm secret only).
+    pub fn server_key(&self) -> &str {
+        &self.server_key
+    }
+
+    /// Whether the leaf certificates are to be renewed at `at`.
+    pub fn due(&self, at: u64) -> bool {
+        self.meta.leaf_not_after <= at + RENEW_BEFORE || self.meta.ca_not_after <= at + RENEW_BEFORE
+    }
+
+    /// The files a node's engine gets, as a tar archive for the archive API, to unpack in the
+    /// node's `/etc`: for each of [`CERTS_DIRS`], `docker/certs.d/DIR/` with `ca.crt`,
+    /// `client.cert` and `client.key` (0600), owned by root.
+    pub fn node_archive(&self) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for dir in CERTS_DIRS {
+            let dir = format!("docker/certs.d/{dir}");
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            h.set_mtime(now());
+            b.append_data(&mut h, &dir, std::io::empty()).expect("tar in memory");
+            for (name, body, mode) in [
+                ("ca.crt", &self.ca_cert, 0o644),
+                ("client.cert", &self.client_cert, 0o644),
+                ("client.key", &self.client_key, 0o600),
+            ] {
+                let mut h = tar::Header::new_gnu();
+                h.set_mode(mode);
+                h.set_size(body.len() as u64);
+                h.set_mtime(now());
+                h.set_uid(0);
+                h.set_gid(0);
+                b.append_data(&mut h, format!("{dir}/{name}"), body.as_bytes()).expect("tar in memory");
+            }
+        }
+        b.into_inner().expect("tar in memory")
+    }
+}
+
+/// The fingerprint of a node's certificates, from the files' contents.
+pub fn node_fingerprint(ca: &[u8], cert: &[u8], key: &[u8]) -> String {
+    fingerprint(&[ca, cert, key])
+}
+
+/// What a node's `/etc/docker/certs.d` holds, read from an archive of it (the archive API's
+/// answer for that directory, its entries under `certs.d/`): the fingerprint of the
+/// certificates, if every one of [`CERTS_DIRS`] has the same complete set.
+pub fn observed_node_fingerprint(archive: &[u8]) -> Option<String> {
+    let mut files: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let mut a = tar::Archive::new(archive);
+    for e in a.entries().ok()? {
+        let mut e = e.ok()?;
+        if !e.header().entry_type().is_file() {
+            continue;
+        }
+        let path = e.path().ok()?.to_string_lossy().trim_start_matches("./").to_string();
+        let Some(path) = path.strip_prefix("certs.d/").map(str::to_string) else { continue };
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut body).ok()?;
+        files.insert(path, body);
+    }
+    let mut found = None;
+    for dir in CERTS_DIRS {
+        let get = |n: &str| files.get(&format!("{dir}/{n}"));
+        let fp = node_fingerprint(get("ca.crt")?, get("client.cert")?, get("client.key")?);
+        if found.as_ref().is_some_and(|f| *f != fp) {
+            return None;
+        }
+        found = Some(fp);
+    }
+    found
+}
+
+/// The cluster's TLS directory.
+pub fn dir(cluster_dir: &Path) -> PathBuf {
+    cluster_dir.join("tls")
+}
+
+fn state_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::State {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    }
+}
+
+/// Reads the certificates in `dir`, if lab made them.
+pub fn load(dir: &Path) -> Result<Option<Material>> {
+    let read = |name: &str| -> Result<Option<String>> {
+        let p = dir.join(name);
+        match fs::read_to_string(&p) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::State { path: p, source }),
+        }
+    };
+    let Some(meta) = read("meta.json")? else { return Ok(None) };
+    let meta: Meta = serde_json::from_str(&meta).map_err(|e| state_err(&dir.join("meta.json"), e))?;
+    let mut pems = Vec::new();
+    for name in ["ca.crt", "ca.key", "server.crt", "server.key", "client.cert", "client.key"] {
+        match read(name)? {
+            Some(t) => pems.push(t),
+            None => return Ok(None),
+        }
+    }
+    let [ca_cert, ca_key, server_cert, server_key, client_cert, client_key]: [String; 6] =
+        pems.try_into().expect("six files");
+    Ok(Some(Material { ca_cert, ca_key, server_cert, server_key, client_cert, client_key, meta }))
+}
+
+/// Makes sure `dir` holds certificates good for at least [`RENEW_BEFORE`]: the CA is made once
+/// (and again only when it is itself about to expire); the server and client certificates are
+/// made with it, and made again when due. Returns them, and whether anything was made.
+pub fn ensure(dir: &Path, cluster: &str) -> Result<(Material, bool)> {
+    let at = now();
+    let old = load(dir)?;
+    if let Some(m) = old.as_ref().filter(|m| !m.due(at)) {
+        return Ok((m.clone(), false));
+    }
+    make_private_dir(dir)?;
+    let err = |e: rcgen::Error| state_err(dir, format!("make the registry's certificates: {e}"));
+    let ca_params = ca_params(cluster, at);
+    let (ca_key, ca_cert_pem, ca_not_after) = match old.as_ref().filter(|m| m.meta.ca_not_after > at + RENEW_BEFORE) {
+        Some(m) => (KeyPair::from_pem(&m.ca_key).map_err(err)?, m.ca_cert.clone(), m.meta.ca_not_after),
+        None => {
+            let key = KeyPair::generate().map_err(err)?;
+            let cert = ca_params.clone().self_signed(&key).map_err(err)?;
+            (key, cert.pem(), at + CA_LIFE)
+        }
+    };
+    // rcgen signs with the issuer's name, key identifier method and key only: the CA made
+    // again from the same parameters and key signs exactly as the stored one did.
+    let issuer = ca_params.self_signed(&ca_key).map_err(err)?;
+    let leaf = |cn: &str, names: &[&str], usage: ExtendedKeyUsagePurpose| -> Result<(String, String)> {
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).map_err(err)?;
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.not_before = time_at(at.saturating_sub(3600));
+        p.not_after = time_at(at + LEAF_LIFE);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.extended_key_usages = vec![usage];
+        p.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().map_err(err)?;
+        let cert = p.signed_by(&key, &issuer, &ca_key).map_err(err)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let (server_cert, server_key) = leaf("lab registry", SERVER_NAMES, ExtendedKeyUsagePurpose::ServerAuth)?;
+    let (client_cert, client_key) = leaf(&format!("lab {cluster} node"), &[], ExtendedKeyUsagePurpose::ClientAuth)?;
+    let m = Material {
+        ca_cert: ca_cert_pem,
+        ca_key: ca_key.serialize_pem(),
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+        meta: Meta { ca_not_after, leaf_not_after: at + LEAF_LIFE },
+    };
+    // The keys and certificates first, the metadata last: an interrupted write leaves either
+    // the old set's metadata (so the next `up` makes them again) or a complete new set.
+    for (name, body) in [
+        ("ca.key", &m.ca_key),
+        ("ca.crt", &m.ca_cert),
+        ("server.key", &m.server_key),
+        ("server.crt", &m.server_cert),
+        ("client.key", &m.client_key),
+        ("client.cert", &m.client_cert),
+    ] {
+        write_atomic(&dir.join(name), body.as_bytes())?;
+    }
+    write_atomic(&dir.join("meta.json"), &serde_json::to_vec_pretty(&m.meta).expect("meta serialises"))?;
+    Ok((m, true))
+}
+
+fn ca_params(cluster: &str, at: u64) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, format!("lab {cluster} registry CA"));
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.not_before = time_at(at.saturating_sub(3600));
+    p.not_after = time_at(at + CA_LIFE);
+    p
+}
+
+/// `secs` since the Unix epoch as a UTC date, `YYYY-MM-DD`.
+pub fn date(secs: u64) -> String {
+    let (y, m, d) = time_at(secs).to_calendar_date();
+    format!("{y:04}-{:02}-{d:02}", m as u8)
+}
+
+fn time_at(secs: u64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The rustls configuration lab speaks to the registry with: it trusts only the cluster's CA
+/// and presents the client pair. ring is the provider, as for the rest of the tree.
+pub fn client_config(m: &Material) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(m.ca_cert.as_bytes()) {
+        let c = c.map_err(|e| format!("the cluster's CA certificate: {e:?}"))?;
+        roots.add(c).map_err(|e| format!("the cluster's CA certificate: {e}"))?;
+    }
+    let chain = CertificateDer::pem_slice_iter(m.client_cert.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("the client certificate: {e:?}"))?;
+    // Never the key's bytes in an error: only that it could not be read.
+    let key = PrivateKeyDer::from_pem_slice(m.client_key.as_bytes())
+        .map_err(|_| "the client key could not be read".to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| format!("the client certificate: {e}"))?;
+    Ok(Arc::new(cfg))
+}
+
+/// Swarm secrets holding the registry's TLS files are named this, then `cert-`, `key-` or
+/// `ca-`, then the registry fingerprint: secrets cannot change, so new certificates get new
+/// secrets, and the name says which certificates a deployed registry serves.
+pub const SECRET_PREFIX: &str = "lab-registry-tls-";
+/// Where the registry's task finds them.
+const CERT_FILE: &str = "/run/secrets/lab-registry-tls.crt";
+const KEY_FILE: &str = "/run/secrets/lab-registry-tls.key";
+const CA_FILE: &str = "/run/secrets/lab-registry-ca.crt";
+
+/// The registry's environment for mutual TLS. distribution reads `http.tls.clientcas`, a list,
+/// from the environment as YAML: `[/path]` (a bare path is a configuration error,
+/// "cannot unmarshal !!str into []string"; checked with distribution 2.8.2's own binary).
+/// With client CAs set, it requires and verifies a client certificate from them.
+pub fn registry_env() -> Vec<String> {
+    vec![
+        format!("REGISTRY_HTTP_TLS_CERTIFICATE={CERT_FILE}"),
+        format!("REGISTRY_HTTP_TLS_KEY={KEY_FILE}"),
+        format!("REGISTRY_HTTP_TLS_CLIENTCAS=[{CA_FILE}]"),
+    ]
+}
+
+/// Which certificates a registry service serves, from its environment and secrets: `None`
+/// for plain HTTP; the registry fingerprint its secrets are named by; `?` for TLS that is not
+/// lab's.
+pub fn deployed_fingerprint(env: &[String], secrets: &[TaskSpecContainerSpecSecrets]) -> Option<String> {
+    if !env.iter().any(|e| e.starts_with("REGISTRY_HTTP_TLS_")) {
+        return None;
+    }
+    let ours = registry_env().iter().all(|e| env.contains(e));
+    let names: Vec<&str> = secrets.iter().filter_map(|s| s.secret_name.as_deref()).collect();
+    let fp = names.iter().find_map(|n| n.strip_prefix(SECRET_PREFIX).and_then(|r| r.strip_prefix("cert-")));
+    match fp {
+        Some(fp)
+            if ours && ["key", "ca"].iter().all(|k| names.contains(&format!("{SECRET_PREFIX}{k}-{fp}").as_str())) =>
+        {
+            Some(fp.to_string())
+        }
+        _ => Some("?".into()),
+    }
+}
+
+/// The registry's TLS secrets for `m` (made if missing), as its task references them.
+pub async fn registry_secrets(
+    mgr_name: &str,
+    mgr: &Docker,
+    m: &Material,
+    labels: &HashMap<String, String>,
+) -> Result<Vec<TaskSpecContainerSpecSecrets>> {
+    let fp = m.registry_fingerprint();
+    let mut out = Vec::new();
+    for (kind, body, file, mode) in [
+        ("cert", &m.server_cert, CERT_FILE, 0o444),
+        ("key", &m.server_key, KEY_FILE, 0o400),
+        ("ca", &m.ca_cert, CA_FILE, 0o444),
+    ] {
+        let name = format!("{SECRET_PREFIX}{kind}-{fp}");
+        let step = format!("make the swarm secret {name}");
+        let filters = HashMap::from([("name", vec![name.as_str()])]);
+        let found = mgr
+            .list_secrets(Some(ListSecretsOptionsBuilder::new().filters(&filters).build()))
+            .await
+            .map_err(|e| Error::engine(mgr_name, &step, e))?;
+        let id = match found.into_iter().find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(&name)) {
+            Some(s) => s.id.unwrap_or_default(),
+            None => {
+                let spec = SecretSpec {
+                    name: Some(name.clone()),
+                    labels: Some(labels.clone()),
+                    data: Some(crate::registry::base64(body.as_bytes())),
+                    ..Default::default()
+                };
+                match mgr.create_secret(spec).await {
+                    Ok(r) => r.id,
+                    // Made concurrently: ask again.
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+                        let found = mgr
+                            .list_secrets(Some(ListSecretsOptionsBuilder::new().filters(&filters).build()))
+                            .await
+                            .map_err(|e| Error::engine(mgr_name, &step, e))?;
+                        found.into_iter().find_map(|s| s.id).unwrap_or_default()
+                    }
+                    Err(e) => return Err(Error::engine(mgr_name, step, e)),
+                }
+            }
+        };
+        out.push(TaskSpecContainerSpecSecrets {
+            file: Some(TaskSpecContainerSpecFile {
+                name: Some(file.trim_start_matches("/run/secrets/").into()),
+                uid: Some("0".into()),
+                gid: Some("0".into()),
+                mode: Some(mode),
+            }),
+            secret_id: Some(id),
+            secret_name: Some(name),
+        });
+    }
+    Ok(out)
+}
+
+/// Removes the registry TLS secrets of other certificates than `keep` (best effort: one
+/// still used by a task that is going away is removed by a later deploy).
+pub async fn remove_stale_secrets(mgr: &Docker, keep: Option<&str>) {
+    let filters = HashMap::from([("name", vec![SECRET_PREFIX])]);
+    let Ok(found) = mgr.list_secrets(Some(ListSecretsOptionsBuilder::new().filters(&filters).build())).await else {
+        return;
+    };
+    for s in found {
+        let name = s.spec.and_then(|s| s.name).unwrap_or_default();
+        let current = keep.is_some_and(|k| name.ends_with(&format!("-{k}")));
+        if name.starts_with(SECRET_PREFIX) && !current {
+            if let Some(id) = s.id {
+                let _ = mgr.delete_secret(&id).await;
+            }
+        }
+    }
+}
+
+/// Removes what [`install_node`] put in the node's `/etc/docker/certs.d` (both directories),
+/// with a container of the registry image that runs `rm` on those fixed paths and nothing
+/// else. A node without them is fine.
+pub async fn remove_node(docker: &Docker, node: &str, cluster: &str, image: &str) -> Result<()> {
+    let step = "remove the registry's client certificate from its engine";
+    let name = format!("lab-certs-{}", crate::probe::random_suffix());
+    let mut argv = vec!["rm".to_string(), "-rf".to_string()];
+    argv.extend(CERTS_DIRS.iter().map(|d| format!("{HOST_ETC}/docker/certs.d/{d}")));
+    let timeout = std::time::Duration::from_secs(60);
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(argv[..1].to_vec()),
+        cmd: Some(argv[1..].to_vec()),
+        labels: Some(crate::probe::labels(cluster, timeout, now())),
+        host_config: Some(HostConfig { binds: Some(vec![format!("/etc:{HOST_ETC}")]), ..Default::default() }),
+        network_disabled: Some(true),
+        ..Default::default()
+    };
+    let result = async {
+        docker
+            .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+            .await
+            .map_err(|e| engine_message(&e))?;
+        docker.start_container(&name, None).await.map_err(|e| engine_message(&e))?;
+        let mut wait = docker.wait_container(
+            &name,
+            Some(bollard::query_parameters::WaitContainerOptionsBuilder::new().condition("not-running").build()),
+        );
+        match tokio::time::timeout(timeout, wait.next()).await {
+            Ok(Some(Ok(_))) => Ok(()),
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
+                Err(format!("rm exited {code}"))
+            }
+            Ok(Some(Err(e))) => Err(engine_message(&e)),
+            Ok(None) | Err(_) => Err(format!("rm did not finish within {}s", timeout.as_secs())),
+        }
+    }
+    .await;
+    let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+    result.map_err(|why| Error::node(node, step, why))
+}
+
+/// Whether dockerd's answer says the registry wanted TLS with a client certificate and dockerd
+/// gave neither: after its TLS attempt (without a certificate) was refused, dockerd falls back
+/// to plain HTTP, which a TLS registry answers with this.
+pub fn engine_refused(answer: &str) -> bool {
+    answer.contains("HTTP request to an HTTPS server")
+}
+
+/// Why a node's dockerd cannot use a mutual-TLS registry at `localhost:5000`, and what to do.
+pub const ENGINE_HINT: &str = "Docker never presents a client certificate to a registry at a loopback \
+     address: it counts localhost and 127.0.0.0/8 as insecure registries and reads /etc/docker/certs.d only for \
+     secure ones (moby issue 31326), so with mutual TLS a node's own dockerd cannot push or pull through \
+     localhost:5000, though the certificates are in place; lab push and clients presenting the certificate work. \
+     `lab up --registry-tls open` makes localhost:5000 work for the engines again";
+
+/// Where the helper container sees the node's `/etc`.
+const HOST_ETC: &str = "/lab-host-etc";
+
+/// Runs `f` with a helper container on `docker`: made from `image` (which every node has),
+/// never started, its only mount the node's `/etc`, so the archive API reads and writes the
+/// node's `/etc/docker/certs.d` through it, with no shell and no command. It carries the
+/// probes' labels, so one left by a killed run is removed by the next probe.
+async fn with_helper<T, F, Fut>(docker: &Docker, cluster: &str, image: &str, f: F) -> std::result::Result<T, String>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, String>>,
+{
+    let name = format!("lab-certs-{}", crate::probe::random_suffix());
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec!["true".into()]),
+        cmd: Some(vec![]),
+        labels: Some(crate::probe::labels(cluster, std::time::Duration::from_secs(60), now())),
+        host_config: Some(HostConfig { binds: Some(vec![format!("/etc:{HOST_ETC}")]), ..Default::default() }),
+        network_disabled: Some(true),
+        ..Default::default()
+    };
+    docker
+        .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+        .await
+        .map_err(|e| engine_message(&e))?;
+    let result = f(name.clone()).await;
+    let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+    result
+}
+
+/// The fingerprint of lab's certificates in the node's `/etc/docker/certs.d`, if it has a
+/// complete set; `None` also when the engine cannot be asked (then [`install_node`] runs and
+/// says why).
+pub async fn observe_node(docker: &Docker, cluster: &str, image: &str) -> Option<String> {
+    with_helper(docker, cluster, image, |helper| async move {
+        let path = format!("{HOST_ETC}/docker/certs.d");
+        let mut s = docker
+            .download_from_container(&helper, Some(DownloadFromContainerOptionsBuilder::new().path(&path).build()));
+        let mut tar = Vec::new();
+        while let Some(chunk) = s.next().await {
+            tar.extend_from_slice(&chunk.map_err(|e| engine_message(&e))?);
+        }
+        Ok(observed_node_fingerprint(&tar))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Puts `m`'s CA and client pair into the node's `/etc/docker/certs.d/localhost:5000/` and
+/// `.../127.0.0.1:5000/` through its engine. dockerd reads that directory at each registry
+/// request: nothing restarts.
+pub async fn install_node(docker: &Docker, node: &str, cluster: &str, image: &str, m: &Material) -> Result<String> {
+    let archive = bytes::Bytes::from(m.node_archive());
+    with_helper(docker, cluster, image, |helper| async move {
+        docker
+            .upload_to_container(
+                &helper,
+                Some(UploadToContainerOptionsBuilder::new().path(HOST_ETC).build()),
+                bollard::body_full(archive),
+            )
+            .await
+            .map_err(|e| engine_message(&e))
+    })
+    .await
+    .map_err(|why| Error::node(node, "give its engine the registry's client certificate", why))?;
+    Ok(format!("/etc/docker/certs.d/{{{}}}", CERTS_DIRS.join(",")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn server_config(m: &Material) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(m.ca_cert.as_bytes()).unwrap()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .unwrap();
+        let chain = vec![CertificateDer::from_pem_slice(m.server_cert.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(m.server_key().as_bytes()).unwrap();
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain, key)
+                .unwrap(),
+        )
+    }
+
+    /// A TLS conversation in memory: the registry's side with `m`'s server certificate,
+    /// requiring a client certificate from the CA; the client's with `client`, asking for
+    /// `name`. Whether a byte made it through both ways.
+    async fn talk(m: &Material, client: Arc<rustls::ClientConfig>, name: &str) -> std::result::Result<(), String> {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(m));
+        let server = tokio::spawn(async move {
+            let mut s = acceptor.accept(b).await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 1];
+            s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            s.write_all(&buf).await.map_err(|e| e.to_string())?;
+            s.flush().await.map_err(|e| e.to_string())
+        });
+        let connector = tokio_rustls::TlsConnector::from(client);
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        let result = async {
+            let mut c = connector.connect(name, a).await.map_err(|e| e.to_string())?;
+            c.write_all(b"x").await.map_err(|e| e.to_string())?;
+            c.flush().await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 1];
+            c.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        }
+        .await;
+        let served = server.await.unwrap();
+        result.and(served)
+    }
+
+    #[tokio::test]
+    async fn the_registry_is_reached_by_every_local_name_and_only_with_the_client_certificate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = dir(tmp.path());
+        let (m, made) = ensure(&dir, "c1").unwrap();
+        assert!(made);
+        let client = client_config(&m).unwrap();
+        for name in ["localhost", "127.0.0.1", "::1", "ip6-localhost", "localhost6", "registry"] {
+            talk(&m, client.clone(), name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        // Not a name the certificate carries.
+        assert!(talk(&m, client.clone(), "example.invalid").await.is_err());
+        // A client with no certificate is refused by the registry's side.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(m.ca_cert.as_bytes()).unwrap()).unwrap();
+        let anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let e = talk(&m, Arc::new(anonymous), "localhost").await.unwrap_err();
+        assert!(e.to_lowercase().contains("certificate"), "{e}");
+        // Another cluster's client certificate is refused too.
+        let (other, _) = ensure(&tmp.path().join("other"), "c2").unwrap();
+        assert!(talk(&m, client_config(&other).unwrap(), "localhost").await.is_err());
+    }
+
+    fn secret(name: &str) -> TaskSpecContainerSpecSecrets {
+        TaskSpecContainerSpecSecrets { secret_name: Some(name.into()), ..Default::default() }
+    }
+
+    /// The registry's environment names the secrets' files, the client CAs as the YAML list
+    /// distribution reads; a deployed service is read back as the certificates it serves.
+    #[test]
+    fn a_registrys_tls_is_read_back_from_its_environment_and_secrets() {
+        let env = registry_env();
+        assert!(env.contains(&"REGISTRY_HTTP_TLS_CLIENTCAS=[/run/secrets/lab-registry-ca.crt]".to_string()), "{env:?}");
+        assert!(env.iter().any(|e| e.starts_with("REGISTRY_HTTP_TLS_CERTIFICATE=/run/secrets/")));
+        assert!(env.iter().any(|e| e.starts_with("REGISTRY_HTTP_TLS_KEY=/run/secrets/")));
+        let ours = [
+            secret("lab-registry-http-secret"),
+            secret("lab-registry-tls-cert-abc"),
+            secret("lab-registry-tls-key-abc"),
+            secret("lab-registry-tls-ca-abc"),
+        ];
+        let plain = vec!["REGISTRY_STORAGE_DELETE_ENABLED=true".to_string()];
+        assert_eq!(deployed_fingerprint(&plain, &ours), None, "no TLS in the environment: plain HTTP");
+        let mut with = plain.clone();
+        with.extend(env.clone());
+        assert_eq!(deployed_fingerprint(&with, &ours).as_deref(), Some("abc"));
+        // A key of other certificates, or TLS set up by hand: TLS, but not lab's current one.
+        let mixed = [
+            secret("lab-registry-tls-cert-abc"),
+            secret("lab-registry-tls-key-old"),
+            secret("lab-registry-tls-ca-abc"),
+        ];
+        assert_eq!(deployed_fingerprint(&with, &mixed).as_deref(), Some("?"));
+        let by_hand = vec!["REGISTRY_HTTP_TLS_CERTIFICATE=/certs/x.crt".to_string()];
+        assert_eq!(deployed_fingerprint(&by_hand, &ours).as_deref(), Some("?"));
+        // What the planner compares against.
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, _) = ensure(&dir(tmp.path()), "c1").unwrap();
+        assert_eq!(m.registry_fingerprint().len(), 12);
+        assert_ne!(m.registry_fingerprint(), m.node_fingerprint());
+    }
+
+    #[test]
+    fn keys_are_private_and_kept_and_renewed_only_when_due() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = dir(tmp.path());
+        let (m, _) = ensure(&dir, "c1").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for f in fs::read_dir(&dir).unwrap() {
+            assert_eq!(mode(&f.unwrap().path()), 0o600);
+        }
+        assert!(m.meta.leaf_not_after >= now() + LEAF_LIFE - 60 && m.meta.ca_not_after >= now() + CA_LIFE - 60);
+        assert!(!m.due(now()));
+        assert!(m.due(m.meta.leaf_not_after - RENEW_BEFORE + 1));
+        // Kept: the same certificates again.
+        let (again, made) = ensure(&dir, "c1").unwrap();
+        assert!(!made);
+        assert_eq!(again.registry_fingerprint(), m.registry_fingerprint());
+        assert_eq!(again.node_fingerprint(), m.node_fingerprint());
+        // Due: new leaves from the same CA, so nodes trusting the CA keep trusting it.
+        let mut meta = m.meta;
+        meta.leaf_not_after = now() + 86_400;
+        fs::write(dir.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+        let (renewed, made) = ensure(&dir, "c1").unwrap();
+        assert!(made);
+        assert_eq!(renewed.ca_cert, m.ca_cert);
+        assert_ne!(renewed.server_cert, m.server_cert);
+        assert_ne!(renewed.registry_fingerprint(), m.registry_fingerprint());
+        assert_ne!(renewed.node_fingerprint(), m.node_fingerprint());
+        assert!(!renewed.due(now()));
+        // The old client certificate still works with the renewed registry (same CA).
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(talk(&renewed, client_config(&m).unwrap(), "localhost")).unwrap();
+        // Nothing secret in Debug.
+        let shown = format!("{renewed:?}");
+        assert!(!shown.contains("PRIVATE KEY") && !shown.contains("BEGIN"), "{shown}");
+    }
+
+    #[test]
+    fn a_nodes_certificates_are_read_back_from_its_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, _) = ensure(&dir(tmp.path()), "c1").unwrap();
+        // The archive API answers for `.../docker/certs.d` with entries under `certs.d/`.
+        let mut b = tar::Builder::new(Vec::new());
+        let sent = m.node_archive();
+        let mut a = tar::Archive::new(&sent[..]);
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string().replacen("docker/", "", 1);
+            let mut h = e.header().clone();
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut body).unwrap();
+            b.append_data(&mut h, path, &body[..]).unwrap();
+        }
+        let archive = b.into_inner().unwrap();
+        assert_eq!(observed_node_fingerprint(&archive), Some(m.node_fingerprint()));
+        // The key is 0600 in the archive lab sends.
+        let mut a = tar::Archive::new(&sent[..]);
+        for e in a.entries().unwrap() {
+            let e = e.unwrap();
+            if e.path().unwrap().ends_with("client.key") {
+                assert_eq!(e.header().mode().unwrap() & 0o777, 0o600);
+            }
+        }
+        // Only one of the two directories: not lab's set.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut a = tar::Archive::new(&archive[..]);
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            if path.contains("127.0.0.1") {
+                continue;
+            }
+            let mut h = e.header().clone();
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut body).unwrap();
+            b.append_data(&mut h, path, &body[..]).unwrap();
+        }
+        assert_eq!(observed_node_fingerprint(&b.into_inner().unwrap()), None);
+    }
+}
