@@ -16,6 +16,14 @@ fn json(run: &lab_tests::Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.all()))
 }
 
+/// The registry service's environment, as JSON, read through the manager's engine.
+fn registry_env(manager: &str) -> String {
+    let format = "{{json .Spec.TaskTemplate.ContainerSpec.Env}}";
+    node_exec(manager, &["docker", "service", "inspect", "registry_registry", "--format", format])
+        .ok("inspect the registry service")
+        .stdout
+}
+
 fn sent(run: &lab_tests::Run) -> u64 {
     json(run)["sent_bytes"].as_u64().unwrap_or_else(|| panic!("no sent_bytes:\n{}", run.stdout))
 }
@@ -291,19 +299,8 @@ fn push_to_a_registry_that_does_not_run_names_the_cause() {
     let r = lab.on(&["images", "gc"]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("manager: find the cluster's registry"), "{}", r.stderr);
-    let env = node_exec(
-        &manager,
-        &[
-            "docker",
-            "service",
-            "inspect",
-            "registry_registry",
-            "--format",
-            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
-        ],
-    )
-    .ok("inspect the registry service");
-    assert!(!env.stdout.contains("READONLY"), "{}", env.stdout);
+    let env = registry_env(&manager);
+    assert!(!env.contains("READONLY"), "{env}");
 }
 
 /// A collection that fails is exit 1 naming the registry's node and saying what the tool said,
@@ -341,19 +338,8 @@ mkdir -p "$dir" && printf 'sha256:%s' "$hex" > "$dir/link" && printf 'sha256:%s'
     assert!(r.stderr.contains(&fake), "the tool's own words are missing:\n{}", r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     // Writable again: lab's spec, and a push goes through.
-    let env = node_exec(
-        &manager,
-        &[
-            "docker",
-            "service",
-            "inspect",
-            "registry_registry",
-            "--format",
-            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
-        ],
-    )
-    .ok("inspect the registry service");
-    assert!(!env.stdout.contains("READONLY"), "{}", env.stdout);
+    let env = registry_env(&manager);
+    assert!(!env.contains("READONLY"), "{env}");
     lab.on(&["push", &image.0, "--as", "e2e-gcfail-after:1"]).ok("lab push after a failed gc");
 }
 
@@ -365,21 +351,7 @@ fn an_interrupted_gc_makes_the_registry_writable_before_it_stops() {
     let lab = lab("gcint");
     lab.up(&["--workers", "0"]).ok("lab up");
     let manager = lab.container("manager");
-    let env = || {
-        node_exec(
-            &manager,
-            &[
-                "docker",
-                "service",
-                "inspect",
-                "registry_registry",
-                "--format",
-                "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
-            ],
-        )
-        .ok("inspect the registry service")
-        .stdout
-    };
+    let env = || registry_env(&manager);
     let mut gc = lab
         .command(&["images", "gc", "--cluster", &lab.cluster])
         .stdout(std::process::Stdio::piped())
