@@ -1130,7 +1130,8 @@ fn engine_error(checks: &[NodeCheck]) -> Error {
             "dockerd dials ::1 first for localhost, and something on the node's [::1]:{PORT} accepts connections \
              and never answers (with the ingress routing mesh, dockerd's own listener before Docker 29.8: moby \
              issue 53091); docker push and pull to localhost:{PORT} fail there, while 127.0.0.1:{PORT} works. \
-             Upgrade Docker on the node or free [::1]:{PORT}; meanwhile tag images 127.0.0.1:{PORT}/..."
+             With the mesh, `--registry-mode fallback` (or `auto`, which picks it on such engines) avoids it; \
+             otherwise upgrade Docker on the node or free [::1]:{PORT}, and meanwhile tag images 127.0.0.1:{PORT}/..."
         ))
     } else {
         err
