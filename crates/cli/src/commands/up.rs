@@ -83,8 +83,9 @@ pub(super) fn registry_tls_warning(driver: &str, tls: RegistryTls) -> Option<Str
     match tls {
         RegistryTls::Open if driver == "ssh" => Some(
             "the registry is open (tls = \"open\"): anyone on the hosts' network who reaches a node's port 5000 \
-             can push images the swarm will run; `--registry-tls mutual` (or `[registry] tls = \"mutual\"`) \
-             lets only clients with the cluster's certificate in"
+             can push images the swarm will run; let only the cluster's own nodes reach port 5000 (Docker's \
+             DOCKER-USER iptables chain). `--registry-tls mutual` refuses every client without the cluster's \
+             certificate, but the nodes' own dockerd cannot present one to localhost:5000 yet (see the README)"
                 .to_string(),
         ),
         RegistryTls::Open => None,
@@ -118,7 +119,12 @@ mod tests {
     #[test]
     fn an_open_registry_is_a_warning_on_the_ssh_driver_only() {
         let w = registry_tls_warning("ssh", RegistryTls::Open).expect("a warning on ssh");
-        assert!(w.contains("anyone on the hosts' network") && w.contains("--registry-tls mutual"), "{w}");
+        assert!(
+            w.contains("anyone on the hosts' network")
+                && w.contains("DOCKER-USER")
+                && w.contains("--registry-tls mutual"),
+            "{w}"
+        );
         for d in ["docker", "virtualbox", "qemu"] {
             assert_eq!(registry_tls_warning(d, RegistryTls::Open), None, "{d}");
         }
