@@ -183,6 +183,12 @@ fn push_images_rm_gc(registry: &str, tag: &str, workers: usize) {
     .ok("make the registry read-only behind lab's back");
     let plan = lab.on(&["plan"]).ok("lab plan");
     assert!(plan.stdout.contains("deploy stack registry"), "a read-only registry counts as deployed:\n{}", plan.all());
+    let status = lab.on(&["status"]).ok("lab status");
+    assert!(
+        status.stdout.contains("registry: read-only"),
+        "lab status does not say it is read-only:\n{}",
+        status.all()
+    );
     let other = HostImage::build(&format!("e2e-{tag}-late-{}:1", std::process::id()));
     let refused = wait_for("pushes refused by the read-only registry", Duration::from_secs(90), || {
         // While the task restarts, the push fails for that reason; then for the read-only one
@@ -197,6 +203,8 @@ fn push_images_rm_gc(registry: &str, tag: &str, workers: usize) {
     let node = if workers == 0 { "manager" } else { "worker1" };
     assert!(refused.stderr.contains(&format!("{node}: ")), "{}", refused.stderr);
     lab.up_with_registry(registry, &["--workers", &workers.to_string()]).ok("lab up after an interrupted gc");
+    let status = lab.on(&["status", "--output", "json"]).ok("lab status");
+    assert_eq!(json(&status)["registry"]["read_only"], false, "{}", status.stdout);
     registry_is_configured_as_lab_wants(&lab, registry);
     lab.on(&["push", &other.0]).ok("lab push once lab up made the registry writable");
     drop(image);

@@ -911,6 +911,7 @@ mod tests {
             spec_matches: true,
             running_on: None,
             tls: None,
+            read_only: false,
         });
         let obs = look(&d, &recorded(RECORDED_S), running(), &engines).await.unwrap();
         assert!(obs.observed.managers_unchecked);
@@ -934,6 +935,7 @@ mod tests {
             spec_matches: true,
             running_on: None,
             tls: None,
+            read_only: false,
         };
         let with = |task: Option<(&str, &str)>| {
             let mut c = in_swarm();

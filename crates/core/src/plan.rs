@@ -131,6 +131,9 @@ pub struct RegistryObs {
     /// The fingerprint of the certificates it serves TLS with and requires clients to have
     /// ([`crate::tls::Material::registry_fingerprint`]); `None`: plain HTTP.
     pub tls: Option<String>,
+    /// Whether it is read-only, as `lab images gc` makes it while it runs (one left so was
+    /// interrupted; its spec does not match, so `up` makes it writable again).
+    pub read_only: bool,
 }
 
 /// The cluster's certificates in lab's state directory, as observed.
@@ -765,8 +768,14 @@ pub(crate) mod tests {
                         Some(c.registry.clone())
                     }
                 };
-                o.registry =
-                    Some(RegistryObs { image: IMAGE.into(), mode, spec_matches: true, running_on: Some(reg), tls });
+                o.registry = Some(RegistryObs {
+                    image: IMAGE.into(),
+                    mode,
+                    spec_matches: true,
+                    running_on: Some(reg),
+                    tls,
+                    read_only: false,
+                });
             }
             Step::MoveRegistryData { from, to } => {
                 assert!(o.nodes[from].engine && o.nodes[from].registry_data, "move from {from} without data");
@@ -957,6 +966,7 @@ pub(crate) mod tests {
                                             spec_matches: true,
                                             running_on: running_on.map(str::to_string),
                                             tls: certs.as_ref().map(|c| c.registry.clone()),
+                                            read_only: false,
                                         });
                                     }
                                 }

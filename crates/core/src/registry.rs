@@ -311,7 +311,8 @@ pub async fn observe(manager: &Docker) -> Option<RegistryObs> {
         cs.env.as_deref().unwrap_or_default(),
         cs.secrets.as_deref().unwrap_or_default(),
     );
-    Some(RegistryObs { image, mode, spec_matches, running_on: None, tls })
+    let read_only = is_read_only(cs.env.as_deref().unwrap_or_default());
+    Some(RegistryObs { image, mode, spec_matches, running_on: None, tls, read_only })
 }
 
 /// Whether a service spec is lab's: the HTTP secret through lab's wrapper, one replica, lab's

@@ -84,6 +84,7 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
     // Who may talk to it, and in mutual TLS until when its certificates hold (`lab up` renews
     // them in their last 30 days).
     let tls = obs.observed.registry.as_ref().map(|r| r.tls.is_some());
+    let read_only = obs.observed.registry.as_ref().is_some_and(|r| r.read_only);
     let certs = lab_core::tls::load(&lab_core::tls::dir(&rt.paths.cluster_dir(&st.cluster))).ok().flatten();
     let expires = certs.as_ref().filter(|_| tls == Some(true)).map(|m| lab_core::tls::date(m.meta.leaf_not_after));
     let tls_word = match tls {
@@ -107,6 +108,7 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
                     "url": "http://localhost:5000",
                     "tls": tls_word,
                     "certificate_expires": expires,
+                    "read_only": read_only,
                     "data": { "volume": lab_core::registry::VOLUME, "node": reg_node },
                 },
             });
@@ -133,6 +135,12 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
                         println!("registry TLS: mutual, certificates valid until {date} (lab up renews them)")
                     }
                     None => println!("registry TLS: {tls_word}"),
+                }
+                if read_only {
+                    println!(
+                        "registry: read-only, as `lab images gc` leaves it while it runs; if none runs, one was \
+                         interrupted: `lab up` makes it writable again"
+                    );
                 }
             }
         }
