@@ -98,7 +98,7 @@ docker run --name "$RUN-src" --label "bench.run=$RUN" --entrypoint sh "$REGISTRY
   -c "head -c $((MB * 1000 * 1000)) /dev/urandom > /random.bin" >"$LOGS/image.log" 2>&1 \
   || { cat "$LOGS/image.log" >&2; die "making the image's layer"; }
 docker commit "$RUN-src" "$IMAGE" >>"$LOGS/image.log" 2>&1 || { cat "$LOGS/image.log" >&2; die "docker commit"; }
-docker rm -f "$RUN-src" >/dev/null
+docker rm -fv "$RUN-src" >/dev/null
 SIZE_MB=$(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{ printf "%.0f", $1 / 1e6 }')
 log "image $IMAGE: $SIZE_MB MB"
 

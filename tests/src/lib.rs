@@ -335,12 +335,12 @@ impl HostImage {
     /// write `/marker`, which the image prints when it runs.
     pub fn with_script(name: &str, script: &str) -> Self {
         let src = format!("{}-src", name.replace([':', '/'], "-"));
-        docker(&["rm", "-f", &src]);
+        docker(&["rm", "-fv", &src]);
         docker(&["run", "--name", &src, "--entrypoint", "sh", REGISTRY_IMAGE, "-c", script])
             .ok("make the image's content on the host");
         let entrypoint = "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]";
         docker(&["commit", "--change", entrypoint, "--change", "CMD []", &src, name]).ok("commit on the host");
-        docker(&["rm", "-f", &src]);
+        docker(&["rm", "-fv", &src]);
         HostImage(name.to_string())
     }
 }

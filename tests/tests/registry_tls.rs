@@ -150,10 +150,10 @@ fn mutual_tls_serves_only_clients_with_the_clusters_certificate() {
     let pid = std::process::id();
     let local = format!("e2e-tls-push-{pid}:1");
     let src = format!("e2e-tls-push-src-{pid}");
-    docker(&["rm", "-f", &src]);
+    docker(&["rm", "-fv", &src]);
     docker(&["run", "--name", &src, "--entrypoint", "sh", REGISTRY_IMAGE, "-c", "echo pushed > /m"]).ok("host image");
     docker(&["commit", &src, &local]).ok("commit on the host");
-    docker(&["rm", "-f", &src]);
+    docker(&["rm", "-fv", &src]);
     let pushed = lab.on(&["push", &local]);
     docker(&["rmi", "-f", &local]);
     let pushed = pushed.ok("lab push");
