@@ -198,7 +198,7 @@ fn mutual_tls_serves_only_clients_with_the_clusters_certificate() {
     // From a throwaway container on the cluster's network, with a copy of the CA only.
     let net = format!("{}-net", lab.cluster);
     let name = format!("{}-outsider", lab.cluster);
-    docker(&["rm", "-f", &name]);
+    docker(&["rm", "-fv", &name]);
     docker(&[
         "run",
         "-d",
@@ -224,7 +224,7 @@ fn mutual_tls_serves_only_clients_with_the_clusters_certificate() {
         let what = format!("from a container on the cluster's network, to {node}");
         assert_refused(&what, &in_container, &address(&lab, node), "/ca.crt");
     }
-    docker(&["rm", "-f", &name]);
+    docker(&["rm", "-fv", &name]);
 
     // Certificates about to expire are renewed by the next up (same CA): new secrets, the
     // registry redeployed, every node's files replaced; lab still speaks to it.
