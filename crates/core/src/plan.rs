@@ -1171,6 +1171,18 @@ pub(crate) mod tests {
         assert!(p.steps.iter().any(|s| s.step == Step::StartNode { node: "worker1".into() }), "{p:#?}");
     }
 
+    /// A converged 1+2 cluster whose `lab.registry` label was moved by hand from worker1 to
+    /// worker2, where a volume was made; the registry's task runs on `running_on`.
+    fn pin_moved_by_hand(d: &Desired, running_on: Option<&str>) -> Observed {
+        let mut o = converged(d);
+        o.nodes.get_mut("worker1").unwrap().labels.remove(REGISTRY_NODE_LABEL);
+        let w2 = o.nodes.get_mut("worker2").unwrap();
+        w2.labels.insert(REGISTRY_NODE_LABEL.into(), "true".into());
+        w2.registry_data = true;
+        o.registry.as_mut().unwrap().running_on = running_on.map(str::to_string);
+        o
+    }
+
     /// Issue 9: the pin moved by hand (`lab.registry` taken off worker1 and put on worker2)
     /// and the task running on worker2: the labels go back, the data worker2's task wrote
     /// moves to worker1 before the registry is deployed there again, and the model ends
@@ -1178,12 +1190,7 @@ pub(crate) mod tests {
     #[test]
     fn a_pin_moved_by_hand_is_put_back_and_the_data_follows() {
         let d = desired(1, 2, ModeRequest::Auto);
-        let mut o = converged(&d);
-        o.nodes.get_mut("worker1").unwrap().labels.remove(REGISTRY_NODE_LABEL);
-        let w2 = o.nodes.get_mut("worker2").unwrap();
-        w2.labels.insert(REGISTRY_NODE_LABEL.into(), "true".into());
-        w2.registry_data = true;
-        o.registry.as_mut().unwrap().running_on = Some("worker2".into());
+        let o = pin_moved_by_hand(&d, Some("worker2"));
         let p = plan(&d, &o);
         assert!(p.blocked.is_empty(), "{p:#?}");
         let pos = |want: &Step| {
@@ -1208,12 +1215,7 @@ pub(crate) mod tests {
     #[test]
     fn a_pin_moved_by_hand_whose_task_never_ran_moves_nothing() {
         let d = desired(1, 2, ModeRequest::Auto);
-        let mut o = converged(&d);
-        o.nodes.get_mut("worker1").unwrap().labels.remove(REGISTRY_NODE_LABEL);
-        let w2 = o.nodes.get_mut("worker2").unwrap();
-        w2.labels.insert(REGISTRY_NODE_LABEL.into(), "true".into());
-        w2.registry_data = true;
-        o.registry.as_mut().unwrap().running_on = None;
+        let o = pin_moved_by_hand(&d, None);
         let p = plan(&d, &o);
         assert!(p.blocked.is_empty(), "{p:#?}");
         assert!(!p.steps.iter().any(|s| matches!(s.step, Step::MoveRegistryData { .. })), "{p:#?}");
