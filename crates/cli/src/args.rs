@@ -42,7 +42,7 @@ pub enum Command {
     /// Put images from this machine's engine (the one `docker images` shows here) into the
     /// cluster's registry, as localhost:5000/NAME:TAG; only the layers it lacks are sent.
     Push(PushArgs),
-    /// What the cluster's registry holds; `rm NAME:TAG` deletes a tag.
+    /// What the cluster's registry holds; `rm NAME:TAG` deletes a tag, `gc` reclaims its space.
     Images(ImagesArgs),
     /// Remove everything `up` made for the cluster.
     Down(ClusterArg),
