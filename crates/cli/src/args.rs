@@ -53,6 +53,23 @@ pub enum Command {
     /// Check a driver against lab's driver contract on a throwaway cluster (for driver
     /// authors): exit 0 when it conforms, 1 naming each broken rule.
     DriverTest(DriverTestArgs),
+    /// lab's relay on a node, to a mutual-TLS registry; started by `lab up` in the relay
+    /// container, not by hand.
+    #[command(hide = true)]
+    Relay(RelayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Where to take plain connections.
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// The registry, HOST:PORT, spoken to in TLS.
+    #[arg(long)]
+    pub to: String,
+    /// The directory with ca.crt, client.cert and client.key.
+    #[arg(long)]
+    pub certs: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

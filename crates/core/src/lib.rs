@@ -46,6 +46,8 @@ pub mod reach;
 #[doc(hidden)]
 pub mod registry;
 #[doc(hidden)]
+pub mod relay;
+#[doc(hidden)]
 pub mod seam;
 #[doc(hidden)]
 pub mod state;

@@ -327,6 +327,64 @@ impl Plan {
     }
 }
 
+
+/// What serves `localhost:5000` on a node besides the registry itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarder {
+    /// Nothing: the mesh, or the registry's own host-mode port, answers there.
+    None,
+    /// Open registry, fallback mode: busybox `nc` relays TCP to the registry's node.
+    Plain,
+    /// Mutual TLS: lab's relay takes plain HTTP on the node's loopback and speaks TLS to the
+    /// registry with the node's client certificate, since the node's dockerd never presents
+    /// one to a loopback registry ([`crate::relay`]).
+    Relay,
+}
+
+impl Forwarder {
+    /// What a node is to have: with mutual TLS, a relay on every node (the registry's port
+    /// 5000 is the relay's, the registry's own is [`crate::registry::TLS_PORT`]); open, a
+    /// plain forwarder on every node but the registry's in fallback mode, none with the mesh.
+    pub fn wanted(tls: RegistryTls, mode: RegistryMode, registry_node: bool) -> Forwarder {
+        match (tls, mode) {
+            (RegistryTls::Mutual, _) => Forwarder::Relay,
+            (RegistryTls::Open, RegistryMode::Fallback) if !registry_node => Forwarder::Plain,
+            (RegistryTls::Open, _) => Forwarder::None,
+        }
+    }
+
+    /// How a forwarder of this kind relaying to `target` (the registry node's address) reads
+    /// back from its container ([`crate::registry::observe_forwarder`]); `None` for none.
+    pub fn label(self, target: &str) -> Option<String> {
+        match self {
+            Forwarder::None => None,
+            Forwarder::Plain => Some(target.to_string()),
+            Forwarder::Relay => Some(format!(
+                "{RELAY_SCHEME}{}:{} lab {}",
+                bracket(target),
+                crate::registry::TLS_PORT,
+                env!("CARGO_PKG_VERSION")
+            )),
+        }
+    }
+}
+
+const RELAY_SCHEME: &str = "tls://";
+
+/// Whether an observed forwarder is a mutual-TLS relay.
+pub fn is_relay(label: &str) -> bool {
+    label.starts_with(RELAY_SCHEME)
+}
+
+/// An IPv6 address in brackets, as in `[fd00::1]:5443`.
+pub fn bracket(addr: &str) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]")
+    } else {
+        addr.to_string()
+    }
+}
+
 /// The registry mode `up` will end with, if it can be known without looking at the nodes.
 pub fn effective_mode(desired: &Desired, observed: &Observed) -> Option<RegistryMode> {
     match desired.mode {
@@ -549,11 +607,32 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let probe_image = if desired.capabilities.exec { None } else { image_ready.get(first).copied() };
     let choose = (observed.mode.is_none() || mode != observed.mode)
         .then(|| p.push(Step::ChooseRegistryMode, [engine_ready.get(first).copied(), probe_image, init]));
-    // The registry's own node must not keep a forwarder: it would hold the port the registry
-    // publishes there ("address already in use").
-    let reg_forwarder = (!fresh.contains(reg_node)
-        && observed.nodes.get(reg_node).is_some_and(|o| o.forwarder.is_some()))
-    .then(|| p.push(Step::Forwarder { node: reg_node.into() }, [engine_ready.get(reg_node).copied()]));
+    // Which forwarder each node is to have (see [`Forwarder`]), relaying to the registry's
+    // node at its address (unknown while that node is being made).
+    let target =
+        if fresh.contains(reg_node) { None } else { observed.nodes.get(reg_node).and_then(|o| o.address.clone()) };
+    let current = |name: &str| -> Option<String> {
+        if fresh.contains(name) {
+            None
+        } else {
+            observed.nodes.get(name).and_then(|o| o.forwarder.clone())
+        }
+    };
+    // In open mode the registry's own node must not keep a forwarder or relay: it would hold
+    // the port the registry publishes there ("address already in use"); nor may any node keep
+    // a mutual-TLS relay when the open registry publishes through the mesh.
+    let holds_port = |name: &str| {
+        desired.tls == RegistryTls::Open
+            && current(name).is_some()
+            && (name == reg_node || mode == Some(RegistryMode::Mesh) && current(name).is_some_and(|c| is_relay(&c)))
+    };
+    let freed: Vec<usize> = topo
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .filter(|name| holds_port(name))
+        .map(|name| p.push(Step::Forwarder { node: name.into() }, [engine_ready.get(name).copied()]))
+        .collect();
     let moved = moving.map(|from| {
         let m = p.push(
             Step::MoveRegistryData { from: from.into(), to: reg_node.into() },
@@ -583,43 +662,20 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 && tls_ok(r)
                 && r.running_on.as_deref() == Some(reg_node)
         });
+    let mut deploy = None;
     if !registry_ok {
         // Not after the pinning label: the task waits for it in the swarm's scheduler, which
         // starts it the moment the registry's node is labelled. The image must be there
         // first, or the node would try to pull it and back off. When the data moved, though,
         // the old node may still carry the label: wait until it has lost it.
-        let mut after =
-            vec![choose, init, image_ready.get(reg_node).copied(), last_manager, reg_forwarder, moved, issue];
+        let mut after = vec![choose, init, image_ready.get(reg_node).copied(), last_manager, moved, issue];
+        after.extend(freed.iter().map(|&f| Some(f)));
         if moved.is_some() {
             after.extend(configured.values().map(|&c| Some(c)));
         }
-        p.push(Step::DeployRegistry, after);
+        deploy = Some(p.push(Step::DeployRegistry, after));
     }
-    let target =
-        if fresh.contains(reg_node) { None } else { observed.nodes.get(reg_node).and_then(|o| o.address.clone()) };
-    for node in topo.nodes.iter().filter(|n| n.name != reg_node) {
-        let name = node.name.as_str();
-        let current =
-            if fresh.contains(name) { None } else { observed.nodes.get(name).and_then(|o| o.forwarder.clone()) };
-        let ok = match mode {
-            None => false,
-            Some(RegistryMode::Mesh) => current.is_none(),
-            Some(RegistryMode::Fallback) => current.is_some() && current == target,
-        };
-        if !ok {
-            p.push(
-                Step::Forwarder { node: name.into() },
-                [
-                    engine_ready.get(name).copied(),
-                    image_ready.get(name).copied(),
-                    engine_ready.get(reg_node).copied(),
-                    choose,
-                    // The registry may still publish the port on this node until it moves.
-                    moved,
-                ],
-            );
-        }
-    }
+    let mut node_certs: BTreeMap<&str, usize> = BTreeMap::new();
     // In open mode, certificates a node got before are left: they are the node's own and
     // harmless (Docker tries TLS first for localhost:5000 and falls back to plain HTTP).
     if desired.tls == RegistryTls::Mutual {
@@ -632,12 +688,42 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             };
             if issue.is_some() || has.is_none() || has != certs.map(|c| c.nodes.as_str()) {
                 // Written by a helper container of the registry image, which must be there.
-                p.push(
+                let c = p.push(
                     Step::NodeCerts { node: name.into() },
                     [engine_ready.get(name).copied(), image_ready.get(name).copied(), issue],
                 );
+                node_certs.insert(name, c);
             }
         }
+    }
+    for node in &topo.nodes {
+        let name = node.name.as_str();
+        let want = mode.map(|m| Forwarder::wanted(desired.tls, m, name == reg_node));
+        let ok = match want {
+            None => false,
+            Some(Forwarder::None) => current(name).is_none(),
+            Some(kind) => target.as_deref().is_some_and(|t| current(name) == kind.label(t)),
+        };
+        if ok || freed.iter().any(|&f| p.steps[f].step == Step::Forwarder { node: name.into() }) {
+            continue;
+        }
+        // Known before the mode is: mutual TLS means a relay on every node.
+        let relay = desired.tls == RegistryTls::Mutual;
+        p.push(
+            Step::Forwarder { node: name.into() },
+            [
+                engine_ready.get(name).copied(),
+                image_ready.get(name).copied(),
+                engine_ready.get(reg_node).copied(),
+                choose,
+                // The registry may still publish the port on this node until it moves.
+                moved,
+                // A relay presents the node's certificates, and takes port 5000 on the
+                // node's loopback, which a registry deployed before in open mode holds.
+                if relay { node_certs.get(name).copied() } else { None },
+                if relay { deploy } else { None },
+            ],
+        );
     }
     p
 }
@@ -758,7 +844,16 @@ pub(crate) mod tests {
                 assert!(reg.images.contains(IMAGE), "deploy before the image is on the registry node");
                 let mode = o.mode.expect("deploy before the mode is chosen");
                 let reg = topo.registry_node().name.clone();
-                assert!(o.nodes[&reg].forwarder.is_none(), "deploy while a forwarder holds the port on {reg}");
+                if d.tls == RegistryTls::Open {
+                    // The open registry publishes port 5000 on its node, or on every node
+                    // through the mesh, where a relay must have gone first.
+                    assert!(o.nodes[&reg].forwarder.is_none(), "deploy while a forwarder holds the port on {reg}");
+                    if mode == RegistryMode::Mesh {
+                        for (name, n) in &o.nodes {
+                            assert!(!n.forwarder.as_deref().is_some_and(is_relay), "deploy while {name} has a relay");
+                        }
+                    }
+                }
                 o.nodes.get_mut(&reg).unwrap().registry_data = true;
                 let tls = match d.tls {
                     RegistryTls::Open => None,
@@ -802,9 +897,18 @@ pub(crate) mod tests {
                 let mode = o.mode.expect("forwarder before the mode is chosen");
                 let reg = topo.registry_node().name.clone();
                 let target = o.nodes[&reg].address.clone().expect("registry node address");
+                let kind = Forwarder::wanted(d.tls, mode, *node == reg);
+                if kind == Forwarder::Relay {
+                    let c = o.certs.as_ref().expect("a relay before the certificates");
+                    assert_eq!(o.nodes[node].registry_certs.as_ref(), Some(&c.nodes), "a relay on {node} before its certificates");
+                    assert!(
+                        o.registry.as_ref().is_some_and(|r| r.tls.as_ref() == Some(&c.registry)),
+                        "a relay on {node} before the registry serves TLS on its own port"
+                    );
+                }
                 let n = o.nodes.get_mut(node).unwrap();
-                assert!(n.engine && (n.images.contains(IMAGE) || *node == reg));
-                n.forwarder = (mode == RegistryMode::Fallback && *node != reg).then_some(target);
+                assert!(n.engine && (n.images.contains(IMAGE) || *node == reg || kind == Forwarder::None));
+                n.forwarder = kind.label(&target);
             }
         }
     }
@@ -1044,9 +1148,13 @@ pub(crate) mod tests {
     }
 
     /// Issue 9, mutual TLS: an open cluster switched to mutual makes the certificates, gives
-    /// them to every node's engine and redeploys the registry with them, touching nothing
-    /// else; then nothing is left to do. A renewal does it all again; a node made again gets
-    /// its certificates; back to open redeploys the registry only.
+    /// them to every node's engine, redeploys the registry with them and then puts a relay on
+    /// every node (port 5000 on its loopback is the relay's once the registry publishes its
+    /// TLS port instead), touching nothing else; then nothing is left to do. A renewal does
+    /// the certificates and the registry again, not the relays (they read the files at each
+    /// connection); a node made again gets its certificates; back to open redeploys the
+    /// registry once the relay on its node is gone, and turns the other relays back into
+    /// plain forwarders.
     #[test]
     fn switching_to_mutual_tls_certifies_every_node_and_redeploys_the_registry() {
         let open = desired(1, 2, ModeRequest::Auto);
@@ -1059,9 +1167,12 @@ pub(crate) mod tests {
         let deploy = pos(&Step::DeployRegistry);
         assert!(p.steps[deploy].after.contains(&issue), "{p:#?}");
         for n in ["manager", "worker1", "worker2"] {
-            assert!(p.steps[pos(&Step::NodeCerts { node: n.into() })].after.contains(&issue), "{p:#?}");
+            let certs = pos(&Step::NodeCerts { node: n.into() });
+            assert!(p.steps[certs].after.contains(&issue), "{p:#?}");
+            let relay = &p.steps[pos(&Step::Forwarder { node: n.into() })];
+            assert!(relay.after.contains(&certs) && relay.after.contains(&deploy), "{p:#?}");
         }
-        assert_eq!(steps.len(), 5, "{steps:?}");
+        assert_eq!(steps.len(), 8, "{steps:?}");
         let mut o2 = o.clone();
         execute(&mutual, &mut o2);
         assert!(plan(&mutual, &o2).is_empty(), "{:#?}", plan(&mutual, &o2));
@@ -1072,6 +1183,7 @@ pub(crate) mod tests {
         assert!(p.steps.iter().any(|s| s.step == Step::IssueRegistryCerts), "{p:#?}");
         assert!(p.steps.iter().any(|s| s.step == Step::DeployRegistry), "{p:#?}");
         assert_eq!(p.steps.iter().filter(|s| matches!(s.step, Step::NodeCerts { .. })).count(), 3, "{p:#?}");
+        assert!(!p.steps.iter().any(|s| matches!(s.step, Step::Forwarder { .. })), "{p:#?}");
         execute(&mutual, &mut due);
         assert!(plan(&mutual, &due).is_empty());
         // A node that lost its certificates (made again) gets them, and only it.
@@ -1080,10 +1192,40 @@ pub(crate) mod tests {
         let p = plan(&mutual, &lost);
         let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
         assert_eq!(steps, vec![Step::NodeCerts { node: "worker2".into() }]);
-        // Back to open: the registry only.
+        // Back to open: the registry's node loses its relay before the registry publishes
+        // port 5000 there; the others get plain forwarders.
         let p = plan(&open, &o2);
         let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
-        assert_eq!(steps, vec![Step::DeployRegistry]);
+        let pos = |want: &Step| steps.iter().position(|s| s == want).unwrap_or_else(|| panic!("{want} not in {p:#?}"));
+        assert_eq!(steps.len(), 4, "{steps:?}");
+        let deploy = pos(&Step::DeployRegistry);
+        assert!(p.steps[deploy].after.contains(&pos(&Step::Forwarder { node: "worker1".into() })), "{p:#?}");
+        pos(&Step::Forwarder { node: "manager".into() });
+        pos(&Step::Forwarder { node: "worker2".into() });
+        let mut back = o2.clone();
+        execute(&open, &mut back);
+        // A new cluster in mutual TLS, its mode not chosen yet: every relay still waits for
+        // the registry's TLS deploy and its node's certificates.
+        let p = plan(&mutual, &Observed::default());
+        let deploy = p.steps.iter().position(|s| s.step == Step::DeployRegistry).expect("a deploy");
+        for (i, s) in p.steps.iter().enumerate() {
+            if let Step::Forwarder { node } = &s.step {
+                let certs = p.steps.iter().position(|c| c.step == Step::NodeCerts { node: node.clone() }).unwrap();
+                assert!(s.after.contains(&deploy) && s.after.contains(&certs), "step {i}: {p:#?}");
+            }
+        }
+        assert!(plan(&open, &back).is_empty(), "{:#?}", plan(&open, &back));
+        // With the mesh, back to open waits for every relay to go.
+        let mesh = Desired { mode: ModeRequest::Force(RegistryMode::Mesh), ..mutual.clone() };
+        let mut m = o2.clone();
+        execute(&mesh, &mut m);
+        assert!(plan(&mesh, &m).is_empty());
+        let open_mesh = Desired { tls: RegistryTls::Open, ..mesh.clone() };
+        let p = plan(&open_mesh, &m);
+        let deploy = p.steps.iter().position(|s| s.step == Step::DeployRegistry).expect("a deploy");
+        assert_eq!(p.steps[deploy].after.iter().filter(|&&a| matches!(p.steps[a].step, Step::Forwarder { .. })).count(), 3, "{p:#?}");
+        execute(&open_mesh, &mut m);
+        assert!(plan(&open_mesh, &m).is_empty());
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub const FORWARD_LISTEN_LABEL: &str = "lab.forward-listen";
 pub const SECRET_NAME: &str = "lab-registry-http-secret";
 /// The registry's port on every node.
 pub const PORT: u16 = 5000;
+/// The port a mutual-TLS registry publishes: port 5000 on every node is then its relay's,
+/// on the node's loopback ([`crate::relay`]).
+pub const TLS_PORT: u16 = 5443;
 const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 const CONSTRAINT: &str = "node.labels.lab.registry==true";
 /// The registry's environment: manifests can be deleted (`lab images rm`), and distribution
@@ -226,7 +229,7 @@ fn service_spec(
             ports: Some(vec![EndpointPortConfig {
                 protocol: Some(EndpointPortConfigProtocolEnum::TCP),
                 target_port: Some(PORT as i64),
-                published_port: Some(PORT as i64),
+                published_port: Some(if tls.is_empty() { PORT } else { TLS_PORT } as i64),
                 publish_mode: Some(match mode {
                     RegistryMode::Mesh => EndpointPortConfigPublishModeEnum::INGRESS,
                     RegistryMode::Fallback => EndpointPortConfigPublishModeEnum::HOST,
@@ -327,6 +330,8 @@ fn spec_matches(spec: &ServiceSpec) -> bool {
             && cs.command.as_ref() == Some(&secret_command());
     let replicas = spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas);
     let port = spec.endpoint_spec.as_ref().and_then(|e| e.ports.as_ref()).and_then(|p| p.first());
+    let tls = crate::tls::deployed_fingerprint(cs.env.as_deref().unwrap_or_default(), cs.secrets.as_deref().unwrap_or_default());
+    let published = if tls.is_some() { TLS_PORT } else { PORT };
     uses_secret
         && replicas == Some(1)
         && env_matches(cs.env.as_deref().unwrap_or_default())
@@ -336,7 +341,7 @@ fn spec_matches(spec: &ServiceSpec) -> bool {
             .and_then(|p| p.constraints.as_ref())
             .is_some_and(|c| c.iter().any(|c| c == CONSTRAINT))
         && cs.mounts.as_ref().is_some_and(|m| m.iter().any(|m| m.source.as_deref() == Some(VOLUME)))
-        && port.is_some_and(|p| p.published_port == Some(PORT as i64))
+        && port.is_some_and(|p| p.published_port == Some(published as i64) && p.target_port == Some(PORT as i64))
 }
 
 /// Whether a service's environment has all of lab's settings and does not make the registry
@@ -563,16 +568,66 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
     let mode = rt.state().registry_mode.ok_or_else(|| Error::op("start the forwarder", "no registry mode chosen"))?;
     let e = rt.engine(node).await?;
     let docker = &e.docker;
-    let step = "start the registry forwarder";
-    remove_forwarder(node, docker).await?;
     let reg = rt.desired().topology.registry_node().name.clone();
-    if node == reg {
-        return Ok("not needed: the registry runs here".into());
-    }
-    if mode == RegistryMode::Mesh {
-        return Ok("not needed: mesh".into());
-    }
-    let target = rt.engine(&reg).await?.advertise_addr;
+    let kind = crate::plan::Forwarder::wanted(rt.desired().tls, mode, node == reg);
+    let step = match kind {
+        crate::plan::Forwarder::Relay => "start the relay to the mutual-TLS registry",
+        _ => "start the registry forwarder",
+    };
+    remove_forwarder(node, docker).await?;
+    let target = match kind {
+        crate::plan::Forwarder::None if mode == RegistryMode::Mesh => return Ok("not needed: mesh".into()),
+        crate::plan::Forwarder::None => return Ok("not needed: the registry runs here".into()),
+        _ => rt.engine(&reg).await?.advertise_addr,
+    };
+    let label = kind.label(&target).unwrap_or_default();
+    // The forwarder's program and what it needs: busybox `nc` from the registry image, or lab
+    // itself (packed into the container before it starts) with the node's client certificate.
+    let (entrypoint, mounts, archive) = match kind {
+        crate::plan::Forwarder::Relay => {
+            let info = docker.info().await.map_err(|err| Error::engine(node, step, err))?;
+            crate::relay::runs_on(
+                info.os_type.as_deref().unwrap_or("linux"),
+                info.architecture.as_deref().unwrap_or_default(),
+            )
+            .map_err(|why| {
+                Error::node(node, step, why).with_hint(
+                    "run lab from a Linux machine of the nodes' architecture, or use `--registry-tls open` \
+                     behind a firewall",
+                )
+            })?;
+            let program = crate::relay::program().map_err(|why| Error::node(node, step, why))?;
+            let mut entrypoint = program.entrypoint.clone();
+            entrypoint.extend([
+                "--listen".to_string(),
+                format!("0.0.0.0:{PORT}"),
+                "--to".into(),
+                format!("{}:{TLS_PORT}", crate::plan::bracket(&target)),
+                "--certs".into(),
+                crate::relay::CERTS_MOUNT.into(),
+            ]);
+            let certs = Mount {
+                target: Some(crate::relay::CERTS_MOUNT.into()),
+                source: Some(format!("/etc/docker/certs.d/{}", crate::tls::CERTS_DIRS[0])),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            };
+            (entrypoint, Some(vec![certs]), Some(program.archive))
+        }
+        _ => (
+            vec![
+                "sh".into(),
+                "-c".into(),
+                FORWARD_SCRIPT.into(),
+                "lab-forwarder".into(),
+                target.clone(),
+                PORT.to_string(),
+            ],
+            None,
+            None,
+        ),
+    };
     let create = |loopbacks: &[&str]| {
         let port = format!("{PORT}/tcp");
         let bindings: Vec<PortBinding> = loopbacks
@@ -581,24 +636,20 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
             .collect();
         ContainerCreateBody {
             image: Some(rt.desired().registry_image.clone()),
-            entrypoint: Some(vec![
-                "sh".into(),
-                "-c".into(),
-                FORWARD_SCRIPT.into(),
-                "lab-forwarder".into(),
-                target.clone(),
-                PORT.to_string(),
-            ]),
+            entrypoint: Some(entrypoint.clone()),
             cmd: Some(vec![]),
+            // The relay's files are root's, 0600 for the key: whatever user the image names.
+            user: archive.as_ref().map(|_| "0:0".to_string()),
             exposed_ports: Some(vec![port.clone()]),
             labels: Some(HashMap::from([
                 ("lab.cluster".to_string(), rt.desired().topology.cluster.to_string()),
-                (FORWARD_TO_LABEL.to_string(), target.clone()),
+                (FORWARD_TO_LABEL.to_string(), label.clone()),
                 (FORWARD_LISTEN_LABEL.to_string(), "loopback".to_string()),
             ])),
             host_config: Some(HostConfig {
                 network_mode: Some("bridge".into()),
                 port_bindings: Some(HashMap::from([(port, Some(bindings))])),
+                mounts: mounts.clone(),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     ..Default::default()
@@ -608,12 +659,25 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
             ..Default::default()
         }
     };
-    let start = |body: ContainerCreateBody| async move {
-        docker
-            .create_container(Some(CreateContainerOptionsBuilder::new().name(FORWARDER).build()), body)
-            .await
-            .map_err(|err| engine_message(&err))?;
-        docker.start_container(FORWARDER, None).await.map_err(|err| engine_message(&err))
+    let start = |body: ContainerCreateBody| {
+        let archive = archive.clone();
+        async move {
+            docker
+                .create_container(Some(CreateContainerOptionsBuilder::new().name(FORWARDER).build()), body)
+                .await
+                .map_err(|err| engine_message(&err))?;
+            if let Some(archive) = archive {
+                docker
+                    .upload_to_container(
+                        FORWARDER,
+                        Some(UploadToContainerOptionsBuilder::new().path("/").build()),
+                        bollard::body_full(archive),
+                    )
+                    .await
+                    .map_err(|err| engine_message(&err))?;
+            }
+            docker.start_container(FORWARDER, None).await.map_err(|err| engine_message(&err))
+        }
     };
     // Both loopbacks where the node has IPv6; where it has none, publishing on [::1] fails
     // at start, and 127.0.0.1 alone is all `localhost` can mean there.
@@ -641,7 +705,12 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
             "127.0.0.1"
         }
     };
-    Ok(format!("relaying {listens}:{PORT} to {reg} ({target})"))
+    Ok(match kind {
+        crate::plan::Forwarder::Relay => {
+            format!("relaying {listens}:{PORT} to {reg} ({target}:{TLS_PORT}) in mutual TLS")
+        }
+        _ => format!("relaying {listens}:{PORT} to {reg} ({target})"),
+    })
 }
 
 async fn remove_forwarder(node: &str, docker: &Docker) -> Result<()> {
@@ -882,36 +951,23 @@ impl NodeCheck {
 /// resolves to `::1` and nothing listens there.
 pub const CHECK_URLS: [&str; 2] = ["http://127.0.0.1:5000/v2/", "http://localhost:5000/v2/"];
 
-/// The client certificate files a node's engine presents (mutual TLS), which curl on the node
-/// presents too.
+/// The cluster's CA as every node has it (mutual TLS): the refusal check trusts it, so a
+/// refusal is for the missing client certificate, not for an unknown server.
 const NODE_CA: &str = "/etc/docker/certs.d/localhost:5000/ca.crt";
-/// curl reads `--cert FILE:PASSWORD`: the colon in the directory's name is escaped.
-const NODE_CERT: &str = r"/etc/docker/certs.d/localhost\:5000/client.cert";
-const NODE_KEY: &str = "/etc/docker/certs.d/localhost:5000/client.key";
 
-/// The URLs checked on every node: [`CHECK_URLS`], or their `https` spelling in mutual TLS.
-pub fn check_urls(tls: RegistryTls) -> [String; 2] {
-    match tls {
-        RegistryTls::Open => CHECK_URLS.map(String::from),
-        RegistryTls::Mutual => CHECK_URLS.map(|u| u.replacen("http://", "https://", 1)),
-    }
+/// The URLs checked on every node: [`CHECK_URLS`], in either mode (with mutual TLS, the
+/// node's relay answers them and speaks TLS to the registry).
+pub fn check_urls(_tls: RegistryTls) -> [String; 2] {
+    CHECK_URLS.map(String::from)
 }
 
-/// curl's arguments for `urls`: in mutual TLS, with the node's client certificate and the
-/// cluster's CA, as its dockerd uses them. No busybox `wget` there: it cannot present one.
-fn curl_commands(tls: RegistryTls, urls: &[&str]) -> Vec<Vec<String>> {
+/// curl's arguments for `urls` (busybox `wget` where there is no curl).
+fn curl_commands(_tls: RegistryTls, urls: &[&str]) -> Vec<Vec<String>> {
     let mut curl: Vec<String> = ["curl", "-s", "-m", "5"].map(String::from).to_vec();
-    if tls == RegistryTls::Mutual {
-        curl.extend(["--cacert", NODE_CA, "--cert", NODE_CERT, "--key", NODE_KEY].map(String::from));
-    }
     curl.extend(urls.iter().map(|u| u.to_string()));
-    let mut out = vec![curl];
-    if tls == RegistryTls::Open {
-        let mut wget: Vec<String> = ["wget", "-q", "-O-"].map(String::from).to_vec();
-        wget.extend(urls.iter().map(|u| u.to_string()));
-        out.push(wget);
-    }
-    out
+    let mut wget: Vec<String> = ["wget", "-q", "-O-"].map(String::from).to_vec();
+    wget.extend(urls.iter().map(|u| u.to_string()));
+    vec![curl, wget]
 }
 
 /// Runs the first of `commands` the node has (see [`probe::on_node`]).
@@ -925,17 +981,41 @@ async fn fetch(
     probe::on_node(rt, node, &refs, &rt.desired().registry_image, Duration::from_secs(20)).await
 }
 
-/// Mutual TLS: a client without the certificate must get nothing from the registry, in TLS
-/// (trusting the CA, presenting nothing) or in plain HTTP.
+/// Mutual TLS: a client on the nodes' network without the certificate must get nothing, from
+/// `node`: not from the registry's TLS port at the registry node's address (in TLS, trusting
+/// the CA and presenting nothing, nor in plain HTTP), and not from port 5000 at this node's
+/// own address, which only the node itself reaches through its loopback.
 async fn check_refusal(rt: &dyn Nodes, node: &str) -> Vec<UrlCheck> {
-    let url = format!("https://127.0.0.1:{PORT}/v2/");
-    let plain = format!("http://127.0.0.1:{PORT}/v2/");
-    let tls: Vec<String> = ["curl", "-s", "-m", "5", "--cacert", NODE_CA, url.as_str()].map(String::from).to_vec();
-    let http: Vec<String> = ["curl", "-s", "-m", "5", plain.as_str()].map(String::from).to_vec();
+    let reg = rt.desired().topology.registry_node().name.clone();
+    let (Ok(here), Ok(there)) = (rt.engine(node).await, rt.engine(&reg).await) else {
+        return vec![UrlCheck {
+            url: "the registry without a client certificate".into(),
+            ok: false,
+            answer: "could not ask: an engine does not answer".into(),
+        }];
+    };
+    let reg_addr = crate::plan::bracket(&there.advertise_addr);
+    let tls_url = format!("https://{reg_addr}:{TLS_PORT}/v2/");
+    let plain_tls = tls_url.replacen("https://", "http://", 1);
+    // curl asks for `localhost` (a name the registry's certificate has) at the registry node's
+    // address, so what refuses is the missing client certificate, not the name.
+    let resolve = format!("localhost:{TLS_PORT}:{}", there.advertise_addr);
+    let by_name = format!("https://localhost:{TLS_PORT}/v2/");
+    let relay_url = format!("http://{}:{PORT}/v2/", crate::plan::bracket(&here.advertise_addr));
+    let curl = |args: &[&str]| -> Vec<String> {
+        ["curl", "-s", "-m", "5"].iter().chain(args).map(|a| a.to_string()).collect()
+    };
+    let wget = |url: &str| -> Vec<String> { ["wget", "-q", "-T", "5", "-O-", url].map(String::from).to_vec() };
     let mut out = Vec::new();
-    for (what, argv) in [(format!("{url} without a client certificate"), tls), (format!("{plain} (plain HTTP)"), http)]
-    {
-        let r = fetch(rt, node, &[argv]).await;
+    for (what, argvs) in [
+        (
+            format!("{tls_url} without a client certificate"),
+            vec![curl(&["--cacert", NODE_CA, "--resolve", &resolve, &by_name]), wget(&tls_url)],
+        ),
+        (format!("{plain_tls} (plain HTTP)"), vec![curl(&[&plain_tls]), wget(&plain_tls)]),
+        (format!("{relay_url} (the relay, from off the node's loopback)"), vec![curl(&[&relay_url]), wget(&relay_url)]),
+    ] {
+        let r = fetch(rt, node, &argvs).await;
         let (ok, answer) = match r {
             Ok(o) if o.output.contains("\"repositories\"") || o.output.trim() == "{}" => {
                 (false, format!("served a client without the certificate: {}", o.output.trim()))
@@ -943,10 +1023,8 @@ async fn check_refusal(rt: &dyn Nodes, node: &str) -> Vec<UrlCheck> {
             Ok(o) if o.code == 0 && o.output.contains("HTTP request to an HTTPS server") => {
                 (true, "refused: the registry speaks only TLS".into())
             }
-            Ok(o) if o.code == 127 || o.output.contains("not found") => {
-                (false, format!("could not ask: no curl on the node ({})", o.output.trim()))
-            }
-            Ok(o) if o.code != 0 => (true, format!("refused (curl exit {})", o.code)),
+            Ok(o) if o.code == 127 => (false, format!("could not ask: no curl or wget on the node ({})", o.output.trim())),
+            Ok(o) if o.code != 0 => (true, format!("refused (exit {})", o.code)),
             Ok(o) => (false, format!("exit 0 with an unexpected answer: {}", o.output.trim())),
             Err(e) => (false, format!("could not run the probe: {e}")),
         };

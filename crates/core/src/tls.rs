@@ -5,7 +5,8 @@
 //!
 //! The nodes' own dockerd does not present it: Docker reads `/etc/docker/certs.d` only for
 //! registries it counts as secure, and never counts a loopback one as secure ([`ENGINE_HINT`]).
-//! So in this mode the engines cannot use `localhost:5000`, and `up` and `lab check` say so.
+//! So in this mode each node's `localhost:5000` is lab's relay ([`crate::relay`]), which
+//! presents the node's client certificate to the registry's TLS port.
 //!
 //! Files, in `<cluster dir>/tls/` (0700; every file 0600, written atomically by
 //! [`crate::state::write_atomic`]): `ca.crt` and `ca.key` (the CA, ten years), `server.crt`
@@ -57,9 +58,9 @@ pub const RENEW_BEFORE: u64 = 30 * 86_400;
 
 /// The names and addresses the registry's certificate is valid for: every way a node, a task
 /// or lab reaches it (`localhost` and its IPv6 names, the loopbacks, and the stack's service
-/// names on its overlay network). Nodes reach it only through their own loopback (the
-/// forwarders and the mesh relay TCP, so TLS ends at the registry), so no node address is in
-/// it and a node made again with a new address needs no new certificate.
+/// names on its overlay network). Nodes' relays check it as `localhost` ([`SERVER_NAME`]),
+/// whatever address they dial, so no node address is in it and a node made again with a new
+/// address needs no new certificate.
 pub const SERVER_NAMES: &[&str] =
     &["localhost", "127.0.0.1", "::1", "ip6-localhost", "localhost6", "registry", "registry_registry"];
 
@@ -324,18 +325,23 @@ fn time_at(secs: u64) -> time::OffsetDateTime {
 /// The rustls configuration lab speaks to the registry with: it trusts only the cluster's CA
 /// and presents the client pair. ring is the provider, as for the rest of the tree.
 pub fn client_config(m: &Material) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
+    client_config_pem(&m.ca_cert, &m.client_cert, &m.client_key)
+}
+
+/// [`client_config`] from the PEM texts of the CA, the client certificate and its key.
+pub fn client_config_pem(ca: &str, cert: &str, key: &str) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(m.ca_cert.as_bytes()) {
+    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
         let c = c.map_err(|e| format!("the cluster's CA certificate: {e:?}"))?;
         roots.add(c).map_err(|e| format!("the cluster's CA certificate: {e}"))?;
     }
-    let chain = CertificateDer::pem_slice_iter(m.client_cert.as_bytes())
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| format!("the client certificate: {e:?}"))?;
     // Never the key's bytes in an error: only that it could not be read.
-    let key = PrivateKeyDer::from_pem_slice(m.client_key.as_bytes())
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
         .map_err(|_| "the client key could not be read".to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
@@ -360,8 +366,14 @@ const CA_FILE: &str = "/run/secrets/lab-registry-ca.crt";
 /// from the environment as YAML: `[/path]` (a bare path is a configuration error,
 /// "cannot unmarshal !!str into []string"; checked with distribution 2.8.2's own binary).
 /// With client CAs set, it requires and verifies a client certificate from them.
+///
+/// Relative URLs: the nodes reach the registry through their relays ([`crate::relay`]), in
+/// plain HTTP on `localhost:5000`, while the registry sees TLS; the absolute upload URLs it
+/// would build from that say `https://localhost:5000/...`, where dockerd finds the relay
+/// speaking plain HTTP. A relative `Location` is resolved against the URL dockerd used.
 pub fn registry_env() -> Vec<String> {
     vec![
+        "REGISTRY_HTTP_RELATIVEURLS=true".to_string(),
         format!("REGISTRY_HTTP_TLS_CERTIFICATE={CERT_FILE}"),
         format!("REGISTRY_HTTP_TLS_KEY={KEY_FILE}"),
         format!("REGISTRY_HTTP_TLS_CLIENTCAS=[{CA_FILE}]"),
@@ -513,12 +525,13 @@ pub fn engine_refused(answer: &str) -> bool {
     answer.contains("HTTP request to an HTTPS server")
 }
 
-/// Why a node's dockerd cannot use a mutual-TLS registry at `localhost:5000`, and what to do.
-pub const ENGINE_HINT: &str = "Docker never presents a client certificate to a registry at a loopback \
-     address: it counts localhost and 127.0.0.0/8 as insecure registries and reads /etc/docker/certs.d only for \
-     secure ones (moby issue 31326), so with mutual TLS a node's own dockerd cannot push or pull through \
-     localhost:5000, though the certificates are in place; lab push and clients presenting the certificate work. \
-     `lab up --registry-tls open` makes localhost:5000 work for the engines again";
+/// Why a node's dockerd was refused by a mutual-TLS registry, and what to do: it reached the
+/// registry itself rather than its node's relay ([`crate::relay`]), since dockerd never
+/// presents a client certificate to a loopback registry.
+pub const ENGINE_HINT: &str = "dockerd never presents a client certificate to a registry at a loopback address \
+     (it counts localhost and 127.0.0.0/8 as insecure registries; moby issue 31326), so with mutual TLS each node's \
+     localhost:5000 must be lab's relay (container lab-registry-forwarder), which presents the node's certificate; \
+     `lab up` starts it";
 
 /// Where the helper container sees the node's `/etc`.
 const HOST_ETC: &str = "/lab-host-etc";

@@ -77,22 +77,16 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
 /// What `up` says once about who may talk to the registry. On the ssh driver the nodes are
 /// machines on a real network: an open registry there lets anyone who reaches a node's port
 /// 5000 push an image the swarm will then run (the other drivers' nodes sit on a network only
-/// this machine reaches). In mutual TLS, the nodes' own dockerd cannot use `localhost:5000`
-/// (see [`lab_core::tls::ENGINE_HINT`]): said before anything is changed.
+/// this machine reaches).
 pub(super) fn registry_tls_warning(driver: &str, tls: RegistryTls) -> Option<String> {
     match tls {
         RegistryTls::Open if driver == "ssh" => Some(
             "the registry is open (tls = \"open\"): anyone on the hosts' network who reaches a node's port 5000 \
-             can push images the swarm will run; let only the cluster's own nodes reach port 5000 (Docker's \
-             DOCKER-USER iptables chain). `--registry-tls mutual` refuses every client without the cluster's \
-             certificate, but the nodes' own dockerd cannot present one to localhost:5000 yet (see the README)"
+             can push images the swarm will run; `--registry-tls mutual` (or [registry] tls = \"mutual\") refuses \
+             every client without the cluster's certificate"
                 .to_string(),
         ),
-        RegistryTls::Open => None,
-        RegistryTls::Mutual => Some(format!(
-            "with mutual TLS only clients presenting the cluster's certificate reach the registry. {}",
-            lab_core::tls::ENGINE_HINT
-        )),
+        RegistryTls::Open | RegistryTls::Mutual => None,
     }
 }
 
@@ -120,14 +114,14 @@ mod tests {
     fn an_open_registry_is_a_warning_on_the_ssh_driver_only() {
         let w = registry_tls_warning("ssh", RegistryTls::Open).expect("a warning on ssh");
         assert!(
-            w.contains("anyone on the hosts' network")
-                && w.contains("DOCKER-USER")
-                && w.contains("--registry-tls mutual"),
+            w.contains("anyone on the hosts' network") && w.contains("--registry-tls mutual"),
             "{w}"
         );
         for d in ["docker", "virtualbox", "qemu"] {
             assert_eq!(registry_tls_warning(d, RegistryTls::Open), None, "{d}");
         }
-        assert!(registry_tls_warning("docker", RegistryTls::Mutual).unwrap().contains("moby issue 31326"));
+        for d in ["docker", "ssh"] {
+            assert_eq!(registry_tls_warning(d, RegistryTls::Mutual), None, "{d}: mutual TLS serves the engines");
+        }
     }
 }
