@@ -33,20 +33,30 @@ fn sent(run: &lab_tests::Run) -> u64 {
 /// images` lists what is there, `rm` deletes a tag and `gc` reclaims its space.
 #[test]
 fn an_image_built_here_is_pushed_once_and_runs_on_every_worker() {
-    push_images_rm_gc(REGISTRY_IMAGE, "push", 2);
+    push_images_rm_gc(REGISTRY_IMAGE, "push", 2, &[]);
 }
 
 /// The same with the registry:3 stand-in (its configuration at /etc/distribution/config.yml).
 #[test]
 fn the_same_cycle_works_with_registry_3() {
-    push_images_rm_gc(REGISTRY3_IMAGE, "push3", 1);
+    push_images_rm_gc(REGISTRY3_IMAGE, "push3", 1, &[]);
 }
 
-/// The whole cycle on a cluster of `workers` workers whose registry runs `registry`.
-fn push_images_rm_gc(registry: &str, tag: &str, workers: usize) {
+/// The same in mutual TLS, with registry:3: lab speaks TLS to it, and the workers' engines
+/// pull through their relays.
+#[test]
+fn the_same_cycle_works_in_mutual_tls() {
+    push_images_rm_gc(REGISTRY3_IMAGE, "pushtls", 1, &["--registry-tls", "mutual"]);
+}
+
+/// The whole cycle on a cluster of `workers` workers whose registry runs `registry`, with
+/// `extra` flags for `up`.
+fn push_images_rm_gc(registry: &str, tag: &str, workers: usize, extra: &[&str]) {
     ensure_images();
     let lab = lab(tag);
-    lab.up_with_registry(registry, &["--workers", &workers.to_string()]).ok("lab up");
+    let workers_flag = workers.to_string();
+    let up_args: Vec<&str> = ["--workers", workers_flag.as_str()].into_iter().chain(extra.iter().copied()).collect();
+    lab.up_with_registry(registry, &up_args).ok("lab up");
     let manager = lab.container("manager");
     registry_is_configured_as_lab_wants(&lab, registry);
     let name = format!("e2e-{tag}-{}:1", std::process::id());
@@ -202,7 +212,7 @@ fn push_images_rm_gc(registry: &str, tag: &str, workers: usize) {
     });
     let node = if workers == 0 { "manager" } else { "worker1" };
     assert!(refused.stderr.contains(&format!("{node}: ")), "{}", refused.stderr);
-    lab.up_with_registry(registry, &["--workers", &workers.to_string()]).ok("lab up after an interrupted gc");
+    lab.up_with_registry(registry, &up_args).ok("lab up after an interrupted gc");
     let status = lab.on(&["status", "--output", "json"]).ok("lab status");
     assert_eq!(json(&status)["registry"]["read_only"], false, "{}", status.stdout);
     registry_is_configured_as_lab_wants(&lab, registry);

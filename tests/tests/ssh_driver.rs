@@ -641,19 +641,16 @@ fn host_key_verdicts_equal_openssh_for_a_table_of_known_hosts_files() {
 }
 
 /// Mutual TLS on hosts given over SSH: the certificates reach every host through its engine,
-/// the registry serves only clients presenting them (lab push, curl with them), a client
-/// without them is refused from this machine, and `down` takes lab's certificates away again.
-/// As on every driver, the hosts' own dockerd cannot use `localhost:5000` in this mode (Docker
-/// never presents a client certificate to a loopback registry): `up` says so and fails.
+/// every host's own dockerd pushes and pulls through `localhost:5000` (lab's relay on the host
+/// presents the certificate), lab push speaks TLS, a client without the certificate is
+/// refused from this machine, and `down` takes lab's certificates and relays away again.
 #[test]
 fn mutual_tls_on_ssh_hosts_refuses_clients_without_the_certificate_and_down_removes_it() {
     lab_tests::ensure_images();
     let lab = lab("sshtls");
     let bed = SshBed::new(&lab.cluster, &[("manager", "manager"), ("worker1", "worker")]);
     let hosts = bed.write_hosts(&bed.hosts_toml());
-    let first = up(&lab, &bed, &hosts, &["--registry-tls", "mutual"]);
-    assert_eq!(first.code, 1, "{}", first.all());
-    assert!(first.stderr.contains("lab: hint: Docker never presents a client certificate"), "{}", first.stderr);
+    let first = up(&lab, &bed, &hosts, &["--registry-tls", "mutual"]).ok("lab up --registry-tls mutual");
     assert!(!first.stderr.contains("anyone on the hosts' network"), "warned about an open registry: {}", first.stderr);
     assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
     let certs = ["/etc/docker/certs.d/localhost:5000/client.key", "/etc/docker/certs.d/127.0.0.1:5000/client.key"];
@@ -663,15 +660,29 @@ fn mutual_tls_on_ssh_hosts_refuses_clients_without_the_certificate_and_down_remo
             assert_eq!(st.stdout.trim(), "600", "{f} on {}", h.name);
         }
     }
+    // Each host's own engine: a push from the manager, a pull on the worker.
+    let tag = format!("localhost:5000/e2e/ssh-tls-engine-{}:1", std::process::id());
+    let manager = &bed.host("manager").container;
+    node_exec(manager, &["docker", "tag", REGISTRY_IMAGE, &tag]).ok("docker tag on the manager");
+    node_exec(manager, &["docker", "push", &tag]).ok("docker push from the manager's engine");
+    node_exec(&bed.host("worker1").container, &["docker", "pull", &tag]).ok("docker pull on the worker's engine");
     // lab push speaks TLS with lab's certificate.
     let pushed = lab.on(&["push", REGISTRY_IMAGE, "--as", "e2e/ssh-tls:1"]).ok("lab push");
     assert_eq!(pushed.stdout.trim(), "localhost:5000/e2e/ssh-tls:1", "{}", pushed.all());
-    // From this machine, the registry's host refuses a client without the certificate.
-    let reg = &bed.host("worker1").address;
-    for url in [format!("https://{reg}:5000/v2/_catalog"), format!("http://{reg}:5000/v2/_catalog")] {
-        let r = std::process::Command::new("curl").args(["-s", "-k", "-m", "5", &url]).output().expect("curl");
-        let body = String::from_utf8_lossy(&r.stdout);
-        assert!(!body.contains("repositories"), "{url} served a client without the certificate: {body}");
+    // From this machine, no host serves a client without the certificate: not the
+    // registry's TLS port, not the relays' port 5000.
+    for h in &bed.hosts {
+        let a = &h.address;
+        for url in [
+            format!("https://{a}:5443/v2/_catalog"),
+            format!("http://{a}:5443/v2/_catalog"),
+            format!("https://{a}:5000/v2/_catalog"),
+            format!("http://{a}:5000/v2/_catalog"),
+        ] {
+            let r = std::process::Command::new("curl").args(["-s", "-k", "-m", "5", &url]).output().expect("curl");
+            let body = String::from_utf8_lossy(&r.stdout);
+            assert!(!body.contains("repositories"), "{url} served a client without the certificate: {body}");
+        }
     }
     lab.on(&["down"]).ok("lab down");
     for h in &bed.hosts {
@@ -679,5 +690,7 @@ fn mutual_tls_on_ssh_hosts_refuses_clients_without_the_certificate_and_down_remo
             let gone = node_exec(&h.container, &["test", "-e", f]);
             assert_ne!(gone.code, 0, "{f} is still on {} after down", h.name);
         }
+        let relay = node_exec(&h.container, &["docker", "ps", "-aq", "--filter", "name=lab-registry-forwarder"]);
+        assert_eq!(relay.stdout.trim(), "", "the relay is still on {} after down", h.name);
     }
 }
