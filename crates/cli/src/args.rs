@@ -239,8 +239,8 @@ pub struct TopologyArgs {
     #[arg(long, value_enum)]
     pub registry_mode: Option<ModeArg>,
     /// Who may talk to the registry: open (anyone who reaches a node's port 5000, as the seed;
-    /// the default) or mutual (TLS, only clients presenting the cluster's certificate, such as
-    /// lab push; the nodes' own dockerd cannot, see the README).
+    /// the default) or mutual (TLS on port 5443, only clients presenting the cluster's
+    /// certificate; each node's localhost:5000 is a relay that presents it, see the README).
     #[arg(long, value_enum, value_name = "open|mutual")]
     pub registry_tls: Option<TlsArg>,
     /// Go ahead with what lab otherwise refuses because it loses data: repairing a broken

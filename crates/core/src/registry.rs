@@ -1269,6 +1269,15 @@ async fn explain_node(rt: &dyn Nodes, node: &str, service: Option<&str>) -> Stri
         return format!("image {} is missing on this node (run lab up)", rt.desired().registry_image);
     }
     let reg = &rt.desired().topology.registry_node().name;
+    if rt.desired().tls == RegistryTls::Mutual {
+        return match observe_forwarder(&e.docker).await {
+            None => format!("the relay container {FORWARDER} is not running (run lab up)"),
+            Some(t) => format!(
+                "the relay points at {t}, which does not answer with the registry (`docker logs {FORWARDER}` on \
+                 {node} says why)"
+            ),
+        };
+    }
     match rt.state().registry_mode {
         Some(RegistryMode::Mesh) => match has_ipvs(rt, node).await {
             Ok(false) => "no IPVS in this node's kernel, so the ingress routing mesh cannot answer; \
@@ -1411,8 +1420,9 @@ mod tests {
         assert_eq!(config_path(&p(&["registry", "serve"])), None);
     }
 
-    /// Mutual TLS adds the TLS environment and the TLS secrets to the same spec, and the
-    /// service reads back as serving those certificates; without them it reads back as plain.
+    /// Mutual TLS adds the TLS environment and the TLS secrets to the same spec and publishes
+    /// the TLS port (5000 is the relays'), and the service reads back as serving those
+    /// certificates, matching lab's spec; without them it reads back as plain on port 5000.
     #[test]
     fn a_mutual_tls_spec_carries_its_certificates_and_reads_back_as_them() {
         let program = vec!["/entrypoint.sh".to_string()];
@@ -1431,9 +1441,24 @@ mod tests {
         let secrets = cs.secrets.clone().unwrap();
         assert_eq!(secrets.len(), 4);
         assert_eq!(crate::tls::deployed_fingerprint(&env, &secrets).as_deref(), Some("f00"));
+        let published = |s: &ServiceSpec| s.endpoint_spec.as_ref().unwrap().ports.as_ref().unwrap()[0].published_port;
+        assert_eq!(published(&spec), Some(TLS_PORT as i64));
         let open = service_spec("registry:2", &program, "secret-id", RegistryMode::Fallback, &[]);
         let cs = open.task_template.as_ref().unwrap().container_spec.as_ref().unwrap();
         assert_eq!(crate::tls::deployed_fingerprint(cs.env.as_ref().unwrap(), cs.secrets.as_ref().unwrap()), None);
+        assert_eq!(published(&open), Some(PORT as i64));
+        // The secret lab's wrapper reads must be there for the spec to be lab's.
+        let with_secret = |mut s: ServiceSpec| {
+            let cs = s.task_template.as_mut().unwrap().container_spec.as_mut().unwrap();
+            cs.secrets.as_mut().unwrap()[0].secret_name = Some(SECRET_NAME.into());
+            s
+        };
+        assert!(spec_matches(&with_secret(spec.clone())));
+        assert!(spec_matches(&with_secret(open.clone())));
+        // TLS published on 5000 (as lab did before the relays) is not lab's spec.
+        let mut old = with_secret(spec);
+        old.endpoint_spec.as_mut().unwrap().ports.as_mut().unwrap()[0].published_port = Some(PORT as i64);
+        assert!(!spec_matches(&old));
     }
 
     /// The wrapper reads the secret file into REGISTRY_HTTP_SECRET and runs the image's

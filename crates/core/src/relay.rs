@@ -70,8 +70,12 @@ fn normal_arch(a: &str) -> &str {
 }
 
 fn pack() -> Result<Program, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("find lab's own executable: {e}"))?;
-    let bytes = std::fs::read(&exe).map_err(|e| format!("read {}: {e}", exe.display()))?;
+    // The running program itself, through /proc: what runs here, even if its file was
+    // replaced since (lab upgraded or rebuilt while `up` runs).
+    let bytes = std::fs::read("/proc/self/exe").or_else(|_| {
+        let exe = std::env::current_exe().map_err(|e| format!("find lab's own executable: {e}"))?;
+        std::fs::read(&exe).map_err(|e| format!("read {}: {e}", exe.display()))
+    })?;
     let interp = interpreter(&bytes);
     let mut tar = tar::Builder::new(Vec::new());
     let mut add = |path: &str, data: &[u8]| {
