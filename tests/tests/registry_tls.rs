@@ -134,6 +134,20 @@ fn mutual_tls_serves_only_clients_with_the_clusters_certificate() {
         }
     }
 
+    // A container on a node's own bridge network is not the node: the relay is not there for
+    // it (it listens on the node's loopback), so port 5000 gives it nothing, neither at the
+    // node (the bridge's gateway) nor at any address of the bridge.
+    let scan = "p=$(hostname -i | cut -d. -f1-3); for i in 1 2 3 4 5 6 7 8; do \
+                wget -q -T 2 -O- http://$p.$i:5000/v2/ && exit 0; done; exit 1";
+    for node in NODES {
+        let r = node_exec(
+            &lab.container(node),
+            &["docker", "run", "--rm", "--entrypoint", "sh", REGISTRY_IMAGE, "-c", scan],
+        );
+        assert_ne!(r.code, 0, "a container on {node}'s bridge reached the relay: {}", r.all());
+        assert!(!r.stdout.contains('{'), "a container on {node}'s bridge got the registry: {}", r.all());
+    }
+
     // lab push and lab images speak TLS with lab's certificate; Swarm runs the image on every
     // worker, each node's engine pulling it through its relay.
     let pushed = push_image(&lab, &format!("e2e-tls-push-{pid}:1"), "pushed-in-tls");

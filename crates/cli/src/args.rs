@@ -61,9 +61,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RelayArgs {
-    /// Where to take plain connections.
-    #[arg(long)]
-    pub listen: std::net::SocketAddr,
+    /// Where to take plain connections; repeatable.
+    #[arg(long, required = true)]
+    pub listen: Vec<std::net::SocketAddr>,
     /// The registry, HOST:PORT, spoken to in TLS.
     #[arg(long)]
     pub to: String,

@@ -581,6 +581,7 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
         _ => rt.engine(&reg).await?.advertise_addr,
     };
     let label = kind.label(&target).unwrap_or_default();
+    let relay = kind == crate::plan::Forwarder::Relay;
     // The forwarder's program and what it needs: busybox `nc` from the registry image, or lab
     // itself (packed into the container before it starts) with the node's client certificate.
     let (entrypoint, mounts, archive) = match kind {
@@ -600,7 +601,9 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
             let mut entrypoint = program.entrypoint.clone();
             entrypoint.extend([
                 "--listen".to_string(),
-                format!("0.0.0.0:{PORT}"),
+                format!("127.0.0.1:{PORT}"),
+                "--listen".into(),
+                format!("[::1]:{PORT}"),
                 "--to".into(),
                 format!("{}:{TLS_PORT}", crate::plan::bracket(&target)),
                 "--certs".into(),
@@ -640,15 +643,15 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
             cmd: Some(vec![]),
             // The relay's files are root's, 0600 for the key: whatever user the image names.
             user: archive.as_ref().map(|_| "0:0".to_string()),
-            exposed_ports: Some(vec![port.clone()]),
+            exposed_ports: (!relay).then(|| vec![port.clone()]),
             labels: Some(HashMap::from([
                 ("lab.cluster".to_string(), rt.desired().topology.cluster.to_string()),
                 (FORWARD_TO_LABEL.to_string(), label.clone()),
                 (FORWARD_LISTEN_LABEL.to_string(), "loopback".to_string()),
             ])),
             host_config: Some(HostConfig {
-                network_mode: Some("bridge".into()),
-                port_bindings: Some(HashMap::from([(port, Some(bindings))])),
+                network_mode: Some(if relay { "host" } else { "bridge" }.into()),
+                port_bindings: (!relay).then(|| HashMap::from([(port, Some(bindings))])),
                 mounts: mounts.clone(),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
@@ -696,6 +699,17 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
             }
         }
     };
+    if relay {
+        // In the node's own network namespace, listening on its loopbacks itself: nothing
+        // but the node's own processes reaches it, not even a container on the node's
+        // bridge. It waits for a port the registry still holds, and does without [::1] where
+        // the node has no IPv6 loopback.
+        start(create(&[])).await.map_err(|err| Error::node(node, step, err))?;
+        return Ok(format!(
+            "relaying localhost:{PORT} (127.0.0.1, and [::1] where the node has it) to {reg} ({target}:{TLS_PORT}) \
+             in mutual TLS"
+        ));
+    }
     let listens = match start_when_free(&["127.0.0.1", "::1"]).await {
         Ok(()) => "127.0.0.1 and [::1]",
         Err(first) => {
@@ -705,12 +719,7 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
             "127.0.0.1"
         }
     };
-    Ok(match kind {
-        crate::plan::Forwarder::Relay => {
-            format!("relaying {listens}:{PORT} to {reg} ({target}:{TLS_PORT}) in mutual TLS")
-        }
-        _ => format!("relaying {listens}:{PORT} to {reg} ({target})"),
-    })
+    Ok(format!("relaying {listens}:{PORT} to {reg} ({target})"))
 }
 
 async fn remove_forwarder(node: &str, docker: &Docker) -> Result<()> {

@@ -168,21 +168,65 @@ fn loaded_libraries() -> Vec<PathBuf> {
     out
 }
 
-/// `lab relay`: takes plain connections on `listen` and relays each to the registry at
-/// `target` in TLS, presenting the client certificate in `certs` (`ca.crt`, `client.cert`,
-/// `client.key`, read at each connection). Runs until killed; what goes wrong with one
-/// connection goes to stderr (the container's log) and ends that connection only.
-pub async fn serve(listen: SocketAddr, target: String, certs: PathBuf) -> std::io::Result<()> {
-    let listener = TcpListener::bind(listen).await?;
-    eprintln!("lab relay: {listen} to {target}, in TLS with the certificates in {}", certs.display());
-    loop {
-        let (inbound, peer) = listener.accept().await?;
-        let (target, certs) = (target.clone(), certs.clone());
-        tokio::spawn(async move {
-            if let Err(why) = relay_one(inbound, &target, &certs).await {
-                eprintln!("lab relay: a connection from {peer}: {why}");
+/// `lab relay`: takes plain connections on each of `listen` and relays each to the registry
+/// at `target` in TLS, presenting the client certificate in `certs` (`ca.crt`, `client.cert`,
+/// `client.key`, read at each connection). An address still in use (a registry deployed
+/// before in open mode lets go of port 5000 a few seconds after it changed) is tried again
+/// for [`PORT_WAIT`]; an IPv6 one the node does not have is done without. Runs until killed;
+/// what goes wrong with one connection goes to stderr (the container's log) and ends that
+/// connection only.
+pub async fn serve(listen: Vec<SocketAddr>, target: String, certs: PathBuf) -> std::io::Result<()> {
+    let mut listeners = Vec::new();
+    for addr in listen {
+        match bind_when_free(addr).await {
+            Ok(l) => listeners.push(l),
+            Err(e) if addr.is_ipv6() && e.kind() != std::io::ErrorKind::AddrInUse => {
+                eprintln!("lab relay: not listening on {addr}: {e}");
             }
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("listen on {addr}: {e}"))),
+        }
+    }
+    if listeners.is_empty() {
+        return Err(std::io::Error::other("no address to listen on"));
+    }
+    let mut loops = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let (target, certs) = (target.clone(), certs.clone());
+        let addr = listener.local_addr()?;
+        eprintln!("lab relay: {addr} to {target}, in TLS with the certificates in {}", certs.display());
+        loops.spawn(async move {
+            loop {
+                let (inbound, peer) = listener.accept().await?;
+                let (target, certs) = (target.clone(), certs.clone());
+                tokio::spawn(async move {
+                    if let Err(why) = relay_one(inbound, &target, &certs).await {
+                        eprintln!("lab relay: a connection from {peer}: {why}");
+                    }
+                });
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), std::io::Error>(())
         });
+    }
+    match loops.join_next().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => Err(std::io::Error::other(e.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// How long the relay waits for a port in use.
+pub const PORT_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
+
+async fn bind_when_free(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let since = std::time::Instant::now();
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && since.elapsed() < PORT_WAIT => {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
     }
 }
 
