@@ -7,8 +7,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use std::time::Duration;
 
-use lab_tests::{assert_served, docker, ensure_images, node_exec, push_image, Lab, NODE_IMAGE, REGISTRY_IMAGE};
+use lab_tests::{
+    assert_served, docker, ensure_images, node_exec, push_image, wait_for, Lab, NODE_IMAGE, REGISTRY_IMAGE,
+};
 use serde_json::Value;
 
 fn lab(tag: &str) -> Lab {
@@ -65,7 +68,11 @@ fn assert_refused(what: &str, curl: &dyn Fn(&[&str]) -> lab_tests::Run, addr: &s
         for url in [format!("https://{addr}:5443{path}"), format!("https://{addr}:5000{path}")] {
             // Not checking the certificate either: still nothing.
             let r = curl(&["-s", "-k", "-m", "5", &url]);
-            assert!(!r.stdout.contains('{'), "{what}: {url} (insecure) served a client without the certificate: {}", r.stdout);
+            assert!(
+                !r.stdout.contains('{'),
+                "{what}: {url} (insecure) served a client without the certificate: {}",
+                r.stdout
+            );
         }
         for url in [format!("http://{addr}:5443{path}"), format!("http://{addr}:5000{path}")] {
             let r = curl(&["-s", "-m", "5", &url]);
@@ -256,6 +263,21 @@ fn mutual_tls_serves_only_clients_with_the_clusters_certificate() {
     assert_eq!(std::fs::read_to_string(tls_dir.join("ca.crt")).unwrap(), ca_before, "the CA changed");
     lab.on(&["images"]).ok("lab images with renewed certificates");
     push_from(&lab, "worker2", &format!("localhost:5000/e2e/renewed-{pid}:1"));
+
+    // A node restarted by hand (`docker restart`, whose engine then stops every container
+    // within Docker's stop timeout) comes back with its relay, and its engine pulls again.
+    docker(&["restart", &lab.container("worker2")]).ok("docker restart worker2");
+    let renewed_tag = format!("localhost:5000/e2e/renewed-{pid}:1");
+    wait_for("worker2's engine pulling through its relay after a restart", Duration::from_secs(120), || {
+        let c = lab.container("worker2");
+        node_exec(&c, &["docker", "image", "rm", "-f", &renewed_tag]);
+        let r = node_exec(&c, &["docker", "pull", &renewed_tag]);
+        if r.code == 0 {
+            Ok(())
+        } else {
+            Err(format!("{}\n{}", r.all(), docker(&["logs", "--tail", "3", &c]).all()))
+        }
+    });
 
     // Back to open: the registry is redeployed without TLS, the relays give way, and the
     // engines push again.

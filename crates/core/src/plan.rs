@@ -327,7 +327,6 @@ impl Plan {
     }
 }
 
-
 /// What serves `localhost:5000` on a node besides the registry itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Forwarder {
@@ -900,7 +899,11 @@ pub(crate) mod tests {
                 let kind = Forwarder::wanted(d.tls, mode, *node == reg);
                 if kind == Forwarder::Relay {
                     let c = o.certs.as_ref().expect("a relay before the certificates");
-                    assert_eq!(o.nodes[node].registry_certs.as_ref(), Some(&c.nodes), "a relay on {node} before its certificates");
+                    assert_eq!(
+                        o.nodes[node].registry_certs.as_ref(),
+                        Some(&c.nodes),
+                        "a relay on {node} before its certificates"
+                    );
                     assert!(
                         o.registry.as_ref().is_some_and(|r| r.tls.as_ref() == Some(&c.registry)),
                         "a relay on {node} before the registry serves TLS on its own port"
@@ -1223,7 +1226,11 @@ pub(crate) mod tests {
         let open_mesh = Desired { tls: RegistryTls::Open, ..mesh.clone() };
         let p = plan(&open_mesh, &m);
         let deploy = p.steps.iter().position(|s| s.step == Step::DeployRegistry).expect("a deploy");
-        assert_eq!(p.steps[deploy].after.iter().filter(|&&a| matches!(p.steps[a].step, Step::Forwarder { .. })).count(), 3, "{p:#?}");
+        assert_eq!(
+            p.steps[deploy].after.iter().filter(|&&a| matches!(p.steps[a].step, Step::Forwarder { .. })).count(),
+            3,
+            "{p:#?}"
+        );
         execute(&open_mesh, &mut m);
         assert!(plan(&open_mesh, &m).is_empty());
     }

@@ -330,7 +330,10 @@ fn spec_matches(spec: &ServiceSpec) -> bool {
             && cs.command.as_ref() == Some(&secret_command());
     let replicas = spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas);
     let port = spec.endpoint_spec.as_ref().and_then(|e| e.ports.as_ref()).and_then(|p| p.first());
-    let tls = crate::tls::deployed_fingerprint(cs.env.as_deref().unwrap_or_default(), cs.secrets.as_deref().unwrap_or_default());
+    let tls = crate::tls::deployed_fingerprint(
+        cs.env.as_deref().unwrap_or_default(),
+        cs.secrets.as_deref().unwrap_or_default(),
+    );
     let published = if tls.is_some() { TLS_PORT } else { PORT };
     uses_secret
         && replicas == Some(1)
@@ -1032,7 +1035,9 @@ async fn check_refusal(rt: &dyn Nodes, node: &str) -> Vec<UrlCheck> {
             Ok(o) if o.code == 0 && o.output.contains("HTTP request to an HTTPS server") => {
                 (true, "refused: the registry speaks only TLS".into())
             }
-            Ok(o) if o.code == 127 => (false, format!("could not ask: no curl or wget on the node ({})", o.output.trim())),
+            Ok(o) if o.code == 127 => {
+                (false, format!("could not ask: no curl or wget on the node ({})", o.output.trim()))
+            }
             Ok(o) if o.code != 0 => (true, format!("refused (exit {})", o.code)),
             Ok(o) => (false, format!("exit 0 with an unexpected answer: {}", o.output.trim())),
             Err(e) => (false, format!("could not run the probe: {e}")),

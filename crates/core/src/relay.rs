@@ -208,10 +208,19 @@ pub async fn serve(listen: Vec<SocketAddr>, target: String, certs: PathBuf) -> s
             Ok::<(), std::io::Error>(())
         });
     }
-    match loops.join_next().await {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => Err(std::io::Error::other(e.to_string())),
-        None => Ok(()),
+    // PID 1 of its container: a signal's default action does not apply there, so SIGTERM
+    // (docker stop, the node's dockerd shutting down) must end it here, or every stop waits
+    // for the engine's timeout and a kill.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::select! {
+        ended = loops.join_next() => match ended {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(std::io::Error::other(e.to_string())),
+            None => Ok(()),
+        },
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
     }
 }
 

@@ -341,8 +341,8 @@ pub fn client_config_pem(ca: &str, cert: &str, key: &str) -> std::result::Result
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| format!("the client certificate: {e:?}"))?;
     // Never the key's bytes in an error: only that it could not be read.
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
-        .map_err(|_| "the client key could not be read".to_string())?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| "the client key could not be read".to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

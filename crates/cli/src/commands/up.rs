@@ -69,7 +69,11 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     let obs = observe(&*rt).await?;
     print!("{}", status_table(&rt, &obs));
     println!();
-    println!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode})");
+    let tls = match rt.desired.tls {
+        RegistryTls::Open => "",
+        RegistryTls::Mutual => "; mutual TLS: every other client needs the cluster's certificate",
+    };
+    println!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})");
     println!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"");
     Ok(0)
 }
@@ -113,10 +117,7 @@ mod tests {
     #[test]
     fn an_open_registry_is_a_warning_on_the_ssh_driver_only() {
         let w = registry_tls_warning("ssh", RegistryTls::Open).expect("a warning on ssh");
-        assert!(
-            w.contains("anyone on the hosts' network") && w.contains("--registry-tls mutual"),
-            "{w}"
-        );
+        assert!(w.contains("anyone on the hosts' network") && w.contains("--registry-tls mutual"), "{w}");
         for d in ["docker", "virtualbox", "qemu"] {
             assert_eq!(registry_tls_warning(d, RegistryTls::Open), None, "{d}");
         }
