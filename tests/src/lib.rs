@@ -510,3 +510,34 @@ pub fn image_made_on_manager_runs_on_with(
     assert!(!pulled.stdout.trim().is_empty(), "{worker} runs the service but has no {repo} image");
     node_exec(manager, &["docker", "service", "rm", "e2e-hello"]).ok("service rm");
 }
+
+/// `image`, put in with `lab push`, runs as a global service on the `workers` (every node
+/// Swarm schedules on), each printing its content: the service is made through `manager`
+/// with `exec` (a node's command runner, for drivers whose nodes are not this engine's
+/// containers), and removed again.
+pub fn pushed_runs_on_workers(exec: &dyn Fn(&str, &[&str]) -> Run, manager: &str, workers: &[&str], image: &Pushed) {
+    let svc = format!("e2e-pushed-{}", std::process::id());
+    let reference = image.reference();
+    exec(manager, &["docker", "service", "rm", &svc]);
+    exec(manager, &["docker", "service", "create", "--detach", "--name", &svc, "--mode", "global", &reference])
+        .ok(&format!("service create {reference}"));
+    wait_for(&format!("{reference} running on {workers:?}"), Duration::from_secs(300), || {
+        let r = exec(manager, &["docker", "service", "ps", &svc, "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"]);
+        let running = r.stdout.lines().filter(|l| l.contains(" Running ")).count();
+        if running == workers.len() {
+            Ok(())
+        } else {
+            Err(r.all())
+        }
+    });
+    let logs = wait_for(&format!("{svc} printing {}", image.content), Duration::from_secs(60), || {
+        let r = exec(manager, &["docker", "service", "logs", "--raw", &svc]);
+        if r.stdout.matches(image.content).count() >= workers.len() {
+            Ok(r)
+        } else {
+            Err(r.all())
+        }
+    });
+    assert!(logs.stdout.contains(image.content), "{}", logs.all());
+    exec(manager, &["docker", "service", "rm", &svc]).ok("service rm");
+}

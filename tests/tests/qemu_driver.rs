@@ -83,6 +83,10 @@ fn a_qemu_cluster_lives_its_days_on_real_kernels() {
     image_made_on_manager_runs_on_with(&exec, "manager", "worker1", &format!("{}-worker1", lab.cluster));
 
     phase("service on a worker done");
+    // Built on this machine, `lab push`ed into the VMs' registry, run by Swarm on both workers.
+    let pushed = lab_tests::push_image(&lab, &format!("e2e-qemu-push-{}:1", std::process::id()), "pushed-to-qemu");
+    lab_tests::pushed_runs_on_workers(&exec, "manager", &["worker1", "worker2"], &pushed);
+    phase("lab push done");
     // A plain second up changes nothing.
     let plan = lab.on(&["plan"]).ok("plan");
     assert!(plan.stdout.contains("nothing to do"), "second plan is not empty:\n{}", plan.all());

@@ -110,6 +110,15 @@ fn up_makes_the_seeds_machines_and_a_working_swarm() {
 
     let worker2 = v.machine("worker2");
     lab_tests::image_made_on_manager_runs_on(&manager, &worker2, &worker2);
+    // Built on this machine, `lab push`ed, run by Swarm on both workers.
+    let pushed =
+        lab_tests::Pushed { name: format!("e2e-vbox-push-{}:1", std::process::id()), content: "pushed-to-vbox" };
+    let image = lab_tests::HostImage::with_content(&pushed.name, pushed.content);
+    let r = v.on(&["push", &image.0]).ok("lab push");
+    assert_eq!(r.stdout.trim(), pushed.reference(), "{}", r.all());
+    drop(image);
+    let exec = |node: &str, argv: &[&str]| node_exec(node, argv);
+    lab_tests::pushed_runs_on_workers(&exec, &manager, &[&v.machine("worker1"), &worker2], &pushed);
 
     // A second `up` plans nothing, changes nothing and creates, starts or removes nothing.
     let ids: Vec<String> = nodes.iter().map(|n| container_id(&v.machine(n))).collect();
