@@ -212,7 +212,12 @@ fn push_images_rm_gc(registry: &str, tag: &str, workers: usize, extra: &[&str]) 
     });
     let node = if workers == 0 { "manager" } else { "worker1" };
     assert!(refused.stderr.contains(&format!("{node}: ")), "{}", refused.stderr);
+    // lab check fails on it too (every node still answers {}), saying what makes it writable.
+    let check = lab.on(&["check"]);
+    assert_eq!(check.code, 1, "lab check passes a read-only registry:\n{}", check.all());
+    assert!(check.stdout.contains("read-only") && check.stdout.contains("lab up"), "{}", check.all());
     lab.up_with_registry(registry, &up_args).ok("lab up after an interrupted gc");
+    lab.on(&["check"]).ok("lab check once the registry is writable");
     let status = lab.on(&["status", "--output", "json"]).ok("lab status");
     assert_eq!(json(&status)["registry"]["read_only"], false, "{}", status.stdout);
     registry_is_configured_as_lab_wants(&lab, registry);

@@ -16,11 +16,19 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
     let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true).await?;
     rt.set_machines(rt.driver.observe().await?);
     let checks = check_all(&rt).await;
-    let ok = checks.iter().all(|c| c.ok);
+    // Every node answering {} is not enough: a registry left read-only (an interrupted
+    // `lab images gc`) answers, and refuses every push.
+    let read_only = match rt.manager().await {
+        Ok((_, mgr)) => lab_core::registry::observe(&mgr).await.is_some_and(|r| r.read_only),
+        Err(_) => false,
+    };
+    let ok = checks.iter().all(|c| c.ok) && !read_only;
     match output {
-        Output::Json => {
-            println!("{}", serde_json::to_string_pretty(&json!({"ok": ok, "nodes": checks})).expect("json"))
-        }
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"ok": ok, "nodes": checks, "registry": {"read_only": read_only}}))
+                .expect("json")
+        ),
         Output::Table => {
             let mut rows = Vec::new();
             for c in &checks {
@@ -50,6 +58,16 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
                         answer,
                     ]);
                 }
+            }
+            if read_only {
+                rows.push(vec![
+                    "-".into(),
+                    "the registry takes pushes".into(),
+                    "FAIL".into(),
+                    "read-only, as `lab images gc` leaves it while it runs; if none runs, one was interrupted: \
+                     `lab up` makes it writable again"
+                        .into(),
+                ]);
             }
             print!("{}", table(&["NODE", "CHECK", "RESULT", "ANSWER"], &rows));
             for c in checks.iter().filter(|c| !c.ok) {
