@@ -144,8 +144,10 @@ fn mutual_tls_serves_only_clients_with_the_clusters_certificate() {
     // A container on a node's own bridge network is not the node: the relay is not there for
     // it (it listens on the node's loopback), so port 5000 gives it nothing, neither at the
     // node (the bridge's gateway) nor at any address of the bridge.
+    // (`timeout`, not wget's `-T`, on which Debian's busybox wget crashes: a crash would read
+    // as nothing served.)
     let scan = "p=$(hostname -i | cut -d. -f1-3); for i in 1 2 3 4 5 6 7 8; do \
-                wget -q -T 2 -O- http://$p.$i:5000/v2/ && exit 0; done; exit 1";
+                timeout 2 wget -q -O- http://$p.$i:5000/v2/ && exit 0; done; exit 1";
     for node in NODES {
         let r = node_exec(
             &lab.container(node),

@@ -967,14 +967,9 @@ pub const CHECK_URLS: [&str; 2] = ["http://127.0.0.1:5000/v2/", "http://localhos
 /// refusal is for the missing client certificate, not for an unknown server.
 const NODE_CA: &str = "/etc/docker/certs.d/localhost:5000/ca.crt";
 
-/// The URLs checked on every node: [`CHECK_URLS`], in either mode (with mutual TLS, the
-/// node's relay answers them and speaks TLS to the registry).
-pub fn check_urls(_tls: RegistryTls) -> [String; 2] {
-    CHECK_URLS.map(String::from)
-}
-
-/// curl's arguments for `urls` (busybox `wget` where there is no curl).
-fn curl_commands(_tls: RegistryTls, urls: &[&str]) -> Vec<Vec<String>> {
+/// curl's arguments for `urls` (busybox `wget` where there is no curl). In mutual TLS too:
+/// the node's relay answers them.
+fn curl_commands(urls: &[&str]) -> Vec<Vec<String>> {
     let mut curl: Vec<String> = ["curl", "-s", "-m", "5"].map(String::from).to_vec();
     curl.extend(urls.iter().map(|u| u.to_string()));
     let mut wget: Vec<String> = ["wget", "-q", "-O-"].map(String::from).to_vec();
@@ -1017,7 +1012,9 @@ async fn check_refusal(rt: &dyn Nodes, node: &str) -> Vec<UrlCheck> {
     let curl = |args: &[&str]| -> Vec<String> {
         ["curl", "-s", "-m", "5"].iter().chain(args).map(|a| a.to_string()).collect()
     };
-    let wget = |url: &str| -> Vec<String> { ["wget", "-q", "-T", "5", "-O-", url].map(String::from).to_vec() };
+    // No `-T`: Debian's busybox wget crashes on it, which would read as a refusal; the
+    // timeout around the probe bounds it.
+    let wget = |url: &str| -> Vec<String> { ["wget", "-q", "-O-", url].map(String::from).to_vec() };
     let mut out = Vec::new();
     for (what, argvs) in [
         (
@@ -1090,21 +1087,18 @@ async fn check_node_with(rt: &dyn Nodes, node: &str, detailed: bool) -> NodeChec
     }
     // Both URLs in one command first (the common, healthy case: one exec per node); one
     // command per URL only to tell which fails.
-    let tls = rt.desired().tls;
-    let check_urls = check_urls(tls);
-    let [a, b] = [check_urls[0].as_str(), check_urls[1].as_str()];
-    let both = fetch(rt, node, &curl_commands(tls, &[a, b])).await;
+    let both = fetch(rt, node, &curl_commands(&CHECK_URLS)).await;
     if matches!(&both, Ok(out) if out.code == 0 && out.output.trim() == "{}{}") {
-        let urls = check_urls.iter().map(|u| UrlCheck { url: u.to_string(), ok: true, answer: "{}".into() }).collect();
+        let urls = CHECK_URLS.iter().map(|u| UrlCheck { url: u.to_string(), ok: true, answer: "{}".into() }).collect();
         return NodeCheck { node: node.into(), ok: true, urls, engine: None, explanation: None };
     }
     if !detailed {
         return failed(None);
     }
-    let urls = join_all(check_urls.iter().map(|url| async move {
+    let urls = join_all(CHECK_URLS.iter().map(|url| async move {
         // curl as in the seed, else busybox wget (no `-T`: Debian's busybox wget crashes on
         // it; the timeout around the probe bounds it).
-        let r = fetch(rt, node, &curl_commands(tls, &[url])).await;
+        let r = fetch(rt, node, &curl_commands(&[url])).await;
         let (ok, answer) = match r {
             Ok(out) if out.code == 0 && out.output.trim() == "{}" => (true, "{}".to_string()),
             Ok(out) => (false, format!("exit {}: {}", out.code, out.output.trim())),

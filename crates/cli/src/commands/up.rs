@@ -62,7 +62,7 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
         }
         execute(rt.clone(), &p).await?;
     }
-    let [a, b] = lab_core::registry::check_urls(rt.desired.tls);
+    let [a, b] = lab_core::registry::CHECK_URLS;
     progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
     wait_ready(&*rt, READY_TIMEOUT).await?;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
