@@ -625,12 +625,12 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             && current(name).is_some()
             && (name == reg_node || mode == Some(RegistryMode::Mesh) && current(name).is_some_and(|c| is_relay(&c)))
     };
-    let freed: Vec<usize> = topo
+    let freed: BTreeMap<&str, usize> = topo
         .nodes
         .iter()
         .map(|n| n.name.as_str())
         .filter(|name| holds_port(name))
-        .map(|name| p.push(Step::Forwarder { node: name.into() }, [engine_ready.get(name).copied()]))
+        .map(|name| (name, p.push(Step::Forwarder { node: name.into() }, [engine_ready.get(name).copied()])))
         .collect();
     let moved = moving.map(|from| {
         let m = p.push(
@@ -668,7 +668,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         // first, or the node would try to pull it and back off. When the data moved, though,
         // the old node may still carry the label: wait until it has lost it.
         let mut after = vec![choose, init, image_ready.get(reg_node).copied(), last_manager, moved, issue];
-        after.extend(freed.iter().map(|&f| Some(f)));
+        after.extend(freed.values().map(|&f| Some(f)));
         if moved.is_some() {
             after.extend(configured.values().map(|&c| Some(c)));
         }
@@ -703,7 +703,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             Some(Forwarder::None) => current(name).is_none(),
             Some(kind) => target.as_deref().is_some_and(|t| current(name) == kind.label(t)),
         };
-        if ok || freed.iter().any(|&f| p.steps[f].step == Step::Forwarder { node: name.into() }) {
+        if ok || freed.contains_key(name) {
             continue;
         }
         // Known before the mode is: mutual TLS means a relay on every node.
