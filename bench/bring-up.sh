@@ -75,36 +75,12 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # --- cleanup: only what this run made --------------------------------------------------------
 
-lab_down() { # cluster
-  if [ -n "$LAB" ] && [ -x "$LAB" ]; then
-    if ! lab down --cluster "$1" >"$LOGS/down-$1.log" 2>&1; then
-      log "lab down --cluster $1 failed; sweeping by label. Its output:"
-      cat "$LOGS/down-$1.log" >&3
-    fi
-  fi
-  # Whatever lab down missed (it was interrupted, or lab never recorded the cluster).
-  remove_by_label "lab.cluster=$1"
-}
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  log "cleaning up"
-  if [ -n "$CHILD" ]; then
-    kill -TERM "$CHILD" 2>/dev/null
-    wait "$CHILD" 2>/dev/null
-    CHILD=""
-  fi
+tidy() {
   remove_by_label "bench.run=$RUN"
   local c
   for c in ${LAB_CLUSTERS[@]+"${LAB_CLUSTERS[@]}"}; do lab_down "$c"; done
-  rm -rf "$TMP"
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+cleanup_on_exit
 
 # --- prerequisites -------------------------------------------------------------------------
 

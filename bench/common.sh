@@ -57,3 +57,38 @@ prerequisites() {
   [ -x "$LAB" ] || die "no lab binary at $LAB"
   LAB=$(cd "$(dirname "$LAB")" && pwd)/$(basename "$LAB")
 }
+
+# lab down of a cluster this run made, then whatever it missed (it was interrupted, or lab
+# never recorded the cluster).
+lab_down() { # cluster
+  if [ -n "$LAB" ] && [ -x "$LAB" ]; then
+    if ! lab down --cluster "$1" >"$LOGS/down-$1.log" 2>&1; then
+      log "lab down --cluster $1 failed; sweeping by label. Its output:"
+      cat "$LOGS/down-$1.log" >&3
+    fi
+  fi
+  remove_by_label "lab.cluster=$1"
+}
+
+# Every run ends here, however it ends (an error, ^C, a kill): the lab it waits for is
+# stopped, the script's own `tidy` removes only what this run made, $TMP goes, and the exit
+# status is kept. Call `cleanup_on_exit` once `tidy` is defined.
+on_exit() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  log "cleaning up"
+  if [ -n "$CHILD" ]; then
+    kill -TERM "$CHILD" 2>/dev/null
+    wait "$CHILD" 2>/dev/null
+    CHILD=""
+  fi
+  tidy
+  rm -rf "$TMP"
+  exit "$rc"
+}
+cleanup_on_exit() {
+  trap on_exit EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}

@@ -64,28 +64,12 @@ NAME=push
 source "$ROOT/bench/common.sh"
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  log "cleaning up"
-  if [ -n "$CHILD" ]; then
-    kill -TERM "$CHILD" 2>/dev/null
-    wait "$CHILD" 2>/dev/null
-    CHILD=""
-  fi
-  if [ "$MADE_CLUSTER" = 1 ] && [ -n "$LAB" ]; then
-    lab down --cluster "$CLUSTER" >"$LOGS/down.log" 2>&1 || { log "lab down failed; sweeping by label"; cat "$LOGS/down.log" >&3; }
-  fi
-  remove_by_label "lab.cluster=$CLUSTER"
+tidy() {
+  if [ "$MADE_CLUSTER" = 1 ]; then lab_down "$CLUSTER"; else remove_by_label "lab.cluster=$CLUSTER"; fi
   remove_by_label "bench.run=$RUN"
   docker rmi -f "$IMAGE" >/dev/null 2>&1
-  rm -rf "$TMP"
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+cleanup_on_exit
 
 # --- prerequisites -------------------------------------------------------------------------
 

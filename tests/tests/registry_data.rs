@@ -18,6 +18,20 @@ fn lab(tag: &str) -> Lab {
 }
 
 const SERVICE: &str = "registry_registry";
+/// The nodes of the 1+2 cluster each test makes, and its workers.
+const ALL: [&str; 3] = ["manager", "worker1", "worker2"];
+const WORKERS: [&str; 2] = ["worker1", "worker2"];
+
+/// A 1+2 cluster (`tag`) with two images put in with `lab push`, its registry on worker1.
+fn cluster_with_two_images(tag: &str) -> (Lab, lab_tests::Pushed, lab_tests::Pushed) {
+    ensure_images();
+    let lab = lab(tag);
+    lab.up(&["--workers", "2"]).ok("lab up");
+    let a = push(&lab, &name(&format!("{tag}-a"), "1"), "first");
+    let b = push(&lab, &name(&format!("{tag}-b"), "1"), "second");
+    assert_eq!(registry_runs_on(&lab).as_deref(), Some("worker1"));
+    (lab, a, b)
+}
 
 /// A name unique to this process, so that concurrent tests' host images do not collide.
 fn name(repo: &str, tag: &str) -> String {
@@ -85,25 +99,18 @@ fn plan_is_empty(lab: &Lab) {
 /// image is still there, and lab has nothing to do.
 #[test]
 fn a_restarted_registry_task_keeps_every_image() {
-    ensure_images();
-    let lab = lab("restart");
-    lab.up(&["--workers", "2"]).ok("lab up");
-    let all = ["manager", "worker1", "worker2"];
-    let workers = ["worker1", "worker2"];
-    let a = push(&lab, &name("restart-a", "1"), "first");
-    let b = push(&lab, &name("restart-b", "1"), "second");
-    assert_eq!(registry_runs_on(&lab).as_deref(), Some("worker1"));
+    let (lab, a, b) = cluster_with_two_images("restart");
 
     let task = task_container(&lab, "worker1").expect("the registry's task on worker1");
     node_exec(&lab.container("worker1"), &["docker", "kill", &task]).ok("kill the registry's task");
-    let task = wait_registry_on(&lab, "worker1", Some(&task), &all);
-    assert_served(&lab, &all, &workers, &[&a, &b]);
+    let task = wait_registry_on(&lab, "worker1", Some(&task), &ALL);
+    assert_served(&lab, &ALL, &WORKERS, &[&a, &b]);
     plan_is_empty(&lab);
 
     node_exec(&lab.container("manager"), &["docker", "service", "update", "--detach", "--force", SERVICE])
         .ok("docker service update --force");
-    wait_registry_on(&lab, "worker1", Some(&task), &all);
-    assert_served(&lab, &all, &workers, &[&a, &b]);
+    wait_registry_on(&lab, "worker1", Some(&task), &ALL);
+    assert_served(&lab, &ALL, &WORKERS, &[&a, &b]);
     plan_is_empty(&lab);
 }
 
@@ -133,8 +140,6 @@ fn a_registry_task_forced_onto_another_node_comes_back_with_every_image() {
     ensure_images();
     let lab = lab("drift");
     lab.up(&["--workers", "2"]).ok("lab up");
-    let all = ["manager", "worker1", "worker2"];
-    let workers = ["worker1", "worker2"];
     let kept = push(&lab, &name("drift-kept", "1"), "kept");
     let twice = name("drift-twice", "1");
     push(&lab, &twice, "old");
@@ -165,7 +170,7 @@ fn a_registry_task_forced_onto_another_node_comes_back_with_every_image() {
     assert_eq!((pin_of(&lab, "worker1").as_str(), pin_of(&lab, "worker2").as_str()), ("true", ""));
     assert_eq!(registry_runs_on(&lab).as_deref(), Some("worker1"));
     assert!(!has_volume(&lab, "worker2"), "worker2 keeps a copy of the registry's data");
-    assert_served(&lab, &all, &workers, &[&kept, &new, &twice]);
+    assert_served(&lab, &ALL, &WORKERS, &[&kept, &new, &twice]);
     plan_is_empty(&lab);
 }
 
@@ -173,14 +178,7 @@ fn a_registry_task_forced_onto_another_node_comes_back_with_every_image() {
 /// `lab up`: the node is made again on its volume, and the registry with every image is back.
 #[test]
 fn the_registry_node_made_again_by_up_keeps_every_image() {
-    ensure_images();
-    let lab = lab("remake");
-    lab.up(&["--workers", "2"]).ok("lab up");
-    let all = ["manager", "worker1", "worker2"];
-    let workers = ["worker1", "worker2"];
-    let a = push(&lab, &name("remake-a", "1"), "first");
-    let b = push(&lab, &name("remake-b", "1"), "second");
-    assert_eq!(registry_runs_on(&lab).as_deref(), Some("worker1"));
+    let (lab, a, b) = cluster_with_two_images("remake");
 
     lab_tests::docker(&["rm", "-f", &lab.container("worker1")]).ok("docker rm -f worker1's container");
     let plan = lab.on(&["plan"]).ok("lab plan");
@@ -188,6 +186,6 @@ fn the_registry_node_made_again_by_up_keeps_every_image() {
     let up = lab.on(&["up"]);
     assert_eq!(up.code, 0, "lab up did not make worker1 again:\n{}", up.all());
     assert_eq!(registry_runs_on(&lab).as_deref(), Some("worker1"));
-    assert_served(&lab, &all, &workers, &[&a, &b]);
+    assert_served(&lab, &ALL, &WORKERS, &[&a, &b]);
     plan_is_empty(&lab);
 }
