@@ -14,19 +14,17 @@
 
 pub mod driver;
 pub mod error;
-// The behaviour suite every driver must pass; `lab driver-test` runs it.
+// The behaviour suite every driver must pass (`lab driver-test` runs it), and the adapter for
+// drivers that are programs, whose API is the protocol (docs/driver-protocol.md), not this
+// module: both live with the driver API, and are named here too for the `lab` binary.
 #[doc(hidden)]
-pub mod conformance;
+pub use driver::{conformance, external};
 // The rest serves the `lab` binary (lab-cli) and the bundled drivers; it is not part of the
 // plugin API, which is `driver` (and `error`, which it re-exports).
 #[doc(hidden)]
 pub mod distribution;
 #[doc(hidden)]
 pub mod exec;
-// The adapter for drivers that are programs; their API is the protocol
-// (docs/driver-protocol.md), not this module.
-#[doc(hidden)]
-pub mod external;
 #[doc(hidden)]
 pub mod gc;
 #[doc(hidden)]

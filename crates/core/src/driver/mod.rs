@@ -22,6 +22,13 @@ pub use bollard;
 pub use crate::error::{Error, Result};
 pub use crate::topology::{ClusterName, NodeSpec, Role};
 
+// The behaviour suite every driver must pass; `lab driver-test` runs it.
+#[doc(hidden)]
+pub mod conformance;
+// Drivers that are programs, spoken to over the driver protocol.
+#[doc(hidden)]
+pub mod external;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
