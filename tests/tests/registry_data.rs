@@ -189,3 +189,60 @@ fn the_registry_node_made_again_by_up_keeps_every_image() {
     assert_served(&lab, &ALL, &WORKERS, &[&a, &b]);
     plan_is_empty(&lab);
 }
+
+/// The move helpers lab makes on `node` (`lab-registry-move-*`), running or not.
+fn move_helpers(lab: &Lab, node: &str) -> Vec<String> {
+    let r = node_exec(&lab.container(node), &["docker", "ps", "-a", "--format", "{{.Names}}"]).ok("docker ps -a");
+    r.stdout.lines().filter(|l| l.starts_with("lab-registry-move-")).map(str::to_string).collect()
+}
+
+/// Issue 18, items 1 and 4: `lab up --workers 0` killed while it copies the registry's data
+/// from worker1 to the manager. The manager's volume then holds a partial copy, and worker1
+/// the only complete one: the next plan moves the data again before it destroys worker1, `up`
+/// ends with every image served, and no move helper is left behind.
+#[test]
+fn a_data_move_killed_half_way_loses_nothing() {
+    ensure_images();
+    let lab = lab("halfmove");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    // Enough data that the copy takes seconds: 300 MB that do not compress.
+    let big = lab_tests::HostImage::with_script(
+        &name("halfmove-big", "1"),
+        "head -c 300000000 /dev/urandom > /big && echo big > /marker",
+    );
+    lab.on(&["push", &big.0]).ok("lab push of the big image");
+    let big = lab_tests::Pushed { name: big.0.clone(), content: "big" };
+    let small = push(&lab, &name("halfmove-small", "1"), "small");
+
+    let mut up = lab.command(&["up", "--workers", "0", "--cluster", &lab.cluster]).spawn().expect("start lab up");
+    // Killed the moment the manager's volume appears: the copy has only begun.
+    wait_for("the registry's volume to appear on the manager", Duration::from_secs(120), || {
+        if has_volume(&lab, "manager") {
+            Ok(())
+        } else if let Ok(Some(status)) = up.try_wait() {
+            Err(format!("lab up ended ({status}) before the move began"))
+        } else {
+            Err("no volume yet".into())
+        }
+    });
+    up.kill().expect("kill lab up");
+    up.wait().expect("reap lab up");
+
+    let plan = lab.on(&["plan", "--workers", "0"]).ok("lab plan after the kill");
+    assert!(
+        plan.stdout.contains("move registry data from worker1 to manager"),
+        "the partial copy on the manager was taken for the registry's data:\n{}",
+        plan.stdout
+    );
+    let up = lab.on(&["up", "--workers", "0"]);
+    assert_eq!(up.code, 0, "lab up after the kill failed:\n{}", up.all());
+    assert_eq!(registry_runs_on(&lab).as_deref(), Some("manager"));
+    let images = lab.on(&["images"]).ok("lab images");
+    for img in [&big, &small] {
+        let (repo, _) = img.name.split_once(':').unwrap();
+        assert!(images.stdout.contains(repo), "{} is gone from the registry:\n{}", img.name, images.stdout);
+    }
+    assert_served(&lab, &["manager"], &["manager"], &[&small, &big]);
+    assert_eq!(move_helpers(&lab, "manager"), Vec::<String>::new(), "move helpers left on the manager");
+    plan_is_empty(&lab);
+}

@@ -85,7 +85,8 @@ struct NodeFacts {
     has_image: bool,
     /// Where its registry forwarder relays to, if one runs.
     forwarder: Option<String>,
-    /// Whether it has the registry's data volume.
+    /// Whether it has a complete copy of the registry's data (a partial one, left by an
+    /// interrupted move, does not count: [`registry::Data`]).
     registry_data: bool,
     /// The fingerprint of lab's registry certificates in its `/etc/docker/certs.d` (looked
     /// for in mutual TLS mode only).
@@ -463,7 +464,7 @@ impl EngineView for Live<'_> {
             has_image,
             registry_certs,
             forwarder: registry::observe_forwarder(&e.docker).await,
-            registry_data: registry::has_data(&e.docker).await,
+            registry_data: registry::data_on(&e.docker).await == registry::Data::Complete,
             swarm: settled_view(&e.docker, &e.advertise_addr).await.map_err(|err| engine_message(&err)),
             address: e.advertise_addr,
         })

@@ -90,7 +90,8 @@ pub struct NodeObs {
     pub drained: bool,
     /// The address the registry forwarder on it points at, if one is running.
     pub forwarder: Option<String>,
-    /// Whether its engine has the registry's data volume.
+    /// Whether its engine has a complete copy of the registry's data: the volume, not under
+    /// the marker of a move that never finished ([`crate::registry::Data`]).
     pub registry_data: bool,
     /// The fingerprint of lab's registry certificates in its engine's `/etc/docker/certs.d`
     /// ([`crate::tls::Material::node_fingerprint`]), if it has a complete set. Looked at only
@@ -392,6 +393,31 @@ pub fn effective_mode(desired: &Desired, observed: &Observed) -> Option<Registry
     }
 }
 
+/// Why a node observed as `o`, and leaving the topology, may hold the only complete copy of
+/// the registry's data, if it may: it has a copy, or its engine does not answer, while the
+/// registry's node is not known to hold one. `None` when nothing can be lost: the registry's
+/// node has the data, no registry was ever deployed, or `name` answers without a copy.
+fn only_copy(observed: &Observed, reg_node: &str, o: &NodeObs) -> Option<String> {
+    let reg_has = observed
+        .nodes
+        .get(reg_node)
+        .is_some_and(|r| r.engine && r.registry_data && !matches!(r.machine, MachineState::Broken(_)));
+    let never_deployed = observed.registry.is_none() && observed.mode.is_none();
+    if reg_has || never_deployed || (o.engine && !o.registry_data) {
+        return None;
+    }
+    let reg_state = match observed.nodes.get(reg_node) {
+        Some(r) if r.engine => format!("{reg_node} has no complete copy of it"),
+        Some(_) => format!("{reg_node}'s Docker engine does not answer, so lab cannot tell whether it has one"),
+        None => format!("{reg_node} does not exist yet"),
+    };
+    Some(if o.engine {
+        format!("it holds the registry's data and {reg_state}")
+    } else {
+        format!("its Docker engine does not answer, so it may hold the registry's data, and {reg_state}")
+    })
+}
+
 /// Plans the steps from `observed` to `desired`.
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let topo = &desired.topology;
@@ -448,10 +474,22 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     }
 
     // Machines that are not wanted any more go first, so their names and addresses are free;
-    // the one holding the registry's data goes last, after the data has moved.
-    for (name, _) in observed.nodes.iter().filter(|(n, _)| topo.node(n).is_none()) {
-        if desired.capabilities.destroy && Some(name.as_str()) != moving {
-            p.push(Step::DestroyNode { node: name.clone(), reason: "not in the topology".into() }, []);
+    // the one holding the registry's data goes last, after the data has moved. One that holds,
+    // or may hold, the only complete copy of it goes only once the registry's node has one.
+    for (name, o) in observed.nodes.iter().filter(|(n, _)| topo.node(n).is_none()) {
+        if !desired.capabilities.destroy || Some(name.as_str()) == moving {
+            continue;
+        }
+        // The holder of the data that cannot move is blocked for above already.
+        let why = if Some(name.as_str()) == holder { None } else { only_copy(observed, reg_node, o) };
+        match why {
+            Some(why) if !desired.force => p.blocked.push(format!(
+                "{name} is not in the topology any more, but {why}: destroying it could lose every image pushed \
+                 to the registry"
+            )),
+            _ => {
+                p.push(Step::DestroyNode { node: name.clone(), reason: "not in the topology".into() }, []);
+            }
         }
     }
 
@@ -1300,6 +1338,68 @@ pub(crate) mod tests {
         assert!(!p.is_empty());
         let forced = Desired { force: true, ..zero };
         assert!(plan(&forced, &o).blocked.is_empty());
+    }
+
+    /// Issue 18, item 1: an interrupted move left a partial copy on the manager (which does not
+    /// count as the registry's data) and scaled the service to zero: the data moves again from
+    /// worker1, which is destroyed only after that.
+    #[test]
+    fn a_partial_copy_left_by_an_interrupted_move_is_moved_again() {
+        let d = desired(1, 1, ModeRequest::Auto);
+        let mut o = converged(&d);
+        o.registry.as_mut().unwrap().running_on = None;
+        let zero = desired(1, 0, ModeRequest::Auto);
+        let p = plan(&zero, &o);
+        assert!(p.blocked.is_empty(), "{p:#?}");
+        let mv = p
+            .steps
+            .iter()
+            .position(|s| s.step == Step::MoveRegistryData { from: "worker1".into(), to: "manager".into() })
+            .unwrap_or_else(|| panic!("no move in {p:#?}"));
+        let destroy = p
+            .steps
+            .iter()
+            .position(|s| matches!(&s.step, Step::DestroyNode { node, .. } if node == "worker1"))
+            .expect("worker1 destroyed");
+        assert!(p.steps[destroy].after.contains(&mv), "{p:#?}");
+    }
+
+    /// Item 1: a node leaving the topology that holds, or may hold, the only complete copy of
+    /// the registry's data is never destroyed while the registry's node is not known to have
+    /// one: not when the registry's node does not answer, nor when the leaving node does not.
+    /// `--force` goes ahead.
+    #[test]
+    fn a_leaving_node_with_the_only_copy_is_never_destroyed() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let zero = desired(1, 0, ModeRequest::Auto);
+        let destroys = |p: &Plan, node: &str| {
+            p.steps.iter().any(|s| matches!(&s.step, Step::DestroyNode { node: n, .. } if n == node))
+        };
+        // The manager (the registry's node once workers are gone) stopped, the task stopped.
+        let mut o = converged(&d);
+        o.registry.as_mut().unwrap().running_on = None;
+        let m = o.nodes.get_mut("manager").unwrap();
+        m.machine = MachineState::Stopped;
+        m.engine = false;
+        let p = plan(&zero, &o);
+        assert!(p.blocked.iter().any(|b| b.starts_with("worker1 is not in the topology any more")), "{p:#?}");
+        assert!(p.blocked.iter().all(|b| !b.starts_with("worker2")), "worker2 has no data: {p:#?}");
+        assert!(destroys(&plan(&Desired { force: true, ..zero.clone() }, &o), "worker1"));
+        // worker1 (with the data) not answering, the manager without a copy.
+        let mut o = converged(&d);
+        o.registry.as_mut().unwrap().running_on = None;
+        let w1 = o.nodes.get_mut("worker1").unwrap();
+        w1.machine = MachineState::Stopped;
+        w1.engine = false;
+        let p = plan(&zero, &o);
+        assert!(p.blocked.iter().any(|b| b.contains("worker1") && b.contains("may hold")), "{p:#?}");
+        // Once the manager has the data, leaving nodes go whatever they hold.
+        let mut o = converged(&d);
+        o.nodes.get_mut("manager").unwrap().registry_data = true;
+        o.nodes.get_mut("worker1").unwrap().engine = false;
+        o.registry.as_mut().unwrap().running_on = None;
+        let p = plan(&zero, &o);
+        assert!(p.blocked.is_empty() && destroys(&p, "worker1") && destroys(&p, "worker2"), "{p:#?}");
     }
 
     /// A stopped registry node keeps its data: `up` starts it and redeploys, moving nothing

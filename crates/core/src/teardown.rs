@@ -63,6 +63,8 @@ trait Engines: Send + Sync {
     async fn tasks_gone(&self, node: &str) -> Result<()>;
     /// Removes the registry stack's network on `node`.
     async fn remove_network(&self, node: &str) -> Result<()>;
+    /// Removes every helper a registry data move left on `node` (`lab-registry-move-*`).
+    async fn remove_move_helpers(&self, node: &str) -> Result<()>;
     /// Removes the registry's data volume on `node`.
     async fn remove_volume(&self, node: &str) -> Result<()>;
     /// Makes `node` leave its swarm; not being in one is success.
@@ -166,6 +168,8 @@ async fn clean_node(engines: &dyn Engines, node: &str, service_removed: bool, ce
         return Ok(());
     }
     engines.tasks_gone(node).await?;
+    // A data move's helpers (left by an interrupted one) hold the volume.
+    engines.remove_move_helpers(node).await?;
     let _ = engines.remove_network(node).await;
     match engines.remove_volume(node).await {
         Err(e) if !missing(&e) => Err(e),
@@ -209,6 +213,11 @@ impl Engines for Live<'_> {
     async fn remove_network(&self, node: &str) -> Result<()> {
         let docker = self.0.engine(node).await?.docker;
         docker.remove_network(NETWORK).await.map_err(|e| Error::engine(node, format!("remove network {NETWORK}"), e))
+    }
+
+    async fn remove_move_helpers(&self, node: &str) -> Result<()> {
+        let docker = self.0.engine(node).await?.docker;
+        crate::registry::remove_move_helpers(node, &docker, None).await
     }
 
     async fn remove_volume(&self, node: &str) -> Result<()> {
@@ -308,6 +317,9 @@ mod tests {
         async fn remove_network(&self, node: &str) -> Result<()> {
             self.call("remove_network", node)
         }
+        async fn remove_move_helpers(&self, node: &str) -> Result<()> {
+            self.call("remove_move_helpers", node)
+        }
         async fn remove_volume(&self, node: &str) -> Result<()> {
             self.call("remove_volume", node)
         }
@@ -361,6 +373,8 @@ mod tests {
             // Its task container gone, once the service is, and then the volume it used.
             assert!(fake.at("remove_service manager1") < fake.at(&format!("tasks_gone {n}")));
             assert!(fake.at(&format!("tasks_gone {n}")) < fake.at(&format!("remove_volume {n}")));
+            // A data move's helpers hold the volume (issue 18, item 4): they go before it.
+            assert!(fake.at(&format!("remove_move_helpers {n}")) < fake.at(&format!("remove_volume {n}")));
             assert!(fake.did(&format!("remove_forwarder {n}")) && fake.did(&format!("remove_network {n}")));
             assert!(fake.at(&format!("leave {n}")) < fake.at(&format!("note: {n} left the swarm")));
         }
