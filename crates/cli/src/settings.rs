@@ -94,8 +94,8 @@ impl Settings {
     }
 
     /// The registry mode request.
-    pub fn mode_request(&self) -> lab_core::plan::ModeRequest {
-        use lab_core::plan::ModeRequest;
+    pub fn mode_request(&self) -> lab_core::cluster::ModeRequest {
+        use lab_core::cluster::ModeRequest;
         match self.registry.mode {
             Mode::Auto => ModeRequest::Auto,
             Mode::Mesh => ModeRequest::Force(RegistryMode::Mesh),

@@ -17,15 +17,16 @@ use tracing::Instrument;
 
 use crate::driver::{Driver, Machine, NodeEngine};
 use crate::error::{Error, Result};
-use crate::plan::{Desired, Plan, Step};
-use crate::progress::Progress;
+use crate::cluster::{Desired, Step};
+use crate::plan::Plan;
+use crate::cluster::Progress;
 use crate::state::{now, ClusterState, NodeRecord, Paths, StepRecord};
 use crate::topology::Role;
 use crate::{images, registry, swarm};
 
 /// How long lab waits for a node's engine to answer after the machine starts.
 pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(120);
-pub use crate::seam::REQUEST_TIMEOUT;
+pub use crate::cluster::REQUEST_TIMEOUT;
 
 /// Everything a running `lab` command needs about one cluster: its driver, the desired
 /// state, the recorded state, and connections to the nodes' engines.
@@ -43,7 +44,7 @@ pub struct Runtime {
     engines: tokio::sync::Mutex<HashMap<String, NodeEngine>>,
     /// The swarm observation decided is the cluster's (`Some(None)`: none), once it has.
     swarm: Mutex<Option<Option<String>>>,
-    images: crate::seam::ImageSource,
+    images: crate::cluster::ImageSource,
 }
 
 impl Runtime {
@@ -64,7 +65,7 @@ impl Runtime {
             machines: Mutex::new(BTreeMap::new()),
             engines: tokio::sync::Mutex::new(HashMap::new()),
             swarm: Mutex::new(None),
-            images: crate::seam::ImageSource::default(),
+            images: crate::cluster::ImageSource::default(),
         }
     }
 
@@ -334,7 +335,7 @@ impl Runtime {
 }
 
 #[async_trait::async_trait]
-impl crate::seam::Nodes for Runtime {
+impl crate::cluster::Nodes for Runtime {
     fn desired(&self) -> &Desired {
         &self.desired
     }
@@ -367,7 +368,7 @@ impl crate::seam::Nodes for Runtime {
     async fn exec(&self, node: &str, argv: &[String]) -> Result<crate::driver::ExecOutput> {
         self.driver.exec(node, argv).await
     }
-    fn images(&self) -> &crate::seam::ImageSource {
+    fn images(&self) -> &crate::cluster::ImageSource {
         &self.images
     }
     fn cluster_dir(&self) -> std::path::PathBuf {
@@ -520,8 +521,9 @@ mod tests {
 
     use super::*;
     use crate::plan::tests::{apply, desired};
-    use crate::plan::{plan, ModeRequest, Observed, PlannedStep};
-    use crate::progress::Progress;
+    use crate::cluster::ModeRequest;
+    use crate::plan::{plan, Observed, PlannedStep};
+    use crate::cluster::Progress;
 
     /// Progress that keeps the notes.
     #[derive(Default)]
@@ -643,7 +645,7 @@ mod tests {
     /// A runner over the planner's model of a cluster: each step changes the model as the
     /// real step changes the cluster, until the run is killed after `kill_after` steps.
     struct World {
-        desired: crate::plan::Desired,
+        desired: crate::cluster::Desired,
         observed: Mutex<Observed>,
         kill_after: Option<usize>,
         fake: Fake,

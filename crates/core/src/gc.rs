@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::distribution::{Client, Endpoint};
 use crate::error::{Error, Result};
 use crate::registry;
-use crate::seam::Nodes;
+use crate::cluster::Nodes;
 
 /// Where the registry keeps its data in its container.
 const DATA: &str = "/var/lib/registry";

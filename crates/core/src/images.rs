@@ -13,8 +13,8 @@ use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
 use crate::error::{engine_message, Error, Result};
-use crate::plan::Step;
-use crate::seam::Nodes;
+use crate::cluster::Step;
+use crate::cluster::Nodes;
 
 const CHUNK: usize = 1 << 20;
 

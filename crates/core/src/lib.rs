@@ -22,6 +22,8 @@ pub use driver::{conformance, external};
 // The rest serves the `lab` binary (lab-cli) and the bundled drivers; it is not part of the
 // plugin API, which is `driver` (and `error`, which it re-exports).
 #[doc(hidden)]
+pub mod cluster;
+#[doc(hidden)]
 pub mod distribution;
 #[doc(hidden)]
 pub mod exec;
@@ -34,10 +36,6 @@ pub mod observe;
 #[doc(hidden)]
 pub mod plan;
 #[doc(hidden)]
-pub mod probe;
-#[doc(hidden)]
-pub mod progress;
-#[doc(hidden)]
 pub mod push;
 #[doc(hidden)]
 pub mod reach;
@@ -45,8 +43,6 @@ pub mod reach;
 pub mod registry;
 #[doc(hidden)]
 pub mod relay;
-#[doc(hidden)]
-pub mod seam;
 #[doc(hidden)]
 pub mod state;
 #[doc(hidden)]

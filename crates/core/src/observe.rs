@@ -22,9 +22,10 @@ use serde::Serialize;
 
 use crate::driver::{Machine, MachineState};
 use crate::error::{engine_message, Result};
-use crate::plan::{CertsObs, Desired, Membership, NodeObs, Observed, RegistryObs};
-use crate::probe::CLUSTER_LABEL;
-use crate::seam::Nodes;
+use crate::cluster::Desired;
+use crate::plan::{CertsObs, Membership, NodeObs, Observed, RegistryObs};
+use crate::cluster::probe::CLUSTER_LABEL;
+use crate::cluster::Nodes;
 use crate::state::{ClusterState, RegistryTls};
 use crate::swarm::{local_view, LocalView};
 use crate::{registry, Role};
@@ -520,7 +521,8 @@ async fn settled_view(
 mod tests {
     use super::*;
     use crate::plan::tests::desired;
-    use crate::plan::{plan, ModeRequest, Step};
+    use crate::cluster::{ModeRequest, Step};
+    use crate::plan::plan;
     use crate::state::{RegistryMode, SwarmRecord};
     use crate::topology::ClusterName;
     use bollard::models::{ManagerStatus, Node, NodeSpec, NodeState, NodeStatus};

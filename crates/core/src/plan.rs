@@ -7,42 +7,13 @@
 //! The executor ([`crate::exec`]) runs steps whose dependencies are done concurrently.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use serde::Serialize;
 
-use crate::driver::{Capabilities, MachineState};
+use crate::cluster::{Desired, ModeRequest, Step};
+use crate::driver::MachineState;
 use crate::state::{RegistryMode, RegistryTls};
-use crate::topology::{Role, Topology};
-
-/// What the user asked for the registry's reachability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModeRequest {
-    /// Detect: mesh where the nodes have IPVS, fallback where not.
-    Auto,
-    /// Force one mode.
-    Force(RegistryMode),
-}
-
-/// The desired cluster.
-#[derive(Debug, Clone)]
-pub struct Desired {
-    /// Nodes, roles and labels.
-    pub topology: Topology,
-    /// The registry image (also what the forwarders and probes run).
-    pub registry_image: String,
-    /// How the registry is to be reached.
-    pub mode: ModeRequest,
-    /// Who may talk to the registry.
-    pub tls: RegistryTls,
-    /// What the driver can do.
-    pub capabilities: Capabilities,
-    /// `--force`: go ahead with repairs that lose the registry's data (a broken registry
-    /// node destroyed and made again, data on a node whose engine does not answer), and make
-    /// nodes leave swarms that are not this cluster's.
-    pub force: bool,
-}
+use crate::topology::Role;
 
 /// A node's swarm membership as its own engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -165,133 +136,6 @@ pub struct Observed {
     pub managers_unchecked: bool,
     /// The registry's certificates lab keeps, if it made them.
     pub certs: Option<CertsObs>,
-}
-
-/// One step of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(tag = "step", rename_all = "snake_case")]
-pub enum Step {
-    /// Destroy a machine that is broken or not in the topology any more.
-    DestroyNode {
-        /// Node.
-        node: String,
-        /// Why: `not in the topology`, or `broken: <what the driver said>`.
-        reason: String,
-    },
-    /// Create (and start) a machine.
-    CreateNode {
-        /// Node.
-        node: String,
-        /// Role.
-        role: Role,
-    },
-    /// Start a stopped machine.
-    StartNode {
-        /// Node.
-        node: String,
-    },
-    /// Wait until the node's engine answers.
-    WaitEngine {
-        /// Node.
-        node: String,
-    },
-    /// Make an image present on the node (pull there, or copy from the local engine).
-    LoadImage {
-        /// Node.
-        node: String,
-        /// Image reference.
-        image: String,
-    },
-    /// Force a node out of a swarm that is not this cluster's.
-    LeaveSwarm {
-        /// Node.
-        node: String,
-    },
-    /// Initialise the swarm on the first manager.
-    InitSwarm {
-        /// Node.
-        node: String,
-    },
-    /// Join a node to the swarm.
-    JoinSwarm {
-        /// Node.
-        node: String,
-        /// As manager or worker.
-        role: Role,
-    },
-    /// Set a node's role, availability and labels.
-    ConfigureNode {
-        /// Node.
-        node: String,
-    },
-    /// Decide how the registry is reached (detect IPVS, or take the forced mode).
-    ChooseRegistryMode,
-    /// Create or update the registry stack.
-    DeployRegistry,
-    /// Carry the registry's data volume from the node that has it to the registry's node.
-    MoveRegistryData {
-        /// The node that holds the data now.
-        from: String,
-        /// The registry's node.
-        to: String,
-    },
-    /// Start, replace or remove the registry forwarder on a node, as the mode requires.
-    Forwarder {
-        /// Node.
-        node: String,
-    },
-    /// Make the cluster's CA and the registry's server and client certificates (mutual TLS),
-    /// or renew the certificates.
-    IssueRegistryCerts,
-    /// Put the CA and the client certificate where Docker looks for a registry's certificates
-    /// (`/etc/docker/certs.d/localhost:5000/`, `.../127.0.0.1:5000/`).
-    NodeCerts {
-        /// Node.
-        node: String,
-    },
-}
-
-impl Step {
-    /// The node the step is about, if any.
-    pub fn node(&self) -> Option<&str> {
-        match self {
-            Step::DestroyNode { node, .. }
-            | Step::CreateNode { node, .. }
-            | Step::StartNode { node }
-            | Step::WaitEngine { node }
-            | Step::LoadImage { node, .. }
-            | Step::LeaveSwarm { node }
-            | Step::InitSwarm { node }
-            | Step::JoinSwarm { node, .. }
-            | Step::ConfigureNode { node }
-            | Step::Forwarder { node }
-            | Step::NodeCerts { node }
-            | Step::MoveRegistryData { to: node, .. } => Some(node),
-            Step::ChooseRegistryMode | Step::DeployRegistry | Step::IssueRegistryCerts => None,
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Step::DestroyNode { node, reason } => write!(f, "destroy node {node} ({reason})"),
-            Step::CreateNode { node, role } => write!(f, "create node {node} ({role})"),
-            Step::StartNode { node } => write!(f, "start node {node}"),
-            Step::WaitEngine { node } => write!(f, "wait for the Docker engine on {node}"),
-            Step::LoadImage { node, image } => write!(f, "load image {image} onto {node}"),
-            Step::LeaveSwarm { node } => write!(f, "make {node} leave the swarm it is in"),
-            Step::InitSwarm { node } => write!(f, "initialise the swarm on {node}"),
-            Step::JoinSwarm { node, role } => write!(f, "join {node} to the swarm as {role}"),
-            Step::ConfigureNode { node } => write!(f, "set role, availability and labels of {node}"),
-            Step::ChooseRegistryMode => write!(f, "choose how the registry is reached (mesh or fallback)"),
-            Step::DeployRegistry => write!(f, "deploy stack registry (service registry_registry)"),
-            Step::Forwarder { node } => write!(f, "point localhost:5000 on {node} at the registry"),
-            Step::MoveRegistryData { from, to } => write!(f, "move registry data from {from} to {to}"),
-            Step::IssueRegistryCerts => write!(f, "make the registry's CA and certificates (mutual TLS)"),
-            Step::NodeCerts { node } => write!(f, "give {node}'s engine the registry's client certificate"),
-        }
-    }
 }
 
 /// A step and the indices of the steps it waits for (always earlier in the plan).
@@ -768,7 +612,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::topology::{ClusterName, REGISTRY_NODE_LABEL};
+    use crate::driver::Capabilities;
+    use crate::topology::{ClusterName, Topology, REGISTRY_NODE_LABEL};
 
     const IMAGE: &str = "registry:2";
     const SWARM: &str = "swarm-a";

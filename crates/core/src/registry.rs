@@ -38,9 +38,10 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::error::{engine_message, Error, Result};
-use crate::plan::{ModeRequest, RegistryObs};
-use crate::probe;
-use crate::seam::Nodes;
+use crate::cluster::ModeRequest;
+use crate::plan::RegistryObs;
+use crate::cluster::probe;
+use crate::cluster::Nodes;
 use crate::state::{RegistryMode, RegistryTls, Secret};
 use crate::topology::REGISTRY_NODE_LABEL;
 
@@ -897,7 +898,7 @@ pub async fn move_data(rt: &dyn Nodes, from: &str, to: &str) -> Result<String> {
         let cluster = rt.desired().topology.cluster.to_string();
         async move {
             let labels = HashMap::from([
-                (crate::probe::CLUSTER_LABEL.to_string(), cluster),
+                (crate::cluster::probe::CLUSTER_LABEL.to_string(), cluster),
                 (MOVE_LABEL.to_string(), kind.to_string()),
             ]);
             let body = ContainerCreateBody {

@@ -12,7 +12,7 @@ use bollard::query_parameters::{LeaveSwarmOptionsBuilder, UpdateNodeOptionsBuild
 use bollard::Docker;
 
 use crate::error::{Error, Result};
-use crate::probe::CLUSTER_LABEL;
+use crate::cluster::probe::CLUSTER_LABEL;
 use crate::state::{Secret, SwarmRecord};
 use crate::topology::Role;
 

@@ -15,9 +15,9 @@ use futures_util::future::join_all;
 
 use crate::error::{Error, Result};
 use crate::plan::{Membership, Observed};
-use crate::progress::Progress;
+use crate::cluster::Progress;
 use crate::registry::{FORWARDER, NETWORK, SERVICE, VOLUME};
-use crate::seam::Nodes;
+use crate::cluster::Nodes;
 use crate::topology::Topology;
 use crate::{swarm, Role};
 
@@ -248,7 +248,8 @@ mod tests {
 
     use super::*;
     use crate::plan::tests::desired;
-    use crate::plan::{ModeRequest, NodeObs, Step};
+    use crate::cluster::{ModeRequest, Step};
+    use crate::plan::NodeObs;
     use crate::MachineState;
 
     /// Engines that answer as told, and a log of what was asked of them (and noted), in order.

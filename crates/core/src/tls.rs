@@ -481,7 +481,7 @@ pub async fn remove_stale_secrets(mgr: &Docker, keep: Option<&str>) {
 /// else. A node without them is fine.
 pub async fn remove_node(docker: &Docker, node: &str, cluster: &str, image: &str) -> Result<()> {
     let step = "remove the registry's client certificate from its engine";
-    let name = format!("lab-certs-{}", crate::probe::random_suffix());
+    let name = format!("lab-certs-{}", crate::cluster::probe::random_suffix());
     let mut argv = vec!["rm".to_string(), "-rf".to_string()];
     argv.extend(CERTS_DIRS.iter().map(|d| format!("{HOST_ETC}/docker/certs.d/{d}")));
     let timeout = std::time::Duration::from_secs(60);
@@ -489,7 +489,7 @@ pub async fn remove_node(docker: &Docker, node: &str, cluster: &str, image: &str
         image: Some(image.to_string()),
         entrypoint: Some(argv[..1].to_vec()),
         cmd: Some(argv[1..].to_vec()),
-        labels: Some(crate::probe::labels(cluster, timeout, now())),
+        labels: Some(crate::cluster::probe::labels(cluster, timeout, now())),
         host_config: Some(HostConfig { binds: Some(vec![format!("/etc:{HOST_ETC}")]), ..Default::default() }),
         network_disabled: Some(true),
         ..Default::default()
@@ -545,12 +545,12 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, String>>,
 {
-    let name = format!("lab-certs-{}", crate::probe::random_suffix());
+    let name = format!("lab-certs-{}", crate::cluster::probe::random_suffix());
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         entrypoint: Some(vec!["true".into()]),
         cmd: Some(vec![]),
-        labels: Some(crate::probe::labels(cluster, std::time::Duration::from_secs(60), now())),
+        labels: Some(crate::cluster::probe::labels(cluster, std::time::Duration::from_secs(60), now())),
         host_config: Some(HostConfig { binds: Some(vec![format!("/etc:{HOST_ETC}")]), ..Default::default() }),
         network_disabled: Some(true),
         ..Default::default()

@@ -311,7 +311,7 @@ impl DockerDriver {
 
     /// Starts a throwaway privileged container: some engines refuse only at start.
     async fn try_privileged(&self, host: &Docker) -> Result<bool> {
-        let name = format!("{}-privileged-probe-{}", self.cluster, lab_core::probe::random_suffix());
+        let name = format!("{}-privileged-probe-{}", self.cluster, lab_core::cluster::probe::random_suffix());
         let body = ContainerCreateBody {
             image: Some(self.config.node_image.clone()),
             entrypoint: Some(vec!["true".into()]),

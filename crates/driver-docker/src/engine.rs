@@ -120,7 +120,7 @@ mod tests {
     }
 
     fn tempfile_dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("lab-engine-test-{}", lab_core::probe::random_suffix()));
+        let d = std::env::temp_dir().join(format!("lab-engine-test-{}", lab_core::cluster::probe::random_suffix()));
         std::fs::create_dir_all(&d).unwrap();
         d
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use lab_core::progress::Silent;
+use lab_core::cluster::Silent;
 use lab_core::registry::check_all;
 use lab_core::Result;
 use serde_json::json;

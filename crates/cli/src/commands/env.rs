@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use lab_core::progress::Silent;
+use lab_core::cluster::Silent;
 use lab_core::{Error, Result};
 
 use super::cluster::existing;

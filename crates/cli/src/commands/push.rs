@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use lab_core::distribution::Client;
-use lab_core::progress::Silent;
+use lab_core::cluster::Silent;
 use lab_core::push::{self, human, Item};
 use lab_core::{Error, Result};
 use serde_json::json;
@@ -66,8 +66,8 @@ fn items(args: &PushArgs) -> Result<Vec<Item>> {
 
 pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) -> Result<i32> {
     let items = items(args)?;
-    let (_, engine) = lab_core::seam::local_host().map_err(|m| Error::input("docker context", m))?;
-    let local = lab_core::seam::ImageSource::default().local_engine().await.map_err(|m| Error::op("lab push", m))?;
+    let (_, engine) = lab_core::cluster::local_host().map_err(|m| Error::input("docker context", m))?;
+    let local = lab_core::cluster::ImageSource::default().local_engine().await.map_err(|m| Error::op("lab push", m))?;
     let client = client(config, args.cluster.cluster.as_deref()).await?;
     let bar =
         (std::io::stderr().is_terminal() && !crate::progress::in_ci() && args.output == Output::Table).then(|| {

@@ -57,7 +57,7 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
             settings.driver,
             p.steps.len()
         ));
-        if p.steps.iter().any(|s| matches!(s.step, lab_core::plan::Step::LoadImage { .. })) {
+        if p.steps.iter().any(|s| matches!(s.step, lab_core::cluster::Step::LoadImage { .. })) {
             lab_core::images::prefetch(rt.clone(), rt.desired.registry_image.clone());
         }
         execute(rt.clone(), &p).await?;

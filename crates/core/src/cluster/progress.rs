@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::plan::Step;
+use crate::cluster::Step;
 
 /// Receives progress events. Implementations must be cheap and must not block.
 pub trait Progress: Send + Sync {

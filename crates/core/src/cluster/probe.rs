@@ -133,7 +133,7 @@ pub fn random_suffix() -> String {
 /// `commands` until one exists there; if the driver cannot run commands or the node has
 /// none of them, in a throwaway host-network container from `image` with the last command.
 pub async fn on_node(
-    rt: &dyn crate::seam::Nodes,
+    rt: &dyn crate::cluster::Nodes,
     node: &str,
     commands: &[&[&str]],
     image: &str,
