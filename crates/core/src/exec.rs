@@ -194,16 +194,11 @@ impl Runtime {
             Step::DestroyNode { node, reason } => {
                 // Say what is about to go, before it goes.
                 self.progress.note(&format!("destroying node {node} ({reason})"));
-                // Its swarm node ID, to take it off the managers' list once it is gone.
-                let id = match self.try_engine(node, Duration::from_secs(3)).await {
-                    Ok(e) => swarm::local_view(&e.docker).await.ok().and_then(|v| v.node_id),
-                    Err(_) => None,
-                };
+                let id = swarm::steps::node_id(self, node).await;
                 self.driver.destroy(node).await?;
                 self.forget(node).await;
-                if let (Some(id), Ok((_, mgr))) = (id, self.manager().await) {
-                    let opts = bollard::query_parameters::DeleteNodeOptionsBuilder::new().force(true).build();
-                    let _ = mgr.delete_node(&id, Some(opts)).await;
+                if let Some(id) = id {
+                    swarm::steps::forget_node(self, &id).await;
                 }
                 self.update_state(|st| {
                     st.nodes.remove(node);
@@ -240,16 +235,10 @@ impl Runtime {
                 Ok(Some(addr))
             }
             Step::LoadImage { node, image } => images::ensure(self, step, node, image).await.map(Some),
-            Step::LeaveSwarm { node } => {
-                let e = self.engine(node).await?;
-                swarm::leave(node, &e.docker).await?;
-                Ok(None)
-            }
+            Step::LeaveSwarm { node } => swarm::steps::leave_node(self, node).await.map(|()| None),
             Step::InitSwarm { node } => {
-                let e = self.engine(node).await?;
-                let rec = swarm::init(node, &e.docker, &e.advertise_addr, topo.cluster.as_str()).await?;
+                let rec = swarm::steps::init_on(self, node).await?;
                 let detail = format!("advertising {}", rec.manager_addr);
-                self.set_cluster_swarm(Some(rec.id.clone()));
                 self.update_state(|st| {
                     st.swarm = Some(rec);
                     st.registry_mode = None;
@@ -257,55 +246,13 @@ impl Runtime {
                 Ok(Some(detail))
             }
             Step::JoinSwarm { node, role } => {
-                let e = self.engine(node).await?;
-                // A node that was stopped when the plan was made could not say whether it was
-                // a member; once started, its engine rejoins on its own, and joining again
-                // would fail ("already part of a swarm"). A member a manager knows is done.
-                if let Ok(v) = swarm::local_view(&e.docker).await {
-                    if let (true, Some(id)) = (v.active, v.node_id.as_deref()) {
-                        if let Ok((_, mgr)) = self.manager().await {
-                            if mgr.inspect_node(id).await.is_ok() {
-                                return Ok(Some("already a member".into()));
-                            }
-                        }
-                    }
-                }
-                // The current token, from a manager that answers now: never a stored one, which
-                // a `docker swarm join-token --rotate` would have made useless.
-                let (mgr_name, mgr) = self.manager().await?;
-                let mgr_addr = format!("{}:{}", self.engine(&mgr_name).await?.advertise_addr, swarm::SWARM_PORT);
-                let token = swarm::join_token(&mgr_name, &mgr, *role).await?;
-                swarm::join(node, &e.docker, &e.advertise_addr, &mgr_addr, &token, *role).await?;
-                if self.state().swarm.is_none() {
-                    let rec = swarm::record(&mgr_name, &mgr, &self.engine(&mgr_name).await?.advertise_addr).await?;
+                let joined = swarm::steps::join_node(self, node, *role, self.state().swarm.is_some()).await?;
+                if let Some(rec) = joined.record {
                     self.update_state(|st| st.swarm = Some(rec))?;
                 }
-                // A node made again leaves its old self behind as a down entry; drop it.
-                if let (Ok((_, mgr)), Ok(v)) = (self.manager().await, swarm::local_view(&e.docker).await) {
-                    if let Some(id) = v.node_id {
-                        if let Ok(n) = mgr.inspect_node(&id).await {
-                            let host = n.description.and_then(|d| d.hostname).unwrap_or_default();
-                            swarm::forget_stale(&mgr, &host, &id).await;
-                        }
-                    }
-                }
-                Ok(None)
+                Ok(joined.already.then(|| "already a member".to_string()))
             }
-            Step::ConfigureNode { node } => {
-                let spec = topo.node(node).expect("planned nodes are in the topology");
-                let e = self.engine(node).await?;
-                let id = swarm::local_view(&e.docker)
-                    .await
-                    .map_err(|err| Error::engine(node, "read its swarm node ID", err))?
-                    .node_id
-                    .ok_or_else(|| {
-                        Error::node(node, "set role, availability and labels", "the node is not in the swarm")
-                    })?;
-                let (_, mgr) = self.manager().await?;
-                let drain = topo.drain_managers() && spec.role == Role::Manager;
-                swarm::configure(node, &mgr, &id, spec.role, drain, &topo.swarm_labels(spec)).await?;
-                Ok(Some(format!("{}, {}", spec.role, if drain { "drain" } else { "active" })))
-            }
+            Step::ConfigureNode { node } => swarm::steps::configure_node(self, node).await.map(Some),
             Step::ChooseRegistryMode => {
                 let (mode, why) = registry::choose_mode(self).await?;
                 self.update_state(|st| st.registry_mode = Some(mode))?;

@@ -1,0 +1,113 @@
+//! The swarm's nodes as its managers hold them: setting a node's role, availability and labels
+//! (`docker node update`, `promote`, `demote`), removing the entries a node made again leaves
+//! behind, and retrying an update that lost a race with the swarm's own.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{Node, NodeSpec as SwarmNodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState};
+use bollard::query_parameters::UpdateNodeOptionsBuilder;
+use bollard::Docker;
+
+use crate::error::{Error, Result};
+use crate::topology::Role;
+
+/// Sets a swarm node's role, availability and labels through a manager, like
+/// `docker node update` (and `promote`/`demote`).
+pub async fn configure(
+    node: &str,
+    manager: &Docker,
+    node_id: &str,
+    role: Role,
+    drain: bool,
+    labels: &BTreeMap<String, String>,
+) -> Result<()> {
+    let step = "set role, availability and labels";
+    // The swarm updates a node's object on its own (a node that just joined registers), so
+    // the version read may be stale by the time of the update: read it again and retry.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = manager.inspect_node(node_id).await.map_err(|e| Error::engine(node, step, e))?;
+        let version = current.version.and_then(|v| v.index).unwrap_or_default();
+        let spec = SwarmNodeSpec {
+            name: current.spec.and_then(|s| s.name),
+            labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+            role: Some(match role {
+                Role::Manager => NodeSpecRoleEnum::MANAGER,
+                Role::Worker => NodeSpecRoleEnum::WORKER,
+            }),
+            availability: Some(if drain { NodeSpecAvailabilityEnum::DRAIN } else { NodeSpecAvailabilityEnum::ACTIVE }),
+        };
+        match manager.update_node(node_id, spec, UpdateNodeOptionsBuilder::new().version(version as i64).build()).await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if out_of_sequence(&e) && attempt < UPDATE_ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt as u64)).await;
+            }
+            Err(e) => return Err(Error::engine(node, step, e)),
+        }
+    }
+}
+
+/// How many times an update that lost a race with the swarm's own is tried.
+pub const UPDATE_ATTEMPTS: u32 = 5;
+
+/// Whether the swarm refused an update because the object changed since it was read
+/// ("update out of sequence"): reading it again and retrying is the answer.
+pub fn out_of_sequence(e: &bollard::errors::Error) -> bool {
+    crate::error::engine_message(e).contains("update out of sequence")
+}
+
+/// Removes swarm node entries that are down and carry `hostname`: what is left of a node that
+/// was destroyed and made again.
+pub async fn forget_stale(manager: &Docker, hostname: &str, keep_id: &str) {
+    let Ok(nodes) = manager.list_nodes(None).await else { return };
+    for n in nodes.iter().filter(|n| stale(n, hostname, keep_id)) {
+        let id = n.id.clone().unwrap_or_default();
+        let _ = manager
+            .delete_node(&id, Some(bollard::query_parameters::DeleteNodeOptionsBuilder::new().force(true).build()))
+            .await;
+    }
+}
+
+/// Whether a listed swarm node is what is left of `hostname` made again (as `keep_id`): down,
+/// with that hostname, and not `keep_id`.
+fn stale(n: &Node, hostname: &str, keep_id: &str) -> bool {
+    let host = n.description.as_ref().and_then(|d| d.hostname.as_deref()).unwrap_or_default();
+    let down = n.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN);
+    host == hostname && n.id.as_deref().unwrap_or_default() != keep_id && down
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `up` met "update out of sequence" from a node update racing the swarm's own (a node
+    /// that had just joined); only that refusal is retried.
+    #[test]
+    fn only_a_stale_version_is_retried() {
+        let stale = bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: "rpc error: code = Unknown desc = update out of sequence".into(),
+        };
+        assert!(out_of_sequence(&stale));
+        let other =
+            bollard::errors::Error::DockerResponseServerError { status_code: 404, message: "node not found".into() };
+        assert!(!out_of_sequence(&other));
+    }
+
+    #[test]
+    fn only_a_down_entry_of_the_same_host_made_again_is_stale() {
+        use bollard::models::{NodeDescription, NodeStatus};
+        let entry = |id: &str, host: &str, state: NodeState| Node {
+            id: Some(id.into()),
+            description: Some(NodeDescription { hostname: Some(host.into()), ..Default::default() }),
+            status: Some(NodeStatus { state: Some(state), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(stale(&entry("old", "worker1", NodeState::DOWN), "worker1", "new"));
+        assert!(!stale(&entry("new", "worker1", NodeState::DOWN), "worker1", "new"), "the node itself");
+        assert!(!stale(&entry("old", "worker1", NodeState::READY), "worker1", "new"), "one that is up");
+        assert!(!stale(&entry("old", "worker2", NodeState::DOWN), "worker1", "new"), "another host");
+    }
+}

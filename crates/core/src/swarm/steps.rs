@@ -1,0 +1,102 @@
+//! The plan's swarm steps, carried out on a cluster through the [`Nodes`] seam: initialise the
+//! swarm on the first manager, join a node, set a node's role, availability and labels, make
+//! a node leave, and forget a destroyed node's entry. They change nothing of lab's state; the
+//! executor records the [`SwarmRecord`] they return.
+
+use std::time::Duration;
+
+use crate::cluster::{Desired, Nodes};
+use crate::error::{Error, Result};
+use crate::state::SwarmRecord;
+use crate::topology::Role;
+
+/// `InitSwarm`: a new swarm on `node`, carrying the cluster's label; returns what to record.
+pub async fn init_on(rt: &dyn Nodes, node: &str) -> Result<SwarmRecord> {
+    let e = rt.engine(node).await?;
+    let rec = super::init(node, &e.docker, &e.advertise_addr, rt.desired().topology.cluster.as_str()).await?;
+    rt.set_cluster_swarm(Some(rec.id.clone()));
+    Ok(rec)
+}
+
+/// What a join did.
+#[derive(Debug, Default)]
+pub struct Joined {
+    /// The node was a member already (it rejoined on its own once started).
+    pub already: bool,
+    /// The swarm as a manager reports it, for a cluster that has none recorded yet.
+    pub record: Option<SwarmRecord>,
+}
+
+/// `JoinSwarm`: `node` joins the cluster's swarm as `role`, with the token a manager that
+/// answers gives now (never a stored one, which `docker swarm join-token --rotate` would have
+/// made useless). `recorded`: whether lab has the swarm on record already.
+pub async fn join_node(rt: &dyn Nodes, node: &str, role: Role, recorded: bool) -> Result<Joined> {
+    let e = rt.engine(node).await?;
+    // A node that was stopped when the plan was made could not say whether it was a member;
+    // once started, its engine rejoins on its own, and joining again would fail ("already
+    // part of a swarm"). A member a manager knows is done.
+    if let Ok(v) = super::local_view(&e.docker).await {
+        if let (true, Some(id)) = (v.active, v.node_id.as_deref()) {
+            if let Ok((_, mgr)) = rt.manager().await {
+                if mgr.inspect_node(id).await.is_ok() {
+                    return Ok(Joined { already: true, record: None });
+                }
+            }
+        }
+    }
+    let (mgr_name, mgr) = rt.manager().await?;
+    let mgr_advertise = rt.engine(&mgr_name).await?.advertise_addr;
+    let token = super::join_token(&mgr_name, &mgr, role).await?;
+    let mgr_addr = format!("{mgr_advertise}:{}", super::SWARM_PORT);
+    super::join(node, &e.docker, &e.advertise_addr, &mgr_addr, &token, role).await?;
+    let record = if recorded { None } else { Some(super::record(&mgr_name, &mgr, &mgr_advertise).await?) };
+    // A node made again leaves its old self behind as a down entry; drop it.
+    if let (Ok((_, mgr)), Ok(v)) = (rt.manager().await, super::local_view(&e.docker).await) {
+        if let Some(id) = v.node_id {
+            if let Ok(n) = mgr.inspect_node(&id).await {
+                let host = n.description.and_then(|d| d.hostname).unwrap_or_default();
+                super::forget_stale(&mgr, &host, &id).await;
+            }
+        }
+    }
+    Ok(Joined { already: false, record })
+}
+
+/// `ConfigureNode`: the node's role, availability and labels as the topology wants them, set
+/// through a manager. Returns the detail for the progress line.
+pub async fn configure_node(rt: &dyn Nodes, node: &str) -> Result<String> {
+    let desired: &Desired = rt.desired();
+    let topo = &desired.topology;
+    let spec = topo.node(node).expect("planned nodes are in the topology");
+    let e = rt.engine(node).await?;
+    let id = super::local_view(&e.docker)
+        .await
+        .map_err(|err| Error::engine(node, "read its swarm node ID", err))?
+        .node_id
+        .ok_or_else(|| Error::node(node, "set role, availability and labels", "the node is not in the swarm"))?;
+    let (_, mgr) = rt.manager().await?;
+    let drain = topo.drain_managers() && spec.role == Role::Manager;
+    super::configure(node, &mgr, &id, spec.role, drain, &topo.swarm_labels(spec)).await?;
+    Ok(format!("{}, {}", spec.role, if drain { "drain" } else { "active" }))
+}
+
+/// `LeaveSwarm`: `node` leaves whatever swarm it is in.
+pub async fn leave_node(rt: &dyn Nodes, node: &str) -> Result<()> {
+    let e = rt.engine(node).await?;
+    super::leave(node, &e.docker).await
+}
+
+/// The swarm node ID of `node`, if its engine answers within a few seconds: read before a
+/// node is destroyed, so that its entry can be taken off the managers' list afterwards.
+pub async fn node_id(rt: &dyn Nodes, node: &str) -> Option<String> {
+    let e = rt.try_engine(node, Duration::from_secs(3)).await.ok()?;
+    super::local_view(&e.docker).await.ok().and_then(|v| v.node_id)
+}
+
+/// Takes the entry `id` of a destroyed node off the managers' list, if a manager answers.
+pub async fn forget_node(rt: &dyn Nodes, id: &str) {
+    if let Ok((_, mgr)) = rt.manager().await {
+        let opts = bollard::query_parameters::DeleteNodeOptionsBuilder::new().force(true).build();
+        let _ = mgr.delete_node(id, Some(opts)).await;
+    }
+}
