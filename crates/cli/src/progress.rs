@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use lab_core::cluster::Step;
 use lab_core::cluster::Progress;
+use lab_core::cluster::Step;
 
 /// Whether to draw spinners: only on a terminal, never in CI, never with JSON output.
 pub fn use_bars(stderr_is_terminal: bool, ci: bool, json: bool) -> bool {

@@ -23,7 +23,6 @@ use std::task::{Context, Poll};
 
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
-use bollard::Docker;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http_body_util::combinators::BoxBody;
@@ -36,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::io::StreamReader;
 
 use crate::error::{Error, Result};
+use crate::registry::Endpoint;
 
 /// A request or response body.
 pub type Body = BoxBody<Bytes, io::Error>;
@@ -76,19 +76,6 @@ impl AsyncWrite for ExecStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.writer.as_mut().poll_shutdown(cx)
     }
-}
-
-/// Where the registry is, and how to reach it.
-#[derive(Clone)]
-pub struct Endpoint {
-    /// The registry's node, for errors.
-    pub node: String,
-    /// That node's engine.
-    pub docker: Docker,
-    /// The registry's task container on it.
-    pub container: String,
-    /// In mutual TLS: how to speak TLS to it (the cluster's CA, lab's client certificate).
-    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A client of the registry at one [`Endpoint`], keeping its idle connections for reuse.

@@ -15,11 +15,11 @@ use bollard::Docker;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::cluster::Progress;
+use crate::cluster::{Desired, Step};
 use crate::driver::{Driver, Machine, NodeEngine};
 use crate::error::{Error, Result};
-use crate::cluster::{Desired, Step};
 use crate::plan::Plan;
-use crate::cluster::Progress;
 use crate::state::{now, ClusterState, NodeRecord, Paths, StepRecord};
 use crate::topology::Role;
 use crate::{images, registry, swarm};
@@ -467,10 +467,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::plan::tests::{apply, desired};
     use crate::cluster::ModeRequest;
-    use crate::plan::{plan, Observed, PlannedStep};
     use crate::cluster::Progress;
+    use crate::plan::tests::{apply, desired};
+    use crate::plan::{plan, Observed, PlannedStep};
 
     /// Progress that keeps the notes.
     #[derive(Default)]

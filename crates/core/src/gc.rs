@@ -20,10 +20,11 @@ use bollard::models::ExecConfig;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::distribution::{Client, Endpoint};
+use crate::cluster::Nodes;
+use crate::distribution::Client;
 use crate::error::{Error, Result};
 use crate::registry;
-use crate::cluster::Nodes;
+use crate::registry::Endpoint;
 
 /// Where the registry keeps its data in its container.
 const DATA: &str = "/var/lib/registry";

@@ -12,9 +12,9 @@ use bollard::Docker;
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
-use crate::error::{engine_message, Error, Result};
-use crate::cluster::Step;
 use crate::cluster::Nodes;
+use crate::cluster::Step;
+use crate::error::{engine_message, Error, Result};
 
 const CHUNK: usize = 1 << 20;
 

@@ -38,11 +38,7 @@ pub mod plan;
 #[doc(hidden)]
 pub mod push;
 #[doc(hidden)]
-pub mod reach;
-#[doc(hidden)]
 pub mod registry;
-#[doc(hidden)]
-pub mod relay;
 #[doc(hidden)]
 pub mod state;
 #[doc(hidden)]

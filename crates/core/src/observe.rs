@@ -20,12 +20,13 @@ use bollard::models::{NodeSpecAvailabilityEnum, NodeSpecRoleEnum};
 use futures_util::future::join_all;
 use serde::Serialize;
 
+use crate::cluster::probe::CLUSTER_LABEL;
+use crate::cluster::Desired;
+use crate::cluster::Nodes;
 use crate::driver::{Machine, MachineState};
 use crate::error::{engine_message, Result};
-use crate::cluster::Desired;
-use crate::plan::{CertsObs, Membership, NodeObs, Observed, RegistryObs};
-use crate::cluster::probe::CLUSTER_LABEL;
-use crate::cluster::Nodes;
+use crate::plan::{CertsObs, Membership, NodeObs, Observed};
+use crate::registry::RegistryObs;
 use crate::state::{ClusterState, RegistryTls};
 use crate::swarm::{local_view, LocalView};
 use crate::{registry, Role};
@@ -520,9 +521,9 @@ async fn settled_view(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::tests::desired;
     use crate::cluster::{ModeRequest, Step};
     use crate::plan::plan;
+    use crate::plan::tests::desired;
     use crate::state::{RegistryMode, SwarmRecord};
     use crate::topology::ClusterName;
     use bollard::models::{ManagerStatus, Node, NodeSpec, NodeState, NodeStatus};

@@ -12,6 +12,9 @@ use serde::Serialize;
 
 use crate::cluster::{Desired, ModeRequest, Step};
 use crate::driver::MachineState;
+use crate::registry::is_relay;
+use crate::registry::Forwarder;
+use crate::registry::RegistryObs;
 use crate::state::{RegistryMode, RegistryTls};
 use crate::topology::Role;
 
@@ -89,25 +92,6 @@ impl NodeObs {
     }
 }
 
-/// The registry service as observed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryObs {
-    /// Its image.
-    pub image: String,
-    /// How its port is published.
-    pub mode: RegistryMode,
-    /// Whether it carries lab's HTTP secret and pinning and volume, as lab would deploy it.
-    pub spec_matches: bool,
-    /// The node its task runs on, if one runs.
-    pub running_on: Option<String>,
-    /// The fingerprint of the certificates it serves TLS with and requires clients to have
-    /// ([`crate::tls::Material::registry_fingerprint`]); `None`: plain HTTP.
-    pub tls: Option<String>,
-    /// Whether it is read-only, as `lab images gc` makes it while it runs (one left so was
-    /// interrupted; its spec does not match, so `up` makes it writable again).
-    pub read_only: bool,
-}
-
 /// The cluster's certificates in lab's state directory, as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertsObs {
@@ -169,63 +153,6 @@ impl Plan {
         after.dedup();
         self.steps.push(PlannedStep { step, after });
         self.steps.len() - 1
-    }
-}
-
-/// What serves `localhost:5000` on a node besides the registry itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forwarder {
-    /// Nothing: the mesh, or the registry's own host-mode port, answers there.
-    None,
-    /// Open registry, fallback mode: busybox `nc` relays TCP to the registry's node.
-    Plain,
-    /// Mutual TLS: lab's relay takes plain HTTP on the node's loopback and speaks TLS to the
-    /// registry with the node's client certificate, since the node's dockerd never presents
-    /// one to a loopback registry ([`crate::relay`]).
-    Relay,
-}
-
-impl Forwarder {
-    /// What a node is to have: with mutual TLS, a relay on every node (the registry's port
-    /// 5000 is the relay's, the registry's own is [`crate::registry::TLS_PORT`]); open, a
-    /// plain forwarder on every node but the registry's in fallback mode, none with the mesh.
-    pub fn wanted(tls: RegistryTls, mode: RegistryMode, registry_node: bool) -> Forwarder {
-        match (tls, mode) {
-            (RegistryTls::Mutual, _) => Forwarder::Relay,
-            (RegistryTls::Open, RegistryMode::Fallback) if !registry_node => Forwarder::Plain,
-            (RegistryTls::Open, _) => Forwarder::None,
-        }
-    }
-
-    /// How a forwarder of this kind relaying to `target` (the registry node's address) reads
-    /// back from its container ([`crate::registry::observe_forwarder`]); `None` for none.
-    pub fn label(self, target: &str) -> Option<String> {
-        match self {
-            Forwarder::None => None,
-            Forwarder::Plain => Some(target.to_string()),
-            Forwarder::Relay => Some(format!(
-                "{RELAY_SCHEME}{}:{} lab {}",
-                bracket(target),
-                crate::registry::TLS_PORT,
-                env!("CARGO_PKG_VERSION")
-            )),
-        }
-    }
-}
-
-const RELAY_SCHEME: &str = "tls://";
-
-/// Whether an observed forwarder is a mutual-TLS relay.
-pub fn is_relay(label: &str) -> bool {
-    label.starts_with(RELAY_SCHEME)
-}
-
-/// An IPv6 address in brackets, as in `[fd00::1]:5443`.
-pub fn bracket(addr: &str) -> String {
-    if addr.contains(':') {
-        format!("[{addr}]")
-    } else {
-        addr.to_string()
     }
 }
 

@@ -13,11 +13,12 @@ use std::time::Duration;
 use bollard::query_parameters::{RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder};
 use futures_util::future::join_all;
 
+use crate::cluster::Nodes;
+use crate::cluster::Progress;
 use crate::error::{Error, Result};
 use crate::plan::{Membership, Observed};
-use crate::cluster::Progress;
-use crate::registry::{FORWARDER, NETWORK, SERVICE, VOLUME};
-use crate::cluster::Nodes;
+use crate::registry::forwarder::FORWARDER;
+use crate::registry::{NETWORK, SERVICE, VOLUME};
 use crate::topology::Topology;
 use crate::{swarm, Role};
 
@@ -247,8 +248,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::plan::tests::desired;
     use crate::cluster::{ModeRequest, Step};
+    use crate::plan::tests::desired;
     use crate::plan::NodeObs;
     use crate::MachineState;
 

@@ -4,11 +4,11 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
+use lab_core::cluster::Desired;
+use lab_core::cluster::Progress;
 use lab_core::driver::lookup;
 use lab_core::exec::Runtime;
 use lab_core::external;
-use lab_core::cluster::Desired;
-use lab_core::cluster::Progress;
 use lab_core::state::{ClusterState, Paths};
 use lab_core::{Driver, DriverContext, Error, Result, Role, Topology};
 use serde_json::json;

@@ -32,7 +32,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Drivers(a) => drivers::drivers(a.output, a.long).await,
         Command::Ssh(a) => ssh::ssh(config, &a).await,
         Command::DriverTest(a) => crate::driver_test::run(config, &a).await,
-        Command::Relay(a) => lab_core::relay::serve(a.listen, a.to.clone(), a.certs)
+        Command::Relay(a) => lab_core::registry::relay::serve(a.listen, a.to.clone(), a.certs)
             .await
             .map(|()| 0)
             .map_err(|e| lab_core::Error::op(format!("relay to {}", a.to), e.to_string())),

@@ -5,8 +5,8 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use lab_core::distribution::Client;
 use lab_core::cluster::Silent;
+use lab_core::distribution::Client;
 use lab_core::push::{self, human, Item};
 use lab_core::{Error, Result};
 use serde_json::json;

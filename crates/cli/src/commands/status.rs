@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use lab_core::cluster::Silent;
 use lab_core::exec::Runtime;
 use lab_core::observe::observe;
-use lab_core::cluster::Silent;
 use lab_core::Result;
 use serde_json::json;
 

@@ -18,10 +18,10 @@ use std::time::Duration;
 use bollard::Docker;
 
 use super::ImageSource;
-use crate::driver::{ExecOutput, Machine, NodeEngine};
-use crate::error::Result;
 use crate::cluster::Desired;
 use crate::cluster::Progress;
+use crate::driver::{ExecOutput, Machine, NodeEngine};
+use crate::error::Result;
 use crate::state::ClusterState;
 
 /// Timeout for one Docker API request (image transfers included).

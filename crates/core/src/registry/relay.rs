@@ -26,8 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// Where the relay container sees the node's `/etc/docker/certs.d/localhost:5000/`.
 pub const CERTS_MOUNT: &str = "/lab/certs";
 /// Where the archive puts lab and its libraries in the relay container.
-const BIN: &str = "lab/bin/lab";
-const LIB: &str = "lab/lib";
+pub(crate) const BIN: &str = "lab/bin/lab";
+pub(crate) const LIB: &str = "lab/lib";
 
 /// How the relay container runs lab: the archive to put at `/` and the entrypoint.
 #[derive(Clone)]
@@ -61,7 +61,7 @@ pub fn runs_on(os: &str, architecture: &str) -> Result<(), String> {
 }
 
 /// Docker's architecture names as Rust's `std::env::consts::ARCH` spells them.
-fn normal_arch(a: &str) -> &str {
+pub(crate) fn normal_arch(a: &str) -> &str {
     match a {
         "amd64" => "x86_64",
         "arm64" => "aarch64",
@@ -69,7 +69,7 @@ fn normal_arch(a: &str) -> &str {
     }
 }
 
-fn pack() -> Result<Program, String> {
+pub(crate) fn pack() -> Result<Program, String> {
     // The running program itself, through /proc: what runs here, even if its file was
     // replaced since (lab upgraded or rebuilt while `up` runs).
     let bytes = std::fs::read("/proc/self/exe").or_else(|_| {
@@ -118,7 +118,7 @@ fn pack() -> Result<Program, String> {
 
 /// The ELF program interpreter (`PT_INTERP`) of a 64-bit little-endian executable, if it
 /// names one: `None` for a static executable.
-fn interpreter(elf: &[u8]) -> Option<String> {
+pub(crate) fn interpreter(elf: &[u8]) -> Option<String> {
     if elf.get(..4)? != b"\x7fELF" || elf.get(4)? != &2 || elf.get(5)? != &1 {
         return None;
     }
@@ -139,7 +139,7 @@ fn interpreter(elf: &[u8]) -> Option<String> {
 
 /// The other names of a library in its directory (`libz.so.1` for `libz.so.1.2.13`): the
 /// map names the file, the loader looks for the name the executable was linked against.
-fn aliases(lib: &Path) -> Vec<String> {
+pub(crate) fn aliases(lib: &Path) -> Vec<String> {
     let (Some(dir), Some(name)) = (lib.parent(), lib.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
     let stem = match name.find(".so") {
         Some(i) => &name[..i + 3],
@@ -155,7 +155,7 @@ fn aliases(lib: &Path) -> Vec<String> {
 }
 
 /// The shared libraries this process has mapped (`/proc/self/maps`), the loader among them.
-fn loaded_libraries() -> Vec<PathBuf> {
+pub(crate) fn loaded_libraries() -> Vec<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     let mut out: Vec<PathBuf> = Vec::new();
     for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
@@ -227,7 +227,7 @@ pub async fn serve(listen: Vec<SocketAddr>, target: String, certs: PathBuf) -> s
 /// How long the relay waits for a port in use.
 pub const PORT_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
 
-async fn bind_when_free(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind_when_free(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let since = std::time::Instant::now();
     loop {
         match TcpListener::bind(addr).await {
@@ -239,7 +239,7 @@ async fn bind_when_free(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
 }
 
-async fn relay_one(mut inbound: TcpStream, target: &str, certs: &Path) -> Result<(), String> {
+pub(crate) async fn relay_one(mut inbound: TcpStream, target: &str, certs: &Path) -> Result<(), String> {
     let read = |name: &str| {
         let p = certs.join(name);
         std::fs::read_to_string(&p).map_err(|e| format!("read {}: {e}", p.display()))

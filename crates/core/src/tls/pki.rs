@@ -1,43 +1,9 @@
-//! The registry's mutual TLS (`[registry] tls = "mutual"`): the cluster's own certificate
-//! authority, the registry's server certificate and the client certificate lab presents and
-//! puts on every node, made here in Rust with rcgen and ring, kept in the cluster's state
-//! directory.
-//!
-//! The nodes' own dockerd does not present it: Docker reads `/etc/docker/certs.d` only for
-//! registries it counts as secure, and never counts a loopback one as secure ([`ENGINE_HINT`]).
-//! So in this mode each node's `localhost:5000` is lab's relay ([`crate::relay`]), which
-//! presents the node's client certificate to the registry's TLS port.
-//!
-//! Files, in `<cluster dir>/tls/` (0700; every file 0600, written atomically by
-//! [`crate::state::write_atomic`]): `ca.crt` and `ca.key` (the CA, ten years), `server.crt`
-//! and `server.key` (the registry's), `client.cert` and `client.key` (the nodes' and lab's), and
-//! `meta.json` (when the leaf certificates expire; no secret). Keys are never printed, never
-//! logged, and never in a span: [`Material`]'s `Debug` shows fingerprints only.
-//!
-//! Where they go: the registry's task gets the server certificate, its key and the CA as swarm
-//! secrets ([`crate::registry`]); every node's engine gets the CA and the client pair in
-//! `/etc/docker/certs.d/localhost:5000/` and `/etc/docker/certs.d/127.0.0.1:5000/` (written
-//! through the node's engine: [`node_archive`] is what goes there); `lab push` and `lab images`
-//! speak TLS with the client pair ([`client_config`]).
-//!
-//! The leaf certificates are renewed (the CA stays) when less than [`RENEW_BEFORE`] of their
-//! life is left; the registry's secrets are named by the certificates' fingerprint, so a
-//! renewal shows as a registry that does not match and is redeployed.
+//! The cluster's CA and its certificates, made with rcgen and ring, kept in the cluster's
+//! state directory, fingerprinted, and turned into a rustls client configuration.
 
-use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-
-use bollard::models::{
-    ContainerCreateBody, HostConfig, SecretSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets,
-};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListSecretsOptionsBuilder,
-    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
-};
-use bollard::Docker;
-use futures_util::StreamExt;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -46,30 +12,13 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{engine_message, Error, Result};
+use crate::error::{Error, Result};
 use crate::state::{make_private_dir, now, write_atomic};
-
-/// How long the CA is valid.
-pub const CA_LIFE: u64 = 10 * 365 * 86_400;
-/// How long the server and client certificates are valid.
-pub const LEAF_LIFE: u64 = 365 * 86_400;
-/// `lab up` renews the leaf certificates when less than this is left.
-pub const RENEW_BEFORE: u64 = 30 * 86_400;
-
-/// The names and addresses the registry's certificate is valid for: every way a node, a task
-/// or lab reaches it (`localhost` and its IPv6 names, the loopbacks, and the stack's service
-/// names on its overlay network). Nodes' relays check it as `localhost` ([`SERVER_NAME`]),
-/// whatever address they dial, so no node address is in it and a node made again with a new
-/// address needs no new certificate.
-pub const SERVER_NAMES: &[&str] =
-    &["localhost", "127.0.0.1", "::1", "ip6-localhost", "localhost6", "registry", "registry_registry"];
-
-/// The name lab checks the registry's certificate against.
-pub const SERVER_NAME: &str = "localhost";
-
-/// Where a node's engine looks for the registry's certificates: Docker presents the client
-/// pair it finds there and trusts the CA.
-pub const CERTS_DIRS: [&str; 2] = ["localhost:5000", "127.0.0.1:5000"];
+use crate::tls::CA_LIFE;
+use crate::tls::CERTS_DIRS;
+use crate::tls::LEAF_LIFE;
+use crate::tls::RENEW_BEFORE;
+use crate::tls::SERVER_NAMES;
 
 /// What lab keeps about the certificates besides the PEM files.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -202,12 +151,7 @@ pub fn observed_node_fingerprint(archive: &[u8]) -> Option<String> {
     found
 }
 
-/// The cluster's TLS directory.
-pub fn dir(cluster_dir: &Path) -> PathBuf {
-    cluster_dir.join("tls")
-}
-
-fn state_err(path: &Path, e: impl std::fmt::Display) -> Error {
+pub(crate) fn state_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::State {
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
@@ -301,7 +245,7 @@ pub fn ensure(dir: &Path, cluster: &str) -> Result<(Material, bool)> {
     Ok((m, true))
 }
 
-fn ca_params(cluster: &str, at: u64) -> CertificateParams {
+pub(crate) fn ca_params(cluster: &str, at: u64) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, format!("lab {cluster} registry CA"));
@@ -318,7 +262,7 @@ pub fn date(secs: u64) -> String {
     format!("{y:04}-{:02}-{d:02}", m as u8)
 }
 
-fn time_at(secs: u64) -> time::OffsetDateTime {
+pub(crate) fn time_at(secs: u64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
@@ -353,258 +297,9 @@ pub fn client_config_pem(ca: &str, cert: &str, key: &str) -> std::result::Result
     Ok(Arc::new(cfg))
 }
 
-/// Swarm secrets holding the registry's TLS files are named this, then `cert-`, `key-` or
-/// `ca-`, then the registry fingerprint: secrets cannot change, so new certificates get new
-/// secrets, and the name says which certificates a deployed registry serves.
-pub const SECRET_PREFIX: &str = "lab-registry-tls-";
-/// Where the registry's task finds them.
-const CERT_FILE: &str = "/run/secrets/lab-registry-tls.crt";
-const KEY_FILE: &str = "/run/secrets/lab-registry-tls.key";
-const CA_FILE: &str = "/run/secrets/lab-registry-ca.crt";
-
-/// The registry's environment for mutual TLS. distribution reads `http.tls.clientcas`, a list,
-/// from the environment as YAML: `[/path]` (a bare path is a configuration error,
-/// "cannot unmarshal !!str into []string"; checked with distribution 2.8.2's own binary).
-/// With client CAs set, it requires and verifies a client certificate from them.
-///
-/// Relative URLs: the nodes reach the registry through their relays ([`crate::relay`]), in
-/// plain HTTP on `localhost:5000`, while the registry sees TLS; the absolute upload URLs it
-/// would build from that say `https://localhost:5000/...`, where dockerd finds the relay
-/// speaking plain HTTP. A relative `Location` is resolved against the URL dockerd used.
-pub fn registry_env() -> Vec<String> {
-    vec![
-        "REGISTRY_HTTP_RELATIVEURLS=true".to_string(),
-        format!("REGISTRY_HTTP_TLS_CERTIFICATE={CERT_FILE}"),
-        format!("REGISTRY_HTTP_TLS_KEY={KEY_FILE}"),
-        format!("REGISTRY_HTTP_TLS_CLIENTCAS=[{CA_FILE}]"),
-    ]
-}
-
-/// Which certificates a registry service serves, from its environment and secrets: `None`
-/// for plain HTTP; the registry fingerprint its secrets are named by; `?` for TLS that is not
-/// lab's.
-pub fn deployed_fingerprint(env: &[String], secrets: &[TaskSpecContainerSpecSecrets]) -> Option<String> {
-    if !env.iter().any(|e| e.starts_with("REGISTRY_HTTP_TLS_")) {
-        return None;
-    }
-    let ours = registry_env().iter().all(|e| env.contains(e));
-    let names: Vec<&str> = secrets.iter().filter_map(|s| s.secret_name.as_deref()).collect();
-    let fp = names.iter().find_map(|n| n.strip_prefix(SECRET_PREFIX).and_then(|r| r.strip_prefix("cert-")));
-    match fp {
-        Some(fp)
-            if ours && ["key", "ca"].iter().all(|k| names.contains(&format!("{SECRET_PREFIX}{k}-{fp}").as_str())) =>
-        {
-            Some(fp.to_string())
-        }
-        _ => Some("?".into()),
-    }
-}
-
-/// The registry's TLS secrets for `m` (made if missing), as its task references them.
-pub async fn registry_secrets(
-    mgr_name: &str,
-    mgr: &Docker,
-    m: &Material,
-    labels: &HashMap<String, String>,
-) -> Result<Vec<TaskSpecContainerSpecSecrets>> {
-    let fp = m.registry_fingerprint();
-    let mut out = Vec::new();
-    for (kind, body, file, mode) in [
-        ("cert", &m.server_cert, CERT_FILE, 0o444),
-        ("key", &m.server_key, KEY_FILE, 0o400),
-        ("ca", &m.ca_cert, CA_FILE, 0o444),
-    ] {
-        let name = format!("{SECRET_PREFIX}{kind}-{fp}");
-        let step = format!("make the swarm secret {name}");
-        let filters = HashMap::from([("name", vec![name.as_str()])]);
-        let found = mgr
-            .list_secrets(Some(ListSecretsOptionsBuilder::new().filters(&filters).build()))
-            .await
-            .map_err(|e| Error::engine(mgr_name, &step, e))?;
-        let id = match found.into_iter().find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(&name)) {
-            Some(s) => s.id.unwrap_or_default(),
-            None => {
-                let spec = SecretSpec {
-                    name: Some(name.clone()),
-                    labels: Some(labels.clone()),
-                    data: Some(crate::registry::base64(body.as_bytes())),
-                    ..Default::default()
-                };
-                match mgr.create_secret(spec).await {
-                    Ok(r) => r.id,
-                    // Made concurrently: ask again.
-                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
-                        let found = mgr
-                            .list_secrets(Some(ListSecretsOptionsBuilder::new().filters(&filters).build()))
-                            .await
-                            .map_err(|e| Error::engine(mgr_name, &step, e))?;
-                        found.into_iter().find_map(|s| s.id).unwrap_or_default()
-                    }
-                    Err(e) => return Err(Error::engine(mgr_name, step, e)),
-                }
-            }
-        };
-        out.push(TaskSpecContainerSpecSecrets {
-            file: Some(TaskSpecContainerSpecFile {
-                name: Some(file.trim_start_matches("/run/secrets/").into()),
-                uid: Some("0".into()),
-                gid: Some("0".into()),
-                mode: Some(mode),
-            }),
-            secret_id: Some(id),
-            secret_name: Some(name),
-        });
-    }
-    Ok(out)
-}
-
-/// Removes the registry TLS secrets of other certificates than `keep` (best effort: one
-/// still used by a task that is going away is removed by a later deploy).
-pub async fn remove_stale_secrets(mgr: &Docker, keep: Option<&str>) {
-    let filters = HashMap::from([("name", vec![SECRET_PREFIX])]);
-    let Ok(found) = mgr.list_secrets(Some(ListSecretsOptionsBuilder::new().filters(&filters).build())).await else {
-        return;
-    };
-    for s in found {
-        let name = s.spec.and_then(|s| s.name).unwrap_or_default();
-        let current = keep.is_some_and(|k| name.ends_with(&format!("-{k}")));
-        if name.starts_with(SECRET_PREFIX) && !current {
-            if let Some(id) = s.id {
-                let _ = mgr.delete_secret(&id).await;
-            }
-        }
-    }
-}
-
-/// Removes what [`install_node`] put in the node's `/etc/docker/certs.d` (both directories),
-/// with a container of the registry image that runs `rm` on those fixed paths and nothing
-/// else. A node without them is fine.
-pub async fn remove_node(docker: &Docker, node: &str, cluster: &str, image: &str) -> Result<()> {
-    let step = "remove the registry's client certificate from its engine";
-    let name = format!("lab-certs-{}", crate::cluster::probe::random_suffix());
-    let mut argv = vec!["rm".to_string(), "-rf".to_string()];
-    argv.extend(CERTS_DIRS.iter().map(|d| format!("{HOST_ETC}/docker/certs.d/{d}")));
-    let timeout = std::time::Duration::from_secs(60);
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        entrypoint: Some(argv[..1].to_vec()),
-        cmd: Some(argv[1..].to_vec()),
-        labels: Some(crate::cluster::probe::labels(cluster, timeout, now())),
-        host_config: Some(HostConfig { binds: Some(vec![format!("/etc:{HOST_ETC}")]), ..Default::default() }),
-        network_disabled: Some(true),
-        ..Default::default()
-    };
-    let result = async {
-        docker
-            .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
-            .await
-            .map_err(|e| engine_message(&e))?;
-        docker.start_container(&name, None).await.map_err(|e| engine_message(&e))?;
-        let mut wait = docker.wait_container(
-            &name,
-            Some(bollard::query_parameters::WaitContainerOptionsBuilder::new().condition("not-running").build()),
-        );
-        match tokio::time::timeout(timeout, wait.next()).await {
-            Ok(Some(Ok(_))) => Ok(()),
-            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
-                Err(format!("rm exited {code}"))
-            }
-            Ok(Some(Err(e))) => Err(engine_message(&e)),
-            Ok(None) | Err(_) => Err(format!("rm did not finish within {}s", timeout.as_secs())),
-        }
-    }
-    .await;
-    let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
-    result.map_err(|why| Error::node(node, step, why))
-}
-
-/// Whether dockerd's answer says the registry wanted TLS with a client certificate and dockerd
-/// gave neither: after its TLS attempt (without a certificate) was refused, dockerd falls back
-/// to plain HTTP, which a TLS registry answers with this.
-pub fn engine_refused(answer: &str) -> bool {
-    answer.contains("HTTP request to an HTTPS server")
-}
-
-/// Why a node's dockerd was refused by a mutual-TLS registry, and what to do: it reached the
-/// registry itself rather than its node's relay ([`crate::relay`]), since dockerd never
-/// presents a client certificate to a loopback registry.
-pub const ENGINE_HINT: &str = "dockerd never presents a client certificate to a registry at a loopback address \
-     (it counts localhost and 127.0.0.0/8 as insecure registries; moby issue 31326), so with mutual TLS each node's \
-     localhost:5000 must be lab's relay (container lab-registry-forwarder), which presents the node's certificate; \
-     `lab up` starts it";
-
-/// Where the helper container sees the node's `/etc`.
-const HOST_ETC: &str = "/lab-host-etc";
-
-/// Runs `f` with a helper container on `docker`: made from `image` (which every node has),
-/// never started, its only mount the node's `/etc`, so the archive API reads and writes the
-/// node's `/etc/docker/certs.d` through it, with no shell and no command. It carries the
-/// probes' labels, so one left by a killed run is removed by the next probe.
-async fn with_helper<T, F, Fut>(docker: &Docker, cluster: &str, image: &str, f: F) -> std::result::Result<T, String>
-where
-    F: FnOnce(String) -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, String>>,
-{
-    let name = format!("lab-certs-{}", crate::cluster::probe::random_suffix());
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        entrypoint: Some(vec!["true".into()]),
-        cmd: Some(vec![]),
-        labels: Some(crate::cluster::probe::labels(cluster, std::time::Duration::from_secs(60), now())),
-        host_config: Some(HostConfig { binds: Some(vec![format!("/etc:{HOST_ETC}")]), ..Default::default() }),
-        network_disabled: Some(true),
-        ..Default::default()
-    };
-    docker
-        .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
-        .await
-        .map_err(|e| engine_message(&e))?;
-    let result = f(name.clone()).await;
-    let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
-    result
-}
-
-/// The fingerprint of lab's certificates in the node's `/etc/docker/certs.d`, if it has a
-/// complete set; `None` also when the engine cannot be asked (then [`install_node`] runs and
-/// says why).
-pub async fn observe_node(docker: &Docker, cluster: &str, image: &str) -> Option<String> {
-    with_helper(docker, cluster, image, |helper| async move {
-        let path = format!("{HOST_ETC}/docker/certs.d");
-        let mut s = docker
-            .download_from_container(&helper, Some(DownloadFromContainerOptionsBuilder::new().path(&path).build()));
-        let mut tar = Vec::new();
-        while let Some(chunk) = s.next().await {
-            tar.extend_from_slice(&chunk.map_err(|e| engine_message(&e))?);
-        }
-        Ok(observed_node_fingerprint(&tar))
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
-/// Puts `m`'s CA and client pair into the node's `/etc/docker/certs.d/localhost:5000/` and
-/// `.../127.0.0.1:5000/` through its engine. dockerd reads that directory at each registry
-/// request: nothing restarts.
-pub async fn install_node(docker: &Docker, node: &str, cluster: &str, image: &str, m: &Material) -> Result<String> {
-    let archive = bytes::Bytes::from(m.node_archive());
-    with_helper(docker, cluster, image, |helper| async move {
-        docker
-            .upload_to_container(
-                &helper,
-                Some(UploadToContainerOptionsBuilder::new().path(HOST_ETC).build()),
-                bollard::body_full(archive),
-            )
-            .await
-            .map_err(|e| engine_message(&e))
-    })
-    .await
-    .map_err(|why| Error::node(node, "give its engine the registry's client certificate", why))?;
-    Ok(format!("/etc/docker/certs.d/{{{}}}", CERTS_DIRS.join(",")))
-}
-
 #[cfg(test)]
 mod tests {
+    use crate::tls::dir;
     use std::os::unix::fs::PermissionsExt;
 
     use rustls_pki_types::pem::PemObject;
@@ -685,45 +380,6 @@ mod tests {
         // Another cluster's client certificate is refused too.
         let (other, _) = ensure(&tmp.path().join("other"), "c2").unwrap();
         assert!(talk(&m, client_config(&other).unwrap(), "localhost").await.is_err());
-    }
-
-    fn secret(name: &str) -> TaskSpecContainerSpecSecrets {
-        TaskSpecContainerSpecSecrets { secret_name: Some(name.into()), ..Default::default() }
-    }
-
-    /// The registry's environment names the secrets' files, the client CAs as the YAML list
-    /// distribution reads; a deployed service is read back as the certificates it serves.
-    #[test]
-    fn a_registrys_tls_is_read_back_from_its_environment_and_secrets() {
-        let env = registry_env();
-        assert!(env.contains(&"REGISTRY_HTTP_TLS_CLIENTCAS=[/run/secrets/lab-registry-ca.crt]".to_string()), "{env:?}");
-        assert!(env.iter().any(|e| e.starts_with("REGISTRY_HTTP_TLS_CERTIFICATE=/run/secrets/")));
-        assert!(env.iter().any(|e| e.starts_with("REGISTRY_HTTP_TLS_KEY=/run/secrets/")));
-        let ours = [
-            secret("lab-registry-http-secret"),
-            secret("lab-registry-tls-cert-abc"),
-            secret("lab-registry-tls-key-abc"),
-            secret("lab-registry-tls-ca-abc"),
-        ];
-        let plain = vec!["REGISTRY_STORAGE_DELETE_ENABLED=true".to_string()];
-        assert_eq!(deployed_fingerprint(&plain, &ours), None, "no TLS in the environment: plain HTTP");
-        let mut with = plain.clone();
-        with.extend(env.clone());
-        assert_eq!(deployed_fingerprint(&with, &ours).as_deref(), Some("abc"));
-        // A key of other certificates, or TLS set up by hand: TLS, but not lab's current one.
-        let mixed = [
-            secret("lab-registry-tls-cert-abc"),
-            secret("lab-registry-tls-key-old"),
-            secret("lab-registry-tls-ca-abc"),
-        ];
-        assert_eq!(deployed_fingerprint(&with, &mixed).as_deref(), Some("?"));
-        let by_hand = vec!["REGISTRY_HTTP_TLS_CERTIFICATE=/certs/x.crt".to_string()];
-        assert_eq!(deployed_fingerprint(&by_hand, &ours).as_deref(), Some("?"));
-        // What the planner compares against.
-        let tmp = tempfile::tempdir().unwrap();
-        let (m, _) = ensure(&dir(tmp.path()), "c1").unwrap();
-        assert_eq!(m.registry_fingerprint().len(), 12);
-        assert_ne!(m.registry_fingerprint(), m.node_fingerprint());
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Reach {
 }
 
 /// Words only a registry says: its error codes' messages, as dockerd passes them on.
-const REGISTRY_WORDS: &[&str] = &[
+pub(crate) const REGISTRY_WORDS: &[&str] = &[
     "manifest unknown",
     "name unknown",
     "not found",
@@ -160,7 +160,7 @@ pub async fn ask(docker: &Docker, address: &str) -> Answer {
 }
 
 /// Asks for `::1` by the first spelling the engine accepts and the node resolves.
-async fn ask_ipv6(docker: &Docker) -> Option<Answer> {
+pub(crate) async fn ask_ipv6(docker: &Docker) -> Option<Answer> {
     for host in ["[::1]", "ip6-localhost", "localhost6"] {
         let a = ask(docker, &format!("{host}:{PORT}")).await;
         if a.reach != Reach::CannotAsk {

@@ -1,0 +1,340 @@
+//! What serves `localhost:5000` on a node besides the registry itself: in fallback mode a
+//! busybox `nc` forwarder relaying to the registry's node, in mutual TLS lab's relay.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use bollard::Docker;
+
+use crate::cluster::Nodes;
+use crate::error::{engine_message, Error, Result};
+use crate::registry::PORT;
+use crate::registry::TLS_PORT;
+use crate::state::{RegistryMode, RegistryTls};
+
+/// The forwarder container on every node but the registry's (fallback mode).
+pub const FORWARDER: &str = "lab-registry-forwarder";
+/// Label on the forwarder naming the address it relays to.
+pub const FORWARD_TO_LABEL: &str = "lab.forward-to";
+/// Label saying how the forwarder listens: `loopback`, published on the node's 127.0.0.1 (and
+/// ::1) only. Forwarders without it (older lab versions listened on every interface of the
+/// node) are replaced.
+pub const FORWARD_LISTEN_LABEL: &str = "lab.forward-listen";
+
+/// What serves `localhost:5000` on a node besides the registry itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarder {
+    /// Nothing: the mesh, or the registry's own host-mode port, answers there.
+    None,
+    /// Open registry, fallback mode: busybox `nc` relays TCP to the registry's node.
+    Plain,
+    /// Mutual TLS: lab's relay takes plain HTTP on the node's loopback and speaks TLS to the
+    /// registry with the node's client certificate, since the node's dockerd never presents
+    /// one to a loopback registry ([`crate::registry::relay`]).
+    Relay,
+}
+
+impl Forwarder {
+    /// What a node is to have: with mutual TLS, a relay on every node (the registry's port
+    /// 5000 is the relay's, the registry's own is [`crate::registry::TLS_PORT`]); open, a
+    /// plain forwarder on every node but the registry's in fallback mode, none with the mesh.
+    pub fn wanted(tls: RegistryTls, mode: RegistryMode, registry_node: bool) -> Forwarder {
+        match (tls, mode) {
+            (RegistryTls::Mutual, _) => Forwarder::Relay,
+            (RegistryTls::Open, RegistryMode::Fallback) if !registry_node => Forwarder::Plain,
+            (RegistryTls::Open, _) => Forwarder::None,
+        }
+    }
+
+    /// How a forwarder of this kind relaying to `target` (the registry node's address) reads
+    /// back from its container ([`crate::registry::observe_forwarder`]); `None` for none.
+    pub fn label(self, target: &str) -> Option<String> {
+        match self {
+            Forwarder::None => None,
+            Forwarder::Plain => Some(target.to_string()),
+            Forwarder::Relay => Some(format!(
+                "{RELAY_SCHEME}{}:{} lab {}",
+                bracket(target),
+                crate::registry::TLS_PORT,
+                env!("CARGO_PKG_VERSION")
+            )),
+        }
+    }
+}
+
+pub(crate) const RELAY_SCHEME: &str = "tls://";
+
+/// Whether an observed forwarder is a mutual-TLS relay.
+pub fn is_relay(label: &str) -> bool {
+    label.starts_with(RELAY_SCHEME)
+}
+
+/// An IPv6 address in brackets, as in `[fd00::1]:5443`.
+pub fn bracket(addr: &str) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]")
+    } else {
+        addr.to_string()
+    }
+}
+
+/// The forwarder's program, run by the image's `sh`. Its arguments come as positional
+/// parameters (`$1` address, `$2` port), never pasted into the script. Alpine's busybox `nc`
+/// (the official image) keeps listening with `-lk`; Debian's has no `-k` and wants `-ll`
+/// (its help says "use -ll with -e for persistent server"): use `-lk` only where this `nc`
+/// documents a `-k` option. Each connection forks `nc ADDR PORT`, so concurrent layer uploads
+/// each get their own relay.
+pub(crate) const FORWARD_SCRIPT: &str = r#"if nc --help 2>&1 | grep -qE '^[[:space:]]+-k'; then keep=-lk; else keep=-ll; fi
+exec nc $keep -p "$2" -e nc "$1" "$2""#;
+
+/// How long a forwarder waits for the engine to let go of the port after the mesh.
+pub(crate) const PORT_RELEASE: Duration = Duration::from_secs(45);
+
+/// Makes the forwarder on `node` match the mode: relaying to the registry's node in fallback
+/// mode, absent in mesh mode and on the registry's own node (where it would hold the port
+/// the registry publishes).
+///
+/// The forwarder serves `localhost:5000` on its own node and nothing else: it runs on the
+/// node's default bridge with its port published on `127.0.0.1` and, where the node has IPv6
+/// loopback, `[::1]`, so no other machine reaches it. (A drained manager cannot attach a
+/// standalone container to the swarm's overlay, but the default bridge is always there.)
+pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
+    let mode = rt.state().registry_mode.ok_or_else(|| Error::op("start the forwarder", "no registry mode chosen"))?;
+    let e = rt.engine(node).await?;
+    let docker = &e.docker;
+    let reg = rt.desired().topology.registry_node().name.clone();
+    let kind = crate::registry::Forwarder::wanted(rt.desired().tls, mode, node == reg);
+    let step = match kind {
+        crate::registry::Forwarder::Relay => "start the relay to the mutual-TLS registry",
+        _ => "start the registry forwarder",
+    };
+    remove_forwarder(node, docker).await?;
+    let target = match kind {
+        crate::registry::Forwarder::None if mode == RegistryMode::Mesh => return Ok("not needed: mesh".into()),
+        crate::registry::Forwarder::None => return Ok("not needed: the registry runs here".into()),
+        _ => rt.engine(&reg).await?.advertise_addr,
+    };
+    let label = kind.label(&target).unwrap_or_default();
+    let relay = kind == crate::registry::Forwarder::Relay;
+    // The forwarder's program and what it needs: busybox `nc` from the registry image, or lab
+    // itself (packed into the container before it starts) with the node's client certificate.
+    let (entrypoint, mounts, archive) = match kind {
+        crate::registry::Forwarder::Relay => {
+            let info = docker.info().await.map_err(|err| Error::engine(node, step, err))?;
+            crate::registry::relay::runs_on(
+                info.os_type.as_deref().unwrap_or("linux"),
+                info.architecture.as_deref().unwrap_or_default(),
+            )
+            .map_err(|why| {
+                Error::node(node, step, why).with_hint(
+                    "run lab from a Linux machine of the nodes' architecture, or use `--registry-tls open` \
+                     behind a firewall",
+                )
+            })?;
+            let program = crate::registry::relay::program().map_err(|why| Error::node(node, step, why))?;
+            let mut entrypoint = program.entrypoint.clone();
+            entrypoint.extend([
+                "--listen".to_string(),
+                format!("127.0.0.1:{PORT}"),
+                "--listen".into(),
+                format!("[::1]:{PORT}"),
+                "--to".into(),
+                format!("{}:{TLS_PORT}", crate::registry::bracket(&target)),
+                "--certs".into(),
+                crate::registry::relay::CERTS_MOUNT.into(),
+            ]);
+            let certs = Mount {
+                target: Some(crate::registry::relay::CERTS_MOUNT.into()),
+                source: Some(format!("/etc/docker/certs.d/{}", crate::tls::CERTS_DIRS[0])),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            };
+            (entrypoint, Some(vec![certs]), Some(program.archive))
+        }
+        _ => (
+            vec![
+                "sh".into(),
+                "-c".into(),
+                FORWARD_SCRIPT.into(),
+                "lab-forwarder".into(),
+                target.clone(),
+                PORT.to_string(),
+            ],
+            None,
+            None,
+        ),
+    };
+    let create = |loopbacks: &[&str]| {
+        let port = format!("{PORT}/tcp");
+        let bindings: Vec<PortBinding> = loopbacks
+            .iter()
+            .map(|ip| PortBinding { host_ip: Some(ip.to_string()), host_port: Some(PORT.to_string()) })
+            .collect();
+        ContainerCreateBody {
+            image: Some(rt.desired().registry_image.clone()),
+            entrypoint: Some(entrypoint.clone()),
+            cmd: Some(vec![]),
+            // The relay's files are root's, 0600 for the key: whatever user the image names.
+            user: archive.as_ref().map(|_| "0:0".to_string()),
+            exposed_ports: (!relay).then(|| vec![port.clone()]),
+            labels: Some(HashMap::from([
+                ("lab.cluster".to_string(), rt.desired().topology.cluster.to_string()),
+                (FORWARD_TO_LABEL.to_string(), label.clone()),
+                (FORWARD_LISTEN_LABEL.to_string(), "loopback".to_string()),
+            ])),
+            host_config: Some(HostConfig {
+                network_mode: Some(if relay { "host" } else { "bridge" }.into()),
+                port_bindings: (!relay).then(|| HashMap::from([(port, Some(bindings))])),
+                mounts: mounts.clone(),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    let start = |body: ContainerCreateBody| {
+        let archive = archive.clone();
+        async move {
+            docker
+                .create_container(Some(CreateContainerOptionsBuilder::new().name(FORWARDER).build()), body)
+                .await
+                .map_err(|err| engine_message(&err))?;
+            if let Some(archive) = archive {
+                docker
+                    .upload_to_container(
+                        FORWARDER,
+                        Some(UploadToContainerOptionsBuilder::new().path("/").build()),
+                        bollard::body_full(archive),
+                    )
+                    .await
+                    .map_err(|err| engine_message(&err))?;
+            }
+            docker.start_container(FORWARDER, None).await.map_err(|err| engine_message(&err))
+        }
+    };
+    // Both loopbacks where the node has IPv6; where it has none, publishing on [::1] fails
+    // at start, and 127.0.0.1 alone is all `localhost` can mean there.
+    // After a switch from the mesh, the engine lets go of the ingress listener on :PORT a few
+    // seconds after the service changed: until then, publishing says "address already in use".
+    let start_when_free = |loopbacks: &'static [&'static str]| async move {
+        let since = Instant::now();
+        loop {
+            match start(create(loopbacks)).await {
+                Err(why) if why.contains("address already in use") && since.elapsed() < PORT_RELEASE => {
+                    tracing::debug!(node, cause = %why, "port {PORT} is still held; trying again");
+                    remove_forwarder(node, docker).await.map_err(|e| e.to_string())?;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                other => return other,
+            }
+        }
+    };
+    if relay {
+        // In the node's own network namespace, listening on its loopbacks itself: nothing
+        // but the node's own processes reaches it, not even a container on the node's
+        // bridge. It waits for a port the registry still holds, and does without [::1] where
+        // the node has no IPv6 loopback.
+        start(create(&[])).await.map_err(|err| Error::node(node, step, err))?;
+        return Ok(format!(
+            "relaying localhost:{PORT} (127.0.0.1, and [::1] where the node has it) to {reg} ({target}:{TLS_PORT}) \
+             in mutual TLS"
+        ));
+    }
+    let listens = match start_when_free(&["127.0.0.1", "::1"]).await {
+        Ok(()) => "127.0.0.1 and [::1]",
+        Err(first) => {
+            tracing::debug!(node, cause = %first, "the forwarder cannot publish on [::1]; 127.0.0.1 only");
+            remove_forwarder(node, docker).await?;
+            start_when_free(&["127.0.0.1"]).await.map_err(|err| Error::node(node, step, err))?;
+            "127.0.0.1"
+        }
+    };
+    Ok(format!("relaying {listens}:{PORT} to {reg} ({target})"))
+}
+
+pub(crate) async fn remove_forwarder(node: &str, docker: &Docker) -> Result<()> {
+    match docker
+        .remove_container(FORWARDER, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Err(err) => Err(Error::engine(node, format!("remove container {FORWARDER}"), err)),
+    }
+}
+
+/// The address the running forwarder on a node relays to, if one runs. A forwarder of an
+/// older lab, which listened on every interface, reads as relaying nowhere lab would
+/// choose, so the planner replaces it.
+pub async fn observe_forwarder(docker: &Docker) -> Option<String> {
+    let c = docker.inspect_container(FORWARDER, None).await.ok()?;
+    if !c.state.and_then(|s| s.running).unwrap_or(false) {
+        return None;
+    }
+    let labels = c.config?.labels?;
+    if labels.get(FORWARD_LISTEN_LABEL).map(String::as_str) != Some("loopback") {
+        return Some("(every interface: an older forwarder)".into());
+    }
+    labels.get(FORWARD_TO_LABEL).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the forwarder script under `sh` with a fake `nc` that prints `help` for `--help`
+    /// and otherwise records its arguments; returns them.
+    fn forwarder_args(help: &str, target: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let nc = dir.path().join("nc");
+        let out = dir.path().join("args");
+        std::fs::write(
+            &nc,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = --help ]; then printf '%s\\n' \"$NC_HELP\" >&2; exit 1; fi\necho \"$@\" > {}\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&nc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+        let status = std::process::Command::new("sh")
+            .args(["-c", FORWARD_SCRIPT, "lab-forwarder", target, "5000"])
+            .env("PATH", path)
+            .env("NC_HELP", help)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read_to_string(out).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn the_forwarder_keeps_listening_with_either_busybox_and_takes_its_target_as_arguments() {
+        // Debian's busybox (1.35) help, as the node image prints it: no -k, "-ll" persistent.
+        let debian = "Usage: nc [-iN] [-wN] [-l] [-p PORT] [-f FILE|IPADDR PORT] [-e PROG]\n\n\
+                      \t-l\tListen mode, for inbound connects\n\t\t(use -ll with -e for persistent server)\n\
+                      \t-p PORT\tLocal port\n\t-e PROG\tRun PROG after connect";
+        // Alpine's (the official registry:2 image): a -k option.
+        let alpine = "Usage: nc [OPTIONS] HOST PORT  - connect\n\t-l\tListen mode, for inbound connects\n\
+                      \t-k\tKeep listening after client disconnects\n\t-p PORT\tLocal port\n\t-e PROG\tRun PROG";
+        assert_eq!(forwarder_args(debian, "10.0.0.9"), "-ll -p 5000 -e nc 10.0.0.9 5000");
+        assert_eq!(forwarder_args(alpine, "10.0.0.9"), "-lk -p 5000 -e nc 10.0.0.9 5000");
+        // A hostile "address" is passed along as data, never run as shell text.
+        let scratch = tempfile::tempdir().unwrap();
+        let marker = scratch.path().join("pwned");
+        let hostile = format!("x; touch {}", marker.display());
+        assert_eq!(forwarder_args(debian, &hostile), format!("-ll -p 5000 -e nc {hostile} 5000"));
+        assert!(!marker.exists(), "the address was run as a command");
+    }
+}
