@@ -1337,7 +1337,7 @@ echo '{"error":{"kind":"input","field":"engines.manager","message":"\"ftp://x\" 
     /// it maps.
     #[test]
     fn the_schema_matches_the_adapter() {
-        let schema: Value = serde_json::from_str(include_str!("../../../docs/driver-protocol.schema.json")).unwrap();
+        let schema: Value = serde_json::from_str(include_str!("../../../../../docs/driver-protocol.schema.json")).unwrap();
         let mut ops: Vec<&str> = schema["$defs"]["request"]["oneOf"]
             .as_array()
             .unwrap()
@@ -1364,7 +1364,7 @@ echo '{"error":{"kind":"input","field":"engines.manager","message":"\"ftp://x\" 
         assert_eq!(schema["$defs"]["handshake"]["properties"]["lab_protocol"]["const"], PROTOCOL_VERSION);
         assert_eq!(schema["$defs"]["error"]["properties"]["kind"]["enum"], json!(["input", "failed", "unsupported"]));
         for key in LAB_KEYS {
-            assert!(include_str!("../../../docs/driver-protocol.md").contains(&format!("`{key}`")), "{key}");
+            assert!(include_str!("../../../../../docs/driver-protocol.md").contains(&format!("`{key}`")), "{key}");
         }
     }
 
