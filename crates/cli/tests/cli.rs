@@ -451,3 +451,58 @@ fn driver_flags_come_from_the_drivers_declarations() {
         assert!(long.contains(want), "lab drivers --long lacks {want}:\n{long}");
     }
 }
+
+/// The highest resident memory process `pid` has had so far, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or_else(|| panic!("no VmHWM: {status}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Issue 18, item 5: what a driver prints is read with bounds. A driver that writes 128 MiB on
+/// stderr in one line leaves lab's memory small (it used to hold the whole line), and one that
+/// answers with a 64 MiB line is unusable at once, named, "longer than 1 MiB".
+#[test]
+fn driver_output_is_read_with_bounds() {
+    let (dir, path) = programs(&[
+        (
+            "lab-driver-chatty",
+            r#"here=$(dirname "$0")
+read hello
+head -c 134217728 /dev/zero | tr '\0' x >&2
+echo ' and the last words' >&2
+touch "$here/written"
+i=0
+while [ ! -f "$here/go" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+echo '{"ok":{"lab_protocol":1,"description":"talks a lot","capabilities":{}}}'"#,
+        ),
+        ("lab-driver-flood", "read hello\nhead -c 67108864 /dev/zero | tr '\\0' x\nsleep 30"),
+    ]);
+    let e = Env::new();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lab"));
+    c.args(["drivers"])
+        .current_dir(e.cwd.path())
+        .env("XDG_STATE_HOME", e.state.path())
+        .env("PATH", &path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !dir.path().join("written").exists() {
+        assert!(start.elapsed().as_secs() < 60, "lab-driver-chatty never finished writing its stderr");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let peak = peak_rss_kib(child.id());
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(peak < 64 * 1024, "lab held a driver's stderr: its peak RSS was {} MiB", peak / 1024);
+    let row = |name: &str| {
+        text.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("no {name}: {text}"))
+    };
+    assert!(row("chatty").contains("talks a lot"), "{text}");
+    let flood = row("flood");
+    assert!(flood.contains("unusable") && flood.contains("longer than 1 MiB"), "{text}");
+    assert!(text.len() < 10_000, "lab printed {} bytes of a driver's output", text.len());
+}

@@ -15,9 +15,11 @@
 //! because lab's requests are short, except `create`, which a driver may make return early
 //! (lab waits for the engine itself).
 //!
-//! lab never hangs on a driver: every request is bounded by a timeout, and a driver that dies,
-//! closes its stdout, answers late or prints a line that is not JSON is killed and reported
-//! with its name, its path and the last lines it wrote on stderr (its log, shown under `-v`).
+//! lab never hangs on a driver, and a driver cannot fill lab's memory: every request is
+//! bounded by a timeout and every line it prints by a size ([`MAX_LINE`] on stdout; stderr
+//! lines are cut), and a driver that dies, closes its stdout, answers late or prints a line
+//! that is not JSON or is too long is killed and reported with its name, its path and the last
+//! lines it wrote on stderr (its log, shown under `-v`).
 //! The process is killed when the driver is dropped.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -30,7 +32,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::Mutex;
 
@@ -58,6 +60,14 @@ pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Seconds bollard waits on one request to an engine (what the built-in drivers use).
 const ENGINE_TIMEOUT_SECS: u64 = 120;
 
+/// The longest line lab reads from a driver's stdout (1 MiB). lab's largest answers, an
+/// `observe` of a big cluster or the output of an `exec`, are kilobytes; a line past this is a
+/// broken driver, and reading it whole let one line take lab to gigabytes of memory.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// The longest line of a driver's stderr lab keeps; the rest of a longer line is read and
+/// dropped, so a driver's log cannot grow lab's memory either.
+const MAX_STDERR_LINE: usize = 4096;
 /// Lines of a driver's stderr kept for error messages.
 const STDERR_KEPT: usize = 20;
 /// Of those, how many an error message quotes.
@@ -435,7 +445,7 @@ type Tail = Arc<StdMutex<VecDeque<String>>>;
 struct Conn {
     child: Child,
     stdin: ChildStdin,
-    stdout: Lines<BufReader<ChildStdout>>,
+    stdout: BufReader<ChildStdout>,
     stderr_task: tokio::task::JoinHandle<()>,
     next_id: u64,
     /// Why the process may not be used any more (it died, timed out or broke the protocol).
@@ -472,8 +482,13 @@ impl Conn {
         };
         let name = id.name.clone();
         let stderr_task = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut stderr = BufReader::new(stderr);
+            loop {
+                let line = match read_bounded(&mut stderr, MAX_STDERR_LINE, true).await {
+                    Ok(Bounded::Line(l)) => String::from_utf8_lossy(&l).into_owned(),
+                    Ok(Bounded::TooLong(l)) => format!("{}...", String::from_utf8_lossy(&l)),
+                    Ok(Bounded::End) | Err(_) => break,
+                };
                 // The driver's own log: shown under -v, kept for error messages.
                 tracing::info!(driver = %name, "{line}");
                 let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
@@ -483,7 +498,7 @@ impl Conn {
                 t.push_back(truncate(&line, 300));
             }
         });
-        Ok(Conn { child, stdin, stdout: BufReader::new(stdout).lines(), stderr_task, next_id: 0, dead: None })
+        Ok(Conn { child, stdin, stdout: BufReader::new(stdout), stderr_task, next_id: 0, dead: None })
     }
 
     /// Sends one line and reads one line back within `limit`; any fault leaves the process
@@ -501,10 +516,16 @@ impl Conn {
             if let Err(e) = self.stdin.flush().await {
                 return Err(self.ended(&format!("stopped reading its stdin ({e})")).await);
             }
-            match self.stdout.next_line().await {
-                Ok(Some(answer)) => serde_json::from_str::<Value>(&answer)
-                    .map_err(|e| format!("printed a line that is not JSON ({e}): {:?}", truncate(&answer, 200))),
-                Ok(None) => Err(self.ended("closed its stdout without answering").await),
+            match read_bounded(&mut self.stdout, MAX_LINE, false).await {
+                Ok(Bounded::Line(bytes)) => match String::from_utf8(bytes) {
+                    Ok(answer) => serde_json::from_str::<Value>(&answer)
+                        .map_err(|e| format!("printed a line that is not JSON ({e}): {:?}", truncate(&answer, 200))),
+                    Err(e) => Err(format!("printed something that is not a line of text ({e})")),
+                },
+                Ok(Bounded::TooLong(_)) => {
+                    Err(format!("printed a line longer than {} MiB, lab's bound for one message", MAX_LINE >> 20))
+                }
+                Ok(Bounded::End) => Err(self.ended("closed its stdout without answering").await),
                 Err(e) => Err(format!("printed something that is not a line of text ({e})")),
             }
         })
@@ -532,6 +553,50 @@ impl Conn {
                 None => format!("was killed ({status}) before answering"),
             },
             _ => what.to_string(),
+        }
+    }
+}
+
+/// One line read with a bound by [`read_bounded`].
+#[derive(Debug, PartialEq)]
+enum Bounded {
+    /// A whole line, without its `\n` (the last line of the input may lack one).
+    Line(Vec<u8>),
+    /// A line longer than the bound: its first bytes, as many as the bound.
+    TooLong(Vec<u8>),
+    /// The end of the input, with nothing read.
+    End,
+}
+
+/// Reads one line of at most `max` bytes, never holding more. A longer line is
+/// [`Bounded::TooLong`]: with `skip`, once the rest of it has been read and dropped (the next
+/// call reads the next line); without, as soon as the bound is passed, not waiting for the line
+/// to end (it may never end).
+async fn read_bounded<R: AsyncBufRead + Unpin>(r: &mut R, max: usize, skip: bool) -> std::io::Result<Bounded> {
+    let mut line = Vec::new();
+    let mut over = false;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(match (over, line.is_empty()) {
+                (true, _) => Bounded::TooLong(line),
+                (false, true) => Bounded::End,
+                (false, false) => Bounded::Line(line),
+            });
+        }
+        let (chunk, used, ends) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        let room = max - line.len();
+        over |= chunk.len() > room;
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        r.consume(used);
+        if ends {
+            return Ok(if over { Bounded::TooLong(line) } else { Bounded::Line(line) });
+        }
+        if over && !skip {
+            return Ok(Bounded::TooLong(line));
         }
     }
 }
@@ -1125,6 +1190,63 @@ printf '%s\n' "$hello" > "$(dirname "$0")/hello.json"
         }
     }
 
+    /// The bounded reader keeps at most `max` bytes of a line, and with `skip` finds the next
+    /// line after a long one.
+    #[tokio::test]
+    async fn lines_are_read_with_a_bound() {
+        let mut r: &[u8] = b"short\nthis one is long\nlast";
+        let mut got = vec![];
+        loop {
+            match read_bounded(&mut r, 8, true).await.unwrap() {
+                Bounded::End => break,
+                b => got.push(b),
+            }
+        }
+        assert_eq!(
+            got,
+            [Bounded::Line(b"short".to_vec()), Bounded::TooLong(b"this one".to_vec()), Bounded::Line(b"last".to_vec())]
+        );
+        // Without skip, a line that has not ended (the writer is still open) is too long at once.
+        let (mut w, r) = tokio::io::duplex(64);
+        w.write_all(b"this one is long").await.unwrap();
+        let mut r = BufReader::new(r);
+        let read = tokio::time::timeout(Duration::from_secs(5), read_bounded(&mut r, 8, false)).await;
+        assert_eq!(read.expect("waited for the line to end").unwrap(), Bounded::TooLong(b"this one".to_vec()));
+        let mut r: &[u8] = b"12345678\n";
+        assert_eq!(read_bounded(&mut r, 8, false).await.unwrap(), Bounded::Line(b"12345678".to_vec()));
+    }
+
+    /// Issue 18, item 5: an answer is read with a bound. A line past 1 MiB fails the driver
+    /// at once, naming it, whether or not the line ever ends (one 1 GiB line used to take
+    /// lab to a gigabyte of memory before the timeout); a long answer under the bound is fine.
+    #[tokio::test]
+    async fn a_line_past_the_bound_fails_the_driver_at_once() {
+        let limits = json!({ "timeout": 20 });
+        for tail in ["; echo", "; sleep 30"] {
+            let (dir, p) = script(&format!("read hello\n(head -c 67108864 /dev/zero | tr '\\0' x{tail})"));
+            let t = Instant::now();
+            let e = start(&p, dir.path(), limits.clone()).await.unwrap_err();
+            assert!(t.elapsed() < Duration::from_secs(10), "took {:?}: {e}", t.elapsed());
+            let m = e.to_string();
+            assert_eq!(e.exit_code(), 1, "{m}");
+            for needle in ["driver fake", "lab-driver-fake", "handshake", "longer than 1 MiB"] {
+                assert!(m.contains(needle), "{m:?} lacks {needle:?}");
+            }
+            assert!(m.len() < 2000, "the message quotes the line: {} bytes", m.len());
+        }
+        // An answer just under the bound (JSON may end in blanks) is read as usual.
+        let (dir, p) = script(&format!(
+            r#"read hello
+printf '%s' '{{"ok":{{"lab_protocol":1,"description":"a fake"}}}}'
+printf '%{}s\n' ''
+exec sleep 30"#,
+            MAX_LINE - 1000
+        ));
+        let hello = p.describe(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(hello.description, "a fake");
+        drop(dir);
+    }
+
     #[tokio::test]
     async fn a_driver_that_exits_is_an_error_with_its_status_and_stderr() {
         let (dir, p) = script("read hello\necho 'cannot find my config' >&2\nexit 3");
@@ -1337,7 +1459,8 @@ echo '{"error":{"kind":"input","field":"engines.manager","message":"\"ftp://x\" 
     /// it maps.
     #[test]
     fn the_schema_matches_the_adapter() {
-        let schema: Value = serde_json::from_str(include_str!("../../../../../docs/driver-protocol.schema.json")).unwrap();
+        let schema: Value =
+            serde_json::from_str(include_str!("../../../../../docs/driver-protocol.schema.json")).unwrap();
         let mut ops: Vec<&str> = schema["$defs"]["request"]["oneOf"]
             .as_array()
             .unwrap()
