@@ -38,7 +38,7 @@ use tokio::sync::Mutex;
 
 use crate::driver::{Capabilities, Driver, DriverContext, ExecOutput, Machine, MachineState, NodeEngine};
 use crate::error::{engine_message, Error, Result};
-use crate::topology::{NodeSpec, Role};
+use crate::topology::{check_node_name, NodeSpec, Role};
 
 /// The protocol version this lab speaks. A driver that answers the handshake with another is
 /// refused, naming both.
@@ -662,7 +662,11 @@ impl Program {
         d.state_dir = Some(ctx.state_dir);
         d.fixed = match d.call("fixed_nodes", None, json!({}), d.limits.timeout).await {
             Ok(Value::Null) => None,
-            Ok(v) => Some(d.decode::<Vec<NodeSpec>>("fixed_nodes", v)?),
+            Ok(v) => {
+                let nodes = d.decode::<Vec<NodeSpec>>("fixed_nodes", v)?;
+                d.check_names("fixed_nodes", nodes.iter().map(|n| n.name.as_str()))?;
+                Some(nodes)
+            }
             Err(Error::Unsupported { .. }) => None,
             Err(e) => return Err(e),
         };
@@ -838,6 +842,19 @@ impl ExternalDriver {
         })
     }
 
+    /// Node names the driver answered: held to lab's own rule ([`check_node_name`]), since
+    /// they become file names (`{node}.sock`) and container names; anything else is a broken
+    /// protocol naming the driver.
+    fn check_names<'a>(&self, op: &str, mut names: impl Iterator<Item = &'a str>) -> Result<()> {
+        match names.find_map(|n| check_node_name(n).err().map(|why| (n, why))) {
+            None => Ok(()),
+            Some((name, why)) => Err(Error::op(
+                format!("{}: {op}", self.id.label()),
+                format!("answered the node name {:?}, which does not follow the protocol: {why}", truncate(name, 100)),
+            )),
+        }
+    }
+
     fn long(&self, op: &str) -> bool {
         matches!(op, "create" | "start" | "destroy" | "teardown")
     }
@@ -959,17 +976,22 @@ impl Driver for ExternalDriver {
     async fn observe(&self) -> Result<Vec<Machine>> {
         let v = self.call("observe", None, json!({}), self.limits.timeout).await?;
         let machines: Vec<WireMachine> = self.decode("observe", v)?;
+        self.check_names("observe", machines.iter().map(|m| m.name.as_str()))?;
         Ok(machines.into_iter().map(Machine::from).collect())
     }
 
     async fn create(&self, node: &NodeSpec) -> Result<Machine> {
         let v = self.call("create", Some(&node.name), json!({ "node": node }), self.limits.create_timeout).await?;
-        Ok(self.decode::<WireMachine>("create", v)?.into())
+        let m: WireMachine = self.decode("create", v)?;
+        self.check_names("create", std::iter::once(m.name.as_str()))?;
+        Ok(m.into())
     }
 
     async fn start(&self, node: &str) -> Result<Machine> {
         let v = self.call("start", Some(node), json!({ "node": node }), self.limits.create_timeout).await?;
-        Ok(self.decode::<WireMachine>("start", v)?.into())
+        let m: WireMachine = self.decode("start", v)?;
+        self.check_names("start", std::iter::once(m.name.as_str()))?;
+        Ok(m.into())
     }
 
     async fn destroy(&self, node: &str) -> Result<()> {
@@ -1381,6 +1403,35 @@ echo '{"error":{"kind":"input","field":"engines.manager","message":"\"ftp://x\" 
         let node = NodeSpec { name: "w".into(), role: Role::Worker, labels: Default::default() };
         let m = d.create(&node).await.unwrap_err().to_string();
         assert!(m.contains("answered request") && m.contains("999"), "{m}");
+    }
+
+    /// Issue 18, item 10: node names a driver answers become file names (`{node}.sock`), so
+    /// they are held to lab's own rule; `../` and the like are a protocol error naming the
+    /// driver and the name, from `fixed_nodes`, `observe`, `create` and `start`.
+    #[tokio::test]
+    async fn node_names_from_the_driver_are_checked() {
+        let (dir, p) = driver(
+            r#"    *'"op":"observe"'*) echo "{\"id\":$id,\"ok\":[{\"name\":\"manager\",\"state\":\"running\"},{\"name\":\"../../evil\",\"state\":\"running\"}]}" ;;
+    *'"op":"create"'*) echo "{\"id\":$id,\"ok\":{\"name\":\"a/b\",\"state\":\"running\"}}" ;;
+    *'"op":"start"'*) echo "{\"id\":$id,\"ok\":{\"name\":\"\",\"state\":\"running\"}}" ;;"#,
+        );
+        let d = start(&p, dir.path(), fast()).await.unwrap();
+        let e = d.observe().await.unwrap_err();
+        let m = e.to_string();
+        for needle in ["driver fake", "lab-driver-fake", "observe", "\"../../evil\""] {
+            assert!(m.contains(needle), "{m:?} lacks {needle:?}");
+        }
+        let node = NodeSpec { name: "worker1".into(), role: Role::Worker, labels: Default::default() };
+        let m = d.create(&node).await.unwrap_err().to_string();
+        assert!(m.contains("driver fake") && m.contains("create") && m.contains("\"a/b\""), "{m}");
+        let m = d.start("worker1").await.unwrap_err().to_string();
+        assert!(m.contains("driver fake") && m.contains("start") && m.contains("\"\""), "{m}");
+
+        let (dir, p) = driver(
+            r#"    *'"op":"fixed_nodes"'*) echo "{\"id\":$id,\"ok\":[{\"name\":\"../x\",\"role\":\"manager\",\"labels\":{}}]}" ;;"#,
+        );
+        let m = start(&p, dir.path(), fast()).await.unwrap_err().to_string();
+        assert!(m.contains("driver fake") && m.contains("fixed_nodes") && m.contains("\"../x\""), "{m}");
     }
 
     /// `shell_command` is synchronous in the trait: on the CLI's multi-threaded runtime it asks
