@@ -506,3 +506,84 @@ echo '{"ok":{"lab_protocol":1,"description":"talks a lot","capabilities":{}}}'"#
     assert!(flood.contains("unusable") && flood.contains("longer than 1 MiB"), "{text}");
     assert!(text.len() < 10_000, "lab printed {} bytes of a driver's output", text.len());
 }
+
+/// An external driver for a cluster that lab has recorded but that has no machine until the
+/// file `made` exists beside it; then `observe` finds a running manager, and `engine` answers
+/// with the contents of `engine.json` beside it. Everything else is unsupported.
+const RECORDED_DRIVER: &str = r#"here=$(dirname "$0")
+read hello
+echo '{"ok":{"lab_protocol":1,"description":"a recorded cluster","capabilities":{}}}'
+while read line; do
+  id=$(printf '%s' "$line" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
+  case "$line" in
+    *'"op":"observe"'*)
+      if [ -f "$here/made" ]; then
+        echo "{\"id\":$id,\"ok\":[{\"name\":\"manager\",\"state\":\"running\",\"address\":\"127.0.0.1\"}]}"
+      else
+        echo "{\"id\":$id,\"error\":{\"kind\":\"failed\",\"message\":\"nothing made yet\"}}"
+      fi ;;
+    *'"op":"engine"'*) printf '{"id":%s,"ok":%s}\n' "$id" "$(cat "$here/engine.json")" ;;
+    *) echo "{\"id\":$id,\"error\":{\"kind\":\"unsupported\",\"message\":\"not this one\"}}" ;;
+  esac
+done"#;
+
+/// Makes cluster `cluster` with [`RECORDED_DRIVER`] as driver `name`: `lab up` records it,
+/// then fails at `observe`, before anything would be made.
+fn record_cluster(e: &Env, vars: &[(&str, &str)], args: &[&str]) {
+    let out = e.lab(&[&["up"], args].concat(), vars);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing made yet"), "{stderr}");
+}
+
+/// Issue 18, item 8: `lab env` prints what a driver's `engine` answer names into `export`
+/// lines that users `eval`. A variable name that is not a shell name is a protocol error
+/// naming the driver, and nothing runs; values reach bash, zsh and fish exactly as given.
+#[test]
+fn env_exports_only_shell_names_with_values_quoted() {
+    let (dir, path) = programs(&[("lab-driver-envy", RECORDED_DRIVER)]);
+    let e = Env::new();
+    let vars = [("PATH", path.as_str())];
+    record_cluster(&e, &vars, &["--driver", "envy", "--cluster", "envy"]);
+    std::fs::write(dir.path().join("made"), "").unwrap();
+    let engine = |env: serde_json::Value| {
+        let answer = serde_json::json!({"host": "tcp://127.0.0.1:1", "advertise_addr": "127.0.0.1", "env": env});
+        std::fs::write(dir.path().join("engine.json"), answer.to_string()).unwrap();
+    };
+    let lab = env!("CARGO_BIN_EXE_lab");
+    let in_shell = |shell: &str, script: &str| {
+        let mut c = Command::new(shell);
+        c.args(["-c", script]).current_dir(e.cwd.path()).env("XDG_STATE_HOME", e.state.path()).env("PATH", &path);
+        c.env("LAB", lab).output().unwrap()
+    };
+
+    engine(serde_json::json!({"X=1;touch PWNED;Y": "v"}));
+    let out = e.lab(&["env", "--cluster", "envy", "--shell", "bash"], &vars);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    for needle in ["driver envy", "lab-driver-envy", "\"X=1;touch PWNED;Y\""] {
+        assert!(stderr.contains(needle), "{stderr:?} lacks {needle:?}");
+    }
+    in_shell("bash", r#"eval "$("$LAB" env --cluster envy --shell bash)""#);
+    assert!(!e.cwd.path().join("PWNED").exists(), "a driver's variable name ran a command under eval");
+
+    // Values: quotes, expansions, backslashes, a newline, and an empty one.
+    let nasty = "it's $(touch PWNED) `touch PWNED` \\ \\' \"q\" ; & | $HOME\nsecond line";
+    engine(serde_json::json!({"T_ONE": nasty, "T_TWO": ""}));
+    let shells: &[(&str, &str)] = &[
+        ("bash", r#"eval "$("$LAB" env --cluster envy --shell bash)"; printf '%s|%s' "$T_ONE" "$T_TWO""#),
+        ("zsh", r#"eval "$("$LAB" env --cluster envy --shell zsh)"; printf '%s|%s' "$T_ONE" "$T_TWO""#),
+        ("fish", r#""$LAB" env --cluster envy --shell fish | source; printf '%s|%s' "$T_ONE" "$T_TWO""#),
+    ];
+    for (shell, script) in shells {
+        if Command::new(shell).args(["-c", "true"]).output().is_err() {
+            eprintln!("{shell} is not installed: its quoting is not checked here");
+            continue;
+        }
+        let out = in_shell(shell, script);
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{nasty}|"), "{shell}");
+        assert!(!e.cwd.path().join("PWNED").exists(), "{shell} ran a command in a value");
+    }
+}

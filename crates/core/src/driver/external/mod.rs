@@ -557,6 +557,12 @@ impl Conn {
     }
 }
 
+/// A name a shell can export: `[A-Za-z_][A-Za-z0-9_]*`.
+fn shell_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// One line read with a bound by [`read_bounded`].
 #[derive(Debug, PartialEq)]
 enum Bounded {
@@ -1017,6 +1023,23 @@ impl Driver for ExternalDriver {
         if e.advertise_addr.trim().is_empty() {
             return Err(bad("its advertise_addr is empty"));
         }
+        // `lab env` prints these into `export NAME='VALUE'` lines that users `eval`: a name is
+        // printed as it is, so it must be a plain shell name (values are quoted there).
+        if let Some((k, why)) = e.env.iter().flatten().find_map(|(k, v)| {
+            if !shell_name(k) {
+                Some((k, "is not a shell variable name ([A-Za-z_][A-Za-z0-9_]*)"))
+            } else if v.contains('\0') {
+                Some((k, "has a NUL in its value, which no environment can hold"))
+            } else {
+                None
+            }
+        }) {
+            return Err(Error::node(
+                node,
+                format!("{}: engine", self.id.label()),
+                format!("answered the environment variable {:?}, which {why}", truncate(k, 100)),
+            ));
+        }
         let mut env = vec![("DOCKER_HOST".to_string(), e.host.clone())];
         let connected = match e.host.split_once("://") {
             Some(("unix", path)) if path.starts_with('/') => {
@@ -1432,6 +1455,46 @@ echo '{"error":{"kind":"input","field":"engines.manager","message":"\"ftp://x\" 
         );
         let m = start(&p, dir.path(), fast()).await.unwrap_err().to_string();
         assert!(m.contains("driver fake") && m.contains("fixed_nodes") && m.contains("\"../x\""), "{m}");
+    }
+
+    /// Issue 18, item 8: the variables an engine's `env` names end up in `export NAME=...`
+    /// lines that users `eval`; a name that is not `[A-Za-z_][A-Za-z0-9_]*` (or a value with a
+    /// NUL, which no environment can hold) is a protocol error naming the driver and the name.
+    #[tokio::test]
+    async fn engine_env_names_must_be_shell_names() {
+        for (name, value) in [
+            ("X=1;touch PWNED;Y", "v"),
+            ("", "v"),
+            ("1X", "v"),
+            ("A-B", "v"),
+            ("ÉTÉ", "v"),
+            ("A B", "v"),
+            ("OK_NAME", "a\0b"),
+        ] {
+            let env = serde_json::to_string(&json!({ name: value })).unwrap().replace('"', "\\\"");
+            let (dir, p) = driver(&format!(
+                r#"    *'"op":"engine"'*) echo "{{\"id\":$id,\"ok\":{{\"host\":\"tcp://127.0.0.1:1\",\"advertise_addr\":\"127.0.0.1\",\"env\":{env}}}}}" ;;"#
+            ));
+            let d = start(&p, dir.path(), fast()).await.unwrap();
+            let m = Machine {
+                name: "manager".into(),
+                role: Some(Role::Manager),
+                state: MachineState::Running,
+                address: None,
+            };
+            let e = d.engine(&m).await.map(|e| e.client_env).unwrap_err().to_string();
+            let shown = serde_json::to_string(name).unwrap();
+            for needle in ["manager", "driver fake", "lab-driver-fake", "engine", "variable", &shown] {
+                assert!(e.contains(needle), "{name:?}: {e:?} lacks {needle:?}");
+            }
+        }
+        // Plain names, and any text as a value, are fine.
+        let (dir, p) = driver(
+            r#"    *'"op":"engine"'*) echo "{\"id\":$id,\"ok\":{\"host\":\"tcp://127.0.0.1:1\",\"advertise_addr\":\"127.0.0.1\",\"env\":{\"_A1\":\"it's; \$(x)\"}}}" ;;"#,
+        );
+        let d = start(&p, dir.path(), fast()).await.unwrap();
+        let m = Machine { name: "manager".into(), role: None, state: MachineState::Running, address: None };
+        assert_eq!(d.engine(&m).await.unwrap().client_env, vec![("_A1".to_string(), "it's; $(x)".to_string())]);
     }
 
     /// `shell_command` is synchronous in the trait: on the CLI's multi-threaded runtime it asks
