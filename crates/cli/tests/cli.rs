@@ -587,3 +587,37 @@ fn env_exports_only_shell_names_with_values_quoted() {
         assert!(!e.cwd.path().join("PWNED").exists(), "{shell} ran a command in a value");
     }
 }
+
+/// Issue 18, item 9: a driver program gets only its own settings from lab's environment:
+/// `lab drivers` and a command that uses the driver both start it without other drivers'
+/// `LAB_DRIVERS__*` variables (API tokens) or lab's other `LAB_*` settings, and with its own.
+#[test]
+fn a_driver_program_sees_only_its_own_settings() {
+    let spy = r#"env > "$(dirname "$0")/env.txt"
+read hello
+echo '{"ok":{"lab_protocol":1,"description":"a spy","capabilities":{}}}'"#;
+    let (dir, path) = programs(&[("lab-driver-spy", spy), ("lab-driver-other", GOOD)]);
+    let e = Env::new();
+    let vars = [
+        ("PATH", path.as_str()),
+        ("LAB_DRIVERS__OTHER__API_TOKEN", "other-token-s3cret"),
+        ("LAB_DRIVERS__DOCKER__NODE_IMAGE", "docker-setting"),
+        ("LAB_REGISTRY__TLS", "mutual"),
+        ("LAB_DRIVERS__SPY__REGION", "spy-region"),
+        ("LAB_DRIVERS__SPY__NESTED__KEY", "spy-nested"),
+        ("NOT_LAB", "kept"),
+    ];
+    for args in [&["drivers"][..], &["plan", "--driver", "spy", "--cluster", "spied"][..]] {
+        let _ = std::fs::remove_file(dir.path().join("env.txt"));
+        let out = e.lab(args, &vars);
+        let seen = std::fs::read_to_string(dir.path().join("env.txt"))
+            .unwrap_or_else(|_| panic!("lab {args:?} never ran the spy: {}", String::from_utf8_lossy(&out.stderr)));
+        for gone in ["other-token-s3cret", "docker-setting", "LAB_REGISTRY__TLS"] {
+            assert!(!seen.contains(gone), "lab {args:?} gave the spy {gone}:\n{seen}");
+        }
+        for kept in ["LAB_DRIVERS__SPY__REGION=spy-region", "LAB_DRIVERS__SPY__NESTED__KEY=spy-nested", "NOT_LAB=kept"]
+        {
+            assert!(seen.contains(kept), "lab {args:?} did not give the spy {kept}:\n{seen}");
+        }
+    }
+}

@@ -467,9 +467,14 @@ enum Fault {
 }
 
 impl Conn {
-    /// Starts the program; bad only if it cannot be executed at all.
+    /// Starts the program, without the `LAB_*` variables that are not its own
+    /// ([`not_its_own`]); bad only if it cannot be executed at all.
     fn spawn(id: &Identity, tail: Tail) -> Result<Conn> {
-        let mut child = tokio::process::Command::new(&id.path)
+        let mut command = tokio::process::Command::new(&id.path);
+        for var in not_its_own(&id.name, std::env::vars_os().map(|(k, _)| k)) {
+            command.env_remove(var);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -555,6 +560,25 @@ impl Conn {
             _ => what.to_string(),
         }
     }
+}
+
+/// Which of lab's environment variables driver `name` must not see: every `LAB_*` but its own
+/// settings, `LAB_DRIVERS__NAME__*` (its name in any case, as figment reads it). Other drivers'
+/// tables may hold API tokens; lab's own settings (`LAB_CLUSTER`, `LAB_REGISTRY__*`...) reach
+/// the driver through the handshake when they concern it, and a driver that read them from its
+/// environment would see settings of commands that are not about it (`lab drivers`) or that a
+/// flag overrode. Everything that is not `LAB_*` (PATH, HOME, SSH_AUTH_SOCK, DOCKER_*) passes.
+fn not_its_own(name: &str, vars: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    vars.filter(|var| {
+        let var = var.to_string_lossy();
+        let Some(rest) = var.strip_prefix("LAB_") else { return false };
+        let own = rest
+            .strip_prefix("DRIVERS__")
+            .and_then(|r| r.split_once("__"))
+            .is_some_and(|(driver, key)| driver.eq_ignore_ascii_case(name) && !key.is_empty());
+        !own
+    })
+    .collect()
 }
 
 /// A name a shell can export: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -1233,6 +1257,37 @@ printf '%s\n' "$hello" > "$(dirname "$0")/hello.json"
         for needle in ["driver fake", "lab-driver-fake", "not JSON", "hello, I am not JSON", "about to fail"] {
             assert!(m.contains(needle), "{m:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn a_driver_keeps_only_its_own_lab_variables() {
+        let vars = [
+            "PATH",
+            "HOME",
+            "LABEL",
+            "LAB_CLUSTER",
+            "LAB_WORKERS",
+            "LAB_REGISTRY__TLS",
+            "LAB_DRIVERS__OTHER__API_TOKEN",
+            "LAB_DRIVERS__FAKER__X",
+            "LAB_DRIVERS__FAKE",
+            "LAB_DRIVERS__FAKE__",
+            "LAB_DRIVERS__FAKE__REGION",
+            "LAB_DRIVERS__fake__NESTED__KEY",
+        ];
+        let removed = not_its_own("fake", vars.iter().map(std::ffi::OsString::from));
+        assert_eq!(
+            removed,
+            [
+                "LAB_CLUSTER",
+                "LAB_WORKERS",
+                "LAB_REGISTRY__TLS",
+                "LAB_DRIVERS__OTHER__API_TOKEN",
+                "LAB_DRIVERS__FAKER__X",
+                "LAB_DRIVERS__FAKE",
+                "LAB_DRIVERS__FAKE__"
+            ]
+        );
     }
 
     /// The bounded reader keeps at most `max` bytes of a line, and with `skip` finds the next
