@@ -367,7 +367,19 @@ pub fn load(
         }
         merge_json(table, opts);
     }
+    absolute_command(&mut settings);
     Ok((settings, state))
+}
+
+/// `[drivers.X] command` of the cluster's driver as the program lab will run, an absolute path
+/// ([`lab_core::external::resolve_command`]), whichever layer gave it: the table is recorded
+/// as it is here, so a later command from another directory runs the same program. Left as
+/// written when it leads nowhere; `external::find` then says why.
+fn absolute_command(settings: &mut Settings) {
+    let Some(Value::Object(table)) = settings.drivers.get_mut(&settings.driver) else { return };
+    if let Some(path) = table.get("command").and_then(Value::as_str).and_then(lab_core::external::resolve_command) {
+        table.insert("command".into(), json!(path));
+    }
 }
 
 fn merge_json(into: &mut Value, from: Value) {
@@ -759,6 +771,25 @@ mod tests {
             jail.set_env("LAB_DRIVER", "virtualbox");
             let e = load_recorded(only_cluster(), &st).unwrap_err();
             assert!(e.to_string().starts_with("LAB_DRIVER"), "{e}");
+            Ok(())
+        });
+    }
+
+    /// Issue 18, item 6: a driver's `command` is an absolute path from whichever layer.
+    #[test]
+    fn a_driver_command_is_made_absolute() {
+        Jail::expect_with(|jail| {
+            let dir = jail.directory().to_path_buf();
+            let flags = TopologyArgs {
+                driver: Some("rel".into()),
+                driver_opts: vec!["command=./bin/lab-driver-rel".into()],
+                ..Default::default()
+            };
+            let s = load_in_jail(flags).unwrap();
+            assert_eq!(s.drivers["rel"]["command"], json!(dir.join("bin/lab-driver-rel")));
+            jail.create_file("lab.toml", "driver = \"rel\"\n[drivers.rel]\ncommand = \"../lab-driver-up\"\n")?;
+            let s = load_in_jail(TopologyArgs::default()).unwrap();
+            assert_eq!(s.drivers["rel"]["command"], json!(dir.join("../lab-driver-up")));
             Ok(())
         });
     }

@@ -15,8 +15,13 @@ impl Env {
     }
 
     fn lab(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        self.lab_in(self.cwd.path(), args, vars)
+    }
+
+    /// `lab ARGS` run in `dir`, with this environment's state.
+    fn lab_in(&self, dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_lab"));
-        c.args(args).current_dir(self.cwd.path()).env("XDG_STATE_HOME", self.state.path());
+        c.args(args).current_dir(dir).env("XDG_STATE_HOME", self.state.path());
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("LAB_") {
                 c.env_remove(k);
@@ -620,4 +625,31 @@ echo '{"ok":{"lab_protocol":1,"description":"a spy","capabilities":{}}}'"#;
             assert!(seen.contains(kept), "lab {args:?} did not give the spy {kept}:\n{seen}");
         }
     }
+}
+
+/// The recorded state of `cluster`, as JSON.
+fn state_of(e: &Env, cluster: &str) -> serde_json::Value {
+    let path = e.state.path().join("lab/clusters").join(cluster).join("state.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Issue 18, item 6: a relative `[drivers.X] command` is made absolute when the cluster is
+/// made, and that is what is recorded: a later command from another directory runs the same
+/// program, not the one that directory has under the same relative name.
+#[test]
+fn a_relative_driver_command_is_recorded_absolute() {
+    let e = Env::new();
+    let program = e.cwd.path().join("lab-driver-rel");
+    std::fs::write(&program, format!("#!/bin/sh\n{RECORDED_DRIVER}\n")).unwrap();
+    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    record_cluster(&e, &[], &["--driver", "rel", "--cluster", "rel", "--driver-opt", "command=./lab-driver-rel"]);
+    let recorded = state_of(&e, "rel");
+    assert_eq!(recorded["driver_config"]["command"], program.display().to_string(), "{recorded}");
+
+    // Elsewhere, a program with the same relative name that says it ran.
+    let (other, _) = programs(&[("lab-driver-rel", "touch \"$(dirname \"$0\")/ran\"\nexit 1")]);
+    let out = e.lab_in(other.path(), &["status", "--cluster", "rel"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!other.path().join("ran").exists(), "lab status ran ./lab-driver-rel of another directory: {stderr}");
+    assert!(stderr.contains("nothing made yet"), "the recorded program did not answer: {stderr}");
 }

@@ -107,6 +107,18 @@ fn path_dirs() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// The program `[drivers.NAME] command = text` names, as an absolute path: like a shell, a bare
+/// name is looked up on `PATH` (`None` when no directory has it), and anything with a slash is
+/// a path, relative to the current directory. The CLI records this path, not the text, so a
+/// later command from another directory, or with another `PATH`, runs the same program.
+pub fn resolve_command(text: &str) -> Option<PathBuf> {
+    if text.contains('/') {
+        Some(std::path::absolute(text).unwrap_or_else(|_| PathBuf::from(text)))
+    } else {
+        path_dirs().into_iter().map(|d| d.join(text)).find(|p| is_executable(p))
+    }
+}
+
 /// The program for driver `name`: `[drivers.NAME] command` in its table `config` if set (bad
 /// input, naming `source` and the key, when it is not an executable), else `lab-driver-NAME`
 /// on `PATH`. `None` when there is neither.
@@ -116,14 +128,8 @@ pub fn find(name: &str, config: &Value, source: &str) -> Result<Option<Program>>
         let Some(text) = command.as_str().filter(|s| !s.trim().is_empty()) else {
             return Err(Error::input(what, format!("{command} is not the path of a program")));
         };
-        // A bare name is looked up on PATH, like a shell would; anything with a slash is a path.
-        let path = if text.contains('/') {
-            std::path::absolute(text).unwrap_or_else(|_| PathBuf::from(text))
-        } else {
-            match path_dirs().into_iter().map(|d| d.join(text)).find(|p| is_executable(p)) {
-                Some(p) => p,
-                None => return Err(Error::input(what, format!("{text:?} is not an executable on PATH"))),
-            }
+        let Some(path) = resolve_command(text) else {
+            return Err(Error::input(what, format!("{text:?} is not an executable on PATH")));
         };
         if !is_executable(&path) {
             let why = if path.exists() { "is not an executable file" } else { "does not exist" };
