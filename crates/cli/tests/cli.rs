@@ -653,3 +653,45 @@ fn a_relative_driver_command_is_recorded_absolute() {
     assert!(!other.path().join("ran").exists(), "lab status ran ./lab-driver-rel of another directory: {stderr}");
     assert!(stderr.contains("nothing made yet"), "the recorded program did not answer: {stderr}");
 }
+
+/// Issue 18, item 7: a `lab.toml` in the current directory that does not name an existing
+/// cluster cannot change how it is reached or secured: its driver `command` and `[registry]
+/// tls` are ignored, each with one warning naming the file and the key and saying how to
+/// apply it; naming the cluster in the file applies them.
+#[test]
+fn an_unnamed_lab_toml_cannot_swap_a_clusters_driver_program() {
+    let (dir, path) = programs(&[
+        ("lab-driver-mine", RECORDED_DRIVER),
+        ("lab-driver-theirs", &format!("touch \"$(dirname \"$0\")/theirs-ran\"\n{RECORDED_DRIVER}")),
+    ]);
+    let mine = dir.path().join("lab-driver-mine").display().to_string();
+    let theirs = dir.path().join("lab-driver-theirs").display().to_string();
+    let e = Env::new();
+    let vars = [("PATH", path.as_str())];
+    record_cluster(&e, &vars, &["--driver", "ext", "--cluster", "held", "--driver-opt", &format!("command={mine}")]);
+    let table = format!("[registry]\ntls = \"mutual\"\n[drivers.ext]\ncommand = \"{theirs}\"\n");
+    e.write("lab.toml", &table);
+    for args in [&["status", "--cluster", "held"][..], &["plan", "--cluster", "held"][..]] {
+        let out = e.lab(args, &vars);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!dir.path().join("theirs-ran").exists(), "lab {args:?} ran the program lab.toml named: {stderr}");
+        assert!(stderr.contains("nothing made yet"), "lab {args:?} did not run the recorded program: {stderr}");
+        for key in ["drivers.ext.command", "registry.tls"] {
+            let line = stderr
+                .lines()
+                .find(|l| l.starts_with("lab: warning: lab.toml: ") && l.contains(key))
+                .unwrap_or_else(|| panic!("lab {args:?}: no warning for {key}: {stderr}"));
+            assert!(line.contains("cluster = \"held\"") && line.contains("--config"), "{line}");
+        }
+    }
+    let recorded = state_of(&e, "held");
+    assert_eq!(recorded["driver_config"]["command"], mine.as_str());
+    assert_eq!(recorded["registry_tls"], "open");
+
+    // Named, the file speaks for the cluster.
+    e.write("lab.toml", &format!("cluster = \"held\"\n{table}"));
+    let out = e.lab(&["status"], &vars);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(dir.path().join("theirs-ran").exists(), "a file naming the cluster was ignored: {stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
