@@ -39,7 +39,7 @@ pub async fn run(config: Option<&Path>, a: &DriverTestArgs) -> Result<i32> {
         ..Default::default()
     };
     // A throwaway cluster has no recorded state, and none is read.
-    let (settings, _) = settings::load(config, &flags, |_| Ok(None))?;
+    let settings = settings::load(config, &flags, |_| Ok(None))?.settings;
     let (found, table) = find_driver(&settings)?;
     let ctx = driver_context(&settings, &paths, &cluster, table.clone(), false);
     eprintln!("lab: testing driver {} on the throwaway cluster {cluster}", settings.driver);

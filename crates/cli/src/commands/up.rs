@@ -24,21 +24,26 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     let paths = Paths::from_env()?;
     // Every input is checked before anything is written, not even the lock file.
     let progress = reporter(false);
-    let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
-    let mut built = runtime(&settings, recorded.clone(), &paths, progress.clone(), flags.force).await?;
-    let cluster = settings.cluster_name("cluster")?;
+    let mut loaded = settings::load(config, flags, |c| paths.load(c))?;
+    let recorded = loaded.recorded.clone();
+    let mut built = runtime(&loaded.settings, recorded.clone(), &paths, progress.clone(), flags.force).await?;
+    let cluster = loaded.settings.cluster_name("cluster")?;
     // From here on lab reads, decides and writes only under the cluster's lock: the state is
     // read again now, so a run that started while another held the lock sees its work, and
     // the driver's preflight runs under it too. Only if another run changed the state is the
     // runtime made again (an external driver would be started twice otherwise).
     let _lock = paths.lock(&cluster, "lab up")?;
     if paths.load(&cluster)? != recorded {
-        let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
-        built = runtime(&settings, recorded, &paths, progress.clone(), flags.force).await?;
+        loaded = settings::load(config, flags, |c| paths.load(c))?;
+        built = runtime(&loaded.settings, loaded.recorded.clone(), &paths, progress.clone(), flags.force).await?;
     }
+    let settings = &loaded.settings;
     let (rt, warnings) = built;
-    for w in &warnings {
+    for w in loaded.warnings.iter().chain(&warnings) {
         progress.note(&format!("warning: {w}"));
+    }
+    for c in &loaded.changes {
+        progress.note(&format!("changing how cluster {cluster} is reached or secured: {c}"));
     }
     if let Some(w) = registry_tls_warning(&settings.driver, settings.registry.tls) {
         progress.note(&format!("warning: {w}"));
