@@ -3,10 +3,12 @@
 //!
 //! Exit status: 0 done, 1 an operation failed, 2 bad input (nothing was created).
 
+// First: its `out!` and `outln!` macros are what the other modules print with.
+#[macro_use]
+mod output;
 mod args;
 mod commands;
 mod driver_test;
-mod output;
 mod progress;
 mod settings;
 

@@ -14,7 +14,7 @@ impl Env {
         Env { state: tempfile::tempdir().unwrap(), cwd: tempfile::tempdir().unwrap() }
     }
 
-    fn lab(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    fn command(&self, args: &[&str], vars: &[(&str, &str)]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_lab"));
         c.args(args).current_dir(self.cwd.path()).env("XDG_STATE_HOME", self.state.path());
         for (k, _) in std::env::vars_os() {
@@ -25,7 +25,20 @@ impl Env {
         for (k, v) in vars {
             c.env(k, v);
         }
-        c.output().unwrap()
+        c
+    }
+
+    fn lab(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        self.command(args, vars).output().unwrap()
+    }
+
+    /// Runs lab with its stdout a pipe that nobody reads: the reading end is closed before lab
+    /// starts, as when `lab ... | head -1` or `| true` has already gone. Every write lab makes
+    /// to stdout then fails with EPIPE.
+    fn lab_stdout_closed(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        self.command(args, vars).stdout(writer).output().unwrap()
     }
 
     fn write(&self, name: &str, text: &str) {
@@ -365,7 +378,11 @@ fn rust_version_covers_dependencies_and_std_apis() {
         }
     }
     // std APIs lab uses, with the release that stabilised them.
-    let apis = [("File::try_lock", ".try_lock()", "1.89"), ("std::path::absolute", "path::absolute(", "1.79")];
+    let apis = [
+        ("File::try_lock", ".try_lock()", "1.89"),
+        ("std::path::absolute", "path::absolute(", "1.79"),
+        ("std::io::pipe", "io::pipe(", "1.87"),
+    ];
     let mut sources = String::new();
     for dir in ["crates", "tests"] {
         let walk = Command::new("find").arg(root.join(dir)).args(["-name", "*.rs"]).output().unwrap();
@@ -450,4 +467,37 @@ fn driver_flags_come_from_the_drivers_declarations() {
     for want in ["node_image", "--node-image", "privileged", "auto|always|never", "connect_timeout", "docker_machine"] {
         assert!(long.contains(want), "lab drivers --long lacks {want}:\n{long}");
     }
+}
+
+/// Issue 18, item 12: a reader that stops early (`lab drivers --long | true`, `lab ls | head
+/// -1`) ends lab quietly: no panic, no "Broken pipe", and the exit status the command has
+/// when its output is read. The commands here need no cluster; tests/tests/docker_driver.rs
+/// does the same for those that do.
+#[test]
+fn stdout_closed_early_ends_quietly() {
+    let e = Env::new();
+    let cluster = format!("epipe{}", std::process::id());
+    let cases: &[&[&str]] = &[
+        &["drivers"],
+        &["drivers", "--long"],
+        &["drivers", "--output", "json"],
+        &["ls"],
+        &["ls", "--output", "json"],
+        &["--help"],
+        &["--version"],
+        &["up", "--help"],
+        &["ssh", "--help"],
+        // A new cluster's plan reads the local engine and changes nothing.
+        &["plan", "--cluster", &cluster],
+        &["plan", "--cluster", &cluster, "--output", "json"],
+    ];
+    for args in cases {
+        let read = e.lab(args, &[]);
+        assert!(!read.stdout.is_empty(), "lab {args:?} printed nothing, so this case shows nothing");
+        let closed = e.lab_stdout_closed(args, &[]);
+        let stderr = String::from_utf8_lossy(&closed.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "lab {args:?}:\n{stderr}");
+        assert_eq!(closed.status.code(), read.status.code(), "lab {args:?} with nobody reading:\n{stderr}");
+    }
+    assert!(!e.state.path().join("lab").exists(), "a plan wrote state");
 }

@@ -40,18 +40,18 @@ pub(super) async fn env(config: Option<&std::path::Path>, a: &EnvArgs) -> Result
     let lab_cluster = ("LAB_CLUSTER".to_string(), cluster.to_string());
     for (k, v) in engine.client_env.iter().chain(std::iter::once(&lab_cluster)) {
         match (shell, a.unset) {
-            (Shell::Fish, false) => println!("set -gx {k} {};", quote(shell, v)),
-            (Shell::Fish, true) => println!("set -e {k};"),
-            (_, false) => println!("export {k}={}", quote(shell, v)),
-            (_, true) => println!("unset {k}"),
+            (Shell::Fish, false) => outln!("set -gx {k} {};", quote(shell, v))?,
+            (Shell::Fish, true) => outln!("set -e {k};")?,
+            (_, false) => outln!("export {k}={}", quote(shell, v))?,
+            (_, true) => outln!("unset {k}")?,
         }
     }
     let flag = if a.unset { " --unset" } else { "" };
     match shell {
         Shell::Fish => {
-            println!("# Run this command to configure your shell:\n# lab env --cluster {cluster}{flag} | source")
+            outln!("# Run this command to configure your shell:\n# lab env --cluster {cluster}{flag} | source")?
         }
-        _ => println!("# Run this command to configure your shell:\n# eval \"$(lab env --cluster {cluster}{flag})\""),
+        _ => outln!("# Run this command to configure your shell:\n# eval \"$(lab env --cluster {cluster}{flag})\"")?,
     }
     Ok(0)
 }

@@ -31,16 +31,16 @@ pub(super) async fn plan_cmd(config: Option<&std::path::Path>, flags: &TopologyA
                 .enumerate()
                 .map(|(i, s)| json!({"id": i + 1, "description": s.step.to_string(), "step": s.step, "after": s.after.iter().map(|a| a + 1).collect::<Vec<_>>()}))
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(
                     &json!({"cluster": rt.desired.topology.cluster, "steps": steps, "blocked": p.blocked})
                 )
                 .expect("json")
-            );
+            )?;
         }
         Output::Table if p.is_empty() => {
-            println!("cluster {} matches the desired state: nothing to do", rt.desired.topology.cluster);
+            outln!("cluster {} matches the desired state: nothing to do", rt.desired.topology.cluster)?;
         }
         Output::Table => {
             let rows: Vec<Vec<String>> = p
@@ -56,9 +56,9 @@ pub(super) async fn plan_cmd(config: Option<&std::path::Path>, flags: &TopologyA
                     vec![(i + 1).to_string(), s.step.to_string(), after]
                 })
                 .collect();
-            print!("{}", table(&["#", "STEP", "AFTER"], &rows));
+            out!("{}", table(&["#", "STEP", "AFTER"], &rows))?;
             for b in &p.blocked {
-                println!("blocked without --force: {b}");
+                outln!("blocked without --force: {b}")?;
             }
         }
     }

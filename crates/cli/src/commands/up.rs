@@ -67,14 +67,14 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     wait_ready(&*rt, READY_TIMEOUT).await?;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
     let obs = observe(&*rt).await?;
-    print!("{}", status_table(&rt, &obs));
-    println!();
+    out!("{}", status_table(&rt, &obs))?;
+    outln!()?;
     let tls = match rt.desired.tls {
         RegistryTls::Open => "",
         RegistryTls::Mutual => "; mutual TLS: every other client needs the cluster's certificate",
     };
-    println!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})");
-    println!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"");
+    outln!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})")?;
+    outln!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"")?;
     Ok(0)
 }
 
