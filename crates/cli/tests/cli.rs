@@ -490,6 +490,9 @@ fn stdout_closed_early_ends_quietly() {
         // A new cluster's plan reads the local engine and changes nothing.
         &["plan", "--cluster", &cluster],
         &["plan", "--cluster", &cluster, "--output", "json"],
+        // What `down` says to run in the shell `lab env` left: no cluster needed.
+        &["env", "--unset", "--cluster", &cluster],
+        &["env", "--unset", "--cluster", &cluster, "--shell", "fish"],
     ];
     for args in cases {
         let read = e.lab(args, &[]);
@@ -500,4 +503,36 @@ fn stdout_closed_early_ends_quietly() {
         assert_eq!(closed.status.code(), read.status.code(), "lab {args:?} with nobody reading:\n{stderr}");
     }
     assert!(!e.state.path().join("lab").exists(), "a plan wrote state");
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Issue 18, item 17: `down` of a cluster lab does not know (a typo) leaves no file behind,
+/// its lock file included, whether it finds nothing to remove or fails.
+#[test]
+fn down_of_an_unknown_cluster_leaves_no_file() {
+    let e = Env::new();
+    let typo = format!("typo{}", std::process::id());
+    // The local engine is asked what carries the label lab.cluster=<typo>: nothing does.
+    let out = e.lab(&["down", "--cluster", &typo], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("nothing to remove"), "{stderr}");
+    assert_eq!(files_under(e.state.path()), Vec::<std::path::PathBuf>::new());
+    // An engine that does not answer: down fails, and still leaves nothing.
+    let out = e.lab(&["down", "--cluster", &typo], &[("DOCKER_HOST", "unix:///nonexistent/lab-test.sock")]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(files_under(e.state.path()), Vec::<std::path::PathBuf>::new());
 }
