@@ -37,13 +37,16 @@ where
 {
     // Parsing is separate from dispatch: the derived arguments plus the flags the drivers
     // declare, then the command.
-    let parsed = args::command().try_get_matches_from(args).and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let parsed =
+        args::command().try_get_matches_from(&args).and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
     let cli = match parsed {
         Ok((mut cli, matches)) => {
             args::take_driver_flags(&mut cli, &matches);
             cli
         }
         Err(e) => {
+            let e = args::with_ssh_separator_tip(e, &args);
             let _ = e.print();
             return if e.use_stderr() { 2 } else { 0 };
         }

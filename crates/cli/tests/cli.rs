@@ -536,3 +536,72 @@ fn down_of_an_unknown_cluster_leaves_no_file() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(files_under(e.state.path()), Vec::<std::path::PathBuf>::new());
 }
+
+/// Issue 18, item 19: an unknown key in a driver's table names where it came from (the file
+/// as given, the variable, or the flag) and no place it did not come from.
+#[test]
+fn a_driver_table_typo_names_its_source() {
+    let e = Env::new();
+    let typo = "[drivers.docker]\nnode_imgae = \"x\"\n";
+    let stderr = |args: &[&str], vars: &[(&str, &str)]| String::from_utf8_lossy(&e.lab(args, vars).stderr).into_owned();
+    e.write("lab.toml", typo);
+    e.bad(&["plan"], &[], &["lab.toml", "[drivers.docker]", "node_imgae"]);
+    assert!(!stderr(&["plan"], &[]).contains("LAB_DRIVERS"), "{}", stderr(&["plan"], &[]));
+    std::fs::create_dir(e.cwd.path().join("conf")).unwrap();
+    e.write("conf/my.toml", typo);
+    std::fs::remove_file(e.cwd.path().join("lab.toml")).unwrap();
+    e.bad(&["plan", "--config", "conf/my.toml"], &[], &["conf/my.toml", "[drivers.docker]", "node_imgae"]);
+    let var = [("LAB_DRIVERS__DOCKER__NODE_IMGAE", "x")];
+    e.bad(&["plan"], &var, &["LAB_DRIVERS__DOCKER__NODE_IMGAE", "[drivers.docker]", "node_imgae"]);
+    assert!(!stderr(&["plan"], &var).contains("lab.toml"), "{}", stderr(&["plan"], &var));
+    let opt = ["plan", "--driver-opt", "node_imgae=x"];
+    e.bad(&opt, &[], &["--driver-opt", "[drivers.docker]", "node_imgae"]);
+    assert!(!stderr(&opt, &[]).contains("lab.toml"), "{}", stderr(&opt, &[]));
+}
+
+/// Issue 18, item 19: a count out of range names its flag and lab's own limits (0 to 64
+/// workers, 1 to 7 managers), not those of the integer type behind it.
+#[test]
+fn counts_out_of_range_name_the_real_limits() {
+    let e = Env::new();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["up", "--workers", "-1"], &["--workers", "-1", "0 to 64"]),
+        (&["up", "--workers", "65"], &["--workers", "65", "0 to 64"]),
+        (&["up", "--workers", "two"], &["--workers", "two", "0 to 64"]),
+        (&["plan", "--managers", "-3"], &["--managers", "-3", "1 to 7"]),
+        (&["plan", "--managers", "0"], &["--managers", "0", "1 to 7"]),
+        (&["plan", "--managers", "8"], &["--managers", "8", "1 to 7"]),
+    ];
+    for (args, needles) in cases {
+        e.bad(args, &[], needles);
+        let stderr = String::from_utf8_lossy(&e.lab(args, &[]).stderr).into_owned();
+        assert!(!stderr.contains("4294967295"), "{stderr}");
+    }
+}
+
+/// Issue 18, item 19: a command after the node without `--` is bad input (exit 2) whose
+/// message gives the line to type instead.
+#[test]
+fn ssh_command_without_the_separator_says_to_use_it() {
+    let e = Env::new();
+    let cases: &[(&[&str], &str)] = &[
+        (&["ssh", "worker1", "docker", "ps"], "lab ssh worker1 -- docker ps"),
+        (&["ssh", "--cluster", "c1", "worker1", "docker", "ps", "-a"], "lab ssh --cluster c1 worker1 -- docker ps -a"),
+        (&["--config", "ssh", "ssh", "manager", "uptime"], "lab --config ssh ssh manager -- uptime"),
+    ];
+    for (args, want) in cases {
+        let out = e.lab(args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "lab {args:?}: {stderr}");
+        assert!(stderr.contains(want), "lab {args:?} does not say {want:?}:\n{stderr}");
+        assert!(!e.state.path().join("lab").exists(), "lab {args:?} wrote state");
+    }
+    // Other commands' unexpected arguments, and an unknown option before the node, get no
+    // such tip.
+    for args in [&["ls", "extra"][..], &["ssh", "-t", "worker1"], &["ssh", "--cluster", "c1", "-t", "worker1"]] {
+        let out = e.lab(args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "lab {args:?}: {stderr}");
+        assert!(!stderr.contains("put `--` before it"), "lab {args:?}: {stderr}");
+    }
+}
