@@ -29,18 +29,10 @@ impl Drop for RemoveLabelledOnDrop {
     }
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
+/// Every file under `dir`, as `find` lists them.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("find").arg(dir).args(["-type", "f"]).output().expect("run find");
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
 }
 
 /// The node containers' IDs, to see that a command changed none of them.
@@ -347,7 +339,7 @@ fn a_failed_first_up_leaves_no_file() {
     let up = lab.on(&["up", "--workers", "1", "--node-image", image, "--registry-image", REGISTRY_IMAGE]);
     assert_eq!(up.code, 1, "{}", up.all());
     assert!(up.stderr.contains(image), "{}", up.stderr);
-    assert_eq!(files_under(lab.state_home()), Vec::<std::path::PathBuf>::new(), "the failed up left these");
+    assert_eq!(files_under(lab.state_home()), Vec::<String>::new(), "the failed up left these");
     assert_eq!(labelled(&lab.cluster), Vec::<String>::new());
 
     // The record an older lab's failed first `up` left: `down` removes it.
@@ -358,5 +350,5 @@ fn a_failed_first_up_leaves_no_file() {
     let record = serde_json::json!({ "endpoint": endpoint, "engine_id": id });
     std::fs::write(dir.join("engine.json"), record.to_string()).expect("write engine.json");
     lab.on(&["down"]).ok("lab down");
-    assert_eq!(files_under(lab.state_home()), Vec::<std::path::PathBuf>::new(), "down left these");
+    assert_eq!(files_under(lab.state_home()), Vec::<String>::new(), "down left these");
 }

@@ -505,18 +505,10 @@ fn stdout_closed_early_ends_quietly() {
     assert!(!e.state.path().join("lab").exists(), "a plan wrote state");
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
+/// Every file under `dir`, as `find` lists them.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("find").arg(dir).args(["-type", "f"]).output().expect("run find");
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
 }
 
 /// Issue 18, item 17: `down` of a cluster lab does not know (a typo) leaves no file behind,
@@ -530,11 +522,11 @@ fn down_of_an_unknown_cluster_leaves_no_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("nothing to remove"), "{stderr}");
-    assert_eq!(files_under(e.state.path()), Vec::<std::path::PathBuf>::new());
+    assert_eq!(files_under(e.state.path()), Vec::<String>::new());
     // An engine that does not answer: down fails, and still leaves nothing.
     let out = e.lab(&["down", "--cluster", &typo], &[("DOCKER_HOST", "unix:///nonexistent/lab-test.sock")]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(files_under(e.state.path()), Vec::<std::path::PathBuf>::new());
+    assert_eq!(files_under(e.state.path()), Vec::<String>::new());
 }
 
 /// Issue 18, item 19: an unknown key in a driver's table names where it came from (the file
