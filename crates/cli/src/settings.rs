@@ -131,13 +131,40 @@ impl Settings {
     }
 }
 
-/// Where a driver's table may have come from, for its error messages.
+/// Where the driver's table came from, for its error messages: the layers [`load`] found
+/// giving it keys (see [`driver_layers`]), else the file.
 pub fn driver_source() -> String {
-    let file = CONFIG_PATH.get().cloned().unwrap_or_else(|| CONFIG_FILE.into());
-    format!("{file} (or LAB_DRIVERS__* / flags)")
+    let found = DRIVER_SOURCE.lock().ok().and_then(|s| s.clone());
+    found.unwrap_or_else(|| CONFIG_PATH.get().cloned().unwrap_or_else(|| CONFIG_FILE.into()))
 }
 
 static CONFIG_PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static DRIVER_SOURCE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The layers that gave keys to `driver`'s table, as the user wrote them: the file, each
+/// `LAB_DRIVERS__<DRIVER>__*` variable, each of the driver's flags, `--driver-opt`. So a typo
+/// is named where it is, not in a file that may not exist (issue 18, item 19). `None` when no
+/// layer did (the table is the cluster's record, or a top-level `hosts`).
+fn driver_layers(config: Option<&Path>, driver: &str, flags: &TopologyArgs, opts: bool) -> Option<String> {
+    let mut from = Vec::new();
+    if file_layer(Figment::new(), config).find_value(&format!("drivers.{driver}")).is_ok() {
+        from.push(config.map(|p| p.display().to_string()).unwrap_or_else(|| CONFIG_FILE.into()));
+    }
+    let prefix = format!("LAB_DRIVERS__{}__", driver.to_uppercase());
+    let mut vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.to_uppercase().starts_with(&prefix))
+        .collect();
+    vars.sort();
+    from.extend(vars);
+    from.extend(
+        flags.driver_flags.iter().filter(|f| f.drivers.iter().any(|(d, _)| d == driver)).map(|f| f.flag.clone()),
+    );
+    if opts {
+        from.push("--driver-opt".into());
+    }
+    (!from.is_empty()).then(|| from.join(" or "))
+}
 
 /// The flag layer: only flags that were given.
 fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
@@ -330,6 +357,8 @@ pub fn load(
     let state = recorded(&cluster)?;
     let Some(st) = &state else {
         let settings = with_driver_flags(first, flags, opts.as_ref(), &cluster, false)?;
+        *DRIVER_SOURCE.lock().unwrap_or_else(|e| e.into_inner()) =
+            driver_layers(config, &settings.driver, flags, opts.is_some());
         return Ok(Loaded { settings, recorded: None, warnings: vec![], changes: vec![] });
     };
     let fig = Figment::from(Serialized::defaults(Settings::default())).merge(Serialized::defaults(state_layer(st)));
@@ -353,6 +382,8 @@ pub fn load(
         }
     }
     let mut settings = with_driver_flags(s, flags, opts.as_ref(), &cluster, true)?;
+    *DRIVER_SOURCE.lock().unwrap_or_else(|e| e.into_inner()) =
+        driver_layers(config, &settings.driver, flags, opts.is_some());
     let built_in = lab_core::driver::lookup(&settings.driver).is_ok();
     let mut warnings = Vec::new();
     if let Some(file) = unnamed_file(config, &cluster) {

@@ -14,12 +14,12 @@ impl Env {
         Env { state: tempfile::tempdir().unwrap(), cwd: tempfile::tempdir().unwrap() }
     }
 
-    fn lab(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
-        self.lab_in(self.cwd.path(), args, vars)
+    fn command(&self, args: &[&str], vars: &[(&str, &str)]) -> Command {
+        self.command_in(self.cwd.path(), args, vars)
     }
 
-    /// `lab ARGS` run in `dir`, with this environment's state.
-    fn lab_in(&self, dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    /// `lab ARGS` as a command to run in `dir`, with this environment's state.
+    fn command_in(&self, dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_lab"));
         c.args(args).current_dir(dir).env("XDG_STATE_HOME", self.state.path());
         for (k, _) in std::env::vars_os() {
@@ -30,7 +30,25 @@ impl Env {
         for (k, v) in vars {
             c.env(k, v);
         }
-        c.output().unwrap()
+        c
+    }
+
+    fn lab(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        self.command(args, vars).output().unwrap()
+    }
+
+    /// `lab ARGS` run in `dir`, with this environment's state.
+    fn lab_in(&self, dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        self.command_in(dir, args, vars).output().unwrap()
+    }
+
+    /// Runs lab with its stdout a pipe that nobody reads: the reading end is closed before lab
+    /// starts, as when `lab ... | head -1` or `| true` has already gone. Every write lab makes
+    /// to stdout then fails with EPIPE.
+    fn lab_stdout_closed(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        self.command(args, vars).stdout(writer).output().unwrap()
     }
 
     fn write(&self, name: &str, text: &str) {
@@ -370,7 +388,11 @@ fn rust_version_covers_dependencies_and_std_apis() {
         }
     }
     // std APIs lab uses, with the release that stabilised them.
-    let apis = [("File::try_lock", ".try_lock()", "1.89"), ("std::path::absolute", "path::absolute(", "1.79")];
+    let apis = [
+        ("File::try_lock", ".try_lock()", "1.89"),
+        ("std::path::absolute", "path::absolute(", "1.79"),
+        ("std::io::pipe", "io::pipe(", "1.87"),
+    ];
     let mut sources = String::new();
     for dir in ["crates", "tests"] {
         let walk = Command::new("find").arg(root.join(dir)).args(["-name", "*.rs"]).output().unwrap();
@@ -694,4 +716,133 @@ fn an_unnamed_lab_toml_cannot_swap_a_clusters_driver_program() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(dir.path().join("theirs-ran").exists(), "a file naming the cluster was ignored: {stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+/// Issue 18, item 12: a reader that stops early (`lab drivers --long | true`, `lab ls | head
+/// -1`) ends lab quietly: no panic, no "Broken pipe", and the exit status the command has
+/// when its output is read. The commands here need no cluster; tests/tests/docker_driver.rs
+/// does the same for those that do.
+#[test]
+fn stdout_closed_early_ends_quietly() {
+    let e = Env::new();
+    let cluster = format!("epipe{}", std::process::id());
+    let cases: &[&[&str]] = &[
+        &["drivers"],
+        &["drivers", "--long"],
+        &["drivers", "--output", "json"],
+        &["ls"],
+        &["ls", "--output", "json"],
+        &["--help"],
+        &["--version"],
+        &["up", "--help"],
+        &["ssh", "--help"],
+        // A new cluster's plan reads the local engine and changes nothing.
+        &["plan", "--cluster", &cluster],
+        &["plan", "--cluster", &cluster, "--output", "json"],
+        // What `down` says to run in the shell `lab env` left: no cluster needed.
+        &["env", "--unset", "--cluster", &cluster],
+        &["env", "--unset", "--cluster", &cluster, "--shell", "fish"],
+    ];
+    for args in cases {
+        let read = e.lab(args, &[]);
+        assert!(!read.stdout.is_empty(), "lab {args:?} printed nothing, so this case shows nothing");
+        let closed = e.lab_stdout_closed(args, &[]);
+        let stderr = String::from_utf8_lossy(&closed.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "lab {args:?}:\n{stderr}");
+        assert_eq!(closed.status.code(), read.status.code(), "lab {args:?} with nobody reading:\n{stderr}");
+    }
+    assert!(!e.state.path().join("lab").exists(), "a plan wrote state");
+}
+
+/// Every file under `dir`, as `find` lists them.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("find").arg(dir).args(["-type", "f"]).output().expect("run find");
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+}
+
+/// Issue 18, item 17: `down` of a cluster lab does not know (a typo) leaves no file behind,
+/// its lock file included, whether it finds nothing to remove or fails.
+#[test]
+fn down_of_an_unknown_cluster_leaves_no_file() {
+    let e = Env::new();
+    let typo = format!("typo{}", std::process::id());
+    // The local engine is asked what carries the label lab.cluster=<typo>: nothing does.
+    let out = e.lab(&["down", "--cluster", &typo], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("nothing to remove"), "{stderr}");
+    assert_eq!(files_under(e.state.path()), Vec::<String>::new());
+    // An engine that does not answer: down fails, and still leaves nothing.
+    let out = e.lab(&["down", "--cluster", &typo], &[("DOCKER_HOST", "unix:///nonexistent/lab-test.sock")]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(files_under(e.state.path()), Vec::<String>::new());
+}
+
+/// Issue 18, item 19: an unknown key in a driver's table names where it came from (the file
+/// as given, the variable, or the flag) and no place it did not come from.
+#[test]
+fn a_driver_table_typo_names_its_source() {
+    let e = Env::new();
+    let typo = "[drivers.docker]\nnode_imgae = \"x\"\n";
+    let stderr = |args: &[&str], vars: &[(&str, &str)]| String::from_utf8_lossy(&e.lab(args, vars).stderr).into_owned();
+    e.write("lab.toml", typo);
+    e.bad(&["plan"], &[], &["lab.toml", "[drivers.docker]", "node_imgae"]);
+    assert!(!stderr(&["plan"], &[]).contains("LAB_DRIVERS"), "{}", stderr(&["plan"], &[]));
+    std::fs::create_dir(e.cwd.path().join("conf")).unwrap();
+    e.write("conf/my.toml", typo);
+    std::fs::remove_file(e.cwd.path().join("lab.toml")).unwrap();
+    e.bad(&["plan", "--config", "conf/my.toml"], &[], &["conf/my.toml", "[drivers.docker]", "node_imgae"]);
+    let var = [("LAB_DRIVERS__DOCKER__NODE_IMGAE", "x")];
+    e.bad(&["plan"], &var, &["LAB_DRIVERS__DOCKER__NODE_IMGAE", "[drivers.docker]", "node_imgae"]);
+    assert!(!stderr(&["plan"], &var).contains("lab.toml"), "{}", stderr(&["plan"], &var));
+    let opt = ["plan", "--driver-opt", "node_imgae=x"];
+    e.bad(&opt, &[], &["--driver-opt", "[drivers.docker]", "node_imgae"]);
+    assert!(!stderr(&opt, &[]).contains("lab.toml"), "{}", stderr(&opt, &[]));
+}
+
+/// Issue 18, item 19: a count out of range names its flag and lab's own limits (0 to 64
+/// workers, 1 to 7 managers), not those of the integer type behind it.
+#[test]
+fn counts_out_of_range_name_the_real_limits() {
+    let e = Env::new();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["up", "--workers", "-1"], &["--workers", "-1", "0 to 64"]),
+        (&["up", "--workers", "65"], &["--workers", "65", "0 to 64"]),
+        (&["up", "--workers", "two"], &["--workers", "two", "0 to 64"]),
+        (&["plan", "--managers", "-3"], &["--managers", "-3", "1 to 7"]),
+        (&["plan", "--managers", "0"], &["--managers", "0", "1 to 7"]),
+        (&["plan", "--managers", "8"], &["--managers", "8", "1 to 7"]),
+    ];
+    for (args, needles) in cases {
+        e.bad(args, &[], needles);
+        let stderr = String::from_utf8_lossy(&e.lab(args, &[]).stderr).into_owned();
+        assert!(!stderr.contains("4294967295"), "{stderr}");
+    }
+}
+
+/// Issue 18, item 19: a command after the node without `--` is bad input (exit 2) whose
+/// message gives the line to type instead.
+#[test]
+fn ssh_command_without_the_separator_says_to_use_it() {
+    let e = Env::new();
+    let cases: &[(&[&str], &str)] = &[
+        (&["ssh", "worker1", "docker", "ps"], "lab ssh worker1 -- docker ps"),
+        (&["ssh", "--cluster", "c1", "worker1", "docker", "ps", "-a"], "lab ssh --cluster c1 worker1 -- docker ps -a"),
+        (&["--config", "ssh", "ssh", "manager", "uptime"], "lab --config ssh ssh manager -- uptime"),
+    ];
+    for (args, want) in cases {
+        let out = e.lab(args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "lab {args:?}: {stderr}");
+        assert!(stderr.contains(want), "lab {args:?} does not say {want:?}:\n{stderr}");
+        assert!(!e.state.path().join("lab").exists(), "lab {args:?} wrote state");
+    }
+    // Other commands' unexpected arguments, and an unknown option before the node, get no
+    // such tip.
+    for args in [&["ls", "extra"][..], &["ssh", "-t", "worker1"], &["ssh", "--cluster", "c1", "-t", "worker1"]] {
+        let out = e.lab(args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "lab {args:?}: {stderr}");
+        assert!(!stderr.contains("put `--` before it"), "lab {args:?}: {stderr}");
+    }
 }

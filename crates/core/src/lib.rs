@@ -22,6 +22,8 @@ pub use driver::{conformance, external};
 // The rest serves the `lab` binary (lab-cli) and the bundled drivers; it is not part of the
 // plugin API, which is `driver` (and `error`, which it re-exports).
 #[doc(hidden)]
+pub mod curl;
+#[doc(hidden)]
 pub mod distribution;
 #[doc(hidden)]
 pub mod exec;

@@ -36,26 +36,26 @@ pub(super) async fn plan_cmd(config: Option<&std::path::Path>, flags: &TopologyA
                 .enumerate()
                 .map(|(i, s)| json!({"id": i + 1, "description": s.step.to_string(), "step": s.step, "after": s.after.iter().map(|a| a + 1).collect::<Vec<_>>()}))
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(
                     &json!({"cluster": cluster, "steps": steps, "blocked": p.blocked, "changes": loaded.changes})
                 )
                 .expect("json")
-            );
+            )?;
         }
         Output::Table if p.is_empty() && changes.is_empty() => {
-            println!("cluster {cluster} matches the desired state: nothing to do");
+            outln!("cluster {cluster} matches the desired state: nothing to do")?;
         }
         Output::Table if p.is_empty() => {
             for c in &changes {
-                println!("{c}");
+                outln!("{c}")?;
             }
-            println!("cluster {cluster} needs no step; lab up records the settings above");
+            outln!("cluster {cluster} needs no step; lab up records the settings above")?;
         }
         Output::Table => {
             for c in &changes {
-                println!("{c}");
+                outln!("{c}")?;
             }
             let rows: Vec<Vec<String>> = p
                 .steps
@@ -70,9 +70,9 @@ pub(super) async fn plan_cmd(config: Option<&std::path::Path>, flags: &TopologyA
                     vec![(i + 1).to_string(), s.step.to_string(), after]
                 })
                 .collect();
-            print!("{}", table(&["#", "STEP", "AFTER"], &rows));
+            out!("{}", table(&["#", "STEP", "AFTER"], &rows))?;
             for b in &p.blocked {
-                println!("blocked without --force: {b}");
+                outln!("blocked without --force: {b}")?;
             }
         }
     }

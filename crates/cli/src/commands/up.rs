@@ -57,11 +57,7 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     if p.is_empty() {
         progress.note(&format!("cluster {cluster} already matches the desired state; nothing to change"));
     } else {
-        progress.note(&format!(
-            "bringing up cluster {cluster} with driver {}: {} steps",
-            settings.driver,
-            p.steps.len()
-        ));
+        progress.note(&bringing_up(&cluster, &settings.driver, p.steps.len()));
         if p.steps.iter().any(|s| matches!(s.step, lab_core::plan::Step::LoadImage { .. })) {
             lab_core::images::prefetch(rt.clone(), rt.desired.registry_image.clone());
         }
@@ -72,15 +68,21 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     wait_ready(&*rt, READY_TIMEOUT).await?;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
     let obs = observe(&*rt).await?;
-    print!("{}", status_table(&rt, &obs));
-    println!();
+    out!("{}", status_table(&rt, &obs))?;
+    outln!()?;
     let tls = match rt.desired.tls {
         RegistryTls::Open => "",
         RegistryTls::Mutual => "; mutual TLS: every other client needs the cluster's certificate",
     };
-    println!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})");
-    println!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"");
+    outln!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})")?;
+    outln!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"")?;
     Ok(0)
+}
+
+/// What `up` says as it starts on the plan's steps.
+fn bringing_up(cluster: &lab_core::ClusterName, driver: &str, steps: usize) -> String {
+    let noun = if steps == 1 { "step" } else { "steps" };
+    format!("bringing up cluster {cluster} with driver {driver}: {steps} {noun}")
 }
 
 /// What `up` says once about who may talk to the registry. On the ssh driver the nodes are
@@ -118,6 +120,14 @@ pub(super) fn refuse_blocked(cluster: &lab_core::ClusterName, p: &lab_core::plan
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 18, item 19: "1 step", not "1 steps".
+    #[test]
+    fn the_step_count_agrees_with_its_noun() {
+        let c = lab_core::ClusterName::parse("c1", "test").unwrap();
+        assert_eq!(bringing_up(&c, "docker", 1), "bringing up cluster c1 with driver docker: 1 step");
+        assert_eq!(bringing_up(&c, "docker", 19), "bringing up cluster c1 with driver docker: 19 steps");
+    }
 
     #[test]
     fn an_open_registry_is_a_warning_on_the_ssh_driver_only() {
