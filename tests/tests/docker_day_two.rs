@@ -29,6 +29,12 @@ impl Drop for RemoveLabelledOnDrop {
     }
 }
 
+/// Every file under `dir`, as `find` lists them.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("find").arg(dir).args(["-type", "f"]).output().expect("run find");
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+}
+
 /// The node containers' IDs, to see that a command changed none of them.
 fn node_ids(cluster: &str) -> String {
     docker(&["ps", "-aq", "--no-trunc", "--filter", &format!("label=lab.cluster={cluster}")]).stdout
@@ -90,10 +96,29 @@ fn lab_env_shell_keeps_lab_on_the_recorded_engine() {
         docker(&["-H", &host, "ps", "-aq", "--filter", &format!("label=lab.cluster={other}")]).ok("ps on the manager");
     assert_eq!(inside.stdout.trim(), "", "the refused up created containers on the manager");
 
-    // `down` in the same shell removes the cluster from the host engine.
-    lab.run_env(&shell, &["down", "--cluster", c]).ok("lab down in the lab env shell");
+    // `down` in the same shell removes the cluster from the host engine, and says that the
+    // shell still points at it (issue 18, item 17); run elsewhere, it does not.
+    let unset = "eval \"$(lab env --unset)\"";
+    // DOCKER_HOST alone points at the manager.
+    let down = lab.run_env(&shell, &["down", "--cluster", c]).ok("lab down in the lab env shell");
+    assert!(down.stderr.contains(unset), "down does not say to run {unset}:\n{}", down.stderr);
     assert_eq!(labelled(c), Vec::<String>::new(), "down in the lab env shell left these on the host engine");
     assert!(!lab.run(&["ls"]).stdout.contains(c), "down forgot nothing");
+    // What it says to run works, though lab no longer knows the cluster.
+    let unset_run = lab.run_env(&all, &["env", "--unset"]).ok("lab env --unset after down");
+    for (k, _) in &exports {
+        assert!(unset_run.stdout.lines().any(|l| l == format!("unset {k}")), "{k} stays set:\n{}", unset_run.stdout);
+    }
+    // LAB_CLUSTER still names the cluster `down` was asked to remove.
+    let again = lab.run_env(&[("LAB_CLUSTER", c)], &["down"]).ok("a second down with LAB_CLUSTER");
+    assert!(again.stderr.contains(unset), "{}", again.stderr);
+    // With DOCKER_HOST still the removed manager's socket, lab cannot reach an engine, and
+    // says why.
+    let stale = lab.run_env(&all, &["down"]);
+    assert_eq!(stale.code, 1, "{}", stale.all());
+    assert!(stale.stderr.contains(unset) && stale.stderr.contains("node manager"), "{}", stale.stderr);
+    let elsewhere = lab.run(&["down", "--cluster", c]).ok("lab down from another shell");
+    assert!(!elsewhere.stderr.contains("lab env --unset"), "{}", elsewhere.stderr);
 }
 
 /// Item 9: a container named like a node but not made by lab is a conflict, left untouched.
@@ -300,4 +325,30 @@ fn up_from_another_state_home_reaches_the_nodes() {
     lab.run_env(&home, &["check", "--cluster", c]).ok("lab check from another state root");
     lab.run_env(&home, &["down", "--cluster", c]).ok("lab down from another state root");
     assert_eq!(labelled(c), Vec::<String>::new());
+}
+
+/// Issue 18, item 17: a first `up` that fails before it makes anything (its node image cannot
+/// be had) leaves no file behind: no `engine.json`, which no command lists, and no lock. And
+/// `down` removes such a record where an older lab left one.
+#[test]
+fn a_failed_first_up_leaves_no_file() {
+    ensure_images();
+    let lab = lab("failfirst");
+    // In a registry on a loopback port nobody listens on: the pull fails at once, offline.
+    let image = "127.0.0.1:9/lab-absent:1";
+    let up = lab.on(&["up", "--workers", "1", "--node-image", image, "--registry-image", REGISTRY_IMAGE]);
+    assert_eq!(up.code, 1, "{}", up.all());
+    assert!(up.stderr.contains(image), "{}", up.stderr);
+    assert_eq!(files_under(lab.state_home()), Vec::<String>::new(), "the failed up left these");
+    assert_eq!(labelled(&lab.cluster), Vec::<String>::new());
+
+    // The record an older lab's failed first `up` left: `down` removes it.
+    let dir = lab.state_home().join("lab/clusters").join(&lab.cluster);
+    std::fs::create_dir_all(&dir).expect("the cluster's state directory");
+    let id = docker(&["info", "--format", "{{.ID}}"]).ok("docker info").stdout.trim().to_string();
+    let endpoint = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let record = serde_json::json!({ "endpoint": endpoint, "engine_id": id });
+    std::fs::write(dir.join("engine.json"), record.to_string()).expect("write engine.json");
+    lab.on(&["down"]).ok("lab down");
+    assert_eq!(files_under(lab.state_home()), Vec::<String>::new(), "down left these");
 }

@@ -16,6 +16,20 @@ fn json(run: &lab_tests::Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", run.stdout))
 }
 
+/// Issue 18, item 12: `lab ARGS --cluster <cluster>` with its stdout a pipe nobody reads (the
+/// reading end closed before lab starts, as after `| head -1`) ends quietly, with the exit
+/// status it has when read (`want`).
+fn quiet_with_nobody_reading(lab: &lab_tests::Lab, args: &[&str], want: i32) {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut a = args.to_vec();
+    a.extend(["--cluster", &lab.cluster]);
+    let out = lab.command(&a).stdout(writer).output().expect("run lab");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "lab {args:?}:\n{stderr}");
+    assert_eq!(out.status.code(), Some(want), "lab {args:?} with nobody reading:\n{stderr}");
+}
+
 /// The seed's whole procedure and what lab adds, end to end.
 #[test]
 fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
@@ -110,6 +124,9 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
     node_exec(&lab.container("worker2"), &["docker", "stop", "lab-registry-forwarder"]).ok("stop the forwarder");
     let check = lab.on(&["check"]);
     assert_eq!(check.code, 1, "{}", check.all());
+    // The check failed whoever reads it.
+    quiet_with_nobody_reading(&lab, &["check"], 1);
+    quiet_with_nobody_reading(&lab, &["check", "--output", "json"], 1);
     assert!(
         check.stdout.contains("worker2: the forwarder container lab-registry-forwarder is not running"),
         "{}",
@@ -122,6 +139,21 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
     let check = lab.on(&["check"]).ok("lab check");
     // Three nodes, each with two URLs and its dockerd.
     assert_eq!(check.stdout.matches("   ok   ").count(), 9, "{}", check.stdout);
+    for args in [
+        &["status"][..],
+        &["status", "--output", "json"],
+        &["plan"],
+        &["plan", "--workers", "3"],
+        &["plan", "--output", "json"],
+        &["check"],
+        &["env"],
+        &["env", "--shell", "fish"],
+        &["images"],
+        &["images", "--output", "json"],
+        &["up"],
+    ] {
+        quiet_with_nobody_reading(&lab, args, 0);
+    }
 
     // `env` points a docker client at the manager.
     let env = lab.on(&["env", "--shell", "bash"]).ok("lab env");

@@ -183,6 +183,32 @@ fn the_python_static_driver_brings_up_a_swarm_with_its_registry() {
     let again = on(&lab, &path, &["up"]).ok("second lab up");
     assert!(again.stderr.contains("nothing to change"), "{}", again.stderr);
 
+    // Issue 18, item 7: a lab.toml that does not name the cluster cannot swap its driver's
+    // program; one that names it can, and `plan` shows the change before `up` records it.
+    let copy = tempfile::tempdir().expect("temp dir");
+    let program = copy.path().join("lab-driver-static");
+    std::fs::copy(lab_tests::root().join("examples/external-driver/lab-driver-static"), &program).unwrap();
+    let table = format!("driver = \"static\"\n{}command = \"{}\"\n", bed.table(), program.display());
+    std::fs::write(lab.cwd().join("lab.toml"), &table).unwrap();
+    let plan = on(&lab, &path, &["plan"]).ok("lab plan with an unnamed lab.toml");
+    assert!(plan.stdout.contains("nothing to do"), "{}", plan.all());
+    assert!(plan.stderr.contains("lab: warning: lab.toml: ignored drivers.static.command"), "{}", plan.stderr);
+    std::fs::write(lab.cwd().join("lab.toml"), format!("cluster = \"{}\"\n{table}", lab.cluster)).unwrap();
+    let plan = on(&lab, &path, &["plan"]).ok("lab plan with a lab.toml naming the cluster");
+    let change = format!("drivers.static.command: (unset) -> \"{}\"", program.display());
+    assert!(plan.stdout.contains(&change) && plan.stdout.contains("needs no step"), "{}", plan.all());
+    assert!(!plan.stderr.contains("warning"), "{}", plan.stderr);
+    let up = on(&lab, &path, &["up"]).ok("lab up with a lab.toml naming the cluster");
+    assert!(up.stderr.contains(&change), "{}", up.stderr);
+    let state = lab.state_home().join(format!("lab/clusters/{}/state.json", lab.cluster));
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
+    assert_eq!(state["driver_config"]["command"], program.display().to_string());
+    let plan = on(&lab, &path, &["plan"]).ok("lab plan once the change is recorded");
+    assert!(plan.stdout.contains("nothing to do") && !plan.stdout.contains("changes how"), "{}", plan.all());
+    // A flag is explicit: the registry's TLS, changed by flag, shows in the plan.
+    let plan = on(&lab, &path, &["plan", "--registry-tls", "mutual"]).ok("lab plan --registry-tls mutual");
+    assert!(plan.stdout.contains(r#"registry.tls: "open" -> "mutual""#), "{}", plan.all());
+
     on(&lab, &path, &["down"]).ok("lab down");
     for node in NODES {
         let container = bed.container(node);

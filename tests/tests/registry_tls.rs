@@ -171,6 +171,11 @@ fn mutual_tls_serves_only_clients_with_the_clusters_certificate() {
     let refused =
         check.stdout.lines().filter(|l| l.contains("without a client certificate") && l.contains(" ok ")).count();
     assert_eq!(refused, NODES.len(), "{}", check.all());
+    // Each refusal says in words how it failed (issue 18, item 19), not as a bare exit status.
+    for l in check.stdout.lines().filter(|l| l.contains(" refused")) {
+        assert!(!l.contains("refused (exit"), "{l}");
+        assert!(l.contains("curl: ") || l.contains("only TLS") || l.contains("wget: "), "{l}");
+    }
 
     // From the host: every node refuses a client without the certificate; with lab's client
     // certificate the registry answers, so the refusal is about the certificate.

@@ -29,6 +29,23 @@ fn plain_up_keeps_labels_given_once() {
     assert!(up.stderr.contains("nothing to change"), "a plain up changed things:\n{}", up.stderr);
     assert!(labels(&lab, "worker1").contains("\"tier\":\"gpu\""), "label dropped: {}", labels(&lab, "worker1"));
 
+    // Issue 18, item 7: a lab.toml that does not name the cluster cannot change how it is
+    // reached or secured: its registry TLS and engine are ignored, each with a warning, while
+    // a flag is explicit and `plan` shows the change it would make.
+    std::fs::write(
+        lab.cwd().join("lab.toml"),
+        "[registry]\ntls = \"mutual\"\n[drivers.docker]\nhost = \"unix:///nowhere/docker.sock\"\n",
+    )
+    .unwrap();
+    let plan = lab.on(&["plan"]).ok("lab plan with an unnamed lab.toml");
+    assert!(plan.stdout.contains("nothing to do"), "an unnamed lab.toml changed the plan:\n{}", plan.all());
+    for key in ["registry.tls", "drivers.docker.host"] {
+        assert!(plan.stderr.contains(&format!("lab: warning: lab.toml: ignored {key}: ")), "{key}: {}", plan.stderr);
+    }
+    let plan = lab.on(&["plan", "--registry-tls", "mutual"]).ok("lab plan --registry-tls mutual");
+    assert!(plan.stdout.contains(r#"registry.tls: "open" -> "mutual""#), "{}", plan.all());
+    std::fs::remove_file(lab.cwd().join("lab.toml")).unwrap();
+
     // A flag of another driver, or another driver, is refused rather than ignored.
     let bad = lab.on(&["plan", "--hosts", "h.toml"]);
     assert_eq!(bad.code, 2, "{}", bad.all());

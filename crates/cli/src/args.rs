@@ -223,13 +223,13 @@ pub struct TopologyArgs {
     /// Driver that makes the machines (`lab drivers` lists them; default docker).
     #[arg(long, short)]
     pub driver: Option<String>,
-    /// Number of managers (default 1).
+    /// Number of managers, 1 to 7 (default 1).
     // Negative numbers parse as values, so the number parser's error names this flag.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = managers)]
     pub managers: Option<u32>,
-    /// Number of workers (default 2).
+    /// Number of workers, 0 to 64 (default 2).
     // Negative numbers parse as values, so the number parser's error names this flag.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = workers)]
     pub workers: Option<u32>,
     /// Registry image (default registry:3 for a new cluster; a cluster keeps the one it was
     /// made with).
@@ -263,6 +263,86 @@ pub struct TopologyArgs {
     /// [`take_driver_flags`] after parsing.
     #[arg(skip)]
     pub driver_flags: Vec<DriverFlag>,
+}
+
+/// `--managers`: within the topology's limits, so clap names them (a bare `u32` parser
+/// said "not in 0..=4294967295").
+fn managers(v: &str) -> Result<u32, String> {
+    count(v, 1, lab_core::topology::MAX_MANAGERS, "managers")
+}
+
+/// `--workers`, as [`managers`].
+fn workers(v: &str) -> Result<u32, String> {
+    count(v, 0, lab_core::topology::MAX_WORKERS, "workers")
+}
+
+fn count(v: &str, min: u32, max: u32, what: &str) -> Result<u32, String> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if (i64::from(min)..=i64::from(max)).contains(&n) => Ok(n as u32),
+        _ => Err(format!("not a number of {what} from {min} to {max}")),
+    }
+}
+
+/// `lab ssh NODE CMD...` without `--` before the command: clap's bare "unexpected argument"
+/// gains a tip with the line to type instead. Other errors are left as they are.
+pub fn with_ssh_separator_tip(mut e: clap::Error, args: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return e;
+    }
+    let Some(ContextValue::String(invalid)) = e.get(ContextKind::InvalidArg) else { return e };
+    if let Some(line) = ssh_line_with_separator(args, invalid) {
+        let tip = format!("to run a command on the node, put `--` before it: `{line}`");
+        e.insert(ContextKind::Suggested, ContextValue::StyledStrs(vec![tip.into()]));
+    }
+    e
+}
+
+/// The command line `args` with `--` put before `invalid`, if they are `lab ssh ...` with no
+/// `--` before it.
+fn ssh_line_with_separator(args: &[std::ffi::OsString], invalid: &str) -> Option<String> {
+    let words: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    // The subcommand is the first word that is neither an option nor `--config`'s value (the
+    // one global option that takes a separate value).
+    let mut i = 1;
+    while words.get(i).is_some_and(|w| w.starts_with('-')) {
+        i += if words[i] == "--config" { 2 } else { 1 };
+    }
+    if words.get(i).map(String::as_str) != Some("ssh") {
+        return None;
+    }
+    let at = i + 1 + words.get(i + 1..)?.iter().position(|w| w == invalid)?;
+    if words[i + 1..at].iter().any(|w| w == "--") {
+        return None;
+    }
+    // Only after the node: before it, an unknown option is just that (`lab ssh -t worker1`).
+    let mut j = i + 1;
+    let mut node = false;
+    while j < at {
+        match words[j].as_str() {
+            "--cluster" | "--config" => j += 2,
+            w if w.starts_with('-') => j += 1,
+            _ => {
+                node = true;
+                break;
+            }
+        }
+    }
+    if !node {
+        return None;
+    }
+    let quoted = |w: &String| {
+        if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
+            w.clone()
+        } else {
+            format!("'{}'", w.replace('\'', r"'\''"))
+        }
+    };
+    let mut line = vec!["lab".to_string()];
+    line.extend(words[1..at].iter().map(quoted));
+    line.push("--".into());
+    line.extend(words[at..].iter().map(quoted));
+    Some(line.join(" "))
 }
 
 /// A driver's flag as given on the command line.

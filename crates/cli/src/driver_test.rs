@@ -39,7 +39,7 @@ pub async fn run(config: Option<&Path>, a: &DriverTestArgs) -> Result<i32> {
         ..Default::default()
     };
     // A throwaway cluster has no recorded state, and none is read.
-    let (settings, _) = settings::load(config, &flags, |_| Ok(None))?;
+    let settings = settings::load(config, &flags, |_| Ok(None))?.settings;
     let (found, table) = find_driver(&settings)?;
     let ctx = driver_context(&settings, &paths, &cluster, table.clone(), false);
     eprintln!("lab: testing driver {} on the throwaway cluster {cluster}", settings.driver);
@@ -71,7 +71,7 @@ pub async fn run(config: Option<&Path>, a: &DriverTestArgs) -> Result<i32> {
                 "conforms": broken.is_empty(),
                 "rules": results,
             });
-            println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::op("print the results", e))?);
+            outln!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::op("print the results", e))?)?;
         }
         Output::Table => {
             let width = results.iter().map(|r| r.rule.len()).max().unwrap_or(0);
@@ -81,7 +81,7 @@ pub async fn run(config: Option<&Path>, a: &DriverTestArgs) -> Result<i32> {
                     Verdict::Failed => "FAIL",
                     Verdict::Skipped => "skip",
                 };
-                println!("{word:<4}  {:<width$}  {}", r.rule, r.detail);
+                outln!("{word:<4}  {:<width$}  {}", r.rule, r.detail)?;
             }
         }
     }

@@ -3,10 +3,12 @@
 //!
 //! Exit status: 0 done, 1 an operation failed, 2 bad input (nothing was created).
 
+// First: its `out!` and `outln!` macros are what the other modules print with.
+#[macro_use]
+mod output;
 mod args;
 mod commands;
 mod driver_test;
-mod output;
 mod progress;
 mod settings;
 
@@ -35,13 +37,16 @@ where
 {
     // Parsing is separate from dispatch: the derived arguments plus the flags the drivers
     // declare, then the command.
-    let parsed = args::command().try_get_matches_from(args).and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let parsed =
+        args::command().try_get_matches_from(&args).and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
     let cli = match parsed {
         Ok((mut cli, matches)) => {
             args::take_driver_flags(&mut cli, &matches);
             cli
         }
         Err(e) => {
+            let e = args::with_ssh_separator_tip(e, &args);
             let _ = e.print();
             return if e.use_stderr() { 2 } else { 0 };
         }

@@ -131,13 +131,40 @@ impl Settings {
     }
 }
 
-/// Where a driver's table may have come from, for its error messages.
+/// Where the driver's table came from, for its error messages: the layers [`load`] found
+/// giving it keys (see [`driver_layers`]), else the file.
 pub fn driver_source() -> String {
-    let file = CONFIG_PATH.get().cloned().unwrap_or_else(|| CONFIG_FILE.into());
-    format!("{file} (or LAB_DRIVERS__* / flags)")
+    let found = DRIVER_SOURCE.lock().ok().and_then(|s| s.clone());
+    found.unwrap_or_else(|| CONFIG_PATH.get().cloned().unwrap_or_else(|| CONFIG_FILE.into()))
 }
 
 static CONFIG_PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static DRIVER_SOURCE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The layers that gave keys to `driver`'s table, as the user wrote them: the file, each
+/// `LAB_DRIVERS__<DRIVER>__*` variable, each of the driver's flags, `--driver-opt`. So a typo
+/// is named where it is, not in a file that may not exist (issue 18, item 19). `None` when no
+/// layer did (the table is the cluster's record, or a top-level `hosts`).
+fn driver_layers(config: Option<&Path>, driver: &str, flags: &TopologyArgs, opts: bool) -> Option<String> {
+    let mut from = Vec::new();
+    if file_layer(Figment::new(), config).find_value(&format!("drivers.{driver}")).is_ok() {
+        from.push(config.map(|p| p.display().to_string()).unwrap_or_else(|| CONFIG_FILE.into()));
+    }
+    let prefix = format!("LAB_DRIVERS__{}__", driver.to_uppercase());
+    let mut vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.to_uppercase().starts_with(&prefix))
+        .collect();
+    vars.sort();
+    from.extend(vars);
+    from.extend(
+        flags.driver_flags.iter().filter(|f| f.drivers.iter().any(|(d, _)| d == driver)).map(|f| f.flag.clone()),
+    );
+    if opts {
+        from.push("--driver-opt".into());
+    }
+    (!from.is_empty()).then(|| from.join(" or "))
+}
 
 /// The flag layer: only flags that were given.
 fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
@@ -291,18 +318,36 @@ fn file_layer(fig: Figment, config: Option<&Path>) -> Figment {
     }
 }
 
+/// What [`load`] found.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The settings, normalised as they are recorded ([`normalise`]).
+    pub settings: Settings,
+    /// The cluster's recorded state, if it exists.
+    pub recorded: Option<ClusterState>,
+    /// One line for each setting of a configuration file that was ignored because the file
+    /// does not name the existing cluster and the setting would change how the cluster is
+    /// reached or secured ([`reaches_or_secures`]).
+    pub warnings: Vec<String>,
+    /// For an existing cluster: how these settings change the way it is reached or secured,
+    /// one `key: old -> new` each, for `lab plan` to show before `lab up` records them.
+    pub changes: Vec<String>,
+}
+
 /// Loads settings. `recorded` gives an existing cluster's state, which sits between the
 /// built-in defaults and the user's layers.
 ///
 /// For an existing cluster: the driver cannot change; a role's labels given by any user
 /// layer replace the recorded ones for that role (so a label can be dropped by giving the
 /// role's labels again, or `[labels] worker = {}`); `--driver-opt` goes to the cluster's
-/// driver; and a flag of another driver than the cluster's is bad input.
+/// driver; a flag of another driver than the cluster's is bad input; and a setting that
+/// changes how the cluster is reached or secured is taken from a configuration file only if
+/// the file speaks for the cluster ([`file_speaks_for`]), else it is ignored with a warning.
 pub fn load(
     config: Option<&Path>,
     flags: &TopologyArgs,
     recorded: impl FnOnce(&ClusterName) -> Result<Option<ClusterState>>,
-) -> Result<(Settings, Option<ClusterState>)> {
+) -> Result<Loaded> {
     let mut flag_values = flag_layer(flags)?;
     let opts = flag_values.get_mut("drivers").and_then(|d| d.as_object_mut()).and_then(|d| d.remove(DRIVER_OPTS));
     let user = |fig: Figment| fig.merge(env()).merge(Serialized::globals(flag_values.clone()));
@@ -310,64 +355,251 @@ pub fn load(
     let first = extract(user(base(config)?))?;
     let cluster = first.cluster_name(&cluster_source(config, &flag_values))?;
     let state = recorded(&cluster)?;
-    let mut settings = match &state {
-        Some(st) => {
-            let fig =
-                Figment::from(Serialized::defaults(Settings::default())).merge(Serialized::defaults(state_layer(st)));
-            let mut s = extract(user(file_layer(fig, config)))?;
-            if s.driver != st.driver {
-                return Err(Error::input(
-                    source_of("driver", config, &flag_values),
-                    format!(
-                        "cluster {cluster} was made with driver {:?}, not {:?}; run `lab down --cluster {cluster}` first, or use another --cluster",
-                        st.driver, s.driver
-                    ),
-                ));
-            }
-            // Maps merge key by key across layers; labels the user gives for a role are the
-            // whole set for that role, not additions to what was recorded.
-            let mine = user(file_layer(Figment::new(), config));
-            for (role, slot) in [("manager", &mut s.labels.manager), ("worker", &mut s.labels.worker)] {
-                let key = format!("labels.{role}");
-                if mine.find_value(&key).is_ok() {
-                    *slot = mine.extract_inner(&key).map_err(render_figment)?;
-                }
-            }
-            s
-        }
-        None => first,
+    let Some(st) = &state else {
+        let settings = with_driver_flags(first, flags, opts.as_ref(), &cluster, false)?;
+        *DRIVER_SOURCE.lock().unwrap_or_else(|e| e.into_inner()) =
+            driver_layers(config, &settings.driver, flags, opts.is_some());
+        return Ok(Loaded { settings, recorded: None, warnings: vec![], changes: vec![] });
     };
-    // The flags the drivers declare go to the cluster's driver's table, above every other
-    // layer; given for a cluster of another driver, they would be silently ignored, so they
-    // are bad input instead.
+    let fig = Figment::from(Serialized::defaults(Settings::default())).merge(Serialized::defaults(state_layer(st)));
+    let mut s = extract(user(file_layer(fig.clone(), config)))?;
+    if s.driver != st.driver {
+        return Err(Error::input(
+            source_of("driver", config, &flag_values),
+            format!(
+                "cluster {cluster} was made with driver {:?}, not {:?}; run `lab down --cluster {cluster}` first, or use another --cluster",
+                st.driver, s.driver
+            ),
+        ));
+    }
+    // Maps merge key by key across layers; labels the user gives for a role are the whole set
+    // for that role, not additions to what was recorded.
+    let mine = user(file_layer(Figment::new(), config));
+    for (role, slot) in [("manager", &mut s.labels.manager), ("worker", &mut s.labels.worker)] {
+        let key = format!("labels.{role}");
+        if mine.find_value(&key).is_ok() {
+            *slot = mine.extract_inner(&key).map_err(render_figment)?;
+        }
+    }
+    let mut settings = with_driver_flags(s, flags, opts.as_ref(), &cluster, true)?;
+    *DRIVER_SOURCE.lock().unwrap_or_else(|e| e.into_inner()) =
+        driver_layers(config, &settings.driver, flags, opts.is_some());
+    let built_in = lab_core::driver::lookup(&settings.driver).is_ok();
+    let mut warnings = Vec::new();
+    if let Some(file) = unnamed_file(config, &cluster) {
+        // The same layers without the file: where they differ on a guarded setting, the file
+        // would have changed it.
+        let without = with_driver_flags(extract(user(fig.clone()))?, flags, opts.as_ref(), &cluster, true)?;
+        let ignored;
+        (settings, ignored) = keep_out(&settings, &without, built_in)?;
+        warnings = ignored.iter().map(|key| ignored_warning(&file, key, &cluster)).collect();
+    }
+    let before = with_driver_flags(extract(fig)?, &TopologyArgs::default(), None, &cluster, true)?;
+    let changes = reach_changes(&before, &settings, built_in);
+    Ok(Loaded { settings, recorded: state, warnings, changes })
+}
+
+/// `s` with the flags the drivers declare and `--driver-opt` (`opts`) put in the cluster's
+/// driver's table, above every other layer, then [`normalise`]d. A driver flag given for a
+/// cluster of another driver would be silently ignored, so it is bad input instead.
+fn with_driver_flags(
+    mut s: Settings,
+    flags: &TopologyArgs,
+    opts: Option<&Value>,
+    cluster: &ClusterName,
+    existing: bool,
+) -> Result<Settings> {
     for f in &flags.driver_flags {
-        let Some((_, key)) = f.drivers.iter().find(|(d, _)| *d == settings.driver) else {
-            let how = if state.is_some() { "uses" } else { "would use (give --driver to choose another)" };
+        let Some((_, key)) = f.drivers.iter().find(|(d, _)| *d == s.driver) else {
+            let how = if existing { "uses" } else { "would use (give --driver to choose another)" };
             let owners: Vec<&str> = f.drivers.iter().map(|(d, _)| d.as_str()).collect();
             return Err(Error::input(
                 &f.flag,
                 format!(
                     "is an option of the {} driver, but cluster {cluster} {how} the {} driver",
                     owners.join(", "),
-                    settings.driver
+                    s.driver
                 ),
             ));
         };
-        let table = settings.drivers.entry(settings.driver.clone()).or_insert_with(|| json!({}));
-        if !table.is_object() {
-            *table = json!({});
-        }
-        table.as_object_mut().expect("made an object above").insert(key.clone(), f.value.clone());
+        driver_table(&mut s).insert(key.clone(), f.value.clone());
     }
     if let Some(opts) = opts {
         // `--driver-opt` applies to the cluster's driver, whichever layer chose it.
-        let table = settings.drivers.entry(settings.driver.clone()).or_insert_with(|| json!({}));
-        if !table.is_object() {
-            *table = json!({});
+        let mut table = Value::Object(std::mem::take(driver_table(&mut s)));
+        merge_json(&mut table, opts.clone());
+        if let Value::Object(t) = table {
+            *driver_table(&mut s) = t;
         }
-        merge_json(table, opts);
     }
-    Ok((settings, state))
+    normalise(&mut s);
+    Ok(s)
+}
+
+/// The cluster's driver's table in `s`, made an empty table if it is missing or not a table.
+fn driver_table(s: &mut Settings) -> &mut Map<String, Value> {
+    let table = s.drivers.entry(s.driver.clone()).or_insert_with(|| json!({}));
+    if !table.is_object() {
+        *table = json!({});
+    }
+    table.as_object_mut().expect("made an object above")
+}
+
+/// Settings as lab uses and records them, so that a later command from another directory means
+/// the same thing, and settings compare equal when they name the same file:
+/// - the top-level `hosts` of older lab.toml files goes into the ssh driver's table;
+/// - `[drivers.X] command` becomes the absolute path of the program lab will run
+///   ([`lab_core::external::resolve_command`]; left as written when it leads nowhere, and
+///   `external::find` then says why);
+/// - a built-in driver's path settings (`OptionKind::Path`) become absolute, against the
+///   directory lab runs in (what they meant when given).
+fn normalise(s: &mut Settings) {
+    if s.driver == "ssh" {
+        if let Some(hosts) = s.hosts.take() {
+            driver_table(s).insert("hosts".into(), json!(hosts));
+        }
+    }
+    let options = lab_core::driver::lookup(&s.driver).map(|r| r.options).unwrap_or_default();
+    let Some(Value::Object(table)) = s.drivers.get_mut(&s.driver) else { return };
+    if let Some(path) = table.get("command").and_then(Value::as_str).and_then(lab_core::external::resolve_command) {
+        table.insert("command".into(), json!(path));
+    }
+    for o in options.iter().filter(|o| matches!(o.kind, lab_core::driver::OptionKind::Path)) {
+        if let Some(Value::String(p)) = table.get_mut(o.key) {
+            if let Ok(abs) = std::path::absolute(&*p) {
+                *p = abs.display().to_string();
+            }
+        }
+    }
+}
+
+/// The settings of built-in drivers' tables that say where a cluster's machines are, or how
+/// lab trusts them: the engine the docker driver's nodes run on; the ssh driver's hosts file,
+/// known-hosts files and host-key policy; the docker-machine program the virtualbox driver
+/// runs. (The qemu driver's settings only shape new VMs.)
+pub const REACH_KEYS: &[(&str, &str)] = &[
+    ("docker", "host"),
+    ("ssh", "hosts"),
+    ("ssh", "known_hosts"),
+    ("ssh", "global_known_hosts"),
+    ("ssh", "host_key_policy"),
+    ("virtualbox", "docker_machine"),
+];
+
+/// Whether the setting at `key` (its path: `["registry", "tls"]`, `["drivers", "ssh",
+/// "hosts"]`) changes how an existing cluster of driver `driver` is reached or secured, so that
+/// only an explicit source may change it ([`file_speaks_for`]): who may talk to the registry
+/// (`registry.tls`); the program an external driver runs (`command`); the [`REACH_KEYS`] of a
+/// built-in driver; and every key of an external driver's table but lab's own limits
+/// (`timeout`, `create_timeout`), since lab cannot tell which of them say where the engines
+/// are or hold credentials.
+pub fn reaches_or_secures(driver: &str, built_in: bool, key: &[&str]) -> bool {
+    match key {
+        ["registry", "tls"] => true,
+        ["drivers", d, k, ..] if *d == driver => {
+            *k == "command"
+                || if built_in {
+                    REACH_KEYS.contains(&(driver, *k))
+                } else {
+                    !matches!(*k, "timeout" | "create_timeout")
+                }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a configuration file may change how existing cluster `cluster` is reached or
+/// secured: when the user gave it with `--config`, or it names the cluster (`cluster = "X"`,
+/// `names`). A `lab.toml` that happens to be in the current directory does not.
+pub fn file_speaks_for(cluster: &ClusterName, given_with_config: bool, names: Option<&str>) -> bool {
+    given_with_config || names == Some(cluster.as_str())
+}
+
+/// The configuration file in use, if there is one and it does not speak for `cluster`.
+fn unnamed_file(config: Option<&Path>, cluster: &ClusterName) -> Option<String> {
+    if config.is_some() || !Path::new(CONFIG_FILE).is_file() {
+        return None;
+    }
+    let names = Figment::from(Toml::file(CONFIG_FILE)).find_value("cluster").ok();
+    (!file_speaks_for(cluster, false, names.as_ref().and_then(|v| v.as_str()))).then(|| CONFIG_FILE.to_string())
+}
+
+/// The guarded keys ([`reaches_or_secures`]) either of `values` (settings as JSON) has.
+fn guarded_keys(driver: &str, built_in: bool, values: &[&Value]) -> Vec<Vec<String>> {
+    let mut keys = vec![vec!["registry".to_string(), "tls".to_string()]];
+    let mut table_keys: Vec<&String> =
+        values.iter().filter_map(|v| v["drivers"][driver].as_object()).flat_map(|t| t.keys()).collect();
+    table_keys.sort();
+    table_keys.dedup();
+    for k in table_keys {
+        if reaches_or_secures(driver, built_in, &["drivers", driver, k]) {
+            keys.push(vec!["drivers".into(), driver.into(), k.clone()]);
+        }
+    }
+    keys
+}
+
+fn value_at<'a>(v: &'a Value, key: &[String]) -> Option<&'a Value> {
+    key.iter().try_fold(v, |v, k| v.get(k))
+}
+
+/// `with`, but where it differs from `without` on a guarded setting, `without`'s value
+/// (absent if `without` has none); and the dotted keys that were so kept out.
+fn keep_out(with: &Settings, without: &Settings, built_in: bool) -> Result<(Settings, Vec<String>)> {
+    let json = |s: &Settings| serde_json::to_value(s).map_err(|e| Error::op("read the settings", e));
+    let (mut kept, without) = (json(with)?, json(without)?);
+    let mut ignored = Vec::new();
+    for key in guarded_keys(&with.driver, built_in, &[&kept, &without]) {
+        let theirs = value_at(&without, &key).cloned();
+        if value_at(&kept, &key) == theirs.as_ref() {
+            continue;
+        }
+        let (last, parents) = key.split_last().expect("keys have a name");
+        if let Some(Value::Object(t)) = parents.iter().try_fold(&mut kept, |v, k| v.get_mut(k)) {
+            match theirs {
+                Some(v) => t.insert(last.clone(), v),
+                None => t.remove(last),
+            };
+        }
+        ignored.push(key.join("."));
+    }
+    let kept = serde_json::from_value(kept).map_err(|e| Error::op("read the settings", e))?;
+    Ok((kept, ignored))
+}
+
+/// The warning for `key`, ignored in `file` for existing cluster `cluster`: one line, with
+/// how to apply it.
+fn ignored_warning(file: &str, key: &str, cluster: &ClusterName) -> String {
+    let flag = match key {
+        "registry.tls" => "--registry-tls".to_string(),
+        k => format!("--driver-opt {}=...", k.rsplit('.').next().unwrap_or(k)),
+    };
+    format!(
+        "{file}: ignored {key}: it would change how the existing cluster {cluster} is reached or secured, \
+         and {file} does not name it; to apply it, add cluster = \"{cluster}\" to {file}, give the file \
+         with --config {file}, or pass {flag}"
+    )
+}
+
+/// How `after` changes the way the cluster is reached or secured from `before`: one
+/// `key: old -> new` for each guarded setting that differs. The values of an external driver's
+/// settings are not shown (lab cannot tell a secret from an address), but for `command`.
+pub fn reach_changes(before: &Settings, after: &Settings, built_in: bool) -> Vec<String> {
+    let (Ok(b), Ok(a)) = (serde_json::to_value(before), serde_json::to_value(after)) else { return vec![] };
+    let shown = |key: &[String], v: Option<&Value>| match v {
+        None => "(unset)".to_string(),
+        Some(_) if !built_in && key[0] == "drivers" && key[2] != "command" => "(value not shown)".to_string(),
+        Some(v) => v.to_string(),
+    };
+    guarded_keys(&after.driver, built_in, &[&b, &a])
+        .into_iter()
+        .filter(|key| value_at(&b, key) != value_at(&a, key))
+        .map(|key| {
+            let (old, new) = (shown(&key, value_at(&b, &key)), shown(&key, value_at(&a, &key)));
+            let change = if old == new { "changed".to_string() } else { format!("{old} -> {new}") };
+            format!("{}: {change}", key.join("."))
+        })
+        .collect()
 }
 
 fn merge_json(into: &mut Value, from: Value) {
@@ -512,7 +744,7 @@ mod tests {
     }
 
     fn load_in_jail(flags: TopologyArgs) -> std::result::Result<Settings, Error> {
-        load(None, &flags, |_| Ok(None)).map(|(s, _)| s)
+        load(None, &flags, |_| Ok(None)).map(|l| l.settings)
     }
 
     #[test]
@@ -560,8 +792,9 @@ mod tests {
                 "swarm": null, "nodes": {}, "completed": []
             }))
             .unwrap();
-            let (s, _) =
-                load(None, &TopologyArgs { workers: Some(1), ..Default::default() }, |_| Ok(Some(st.clone()))).unwrap();
+            let s = load(None, &TopologyArgs { workers: Some(1), ..Default::default() }, |_| Ok(Some(st.clone())))
+                .unwrap()
+                .settings;
             assert_eq!(s.workers, 1);
             assert_eq!(s.registry.image, "rec:2");
             assert_eq!(s.drivers["docker"]["node_image"], "recorded");
@@ -573,7 +806,7 @@ mod tests {
     #[test]
     fn new_clusters_get_registry_3_and_old_ones_keep_their_image() {
         Jail::expect_with(|_jail| {
-            let (s, _) = load(None, &TopologyArgs::default(), |_| Ok(None)).unwrap();
+            let s = load(None, &TopologyArgs::default(), |_| Ok(None)).unwrap().settings;
             assert_eq!(s.registry.image, "registry:3");
             let st = recorded("docker", json!({"registry_image": "registry:2"}));
             assert_eq!(load_recorded(only_cluster(), &st).unwrap().registry.image, "registry:2");
@@ -593,7 +826,7 @@ mod tests {
     }
 
     fn load_recorded(flags: TopologyArgs, st: &ClusterState) -> std::result::Result<Settings, Error> {
-        load(None, &flags, |_| Ok(Some(st.clone()))).map(|(s, _)| s)
+        load(None, &flags, |_| Ok(Some(st.clone()))).map(|l| l.settings)
     }
 
     fn only_cluster() -> TopologyArgs {
@@ -759,6 +992,223 @@ mod tests {
             jail.set_env("LAB_DRIVER", "virtualbox");
             let e = load_recorded(only_cluster(), &st).unwrap_err();
             assert!(e.to_string().starts_with("LAB_DRIVER"), "{e}");
+            Ok(())
+        });
+    }
+
+    /// Issue 18, item 6: a driver's `command` is an absolute path from whichever layer.
+    #[test]
+    fn a_driver_command_is_made_absolute() {
+        Jail::expect_with(|jail| {
+            let dir = jail.directory().to_path_buf();
+            let flags = TopologyArgs {
+                driver: Some("rel".into()),
+                driver_opts: vec!["command=./bin/lab-driver-rel".into()],
+                ..Default::default()
+            };
+            let s = load_in_jail(flags).unwrap();
+            assert_eq!(s.drivers["rel"]["command"], json!(dir.join("bin/lab-driver-rel")));
+            jail.create_file("lab.toml", "driver = \"rel\"\n[drivers.rel]\ncommand = \"../lab-driver-up\"\n")?;
+            let s = load_in_jail(TopologyArgs::default()).unwrap();
+            assert_eq!(s.drivers["rel"]["command"], json!(dir.join("../lab-driver-up")));
+            Ok(())
+        });
+    }
+
+    /// Issue 18, item 7: for an existing cluster, a configuration file that does not name it
+    /// (`lab.toml` in the current directory without `cluster = "lab"`) changes nothing about
+    /// how it is reached or secured; its other settings apply as before.
+    #[test]
+    fn an_unnamed_file_does_not_change_how_a_cluster_is_reached() {
+        Jail::expect_with(|jail| {
+            let st = recorded(
+                "static",
+                json!({
+                    "driver_config": {"command": "/a/lab-driver-static", "engines": {"manager": "unix:///a.sock"}, "timeout": 5},
+                    "registry_tls": "open",
+                }),
+            );
+            let file = "workers = 5\n[registry]\ntls = \"mutual\"\n[drivers.static]\ncommand = \"/b/lab-driver-static\"\n\
+                        engines = { manager = \"unix:///b.sock\", worker1 = \"unix:///w.sock\" }\ntimeout = 9\nregion = \"eu\"\n";
+            jail.create_file("lab.toml", file)?;
+            let loaded = load(None, &only_cluster(), |_| Ok(Some(st.clone()))).unwrap();
+            let s = loaded.settings;
+            assert_eq!(s.workers, 5, "the file's other settings apply");
+            assert_eq!(s.drivers["static"]["timeout"], 9, "lab's own limits are not how it is reached");
+            assert_eq!(s.registry.tls, RegistryTls::Open);
+            assert_eq!(
+                s.drivers["static"],
+                json!({"command": "/a/lab-driver-static", "engines": {"manager": "unix:///a.sock"}, "timeout": 9}),
+                "an external driver's keys may all say where its engines are"
+            );
+            // One line per key ignored, naming the file and the key and saying how to apply it.
+            let keys = ["registry.tls", "drivers.static.command", "drivers.static.engines", "drivers.static.region"];
+            assert_eq!(loaded.warnings.len(), keys.len(), "{:#?}", loaded.warnings);
+            for (w, key) in loaded.warnings.iter().zip(keys) {
+                assert!(w.starts_with(&format!("lab.toml: ignored {key}: ")), "{w}");
+                assert!(!w.contains('\n') && w.contains("cluster = \"lab\"") && w.contains("--config lab.toml"), "{w}");
+                assert!(!w.contains("unix:///b.sock") && !w.contains("\"eu\""), "a value is shown: {w}");
+            }
+            assert!(loaded.warnings[0].ends_with("--registry-tls"), "{}", loaded.warnings[0]);
+            assert!(loaded.warnings[1].ends_with("--driver-opt command=..."), "{}", loaded.warnings[1]);
+            assert_eq!(loaded.changes, Vec::<String>::new(), "nothing it is reached by changes");
+            // A file that says what was recorded changes nothing, and warns of nothing.
+            jail.create_file(
+                "lab.toml",
+                "[drivers.static]\ncommand = \"/a/lab-driver-static\"\nengines = { manager = \"unix:///a.sock\" }\n",
+            )?;
+            let loaded = load(None, &only_cluster(), |_| Ok(Some(st.clone()))).unwrap();
+            assert_eq!((loaded.warnings, loaded.changes), (vec![], vec![]));
+
+            // A built-in driver: only the keys that say where its machines are, or how lab
+            // trusts them, are held back.
+            let ssh = recorded(
+                "ssh",
+                json!({"driver_config": {"hosts": "/h/hosts.toml", "known_hosts": "/h/kh", "connect_timeout": 10}}),
+            );
+            jail.create_file(
+                "lab.toml",
+                "[drivers.ssh]\nhosts = \"/evil/hosts.toml\"\nknown_hosts = \"/evil/kh\"\n\
+                 host_key_policy = \"accept-new\"\nconnect_timeout = 20\n",
+            )?;
+            let s = load_recorded(only_cluster(), &ssh).unwrap();
+            assert_eq!(
+                s.drivers["ssh"],
+                json!({"hosts": "/h/hosts.toml", "known_hosts": "/h/kh", "connect_timeout": 20})
+            );
+            let docker = recorded("docker", json!({"driver_config": {"node_image": "n:1"}}));
+            jail.create_file("lab.toml", "[drivers.docker]\nhost = \"tcp://10.0.0.1:2375\"\nnode_image = \"n:2\"\n")?;
+            let s = load_recorded(only_cluster(), &docker).unwrap();
+            assert_eq!(s.drivers["docker"], json!({"node_image": "n:2"}));
+
+            // A file naming another cluster does not speak for this one either.
+            jail.create_file("lab.toml", "cluster = \"other\"\n[drivers.docker]\nhost = \"tcp://10.0.0.1:2375\"\n")?;
+            let s = load_recorded(only_cluster(), &docker).unwrap();
+            assert_eq!(s.drivers["docker"], json!({"node_image": "n:1"}));
+            Ok(())
+        });
+    }
+
+    /// Issue 18, item 7: which settings say how a cluster is reached or secured, and which
+    /// files speak for a cluster. Each built-in key named is one its driver declares.
+    #[test]
+    fn the_rule_for_how_a_cluster_is_reached() {
+        let yes: &[(&str, bool, &[&str])] = &[
+            ("docker", true, &["registry", "tls"]),
+            ("docker", true, &["drivers", "docker", "host"]),
+            ("ssh", true, &["drivers", "ssh", "hosts"]),
+            ("ssh", true, &["drivers", "ssh", "known_hosts"]),
+            ("ssh", true, &["drivers", "ssh", "host_key_policy"]),
+            ("virtualbox", true, &["drivers", "virtualbox", "docker_machine"]),
+            ("static", false, &["drivers", "static", "command"]),
+            ("static", false, &["drivers", "static", "engines"]),
+            ("static", false, &["drivers", "static", "api_token"]),
+        ];
+        let no: &[(&str, bool, &[&str])] = &[
+            ("docker", true, &["registry", "image"]),
+            ("docker", true, &["registry", "mode"]),
+            ("docker", true, &["workers"]),
+            ("docker", true, &["labels", "worker"]),
+            ("docker", true, &["drivers", "docker", "node_image"]),
+            ("docker", true, &["drivers", "ssh", "hosts"]),
+            ("ssh", true, &["drivers", "ssh", "connect_timeout"]),
+            ("qemu", true, &["drivers", "qemu", "image"]),
+            ("static", false, &["drivers", "static", "timeout"]),
+            ("static", false, &["drivers", "static", "create_timeout"]),
+            ("static", false, &["drivers", "other", "engines"]),
+        ];
+        for (driver, built_in, key) in yes {
+            assert!(reaches_or_secures(driver, *built_in, key), "{driver}: {key:?}");
+        }
+        for (driver, built_in, key) in no {
+            assert!(!reaches_or_secures(driver, *built_in, key), "{driver}: {key:?}");
+        }
+        for (driver, key) in REACH_KEYS {
+            let options = lab_core::driver::lookup(driver).unwrap().options;
+            assert!(options.iter().any(|o| o.key == *key), "the {driver} driver declares no {key}");
+        }
+        let lab = ClusterName::parse("lab", "test").unwrap();
+        assert!(file_speaks_for(&lab, true, None));
+        assert!(file_speaks_for(&lab, false, Some("lab")));
+        assert!(!file_speaks_for(&lab, false, None));
+        assert!(!file_speaks_for(&lab, false, Some("other")));
+    }
+
+    /// An external driver's values are not shown in the changes (they may be secrets); the
+    /// program's path and built-in drivers' are.
+    #[test]
+    fn changes_hide_an_external_drivers_values() {
+        let mut before = Settings { driver: "static".into(), ..Default::default() };
+        before.drivers.insert("static".into(), json!({"command": "/a", "token": "s3cret-1", "timeout": 1}));
+        let mut after = before.clone();
+        after.drivers.insert("static".into(), json!({"command": "/b", "token": "s3cret-2", "timeout": 2}));
+        assert_eq!(
+            reach_changes(&before, &after, false),
+            [r#"drivers.static.command: "/a" -> "/b""#, "drivers.static.token: changed"]
+        );
+        let mut before = Settings::default();
+        before.drivers.insert("docker".into(), json!({"node_image": "a"}));
+        let mut after = before.clone();
+        after.drivers.insert("docker".into(), json!({"node_image": "b", "host": "unix:///other.sock"}));
+        assert_eq!(reach_changes(&before, &after, true), [r#"drivers.docker.host: (unset) -> "unix:///other.sock""#]);
+    }
+
+    /// Issue 18, item 7: what may change how an existing cluster is reached: a flag, a `LAB_*`
+    /// variable, a file given with `--config`, or a file that names the cluster. A new cluster
+    /// takes everything from `lab.toml`, as before.
+    #[test]
+    fn explicit_settings_change_how_a_cluster_is_reached() {
+        Jail::expect_with(|jail| {
+            let st = recorded("static", json!({"driver_config": {"command": "/a/lab-driver-static"}}));
+            let file = "[registry]\ntls = \"mutual\"\n[drivers.static]\ncommand = \"/b/lab-driver-static\"\n";
+            jail.create_file("lab.toml", &format!("cluster = \"lab\"\n{file}"))?;
+            let loaded = load(None, &only_cluster(), |_| Ok(Some(st.clone()))).unwrap();
+            let s = &loaded.settings;
+            assert_eq!(
+                (s.registry.tls, &s.drivers["static"]["command"]),
+                (RegistryTls::Mutual, &json!("/b/lab-driver-static"))
+            );
+            assert_eq!(loaded.warnings, Vec::<String>::new());
+            // `lab plan` shows these before `lab up` records them.
+            assert_eq!(
+                loaded.changes,
+                [
+                    r#"registry.tls: "open" -> "mutual""#,
+                    r#"drivers.static.command: "/a/lab-driver-static" -> "/b/lab-driver-static""#
+                ]
+            );
+
+            jail.create_file("lab.toml", "")?;
+            jail.create_file("other.toml", file)?;
+            let s = load(Some(Path::new("other.toml")), &only_cluster(), |_| Ok(Some(st.clone()))).unwrap().settings;
+            assert_eq!(
+                (s.registry.tls, &s.drivers["static"]["command"]),
+                (RegistryTls::Mutual, &json!("/b/lab-driver-static"))
+            );
+
+            jail.create_file("lab.toml", file)?;
+            let flags = TopologyArgs {
+                registry_tls: Some(crate::args::TlsArg::Mutual),
+                driver_opts: vec!["command=\"/c/lab-driver-static\"".into()],
+                ..only_cluster()
+            };
+            let s = load_recorded(flags, &st).unwrap();
+            assert_eq!(
+                (s.registry.tls, &s.drivers["static"]["command"]),
+                (RegistryTls::Mutual, &json!("/c/lab-driver-static"))
+            );
+
+            jail.set_env("LAB_DRIVERS__STATIC__COMMAND", "/d/lab-driver-static");
+            let s = load_recorded(only_cluster(), &st).unwrap();
+            assert_eq!(s.drivers["static"]["command"], "/d/lab-driver-static");
+            jail.clear_env();
+
+            // A new cluster: the file applies, named or not.
+            let s = load(None, &only_cluster(), |_| Ok(None)).unwrap().settings;
+            assert_eq!(
+                (s.registry.tls, &s.drivers["static"]["command"]),
+                (RegistryTls::Mutual, &json!("/b/lab-driver-static"))
+            );
             Ok(())
         });
     }

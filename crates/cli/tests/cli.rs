@@ -14,9 +14,14 @@ impl Env {
         Env { state: tempfile::tempdir().unwrap(), cwd: tempfile::tempdir().unwrap() }
     }
 
-    fn lab(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    fn command(&self, args: &[&str], vars: &[(&str, &str)]) -> Command {
+        self.command_in(self.cwd.path(), args, vars)
+    }
+
+    /// `lab ARGS` as a command to run in `dir`, with this environment's state.
+    fn command_in(&self, dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_lab"));
-        c.args(args).current_dir(self.cwd.path()).env("XDG_STATE_HOME", self.state.path());
+        c.args(args).current_dir(dir).env("XDG_STATE_HOME", self.state.path());
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("LAB_") {
                 c.env_remove(k);
@@ -25,7 +30,25 @@ impl Env {
         for (k, v) in vars {
             c.env(k, v);
         }
-        c.output().unwrap()
+        c
+    }
+
+    fn lab(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        self.command(args, vars).output().unwrap()
+    }
+
+    /// `lab ARGS` run in `dir`, with this environment's state.
+    fn lab_in(&self, dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        self.command_in(dir, args, vars).output().unwrap()
+    }
+
+    /// Runs lab with its stdout a pipe that nobody reads: the reading end is closed before lab
+    /// starts, as when `lab ... | head -1` or `| true` has already gone. Every write lab makes
+    /// to stdout then fails with EPIPE.
+    fn lab_stdout_closed(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        self.command(args, vars).stdout(writer).output().unwrap()
     }
 
     fn write(&self, name: &str, text: &str) {
@@ -365,7 +388,11 @@ fn rust_version_covers_dependencies_and_std_apis() {
         }
     }
     // std APIs lab uses, with the release that stabilised them.
-    let apis = [("File::try_lock", ".try_lock()", "1.89"), ("std::path::absolute", "path::absolute(", "1.79")];
+    let apis = [
+        ("File::try_lock", ".try_lock()", "1.89"),
+        ("std::path::absolute", "path::absolute(", "1.79"),
+        ("std::io::pipe", "io::pipe(", "1.87"),
+    ];
     let mut sources = String::new();
     for dir in ["crates", "tests"] {
         let walk = Command::new("find").arg(root.join(dir)).args(["-name", "*.rs"]).output().unwrap();
@@ -449,5 +476,373 @@ fn driver_flags_come_from_the_drivers_declarations() {
     let long = String::from_utf8_lossy(&long.stdout);
     for want in ["node_image", "--node-image", "privileged", "auto|always|never", "connect_timeout", "docker_machine"] {
         assert!(long.contains(want), "lab drivers --long lacks {want}:\n{long}");
+    }
+}
+
+/// The highest resident memory process `pid` has had so far, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or_else(|| panic!("no VmHWM: {status}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Issue 18, item 5: what a driver prints is read with bounds. A driver that writes 128 MiB on
+/// stderr in one line leaves lab's memory small (it used to hold the whole line), and one that
+/// answers with a 64 MiB line is unusable at once, named, "longer than 1 MiB".
+#[test]
+fn driver_output_is_read_with_bounds() {
+    let (dir, path) = programs(&[
+        (
+            "lab-driver-chatty",
+            r#"here=$(dirname "$0")
+read hello
+head -c 134217728 /dev/zero | tr '\0' x >&2
+echo ' and the last words' >&2
+touch "$here/written"
+i=0
+while [ ! -f "$here/go" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+echo '{"ok":{"lab_protocol":1,"description":"talks a lot","capabilities":{}}}'"#,
+        ),
+        ("lab-driver-flood", "read hello\nhead -c 67108864 /dev/zero | tr '\\0' x\nsleep 30"),
+    ]);
+    let e = Env::new();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lab"));
+    c.args(["drivers"])
+        .current_dir(e.cwd.path())
+        .env("XDG_STATE_HOME", e.state.path())
+        .env("PATH", &path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !dir.path().join("written").exists() {
+        assert!(start.elapsed().as_secs() < 60, "lab-driver-chatty never finished writing its stderr");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let peak = peak_rss_kib(child.id());
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(peak < 64 * 1024, "lab held a driver's stderr: its peak RSS was {} MiB", peak / 1024);
+    let row = |name: &str| {
+        text.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("no {name}: {text}"))
+    };
+    assert!(row("chatty").contains("talks a lot"), "{text}");
+    let flood = row("flood");
+    assert!(flood.contains("unusable") && flood.contains("longer than 1 MiB"), "{text}");
+    assert!(text.len() < 10_000, "lab printed {} bytes of a driver's output", text.len());
+}
+
+/// An external driver for a cluster that lab has recorded but that has no machine until the
+/// file `made` exists beside it; then `observe` finds a running manager, and `engine` answers
+/// with the contents of `engine.json` beside it. Everything else is unsupported.
+const RECORDED_DRIVER: &str = r#"here=$(dirname "$0")
+read hello
+echo '{"ok":{"lab_protocol":1,"description":"a recorded cluster","capabilities":{}}}'
+while read line; do
+  id=$(printf '%s' "$line" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
+  case "$line" in
+    *'"op":"observe"'*)
+      if [ -f "$here/made" ]; then
+        echo "{\"id\":$id,\"ok\":[{\"name\":\"manager\",\"state\":\"running\",\"address\":\"127.0.0.1\"}]}"
+      else
+        echo "{\"id\":$id,\"error\":{\"kind\":\"failed\",\"message\":\"nothing made yet\"}}"
+      fi ;;
+    *'"op":"engine"'*) printf '{"id":%s,"ok":%s}\n' "$id" "$(cat "$here/engine.json")" ;;
+    *) echo "{\"id\":$id,\"error\":{\"kind\":\"unsupported\",\"message\":\"not this one\"}}" ;;
+  esac
+done"#;
+
+/// Makes cluster `cluster` with [`RECORDED_DRIVER`] as driver `name`: `lab up` records it,
+/// then fails at `observe`, before anything would be made.
+fn record_cluster(e: &Env, vars: &[(&str, &str)], args: &[&str]) {
+    let out = e.lab(&[&["up"], args].concat(), vars);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing made yet"), "{stderr}");
+}
+
+/// Issue 18, item 8: `lab env` prints what a driver's `engine` answer names into `export`
+/// lines that users `eval`. A variable name that is not a shell name is a protocol error
+/// naming the driver, and nothing runs; values reach bash, zsh and fish exactly as given.
+#[test]
+fn env_exports_only_shell_names_with_values_quoted() {
+    let (dir, path) = programs(&[("lab-driver-envy", RECORDED_DRIVER)]);
+    let e = Env::new();
+    let vars = [("PATH", path.as_str())];
+    record_cluster(&e, &vars, &["--driver", "envy", "--cluster", "envy"]);
+    std::fs::write(dir.path().join("made"), "").unwrap();
+    let engine = |env: serde_json::Value| {
+        let answer = serde_json::json!({"host": "tcp://127.0.0.1:1", "advertise_addr": "127.0.0.1", "env": env});
+        std::fs::write(dir.path().join("engine.json"), answer.to_string()).unwrap();
+    };
+    let lab = env!("CARGO_BIN_EXE_lab");
+    let in_shell = |shell: &str, script: &str| {
+        let mut c = Command::new(shell);
+        c.args(["-c", script]).current_dir(e.cwd.path()).env("XDG_STATE_HOME", e.state.path()).env("PATH", &path);
+        c.env("LAB", lab).output().unwrap()
+    };
+
+    engine(serde_json::json!({"X=1;touch PWNED;Y": "v"}));
+    let out = e.lab(&["env", "--cluster", "envy", "--shell", "bash"], &vars);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    for needle in ["driver envy", "lab-driver-envy", "\"X=1;touch PWNED;Y\""] {
+        assert!(stderr.contains(needle), "{stderr:?} lacks {needle:?}");
+    }
+    in_shell("bash", r#"eval "$("$LAB" env --cluster envy --shell bash)""#);
+    assert!(!e.cwd.path().join("PWNED").exists(), "a driver's variable name ran a command under eval");
+
+    // Values: quotes, expansions, backslashes, a newline, and an empty one.
+    let nasty = "it's $(touch PWNED) `touch PWNED` \\ \\' \"q\" ; & | $HOME\nsecond line";
+    engine(serde_json::json!({"T_ONE": nasty, "T_TWO": ""}));
+    let shells: &[(&str, &str)] = &[
+        ("bash", r#"eval "$("$LAB" env --cluster envy --shell bash)"; printf '%s|%s' "$T_ONE" "$T_TWO""#),
+        ("zsh", r#"eval "$("$LAB" env --cluster envy --shell zsh)"; printf '%s|%s' "$T_ONE" "$T_TWO""#),
+        ("fish", r#""$LAB" env --cluster envy --shell fish | source; printf '%s|%s' "$T_ONE" "$T_TWO""#),
+    ];
+    for (shell, script) in shells {
+        if Command::new(shell).args(["-c", "true"]).output().is_err() {
+            eprintln!("{shell} is not installed: its quoting is not checked here");
+            continue;
+        }
+        let out = in_shell(shell, script);
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{nasty}|"), "{shell}");
+        assert!(!e.cwd.path().join("PWNED").exists(), "{shell} ran a command in a value");
+    }
+}
+
+/// Issue 18, item 9: a driver program gets only its own settings from lab's environment:
+/// `lab drivers` and a command that uses the driver both start it without other drivers'
+/// `LAB_DRIVERS__*` variables (API tokens) or lab's other `LAB_*` settings, and with its own.
+#[test]
+fn a_driver_program_sees_only_its_own_settings() {
+    let spy = r#"env > "$(dirname "$0")/env.txt"
+read hello
+echo '{"ok":{"lab_protocol":1,"description":"a spy","capabilities":{}}}'"#;
+    let (dir, path) = programs(&[("lab-driver-spy", spy), ("lab-driver-other", GOOD)]);
+    let e = Env::new();
+    let vars = [
+        ("PATH", path.as_str()),
+        ("LAB_DRIVERS__OTHER__API_TOKEN", "other-token-s3cret"),
+        ("LAB_DRIVERS__DOCKER__NODE_IMAGE", "docker-setting"),
+        ("LAB_REGISTRY__TLS", "mutual"),
+        ("LAB_DRIVERS__SPY__REGION", "spy-region"),
+        ("LAB_DRIVERS__SPY__NESTED__KEY", "spy-nested"),
+        ("NOT_LAB", "kept"),
+    ];
+    for args in [&["drivers"][..], &["plan", "--driver", "spy", "--cluster", "spied"][..]] {
+        let _ = std::fs::remove_file(dir.path().join("env.txt"));
+        let out = e.lab(args, &vars);
+        let seen = std::fs::read_to_string(dir.path().join("env.txt"))
+            .unwrap_or_else(|_| panic!("lab {args:?} never ran the spy: {}", String::from_utf8_lossy(&out.stderr)));
+        for gone in ["other-token-s3cret", "docker-setting", "LAB_REGISTRY__TLS"] {
+            assert!(!seen.contains(gone), "lab {args:?} gave the spy {gone}:\n{seen}");
+        }
+        for kept in ["LAB_DRIVERS__SPY__REGION=spy-region", "LAB_DRIVERS__SPY__NESTED__KEY=spy-nested", "NOT_LAB=kept"]
+        {
+            assert!(seen.contains(kept), "lab {args:?} did not give the spy {kept}:\n{seen}");
+        }
+    }
+}
+
+/// The recorded state of `cluster`, as JSON.
+fn state_of(e: &Env, cluster: &str) -> serde_json::Value {
+    let path = e.state.path().join("lab/clusters").join(cluster).join("state.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Issue 18, item 6: a relative `[drivers.X] command` is made absolute when the cluster is
+/// made, and that is what is recorded: a later command from another directory runs the same
+/// program, not the one that directory has under the same relative name.
+#[test]
+fn a_relative_driver_command_is_recorded_absolute() {
+    let e = Env::new();
+    let program = e.cwd.path().join("lab-driver-rel");
+    std::fs::write(&program, format!("#!/bin/sh\n{RECORDED_DRIVER}\n")).unwrap();
+    std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    record_cluster(&e, &[], &["--driver", "rel", "--cluster", "rel", "--driver-opt", "command=./lab-driver-rel"]);
+    let recorded = state_of(&e, "rel");
+    assert_eq!(recorded["driver_config"]["command"], program.display().to_string(), "{recorded}");
+
+    // Elsewhere, a program with the same relative name that says it ran.
+    let (other, _) = programs(&[("lab-driver-rel", "touch \"$(dirname \"$0\")/ran\"\nexit 1")]);
+    let out = e.lab_in(other.path(), &["status", "--cluster", "rel"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!other.path().join("ran").exists(), "lab status ran ./lab-driver-rel of another directory: {stderr}");
+    assert!(stderr.contains("nothing made yet"), "the recorded program did not answer: {stderr}");
+}
+
+/// Issue 18, item 7: a `lab.toml` in the current directory that does not name an existing
+/// cluster cannot change how it is reached or secured: its driver `command` and `[registry]
+/// tls` are ignored, each with one warning naming the file and the key and saying how to
+/// apply it; naming the cluster in the file applies them.
+#[test]
+fn an_unnamed_lab_toml_cannot_swap_a_clusters_driver_program() {
+    let (dir, path) = programs(&[
+        ("lab-driver-mine", RECORDED_DRIVER),
+        ("lab-driver-theirs", &format!("touch \"$(dirname \"$0\")/theirs-ran\"\n{RECORDED_DRIVER}")),
+    ]);
+    let mine = dir.path().join("lab-driver-mine").display().to_string();
+    let theirs = dir.path().join("lab-driver-theirs").display().to_string();
+    let e = Env::new();
+    let vars = [("PATH", path.as_str())];
+    record_cluster(&e, &vars, &["--driver", "ext", "--cluster", "held", "--driver-opt", &format!("command={mine}")]);
+    let table = format!("[registry]\ntls = \"mutual\"\n[drivers.ext]\ncommand = \"{theirs}\"\n");
+    e.write("lab.toml", &table);
+    for args in [&["status", "--cluster", "held"][..], &["plan", "--cluster", "held"][..]] {
+        let out = e.lab(args, &vars);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!dir.path().join("theirs-ran").exists(), "lab {args:?} ran the program lab.toml named: {stderr}");
+        assert!(stderr.contains("nothing made yet"), "lab {args:?} did not run the recorded program: {stderr}");
+        for key in ["drivers.ext.command", "registry.tls"] {
+            let line = stderr
+                .lines()
+                .find(|l| l.starts_with("lab: warning: lab.toml: ") && l.contains(key))
+                .unwrap_or_else(|| panic!("lab {args:?}: no warning for {key}: {stderr}"));
+            assert!(line.contains("cluster = \"held\"") && line.contains("--config"), "{line}");
+        }
+    }
+    let recorded = state_of(&e, "held");
+    assert_eq!(recorded["driver_config"]["command"], mine.as_str());
+    assert_eq!(recorded["registry_tls"], "open");
+
+    // Named, the file speaks for the cluster.
+    e.write("lab.toml", &format!("cluster = \"held\"\n{table}"));
+    let out = e.lab(&["status"], &vars);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(dir.path().join("theirs-ran").exists(), "a file naming the cluster was ignored: {stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+/// Issue 18, item 12: a reader that stops early (`lab drivers --long | true`, `lab ls | head
+/// -1`) ends lab quietly: no panic, no "Broken pipe", and the exit status the command has
+/// when its output is read. The commands here need no cluster; tests/tests/docker_driver.rs
+/// does the same for those that do.
+#[test]
+fn stdout_closed_early_ends_quietly() {
+    let e = Env::new();
+    let cluster = format!("epipe{}", std::process::id());
+    let cases: &[&[&str]] = &[
+        &["drivers"],
+        &["drivers", "--long"],
+        &["drivers", "--output", "json"],
+        &["ls"],
+        &["ls", "--output", "json"],
+        &["--help"],
+        &["--version"],
+        &["up", "--help"],
+        &["ssh", "--help"],
+        // A new cluster's plan reads the local engine and changes nothing.
+        &["plan", "--cluster", &cluster],
+        &["plan", "--cluster", &cluster, "--output", "json"],
+        // What `down` says to run in the shell `lab env` left: no cluster needed.
+        &["env", "--unset", "--cluster", &cluster],
+        &["env", "--unset", "--cluster", &cluster, "--shell", "fish"],
+    ];
+    for args in cases {
+        let read = e.lab(args, &[]);
+        assert!(!read.stdout.is_empty(), "lab {args:?} printed nothing, so this case shows nothing");
+        let closed = e.lab_stdout_closed(args, &[]);
+        let stderr = String::from_utf8_lossy(&closed.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "lab {args:?}:\n{stderr}");
+        assert_eq!(closed.status.code(), read.status.code(), "lab {args:?} with nobody reading:\n{stderr}");
+    }
+    assert!(!e.state.path().join("lab").exists(), "a plan wrote state");
+}
+
+/// Every file under `dir`, as `find` lists them.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("find").arg(dir).args(["-type", "f"]).output().expect("run find");
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+}
+
+/// Issue 18, item 17: `down` of a cluster lab does not know (a typo) leaves no file behind,
+/// its lock file included, whether it finds nothing to remove or fails.
+#[test]
+fn down_of_an_unknown_cluster_leaves_no_file() {
+    let e = Env::new();
+    let typo = format!("typo{}", std::process::id());
+    // The local engine is asked what carries the label lab.cluster=<typo>: nothing does.
+    let out = e.lab(&["down", "--cluster", &typo], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("nothing to remove"), "{stderr}");
+    assert_eq!(files_under(e.state.path()), Vec::<String>::new());
+    // An engine that does not answer: down fails, and still leaves nothing.
+    let out = e.lab(&["down", "--cluster", &typo], &[("DOCKER_HOST", "unix:///nonexistent/lab-test.sock")]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(files_under(e.state.path()), Vec::<String>::new());
+}
+
+/// Issue 18, item 19: an unknown key in a driver's table names where it came from (the file
+/// as given, the variable, or the flag) and no place it did not come from.
+#[test]
+fn a_driver_table_typo_names_its_source() {
+    let e = Env::new();
+    let typo = "[drivers.docker]\nnode_imgae = \"x\"\n";
+    let stderr = |args: &[&str], vars: &[(&str, &str)]| String::from_utf8_lossy(&e.lab(args, vars).stderr).into_owned();
+    e.write("lab.toml", typo);
+    e.bad(&["plan"], &[], &["lab.toml", "[drivers.docker]", "node_imgae"]);
+    assert!(!stderr(&["plan"], &[]).contains("LAB_DRIVERS"), "{}", stderr(&["plan"], &[]));
+    std::fs::create_dir(e.cwd.path().join("conf")).unwrap();
+    e.write("conf/my.toml", typo);
+    std::fs::remove_file(e.cwd.path().join("lab.toml")).unwrap();
+    e.bad(&["plan", "--config", "conf/my.toml"], &[], &["conf/my.toml", "[drivers.docker]", "node_imgae"]);
+    let var = [("LAB_DRIVERS__DOCKER__NODE_IMGAE", "x")];
+    e.bad(&["plan"], &var, &["LAB_DRIVERS__DOCKER__NODE_IMGAE", "[drivers.docker]", "node_imgae"]);
+    assert!(!stderr(&["plan"], &var).contains("lab.toml"), "{}", stderr(&["plan"], &var));
+    let opt = ["plan", "--driver-opt", "node_imgae=x"];
+    e.bad(&opt, &[], &["--driver-opt", "[drivers.docker]", "node_imgae"]);
+    assert!(!stderr(&opt, &[]).contains("lab.toml"), "{}", stderr(&opt, &[]));
+}
+
+/// Issue 18, item 19: a count out of range names its flag and lab's own limits (0 to 64
+/// workers, 1 to 7 managers), not those of the integer type behind it.
+#[test]
+fn counts_out_of_range_name_the_real_limits() {
+    let e = Env::new();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["up", "--workers", "-1"], &["--workers", "-1", "0 to 64"]),
+        (&["up", "--workers", "65"], &["--workers", "65", "0 to 64"]),
+        (&["up", "--workers", "two"], &["--workers", "two", "0 to 64"]),
+        (&["plan", "--managers", "-3"], &["--managers", "-3", "1 to 7"]),
+        (&["plan", "--managers", "0"], &["--managers", "0", "1 to 7"]),
+        (&["plan", "--managers", "8"], &["--managers", "8", "1 to 7"]),
+    ];
+    for (args, needles) in cases {
+        e.bad(args, &[], needles);
+        let stderr = String::from_utf8_lossy(&e.lab(args, &[]).stderr).into_owned();
+        assert!(!stderr.contains("4294967295"), "{stderr}");
+    }
+}
+
+/// Issue 18, item 19: a command after the node without `--` is bad input (exit 2) whose
+/// message gives the line to type instead.
+#[test]
+fn ssh_command_without_the_separator_says_to_use_it() {
+    let e = Env::new();
+    let cases: &[(&[&str], &str)] = &[
+        (&["ssh", "worker1", "docker", "ps"], "lab ssh worker1 -- docker ps"),
+        (&["ssh", "--cluster", "c1", "worker1", "docker", "ps", "-a"], "lab ssh --cluster c1 worker1 -- docker ps -a"),
+        (&["--config", "ssh", "ssh", "manager", "uptime"], "lab --config ssh ssh manager -- uptime"),
+    ];
+    for (args, want) in cases {
+        let out = e.lab(args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "lab {args:?}: {stderr}");
+        assert!(stderr.contains(want), "lab {args:?} does not say {want:?}:\n{stderr}");
+        assert!(!e.state.path().join("lab").exists(), "lab {args:?} wrote state");
+    }
+    // Other commands' unexpected arguments, and an unknown option before the node, get no
+    // such tip.
+    for args in [&["ls", "extra"][..], &["ssh", "-t", "worker1"], &["ssh", "--cluster", "c1", "-t", "worker1"]] {
+        let out = e.lab(args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "lab {args:?}: {stderr}");
+        assert!(!stderr.contains("put `--` before it"), "lab {args:?}: {stderr}");
     }
 }

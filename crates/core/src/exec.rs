@@ -390,8 +390,9 @@ pub async fn execute<R: StepRunner>(rt: Arc<R>, plan: &Plan) -> Result<()> {
     let before = rt.begin_run()?;
     if !before.is_empty() {
         rt.progress().note(&format!(
-            "resuming: the interrupted run had finished {} step(s); lab looked at the cluster again and plans only what is still missing",
-            before.len()
+            "resuming: the interrupted run had finished {} {}; lab looked at the cluster again and plans only what is still missing",
+            before.len(),
+            if before.len() == 1 { "step" } else { "steps" }
         ));
     }
     let driver = rt.driver_name();
@@ -665,7 +666,10 @@ mod tests {
             execute(again.clone(), &second).await.unwrap();
             let notes = again.fake.notes.0.lock().unwrap().clone();
             assert!(
-                notes.iter().any(|n| n.contains(&format!("interrupted run had finished {} step", done_first.len()))),
+                notes.iter().any(|n| n.contains(&match done_first.len() {
+                    1 => "interrupted run had finished 1 step;".to_string(),
+                    n => format!("interrupted run had finished {n} steps;"),
+                })),
                 "{notes:?}"
             );
             assert!(again.fake.record.lock().unwrap().1, "the resumed run is recorded as finished");

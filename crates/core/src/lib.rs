@@ -23,6 +23,7 @@ pub use driver::{conformance, external};
 // plugin API, which is `driver` (and `error`, which it re-exports).
 #[doc(hidden)]
 pub mod cluster;
+pub mod curl;
 #[doc(hidden)]
 pub mod distribution;
 #[doc(hidden)]

@@ -1,8 +1,9 @@
 //! Per-cluster state on disk: what `up` decided and finished.
 //!
 //! Layout: `$XDG_STATE_HOME/lab/clusters/<cluster>/state.json` (or `~/.local/state/lab/...`),
-//! and the cluster's lock at `$XDG_STATE_HOME/lab/locks/<cluster>.lock`, outside the directory
-//! it guards so that `down` can remove that directory while it holds the lock.
+//! and the cluster's lock at `$XDG_STATE_HOME/lab/locks/<cluster>.lock` while a command holds
+//! it, outside the directory it guards so that `down` can remove that directory while it holds
+//! the lock.
 //! Directories are 0700 and files 0600; every write goes to a temporary file in the same
 //! directory, is synced and renamed over the old one, so a crash leaves either the old or the
 //! new state, never half of one.
@@ -277,44 +278,81 @@ impl Paths {
 
     /// Takes the cluster's lock for `purpose` (e.g. `lab up`), failing at once, naming the
     /// holder, if another process has it. The lock is released when the guard drops or the
-    /// process dies.
+    /// process dies; a guard that drops removes the lock file too (see [`LockGuard`]).
     pub fn lock(&self, cluster: &ClusterName, purpose: &str) -> Result<LockGuard> {
         let dir = self.root.join("locks");
         make_private_dir(&dir)?;
         let path = dir.join(format!("{cluster}.lock"));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| Error::State { path: path.clone(), source })?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                return Err(Error::Locked {
-                    cluster: cluster.to_string(),
-                    holder: if holder.is_empty() { "another lab process".into() } else { holder.to_string() },
-                });
+        // A holder removes the file as it lets go. Between our open and our lock it may have
+        // done so: we would then hold a lock on a file no one else can find, while the next
+        // process makes a new one and locks that. So the lock counts only if the path still
+        // names the file we locked; otherwise we open again. Each retry means a holder let go
+        // in that instant, so a few are plenty.
+        for _ in 0..16 {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|source| Error::State { path: path.clone(), source })?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    let holder = holder.trim();
+                    return Err(Error::Locked {
+                        cluster: cluster.to_string(),
+                        holder: if holder.is_empty() { "another lab process".into() } else { holder.to_string() },
+                    });
+                }
+                Err(std::fs::TryLockError::Error(source)) => return Err(Error::State { path, source }),
             }
-            Err(std::fs::TryLockError::Error(source)) => return Err(Error::State { path, source }),
+            if !same_file(&file, &path) {
+                continue;
+            }
+            let _ = file.set_len(0);
+            let _ = file.rewind();
+            let _ = write!(file, "{purpose} (pid {})", std::process::id());
+            let _ = file.flush();
+            return Ok(LockGuard { file, path });
         }
-        let _ = file.set_len(0);
-        let _ = file.rewind();
-        let _ = write!(file, "{purpose} (pid {})", std::process::id());
-        let _ = file.flush();
-        Ok(LockGuard { _file: file })
+        Err(Error::State {
+            path,
+            source: std::io::Error::other("the lock file was replaced again and again while lab took it"),
+        })
     }
 }
 
-/// Holds a cluster's lock until dropped.
+/// Whether `path` still names the open `file` (same device and inode).
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Holds a cluster's lock until dropped. Dropping it removes the lock file while the lock is
+/// still held (the file closes after), so no file stays behind (`lab down --cluster typo`
+/// used to leave `locks/typo.lock`) and no other process can be holding it then; a process
+/// that opened the file just before is sent round again by [`Paths::lock`]. A killed process
+/// leaves its file, which the next holder takes over and removes.
 #[derive(Debug)]
 pub struct LockGuard {
-    _file: File,
+    file: File,
+    path: PathBuf,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // Only the file we locked: never one another process made after a kill.
+        if same_file(&self.file, &self.path) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Creates `dir` and its missing parents with mode 0700, and tightens an existing `dir` to
@@ -463,5 +501,23 @@ mod tests {
         assert!(err.to_string().contains("lab up (pid"), "{err}");
         drop(_held);
         paths.lock(&c, "lab down").unwrap();
+    }
+
+    /// Issue 18, item 17: a lock leaves no file behind once let go (`lab down --cluster typo`
+    /// left `locks/typo.lock`), and the next holder gets it as before.
+    #[test]
+    fn a_lock_let_go_leaves_no_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths::at(tmp.path());
+        let c = ClusterName::parse("typo", "test").unwrap();
+        let file = tmp.path().join("locks/typo.lock");
+        let held = paths.lock(&c, "lab down").unwrap();
+        assert!(file.exists(), "no lock file while the lock is held");
+        drop(held);
+        assert!(!file.exists(), "the lock file stayed behind");
+        let again = paths.lock(&c, "lab up").unwrap();
+        assert!(paths.lock(&c, "lab down").is_err(), "the lock taken again does not hold");
+        drop(again);
+        assert!(!file.exists());
     }
 }

@@ -142,7 +142,13 @@ async fn take_down(
     }
     Err(Error::op(
         format!("take down cluster {}", topology.cluster),
-        format!("{} of {} nodes could not be cleaned: {}", failed.len(), nodes.len(), failed.join("; ")),
+        format!(
+            "{} of {} {} could not be cleaned: {}",
+            failed.len(),
+            nodes.len(),
+            if nodes.len() == 1 { "node" } else { "nodes" },
+            failed.join("; ")
+        ),
     )
     .with_hint("the cluster stays recorded; once those nodes answer again, run `lab down` again to finish"))
 }
@@ -441,6 +447,15 @@ mod tests {
         assert!(fake.did("remove_volume worker1") && fake.did("leave worker1"));
         assert!(!fake.did("leave manager"));
         assert!(!fake.log().iter().any(|c| c.ends_with(" worker2")), "{:?}", fake.log());
+    }
+
+    /// Issue 18, item 19: "1 of 1 node", not "1 of 1 nodes".
+    #[tokio::test]
+    async fn one_node_is_counted_as_one() {
+        let mut fake = Fake::new("manager");
+        fake.refuse.insert("remove_volume manager".into(), 500);
+        let e = run(&desired(1, 0, ModeRequest::Auto).topology, &[], &fake).await.unwrap_err();
+        assert!(e.to_string().contains(": 1 of 1 node could not be cleaned: manager: "), "{e}");
     }
 
     #[tokio::test]

@@ -211,6 +211,26 @@ impl Topology {
     }
 }
 
+/// Longest node name: it is part of container and machine names and a socket's file name.
+pub const MAX_NODE_NAME: usize = 32;
+
+/// What a node name may be, whoever gives it (lab's own `manager`/`workerN`, a hosts file, an
+/// external driver): a letter, then letters, digits, `-` or `_`, at most [`MAX_NODE_NAME`]. It
+/// becomes file names (`{node}.sock`), container names and swarm labels, so never a path.
+/// `Err` says what is wrong, for the caller's message.
+pub fn check_node_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NODE_NAME {
+        return Err(format!("a node name has 1 to {MAX_NODE_NAME} characters"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err("a node name starts with a letter".into());
+    }
+    match name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        Some(c) => Err(format!("{c:?} is not allowed in a node name (letters, digits, '-' and '_')")),
+        None => Ok(()),
+    }
+}
+
 /// Checks a swarm label key or value given by the user.
 pub fn validate_label(what: &str, key: &str, value: &str) -> Result<()> {
     if key.is_empty() || key.starts_with("lab.") {
@@ -239,6 +259,16 @@ mod tests {
             let err = name(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad}");
             assert!(err.to_string().starts_with("--cluster: invalid cluster name"), "{err}");
+        }
+    }
+
+    #[test]
+    fn node_names() {
+        for ok in ["manager", "worker12", "gpu-box_2", &"a".repeat(32)] {
+            assert_eq!(check_node_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "../x", "a/b", ".", "1st", "-x", "a b", "x\n", &"a".repeat(33)] {
+            assert!(check_node_name(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -156,7 +156,15 @@ impl DockerDriver {
             }
         };
         let context = format!("connect to {what} at {endpoint}");
-        let hint = "the docker driver runs nodes on a Docker engine on this machine: is it running?";
+        let hint = match (&recorded, explicit, engine::lab_node(&[], &endpoint)) {
+            // The shell `lab env` left, after `lab down` removed that cluster.
+            (None, false, Some((cluster, node))) => format!(
+                "DOCKER_HOST is the engine socket of node {node} of lab cluster {cluster}, as `lab env` left it; \
+                 if that cluster is gone, run `eval \"$(lab env --unset)\"`"
+            ),
+            _ => "the docker driver runs nodes on a Docker engine on this machine: is it running?".to_string(),
+        };
+        let hint = hint.as_str();
         let docker = Docker::connect_with_host(&endpoint)
             .map_err(|e| match (&recorded, &e) {
                 // A value the user gave (DOCKER_HOST, the host setting) that is no endpoint.
@@ -204,13 +212,15 @@ impl DockerDriver {
         Ok((docker, EngineRecord { endpoint, engine_id }))
     }
 
-    /// Records the engine a new cluster is made on; a recorded one stays as it is.
-    async fn record_engine(&self) -> Result<()> {
+    /// Records the engine a new cluster is made on; a recorded one stays as it is. Returns
+    /// whether it wrote the record now.
+    async fn record_engine(&self) -> Result<bool> {
         let (_, record) = self.host.get_or_try_init(|| self.connect_host()).await?;
         if engine::read(&self.state_dir)?.is_none() {
             engine::write(&self.state_dir, record)?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The recorded engine's endpoint (or the `host` setting), for the docker CLI.
@@ -576,9 +586,18 @@ impl Driver for DockerDriver {
     }
 
     async fn preflight(&self, _nodes: &[NodeSpec]) -> Result<()> {
-        self.record_engine().await?;
-        self.ensure_node_image().await?;
-        self.recover().await
+        let recorded_now = self.record_engine().await?;
+        let ready = async {
+            self.ensure_node_image().await?;
+            self.recover().await
+        }
+        .await;
+        if ready.is_err() && recorded_now {
+            // A first `up` that stops here made nothing on the engine, and the core records
+            // the cluster only after preflight: the record would be a file no command lists.
+            engine::forget(&self.state_dir);
+        }
+        ready
     }
 
     async fn observe(&self) -> Result<Vec<Machine>> {

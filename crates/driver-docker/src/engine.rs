@@ -51,6 +51,14 @@ pub(crate) fn write(state_dir: &Path, record: &EngineRecord) -> Result<()> {
     write_atomic(&state_dir.join(RECORD_FILE), &serde_json::to_vec_pretty(record).expect("record serialises"))
 }
 
+/// Removes the record, and the state directory with it if nothing else is in it: for a first
+/// `up` that stopped before it made anything, whose record no command would ever list.
+pub(crate) fn forget(state_dir: &Path) {
+    let _ = std::fs::remove_file(state_dir.join(RECORD_FILE));
+    // Fails, as it should, where the directory holds anything else.
+    let _ = std::fs::remove_dir(state_dir);
+}
+
 /// The endpoint `DOCKER_HOST` names, or the default socket when it is unset or empty.
 pub(crate) fn from_env(docker_host: Option<&str>) -> String {
     docker_host.map(str::trim).filter(|h| !h.is_empty()).unwrap_or(DEFAULT_ENDPOINT).to_string()
@@ -116,6 +124,24 @@ mod tests {
         assert_eq!(read(&st).unwrap(), Some(r));
         let mode = std::fs::metadata(st.join(RECORD_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 18, item 17: forgetting the record of a cluster that has nothing else leaves
+    /// no file and no directory; one that has more keeps the rest.
+    #[test]
+    fn forgetting_the_record_leaves_nothing_of_a_cluster_that_has_nothing_else() {
+        let dir = tempfile_dir();
+        let st = dir.join("c");
+        let r = EngineRecord { endpoint: DEFAULT_ENDPOINT.into(), engine_id: "abc".into() };
+        write(&st, &r).unwrap();
+        forget(&st);
+        assert!(!st.exists(), "the cluster's state directory stayed");
+        write(&st, &r).unwrap();
+        std::fs::write(st.join("state.json"), "{}").unwrap();
+        forget(&st);
+        assert_eq!(read(&st).unwrap(), None);
+        assert!(st.join("state.json").exists(), "forget removed more than the record");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -345,7 +345,10 @@ fn agent_auth(sess: &Session, user: &str) -> Result<(), String> {
             return Ok(());
         }
     }
-    Err(format!("none of its {} keys was accepted", ids.len()))
+    Err(match ids.len() {
+        1 => "its one key was not accepted".to_string(),
+        n => format!("none of its {n} keys was accepted"),
+    })
 }
 
 /// Quotes one argument for a POSIX shell: single quotes, with embedded ones spliced in.

@@ -24,11 +24,11 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
     };
     let ok = checks.iter().all(|c| c.ok) && !read_only;
     match output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"ok": ok, "nodes": checks, "registry": {"read_only": read_only}}))
                 .expect("json")
-        ),
+        )?,
         Output::Table => {
             let mut rows = Vec::new();
             for c in &checks {
@@ -69,10 +69,10 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
                         .into(),
                 ]);
             }
-            print!("{}", table(&["NODE", "CHECK", "RESULT", "ANSWER"], &rows));
+            out!("{}", table(&["NODE", "CHECK", "RESULT", "ANSWER"], &rows))?;
             for c in checks.iter().filter(|c| !c.ok) {
                 if let Some(why) = &c.explanation {
-                    println!("{}: {why}", c.node);
+                    outln!("{}: {why}", c.node)?;
                 }
             }
         }

@@ -11,7 +11,6 @@ use lab_core::exec::Runtime;
 use lab_core::external;
 use lab_core::state::{ClusterState, Paths};
 use lab_core::{Driver, DriverContext, Error, Result, Role, Topology};
-use serde_json::json;
 
 use crate::args::TopologyArgs;
 use crate::progress::{in_ci, use_bars, Reporter};
@@ -44,18 +43,9 @@ pub(crate) fn find_driver(settings: &Settings) -> Result<(Found, serde_json::Val
         }
         Err(e) => return Err(e),
     };
-    let mut driver_config = driver_table;
-    if let (Some(hosts), "ssh") = (&settings.hosts, settings.driver.as_str()) {
-        // `hosts = "..."` at the top of lab.toml, as older labs wrote it; recorded absolute,
-        // so later commands find it from any directory.
-        let hosts = std::path::absolute(hosts).unwrap_or_else(|_| hosts.clone());
-        if let serde_json::Value::Object(m) = &mut driver_config {
-            m.insert("hosts".into(), json!(hosts));
-        } else {
-            driver_config = json!({ "hosts": hosts });
-        }
-    }
-    Ok((found, driver_config))
+    // (`hosts = "..."` at the top of an older lab.toml is in the ssh table already, and paths
+    // are absolute: `settings::load` normalises both.)
+    Ok((found, driver_table))
 }
 
 /// What the driver of `settings` is given for `cluster`: its directories and its table.
@@ -186,7 +176,10 @@ pub(super) async fn existing(
     }
     let flags =
         TopologyArgs { cluster: crate::args::ClusterArg { cluster: Some(cluster.to_string()) }, ..Default::default() };
-    let (settings, recorded) = settings::load(config, &flags, |c| paths.load(c))?;
-    let (rt, _) = runtime(&settings, recorded, &paths, progress, false).await?;
+    let loaded = settings::load(config, &flags, |c| paths.load(c))?;
+    for w in &loaded.warnings {
+        eprintln!("lab: warning: {w}");
+    }
+    let (rt, _) = runtime(&loaded.settings, loaded.recorded, &paths, progress, false).await?;
     Ok((rt, paths, known))
 }

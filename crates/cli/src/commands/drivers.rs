@@ -41,7 +41,7 @@ pub(super) async fn drivers(output: Output, long: bool) -> Result<i32> {
         });
     }
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| Error::op("print the drivers", e))?);
+        outln!("{}", serde_json::to_string_pretty(&rows).map_err(|e| Error::op("print the drivers", e))?)?;
         return Ok(0);
     }
     let cell = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
@@ -55,11 +55,11 @@ pub(super) async fn drivers(output: Output, long: bool) -> Result<i32> {
             vec![cell(&r["name"]), cell(&r["from"]), what]
         })
         .collect();
-    print!("{}", table(&["DRIVER", "FROM", "DESCRIPTION"], &table_rows));
+    out!("{}", table(&["DRIVER", "FROM", "DESCRIPTION"], &table_rows))?;
     if long {
         // Every setting of each driver's table, as the driver declares it.
         for r in rows.iter().filter(|r| r["options"].as_array().is_some_and(|o| !o.is_empty())) {
-            println!("\n{} settings ([drivers.{}]):", cell(&r["name"]), cell(&r["name"]));
+            outln!("\n{} settings ([drivers.{}]):", cell(&r["name"]), cell(&r["name"]))?;
             let option_rows: Vec<Vec<String>> = r["options"]
                 .as_array()
                 .into_iter()
@@ -83,7 +83,7 @@ pub(super) async fn drivers(output: Output, long: bool) -> Result<i32> {
                     vec![format!("  {key}"), flag, kind, help]
                 })
                 .collect();
-            print!("{}", table(&["  KEY", "FLAG", "TYPE", "HELP"], &option_rows));
+            out!("{}", table(&["  KEY", "FLAG", "TYPE", "HELP"], &option_rows))?;
         }
     }
     Ok(0)

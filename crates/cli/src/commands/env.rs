@@ -1,12 +1,22 @@
-//! `lab env`: shell exports that point the docker client at the cluster's manager.
+//! `lab env`: shell exports that point the docker client at the cluster's manager, and with
+//! `--unset` the commands that undo them (`down` says to run those when it removes the cluster
+//! the shell points at).
 
 use std::sync::Arc;
 
 use lab_core::cluster::Silent;
+use lab_core::state::Paths;
 use lab_core::{Error, Result};
 
 use super::cluster::existing;
 use crate::args::{EnvArgs, Shell};
+use crate::settings;
+
+/// What lab's drivers' `lab env` may export besides `LAB_CLUSTER`: `DOCKER_HOST` (docker,
+/// ssh), the TLS pair (qemu) and docker-machine's four (virtualbox). `--unset` for a cluster
+/// lab no longer knows clears them all, as `docker-machine env -u` does: no driver is left to
+/// say which it used.
+const CLIENT_VARS: [&str; 4] = ["DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_MACHINE_NAME"];
 
 pub(super) fn shell_from_env() -> Shell {
     match std::env::var("SHELL").unwrap_or_default().rsplit('/').next() {
@@ -24,9 +34,25 @@ pub(super) fn quote(shell: Shell, v: &str) -> String {
     }
 }
 
+/// The command that clears what `lab env` exported, in `shell`'s syntax; it works after
+/// `down` too, when lab no longer knows the cluster (the shell's `LAB_CLUSTER` names it).
+pub(super) fn unset_command(shell: Shell) -> &'static str {
+    match shell {
+        Shell::Fish => "`lab env --unset | source`",
+        _ => "`eval \"$(lab env --unset)\"`",
+    }
+}
+
 pub(super) async fn env(config: Option<&std::path::Path>, a: &EnvArgs) -> Result<i32> {
-    let (rt, _, _) = existing(config, a.cluster.cluster.as_deref(), Arc::new(Silent), true).await?;
     let shell = a.shell.unwrap_or_else(shell_from_env);
+    if a.unset {
+        let cluster = settings::cluster_only(config, a.cluster.cluster.as_deref())?;
+        if Paths::from_env()?.load(&cluster)?.is_none() {
+            let vars = CLIENT_VARS.iter().map(|k| (k.to_string(), String::new())).collect();
+            return print_exports(shell, true, &cluster, vars);
+        }
+    }
+    let (rt, _, _) = existing(config, a.cluster.cluster.as_deref(), Arc::new(Silent), true).await?;
     let manager = rt.desired.topology.first_manager().name.clone();
     let machines = rt.driver.observe().await?;
     let machine = machines
@@ -34,24 +60,34 @@ pub(super) async fn env(config: Option<&std::path::Path>, a: &EnvArgs) -> Result
         .find(|m| m.name == manager)
         .ok_or_else(|| Error::node(&manager, "find the machine", "it does not exist (run lab up)"))?;
     let engine = rt.driver.engine(machine).await?;
-    let cluster = &rt.desired.topology.cluster;
+    print_exports(shell, a.unset, &rt.desired.topology.cluster, engine.client_env)
+}
+
+/// Prints `vars` and `LAB_CLUSTER` as exports (or unsets) in `shell`'s syntax, and how to use
+/// them.
+fn print_exports(
+    shell: Shell,
+    unset: bool,
+    cluster: &lab_core::ClusterName,
+    vars: Vec<(String, String)>,
+) -> Result<i32> {
     // LAB_CLUSTER last: lab commands in that shell then act on this cluster without
     // `--cluster` (a flag still wins), as the docker client acts on its manager.
     let lab_cluster = ("LAB_CLUSTER".to_string(), cluster.to_string());
-    for (k, v) in engine.client_env.iter().chain(std::iter::once(&lab_cluster)) {
-        match (shell, a.unset) {
-            (Shell::Fish, false) => println!("set -gx {k} {};", quote(shell, v)),
-            (Shell::Fish, true) => println!("set -e {k};"),
-            (_, false) => println!("export {k}={}", quote(shell, v)),
-            (_, true) => println!("unset {k}"),
+    for (k, v) in vars.iter().chain(std::iter::once(&lab_cluster)) {
+        match (shell, unset) {
+            (Shell::Fish, false) => outln!("set -gx {k} {};", quote(shell, v))?,
+            (Shell::Fish, true) => outln!("set -e {k};")?,
+            (_, false) => outln!("export {k}={}", quote(shell, v))?,
+            (_, true) => outln!("unset {k}")?,
         }
     }
-    let flag = if a.unset { " --unset" } else { "" };
+    let flag = if unset { " --unset" } else { "" };
     match shell {
         Shell::Fish => {
-            println!("# Run this command to configure your shell:\n# lab env --cluster {cluster}{flag} | source")
+            outln!("# Run this command to configure your shell:\n# lab env --cluster {cluster}{flag} | source")?
         }
-        _ => println!("# Run this command to configure your shell:\n# eval \"$(lab env --cluster {cluster}{flag})\""),
+        _ => outln!("# Run this command to configure your shell:\n# eval \"$(lab env --cluster {cluster}{flag})\"")?,
     }
     Ok(0)
 }

@@ -16,7 +16,7 @@ pub(super) fn ls(output: Output) -> Result<i32> {
                 .iter()
                 .map(|s| json!({"cluster": s.cluster, "driver": s.driver, "managers": s.managers, "workers": s.workers, "registry_image": s.registry_image, "registry_mode": s.registry_mode}))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            outln!("{}", serde_json::to_string_pretty(&v).expect("json"))?;
         }
         Output::Table => {
             let rows: Vec<Vec<String>> = all
@@ -32,10 +32,7 @@ pub(super) fn ls(output: Output) -> Result<i32> {
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                table(&["CLUSTER", "DRIVER", "MANAGERS", "WORKERS", "REGISTRY IMAGE", "REGISTRY MODE"], &rows)
-            );
+            out!("{}", table(&["CLUSTER", "DRIVER", "MANAGERS", "WORKERS", "REGISTRY IMAGE", "REGISTRY MODE"], &rows))?;
         }
     }
     Ok(0)

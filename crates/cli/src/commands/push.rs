@@ -98,7 +98,7 @@ pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) 
                 })
                 .collect();
             let out = json!({"images": images, "sent_bytes": sent, "seconds": took.as_secs_f64()});
-            println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+            outln!("{}", serde_json::to_string_pretty(&out).expect("json"))?;
         }
         Output::Table => {
             for p in &pushed {
@@ -110,7 +110,7 @@ pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) 
                     .collect();
                 eprintln!("{}: {}", p.source, parts.join(", "));
                 // The reference to use in a service or a stack file, on stdout alone.
-                println!("{}", p.reference);
+                outln!("{}", p.reference)?;
             }
             eprintln!("sent {} in {:.1}s", human(sent), took.as_secs_f64());
         }
@@ -124,13 +124,13 @@ pub(super) async fn images(config: Option<&std::path::Path>, args: &ImagesArgs) 
             let client = client(config, args.cluster.as_deref()).await?;
             let listed = push::list(&client).await?;
             match args.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&listed).expect("json")),
+                Output::Json => outln!("{}", serde_json::to_string_pretty(&listed).expect("json"))?,
                 Output::Table => {
                     let rows: Vec<Vec<String>> = listed
                         .iter()
                         .map(|l| vec![l.repository.clone(), l.tag.clone(), l.digest.clone(), human(l.size)])
                         .collect();
-                    print!("{}", table(&["REPOSITORY", "TAG", "DIGEST", "SIZE"], &rows));
+                    out!("{}", table(&["REPOSITORY", "TAG", "DIGEST", "SIZE"], &rows))?;
                 }
             }
         }
@@ -144,8 +144,8 @@ pub(super) async fn images(config: Option<&std::path::Path>, args: &ImagesArgs) 
             let client = client(config, args.cluster.as_deref()).await?;
             let digest = push::remove(&client, repo, tag).await?;
             match args.output {
-                Output::Json => println!("{}", json!({"deleted": format!("{repo}:{tag}"), "digest": digest})),
-                Output::Table => println!("deleted {repo}:{tag} ({digest})"),
+                Output::Json => outln!("{}", json!({"deleted": format!("{repo}:{tag}"), "digest": digest}))?,
+                Output::Table => outln!("deleted {repo}:{tag} ({digest})")?,
             }
         }
         Some(ImagesAction::Gc) => return gc(config, args).await,
@@ -179,19 +179,19 @@ async fn gc(config: Option<&std::path::Path>, args: &ImagesArgs) -> Result<i32> 
     };
     let done = lab_core::gc::collect(&rt, &note, interrupted).await?;
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&done).expect("json")),
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&done).expect("json"))?,
         Output::Table => {
             if let Some(s) = &done.summary {
                 eprintln!("{s}");
             }
-            println!(
+            outln!(
                 "reclaimed {} on {} ({} before, {} after, {:.1}s)",
                 human(done.reclaimed_bytes),
                 done.node,
                 human(done.before_bytes),
                 human(done.after_bytes),
                 done.seconds
-            );
+            )?;
         }
     }
     Ok(0)

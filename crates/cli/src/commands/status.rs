@@ -112,15 +112,15 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
                     "data": { "volume": lab_core::registry::VOLUME, "node": reg_node },
                 },
             });
-            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            outln!("{}", serde_json::to_string_pretty(&v).expect("json"))?;
         }
         Output::Table => {
-            print!("{}", status_table(&rt, &obs));
-            println!();
+            out!("{}", status_table(&rt, &obs))?;
+            outln!()?;
             if service == "missing" {
-                println!("registry: stack {} not deployed (run lab up)", lab_core::registry::STACK);
+                outln!("registry: stack {} not deployed (run lab up)", lab_core::registry::STACK)?;
             } else {
-                println!(
+                outln!(
                     "registry: service {} {} on {}, image {}, mode {}, data in volume {} on {}",
                     lab_core::registry::SERVICE,
                     if task_state.is_empty() { "has no task".to_string() } else { task_state },
@@ -129,18 +129,16 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
                     st.registry_mode.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
                     lab_core::registry::VOLUME,
                     reg_node
-                );
+                )?;
                 match &expires {
-                    Some(date) => {
-                        println!("registry TLS: mutual, certificates valid until {date} (lab up renews them)")
-                    }
-                    None => println!("registry TLS: {tls_word}"),
+                    Some(date) => outln!("registry TLS: mutual, certificates valid until {date} (lab up renews them)")?,
+                    None => outln!("registry TLS: {tls_word}")?,
                 }
                 if read_only {
-                    println!(
+                    outln!(
                         "registry: read-only, as `lab images gc` leaves it while it runs; if none runs, one was \
                          interrupted: `lab up` makes it writable again"
-                    );
+                    )?;
                 }
             }
         }

@@ -24,21 +24,26 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     let paths = Paths::from_env()?;
     // Every input is checked before anything is written, not even the lock file.
     let progress = reporter(false);
-    let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
-    let mut built = runtime(&settings, recorded.clone(), &paths, progress.clone(), flags.force).await?;
-    let cluster = settings.cluster_name("cluster")?;
+    let mut loaded = settings::load(config, flags, |c| paths.load(c))?;
+    let recorded = loaded.recorded.clone();
+    let mut built = runtime(&loaded.settings, recorded.clone(), &paths, progress.clone(), flags.force).await?;
+    let cluster = loaded.settings.cluster_name("cluster")?;
     // From here on lab reads, decides and writes only under the cluster's lock: the state is
     // read again now, so a run that started while another held the lock sees its work, and
     // the driver's preflight runs under it too. Only if another run changed the state is the
     // runtime made again (an external driver would be started twice otherwise).
     let _lock = paths.lock(&cluster, "lab up")?;
     if paths.load(&cluster)? != recorded {
-        let (settings, recorded) = settings::load(config, flags, |c| paths.load(c))?;
-        built = runtime(&settings, recorded, &paths, progress.clone(), flags.force).await?;
+        loaded = settings::load(config, flags, |c| paths.load(c))?;
+        built = runtime(&loaded.settings, loaded.recorded.clone(), &paths, progress.clone(), flags.force).await?;
     }
+    let settings = &loaded.settings;
     let (rt, warnings) = built;
-    for w in &warnings {
+    for w in loaded.warnings.iter().chain(&warnings) {
         progress.note(&format!("warning: {w}"));
+    }
+    for c in &loaded.changes {
+        progress.note(&format!("changing how cluster {cluster} is reached or secured: {c}"));
     }
     if let Some(w) = registry_tls_warning(&settings.driver, settings.registry.tls) {
         progress.note(&format!("warning: {w}"));
@@ -52,11 +57,7 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     if p.is_empty() {
         progress.note(&format!("cluster {cluster} already matches the desired state; nothing to change"));
     } else {
-        progress.note(&format!(
-            "bringing up cluster {cluster} with driver {}: {} steps",
-            settings.driver,
-            p.steps.len()
-        ));
+        progress.note(&bringing_up(&cluster, &settings.driver, p.steps.len()));
         if p.steps.iter().any(|s| matches!(s.step, lab_core::cluster::Step::LoadImage { .. })) {
             lab_core::images::prefetch(rt.clone(), rt.desired.registry_image.clone());
         }
@@ -67,15 +68,21 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     wait_ready(&*rt, READY_TIMEOUT).await?;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
     let obs = observe(&*rt).await?;
-    print!("{}", status_table(&rt, &obs));
-    println!();
+    out!("{}", status_table(&rt, &obs))?;
+    outln!()?;
     let tls = match rt.desired.tls {
         RegistryTls::Open => "",
         RegistryTls::Mutual => "; mutual TLS: every other client needs the cluster's certificate",
     };
-    println!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})");
-    println!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"");
+    outln!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})")?;
+    outln!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"")?;
     Ok(0)
+}
+
+/// What `up` says as it starts on the plan's steps.
+fn bringing_up(cluster: &lab_core::ClusterName, driver: &str, steps: usize) -> String {
+    let noun = if steps == 1 { "step" } else { "steps" };
+    format!("bringing up cluster {cluster} with driver {driver}: {steps} {noun}")
 }
 
 /// What `up` says once about who may talk to the registry. On the ssh driver the nodes are
@@ -113,6 +120,14 @@ pub(super) fn refuse_blocked(cluster: &lab_core::ClusterName, p: &lab_core::plan
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 18, item 19: "1 step", not "1 steps".
+    #[test]
+    fn the_step_count_agrees_with_its_noun() {
+        let c = lab_core::ClusterName::parse("c1", "test").unwrap();
+        assert_eq!(bringing_up(&c, "docker", 1), "bringing up cluster c1 with driver docker: 1 step");
+        assert_eq!(bringing_up(&c, "docker", 19), "bringing up cluster c1 with driver docker: 19 steps");
+    }
 
     #[test]
     fn an_open_registry_is_a_warning_on_the_ssh_driver_only() {

@@ -15,9 +15,11 @@
 //! because lab's requests are short, except `create`, which a driver may make return early
 //! (lab waits for the engine itself).
 //!
-//! lab never hangs on a driver: every request is bounded by a timeout, and a driver that dies,
-//! closes its stdout, answers late or prints a line that is not JSON is killed and reported
-//! with its name, its path and the last lines it wrote on stderr (its log, shown under `-v`).
+//! lab never hangs on a driver, and a driver cannot fill lab's memory: every request is
+//! bounded by a timeout and every line it prints by a size ([`MAX_LINE`] on stdout; stderr
+//! lines are cut), and a driver that dies, closes its stdout, answers late or prints a line
+//! that is not JSON or is too long is killed and reported with its name, its path and the last
+//! lines it wrote on stderr (its log, shown under `-v`).
 //! The process is killed when the driver is dropped.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -30,13 +32,13 @@ use async_trait::async_trait;
 use bollard::Docker;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::Mutex;
 
 use crate::driver::{Capabilities, Driver, DriverContext, ExecOutput, Machine, MachineState, NodeEngine};
 use crate::error::{engine_message, Error, Result};
-use crate::topology::{NodeSpec, Role};
+use crate::topology::{check_node_name, NodeSpec, Role};
 
 /// The protocol version this lab speaks. A driver that answers the handshake with another is
 /// refused, naming both.
@@ -58,6 +60,14 @@ pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Seconds bollard waits on one request to an engine (what the built-in drivers use).
 const ENGINE_TIMEOUT_SECS: u64 = 120;
 
+/// The longest line lab reads from a driver's stdout (1 MiB). lab's largest answers, an
+/// `observe` of a big cluster or the output of an `exec`, are kilobytes; a line past this is a
+/// broken driver, and reading it whole let one line take lab to gigabytes of memory.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// The longest line of a driver's stderr lab keeps; the rest of a longer line is read and
+/// dropped, so a driver's log cannot grow lab's memory either.
+const MAX_STDERR_LINE: usize = 4096;
 /// Lines of a driver's stderr kept for error messages.
 const STDERR_KEPT: usize = 20;
 /// Of those, how many an error message quotes.
@@ -97,6 +107,18 @@ fn path_dirs() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// The program `[drivers.NAME] command = text` names, as an absolute path: like a shell, a bare
+/// name is looked up on `PATH` (`None` when no directory has it), and anything with a slash is
+/// a path, relative to the current directory. The CLI records this path, not the text, so a
+/// later command from another directory, or with another `PATH`, runs the same program.
+pub fn resolve_command(text: &str) -> Option<PathBuf> {
+    if text.contains('/') {
+        Some(std::path::absolute(text).unwrap_or_else(|_| PathBuf::from(text)))
+    } else {
+        path_dirs().into_iter().map(|d| d.join(text)).find(|p| is_executable(p))
+    }
+}
+
 /// The program for driver `name`: `[drivers.NAME] command` in its table `config` if set (bad
 /// input, naming `source` and the key, when it is not an executable), else `lab-driver-NAME`
 /// on `PATH`. `None` when there is neither.
@@ -106,14 +128,8 @@ pub fn find(name: &str, config: &Value, source: &str) -> Result<Option<Program>>
         let Some(text) = command.as_str().filter(|s| !s.trim().is_empty()) else {
             return Err(Error::input(what, format!("{command} is not the path of a program")));
         };
-        // A bare name is looked up on PATH, like a shell would; anything with a slash is a path.
-        let path = if text.contains('/') {
-            std::path::absolute(text).unwrap_or_else(|_| PathBuf::from(text))
-        } else {
-            match path_dirs().into_iter().map(|d| d.join(text)).find(|p| is_executable(p)) {
-                Some(p) => p,
-                None => return Err(Error::input(what, format!("{text:?} is not an executable on PATH"))),
-            }
+        let Some(path) = resolve_command(text) else {
+            return Err(Error::input(what, format!("{text:?} is not an executable on PATH")));
         };
         if !is_executable(&path) {
             let why = if path.exists() { "is not an executable file" } else { "does not exist" };
@@ -435,7 +451,7 @@ type Tail = Arc<StdMutex<VecDeque<String>>>;
 struct Conn {
     child: Child,
     stdin: ChildStdin,
-    stdout: Lines<BufReader<ChildStdout>>,
+    stdout: BufReader<ChildStdout>,
     stderr_task: tokio::task::JoinHandle<()>,
     next_id: u64,
     /// Why the process may not be used any more (it died, timed out or broke the protocol).
@@ -457,9 +473,14 @@ enum Fault {
 }
 
 impl Conn {
-    /// Starts the program; bad only if it cannot be executed at all.
+    /// Starts the program, without the `LAB_*` variables that are not its own
+    /// ([`not_its_own`]); bad only if it cannot be executed at all.
     fn spawn(id: &Identity, tail: Tail) -> Result<Conn> {
-        let mut child = tokio::process::Command::new(&id.path)
+        let mut command = tokio::process::Command::new(&id.path);
+        for var in not_its_own(&id.name, std::env::vars_os().map(|(k, _)| k)) {
+            command.env_remove(var);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -472,8 +493,13 @@ impl Conn {
         };
         let name = id.name.clone();
         let stderr_task = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut stderr = BufReader::new(stderr);
+            loop {
+                let line = match read_bounded(&mut stderr, MAX_STDERR_LINE, true).await {
+                    Ok(Bounded::Line(l)) => String::from_utf8_lossy(&l).into_owned(),
+                    Ok(Bounded::TooLong(l)) => format!("{}...", String::from_utf8_lossy(&l)),
+                    Ok(Bounded::End) | Err(_) => break,
+                };
                 // The driver's own log: shown under -v, kept for error messages.
                 tracing::info!(driver = %name, "{line}");
                 let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
@@ -483,7 +509,7 @@ impl Conn {
                 t.push_back(truncate(&line, 300));
             }
         });
-        Ok(Conn { child, stdin, stdout: BufReader::new(stdout).lines(), stderr_task, next_id: 0, dead: None })
+        Ok(Conn { child, stdin, stdout: BufReader::new(stdout), stderr_task, next_id: 0, dead: None })
     }
 
     /// Sends one line and reads one line back within `limit`; any fault leaves the process
@@ -501,10 +527,16 @@ impl Conn {
             if let Err(e) = self.stdin.flush().await {
                 return Err(self.ended(&format!("stopped reading its stdin ({e})")).await);
             }
-            match self.stdout.next_line().await {
-                Ok(Some(answer)) => serde_json::from_str::<Value>(&answer)
-                    .map_err(|e| format!("printed a line that is not JSON ({e}): {:?}", truncate(&answer, 200))),
-                Ok(None) => Err(self.ended("closed its stdout without answering").await),
+            match read_bounded(&mut self.stdout, MAX_LINE, false).await {
+                Ok(Bounded::Line(bytes)) => match String::from_utf8(bytes) {
+                    Ok(answer) => serde_json::from_str::<Value>(&answer)
+                        .map_err(|e| format!("printed a line that is not JSON ({e}): {:?}", truncate(&answer, 200))),
+                    Err(e) => Err(format!("printed something that is not a line of text ({e})")),
+                },
+                Ok(Bounded::TooLong(_)) => {
+                    Err(format!("printed a line longer than {} MiB, lab's bound for one message", MAX_LINE >> 20))
+                }
+                Ok(Bounded::End) => Err(self.ended("closed its stdout without answering").await),
                 Err(e) => Err(format!("printed something that is not a line of text ({e})")),
             }
         })
@@ -532,6 +564,75 @@ impl Conn {
                 None => format!("was killed ({status}) before answering"),
             },
             _ => what.to_string(),
+        }
+    }
+}
+
+/// Which of lab's environment variables driver `name` must not see: every `LAB_*` but its own
+/// settings, `LAB_DRIVERS__NAME__*` (its name in any case, as figment reads it). Other drivers'
+/// tables may hold API tokens; lab's own settings (`LAB_CLUSTER`, `LAB_REGISTRY__*`...) reach
+/// the driver through the handshake when they concern it, and a driver that read them from its
+/// environment would see settings of commands that are not about it (`lab drivers`) or that a
+/// flag overrode. Everything that is not `LAB_*` (PATH, HOME, SSH_AUTH_SOCK, DOCKER_*) passes.
+fn not_its_own(name: &str, vars: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    vars.filter(|var| {
+        let var = var.to_string_lossy();
+        let Some(rest) = var.strip_prefix("LAB_") else { return false };
+        let own = rest
+            .strip_prefix("DRIVERS__")
+            .and_then(|r| r.split_once("__"))
+            .is_some_and(|(driver, key)| driver.eq_ignore_ascii_case(name) && !key.is_empty());
+        !own
+    })
+    .collect()
+}
+
+/// A name a shell can export: `[A-Za-z_][A-Za-z0-9_]*`.
+fn shell_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// One line read with a bound by [`read_bounded`].
+#[derive(Debug, PartialEq)]
+enum Bounded {
+    /// A whole line, without its `\n` (the last line of the input may lack one).
+    Line(Vec<u8>),
+    /// A line longer than the bound: its first bytes, as many as the bound.
+    TooLong(Vec<u8>),
+    /// The end of the input, with nothing read.
+    End,
+}
+
+/// Reads one line of at most `max` bytes, never holding more. A longer line is
+/// [`Bounded::TooLong`]: with `skip`, once the rest of it has been read and dropped (the next
+/// call reads the next line); without, as soon as the bound is passed, not waiting for the line
+/// to end (it may never end).
+async fn read_bounded<R: AsyncBufRead + Unpin>(r: &mut R, max: usize, skip: bool) -> std::io::Result<Bounded> {
+    let mut line = Vec::new();
+    let mut over = false;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(match (over, line.is_empty()) {
+                (true, _) => Bounded::TooLong(line),
+                (false, true) => Bounded::End,
+                (false, false) => Bounded::Line(line),
+            });
+        }
+        let (chunk, used, ends) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        let room = max - line.len();
+        over |= chunk.len() > room;
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        r.consume(used);
+        if ends {
+            return Ok(if over { Bounded::TooLong(line) } else { Bounded::Line(line) });
+        }
+        if over && !skip {
+            return Ok(Bounded::TooLong(line));
         }
     }
 }
@@ -597,7 +698,11 @@ impl Program {
         d.state_dir = Some(ctx.state_dir);
         d.fixed = match d.call("fixed_nodes", None, json!({}), d.limits.timeout).await {
             Ok(Value::Null) => None,
-            Ok(v) => Some(d.decode::<Vec<NodeSpec>>("fixed_nodes", v)?),
+            Ok(v) => {
+                let nodes = d.decode::<Vec<NodeSpec>>("fixed_nodes", v)?;
+                d.check_names("fixed_nodes", nodes.iter().map(|n| n.name.as_str()))?;
+                Some(nodes)
+            }
             Err(Error::Unsupported { .. }) => None,
             Err(e) => return Err(e),
         };
@@ -773,6 +878,19 @@ impl ExternalDriver {
         })
     }
 
+    /// Node names the driver answered: held to lab's own rule ([`check_node_name`]), since
+    /// they become file names (`{node}.sock`) and container names; anything else is a broken
+    /// protocol naming the driver.
+    fn check_names<'a>(&self, op: &str, mut names: impl Iterator<Item = &'a str>) -> Result<()> {
+        match names.find_map(|n| check_node_name(n).err().map(|why| (n, why))) {
+            None => Ok(()),
+            Some((name, why)) => Err(Error::op(
+                format!("{}: {op}", self.id.label()),
+                format!("answered the node name {:?}, which does not follow the protocol: {why}", truncate(name, 100)),
+            )),
+        }
+    }
+
     fn long(&self, op: &str) -> bool {
         matches!(op, "create" | "start" | "destroy" | "teardown")
     }
@@ -894,17 +1012,22 @@ impl Driver for ExternalDriver {
     async fn observe(&self) -> Result<Vec<Machine>> {
         let v = self.call("observe", None, json!({}), self.limits.timeout).await?;
         let machines: Vec<WireMachine> = self.decode("observe", v)?;
+        self.check_names("observe", machines.iter().map(|m| m.name.as_str()))?;
         Ok(machines.into_iter().map(Machine::from).collect())
     }
 
     async fn create(&self, node: &NodeSpec) -> Result<Machine> {
         let v = self.call("create", Some(&node.name), json!({ "node": node }), self.limits.create_timeout).await?;
-        Ok(self.decode::<WireMachine>("create", v)?.into())
+        let m: WireMachine = self.decode("create", v)?;
+        self.check_names("create", std::iter::once(m.name.as_str()))?;
+        Ok(m.into())
     }
 
     async fn start(&self, node: &str) -> Result<Machine> {
         let v = self.call("start", Some(node), json!({ "node": node }), self.limits.create_timeout).await?;
-        Ok(self.decode::<WireMachine>("start", v)?.into())
+        let m: WireMachine = self.decode("start", v)?;
+        self.check_names("start", std::iter::once(m.name.as_str()))?;
+        Ok(m.into())
     }
 
     async fn destroy(&self, node: &str) -> Result<()> {
@@ -929,6 +1052,23 @@ impl Driver for ExternalDriver {
             |why: &str| Error::node(node, step, format!("{} answered engine {:?}: {why}", self.id.label(), e.host));
         if e.advertise_addr.trim().is_empty() {
             return Err(bad("its advertise_addr is empty"));
+        }
+        // `lab env` prints these into `export NAME='VALUE'` lines that users `eval`: a name is
+        // printed as it is, so it must be a plain shell name (values are quoted there).
+        if let Some((k, why)) = e.env.iter().flatten().find_map(|(k, v)| {
+            if !shell_name(k) {
+                Some((k, "is not a shell variable name ([A-Za-z_][A-Za-z0-9_]*)"))
+            } else if v.contains('\0') {
+                Some((k, "has a NUL in its value, which no environment can hold"))
+            } else {
+                None
+            }
+        }) {
+            return Err(Error::node(
+                node,
+                format!("{}: engine", self.id.label()),
+                format!("answered the environment variable {:?}, which {why}", truncate(k, 100)),
+            ));
         }
         let mut env = vec![("DOCKER_HOST".to_string(), e.host.clone())];
         let connected = match e.host.split_once("://") {
@@ -1125,6 +1265,94 @@ printf '%s\n' "$hello" > "$(dirname "$0")/hello.json"
         }
     }
 
+    #[test]
+    fn a_driver_keeps_only_its_own_lab_variables() {
+        let vars = [
+            "PATH",
+            "HOME",
+            "LABEL",
+            "LAB_CLUSTER",
+            "LAB_WORKERS",
+            "LAB_REGISTRY__TLS",
+            "LAB_DRIVERS__OTHER__API_TOKEN",
+            "LAB_DRIVERS__FAKER__X",
+            "LAB_DRIVERS__FAKE",
+            "LAB_DRIVERS__FAKE__",
+            "LAB_DRIVERS__FAKE__REGION",
+            "LAB_DRIVERS__fake__NESTED__KEY",
+        ];
+        let removed = not_its_own("fake", vars.iter().map(std::ffi::OsString::from));
+        assert_eq!(
+            removed,
+            [
+                "LAB_CLUSTER",
+                "LAB_WORKERS",
+                "LAB_REGISTRY__TLS",
+                "LAB_DRIVERS__OTHER__API_TOKEN",
+                "LAB_DRIVERS__FAKER__X",
+                "LAB_DRIVERS__FAKE",
+                "LAB_DRIVERS__FAKE__"
+            ]
+        );
+    }
+
+    /// The bounded reader keeps at most `max` bytes of a line, and with `skip` finds the next
+    /// line after a long one.
+    #[tokio::test]
+    async fn lines_are_read_with_a_bound() {
+        let mut r: &[u8] = b"short\nthis one is long\nlast";
+        let mut got = vec![];
+        loop {
+            match read_bounded(&mut r, 8, true).await.unwrap() {
+                Bounded::End => break,
+                b => got.push(b),
+            }
+        }
+        assert_eq!(
+            got,
+            [Bounded::Line(b"short".to_vec()), Bounded::TooLong(b"this one".to_vec()), Bounded::Line(b"last".to_vec())]
+        );
+        // Without skip, a line that has not ended (the writer is still open) is too long at once.
+        let (mut w, r) = tokio::io::duplex(64);
+        w.write_all(b"this one is long").await.unwrap();
+        let mut r = BufReader::new(r);
+        let read = tokio::time::timeout(Duration::from_secs(5), read_bounded(&mut r, 8, false)).await;
+        assert_eq!(read.expect("waited for the line to end").unwrap(), Bounded::TooLong(b"this one".to_vec()));
+        let mut r: &[u8] = b"12345678\n";
+        assert_eq!(read_bounded(&mut r, 8, false).await.unwrap(), Bounded::Line(b"12345678".to_vec()));
+    }
+
+    /// Issue 18, item 5: an answer is read with a bound. A line past 1 MiB fails the driver
+    /// at once, naming it, whether or not the line ever ends (one 1 GiB line used to take
+    /// lab to a gigabyte of memory before the timeout); a long answer under the bound is fine.
+    #[tokio::test]
+    async fn a_line_past_the_bound_fails_the_driver_at_once() {
+        let limits = json!({ "timeout": 20 });
+        for tail in ["; echo", "; sleep 30"] {
+            let (dir, p) = script(&format!("read hello\n(head -c 67108864 /dev/zero | tr '\\0' x{tail})"));
+            let t = Instant::now();
+            let e = start(&p, dir.path(), limits.clone()).await.unwrap_err();
+            assert!(t.elapsed() < Duration::from_secs(10), "took {:?}: {e}", t.elapsed());
+            let m = e.to_string();
+            assert_eq!(e.exit_code(), 1, "{m}");
+            for needle in ["driver fake", "lab-driver-fake", "handshake", "longer than 1 MiB"] {
+                assert!(m.contains(needle), "{m:?} lacks {needle:?}");
+            }
+            assert!(m.len() < 2000, "the message quotes the line: {} bytes", m.len());
+        }
+        // An answer just under the bound (JSON may end in blanks) is read as usual.
+        let (dir, p) = script(&format!(
+            r#"read hello
+printf '%s' '{{"ok":{{"lab_protocol":1,"description":"a fake"}}}}'
+printf '%{}s\n' ''
+exec sleep 30"#,
+            MAX_LINE - 1000
+        ));
+        let hello = p.describe(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(hello.description, "a fake");
+        drop(dir);
+    }
+
     #[tokio::test]
     async fn a_driver_that_exits_is_an_error_with_its_status_and_stderr() {
         let (dir, p) = script("read hello\necho 'cannot find my config' >&2\nexit 3");
@@ -1259,6 +1487,75 @@ echo '{"error":{"kind":"input","field":"engines.manager","message":"\"ftp://x\" 
         let node = NodeSpec { name: "w".into(), role: Role::Worker, labels: Default::default() };
         let m = d.create(&node).await.unwrap_err().to_string();
         assert!(m.contains("answered request") && m.contains("999"), "{m}");
+    }
+
+    /// Issue 18, item 10: node names a driver answers become file names (`{node}.sock`), so
+    /// they are held to lab's own rule; `../` and the like are a protocol error naming the
+    /// driver and the name, from `fixed_nodes`, `observe`, `create` and `start`.
+    #[tokio::test]
+    async fn node_names_from_the_driver_are_checked() {
+        let (dir, p) = driver(
+            r#"    *'"op":"observe"'*) echo "{\"id\":$id,\"ok\":[{\"name\":\"manager\",\"state\":\"running\"},{\"name\":\"../../evil\",\"state\":\"running\"}]}" ;;
+    *'"op":"create"'*) echo "{\"id\":$id,\"ok\":{\"name\":\"a/b\",\"state\":\"running\"}}" ;;
+    *'"op":"start"'*) echo "{\"id\":$id,\"ok\":{\"name\":\"\",\"state\":\"running\"}}" ;;"#,
+        );
+        let d = start(&p, dir.path(), fast()).await.unwrap();
+        let e = d.observe().await.unwrap_err();
+        let m = e.to_string();
+        for needle in ["driver fake", "lab-driver-fake", "observe", "\"../../evil\""] {
+            assert!(m.contains(needle), "{m:?} lacks {needle:?}");
+        }
+        let node = NodeSpec { name: "worker1".into(), role: Role::Worker, labels: Default::default() };
+        let m = d.create(&node).await.unwrap_err().to_string();
+        assert!(m.contains("driver fake") && m.contains("create") && m.contains("\"a/b\""), "{m}");
+        let m = d.start("worker1").await.unwrap_err().to_string();
+        assert!(m.contains("driver fake") && m.contains("start") && m.contains("\"\""), "{m}");
+
+        let (dir, p) = driver(
+            r#"    *'"op":"fixed_nodes"'*) echo "{\"id\":$id,\"ok\":[{\"name\":\"../x\",\"role\":\"manager\",\"labels\":{}}]}" ;;"#,
+        );
+        let m = start(&p, dir.path(), fast()).await.unwrap_err().to_string();
+        assert!(m.contains("driver fake") && m.contains("fixed_nodes") && m.contains("\"../x\""), "{m}");
+    }
+
+    /// Issue 18, item 8: the variables an engine's `env` names end up in `export NAME=...`
+    /// lines that users `eval`; a name that is not `[A-Za-z_][A-Za-z0-9_]*` (or a value with a
+    /// NUL, which no environment can hold) is a protocol error naming the driver and the name.
+    #[tokio::test]
+    async fn engine_env_names_must_be_shell_names() {
+        for (name, value) in [
+            ("X=1;touch PWNED;Y", "v"),
+            ("", "v"),
+            ("1X", "v"),
+            ("A-B", "v"),
+            ("ÉTÉ", "v"),
+            ("A B", "v"),
+            ("OK_NAME", "a\0b"),
+        ] {
+            let env = serde_json::to_string(&json!({ name: value })).unwrap().replace('"', "\\\"");
+            let (dir, p) = driver(&format!(
+                r#"    *'"op":"engine"'*) echo "{{\"id\":$id,\"ok\":{{\"host\":\"tcp://127.0.0.1:1\",\"advertise_addr\":\"127.0.0.1\",\"env\":{env}}}}}" ;;"#
+            ));
+            let d = start(&p, dir.path(), fast()).await.unwrap();
+            let m = Machine {
+                name: "manager".into(),
+                role: Some(Role::Manager),
+                state: MachineState::Running,
+                address: None,
+            };
+            let e = d.engine(&m).await.map(|e| e.client_env).unwrap_err().to_string();
+            let shown = serde_json::to_string(name).unwrap();
+            for needle in ["manager", "driver fake", "lab-driver-fake", "engine", "variable", &shown] {
+                assert!(e.contains(needle), "{name:?}: {e:?} lacks {needle:?}");
+            }
+        }
+        // Plain names, and any text as a value, are fine.
+        let (dir, p) = driver(
+            r#"    *'"op":"engine"'*) echo "{\"id\":$id,\"ok\":{\"host\":\"tcp://127.0.0.1:1\",\"advertise_addr\":\"127.0.0.1\",\"env\":{\"_A1\":\"it's; \$(x)\"}}}" ;;"#,
+        );
+        let d = start(&p, dir.path(), fast()).await.unwrap();
+        let m = Machine { name: "manager".into(), role: None, state: MachineState::Running, address: None };
+        assert_eq!(d.engine(&m).await.unwrap().client_env, vec![("_A1".to_string(), "it's; $(x)".to_string())]);
     }
 
     /// `shell_command` is synchronous in the trait: on the CLI's multi-threaded runtime it asks
