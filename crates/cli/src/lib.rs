@@ -152,7 +152,7 @@ mod tests {
             tracing::debug!(target: "h2::codec", "SWMTKN-1-h2");
             tracing::debug!(target: "reqwest::connect", "SWMTKN-1-reqwest");
             tracing::info!(target: "bollard::docker", "bollard-info-is-fine");
-            tracing::debug!(target: "lab_core::exec", "lab-debug-is-fine");
+            tracing::debug!(target: "lab_core::converge::exec", "lab-debug-is-fine");
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         text

@@ -23,29 +23,16 @@ pub use driver::{conformance, external};
 // plugin API, which is `driver` (and `error`, which it re-exports).
 #[doc(hidden)]
 pub mod cluster;
-pub mod curl;
 #[doc(hidden)]
-pub mod distribution;
-#[doc(hidden)]
-pub mod exec;
-#[doc(hidden)]
-pub mod gc;
+pub mod converge;
 #[doc(hidden)]
 pub mod images;
-#[doc(hidden)]
-pub mod observe;
-#[doc(hidden)]
-pub mod plan;
-#[doc(hidden)]
-pub mod push;
 #[doc(hidden)]
 pub mod registry;
 #[doc(hidden)]
 pub mod state;
 #[doc(hidden)]
 pub mod swarm;
-#[doc(hidden)]
-pub mod teardown;
 #[doc(hidden)]
 pub mod tls;
 #[doc(hidden)]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use lab_core::cluster::Desired;
 use lab_core::cluster::Progress;
+use lab_core::converge::exec::Runtime;
 use lab_core::driver::lookup;
-use lab_core::exec::Runtime;
 use lab_core::external;
 use lab_core::state::{ClusterState, Paths};
 use lab_core::{Driver, DriverContext, Error, Result, Role, Topology};

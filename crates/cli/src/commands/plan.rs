@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use lab_core::cluster::Silent;
-use lab_core::observe::observe;
-use lab_core::plan::plan;
+use lab_core::converge::observe::observe;
+use lab_core::converge::plan::plan;
 use lab_core::state::Paths;
 use lab_core::Result;
 use serde_json::json;

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use lab_core::cluster::Silent;
-use lab_core::distribution::Client;
-use lab_core::push::{self, human, Item};
+use lab_core::images::distribution::Client;
+use lab_core::images::push::{self, human, Item};
 use lab_core::{Error, Result};
 use serde_json::json;
 
@@ -177,7 +177,7 @@ async fn gc(config: Option<&std::path::Path>, args: &ImagesArgs) -> Result<i32> 
         }
         eprintln!("interrupted: making the registry writable again before stopping");
     };
-    let done = lab_core::gc::collect(&rt, &note, interrupted).await?;
+    let done = lab_core::images::gc::collect(&rt, &note, interrupted).await?;
     match args.output {
         Output::Json => outln!("{}", serde_json::to_string_pretty(&done).expect("json"))?,
         Output::Table => {

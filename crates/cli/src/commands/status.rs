@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use lab_core::cluster::Silent;
-use lab_core::exec::Runtime;
-use lab_core::observe::observe;
+use lab_core::converge::exec::Runtime;
+use lab_core::converge::observe::observe;
 use lab_core::Result;
 use serde_json::json;
 
@@ -12,7 +12,7 @@ use super::cluster::existing;
 use crate::args::Output;
 use crate::output::table;
 
-pub(super) fn status_table(rt: &Runtime, obs: &lab_core::observe::Observation) -> String {
+pub(super) fn status_table(rt: &Runtime, obs: &lab_core::converge::observe::Observation) -> String {
     let rows: Vec<Vec<String>> = node_rows(rt, obs)
         .into_iter()
         .map(|n| {
@@ -26,8 +26,8 @@ pub(super) fn status_table(rt: &Runtime, obs: &lab_core::observe::Observation) -
     table(&["NODE", "ROLE", "ADDRESS", "ENGINE", "SWARM", "AVAILABILITY", "MANAGER STATUS"], &rows)
 }
 
-pub(super) fn node_rows(rt: &Runtime, obs: &lab_core::observe::Observation) -> Vec<serde_json::Value> {
-    use lab_core::plan::Membership;
+pub(super) fn node_rows(rt: &Runtime, obs: &lab_core::converge::observe::Observation) -> Vec<serde_json::Value> {
+    use lab_core::converge::plan::Membership;
     let mut names: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
     for m in &obs.machines {
         if !names.contains(&m.name) {

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab_core::exec::execute;
-use lab_core::observe::observe;
-use lab_core::plan::plan;
+use lab_core::converge::exec::execute;
+use lab_core::converge::observe::observe;
+use lab_core::converge::plan::plan;
 use lab_core::registry::wait_ready;
 use lab_core::state::{Paths, RegistryTls};
 use lab_core::{Error, Result};
@@ -103,7 +103,11 @@ pub(super) fn registry_tls_warning(driver: &str, tls: RegistryTls) -> Option<Str
 
 /// A plan that would lose the registry's data, or take a node from another swarm, runs only
 /// with `--force` (and some not even then): bad input, exit 2, and nothing changed.
-pub(super) fn refuse_blocked(cluster: &lab_core::ClusterName, p: &lab_core::plan::Plan, force: bool) -> Result<()> {
+pub(super) fn refuse_blocked(
+    cluster: &lab_core::ClusterName,
+    p: &lab_core::converge::plan::Plan,
+    force: bool,
+) -> Result<()> {
     if p.blocked.is_empty() {
         return Ok(());
     }

@@ -1,5 +1,5 @@
-//! One thing `lab up` does to a cluster. The planner ([`crate::plan`]) orders them, the
-//! executor ([`crate::exec`]) runs them, and progress ([`super::Progress`]) reports them.
+//! One thing `lab up` does to a cluster. The planner ([`crate::converge::plan`]) orders them, the
+//! executor ([`crate::converge::exec`]) runs them, and progress ([`super::Progress`]) reports them.
 
 use std::fmt;
 

@@ -134,7 +134,9 @@ pub(crate) async fn check_refusal(rt: &dyn Nodes, node: &str) -> Vec<UrlCheck> {
             Ok(o) if o.code == 127 => {
                 (false, format!("could not ask: no curl or wget on the node ({})", o.output.trim()))
             }
-            Ok(o) if o.code != 0 => (true, format!("refused: {}", crate::curl::describe_exit(o.code, &o.output))),
+            Ok(o) if o.code != 0 => {
+                (true, format!("refused: {}", crate::registry::curl::describe_exit(o.code, &o.output)))
+            }
             Ok(o) => (false, format!("exit 0 with an unexpected answer: {}", o.output.trim())),
             Err(e) => (false, format!("could not run the probe: {e}")),
         };
@@ -200,7 +202,7 @@ pub(crate) async fn check_node_with(rt: &dyn Nodes, node: &str, detailed: bool) 
         let r = fetch(rt, node, &curl_commands(&[url])).await;
         let (ok, answer) = match r {
             Ok(out) if out.code == 0 && out.output.trim() == "{}" => (true, "{}".to_string()),
-            Ok(out) => (false, crate::curl::describe_exit(out.code, &out.output)),
+            Ok(out) => (false, crate::registry::curl::describe_exit(out.code, &out.output)),
             Err(e) => (false, format!("could not run the probe: {e}")),
         };
         UrlCheck { url: url.to_string(), ok, answer }

@@ -1,5 +1,5 @@
 //! Where the registry's HTTP API is reached now: its node, that node's engine and its task's
-//! container, for [`crate::distribution`].
+//! container, for [`crate::images::distribution`].
 
 use std::collections::HashMap;
 
@@ -26,7 +26,7 @@ pub struct Endpoint {
 }
 
 /// Where the registry runs now: its node, that node's engine and its task's container, for
-/// [`crate::distribution`]. A registry with no running task is an error naming the cause.
+/// [`crate::images::distribution`]. A registry with no running task is an error naming the cause.
 pub async fn endpoint(rt: &dyn Nodes) -> Result<crate::registry::Endpoint> {
     let step = "find the cluster's registry";
     let (mgr_name, mgr) = rt.manager().await?;

@@ -31,6 +31,7 @@ use bollard::Docker;
 use crate::error::{Error, Result};
 
 pub mod check;
+pub mod curl;
 pub mod data;
 pub mod deploy;
 pub mod endpoint;

@@ -21,8 +21,8 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::cluster::Nodes;
-use crate::distribution::Client;
 use crate::error::{Error, Result};
+use crate::images::distribution::Client;
 use crate::registry;
 use crate::registry::Endpoint;
 

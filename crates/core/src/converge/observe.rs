@@ -23,9 +23,9 @@ use serde::Serialize;
 use crate::cluster::probe::CLUSTER_LABEL;
 use crate::cluster::Desired;
 use crate::cluster::Nodes;
+use crate::converge::plan::{CertsObs, Membership, NodeObs, Observed};
 use crate::driver::{Machine, MachineState};
 use crate::error::{engine_message, Result};
-use crate::plan::{CertsObs, Membership, NodeObs, Observed};
 use crate::registry::RegistryObs;
 use crate::state::{ClusterState, RegistryTls};
 use crate::swarm::{local_view, LocalView};
@@ -522,8 +522,8 @@ async fn settled_view(
 mod tests {
     use super::*;
     use crate::cluster::{ModeRequest, Step};
-    use crate::plan::plan;
-    use crate::plan::tests::desired;
+    use crate::converge::plan::plan;
+    use crate::converge::plan::tests::desired;
     use crate::state::{RegistryMode, SwarmRecord};
     use crate::topology::ClusterName;
     use bollard::models::{ManagerStatus, Node, NodeSpec, NodeState, NodeStatus};

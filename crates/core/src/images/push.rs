@@ -25,8 +25,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::distribution::{self, Client, DOCKER_MANIFEST, OCI_MANIFEST};
 use crate::error::{engine_message, Error, Result};
+use crate::images::distribution::{self, Client, DOCKER_MANIFEST, OCI_MANIFEST};
 
 /// One image to push: where it is locally and what it is called in the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]

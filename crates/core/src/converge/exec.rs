@@ -17,9 +17,9 @@ use tracing::Instrument;
 
 use crate::cluster::Progress;
 use crate::cluster::{Desired, Step};
+use crate::converge::plan::Plan;
 use crate::driver::{Driver, Machine, NodeEngine};
 use crate::error::{Error, Result};
-use crate::plan::Plan;
 use crate::state::{now, ClusterState, NodeRecord, Paths, StepRecord};
 use crate::topology::Role;
 use crate::{images, registry, swarm};
@@ -470,8 +470,8 @@ mod tests {
     use super::*;
     use crate::cluster::ModeRequest;
     use crate::cluster::Progress;
-    use crate::plan::tests::{apply, desired};
-    use crate::plan::{plan, Observed, PlannedStep};
+    use crate::converge::plan::tests::{apply, desired};
+    use crate::converge::plan::{plan, Observed, PlannedStep};
 
     /// Progress that keeps the notes.
     #[derive(Default)]

@@ -4,7 +4,7 @@
 //! It reads nothing and changes nothing, which is what lets `lab plan` print exactly what
 //! `lab up` will do, and lets the tests below check, over thousands of observed states, that
 //! executing the plan reaches the desired state and that a converged cluster plans nothing.
-//! The executor ([`crate::exec`]) runs steps whose dependencies are done concurrently.
+//! The executor ([`crate::converge::exec`]) runs steps whose dependencies are done concurrently.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -3,7 +3,7 @@
 //! TLS), and swarm membership, workers first. Every other
 //! container, image and volume on the hosts is left alone.
 //!
-//! Which nodes are in the cluster's swarm is observation's call ([`crate::observe`]). The
+//! Which nodes are in the cluster's swarm is observation's call ([`crate::converge::observe`]). The
 //! engines are reached through the seam ([`Nodes`]) and asked only through `Engines`, one
 //! method per thing taken away; the order of the work, and what becomes of each failure, is
 //! decided above that line, so the tests below check it against engines that answer by hand.
@@ -15,8 +15,8 @@ use futures_util::future::join_all;
 
 use crate::cluster::Nodes;
 use crate::cluster::Progress;
+use crate::converge::plan::{Membership, Observed};
 use crate::error::{Error, Result};
-use crate::plan::{Membership, Observed};
 use crate::registry::forwarder::FORWARDER;
 use crate::registry::{NETWORK, SERVICE, VOLUME};
 use crate::topology::Topology;
@@ -43,7 +43,7 @@ fn missing(e: &Error) -> bool {
 /// Which nodes are in this cluster's swarm is observation's call, as for `up`: a node in a
 /// swarm that is not this cluster's stays in it, and no other swarm's service is touched.
 pub async fn dismantle(rt: &dyn Nodes) -> Result<()> {
-    let observed = crate::observe::observe(rt).await?.observed;
+    let observed = crate::converge::observe::observe(rt).await?.observed;
     take_down(&rt.desired().topology, &observed, &Live(rt), &*rt.progress()).await
 }
 
@@ -255,8 +255,8 @@ mod tests {
 
     use super::*;
     use crate::cluster::{ModeRequest, Step};
-    use crate::plan::tests::desired;
-    use crate::plan::NodeObs;
+    use crate::converge::plan::tests::desired;
+    use crate::converge::plan::NodeObs;
     use crate::MachineState;
 
     /// Engines that answer as told, and a log of what was asked of them (and noted), in order.
@@ -397,7 +397,7 @@ mod tests {
         let topo = desired(1, 2, ModeRequest::Auto).topology;
         let fake = Fake::new("manager");
         let mut o = observed(&topo, &[]);
-        o.certs = Some(crate::plan::CertsObs { registry: "r".into(), nodes: "n".into(), due: false });
+        o.certs = Some(crate::converge::plan::CertsObs { registry: "r".into(), nodes: "n".into(), due: false });
         for (node, has) in [("manager", Some("n")), ("worker1", Some("someone else's")), ("worker2", None)] {
             o.nodes.get_mut(node).unwrap().registry_certs = has.map(String::from);
         }
