@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bollard::Docker;
+use lab_core::driver::support;
 use lab_core::state::{make_private_dir, write_atomic};
 use lab_core::{
     Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec,
@@ -229,17 +230,7 @@ impl QemuDriver {
     /// A client of the node's engine: TLS to the forwarded port, with the cluster's client
     /// certificate, trusting only the cluster's CA.
     fn docker(&self, node: &str, record: &NodeRecord) -> Result<Docker> {
-        let certs = self.pki.client_certs();
-        let host = format!("tcp://127.0.0.1:{}", record.engine_port);
-        Docker::connect_with_ssl(
-            &host,
-            &certs.join("key.pem"),
-            &certs.join("cert.pem"),
-            &certs.join("ca.pem"),
-            120,
-            bollard::API_DEFAULT_VERSION,
-        )
-        .map_err(|e| Error::node(node, format!("connect to {host} with TLS"), e))
+        support::connect_with_ssl(node, &format!("tcp://127.0.0.1:{}", record.engine_port), &self.pki.client_certs())
     }
 
     fn remote(&self, node: &str) -> Result<Arc<Remote>> {

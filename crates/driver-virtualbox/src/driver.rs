@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::Docker;
+use lab_core::driver::support;
 use lab_core::{
     Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec,
     Result,
@@ -343,16 +343,7 @@ impl Driver for VirtualBoxDriver {
         if client::url_host(&host).is_none() || !host.ends_with(&format!(":{ENGINE_PORT}")) {
             tracing::debug!(node = %machine.name, %host, "engine is not on the usual port {ENGINE_PORT}");
         }
-        let certs = PathBuf::from(certs);
-        let docker = Docker::connect_with_ssl(
-            &host,
-            &certs.join("key.pem"),
-            &certs.join("cert.pem"),
-            &certs.join("ca.pem"),
-            120,
-            bollard::API_DEFAULT_VERSION,
-        )
-        .map_err(|e| Error::node(&machine.name, format!("connect to {host} with TLS"), e))?;
+        let docker = support::connect_with_ssl(&machine.name, &host, Path::new(&certs))?;
         let order = ["DOCKER_TLS_VERIFY", "DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_MACHINE_NAME"];
         let client_env = order.iter().filter_map(|k| var(k).map(|v| (k.to_string(), v))).collect();
         Ok(NodeEngine { docker, advertise_addr: ip, client_env })

@@ -20,7 +20,7 @@ mod config;
 mod driver;
 mod error;
 
-pub use config::{CreateOptions, RoleConfig, VirtualBoxConfig};
+pub use config::{CreateOptions, MachineOptions, RoleConfig, VirtualBoxConfig};
 pub use driver::VirtualBoxDriver;
 
 use lab_core::driver::{DriverOption, OptionKind};
