@@ -282,29 +282,66 @@ pub fn verify(
 ) -> Result<(), String> {
     let (blob, _) = sess.host_key().ok_or("the server sent no host key")?;
     let blob = blob.to_vec();
-    let key_type = blob_type(&blob).unwrap_or("unknown").to_string();
     let fingerprint = sess
         .host_key_hash(HashType::Sha256)
         .map(|h| format!("SHA256:{}", base64(h).trim_end_matches('=')))
         .unwrap_or_default();
+    let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let list = entries(files)?;
+    let key = Presented { name, host, port, blob: &blob, fingerprint: &fingerprint };
+    let Some(line) = decide(&list, files, &key, policy)? else { return Ok(()) };
+    let user = files.user.display();
+    append(&files.user, &line).map_err(|e| format!("cannot record the host key of {name} in {user}: {e}"))?;
+    let key_type = blob_type(&blob).unwrap_or("unknown");
+    tracing::warn!(
+        host = name,
+        "recorded the new host key {key_type} {fingerprint} of {} in {user}",
+        lookup(host, port)
+    );
+    Ok(())
+}
+
+/// A host key as a server presented it.
+struct Presented<'a> {
+    /// The host's name in the hosts file.
+    name: &'a str,
+    /// The address it is looked up under.
+    host: &'a str,
+    port: u16,
+    blob: &'a [u8],
+    /// `SHA256:...`, as `ssh` shows it.
+    fingerprint: &'a str,
+}
+
+/// What to do with `key` given the known-hosts lines `list`: accept it (`None`), record it
+/// (the line to append to the user's file), or refuse it. A refusal starts with its cause in
+/// a few words ("host key revoked", "host key changed", "host key unknown"), since messages
+/// that report a host out of reach (`lab status` among them) quote it, and the cause is what
+/// the user acts on.
+fn decide(
+    list: &[Entry],
+    files: &KnownHostsFiles,
+    key: &Presented<'_>,
+    policy: HostKeyPolicy,
+) -> Result<Option<String>, String> {
+    let Presented { name, host, port, blob, fingerprint } = *key;
+    let key_type = blob_type(blob).unwrap_or("unknown");
     // As `ssh` records and looks up names: in lower case.
     let pat = lookup(host, port);
     let user = files.user.display();
-    let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let list = entries(files)?;
     let changed = |recorded: String| {
         format!(
-            "the host key of {name} ({pat}) has changed: it now presents {key_type} {fingerprint}, which does not \
-             match the key recorded in {recorded}. The host may have been reinstalled, or someone may be \
-             intercepting the connection. Check the new key with the host's administrator; if it is right, \
-             remove the old one with `ssh-keygen -R '{pat}' -f {user}` and run lab again"
+            "host key changed: {name} ({pat}) now presents {key_type} {fingerprint}, which does not match the key \
+             recorded in {recorded}. The host may have been reinstalled, or someone may be intercepting the \
+             connection. Check the new key with the host's administrator; if it is right, remove the old one \
+             with `ssh-keygen -R '{pat}' -f {user}` and run lab again"
         )
     };
-    match judge_host(&list, host, port, &blob) {
-        Verdict::Accept => Ok(()),
+    match judge_host(list, host, port, blob) {
+        Verdict::Accept => Ok(None),
         Verdict::Revoked { at } => Err(format!(
-            "the host key of {name} ({pat}, {key_type} {fingerprint}) is marked @revoked in {at}; lab will not \
-             connect to it"
+            "host key revoked: {name} ({pat}) presents {key_type} {fingerprint}, which {at} marks @revoked; lab \
+             will not connect to it"
         )),
         Verdict::Changed { at } => Err(changed(at)),
         Verdict::Unknown { others } if policy == HostKeyPolicy::AcceptNew && !others.is_empty() => {
@@ -312,17 +349,12 @@ pub fn verify(
         }
         Verdict::Unknown { .. } => match policy {
             HostKeyPolicy::Strict => Err(format!(
-                "the host key of {name} ({pat}, {key_type} {fingerprint}) is not in {user} (nor in a global \
-                 known-hosts file) and --host-key-policy strict accepts only recorded keys; check the \
-                 fingerprint, then record it (e.g. `ssh -o UserKnownHostsFile={user} -o \
+                "host key unknown: {name} ({pat}) presents {key_type} {fingerprint}, which is not in {user} (nor \
+                 in a global known-hosts file), and --host-key-policy strict accepts only recorded keys; check \
+                 the fingerprint, then record it (e.g. `ssh -o UserKnownHostsFile={user} -o \
                  StrictHostKeyChecking=accept-new -p {port} {host} true`), or use --host-key-policy accept-new"
             )),
-            HostKeyPolicy::AcceptNew => {
-                append(&files.user, &format!("{pat} {key_type} {}", base64(&blob)))
-                    .map_err(|e| format!("cannot record the host key of {name} in {user}: {e}"))?;
-                tracing::warn!(host = name, "recorded the new host key {key_type} {fingerprint} of {pat} in {user}");
-                Ok(())
-            }
+            HostKeyPolicy::AcceptNew => Ok(Some(format!("{pat} {key_type} {}", base64(blob)))),
         },
     }
 }
@@ -581,6 +613,29 @@ mod tests {
             judge_host(&list(format!("[h]:2222 {other}\nh {mine}\n")), "h", 2222, &blob),
             Verdict::Changed { .. }
         ));
+    }
+
+    /// Issue 18, item 16: a refused key says why in its first words, which `lab status`
+    /// and every other report of the host out of reach quote.
+    #[test]
+    fn refusals_start_with_their_cause() {
+        let (mine, blob) = key("ssh-ed25519", 1);
+        let (other, _) = key("ssh-ed25519", 2);
+        let files = KnownHostsFiles { user: "/k/known_hosts".into(), global: vec![] };
+        let presented = Presented { name: "node1", host: "10.0.0.1", port: 22, blob: &blob, fingerprint: "SHA256:x" };
+        let decide_text = |text: &str, policy| decide(&parse(Path::new("kh"), text), &files, &presented, policy);
+        let revoked = decide_text(&format!("10.0.0.1 {mine}\n@revoked * {mine}\n"), HostKeyPolicy::AcceptNew);
+        let revoked = revoked.unwrap_err();
+        assert!(revoked.starts_with("host key revoked: node1 (10.0.0.1)"), "{revoked}");
+        assert!(revoked.contains("kh line 2") && revoked.contains("SHA256:x"), "{revoked}");
+        let changed = decide_text(&format!("10.0.0.1 {other}\n"), HostKeyPolicy::AcceptNew).unwrap_err();
+        assert!(changed.starts_with("host key changed: node1 (10.0.0.1)"), "{changed}");
+        assert!(changed.contains("ssh-keygen -R '10.0.0.1' -f /k/known_hosts"), "{changed}");
+        let unknown = decide_text("", HostKeyPolicy::Strict).unwrap_err();
+        assert!(unknown.starts_with("host key unknown: node1 (10.0.0.1)") && unknown.contains("strict"), "{unknown}");
+        assert_eq!(decide_text(&format!("10.0.0.1 {mine}\n"), HostKeyPolicy::Strict), Ok(None));
+        let line = decide_text("", HostKeyPolicy::AcceptNew).unwrap().expect("recorded");
+        assert_eq!(line, format!("10.0.0.1 {mine}"));
     }
 
     #[test]
