@@ -21,7 +21,7 @@ use lab_core::{
     Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec,
     Result,
 };
-use lab_ssh::{known_hosts, shell_quote, Endpoint, HostKeyPolicy, KnownHostsFiles, Remote, Target};
+use lab_ssh::{known_hosts, Endpoint, HostKeyPolicy, KnownHostsFiles, Remote, Target};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, OnceCell};
 
@@ -246,6 +246,7 @@ impl QemuDriver {
             port: record.ssh_port,
             user: "root".into(),
             identity_file: Some(self.pki.ssh_key()),
+            host_key_alias: None,
         };
         let target = Target::new(
             endpoint,
@@ -627,35 +628,10 @@ impl Driver for QemuDriver {
         self.remote(node)?.exec(argv).await
     }
 
-    /// `ssh -p PORT -i KEY -o IdentitiesOnly=yes -o UserKnownHostsFile=... -o
-    /// StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -l root -- 127.0.0.1 [ARGS]`.
+    /// OpenSSH to the VM's forwarded port as root with lab's key, checking the host key lab
+    /// made strictly against the driver's known-hosts file only ([`Target::openssh_command`]).
     fn shell_command(&self, node: &str, args: &[String]) -> Option<Vec<String>> {
-        let record = Self::read_record(&self.node_dir(node))?;
-        let mut cmd: Vec<String> = vec![
-            "ssh".into(),
-            "-p".into(),
-            record.ssh_port.to_string(),
-            "-i".into(),
-            self.pki.ssh_key().to_string_lossy().into_owned(),
-            "-o".into(),
-            "IdentitiesOnly=yes".into(),
-            "-o".into(),
-            format!("UserKnownHostsFile={}", self.pki.known_hosts().display()),
-            "-o".into(),
-            "GlobalKnownHostsFile=/dev/null".into(),
-            "-o".into(),
-            "StrictHostKeyChecking=yes".into(),
-            "-o".into(),
-            "ConnectTimeout=10".into(),
-            "-l".into(),
-            "root".into(),
-        ];
-        if args.is_empty() {
-            cmd.push("-t".into());
-        }
-        cmd.extend(["--".into(), "127.0.0.1".into()]);
-        cmd.extend(args.iter().map(|a| shell_quote(a)));
-        Some(cmd)
+        Some(self.remote(node).ok()?.target().openssh_command(args))
     }
 }
 

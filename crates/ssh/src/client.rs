@@ -135,7 +135,7 @@ impl Target {
         // firewall or proxy may accept TCP connections for hosts that are not there.
         sess.set_timeout(millis(self.connect_timeout));
         let h = &self.host;
-        let prefs = known_hosts::algorithm_preference(&self.known_hosts, &h.address, h.port);
+        let prefs = known_hosts::algorithm_preference(&self.known_hosts, h.host_key_name(), h.port);
         let _ = sess.method_pref(MethodType::HostKey, &prefs);
         sess.handshake().map_err(|e| {
             let why = if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
@@ -146,7 +146,7 @@ impl Target {
             fail(Stage::Connect, why)
         })?;
         sess.set_timeout(millis(self.operation_timeout));
-        known_hosts::verify(&sess, &self.known_hosts, &h.name, &h.address, h.port, self.policy)
+        known_hosts::verify(&sess, &self.known_hosts, &h.name, h.host_key_name(), h.port, self.policy)
             .map_err(|m| fail(Stage::HostKey, m))?;
         self.authenticate(&sess)?;
         Ok(sess)
@@ -226,6 +226,47 @@ impl Target {
             }
         }
         Err(fail(Stage::Auth, format!("as {user}: no method worked; tried {}", tried.join("; "))))
+    }
+
+    /// The OpenSSH command that opens a shell on the host (`args` empty) or runs `args` there,
+    /// checking its host key as lab does: the same known-hosts files, policy, alias, key and
+    /// connect timeout. `ssh -p PORT [-i KEY -o IdentitiesOnly=yes] -o UserKnownHostsFile=...
+    /// [-o GlobalKnownHostsFile=...] -o StrictHostKeyChecking=... [-o HostKeyAlias=...] -o
+    /// ConnectTimeout=N -l USER [-t] -- ADDRESS [ARGS...]`, each a separate argument.
+    pub fn openssh_command(&self, args: &[String]) -> Vec<String> {
+        let h = &self.host;
+        let mut cmd = vec!["ssh".to_string(), "-p".into(), h.port.to_string()];
+        if let Some(key) = &h.identity_file {
+            cmd.extend(["-i".into(), key.to_string_lossy().into_owned(), "-o".into(), "IdentitiesOnly=yes".into()]);
+        }
+        cmd.extend(["-o".into(), format!("UserKnownHostsFile={}", self.known_hosts.user.display())]);
+        // The default global files are ssh's own default too; none at all must be said.
+        let global = &self.known_hosts.global;
+        if global.is_empty() {
+            cmd.extend(["-o".into(), "GlobalKnownHostsFile=/dev/null".into()]);
+        } else if !global.iter().eq(known_hosts::GLOBAL_FILES.iter().map(std::path::Path::new)) {
+            let files: Vec<String> = global.iter().map(|g| g.display().to_string()).collect();
+            cmd.extend(["-o".into(), format!("GlobalKnownHostsFile={}", files.join(" "))]);
+        }
+        cmd.extend(["-o".into(), format!("StrictHostKeyChecking={}", self.policy.openssh())]);
+        if let Some(alias) = &h.host_key_alias {
+            cmd.extend(["-o".into(), format!("HostKeyAlias={alias}")]);
+        }
+        cmd.extend([
+            "-o".into(),
+            format!("ConnectTimeout={}", self.connect_timeout.as_secs()),
+            "-l".into(),
+            h.user.clone(),
+        ]);
+        if args.is_empty() {
+            cmd.push("-t".into());
+        }
+        cmd.extend(["--".into(), h.address.clone()]);
+        // `ssh` joins its arguments with spaces for the remote login shell to split again;
+        // quoting each makes it arrive as exactly one argument (`-- sh -c '...'` still gives
+        // a shell).
+        cmd.extend(args.iter().map(|a| shell_quote(a)));
+        cmd
     }
 
     /// An authenticated session and a channel to the host's Docker socket.
@@ -358,8 +399,14 @@ mod tests {
     use super::*;
 
     fn target(operation_timeout: Duration) -> Target {
-        let host =
-            Endpoint { name: "m".into(), address: "10.0.0.1".into(), port: 22, user: "me".into(), identity_file: None };
+        let host = Endpoint {
+            name: "m".into(),
+            address: "10.0.0.1".into(),
+            port: 22,
+            user: "me".into(),
+            identity_file: None,
+            host_key_alias: None,
+        };
         Target::new(
             host,
             KnownHostsFiles { user: "/nonexistent/kh".into(), global: vec![] },

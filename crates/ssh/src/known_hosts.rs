@@ -385,6 +385,61 @@ pub fn probe(
     Ok(v.word())
 }
 
+/// `pub_keys` (public keys as `*.pub` files hold them: `TYPE BASE64 [COMMENT]`, one a line)
+/// as known-hosts lines for `host` on port 22. Anything that is not a key lab can read is left
+/// out, comments too.
+pub fn lines_for(host: &str, pub_keys: &str) -> Vec<String> {
+    let pat = lookup(host, 22);
+    let mut out: Vec<String> = Vec::new();
+    for line in pub_keys.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(key_type), Some(key)) = (f.next(), f.next()) else { continue };
+        let valid = unbase64(key).is_some_and(|blob| blob_type(&blob) == Some(key_type));
+        let line = format!("{pat} {key_type} {key}");
+        if valid && !out.contains(&line) {
+            out.push(line);
+        }
+    }
+    out
+}
+
+/// Whether a plain line of the user's file records a key for `host` on port 22.
+pub fn records(file: &Path, host: &str) -> Result<bool, String> {
+    let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let list = read(file).map_err(|e| format!("cannot read the known-hosts file {}: {e}", file.display()))?;
+    let pat = lookup(host, 22);
+    Ok(list.iter().any(|e| e.marker == Marker::None && host_matches(&e.hosts, &pat)))
+}
+
+/// Makes `lines` the only lines for exactly `host` in `file` (a file of lab's own, made 0600
+/// if missing and replaced atomically): lines whose host field is `host` alone go, every
+/// other line stays as it is. With no `lines`, `host` is forgotten.
+pub fn set_host(file: &Path, host: &str, lines: &[String]) -> Result<(), String> {
+    let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("cannot read the known-hosts file {}: {e}", file.display())),
+    };
+    if text.is_empty() && lines.is_empty() {
+        return Ok(());
+    }
+    let pat = lookup(host, 22);
+    let mut out: String = text
+        .lines()
+        .filter(|l| l.split_whitespace().next().map(str::to_ascii_lowercase) != Some(pat.clone()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for l in lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        lab_core::state::make_private_dir(dir).map_err(|e| e.to_string())?;
+    }
+    lab_core::state::write_atomic(file, out.as_bytes()).map_err(|e| e.to_string())
+}
+
 fn append(path: &Path, line: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
@@ -661,6 +716,31 @@ mod tests {
         assert!(algorithm_preference(&files, "h", 22)
             .starts_with("ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256,ssh-rsa,ssh-ed25519"));
         assert!(algorithm_preference(&files, "x", 22).starts_with("ssh-ed25519,"));
+    }
+
+    #[test]
+    fn a_hosts_lines_are_set_and_forgotten_leaving_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("sub/known_hosts");
+        let (ed, blob) = key("ssh-ed25519", 1);
+        let (ec, _) = key("ecdsa-sha2-nistp256", 2);
+        let lines = lines_for("C-Manager", &format!("{ed} root@vm\n{ec}\nnot a key\nssh-rsa !!\n{ed}\n"));
+        assert_eq!(lines, [format!("c-manager {ed}"), format!("c-manager {ec}")]);
+        assert!(!records(&f, "c-manager").unwrap());
+        set_host(&f, "c-manager", &lines).unwrap();
+        set_host(&f, "c-worker1", &lines_for("c-worker1", &ed)).unwrap();
+        assert!(records(&f, "c-manager").unwrap());
+        let list = parse(&f, &std::fs::read_to_string(&f).unwrap());
+        assert_eq!(judge(&list, "c-worker1", &blob), Verdict::Accept);
+        // A new machine of the same name: its keys replace the old ones, the others stay.
+        let (other, _) = key("ssh-ed25519", 3);
+        set_host(&f, "c-manager", &lines_for("c-manager", &other)).unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert_eq!(text, format!("c-worker1 {ed}\nc-manager {other}\n"));
+        set_host(&f, "c-manager", &[]).unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), format!("c-worker1 {ed}\n"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
