@@ -508,39 +508,31 @@ fn is_socket(path: &Path) -> bool {
 
 /// A tar archive of empty files (mode 0644, owned by root) at `paths`, with their parent
 /// directories, for the archive API.
-fn empty_files_tar(paths: &[&str]) -> Vec<u8> {
-    fn header(name: &str, dir: bool) -> [u8; 512] {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        let mode: &[u8] = if dir { b"0000755\0" } else { b"0000644\0" };
-        h[100..108].copy_from_slice(mode);
-        h[108..116].copy_from_slice(b"0000000\0");
-        h[116..124].copy_from_slice(b"0000000\0");
-        h[124..136].copy_from_slice(b"00000000000\0");
-        h[136..148].copy_from_slice(b"00000000000\0");
-        h[156] = if dir { b'5' } else { b'0' };
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+fn empty_files_tar(paths: &[&str]) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let entry = |kind: tar::EntryType, mode: u32| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(0);
         h
-    }
-    let mut out = Vec::new();
+    };
     let mut dirs: Vec<String> = Vec::new();
     for p in paths {
         let parts: Vec<&str> = p.split('/').collect();
         for i in 1..parts.len() {
             let d = format!("{}/", parts[..i].join("/"));
             if !dirs.contains(&d) {
-                out.extend_from_slice(&header(&d, true));
+                b.append_data(&mut entry(tar::EntryType::Directory, 0o755), &d, std::io::empty())?;
                 dirs.push(d);
             }
         }
-        out.extend_from_slice(&header(p, false));
+        b.append_data(&mut entry(tar::EntryType::Regular, 0o644), p, std::io::empty())?;
     }
-    out.extend_from_slice(&[0u8; 1024]);
-    out
+    b.into_inner()
 }
 
 fn machine_of(c: &ContainerSummary, network: &str) -> Option<Machine> {
@@ -713,7 +705,8 @@ impl Driver for DockerDriver {
         if let Ok(c) = host.inspect_container(&self.container(node), None).await {
             if !c.state.and_then(|st| st.running).unwrap_or(false) {
                 let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new().path("/").build();
-                let tar = empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"]);
+                let tar = empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"])
+                    .map_err(|e| Error::io(node, "make the archive that clears its stale pid files", e))?;
                 host.upload_to_container(&self.container(node), Some(opts), bollard::body_full(tar.into()))
                     .await
                     .map_err(|e| on_node(node, "clear its stale pid files", e))?;
@@ -914,7 +907,7 @@ mod tests {
     /// empty, their directories there.
     #[test]
     fn the_pid_file_archive_is_a_valid_tar() {
-        let tar = super::empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"]);
+        let tar = super::empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"]).unwrap();
         let dir = std::env::temp_dir().join(format!("lab-tar-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("a.tar");

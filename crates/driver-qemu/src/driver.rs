@@ -730,6 +730,6 @@ mod tests {
         let cmd = d.shell_command("manager", &["docker".into(), "ps -a".into()]).unwrap().join(" ");
         assert!(cmd.starts_with("ssh -p 40022 -i "), "{cmd}");
         assert!(cmd.contains("StrictHostKeyChecking=yes") && cmd.contains("GlobalKnownHostsFile=/dev/null"), "{cmd}");
-        assert!(cmd.ends_with("-- 127.0.0.1 'docker' 'ps -a'"), "{cmd}");
+        assert!(cmd.ends_with("-- 127.0.0.1 docker 'ps -a'"), "{cmd}");
     }
 }

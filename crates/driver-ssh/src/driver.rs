@@ -341,7 +341,7 @@ mod tests {
                 "root",
                 "--",
                 "10.0.0.1",
-                "'docker'",
+                "docker",
                 "'ps; reboot'"
             ]
         );

@@ -264,8 +264,8 @@ impl Target {
         cmd.extend(["--".into(), h.address.clone()]);
         // `ssh` joins its arguments with spaces for the remote login shell to split again;
         // quoting each makes it arrive as exactly one argument (`-- sh -c '...'` still gives
-        // a shell).
-        cmd.extend(args.iter().map(|a| shell_quote(a)));
+        // a shell). Arguments from a command line hold no NUL byte, so none is refused here.
+        cmd.extend(args.iter().filter_map(|a| shell_quote(a).ok()));
         cmd
     }
 
@@ -293,7 +293,7 @@ impl Target {
     pub fn exec(&self, argv: &[String]) -> Result<(Option<i64>, String, String), SshError> {
         let sess = self.session()?;
         let mut ch = sess.channel_session().map_err(|e| fail(Stage::Channel, e.message().to_string()))?;
-        let command = argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+        let command = shell_join(argv).map_err(|e| fail(Stage::Channel, format!("run a command: {e}")))?;
         ch.exec(&command).map_err(|e| fail(Stage::Channel, format!("run a command: {}", e.message())))?;
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
@@ -389,9 +389,15 @@ fn agent_auth(sess: &Session, user: &str) -> Result<(), String> {
     Err(format!("none of its {} keys was accepted", ids.len()))
 }
 
-/// Quotes one argument for a POSIX shell: single quotes, with embedded ones spliced in.
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// Quotes one argument for a POSIX shell (shlex's quoting: words that need none stay as they
+/// are). A NUL byte, which no command line can carry, is an error.
+pub fn shell_quote(s: &str) -> Result<String, String> {
+    shlex::try_quote(s).map(|q| q.into_owned()).map_err(|_| format!("the argument {s:?} holds a NUL byte"))
+}
+
+/// `argv` as one command line for a remote login shell, each argument quoted to arrive whole.
+pub fn shell_join(argv: &[String]) -> Result<String, String> {
+    Ok(argv.iter().map(|a| shell_quote(a)).collect::<Result<Vec<_>, _>>()?.join(" "))
 }
 
 #[cfg(test)]
@@ -464,10 +470,37 @@ mod tests {
             .contains("cannot connect"));
     }
 
+    /// What a POSIX shell makes of `line`: the arguments it passes to a program.
+    fn shell_words(line: &str) -> Vec<String> {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("for a in {line}; do printf '%s\\0' \"$a\"; done"))
+            .output()
+            .expect("run /bin/sh");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.split_terminator('\0').map(str::to_string).collect()
+    }
+
     #[test]
-    fn arguments_are_quoted_one_by_one() {
-        assert_eq!(shell_quote("docker"), "'docker'");
-        assert_eq!(shell_quote("a b; rm -rf /"), "'a b; rm -rf /'");
-        assert_eq!(shell_quote("it's $(x)"), r"'it'\''s $(x)'");
+    fn arguments_are_quoted_one_by_one_and_arrive_whole() {
+        let awkward: Vec<String> = [
+            "docker",
+            "a b; rm -rf /",
+            "it's $(x)",
+            "",
+            "`id`",
+            "\"double\" \\ back",
+            "tab\there\nnewline",
+            "*",
+            "~root",
+            "!bang ^caret {a,b} #hash",
+            "ünïcode",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(shell_words(&shell_join(&awkward).unwrap()), awkward);
+        assert_eq!(shell_quote("docker").unwrap(), "docker");
+        assert!(shell_quote("a\0b").unwrap_err().contains("NUL"));
     }
 }
