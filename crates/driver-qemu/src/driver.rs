@@ -321,7 +321,7 @@ impl QemuDriver {
         taken.insert(ssh_port);
         let engine_port = free_port(&taken).map_err(|e| Error::io(node, "find a free port on 127.0.0.1", e))?;
         let mut id = [0u8; 16];
-        getrandom::getrandom(&mut id).map_err(|e| Error::node(node, "make its machine ID", e))?;
+        getrandom::getrandom(&mut id).map_err(|e| crate::error::QemuError::Random { node: node.clone(), source: e })?;
         let record = NodeRecord {
             index,
             role: spec.role,
@@ -605,7 +605,7 @@ impl Driver for QemuDriver {
         match std::fs::remove_dir_all(&self.root) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::op(format!("remove {}", self.root.display()), e)),
+            Err(e) => Err(crate::error::io(format!("remove {}", self.root.display()), e).into()),
         }
     }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::Docker;
 use futures_util::future::join_all;
-use lab_core::error::engine_message;
 use lab_core::{
     Capabilities, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec, Result,
 };
@@ -134,9 +133,9 @@ impl SshDriver {
         let docker = tokio::time::timeout(timeout, docker.negotiate_version())
             .await
             .map_err(|_| Error::node(&h.name, step, format!("no answer within {}s", timeout.as_secs())))?
-            .map_err(|e| Error::node(&h.name, step, engine_message(&e)))?;
-        let version = docker.version().await.map_err(|e| Error::node(&h.name, step, engine_message(&e)))?;
-        let info = docker.info().await.map_err(|e| Error::node(&h.name, step, engine_message(&e)))?;
+            .map_err(|e| Error::engine(&h.name, step, e))?;
+        let version = docker.version().await.map_err(|e| Error::engine(&h.name, step, e))?;
+        let info = docker.info().await.map_err(|e| Error::engine(&h.name, step, e))?;
         Ok(HostReport {
             version: version.version.unwrap_or_else(|| "unknown".into()),
             engine_id: info.id.unwrap_or_default(),

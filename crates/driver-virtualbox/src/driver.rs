@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, OnceCell, Semaphore};
 
 use crate::client::{self, NotFound, Output};
 use crate::config::VirtualBoxConfig;
-use crate::error::{does_not_exist, failed, not_run};
+use crate::error::{does_not_exist, failed, not_run, program_not_run};
 use crate::ssh;
 
 /// `ls`, `env`, `ip`, `status` and `--version`: quick reads.
@@ -121,7 +121,7 @@ impl VirtualBoxDriver {
                 let step = format!("run {} --version", program.display());
                 let out = client::run(program, &["--version".into()], QUICK)
                     .await
-                    .map_err(|e| Error::op(&step, e).with_hint(INSTALL_HINT))?;
+                    .map_err(|e| Error::from(program_not_run(&step, e)).with_hint(INSTALL_HINT))?;
                 if !out.success() {
                     return Err(Error::op(&step, out.message()));
                 }
@@ -157,7 +157,7 @@ impl VirtualBoxDriver {
         let program = self.program().await?;
         let shown = format!("docker-machine {}", args.iter().take(2).cloned().collect::<Vec<_>>().join(" "));
         tracing::debug!(node, args = ?args, "docker-machine");
-        client::run(program, args, timeout).await.map_err(|e| not_run(node, &shown, &e))
+        Ok(client::run(program, args, timeout).await.map_err(|e| not_run(node, &shown, e))?)
     }
 
     fn machine_dir(&self, machine: &str) -> Option<PathBuf> {
@@ -219,8 +219,9 @@ impl VirtualBoxDriver {
             client::LS_FORMAT.into(),
         ];
         let program = self.program().await?;
-        let out =
-            client::run(program, &args, QUICK).await.map_err(|e| Error::op("list machines (docker-machine ls)", e))?;
+        let out = client::run(program, &args, QUICK)
+            .await
+            .map_err(|e| program_not_run("list machines (docker-machine ls)", e))?;
         if !out.success() {
             return Err(Error::op("list machines (docker-machine ls)", out.message()));
         }
@@ -251,7 +252,7 @@ impl VirtualBoxDriver {
     async fn run_create(&self, node: &NodeSpec, args: &[String], command: &str) -> Result<()> {
         let out = self.machine_cmd(&node.name, args, CREATE).await?;
         if !out.success() {
-            return Err(failed(&node.name, command, &out));
+            return Err(failed(&node.name, command, &out).into());
         }
         self.forget_remote(&node.name);
         let (program, known, name, machine) = self.ssh_args(&node.name).await?;
@@ -315,7 +316,13 @@ impl Driver for VirtualBoxDriver {
             }
         }
         if !done {
-            let _slot = self.slots.acquire().await.map_err(|e| Error::node(&node.name, &command, e))?;
+            let _slot = self.slots.acquire().await.map_err(|e| Error::Node {
+                node: node.name.clone(),
+                step: command.clone(),
+                message: e.to_string(),
+                hint: None,
+                source: Some(Box::new(e)),
+            })?;
             self.run_create(node, &args, &command).await?;
         }
         self.find(&node.name).await?.ok_or_else(|| {
@@ -329,7 +336,7 @@ impl Driver for VirtualBoxDriver {
         let command = format!("docker-machine start {name}");
         let out = self.machine_cmd(node, &["start".into(), name.clone()], SLOW).await?;
         if !out.success() && !out.message().contains("is already running") {
-            return Err(failed(node, &command, &out));
+            return Err(failed(node, &command, &out).into());
         }
         self.find(node).await?.ok_or_else(|| Error::node(node, command, "docker-machine ls does not list it"))
     }
@@ -350,9 +357,9 @@ impl Driver for VirtualBoxDriver {
             if forced.success() {
                 return ssh::forget(&self.known_hosts, node, &name);
             }
-            return Err(failed(node, &format!("docker-machine rm -f -y {name}"), &forced));
+            return Err(failed(node, &format!("docker-machine rm -f -y {name}"), &forced).into());
         }
-        Err(failed(node, &command, &out))
+        Err(failed(node, &command, &out).into())
     }
 
     async fn engine(&self, machine: &Machine) -> Result<NodeEngine> {
@@ -362,7 +369,7 @@ impl Driver for VirtualBoxDriver {
             .machine_cmd(&machine.name, &["env".into(), "--shell".into(), "bash".into(), name.clone()], QUICK)
             .await?;
         if !out.success() {
-            return Err(failed(&machine.name, &env_cmd, &out));
+            return Err(failed(&machine.name, &env_cmd, &out).into());
         }
         let vars = client::parse_env(&out.stdout);
         let var = |k: &str| vars.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
@@ -376,7 +383,7 @@ impl Driver for VirtualBoxDriver {
         let ip_cmd = format!("docker-machine ip {name}");
         let out = self.machine_cmd(&machine.name, &["ip".into(), name.clone()], QUICK).await?;
         if !out.success() {
-            return Err(failed(&machine.name, &ip_cmd, &out));
+            return Err(failed(&machine.name, &ip_cmd, &out).into());
         }
         let ip = out.stdout.trim().to_string();
         if ip.parse::<std::net::IpAddr>().is_err() {
@@ -423,7 +430,13 @@ impl Driver for VirtualBoxDriver {
 
 /// Runs blocking SSH set-up (docker-machine runs, file writes) off the runtime's workers.
 async fn blocking<T: Send + 'static>(node: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::node(node, "set up SSH to it", e))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Node {
+        node: node.into(),
+        step: "set up SSH to it".into(),
+        message: e.to_string(),
+        hint: None,
+        source: Some(Box::new(e)),
+    })?
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use lab_core::{Error, Result};
 use lab_ssh::{known_hosts, Endpoint, HostKeyPolicy, KnownHostsFiles, Target};
 
 use crate::client;
-use crate::error::failed;
+use crate::error::{failed, not_run};
 
 /// Each docker-machine run here: quick reads.
 const QUICK: Duration = Duration::from_secs(60);
@@ -38,9 +38,9 @@ const READ_HOST_KEYS: &str =
 pub(crate) fn learn(program: &Path, known: &Path, node: &str, machine: &str) -> Result<()> {
     let step = format!("docker-machine ssh {machine} (read its SSH host keys)");
     let args = vec!["ssh".to_string(), machine.to_string(), READ_HOST_KEYS.to_string()];
-    let out = client::run_blocking(program, &args, QUICK).map_err(|e| Error::node(node, &step, e))?;
+    let out = client::run_blocking(program, &args, QUICK).map_err(|e| not_run(node, &step, e))?;
     if !out.success() {
-        return Err(failed(node, &step, &out));
+        return Err(failed(node, &step, &out).into());
     }
     let lines = known_hosts::lines_for(machine, &out.stdout);
     if lines.is_empty() {
@@ -60,11 +60,11 @@ pub(crate) fn forget(known: &Path, node: &str, machine: &str) -> Result<()> {
 /// kept none) has its keys learnt first, as at create, with a warning.
 pub(crate) fn target(program: &Path, known: &Path, node: &str, machine: &str) -> Result<Target> {
     let read = |args: Vec<String>, step: String| -> Result<String> {
-        let out = client::run_blocking(program, &args, QUICK).map_err(|e| Error::node(node, &step, e))?;
+        let out = client::run_blocking(program, &args, QUICK).map_err(|e| not_run(node, &step, e))?;
         if out.success() {
             Ok(out.stdout)
         } else {
-            Err(failed(node, &step, &out))
+            Err(failed(node, &step, &out).into())
         }
     };
     let ip = read(vec!["ip".into(), machine.into()], format!("docker-machine ip {machine}"))?.trim().to_string();

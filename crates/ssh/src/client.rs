@@ -3,7 +3,6 @@
 //! engine's socket, or a command). Everything here blocks: callers run it on std threads or
 //! `spawn_blocking`, never on the async runtime's workers.
 
-use std::fmt;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -47,18 +46,13 @@ impl Stage {
 }
 
 /// A failure to reach a host, with the stage it happened at.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {message}", stage.step())]
 pub struct SshError {
     /// Where it failed.
     pub stage: Stage,
     /// Why, in the words of the OS, libssh2 or the server.
     pub message: String,
-}
-
-impl fmt::Display for SshError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.stage.step(), self.message)
-    }
 }
 
 fn fail(stage: Stage, message: impl Into<String>) -> SshError {
