@@ -427,6 +427,54 @@ fn force_with_the_manager_unreachable_leaves_the_clusters_own_workers_alone() {
     assert!(again.stderr.contains("nothing to change"), "{}", again.stderr);
 }
 
+/// Issue 18, item 16: a host whose key is `@revoked`, or has changed, is not just "not
+/// answering": `lab status` (the table and its JSON), `lab check` and `lab down` give the
+/// cause, in a few words the user can act on, each within a bound.
+#[test]
+fn a_revoked_or_changed_host_key_is_the_cause_status_and_check_give() {
+    lab_tests::ensure_images();
+    let lab = lab("sshrev");
+    let bed = SshBed::new(&lab.cluster, &[("solo", "manager")]);
+    let hosts = bed.write_hosts(&bed.hosts_toml());
+    up(&lab, &bed, &hosts, &[]).ok("lab up --driver ssh");
+    let recorded = std::fs::read_to_string(bed.known_hosts()).unwrap();
+    let key: String = recorded.split_whitespace().skip(1).take(2).collect::<Vec<_>>().join(" ");
+    keygen(&bed.path("other"));
+    let other = std::fs::read_to_string(bed.path("other.pub")).unwrap();
+    let other: String = other.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let address = &bed.host("solo").address;
+    let bounded = |args: &[&str], what: &str| {
+        let mut a = args.to_vec();
+        a.extend(["--cluster", &lab.cluster]);
+        run_within(lab.command(&a), Duration::from_secs(90), what)
+    };
+    for (known, cause) in [
+        (format!("{recorded}@revoked * {key}\n"), "host key revoked"),
+        (format!("{address} {other}\n"), "host key changed"),
+    ] {
+        std::fs::write(bed.known_hosts(), &known).unwrap();
+        let status = bounded(&["status"], "lab status");
+        assert_eq!(status.code, 0, "{}", status.all());
+        assert!(status.stdout.contains("not answering"), "{}", status.stdout);
+        let said =
+            status.stdout.lines().find(|l| l.contains(cause)).unwrap_or_else(|| panic!("{cause}: {}", status.stdout));
+        assert!(said.starts_with("solo"), "the node is not named: {said}");
+        let status = json(&bounded(&["status", "--output", "json"], "lab status --output json").ok("status json"));
+        let node = &status["nodes"][0];
+        assert_eq!(node["engine"], "not answering", "{node}");
+        assert!(node["engine_error"].as_str().unwrap_or_default().contains(cause), "{cause}: {node}");
+        let check = bounded(&["check"], "lab check");
+        assert_eq!(check.code, 1, "{}", check.all());
+        assert!(check.all().contains(cause), "{cause}: {}", check.all());
+        let down = bounded(&["down"], "lab down");
+        assert_eq!(down.code, 1, "{}", down.all());
+        assert!(down.stderr.contains(cause), "{cause}: {}", down.stderr);
+        assert_eq!(std::fs::read_to_string(bed.known_hosts()).unwrap(), known, "the known-hosts file was changed");
+    }
+    std::fs::write(bed.known_hosts(), &recorded).unwrap();
+    lab.on(&["down"]).ok("lab down once the key is right again");
+}
+
 /// Item 11: one machine listed twice (port 22 and port 2222 of one address) is refused with
 /// exit 2 naming both entries, before anything changes.
 #[test]
@@ -631,7 +679,7 @@ fn host_key_verdicts_equal_openssh_for_a_table_of_known_hosts_files() {
     assert_eq!(std::fs::read_to_string(bed.known_hosts()).unwrap(), "", "a revoked key was recorded");
     let r = run("up", &format!("{ip} {other}\n"));
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stderr.contains("node1") && r.stderr.contains("has changed"), "{}", r.stderr);
+    assert!(r.stderr.contains("node1") && r.stderr.contains("host key changed"), "{}", r.stderr);
     assert!(r.stderr.contains(&*global.to_string_lossy()), "the global file is not named: {}", r.stderr);
     assert_eq!(std::fs::read_to_string(bed.known_hosts()).unwrap(), "", "a changed key was recorded");
     assert_eq!(swarm_state(&h.container), "inactive", "a refused up changed the host");

@@ -149,14 +149,14 @@ fn up_makes_the_seeds_machines_and_a_working_swarm() {
     let out = client.output().expect("docker");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("true {manager}"), "{out:?}");
 
-    // `lab ssh` goes through `docker-machine ssh`.
+    // `lab ssh` runs a command there (over ssh with the recorded host key: see
+    // `host_keys_are_recorded_at_create_and_checked_on_every_connection`).
     let ssh = v.machines.lab_exactly(
         &v.lab,
         &["ssh", "--cluster", &cluster, "worker1", "--", "docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
         &[],
     );
     assert_eq!((ssh.code, ssh.stdout.trim()), (0, "active"), "{}", ssh.all());
-    assert!(calls(&v, "ssh", 0).iter().any(|l| l.contains(&v.machine("worker1"))));
 
     // `down` removes the cluster's machines (`rm -y`), and only those.
     v.on(&["down"]).ok("lab down");
@@ -283,4 +283,46 @@ fn a_stopped_machine_is_started_not_recreated() {
     assert_eq!(container_id(&worker1), id, "the stopped machine was recreated");
     assert_eq!(v.machines.run(&["status", &worker1]).stdout.trim(), "Running");
     answers_everywhere(&v, &["manager", "worker1"]);
+}
+
+/// Issue 18, item 21: lab records each machine's host key when it makes the machine, and
+/// checks it on every later connection: `lab ssh` and the commands lab runs on a machine go
+/// over SSH against that record, strictly, and never through `docker-machine ssh`, which
+/// checks no host key. A machine whose key changed is refused, with the cause.
+#[test]
+fn host_keys_are_recorded_at_create_and_checked_on_every_connection() {
+    ensure_images();
+    let v = vbox("vbkeys");
+    v.up(&["--workers", "0"]).ok("lab up");
+    let manager = v.machine("manager");
+    let known = v.lab.state_home().join("lab/clusters").join(&v.lab.cluster).join("virtualbox/known_hosts");
+    let recorded = std::fs::read_to_string(&known).unwrap_or_else(|e| panic!("{}: {e}", known.display()));
+    let ed = node_exec(&manager, &["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).ok("the host key").stdout;
+    let ed: String = ed.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    assert!(recorded.lines().any(|l| l == format!("{manager} {ed}")), "{recorded}");
+
+    // Every later connection is lab's own, checked: none goes through `docker-machine ssh`.
+    let seen = v.machines.invocations().len();
+    let ssh = |args: &[&str], env: &[(&str, &str)]| {
+        let mut a = vec!["ssh", "--cluster", &v.lab.cluster, "manager", "--"];
+        a.extend_from_slice(args);
+        v.machines.lab_exactly(&v.lab, &a, env)
+    };
+    let me = ssh(&["id", "-un"], &[]);
+    assert_eq!((me.code, me.stdout.trim()), (0, "docker"), "{}", me.all());
+    let quoted = ssh(&["printf", "%s|", "a b", "it's", "$HOME", ""], &[]);
+    assert_eq!((quoted.code, quoted.stdout.as_str()), (0, "a b|it's|$HOME||"), "{}", quoted.all());
+    v.on(&["check"]).ok("lab check");
+    assert_eq!(calls(&v, "ssh", seen), Vec::<String>::new(), "lab went through docker-machine ssh");
+
+    // The machine's host keys change: `lab ssh` and lab's own commands refuse it.
+    node_exec(&manager, &["sh", "-c", "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A && kill -HUP $(cat /run/sshd.pid)"])
+        .ok("new host keys");
+    let refused = ssh(&["true"], &[]);
+    assert_ne!(refused.code, 0, "{}", refused.all());
+    assert!(refused.stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "{}", refused.stderr);
+    let check = v.machines.lab(&v.lab, &["check"], &[("RUST_LOG", "lab_driver_virtualbox=debug")]);
+    assert!(check.stderr.contains("host key changed"), "{}", check.all());
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), recorded, "the record was changed");
+    assert_eq!(calls(&v, "ssh", seen), Vec::<String>::new(), "lab went through docker-machine ssh");
 }

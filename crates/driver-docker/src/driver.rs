@@ -28,7 +28,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::{DockerConfig, PrivilegedMode};
 use crate::engine::{self, EngineRecord, CLUSTER_LABEL, NODE_LABEL};
-use crate::error::{is_not_found, on_node};
+use crate::error::{because, is_not_found, on_engine, on_node};
 
 const ROLE_LABEL: &str = "lab.role";
 /// Where the node's extra API socket appears inside the container.
@@ -171,12 +171,12 @@ impl DockerDriver {
                 (None, bollard::errors::Error::UnsupportedURISchemeError { .. }) => {
                     Error::input(what.clone(), format!("{endpoint:?}: {}", engine_message(&e)))
                 }
-                _ => Error::op(context.clone(), engine_message(&e)).with_hint(hint),
+                _ => Error::from(on_engine(context.clone(), e)).with_hint(hint),
             })?
             .with_timeout(Duration::from_secs(600));
         let docker =
-            docker.negotiate_version().await.map_err(|e| Error::op(&context, engine_message(&e)).with_hint(hint))?;
-        let info = docker.info().await.map_err(|e| Error::op(&context, engine_message(&e)).with_hint(hint))?;
+            docker.negotiate_version().await.map_err(|e| Error::from(on_engine(&context, e)).with_hint(hint))?;
+        let info = docker.info().await.map_err(|e| Error::from(on_engine(&context, e)).with_hint(hint))?;
         let engine_id = info.id.clone().unwrap_or_default();
         if let Some(r) = recorded {
             if r.engine_id != engine_id {
@@ -273,10 +273,12 @@ impl DockerDriver {
         }
         let opts = CreateImageOptionsBuilder::new().from_image(image).build();
         host.create_image(Some(opts), None, None).try_for_each(|_| async { Ok(()) }).await.map_err(|e| {
-            Error::op(
-                format!("get node image {image}"),
-                format!("not in the local engine, and pulling it failed: {}", engine_message(&e)),
-            )
+            Error::Operation {
+                context: format!("get node image {image}"),
+                message: format!("not in the local engine, and pulling it failed: {}", engine_message(&e)),
+                hint: None,
+                source: Some(Box::new(e)),
+            }
             .with_hint(
                 "on a machine that cannot pull, build an offline node image with scripts/offline-images.sh \
                             and pass --node-image lab-offline/node:bookworm",
@@ -332,7 +334,7 @@ impl DockerDriver {
         };
         host.create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
             .await
-            .map_err(|e| Error::op("try a privileged container", engine_message(&e)))?;
+            .map_err(|e| on_engine("try a privileged container", e))?;
         let started = host.start_container(&name, None).await;
         let _ =
             host.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build())).await;
@@ -356,7 +358,7 @@ impl DockerDriver {
         let existing = host
             .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filters).build()))
             .await
-            .map_err(|e| Error::op(format!("list networks for {name}"), engine_message(&e)))?;
+            .map_err(|e| on_engine(format!("list networks for {name}"), e))?;
         if existing.iter().any(|n| n.name.as_deref() == Some(name.as_str())) {
             return Ok(());
         }
@@ -370,7 +372,7 @@ impl DockerDriver {
             Ok(_) => Ok(()),
             // Created concurrently by another node's creation.
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
-            Err(e) => Err(Error::op(format!("create network {name}"), engine_message(&e))),
+            Err(e) => Err(on_engine(format!("create network {name}"), e).into()),
         }
     }
 
@@ -382,7 +384,7 @@ impl DockerDriver {
     async fn containers(&self) -> Result<Vec<ContainerSummary>> {
         let host = self.host().await?;
         let opts = ListContainersOptionsBuilder::new().all(true).filters(&self.cluster_filter()).build();
-        host.list_containers(Some(opts)).await.map_err(|e| Error::op("list node containers", engine_message(&e)))
+        Ok(host.list_containers(Some(opts)).await.map_err(|e| on_engine("list node containers", e))?)
     }
 
     /// Whether the container named `name` is this cluster's node `node` (carries both
@@ -392,7 +394,7 @@ impl DockerDriver {
         let c = match host.inspect_container(name, None).await {
             Ok(c) => c,
             Err(e) if is_not_found(&e) => return Ok(false),
-            Err(e) => return Err(on_node(node, "inspect node container", e)),
+            Err(e) => return Err(on_node(node, "inspect node container", e).into()),
         };
         let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
         let ours = labels.get(CLUSTER_LABEL).map(String::as_str) == Some(self.cluster.as_str())
@@ -430,7 +432,7 @@ impl DockerDriver {
             // a missing one never will.
             let existed = dir.is_dir();
             make_private_dir(&dir).map_err(|e| {
-                Error::node(&node, "recreate its engine socket directory", e)
+                because(&node, "recreate its engine socket directory", e)
                     .with_hint("lab's state directory must be writable by the user who made the cluster")
             })?;
             if c.state == Some(ContainerSummaryStateEnum::RUNNING) {
@@ -518,39 +520,31 @@ fn is_socket(path: &Path) -> bool {
 
 /// A tar archive of empty files (mode 0644, owned by root) at `paths`, with their parent
 /// directories, for the archive API.
-fn empty_files_tar(paths: &[&str]) -> Vec<u8> {
-    fn header(name: &str, dir: bool) -> [u8; 512] {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        let mode: &[u8] = if dir { b"0000755\0" } else { b"0000644\0" };
-        h[100..108].copy_from_slice(mode);
-        h[108..116].copy_from_slice(b"0000000\0");
-        h[116..124].copy_from_slice(b"0000000\0");
-        h[124..136].copy_from_slice(b"00000000000\0");
-        h[136..148].copy_from_slice(b"00000000000\0");
-        h[156] = if dir { b'5' } else { b'0' };
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+fn empty_files_tar(paths: &[&str]) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let entry = |kind: tar::EntryType, mode: u32| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(0);
         h
-    }
-    let mut out = Vec::new();
+    };
     let mut dirs: Vec<String> = Vec::new();
     for p in paths {
         let parts: Vec<&str> = p.split('/').collect();
         for i in 1..parts.len() {
             let d = format!("{}/", parts[..i].join("/"));
             if !dirs.contains(&d) {
-                out.extend_from_slice(&header(&d, true));
+                b.append_data(&mut entry(tar::EntryType::Directory, 0o755), &d, std::io::empty())?;
                 dirs.push(d);
             }
         }
-        out.extend_from_slice(&header(p, false));
+        b.append_data(&mut entry(tar::EntryType::Regular, 0o644), p, std::io::empty())?;
     }
-    out.extend_from_slice(&[0u8; 1024]);
-    out
+    b.into_inner()
 }
 
 fn machine_of(c: &ContainerSummary, network: &str) -> Option<Machine> {
@@ -619,7 +613,7 @@ impl Driver for DockerDriver {
         if self.owned(&name, &node.name).await? {
             return self.start(&node.name).await;
         }
-        self.ensure_node_image().await.map_err(|e| Error::node(&node.name, step, e))?;
+        self.ensure_node_image().await.map_err(|e| because(&node.name, step, e))?;
         self.ensure_network().await?;
         let dir = self.socket_dir(&node.name);
         make_private_dir(&dir)?;
@@ -707,7 +701,7 @@ impl Driver for DockerDriver {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
                 self.owned(&name, &node.name).await?;
             }
-            Err(e) => return Err(on_node(&node.name, step, e)),
+            Err(e) => return Err(on_node(&node.name, step, e).into()),
         }
         host.start_container(&name, None).await.map_err(|e| on_node(&node.name, "start node container", e))?;
         self.find(&node.name)
@@ -723,7 +717,7 @@ impl Driver for DockerDriver {
             let ours = c.labels.as_ref().and_then(|l| l.get(NODE_LABEL)).map(String::as_str) == Some(node);
             ours.then(|| socket_dir_of(c)).flatten()
         }) {
-            make_private_dir(&dir).map_err(|e| Error::node(node, "recreate its engine socket directory", e))?;
+            make_private_dir(&dir).map_err(|e| because(node, "recreate its engine socket directory", e))?;
         }
         // A node that was killed (a crash, a power cut, `docker kill`) left dockerd's and
         // containerd's pid files behind; when the pid in one belongs to a live process after
@@ -732,7 +726,8 @@ impl Driver for DockerDriver {
         if let Ok(c) = host.inspect_container(&self.container(node), None).await {
             if !c.state.and_then(|st| st.running).unwrap_or(false) {
                 let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new().path("/").build();
-                let tar = empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"]);
+                let tar = empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"])
+                    .map_err(|e| Error::io(node, "make the archive that clears its stale pid files", e))?;
                 host.upload_to_container(&self.container(node), Some(opts), bollard::body_full(tar.into()))
                     .await
                     .map_err(|e| on_node(node, "clear its stale pid files", e))?;
@@ -741,7 +736,7 @@ impl Driver for DockerDriver {
         match host.start_container(&self.container(node), None).await {
             Ok(()) => {}
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
-            Err(e) => return Err(on_node(node, "start node container", e)),
+            Err(e) => return Err(on_node(node, "start node container", e).into()),
         }
         self.find(node).await?.ok_or_else(|| Error::node(node, "start node container", "no such container"))
     }
@@ -752,13 +747,13 @@ impl Driver for DockerDriver {
         match host.remove_container(&self.container(node), Some(opts)).await {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(on_node(node, "remove node container", e)),
+            Err(e) => return Err(on_node(node, "remove node container", e).into()),
         }
         match host.remove_volume(&self.volume(node), Some(RemoveVolumeOptionsBuilder::new().force(true).build())).await
         {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(on_node(node, "remove node volume", e)),
+            Err(e) => return Err(on_node(node, "remove node volume", e).into()),
         }
         let _ = std::fs::remove_dir_all(self.socket_dir(node));
         Ok(())
@@ -787,7 +782,7 @@ impl Driver for DockerDriver {
             host.list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&self.cluster_filter()).build()))
                 .await
                 .map(|v| v.volumes.unwrap_or_default())
-                .map_err(|e| Error::op("list the cluster's volumes", engine_message(&e)))
+                .map_err(|e| Error::from(on_engine("list the cluster's volumes", e)))
         };
         for v in volumes().await? {
             match host.remove_volume(&v.name, Some(RemoveVolumeOptionsBuilder::new().force(true).build())).await {
@@ -799,7 +794,7 @@ impl Driver for DockerDriver {
         let networks = || async {
             host.list_networks(Some(ListNetworksOptionsBuilder::new().filters(&self.cluster_filter()).build()))
                 .await
-                .map_err(|e| Error::op("list the cluster's networks", engine_message(&e)))
+                .map_err(|e| Error::from(on_engine("list the cluster's networks", e)))
         };
         for n in networks().await? {
             let name = n.name.unwrap_or_default();
@@ -933,7 +928,7 @@ mod tests {
     /// empty, their directories there.
     #[test]
     fn the_pid_file_archive_is_a_valid_tar() {
-        let tar = super::empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"]);
+        let tar = super::empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"]).unwrap();
         let dir = std::env::temp_dir().join(format!("lab-tar-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("a.tar");

@@ -5,13 +5,10 @@
 
 use std::path::PathBuf;
 
+pub use lab_core::driver::support::{Resources, RoleConfig};
 use lab_core::{Error, Result, Role};
 use serde::{Deserialize, Serialize};
 
-/// The seed's manager memory, in MB.
-pub const MANAGER_MEMORY: u32 = 1024;
-/// The seed's worker memory, in MB.
-pub const WORKER_MEMORY: u32 = 6144;
 /// Default seconds a VM may take from QEMU's start to its Docker engine answering.
 pub const DEFAULT_BOOT_TIMEOUT: u64 = 300;
 
@@ -43,25 +40,6 @@ pub struct QemuConfig {
     pub manager: RoleConfig,
     /// VMs made for workers.
     pub worker: RoleConfig,
-}
-
-/// How the VMs of one role are made; unset fields take the seed's values.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RoleConfig {
-    /// Memory, in MB.
-    pub memory: Option<u32>,
-    /// Virtual CPUs.
-    pub cpus: Option<u32>,
-}
-
-/// Memory (MB) and CPUs for one VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resources {
-    /// MB of memory.
-    pub memory: u32,
-    /// Virtual CPUs.
-    pub cpus: u32,
 }
 
 impl QemuConfig {
@@ -98,11 +76,10 @@ impl QemuConfig {
 
     /// The resources of a VM for `role`.
     pub fn resources(&self, role: Role) -> Resources {
-        let (rc, memory) = match role {
-            Role::Manager => (&self.manager, MANAGER_MEMORY),
-            Role::Worker => (&self.worker, WORKER_MEMORY),
-        };
-        Resources { memory: rc.memory.unwrap_or(memory), cpus: rc.cpus.unwrap_or(1) }
+        match role {
+            Role::Manager => self.manager.resources(role),
+            Role::Worker => self.worker.resources(role),
+        }
     }
 
     /// Seconds a boot may take.

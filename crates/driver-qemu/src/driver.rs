@@ -15,12 +15,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bollard::Docker;
+use lab_core::driver::support;
 use lab_core::state::{make_private_dir, write_atomic};
 use lab_core::{
     Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec,
     Result,
 };
-use lab_ssh::{known_hosts, shell_quote, Endpoint, HostKeyPolicy, KnownHostsFiles, Remote, Target};
+use lab_ssh::{known_hosts, Endpoint, HostKeyPolicy, KnownHostsFiles, Remote, Target};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, OnceCell};
 
@@ -229,17 +230,7 @@ impl QemuDriver {
     /// A client of the node's engine: TLS to the forwarded port, with the cluster's client
     /// certificate, trusting only the cluster's CA.
     fn docker(&self, node: &str, record: &NodeRecord) -> Result<Docker> {
-        let certs = self.pki.client_certs();
-        let host = format!("tcp://127.0.0.1:{}", record.engine_port);
-        Docker::connect_with_ssl(
-            &host,
-            &certs.join("key.pem"),
-            &certs.join("cert.pem"),
-            &certs.join("ca.pem"),
-            120,
-            bollard::API_DEFAULT_VERSION,
-        )
-        .map_err(|e| Error::node(node, format!("connect to {host} with TLS"), e))
+        support::connect_with_ssl(node, &format!("tcp://127.0.0.1:{}", record.engine_port), &self.pki.client_certs())
     }
 
     fn remote(&self, node: &str) -> Result<Arc<Remote>> {
@@ -255,6 +246,7 @@ impl QemuDriver {
             port: record.ssh_port,
             user: "root".into(),
             identity_file: Some(self.pki.ssh_key()),
+            host_key_alias: None,
         };
         let target = Target::new(
             endpoint,
@@ -329,7 +321,7 @@ impl QemuDriver {
         taken.insert(ssh_port);
         let engine_port = free_port(&taken).map_err(|e| Error::io(node, "find a free port on 127.0.0.1", e))?;
         let mut id = [0u8; 16];
-        getrandom::getrandom(&mut id).map_err(|e| Error::node(node, "make its machine ID", e))?;
+        getrandom::getrandom(&mut id).map_err(|e| crate::error::QemuError::Random { node: node.clone(), source: e })?;
         let record = NodeRecord {
             index,
             role: spec.role,
@@ -613,7 +605,7 @@ impl Driver for QemuDriver {
         match std::fs::remove_dir_all(&self.root) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::op(format!("remove {}", self.root.display()), e)),
+            Err(e) => Err(crate::error::io(format!("remove {}", self.root.display()), e).into()),
         }
     }
 
@@ -636,35 +628,10 @@ impl Driver for QemuDriver {
         self.remote(node)?.exec(argv).await
     }
 
-    /// `ssh -p PORT -i KEY -o IdentitiesOnly=yes -o UserKnownHostsFile=... -o
-    /// StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -l root -- 127.0.0.1 [ARGS]`.
+    /// OpenSSH to the VM's forwarded port as root with lab's key, checking the host key lab
+    /// made strictly against the driver's known-hosts file only ([`Target::openssh_command`]).
     fn shell_command(&self, node: &str, args: &[String]) -> Option<Vec<String>> {
-        let record = Self::read_record(&self.node_dir(node))?;
-        let mut cmd: Vec<String> = vec![
-            "ssh".into(),
-            "-p".into(),
-            record.ssh_port.to_string(),
-            "-i".into(),
-            self.pki.ssh_key().to_string_lossy().into_owned(),
-            "-o".into(),
-            "IdentitiesOnly=yes".into(),
-            "-o".into(),
-            format!("UserKnownHostsFile={}", self.pki.known_hosts().display()),
-            "-o".into(),
-            "GlobalKnownHostsFile=/dev/null".into(),
-            "-o".into(),
-            "StrictHostKeyChecking=yes".into(),
-            "-o".into(),
-            "ConnectTimeout=10".into(),
-            "-l".into(),
-            "root".into(),
-        ];
-        if args.is_empty() {
-            cmd.push("-t".into());
-        }
-        cmd.extend(["--".into(), "127.0.0.1".into()]);
-        cmd.extend(args.iter().map(|a| shell_quote(a)));
-        Some(cmd)
+        Some(self.remote(node).ok()?.target().openssh_command(args))
     }
 }
 
@@ -763,6 +730,6 @@ mod tests {
         let cmd = d.shell_command("manager", &["docker".into(), "ps -a".into()]).unwrap().join(" ");
         assert!(cmd.starts_with("ssh -p 40022 -i "), "{cmd}");
         assert!(cmd.contains("StrictHostKeyChecking=yes") && cmd.contains("GlobalKnownHostsFile=/dev/null"), "{cmd}");
-        assert!(cmd.ends_with("-- 127.0.0.1 'docker' 'ps -a'"), "{cmd}");
+        assert!(cmd.ends_with("-- 127.0.0.1 docker 'ps -a'"), "{cmd}");
     }
 }

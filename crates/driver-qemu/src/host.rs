@@ -91,14 +91,14 @@ pub async fn run(program: Program, args: &[impl AsRef<OsStr>], timeout: Duration
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| Error::op(format!("run {}", program.name), e))?;
+        .map_err(|e| crate::error::io(format!("run {}", program.name), e))?;
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) => Ok(Output {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }),
-        Ok(Err(e)) => Err(Error::op(format!("run {}", program.name), e)),
+        Ok(Err(e)) => Err(crate::error::io(format!("run {}", program.name), e).into()),
         Err(_) => {
             Err(Error::op(format!("run {}", program.name), format!("it did not finish within {}s", timeout.as_secs())))
         }

@@ -23,6 +23,7 @@
 
 mod config;
 mod driver;
+mod error;
 mod host;
 mod pki;
 mod vm;

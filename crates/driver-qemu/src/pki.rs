@@ -130,7 +130,7 @@ async fn openssl(args: &[String], what: &str) -> Result<()> {
 
 /// A file lab could not write or move.
 pub fn ioe(path: impl AsRef<Path>, e: std::io::Error) -> Error {
-    Error::op(format!("write {}", path.as_ref().display()), e)
+    crate::error::io(format!("write {}", path.as_ref().display()), e).into()
 }
 
 fn s(p: &Path) -> String {

@@ -8,11 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::Docker;
 use futures_util::future::join_all;
-use lab_core::error::engine_message;
 use lab_core::{
     Capabilities, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec, Result,
 };
-use lab_ssh::{known_hosts, shell_quote, Endpoint, Hints, KnownHostsFiles, Remote, Target};
+use lab_ssh::{known_hosts, Endpoint, Hints, KnownHostsFiles, Remote, Target};
 
 use crate::config::SshConfig;
 use crate::hosts::{self, Environment, Host};
@@ -79,6 +78,7 @@ impl SshDriver {
                     port: h.port,
                     user: h.user.clone(),
                     identity_file: h.identity_file.clone(),
+                    host_key_alias: None,
                 };
                 let t = Target::new(
                     endpoint,
@@ -133,9 +133,9 @@ impl SshDriver {
         let docker = tokio::time::timeout(timeout, docker.negotiate_version())
             .await
             .map_err(|_| Error::node(&h.name, step, format!("no answer within {}s", timeout.as_secs())))?
-            .map_err(|e| Error::node(&h.name, step, engine_message(&e)))?;
-        let version = docker.version().await.map_err(|e| Error::node(&h.name, step, engine_message(&e)))?;
-        let info = docker.info().await.map_err(|e| Error::node(&h.name, step, engine_message(&e)))?;
+            .map_err(|e| Error::engine(&h.name, step, e))?;
+        let version = docker.version().await.map_err(|e| Error::engine(&h.name, step, e))?;
+        let info = docker.info().await.map_err(|e| Error::engine(&h.name, step, e))?;
         Ok(HostReport {
             version: version.version.unwrap_or_else(|| "unknown".into()),
             engine_id: info.id.unwrap_or_default(),
@@ -266,39 +266,10 @@ impl Driver for SshDriver {
         )
     }
 
-    /// `ssh -p PORT [-i KEY] -o UserKnownHostsFile=... -o StrictHostKeyChecking=... -l USER --
-    /// ADDRESS [ARGS...]`, each a separate argument, with the same known-hosts file and policy
-    /// lab uses.
+    /// OpenSSH with the same known-hosts files and policy lab uses
+    /// ([`Target::openssh_command`]).
     fn shell_command(&self, node: &str, args: &[String]) -> Option<Vec<String>> {
-        let t = self.remotes.get(node)?.target();
-        let h = &t.host;
-        let mut cmd = vec!["ssh".to_string(), "-p".into(), h.port.to_string()];
-        if let Some(key) = &h.identity_file {
-            cmd.extend(["-i".into(), key.to_string_lossy().into_owned(), "-o".into(), "IdentitiesOnly=yes".into()]);
-        }
-        cmd.extend([
-            "-o".into(),
-            format!("UserKnownHostsFile={}", t.known_hosts.user.display()),
-            "-o".into(),
-            format!("StrictHostKeyChecking={}", self.config.host_key_policy.openssh()),
-            "-o".into(),
-            format!("ConnectTimeout={}", self.config.connect_timeout),
-            "-l".into(),
-            h.user.clone(),
-        ]);
-        if let Some(g) = &self.config.global_known_hosts {
-            let at = cmd.len() - 2;
-            cmd.splice(at..at, ["-o".to_string(), format!("GlobalKnownHostsFile={}", g.display())]);
-        }
-        if args.is_empty() {
-            cmd.push("-t".into());
-        }
-        cmd.extend(["--".into(), h.address.clone()]);
-        // `ssh` joins its arguments with spaces for the remote login shell to split again;
-        // quoting each makes it arrive as exactly one argument, as `docker exec` passes them
-        // for the docker driver (`-- sh -c '...'` still gives a shell).
-        cmd.extend(args.iter().map(|a| shell_quote(a)));
-        Some(cmd)
+        Some(self.remotes.get(node)?.target().openssh_command(args))
     }
 }
 
@@ -369,7 +340,7 @@ mod tests {
                 "root",
                 "--",
                 "10.0.0.1",
-                "'docker'",
+                "docker",
                 "'ps; reboot'"
             ]
         );

@@ -204,32 +204,59 @@ pub fn parse_env(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `argv` as one command line for `docker-machine ssh`, which, like ssh, joins its arguments
-/// with spaces for the remote shell: each argument is quoted so that it arrives whole.
-pub fn shell_line(argv: &[String]) -> String {
-    argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
-}
-
-fn quote(a: &str) -> String {
-    let plain = !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c));
-    if plain {
-        a.to_string()
-    } else {
-        format!("'{}'", a.replace('\'', r"'\''"))
+/// docker-machine's SSH login for a machine, from `inspect`'s JSON: its user
+/// (`Driver.SSHUser`) and private key (`Driver.SSHKeyPath`).
+pub fn ssh_login(inspect: &str) -> Result<(String, PathBuf), String> {
+    let v: serde_json::Value = serde_json::from_str(inspect).map_err(|e| format!("not JSON ({e})"))?;
+    let field = |k: &str| v["Driver"][k].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    match (field("SSHUser"), field("SSHKeyPath")) {
+        (Some(user), Some(key)) => Ok((user, PathBuf::from(key))),
+        _ => Err("it names no Driver.SSHUser and Driver.SSHKeyPath".into()),
     }
 }
 
-/// The remote command's exit status from docker-machine's `exit status N` (it exits 1
-/// itself whatever the remote status was).
-pub fn remote_status(out: &Output) -> Option<i64> {
-    if out.success() {
-        return Some(0);
-    }
-    out.stderr
-        .lines()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix("exit status ").and_then(|n| n.trim().parse().ok()))
-        .or(out.code.map(i64::from))
+/// [`run`] for callers that cannot wait asynchronously (`lab ssh` builds its command
+/// synchronously, and the SSH set-up runs on a blocking thread): the same bound, by polling.
+pub fn run_blocking(program: &Path, args: &[String], timeout: Duration) -> std::io::Result<Output> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Read both pipes on threads of their own, so that a full pipe never stalls the child.
+    let pipe = |p: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = pipe(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = pipe(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {}s; lab stopped waiting for it", timeout.as_secs()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        code: status.code(),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]
@@ -289,19 +316,23 @@ mod tests {
     }
 
     #[test]
-    fn ssh_lines_keep_arguments_whole() {
-        let argv: Vec<String> = ["sh", "-c", "echo it's $HOME", "", "a b"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(shell_line(&argv), r"sh -c 'echo it'\''s $HOME' '' 'a b'");
-        assert_eq!(shell_line(&["docker".into(), "ps".into()]), "docker ps");
+    fn ssh_logins_come_from_inspect() {
+        let json = r#"{"Driver": {"SSHUser": "docker", "SSHKeyPath": "/m/c-manager/id_rsa", "SSHPort": 0}}"#;
+        assert_eq!(ssh_login(json), Ok(("docker".into(), PathBuf::from("/m/c-manager/id_rsa"))));
+        assert!(ssh_login(r#"{"Driver": {"SSHUser": ""}}"#).unwrap_err().contains("SSHKeyPath"));
+        assert!(ssh_login("Error: nope").unwrap_err().contains("not JSON"));
     }
 
     #[test]
-    fn remote_statuses() {
-        let failed = Output { code: Some(1), stdout: String::new(), stderr: "oops\nexit status 7\n".into() };
-        assert_eq!(remote_status(&failed), Some(7));
-        let other = Output { code: Some(1), stdout: String::new(), stderr: "Host is not running".into() };
-        assert_eq!(remote_status(&other), Some(1));
-        assert_eq!(remote_status(&Output { code: Some(0), ..Default::default() }), Some(0));
+    fn blocking_runs_are_bounded_and_keep_the_output() {
+        let sh = Path::new("/bin/sh");
+        let out =
+            run_blocking(sh, &["-c".into(), "echo out; echo err >&2; exit 3".into()], Duration::from_secs(10)).unwrap();
+        assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (Some(3), "out\n", "err\n"));
+        let start = std::time::Instant::now();
+        let e = run_blocking(sh, &["-c".into(), "sleep 30".into()], Duration::from_millis(300)).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(e.to_string().contains("no answer within"), "{e}");
     }
 
     #[test]

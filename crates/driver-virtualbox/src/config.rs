@@ -6,15 +6,12 @@
 
 use std::path::PathBuf;
 
+use lab_core::driver::support;
 use lab_core::{Error, Result, Role};
 use serde::{Deserialize, Serialize};
 
 /// Creations that may run at once after the first (which always runs alone).
 pub const DEFAULT_CONCURRENCY: u32 = 2;
-/// The seed's manager memory, in MB.
-pub const MANAGER_MEMORY: u32 = 1024;
-/// The seed's worker memory, in MB (THREDDS needs 4 GB).
-pub const WORKER_MEMORY: u32 = 6144;
 /// The seed's NAT adapter type: PCnet-FAST III.
 pub const NIC_TYPE: &str = "Am79C973";
 /// The seed's engine storage driver.
@@ -34,14 +31,15 @@ pub struct VirtualBoxConfig {
     pub worker: RoleConfig,
 }
 
-/// How the machines of one role are made. Unset fields take the seed's values.
+/// How the machines of one role are made: `memory` (`--virtualbox-memory`, MB) and `cpus`
+/// (`--virtualbox-cpu-count`) as every machine-making driver takes them, and docker-machine's
+/// own [`MachineOptions`]. Unset fields take the seed's values.
+pub type RoleConfig = support::RoleConfig<MachineOptions>;
+
+/// The `create` settings of one role that only docker-machine has.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct RoleConfig {
-    /// `--virtualbox-memory`, in MB.
-    pub memory: Option<u32>,
-    /// `--virtualbox-cpu-count`.
-    pub cpus: Option<u32>,
+pub struct MachineOptions {
     /// `--virtualbox-disk-size`, in MB; docker-machine's own default (20000) when unset.
     pub disk_size: Option<u32>,
     /// `--virtualbox-nat-nictype`.
@@ -110,7 +108,8 @@ impl VirtualBoxConfig {
             }
         }
         for (role, rc) in [("manager", &self.manager), ("worker", &self.worker)] {
-            for (name, v) in [("memory", rc.memory), ("cpus", rc.cpus), ("disk_size", rc.disk_size)] {
+            let (sizes, rc) = (rc, &rc.more);
+            for (name, v) in [("memory", sizes.memory), ("cpus", sizes.cpus), ("disk_size", rc.disk_size)] {
                 if v == Some(0) {
                     return Err(Error::input(field(&format!("{role}.{name}")), "must be at least 1, got 0"));
                 }
@@ -144,13 +143,15 @@ impl VirtualBoxConfig {
 
     /// The `create` settings for `role`.
     pub fn options(&self, role: Role) -> CreateOptions {
-        let (rc, memory) = match role {
-            Role::Manager => (&self.manager, MANAGER_MEMORY),
-            Role::Worker => (&self.worker, WORKER_MEMORY),
+        let rc = match role {
+            Role::Manager => &self.manager,
+            Role::Worker => &self.worker,
         };
+        let size = rc.resources(role);
+        let rc = &rc.more;
         CreateOptions {
-            memory: rc.memory.unwrap_or(memory),
-            cpus: rc.cpus.unwrap_or(1),
+            memory: size.memory,
+            cpus: size.cpus,
             disk_size: rc.disk_size,
             nic_type: rc.nic_type.clone().unwrap_or_else(|| NIC_TYPE.into()),
             storage_driver: rc.storage_driver.clone().unwrap_or_else(|| STORAGE_DRIVER.into()),

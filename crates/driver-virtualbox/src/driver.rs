@@ -1,21 +1,25 @@
 //! The `Driver` implementation over docker-machine.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::Docker;
+use lab_core::driver::support;
 use lab_core::{
     Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec,
     Result,
 };
+use lab_ssh::Remote;
 use tokio::sync::{Mutex, OnceCell, Semaphore};
 
 use crate::client::{self, NotFound, Output};
 use crate::config::VirtualBoxConfig;
-use crate::error::{does_not_exist, failed, not_run};
+use crate::error::{does_not_exist, failed, not_run, program_not_run};
+use crate::ssh;
 
-/// `ls`, `env`, `ip`, `status`, `ssh` and `--version`: quick reads.
+/// `ls`, `env`, `ip`, `status` and `--version`: quick reads.
 const QUICK: Duration = Duration::from_secs(60);
 /// How long to wait before looking again at a machine seen broken.
 #[cfg(not(test))]
@@ -50,6 +54,13 @@ pub struct VirtualBoxDriver {
     /// docker-machine's store (`$MACHINE_STORAGE_PATH`, else `~/.docker/machine`), to tell a
     /// half-made machine from a healthy one.
     store: Option<PathBuf>,
+    /// lab's record of the machines' SSH host keys ([`ssh`]).
+    known_hosts: PathBuf,
+    /// Where lab's SSH sockets for the cluster would go (commands need none, but lab_ssh asks).
+    sockets: PathBuf,
+    /// Each node's way in over SSH, made on first use and dropped when its machine is made,
+    /// started or removed (its address may change).
+    remotes: std::sync::Mutex<HashMap<String, Arc<Remote>>>,
 }
 
 impl VirtualBoxDriver {
@@ -61,7 +72,11 @@ impl VirtualBoxDriver {
             std::env::var_os("MACHINE_STORAGE_PATH").filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| {
                 std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".docker/machine"))
             });
+        let dir = ctx.state_dir.join("virtualbox");
         Ok(VirtualBoxDriver {
+            known_hosts: dir.join("known_hosts"),
+            sockets: dir.join("sockets"),
+            remotes: std::sync::Mutex::new(HashMap::new()),
             cluster: ctx.cluster,
             slots: Semaphore::new(config.concurrency() as usize),
             config,
@@ -106,7 +121,7 @@ impl VirtualBoxDriver {
                 let step = format!("run {} --version", program.display());
                 let out = client::run(program, &["--version".into()], QUICK)
                     .await
-                    .map_err(|e| Error::op(&step, e).with_hint(INSTALL_HINT))?;
+                    .map_err(|e| Error::from(program_not_run(&step, e)).with_hint(INSTALL_HINT))?;
                 if !out.success() {
                     return Err(Error::op(&step, out.message()));
                 }
@@ -142,7 +157,7 @@ impl VirtualBoxDriver {
         let program = self.program().await?;
         let shown = format!("docker-machine {}", args.iter().take(2).cloned().collect::<Vec<_>>().join(" "));
         tracing::debug!(node, args = ?args, "docker-machine");
-        client::run(program, args, timeout).await.map_err(|e| not_run(node, &shown, &e))
+        Ok(client::run(program, args, timeout).await.map_err(|e| not_run(node, &shown, e))?)
     }
 
     fn machine_dir(&self, machine: &str) -> Option<PathBuf> {
@@ -204,8 +219,9 @@ impl VirtualBoxDriver {
             client::LS_FORMAT.into(),
         ];
         let program = self.program().await?;
-        let out =
-            client::run(program, &args, QUICK).await.map_err(|e| Error::op("list machines (docker-machine ls)", e))?;
+        let out = client::run(program, &args, QUICK)
+            .await
+            .map_err(|e| program_not_run("list machines (docker-machine ls)", e))?;
         if !out.success() {
             return Err(Error::op("list machines (docker-machine ls)", out.message()));
         }
@@ -231,13 +247,38 @@ impl VirtualBoxDriver {
         Ok(self.list().await?.into_iter().find(|m| m.name == node))
     }
 
+    /// `create`, then the new machine's host keys recorded (see [`ssh`] for why they can be
+    /// read this way).
     async fn run_create(&self, node: &NodeSpec, args: &[String], command: &str) -> Result<()> {
         let out = self.machine_cmd(&node.name, args, CREATE).await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(failed(&node.name, command, &out))
+        if !out.success() {
+            return Err(failed(&node.name, command, &out).into());
         }
+        self.forget_remote(&node.name);
+        let (program, known, name, machine) = self.ssh_args(&node.name).await?;
+        blocking(&node.name, move || ssh::learn(&program, &known, &name, &machine)).await
+    }
+
+    /// What the blocking SSH set-up needs: the program, the record, the node and its machine.
+    async fn ssh_args(&self, node: &str) -> Result<(PathBuf, PathBuf, String, String)> {
+        let program = self.program().await?.to_path_buf();
+        Ok((program, self.known_hosts.clone(), node.to_string(), self.machine_name(node)))
+    }
+
+    /// The node's way in over SSH (see [`ssh::target`]), made once.
+    async fn remote(&self, node: &str) -> Result<Arc<Remote>> {
+        if let Some(r) = self.remotes.lock().unwrap_or_else(|e| e.into_inner()).get(node) {
+            return Ok(r.clone());
+        }
+        let (program, known, name, machine) = self.ssh_args(node).await?;
+        let target = blocking(node, move || ssh::target(&program, &known, &name, &machine)).await?;
+        let remote = Arc::new(Remote::new(target, &self.sockets, lab_ssh::Hints::default()));
+        self.remotes.lock().unwrap_or_else(|e| e.into_inner()).insert(node.to_string(), remote.clone());
+        Ok(remote)
+    }
+
+    fn forget_remote(&self, node: &str) {
+        self.remotes.lock().unwrap_or_else(|e| e.into_inner()).remove(node);
     }
 }
 
@@ -275,7 +316,13 @@ impl Driver for VirtualBoxDriver {
             }
         }
         if !done {
-            let _slot = self.slots.acquire().await.map_err(|e| Error::node(&node.name, &command, e))?;
+            let _slot = self.slots.acquire().await.map_err(|e| Error::Node {
+                node: node.name.clone(),
+                step: command.clone(),
+                message: e.to_string(),
+                hint: None,
+                source: Some(Box::new(e)),
+            })?;
             self.run_create(node, &args, &command).await?;
         }
         self.find(&node.name).await?.ok_or_else(|| {
@@ -285,10 +332,11 @@ impl Driver for VirtualBoxDriver {
 
     async fn start(&self, node: &str) -> Result<Machine> {
         let name = self.machine_name(node);
+        self.forget_remote(node);
         let command = format!("docker-machine start {name}");
         let out = self.machine_cmd(node, &["start".into(), name.clone()], SLOW).await?;
         if !out.success() && !out.message().contains("is already running") {
-            return Err(failed(node, &command, &out));
+            return Err(failed(node, &command, &out).into());
         }
         self.find(node).await?.ok_or_else(|| Error::node(node, command, "docker-machine ls does not list it"))
     }
@@ -296,9 +344,10 @@ impl Driver for VirtualBoxDriver {
     async fn destroy(&self, node: &str) -> Result<()> {
         let name = self.machine_name(node);
         let command = format!("docker-machine rm -y {name}");
+        self.forget_remote(node);
         let out = self.machine_cmd(node, &["rm".into(), "-y".into(), name.clone()], SLOW).await?;
         if out.success() || does_not_exist(&out) {
-            return Ok(());
+            return ssh::forget(&self.known_hosts, node, &name);
         }
         // A machine whose config.json never got written cannot be loaded, so plain `rm` fails
         // on it; there is no VM to lose, and `-f` removes what is left of it.
@@ -306,11 +355,11 @@ impl Driver for VirtualBoxDriver {
         if unloadable {
             let forced = self.machine_cmd(node, &["rm".into(), "-f".into(), "-y".into(), name.clone()], SLOW).await?;
             if forced.success() {
-                return Ok(());
+                return ssh::forget(&self.known_hosts, node, &name);
             }
-            return Err(failed(node, &format!("docker-machine rm -f -y {name}"), &forced));
+            return Err(failed(node, &format!("docker-machine rm -f -y {name}"), &forced).into());
         }
-        Err(failed(node, &command, &out))
+        Err(failed(node, &command, &out).into())
     }
 
     async fn engine(&self, machine: &Machine) -> Result<NodeEngine> {
@@ -320,7 +369,7 @@ impl Driver for VirtualBoxDriver {
             .machine_cmd(&machine.name, &["env".into(), "--shell".into(), "bash".into(), name.clone()], QUICK)
             .await?;
         if !out.success() {
-            return Err(failed(&machine.name, &env_cmd, &out));
+            return Err(failed(&machine.name, &env_cmd, &out).into());
         }
         let vars = client::parse_env(&out.stdout);
         let var = |k: &str| vars.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
@@ -334,7 +383,7 @@ impl Driver for VirtualBoxDriver {
         let ip_cmd = format!("docker-machine ip {name}");
         let out = self.machine_cmd(&machine.name, &["ip".into(), name.clone()], QUICK).await?;
         if !out.success() {
-            return Err(failed(&machine.name, &ip_cmd, &out));
+            return Err(failed(&machine.name, &ip_cmd, &out).into());
         }
         let ip = out.stdout.trim().to_string();
         if ip.parse::<std::net::IpAddr>().is_err() {
@@ -343,39 +392,51 @@ impl Driver for VirtualBoxDriver {
         if client::url_host(&host).is_none() || !host.ends_with(&format!(":{ENGINE_PORT}")) {
             tracing::debug!(node = %machine.name, %host, "engine is not on the usual port {ENGINE_PORT}");
         }
-        let certs = PathBuf::from(certs);
-        let docker = Docker::connect_with_ssl(
-            &host,
-            &certs.join("key.pem"),
-            &certs.join("cert.pem"),
-            &certs.join("ca.pem"),
-            120,
-            bollard::API_DEFAULT_VERSION,
-        )
-        .map_err(|e| Error::node(&machine.name, format!("connect to {host} with TLS"), e))?;
+        let docker = support::connect_with_ssl(&machine.name, &host, Path::new(&certs))?;
         let order = ["DOCKER_TLS_VERIFY", "DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_MACHINE_NAME"];
         let client_env = order.iter().filter_map(|k| var(k).map(|v| (k.to_string(), v))).collect();
         Ok(NodeEngine { docker, advertise_addr: ip, client_env })
     }
 
+    /// Over SSH with the machine's recorded host key ([`ssh`]), not `docker-machine ssh`.
     async fn exec(&self, node: &str, argv: &[String]) -> Result<ExecOutput> {
-        let name = self.machine_name(node);
-        let out = self.machine_cmd(node, &["ssh".into(), name, client::shell_line(argv)], QUICK).await?;
-        Ok(ExecOutput { status: client::remote_status(&out), stdout: out.stdout, stderr: out.stderr })
+        let out = self.remote(node).await?.exec(argv).await;
+        // lab's probes fall back to a container when a command cannot run, and say nothing of
+        // why: a refused host key shows here, with -v.
+        out.inspect_err(|e| tracing::debug!(node, "{e}"))
     }
 
+    /// OpenSSH to the machine's host-only address as docker-machine's user, checking the host
+    /// key lab recorded ([`ssh`]). The trait has no room for an error: when the way in cannot
+    /// be found (docker-machine fails, the machine is not running), it is logged with the
+    /// node's name and `lab ssh` says the driver cannot open a shell.
     fn shell_command(&self, node: &str, args: &[String]) -> Option<Vec<String>> {
         let program = match self.found_program() {
-            Ok(p) => p.to_string_lossy().into_owned(),
-            // `lab ssh` then fails to run it, naming it.
-            Err(_) => client::PROGRAM.to_string(),
+            Ok(p) => p,
+            Err(_) => {
+                tracing::error!(node, "docker-machine is not on PATH");
+                return None;
+            }
         };
-        let mut cmd = vec![program, "ssh".into(), self.machine_name(node)];
-        if !args.is_empty() {
-            cmd.push(client::shell_line(args));
+        match ssh::target(program, &self.known_hosts, node, &self.machine_name(node)) {
+            Ok(t) => Some(t.openssh_command(args)),
+            Err(e) => {
+                tracing::error!("{e}");
+                None
+            }
         }
-        Some(cmd)
     }
+}
+
+/// Runs blocking SSH set-up (docker-machine runs, file writes) off the runtime's workers.
+async fn blocking<T: Send + 'static>(node: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Node {
+        node: node.into(),
+        step: "set up SSH to it".into(),
+        message: e.to_string(),
+        hint: None,
+        source: Some(Box::new(e)),
+    })?
 }
 
 #[cfg(test)]
@@ -393,6 +454,7 @@ case "$1" in
   create) for a; do name=$a; done
       echo "start $name" >>"$d/events"; sleep 0.3; echo "end $name" >>"$d/events"
       mkdir -p "$d/made"; touch "$d/made/$name" ;;
+  ssh) echo "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f root@$2" ;;
 esac
 exit 0
 "#;
@@ -443,6 +505,11 @@ exit 0
         // Existing machines are returned, not made again.
         d.create(&specs[1]).await.unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join("events")).unwrap().lines().count(), 8);
+        // Each new machine's host key is recorded under its name, right after its create.
+        let known = std::fs::read_to_string(dir.path().join("state/virtualbox/known_hosts")).unwrap();
+        let mut names: Vec<&str> = known.lines().filter_map(|l| l.split_whitespace().next()).collect();
+        names.sort();
+        assert_eq!(names, ["t-manager", "t-worker1", "t-worker2", "t-worker3"], "{known}");
     }
 
     #[tokio::test]

@@ -11,16 +11,19 @@
 //! for the machine, and advertises the machine's host-only address (`docker-machine ip`),
 //! never its NAT address.
 //!
-//! docker-machine is run as a program (argv, no shell, bounded): lab reads `ls`, `env`, `ip`
-//! and `status`, and calls `create`, `start`, `rm -y` and `ssh`.
+//! docker-machine is run as a program (argv, no shell, bounded): lab reads `ls`, `env`, `ip`,
+//! `inspect` and `status`, and calls `create`, `start` and `rm -y`. Commands on a machine and
+//! `lab ssh` go over SSH with the machine's host key checked against the one lab recorded when
+//! it made the machine ([`ssh`]), never through `docker-machine ssh`, which checks none.
 #![deny(missing_docs)]
 
 mod client;
 mod config;
 mod driver;
 mod error;
+mod ssh;
 
-pub use config::{CreateOptions, RoleConfig, VirtualBoxConfig};
+pub use config::{CreateOptions, MachineOptions, RoleConfig, VirtualBoxConfig};
 pub use driver::VirtualBoxDriver;
 
 use lab_core::driver::{DriverOption, OptionKind};

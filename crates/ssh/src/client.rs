@@ -3,7 +3,6 @@
 //! engine's socket, or a command). Everything here blocks: callers run it on std threads or
 //! `spawn_blocking`, never on the async runtime's workers.
 
-use std::fmt;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -47,18 +46,13 @@ impl Stage {
 }
 
 /// A failure to reach a host, with the stage it happened at.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {message}", stage.step())]
 pub struct SshError {
     /// Where it failed.
     pub stage: Stage,
     /// Why, in the words of the OS, libssh2 or the server.
     pub message: String,
-}
-
-impl fmt::Display for SshError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.stage.step(), self.message)
-    }
 }
 
 fn fail(stage: Stage, message: impl Into<String>) -> SshError {
@@ -135,7 +129,7 @@ impl Target {
         // firewall or proxy may accept TCP connections for hosts that are not there.
         sess.set_timeout(millis(self.connect_timeout));
         let h = &self.host;
-        let prefs = known_hosts::algorithm_preference(&self.known_hosts, &h.address, h.port);
+        let prefs = known_hosts::algorithm_preference(&self.known_hosts, h.host_key_name(), h.port);
         let _ = sess.method_pref(MethodType::HostKey, &prefs);
         sess.handshake().map_err(|e| {
             let why = if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
@@ -146,7 +140,7 @@ impl Target {
             fail(Stage::Connect, why)
         })?;
         sess.set_timeout(millis(self.operation_timeout));
-        known_hosts::verify(&sess, &self.known_hosts, &h.name, &h.address, h.port, self.policy)
+        known_hosts::verify(&sess, &self.known_hosts, &h.name, h.host_key_name(), h.port, self.policy)
             .map_err(|m| fail(Stage::HostKey, m))?;
         self.authenticate(&sess)?;
         Ok(sess)
@@ -228,6 +222,47 @@ impl Target {
         Err(fail(Stage::Auth, format!("as {user}: no method worked; tried {}", tried.join("; "))))
     }
 
+    /// The OpenSSH command that opens a shell on the host (`args` empty) or runs `args` there,
+    /// checking its host key as lab does: the same known-hosts files, policy, alias, key and
+    /// connect timeout. `ssh -p PORT [-i KEY -o IdentitiesOnly=yes] -o UserKnownHostsFile=...
+    /// [-o GlobalKnownHostsFile=...] -o StrictHostKeyChecking=... [-o HostKeyAlias=...] -o
+    /// ConnectTimeout=N -l USER [-t] -- ADDRESS [ARGS...]`, each a separate argument.
+    pub fn openssh_command(&self, args: &[String]) -> Vec<String> {
+        let h = &self.host;
+        let mut cmd = vec!["ssh".to_string(), "-p".into(), h.port.to_string()];
+        if let Some(key) = &h.identity_file {
+            cmd.extend(["-i".into(), key.to_string_lossy().into_owned(), "-o".into(), "IdentitiesOnly=yes".into()]);
+        }
+        cmd.extend(["-o".into(), format!("UserKnownHostsFile={}", self.known_hosts.user.display())]);
+        // The default global files are ssh's own default too; none at all must be said.
+        let global = &self.known_hosts.global;
+        if global.is_empty() {
+            cmd.extend(["-o".into(), "GlobalKnownHostsFile=/dev/null".into()]);
+        } else if !global.iter().eq(known_hosts::GLOBAL_FILES.iter().map(std::path::Path::new)) {
+            let files: Vec<String> = global.iter().map(|g| g.display().to_string()).collect();
+            cmd.extend(["-o".into(), format!("GlobalKnownHostsFile={}", files.join(" "))]);
+        }
+        cmd.extend(["-o".into(), format!("StrictHostKeyChecking={}", self.policy.openssh())]);
+        if let Some(alias) = &h.host_key_alias {
+            cmd.extend(["-o".into(), format!("HostKeyAlias={alias}")]);
+        }
+        cmd.extend([
+            "-o".into(),
+            format!("ConnectTimeout={}", self.connect_timeout.as_secs()),
+            "-l".into(),
+            h.user.clone(),
+        ]);
+        if args.is_empty() {
+            cmd.push("-t".into());
+        }
+        cmd.extend(["--".into(), h.address.clone()]);
+        // `ssh` joins its arguments with spaces for the remote login shell to split again;
+        // quoting each makes it arrive as exactly one argument (`-- sh -c '...'` still gives
+        // a shell). Arguments from a command line hold no NUL byte, so none is refused here.
+        cmd.extend(args.iter().filter_map(|a| shell_quote(a).ok()));
+        cmd
+    }
+
     /// An authenticated session and a channel to the host's Docker socket.
     pub fn docker_channel(&self) -> Result<(Session, Channel), SshError> {
         let sess = self.session()?;
@@ -252,7 +287,7 @@ impl Target {
     pub fn exec(&self, argv: &[String]) -> Result<(Option<i64>, String, String), SshError> {
         let sess = self.session()?;
         let mut ch = sess.channel_session().map_err(|e| fail(Stage::Channel, e.message().to_string()))?;
-        let command = argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+        let command = shell_join(argv).map_err(|e| fail(Stage::Channel, format!("run a command: {e}")))?;
         ch.exec(&command).map_err(|e| fail(Stage::Channel, format!("run a command: {}", e.message())))?;
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
@@ -351,9 +386,15 @@ fn agent_auth(sess: &Session, user: &str) -> Result<(), String> {
     })
 }
 
-/// Quotes one argument for a POSIX shell: single quotes, with embedded ones spliced in.
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// Quotes one argument for a POSIX shell (shlex's quoting: words that need none stay as they
+/// are). A NUL byte, which no command line can carry, is an error.
+pub fn shell_quote(s: &str) -> Result<String, String> {
+    shlex::try_quote(s).map(|q| q.into_owned()).map_err(|_| format!("the argument {s:?} holds a NUL byte"))
+}
+
+/// `argv` as one command line for a remote login shell, each argument quoted to arrive whole.
+pub fn shell_join(argv: &[String]) -> Result<String, String> {
+    Ok(argv.iter().map(|a| shell_quote(a)).collect::<Result<Vec<_>, _>>()?.join(" "))
 }
 
 #[cfg(test)]
@@ -361,8 +402,14 @@ mod tests {
     use super::*;
 
     fn target(operation_timeout: Duration) -> Target {
-        let host =
-            Endpoint { name: "m".into(), address: "10.0.0.1".into(), port: 22, user: "me".into(), identity_file: None };
+        let host = Endpoint {
+            name: "m".into(),
+            address: "10.0.0.1".into(),
+            port: 22,
+            user: "me".into(),
+            identity_file: None,
+            host_key_alias: None,
+        };
         Target::new(
             host,
             KnownHostsFiles { user: "/nonexistent/kh".into(), global: vec![] },
@@ -420,10 +467,37 @@ mod tests {
             .contains("cannot connect"));
     }
 
+    /// What a POSIX shell makes of `line`: the arguments it passes to a program.
+    fn shell_words(line: &str) -> Vec<String> {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("for a in {line}; do printf '%s\\0' \"$a\"; done"))
+            .output()
+            .expect("run /bin/sh");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.split_terminator('\0').map(str::to_string).collect()
+    }
+
     #[test]
-    fn arguments_are_quoted_one_by_one() {
-        assert_eq!(shell_quote("docker"), "'docker'");
-        assert_eq!(shell_quote("a b; rm -rf /"), "'a b; rm -rf /'");
-        assert_eq!(shell_quote("it's $(x)"), r"'it'\''s $(x)'");
+    fn arguments_are_quoted_one_by_one_and_arrive_whole() {
+        let awkward: Vec<String> = [
+            "docker",
+            "a b; rm -rf /",
+            "it's $(x)",
+            "",
+            "`id`",
+            "\"double\" \\ back",
+            "tab\there\nnewline",
+            "*",
+            "~root",
+            "!bang ^caret {a,b} #hash",
+            "ünïcode",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(shell_words(&shell_join(&awkward).unwrap()), awkward);
+        assert_eq!(shell_quote("docker").unwrap(), "docker");
+        assert!(shell_quote("a\0b").unwrap_err().contains("NUL"));
     }
 }

@@ -282,29 +282,66 @@ pub fn verify(
 ) -> Result<(), String> {
     let (blob, _) = sess.host_key().ok_or("the server sent no host key")?;
     let blob = blob.to_vec();
-    let key_type = blob_type(&blob).unwrap_or("unknown").to_string();
     let fingerprint = sess
         .host_key_hash(HashType::Sha256)
         .map(|h| format!("SHA256:{}", base64(h).trim_end_matches('=')))
         .unwrap_or_default();
+    let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let list = entries(files)?;
+    let key = Presented { name, host, port, blob: &blob, fingerprint: &fingerprint };
+    let Some(line) = decide(&list, files, &key, policy)? else { return Ok(()) };
+    let user = files.user.display();
+    append(&files.user, &line).map_err(|e| format!("cannot record the host key of {name} in {user}: {e}"))?;
+    let key_type = blob_type(&blob).unwrap_or("unknown");
+    tracing::warn!(
+        host = name,
+        "recorded the new host key {key_type} {fingerprint} of {} in {user}",
+        lookup(host, port)
+    );
+    Ok(())
+}
+
+/// A host key as a server presented it.
+struct Presented<'a> {
+    /// The host's name in the hosts file.
+    name: &'a str,
+    /// The address it is looked up under.
+    host: &'a str,
+    port: u16,
+    blob: &'a [u8],
+    /// `SHA256:...`, as `ssh` shows it.
+    fingerprint: &'a str,
+}
+
+/// What to do with `key` given the known-hosts lines `list`: accept it (`None`), record it
+/// (the line to append to the user's file), or refuse it. A refusal starts with its cause in
+/// a few words ("host key revoked", "host key changed", "host key unknown"), since messages
+/// that report a host out of reach (`lab status` among them) quote it, and the cause is what
+/// the user acts on.
+fn decide(
+    list: &[Entry],
+    files: &KnownHostsFiles,
+    key: &Presented<'_>,
+    policy: HostKeyPolicy,
+) -> Result<Option<String>, String> {
+    let Presented { name, host, port, blob, fingerprint } = *key;
+    let key_type = blob_type(blob).unwrap_or("unknown");
     // As `ssh` records and looks up names: in lower case.
     let pat = lookup(host, port);
     let user = files.user.display();
-    let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let list = entries(files)?;
     let changed = |recorded: String| {
         format!(
-            "the host key of {name} ({pat}) has changed: it now presents {key_type} {fingerprint}, which does not \
-             match the key recorded in {recorded}. The host may have been reinstalled, or someone may be \
-             intercepting the connection. Check the new key with the host's administrator; if it is right, \
-             remove the old one with `ssh-keygen -R '{pat}' -f {user}` and run lab again"
+            "host key changed: {name} ({pat}) now presents {key_type} {fingerprint}, which does not match the key \
+             recorded in {recorded}. The host may have been reinstalled, or someone may be intercepting the \
+             connection. Check the new key with the host's administrator; if it is right, remove the old one \
+             with `ssh-keygen -R '{pat}' -f {user}` and run lab again"
         )
     };
-    match judge_host(&list, host, port, &blob) {
-        Verdict::Accept => Ok(()),
+    match judge_host(list, host, port, blob) {
+        Verdict::Accept => Ok(None),
         Verdict::Revoked { at } => Err(format!(
-            "the host key of {name} ({pat}, {key_type} {fingerprint}) is marked @revoked in {at}; lab will not \
-             connect to it"
+            "host key revoked: {name} ({pat}) presents {key_type} {fingerprint}, which {at} marks @revoked; lab \
+             will not connect to it"
         )),
         Verdict::Changed { at } => Err(changed(at)),
         Verdict::Unknown { others } if policy == HostKeyPolicy::AcceptNew && !others.is_empty() => {
@@ -312,17 +349,12 @@ pub fn verify(
         }
         Verdict::Unknown { .. } => match policy {
             HostKeyPolicy::Strict => Err(format!(
-                "the host key of {name} ({pat}, {key_type} {fingerprint}) is not in {user} (nor in a global \
-                 known-hosts file) and --host-key-policy strict accepts only recorded keys; check the \
-                 fingerprint, then record it (e.g. `ssh -o UserKnownHostsFile={user} -o \
+                "host key unknown: {name} ({pat}) presents {key_type} {fingerprint}, which is not in {user} (nor \
+                 in a global known-hosts file), and --host-key-policy strict accepts only recorded keys; check \
+                 the fingerprint, then record it (e.g. `ssh -o UserKnownHostsFile={user} -o \
                  StrictHostKeyChecking=accept-new -p {port} {host} true`), or use --host-key-policy accept-new"
             )),
-            HostKeyPolicy::AcceptNew => {
-                append(&files.user, &format!("{pat} {key_type} {}", base64(&blob)))
-                    .map_err(|e| format!("cannot record the host key of {name} in {user}: {e}"))?;
-                tracing::warn!(host = name, "recorded the new host key {key_type} {fingerprint} of {pat} in {user}");
-                Ok(())
-            }
+            HostKeyPolicy::AcceptNew => Ok(Some(format!("{pat} {key_type} {}", base64(blob)))),
         },
     }
 }
@@ -353,6 +385,61 @@ pub fn probe(
     Ok(v.word())
 }
 
+/// `pub_keys` (public keys as `*.pub` files hold them: `TYPE BASE64 [COMMENT]`, one a line)
+/// as known-hosts lines for `host` on port 22. Anything that is not a key lab can read is left
+/// out, comments too.
+pub fn lines_for(host: &str, pub_keys: &str) -> Vec<String> {
+    let pat = lookup(host, 22);
+    let mut out: Vec<String> = Vec::new();
+    for line in pub_keys.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(key_type), Some(key)) = (f.next(), f.next()) else { continue };
+        let valid = unbase64(key).is_some_and(|blob| blob_type(&blob) == Some(key_type));
+        let line = format!("{pat} {key_type} {key}");
+        if valid && !out.contains(&line) {
+            out.push(line);
+        }
+    }
+    out
+}
+
+/// Whether a plain line of the user's file records a key for `host` on port 22.
+pub fn records(file: &Path, host: &str) -> Result<bool, String> {
+    let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let list = read(file).map_err(|e| format!("cannot read the known-hosts file {}: {e}", file.display()))?;
+    let pat = lookup(host, 22);
+    Ok(list.iter().any(|e| e.marker == Marker::None && host_matches(&e.hosts, &pat)))
+}
+
+/// Makes `lines` the only lines for exactly `host` in `file` (a file of lab's own, made 0600
+/// if missing and replaced atomically): lines whose host field is `host` alone go, every
+/// other line stays as it is. With no `lines`, `host` is forgotten.
+pub fn set_host(file: &Path, host: &str, lines: &[String]) -> Result<(), String> {
+    let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("cannot read the known-hosts file {}: {e}", file.display())),
+    };
+    if text.is_empty() && lines.is_empty() {
+        return Ok(());
+    }
+    let pat = lookup(host, 22);
+    let mut out: String = text
+        .lines()
+        .filter(|l| l.split_whitespace().next().map(str::to_ascii_lowercase) != Some(pat.clone()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for l in lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        lab_core::state::make_private_dir(dir).map_err(|e| e.to_string())?;
+    }
+    lab_core::state::write_atomic(file, out.as_bytes()).map_err(|e| e.to_string())
+}
+
 fn append(path: &Path, line: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
@@ -369,104 +456,32 @@ fn append(path: &Path, line: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Standard base64 with padding (what known-hosts files and fingerprints use).
+/// Standard base64 with padding (what known-hosts files and fingerprints use); padding is
+/// optional when reading, as OpenSSH reads it.
+const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// `data` in standard base64 with padding.
 pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    B64.encode(data)
 }
 
 /// Standard base64 decoding (padding optional); `None` if `s` is not base64.
 fn unbase64(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    use base64::Engine;
+    B64.decode(s).ok()
 }
 
-/// SHA-1, for hashed known-hosts names (HMAC-SHA1 of the name, keyed with the line's salt).
-/// Only that: these hashes hide names from a reader, they protect nothing else.
-fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
-    let mut msg = data.to_vec();
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&((data.len() as u64) * 8).to_be_bytes());
-    for chunk in msg.chunks(64) {
-        let mut w = [0u32; 80];
-        for (i, word) in chunk.chunks(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..80 {
-            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = h;
-        for (i, wi) in w.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A827999),
-                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
-                _ => (b ^ c ^ d, 0xCA62C1D6),
-            };
-            let t = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(*wi);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = t;
-        }
-        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
-            *x = x.wrapping_add(y);
-        }
-    }
-    let mut out = [0u8; 20];
-    for (i, x) in h.iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&x.to_be_bytes());
-    }
-    out
-}
-
-fn hmac_sha1(key: &[u8], data: &[u8]) -> [u8; 20] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..20].copy_from_slice(&sha1(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
-    inner.extend_from_slice(data);
-    let mut outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
-    outer.extend_from_slice(&sha1(&inner));
-    sha1(&outer)
+/// HMAC-SHA1 of `data` keyed with `key`: a hashed known-hosts name (`|1|salt|hash`) is the
+/// HMAC of the name keyed with the line's salt. Only that: these hashes hide names from a
+/// reader, they protect nothing else, hence SHA-1.
+fn hmac_sha1(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
+    ring::hmac::sign(&key, data).as_ref().to_vec()
 }
 
 #[cfg(test)]
@@ -545,17 +560,20 @@ mod tests {
     }
 
     #[test]
-    fn sha1_and_hmac_match_their_standards() {
+    fn hmac_and_base64_match_their_standards() {
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        assert_eq!(hex(&sha1(b"abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");
-        assert_eq!(hex(&sha1(b"")), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
-        // RFC 2202 test case 2.
+        // RFC 2202 test cases 2 and 6 (a key longer than the block).
+        assert_eq!(
+            hex(&hmac_sha1(&[0xaa; 80], b"Test Using Larger Than Block-Size Key - Hash Key First")),
+            "aa4ae5e15272d00e95705637ce8a3b55ed402112"
+        );
         assert_eq!(
             hex(&hmac_sha1(b"Jefe", b"what do ya want for nothing?")),
             "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
         );
         assert_eq!(unbase64("Zm9vYmFy").unwrap(), b"foobar");
         assert_eq!(unbase64("Zm8=").unwrap(), b"fo");
+        assert_eq!(unbase64("Zm8").unwrap(), b"fo");
         assert!(unbase64("Zm8*").is_none());
     }
 
@@ -583,6 +601,29 @@ mod tests {
         ));
     }
 
+    /// Issue 18, item 16: a refused key says why in its first words, which `lab status`
+    /// and every other report of the host out of reach quote.
+    #[test]
+    fn refusals_start_with_their_cause() {
+        let (mine, blob) = key("ssh-ed25519", 1);
+        let (other, _) = key("ssh-ed25519", 2);
+        let files = KnownHostsFiles { user: "/k/known_hosts".into(), global: vec![] };
+        let presented = Presented { name: "node1", host: "10.0.0.1", port: 22, blob: &blob, fingerprint: "SHA256:x" };
+        let decide_text = |text: &str, policy| decide(&parse(Path::new("kh"), text), &files, &presented, policy);
+        let revoked = decide_text(&format!("10.0.0.1 {mine}\n@revoked * {mine}\n"), HostKeyPolicy::AcceptNew);
+        let revoked = revoked.unwrap_err();
+        assert!(revoked.starts_with("host key revoked: node1 (10.0.0.1)"), "{revoked}");
+        assert!(revoked.contains("kh line 2") && revoked.contains("SHA256:x"), "{revoked}");
+        let changed = decide_text(&format!("10.0.0.1 {other}\n"), HostKeyPolicy::AcceptNew).unwrap_err();
+        assert!(changed.starts_with("host key changed: node1 (10.0.0.1)"), "{changed}");
+        assert!(changed.contains("ssh-keygen -R '10.0.0.1' -f /k/known_hosts"), "{changed}");
+        let unknown = decide_text("", HostKeyPolicy::Strict).unwrap_err();
+        assert!(unknown.starts_with("host key unknown: node1 (10.0.0.1)") && unknown.contains("strict"), "{unknown}");
+        assert_eq!(decide_text(&format!("10.0.0.1 {mine}\n"), HostKeyPolicy::Strict), Ok(None));
+        let line = decide_text("", HostKeyPolicy::AcceptNew).unwrap().expect("recorded");
+        assert_eq!(line, format!("10.0.0.1 {mine}"));
+    }
+
     #[test]
     fn an_unknown_key_is_refused_under_accept_new_when_another_type_is_recorded() {
         // The policy's decision, without a session: a recorded key of another type is not
@@ -606,6 +647,31 @@ mod tests {
         assert!(algorithm_preference(&files, "h", 22)
             .starts_with("ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256,ssh-rsa,ssh-ed25519"));
         assert!(algorithm_preference(&files, "x", 22).starts_with("ssh-ed25519,"));
+    }
+
+    #[test]
+    fn a_hosts_lines_are_set_and_forgotten_leaving_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("sub/known_hosts");
+        let (ed, blob) = key("ssh-ed25519", 1);
+        let (ec, _) = key("ecdsa-sha2-nistp256", 2);
+        let lines = lines_for("C-Manager", &format!("{ed} root@vm\n{ec}\nnot a key\nssh-rsa !!\n{ed}\n"));
+        assert_eq!(lines, [format!("c-manager {ed}"), format!("c-manager {ec}")]);
+        assert!(!records(&f, "c-manager").unwrap());
+        set_host(&f, "c-manager", &lines).unwrap();
+        set_host(&f, "c-worker1", &lines_for("c-worker1", &ed)).unwrap();
+        assert!(records(&f, "c-manager").unwrap());
+        let list = parse(&f, &std::fs::read_to_string(&f).unwrap());
+        assert_eq!(judge(&list, "c-worker1", &blob), Verdict::Accept);
+        // A new machine of the same name: its keys replace the old ones, the others stay.
+        let (other, _) = key("ssh-ed25519", 3);
+        set_host(&f, "c-manager", &lines_for("c-manager", &other)).unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert_eq!(text, format!("c-worker1 {ed}\nc-manager {other}\n"));
+        set_host(&f, "c-manager", &[]).unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), format!("c-worker1 {ed}\n"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

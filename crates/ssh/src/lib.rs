@@ -1,5 +1,6 @@
 //! lab's SSH transport: how a driver reaches a machine's Docker engine and runs commands on it
-//! over SSH. Shared by the ssh driver (hosts that exist) and the qemu driver (VMs lab makes).
+//! over SSH. Shared by the ssh driver (hosts that exist), the qemu driver (VMs lab makes) and
+//! the virtualbox driver (commands on docker-machine's machines, and `lab ssh`).
 //!
 //! - [`Target`]: one machine and how to reach it, with bounded waits ([`client`]).
 //! - Host keys are checked against OpenSSH known-hosts files on every connection
@@ -38,6 +39,16 @@ pub struct Endpoint {
     pub user: String,
     /// Private key to authenticate with; `None`: ssh-agent, then the usual `~/.ssh` keys.
     pub identity_file: Option<PathBuf>,
+    /// The name its host key is recorded and looked up under, when that is not its address
+    /// (OpenSSH's `HostKeyAlias`): a machine whose address may change keeps its key.
+    pub host_key_alias: Option<String>,
+}
+
+impl Endpoint {
+    /// The name its host key is looked up under: the alias, else the address.
+    pub fn host_key_name(&self) -> &str {
+        self.host_key_alias.as_deref().unwrap_or(&self.address)
+    }
 }
 
 /// What to do with a host key that is not in the known-hosts file yet.

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bollard::Docker;
-use lab_core::error::engine_message;
 use lab_core::state::make_private_dir;
 use lab_core::{Error, ExecOutput, Result};
 
@@ -55,7 +54,13 @@ impl Remote {
             Stage::Auth => self.hints.auth,
             _ => None,
         };
-        let err = Error::node(self.name(), e.stage.step(), e.message);
+        let err = Error::Node {
+            node: self.name().into(),
+            step: e.stage.step().into(),
+            message: e.message.clone(),
+            hint: None,
+            source: Some(Box::new(e)),
+        };
         match hint {
             Some(h) => err.with_hint(h),
             None => err,
@@ -84,7 +89,7 @@ impl Remote {
             )
             .with_hint("set XDG_STATE_HOME to a shorter directory"));
         }
-        tunnel::start(self.target.clone(), &path).map_err(|e| Error::node(&node, step, e))?;
+        tunnel::start(self.target.clone(), &path).map_err(|e| Error::io(&node, step, e))?;
         *socket = Some(path.clone());
         Ok(path)
     }
@@ -93,7 +98,7 @@ impl Remote {
     pub fn docker(&self) -> Result<Docker> {
         let socket = self.socket()?;
         Docker::connect_with_unix(&socket.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| Error::node(self.name(), "connect to its Docker engine", engine_message(&e)))
+            .map_err(|e| Error::engine(self.name(), "connect to its Docker engine", e))
     }
 
     /// Runs `argv` on the machine, without a shell of lab's making: each argument is quoted
@@ -125,7 +130,7 @@ impl Remote {
             .spawn(move || {
                 let _ = tx.send(f(&target));
             })
-            .map_err(|e| Error::node(&node, "reach the host over SSH", e))?;
+            .map_err(|e| Error::io(&node, "reach the host over SSH", e))?;
         match tokio::time::timeout(bound, rx).await {
             Ok(Ok(r)) => r.map_err(|e| self.error(e)),
             Ok(Err(_)) => Err(Error::node(&node, "reach the host over SSH", "the SSH thread ended without an answer")),
@@ -135,5 +140,36 @@ impl Remote {
                 format!("no SSH step finished within {}s", bound.as_secs()),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Endpoint, HostKeyPolicy, KnownHostsFiles};
+
+    /// Issue 21, item 3: the SSH failure stays the cause of lab's error, which names the
+    /// node, the step, and carries the driver's hint for that step.
+    #[test]
+    fn an_ssh_failure_stays_the_cause() {
+        let host = Endpoint {
+            name: "worker1".into(),
+            address: "10.0.0.2".into(),
+            port: 22,
+            user: "me".into(),
+            identity_file: None,
+            host_key_alias: None,
+        };
+        let files = KnownHostsFiles { user: "/nonexistent/kh".into(), global: vec![] };
+        let t = Target::new(host, files, HostKeyPolicy::Strict, Duration::from_secs(1), Duration::from_secs(1), None);
+        let r = Remote::new(t, Path::new("/nonexistent"), Hints { connect: Some("is sshd running?"), auth: None });
+        let e = r.error(SshError { stage: Stage::Connect, message: "10.0.0.2:22: Connection refused".into() });
+        assert_eq!(e.to_string(), "worker1: connect over SSH: 10.0.0.2:22: Connection refused");
+        assert_eq!(e.hint(), Some("is sshd running?"));
+        let cause = std::error::Error::source(&e).expect("the SSH error is kept");
+        assert_eq!(cause.to_string(), "connect over SSH: 10.0.0.2:22: Connection refused");
+        assert!(e.causes().is_empty(), "nothing the message says is repeated: {:?}", e.causes());
     }
 }

@@ -56,7 +56,9 @@ fn serve(target: &Target, conn: UnixStream) {
         }
         Err(e) => {
             tracing::debug!(host = %target.host.name, "{e}");
-            refuse(conn, &format!("{}: {e}", target.host.name));
+            // Without the host's name: every error lab makes of an engine's answer names the
+            // node already.
+            refuse(conn, &e.to_string());
         }
     }
 }

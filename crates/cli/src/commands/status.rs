@@ -1,7 +1,10 @@
 //! `lab status`: nodes, their engines and swarm state, and the registry.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::future::join_all;
 use lab_core::cluster::Silent;
 use lab_core::converge::exec::Runtime;
 use lab_core::converge::observe::observe;
@@ -74,9 +77,28 @@ pub(super) fn node_rows(rt: &Runtime, obs: &lab_core::converge::observe::Observa
         .collect()
 }
 
+/// Why each node whose machine runs has an engine that does not answer, by node: the error
+/// of one more bounded attempt to reach it, without the node's name. Observation only says
+/// "not answering"; the cause (a refused host key, a refused connection, a tunnel that
+/// cannot open) is what the user acts on.
+async fn unanswered(rt: &Runtime, obs: &lab_core::converge::observe::Observation) -> BTreeMap<String, String> {
+    let quiet = obs.machines.iter().filter(|m| {
+        m.state == lab_core::MachineState::Running && !obs.observed.nodes.get(&m.name).is_some_and(|o| o.engine)
+    });
+    let causes = join_all(quiet.map(|m| async move {
+        let e = rt.try_engine(&m.name, Duration::from_secs(5)).await.err()?;
+        let text = e.to_string();
+        let cause = text.strip_prefix(&format!("{}: ", m.name)).unwrap_or(&text).to_string();
+        Some((m.name.clone(), cause))
+    }))
+    .await;
+    causes.into_iter().flatten().collect()
+}
+
 pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&str>, output: Output) -> Result<i32> {
     let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true).await?;
     let obs = observe(&rt).await?;
+    let causes = unanswered(&rt, &obs).await;
     let st = rt.state();
     let reg_node = rt.desired.topology.registry_node().name.clone();
     let (task_node, task_state) = obs.registry_task.clone().unwrap_or_default();
@@ -97,7 +119,12 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
             let v = json!({
                 "cluster": st.cluster,
                 "driver": st.driver,
-                "nodes": node_rows(&rt, &obs),
+                "nodes": node_rows(&rt, &obs).into_iter().map(|mut n| {
+                    if let Some(cause) = n["name"].as_str().and_then(|name| causes.get(name)) {
+                        n["engine_error"] = json!(cause);
+                    }
+                    n
+                }).collect::<Vec<_>>(),
                 "registry": {
                     "stack": lab_core::registry::STACK,
                     "service": lab_core::registry::SERVICE,
@@ -116,6 +143,9 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
         }
         Output::Table => {
             out!("{}", status_table(&rt, &obs))?;
+            for (node, cause) in &causes {
+                outln!("{node}: {cause}")?;
+            }
             outln!()?;
             if service == "missing" {
                 outln!("registry: stack {} not deployed (run lab up)", lab_core::registry::STACK)?;

@@ -28,6 +28,8 @@ pub mod conformance;
 // Drivers that are programs, spoken to over the driver protocol.
 #[doc(hidden)]
 pub mod external;
+// What several drivers share: per-role machine sizes, TLS to a machine's engine.
+pub mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
