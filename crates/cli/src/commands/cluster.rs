@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use lab_core::cluster::Desired;
 use lab_core::cluster::Progress;
-use lab_core::converge::exec::Runtime;
+use lab_core::converge::runtime::Runtime;
 use lab_core::driver::lookup;
 use lab_core::external;
 use lab_core::state::{ClusterState, Paths};

@@ -57,7 +57,7 @@ pub(super) async fn down(config: Option<&std::path::Path>, cluster: Option<&str>
 /// Whether lab runs in a shell `lab env` pointed at this cluster: its `LAB_CLUSTER` names the
 /// cluster, or its `DOCKER_HOST` is the one `lab env` exports for the cluster's manager (the
 /// driver is asked, briefly; a driver that cannot say counts as no).
-async fn env_points_here(rt: &lab_core::converge::exec::Runtime, machines: &[lab_core::Machine]) -> bool {
+async fn env_points_here(rt: &lab_core::converge::runtime::Runtime, machines: &[lab_core::Machine]) -> bool {
     let cluster = rt.desired.topology.cluster.as_str();
     let lab_cluster = std::env::var("LAB_CLUSTER").ok();
     let docker_host = std::env::var("DOCKER_HOST").ok();

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use lab_core::cluster::Silent;
-use lab_core::converge::exec::Runtime;
 use lab_core::converge::observe::observe;
+use lab_core::converge::runtime::Runtime;
 use lab_core::Result;
 use serde_json::json;
 

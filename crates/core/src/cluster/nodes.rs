@@ -4,7 +4,7 @@
 //! ([`crate::cluster::probe`]), observation ([`crate::converge::observe`]) and teardown ([`crate::converge::teardown`])
 //! code needs a few things: the desired cluster, the machines the driver reports, a node's
 //! engine (and a manager of the swarm), a command run on a node, and the cluster's recorded
-//! state. [`Nodes`] is exactly that. [`crate::converge::exec::Runtime`] implements it; those modules
+//! state. [`Nodes`] is exactly that. [`crate::converge::runtime::Runtime`] implements it; those modules
 //! never see the runtime, its driver or its caches, so they do not depend on the executor, and
 //! the executor depends on them, not the other way round.
 //!

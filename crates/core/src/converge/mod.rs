@@ -4,10 +4,11 @@
 //! interrupted run resumes; [`teardown`] undoes `up` on machines lab may not destroy.
 //!
 //! Neighbours: it is the top of the core. It implements the [`Nodes`](crate::cluster::Nodes)
-//! seam over a driver ([`exec::Runtime`]) and calls into every area (swarm, tls, registry,
+//! seam over a driver ([`runtime::Runtime`]) and calls into every area (swarm, tls, registry,
 //! images); no area calls into it.
 
 pub mod exec;
 pub mod observe;
 pub mod plan;
+pub mod runtime;
 pub mod teardown;

@@ -125,6 +125,78 @@ async fn look(
     machines: Vec<Machine>,
     engines: &dyn EngineView,
 ) -> Result<Observation> {
+    let (mut nodes, views) = look_at_nodes(desired, &machines, engines).await;
+    // Which swarm is this cluster's, and which nodes are in it or in another: decided here,
+    // once, for every driver.
+    let manager_order: Vec<&str> = desired
+        .topology
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Manager)
+        .map(|n| n.name.as_str())
+        .chain(views.keys().map(|k| k.as_str()))
+        .collect();
+    let swarms = list_swarms(desired, &manager_order, &views, engines).await;
+    let facts = SwarmFacts {
+        cluster: desired.topology.cluster.to_string(),
+        recorded: state.swarm.as_ref().map(|s| s.id.as_str()).filter(|s| !s.is_empty()),
+        manager_order: &manager_order,
+        views: &views,
+        listings: &swarms.listings,
+        labelled: &swarms.labelled,
+        manager_addrs: manager_addresses(desired, state, &nodes, &machines),
+        managers_unanswered: desired
+            .topology
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Manager)
+            .filter(|n| {
+                // A manager that is missing or about to be made again has no swarm to ask.
+                let exists = machines.iter().any(|m| m.name == n.name && !matches!(m.state, MachineState::Broken(_)));
+                exists && !views.contains_key(&n.name)
+            })
+            .map(|n| n.name.clone())
+            .collect(),
+    };
+    let decided = facts.decide();
+    let swarm_id = decided.swarm_id.clone();
+    let listing = swarm_id.as_ref().and_then(|id| swarms.listings.get(id)).and_then(|l| l.as_ref());
+    let mut swarm_nodes = BTreeMap::new();
+    for (name, membership) in decided.membership {
+        let obs = nodes.get_mut(&name).expect("viewed nodes are observed");
+        obs.swarm = membership;
+        let listed = listing.and_then(|l| views.get(&name).and_then(|v| v.node_id.as_ref()).and_then(|i| l.get(i)));
+        if let Some(n) = listed {
+            swarm_nodes.insert(name, swarm_node(n, obs));
+        }
+    }
+    let lister = swarm_id.as_ref().and_then(|id| swarms.listers.get(id));
+    let (registry, registry_task) = match lister {
+        Some(lister) => look_at_registry(engines, lister, &swarm_nodes).await?,
+        None => (None, None),
+    };
+    Ok(Observation {
+        observed: Observed {
+            nodes,
+            swarm_id,
+            registry,
+            mode: state.registry_mode,
+            managers_unchecked: decided.unchecked,
+            certs: None,
+        },
+        machines,
+        swarm_nodes,
+        registry_task,
+    })
+}
+
+/// What every running machine's engine says of itself, all asked at once: the planner's view
+/// of each node, and each node's own view of its swarm membership once it has settled.
+async fn look_at_nodes(
+    desired: &Desired,
+    machines: &[Machine],
+    engines: &dyn EngineView,
+) -> (BTreeMap<String, NodeObs>, BTreeMap<String, LocalView>) {
     let image = desired.registry_image.as_str();
     let probes = machines.iter().map(|m| async move {
         // The topology says what a node is for; the driver's word only for strays.
@@ -161,34 +233,39 @@ async fn look(
         }
         (m.name.clone(), obs, view)
     });
-    let results = join_all(probes).await;
-    let mut nodes: BTreeMap<String, NodeObs> = BTreeMap::new();
-    let mut views: BTreeMap<String, LocalView> = BTreeMap::new();
-    for (name, obs, view) in results {
+    let mut nodes = BTreeMap::new();
+    let mut views = BTreeMap::new();
+    for (name, obs, view) in join_all(probes).await {
         nodes.insert(name.clone(), obs);
         if let Some(v) = view {
             views.insert(name, v);
         }
     }
+    (nodes, views)
+}
 
-    // Which swarm is this cluster's, and which nodes are in it or in another: decided here,
-    // once, for every driver.
-    let manager_order: Vec<&str> = desired
-        .topology
-        .nodes
-        .iter()
-        .filter(|n| n.role == Role::Manager)
-        .map(|n| n.name.as_str())
-        .chain(views.keys().map(|k| k.as_str()))
-        .collect();
-    // Each swarm some node manages, listed by its first manager (in that order) that answers.
-    let mut listers: BTreeMap<String, String> = BTreeMap::new();
-    let mut listings: BTreeMap<String, Option<Listing>> = BTreeMap::new();
-    // The swarms whose own label names this cluster (set by lab's `swarm init`).
-    let mut labelled: BTreeSet<String> = BTreeSet::new();
-    for name in &manager_order {
+/// The swarms the managers know, as [`list_swarms`] finds them.
+#[derive(Default)]
+struct Swarms {
+    /// Each swarm some node manages, by its first manager (in the order asked) that answers.
+    listers: BTreeMap<String, String>,
+    /// Each swarm's nodes, as that manager lists them (`None`: it could not).
+    listings: BTreeMap<String, Option<Listing>>,
+    /// The swarms whose own label names this cluster (set by lab's `swarm init`).
+    labelled: BTreeSet<String>,
+}
+
+/// Asks the managers in `manager_order`, one per swarm, for their swarm's nodes and labels.
+async fn list_swarms(
+    desired: &Desired,
+    manager_order: &[&str],
+    views: &BTreeMap<String, LocalView>,
+    engines: &dyn EngineView,
+) -> Swarms {
+    let mut s = Swarms::default();
+    for name in manager_order {
         let Some(id) = views.get(*name).filter(|v| v.manager).and_then(|v| v.cluster_id.clone()) else { continue };
-        if listings.get(&id).is_some_and(|l| l.is_some()) {
+        if s.listings.get(&id).is_some_and(|l| l.is_some()) {
             continue;
         }
         let listed = engines.list_nodes(name).await;
@@ -196,102 +273,62 @@ async fn look(
         if engines.swarm_labels(name).await.and_then(|l| l.get(CLUSTER_LABEL).cloned()).as_deref()
             == Some(desired.topology.cluster.as_str())
         {
-            labelled.insert(id.clone());
+            s.labelled.insert(id.clone());
         }
-        if listed.is_some() || !listings.contains_key(&id) {
-            listers.insert(id.clone(), name.to_string());
-            listings.insert(id, listed);
-        }
-    }
-    let facts = SwarmFacts {
-        cluster: desired.topology.cluster.to_string(),
-        recorded: state.swarm.as_ref().map(|s| s.id.as_str()).filter(|s| !s.is_empty()),
-        manager_order: &manager_order,
-        views: &views,
-        listings: &listings,
-        labelled: &labelled,
-        manager_addrs: manager_addresses(desired, state, &nodes, &machines),
-        managers_unanswered: desired
-            .topology
-            .nodes
-            .iter()
-            .filter(|n| n.role == Role::Manager)
-            .filter(|n| {
-                // A manager that is missing or about to be made again has no swarm to ask.
-                let exists = machines.iter().any(|m| m.name == n.name && !matches!(m.state, MachineState::Broken(_)));
-                exists && !views.contains_key(&n.name)
-            })
-            .map(|n| n.name.clone())
-            .collect(),
-    };
-    let decided = facts.decide();
-    let swarm_id = decided.swarm_id.clone();
-    let mut swarm_nodes = BTreeMap::new();
-    for (name, membership) in decided.membership {
-        let obs = nodes.get_mut(&name).expect("viewed nodes are observed");
-        obs.swarm = membership;
-        let listed = swarm_id
-            .as_ref()
-            .and_then(|id| listings.get(id))
-            .and_then(|l| l.as_ref())
-            .and_then(|l| views.get(&name).and_then(|v| v.node_id.as_ref()).and_then(|i| l.get(i)));
-        let Some(n) = listed else { continue };
-        let spec = n.spec.clone().unwrap_or_default();
-        obs.labels = spec.labels.clone().unwrap_or_default().into_iter().collect();
-        obs.drained = spec.availability == Some(NodeSpecAvailabilityEnum::DRAIN);
-        swarm_nodes.insert(
-            name.clone(),
-            SwarmNode {
-                id: n.id.clone().unwrap_or_default(),
-                role: spec.role.map(|r| r.to_string()).unwrap_or_default(),
-                availability: spec.availability.map(|a| a.to_string()).unwrap_or_default(),
-                status: n.status.as_ref().and_then(|s| s.state).map(|s| s.to_string()).unwrap_or_default(),
-                manager_status: n
-                    .manager_status
-                    .as_ref()
-                    .map(|m| {
-                        if m.leader == Some(true) {
-                            "leader".to_string()
-                        } else {
-                            m.reachability.map(|r| r.to_string()).unwrap_or_default()
-                        }
-                    })
-                    .unwrap_or_default(),
-                labels: obs.labels.clone(),
-            },
-        );
-    }
-    let mut registry_obs = None;
-    let mut registry_task = None;
-    if let Some(lister) = swarm_id.as_ref().and_then(|id| listers.get(id)) {
-        registry_obs = engines.registry(lister).await?;
-        if let Some(reg) = registry_obs.as_mut() {
-            // The task's node by lab's name for it, if a manager lists that node.
-            registry_task = engines.registry_task(lister).await.map(|(id, state)| {
-                let node = swarm_nodes.iter().find(|(_, n)| n.id == id).map(|(k, _)| k.clone()).unwrap_or(id);
-                (node, state)
-            });
-            // Only a node lab can name: a task the managers still list on a node whose engine
-            // did not answer (stopped, lost) runs nowhere lab can see.
-            reg.running_on = registry_task
-                .as_ref()
-                .filter(|(node, state)| state == "running" && swarm_nodes.contains_key(node))
-                .map(|(n, _)| n.clone());
+        if listed.is_some() || !s.listings.contains_key(&id) {
+            s.listers.insert(id.clone(), name.to_string());
+            s.listings.insert(id, listed);
         }
     }
-    Ok(Observation {
-        observed: Observed {
-            nodes,
-            swarm_id,
-            registry: registry_obs,
-            mode: state.registry_mode,
-            managers_unchecked: decided.unchecked,
-            certs: None,
-        },
-        machines,
-        swarm_nodes,
-        registry_task,
-    })
+    s
+}
+
+/// A node as its swarm's manager lists it, which also gives the planner its labels and
+/// availability (`obs`).
+fn swarm_node(n: &bollard::models::Node, obs: &mut NodeObs) -> SwarmNode {
+    let spec = n.spec.clone().unwrap_or_default();
+    obs.labels = spec.labels.clone().unwrap_or_default().into_iter().collect();
+    obs.drained = spec.availability == Some(NodeSpecAvailabilityEnum::DRAIN);
+    let manager_status = n
+        .manager_status
+        .as_ref()
+        .map(|m| {
+            if m.leader == Some(true) {
+                "leader".to_string()
+            } else {
+                m.reachability.map(|r| r.to_string()).unwrap_or_default()
+            }
+        })
+        .unwrap_or_default();
+    SwarmNode {
+        id: n.id.clone().unwrap_or_default(),
+        role: spec.role.map(|r| r.to_string()).unwrap_or_default(),
+        availability: spec.availability.map(|a| a.to_string()).unwrap_or_default(),
+        status: n.status.as_ref().and_then(|s| s.state).map(|s| s.to_string()).unwrap_or_default(),
+        manager_status,
+        labels: obs.labels.clone(),
+    }
+}
+
+/// The registry service as the manager on `lister` reads it, with the node its task is on,
+/// by lab's name for it where a manager lists that node.
+async fn look_at_registry(
+    engines: &dyn EngineView,
+    lister: &str,
+    swarm_nodes: &BTreeMap<String, SwarmNode>,
+) -> Result<(Option<RegistryObs>, Option<(String, String)>)> {
+    let Some(mut reg) = engines.registry(lister).await? else { return Ok((None, None)) };
+    let task = engines.registry_task(lister).await.map(|(id, state)| {
+        let node = swarm_nodes.iter().find(|(_, n)| n.id == id).map(|(k, _)| k.clone()).unwrap_or(id);
+        (node, state)
+    });
+    // Only a node lab can name: a task the managers still list on a node whose engine did not
+    // answer (stopped, lost) runs nowhere lab can see.
+    reg.running_on = task
+        .as_ref()
+        .filter(|(node, state)| state == "running" && swarm_nodes.contains_key(node))
+        .map(|(n, _)| n.clone());
+    Ok((Some(reg), task))
 }
 
 /// One swarm's nodes, by swarm node ID, as one of its managers lists them.

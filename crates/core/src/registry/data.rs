@@ -108,96 +108,27 @@ pub async fn remove_move_helpers(node: &str, docker: &Docker, kind: Option<&str>
 /// `from`. Where `to` has nothing (a new node), adding is copying.
 pub async fn move_data(rt: &dyn Nodes, from: &str, to: &str) -> Result<String> {
     let step = format!("move registry data from {from} to {to}");
-    let image = rt.desired().registry_image.clone();
     let src = rt.engine(from).await?.docker;
     let dst = rt.engine(to).await?.docker;
     // Nothing may write while the data travels.
-    if let Ok((mgr_name, mgr)) = rt.manager().await {
-        if let Ok(svc) = mgr.inspect_service(SERVICE, None::<InspectServiceOptions>).await {
-            let version = svc.version.and_then(|v| v.index).unwrap_or_default();
-            if let Some(mut spec) = svc.spec {
-                spec.mode = Some(ServiceSpecMode {
-                    replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
-                    ..Default::default()
-                });
-                mgr.update_service(
-                    SERVICE,
-                    spec,
-                    UpdateServiceOptionsBuilder::new().version(version as i32).build(),
-                    None,
-                )
-                .await
-                .map_err(|e| Error::engine(&mgr_name, format!("stop service {SERVICE}"), e))?;
-            }
-        }
-    }
+    stop_service(rt).await?;
     wait_tasks_gone(from, &src, false, "the registry task to stop before its data moves", Duration::from_secs(60))
         .await?;
-    let helper = format!("lab-registry-move-{}", probe::random_suffix());
-    let make_helper = |d: Docker, kind: &'static str| {
-        let helper = helper.clone();
-        let image = image.clone();
-        let cluster = rt.desired().topology.cluster.to_string();
-        async move {
-            let labels = HashMap::from([
-                (crate::cluster::probe::CLUSTER_LABEL.to_string(), cluster),
-                (MOVE_LABEL.to_string(), kind.to_string()),
-            ]);
-            let body = ContainerCreateBody {
-                image: Some(image),
-                entrypoint: Some(vec!["true".into()]),
-                cmd: Some(vec![]),
-                labels: Some(labels),
-                host_config: Some(HostConfig {
-                    // A missing volume is made with the container, in the same request, so
-                    // that it never exists without the marker of a copy under way.
-                    mounts: Some(vec![Mount {
-                        target: Some("/var/lib/registry".into()),
-                        source: Some(VOLUME.into()),
-                        typ: Some(MountType::VOLUME),
-                        volume_options: Some(MountVolumeOptions { labels: Some(namespace()), ..Default::default() }),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            d.create_container(Some(CreateContainerOptionsBuilder::new().name(&helper).build()), body)
-                .await
-                .map(|_| ())
-                .map_err(|e| engine_message(&e))
-        }
+    let helper = Helper {
+        name: format!("lab-registry-move-{}", probe::random_suffix()),
+        image: rt.desired().registry_image.clone(),
+        cluster: rt.desired().topology.cluster.to_string(),
     };
     // Helpers an interrupted move left: the source's go; the destination's stays until this
     // move completes, since its volume may still be a partial copy.
     remove_move_helpers(from, &src, Some(OUTGOING)).await?;
     let had = data_on(&dst).await == Data::Complete;
-    make_helper(dst.clone(), INCOMING).await.map_err(|m| Error::node(to, &step, m))?;
-    let result = async {
-        make_helper(src.clone(), OUTGOING).await.map_err(|m| Error::node(from, &step, m))?;
-        let moved = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = moved.clone();
-        let tar = src
-            .download_from_container(
-                &helper,
-                Some(DownloadFromContainerOptionsBuilder::new().path("/var/lib/registry").build()),
-            )
-            .map(move |chunk| {
-                let chunk = chunk.map_err(|e| std::io::Error::other(engine_message(&e)))?;
-                counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                Ok::<_, std::io::Error>(chunk)
-            });
-        dst.upload_to_container(
-            &helper,
-            Some(UploadToContainerOptionsBuilder::new().path("/var/lib").build()),
-            bollard::body_try_stream(tar),
-        )
-        .await
-        .map_err(|e| Error::engine(to, &step, e))?;
-        Ok::<_, Error>(moved.load(std::sync::atomic::Ordering::Relaxed))
-    }
-    .await;
-    let bytes = match result {
+    helper.make(&dst, INCOMING).await.map_err(|m| Error::node(to, &step, m))?;
+    let copied = async {
+        helper.make(&src, OUTGOING).await.map_err(|m| Error::node(from, &step, m))?;
+        helper.copy(&src, &dst).await.map_err(|e| Error::engine(to, &step, e))
+    };
+    let bytes = match copied.await {
         Ok(bytes) => bytes,
         Err(e) => {
             // `from` keeps the only complete copy; the destination's marker stays.
@@ -220,6 +151,88 @@ pub async fn move_data(rt: &dyn Nodes, from: &str, to: &str) -> Result<String> {
     }
     rt.progress().note(&what);
     Ok(what)
+}
+
+/// Scales the registry service to zero, if a manager answers and the service exists.
+async fn stop_service(rt: &dyn Nodes) -> Result<()> {
+    let Ok((mgr_name, mgr)) = rt.manager().await else { return Ok(()) };
+    let Ok(svc) = mgr.inspect_service(SERVICE, None::<InspectServiceOptions>).await else { return Ok(()) };
+    let version = svc.version.and_then(|v| v.index).unwrap_or_default();
+    let Some(mut spec) = svc.spec else { return Ok(()) };
+    spec.mode = Some(ServiceSpecMode {
+        replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
+        ..Default::default()
+    });
+    mgr.update_service(SERVICE, spec, UpdateServiceOptionsBuilder::new().version(version as i32).build(), None)
+        .await
+        .map(drop)
+        .map_err(|e| Error::engine(&mgr_name, format!("stop service {SERVICE}"), e))
+}
+
+/// The stopped helper container a move makes on each end, mounting `registry_data`: the
+/// archive API reads and writes the volume through it.
+struct Helper {
+    name: String,
+    image: String,
+    cluster: String,
+}
+
+impl Helper {
+    /// Makes the helper on `docker`, labelled as the move's `kind` end. A missing volume is
+    /// made with the container, in the same request, so that it never exists without the
+    /// marker of a copy under way.
+    async fn make(&self, docker: &Docker, kind: &str) -> std::result::Result<(), String> {
+        let labels = HashMap::from([
+            (crate::cluster::probe::CLUSTER_LABEL.to_string(), self.cluster.clone()),
+            (MOVE_LABEL.to_string(), kind.to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(self.image.clone()),
+            entrypoint: Some(vec!["true".into()]),
+            cmd: Some(vec![]),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                mounts: Some(vec![Mount {
+                    target: Some("/var/lib/registry".into()),
+                    source: Some(VOLUME.into()),
+                    typ: Some(MountType::VOLUME),
+                    volume_options: Some(MountVolumeOptions { labels: Some(namespace()), ..Default::default() }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        docker
+            .create_container(Some(CreateContainerOptionsBuilder::new().name(&self.name).build()), body)
+            .await
+            .map(drop)
+            .map_err(|e| engine_message(&e))
+    }
+
+    /// Streams the volume from `src`'s helper into `dst`'s as a tar archive, adding to what
+    /// `dst` has; returns the bytes it carried.
+    async fn copy(&self, src: &Docker, dst: &Docker) -> std::result::Result<u64, bollard::errors::Error> {
+        let moved = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = moved.clone();
+        let tar = src
+            .download_from_container(
+                &self.name,
+                Some(DownloadFromContainerOptionsBuilder::new().path("/var/lib/registry").build()),
+            )
+            .map(move |chunk| {
+                let chunk = chunk.map_err(|e| std::io::Error::other(engine_message(&e)))?;
+                counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, std::io::Error>(chunk)
+            });
+        dst.upload_to_container(
+            &self.name,
+            Some(UploadToContainerOptionsBuilder::new().path("/var/lib").build()),
+            bollard::body_try_stream(tar),
+        )
+        .await?;
+        Ok(moved.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// Removes the copy of the registry's data a finished move left on `node`: the old task's

@@ -12,6 +12,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
+use super::relay;
 use crate::cluster::Nodes;
 use crate::error::{engine_message, Error, Result};
 use crate::registry::PORT;
@@ -109,90 +110,130 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
     let e = rt.engine(node).await?;
     let docker = &e.docker;
     let reg = rt.desired().topology.registry_node().name.clone();
-    let kind = crate::registry::Forwarder::wanted(rt.desired().tls, mode, node == reg);
+    let kind = Forwarder::wanted(rt.desired().tls, mode, node == reg);
     let step = match kind {
-        crate::registry::Forwarder::Relay => "start the relay to the mutual-TLS registry",
+        Forwarder::Relay => "start the relay to the mutual-TLS registry",
         _ => "start the registry forwarder",
     };
     remove_forwarder(node, docker).await?;
     let target = match kind {
-        crate::registry::Forwarder::None if mode == RegistryMode::Mesh => return Ok("not needed: mesh".into()),
-        crate::registry::Forwarder::None => return Ok("not needed: the registry runs here".into()),
+        Forwarder::None if mode == RegistryMode::Mesh => return Ok("not needed: mesh".into()),
+        Forwarder::None => return Ok("not needed: the registry runs here".into()),
         _ => rt.engine(&reg).await?.advertise_addr,
     };
+    let launch = match kind {
+        Forwarder::Relay => Launch::relay(docker, node, step, &target).await?,
+        _ => Launch::nc(&target),
+    };
+    let image = &rt.desired().registry_image;
+    let cluster = rt.desired().topology.cluster.as_str();
     let label = kind.label(&target).unwrap_or_default();
-    let relay = kind == crate::registry::Forwarder::Relay;
-    // The forwarder's program and what it needs: busybox `nc` from the registry image, or lab
-    // itself (packed into the container before it starts) with the node's client certificate.
-    let (entrypoint, mounts, archive) = match kind {
-        crate::registry::Forwarder::Relay => {
-            let info = docker.info().await.map_err(|err| Error::engine(node, step, err))?;
-            crate::registry::relay::runs_on(
-                info.os_type.as_deref().unwrap_or("linux"),
-                info.architecture.as_deref().unwrap_or_default(),
-            )
+    if launch.archive.is_some() {
+        // In the node's own network namespace, listening on its loopbacks itself: nothing
+        // but the node's own processes reaches it, not even a container on the node's
+        // bridge. It waits for a port the registry still holds, and does without [::1] where
+        // the node has no IPv6 loopback.
+        launch
+            .start(docker, launch.body(image, cluster, &label, &[]))
+            .await
+            .map_err(|err| Error::node(node, step, err))?;
+        return Ok(format!(
+            "relaying localhost:{PORT} (127.0.0.1, and [::1] where the node has it) to {reg} ({target}:{TLS_PORT}) \
+             in mutual TLS"
+        ));
+    }
+    // Both loopbacks where the node has IPv6; where it has none, publishing on [::1] fails
+    // at start, and 127.0.0.1 alone is all `localhost` can mean there.
+    let on = |loopbacks: &'static [&'static str]| {
+        launch.start_when_free(docker, node, launch.body(image, cluster, &label, loopbacks))
+    };
+    let listens = match on(&["127.0.0.1", "::1"]).await {
+        Ok(()) => "127.0.0.1 and [::1]",
+        Err(first) => {
+            tracing::debug!(node, cause = %first, "the forwarder cannot publish on [::1]; 127.0.0.1 only");
+            remove_forwarder(node, docker).await?;
+            on(&["127.0.0.1"]).await.map_err(|err| Error::node(node, step, err))?;
+            "127.0.0.1"
+        }
+    };
+    Ok(format!("relaying {listens}:{PORT} to {reg} ({target})"))
+}
+
+/// What the forwarder container runs and needs: busybox `nc` from the registry image, or lab
+/// itself (packed into the container before it starts) with the node's client certificate.
+struct Launch {
+    entrypoint: Vec<String>,
+    mounts: Option<Vec<Mount>>,
+    /// lab's relay, packed: uploaded into the container before it starts.
+    archive: Option<bytes::Bytes>,
+}
+
+impl Launch {
+    /// The plain forwarder: `nc` relaying TCP to the registry's node at `target`.
+    fn nc(target: &str) -> Launch {
+        let entrypoint = ["sh", "-c", FORWARD_SCRIPT, "lab-forwarder", target, &PORT.to_string()];
+        Launch { entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(), mounts: None, archive: None }
+    }
+
+    /// lab's relay to the mutual-TLS registry at `target`, presenting the node's certificates;
+    /// only where lab's own program can run on the node.
+    async fn relay(docker: &Docker, node: &str, step: &str, target: &str) -> Result<Launch> {
+        let info = docker.info().await.map_err(|err| Error::engine(node, step, err))?;
+        relay::runs_on(info.os_type.as_deref().unwrap_or("linux"), info.architecture.as_deref().unwrap_or_default())
             .map_err(|why| {
                 Error::node(node, step, why).with_hint(
-                    "run lab from a Linux machine of the nodes' architecture, or use `--registry-tls open` \
-                     behind a firewall",
+                    "run lab from a Linux machine of the nodes' architecture, or use `--registry-tls open` behind a \
+                     firewall",
                 )
             })?;
-            let program = crate::registry::relay::program().map_err(|why| Error::node(node, step, why))?;
-            let mut entrypoint = program.entrypoint.clone();
-            entrypoint.extend([
-                "--listen".to_string(),
-                format!("127.0.0.1:{PORT}"),
-                "--listen".into(),
-                format!("[::1]:{PORT}"),
-                "--to".into(),
-                format!("{}:{TLS_PORT}", crate::registry::bracket(&target)),
-                "--certs".into(),
-                crate::registry::relay::CERTS_MOUNT.into(),
-            ]);
-            let certs = Mount {
-                target: Some(crate::registry::relay::CERTS_MOUNT.into()),
-                source: Some(format!("/etc/docker/certs.d/{}", crate::tls::CERTS_DIRS[0])),
-                typ: Some(MountType::BIND),
-                read_only: Some(true),
-                ..Default::default()
-            };
-            (entrypoint, Some(vec![certs]), Some(program.archive))
-        }
-        _ => (
-            vec![
-                "sh".into(),
-                "-c".into(),
-                FORWARD_SCRIPT.into(),
-                "lab-forwarder".into(),
-                target.clone(),
-                PORT.to_string(),
-            ],
-            None,
-            None,
-        ),
-    };
-    let create = |loopbacks: &[&str]| {
+        let program = relay::program().map_err(|why| Error::node(node, step, why))?;
+        let mut entrypoint = program.entrypoint.clone();
+        entrypoint.extend([
+            "--listen".to_string(),
+            format!("127.0.0.1:{PORT}"),
+            "--listen".into(),
+            format!("[::1]:{PORT}"),
+            "--to".into(),
+            format!("{}:{TLS_PORT}", bracket(target)),
+            "--certs".into(),
+            relay::CERTS_MOUNT.into(),
+        ]);
+        let certs = Mount {
+            target: Some(relay::CERTS_MOUNT.into()),
+            source: Some(format!("/etc/docker/certs.d/{}", crate::tls::CERTS_DIRS[0])),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        };
+        Ok(Launch { entrypoint, mounts: Some(vec![certs]), archive: Some(program.archive) })
+    }
+
+    /// The container: the relay in the node's network namespace, the plain forwarder on the
+    /// node's bridge with its port published on `loopbacks` only. It restarts with its node's
+    /// engine, and carries the labels observation reads back.
+    fn body(&self, image: &str, cluster: &str, label: &str, loopbacks: &[&str]) -> ContainerCreateBody {
+        let relay = self.archive.is_some();
         let port = format!("{PORT}/tcp");
         let bindings: Vec<PortBinding> = loopbacks
             .iter()
             .map(|ip| PortBinding { host_ip: Some(ip.to_string()), host_port: Some(PORT.to_string()) })
             .collect();
         ContainerCreateBody {
-            image: Some(rt.desired().registry_image.clone()),
-            entrypoint: Some(entrypoint.clone()),
+            image: Some(image.to_string()),
+            entrypoint: Some(self.entrypoint.clone()),
             cmd: Some(vec![]),
             // The relay's files are root's, 0600 for the key: whatever user the image names.
-            user: archive.as_ref().map(|_| "0:0".to_string()),
+            user: relay.then(|| "0:0".to_string()),
             exposed_ports: (!relay).then(|| vec![port.clone()]),
             labels: Some(HashMap::from([
-                ("lab.cluster".to_string(), rt.desired().topology.cluster.to_string()),
-                (FORWARD_TO_LABEL.to_string(), label.clone()),
+                ("lab.cluster".to_string(), cluster.to_string()),
+                (FORWARD_TO_LABEL.to_string(), label.to_string()),
                 (FORWARD_LISTEN_LABEL.to_string(), "loopback".to_string()),
             ])),
             host_config: Some(HostConfig {
                 network_mode: Some(if relay { "host" } else { "bridge" }.into()),
                 port_bindings: (!relay).then(|| HashMap::from([(port, Some(bindings))])),
-                mounts: mounts.clone(),
+                mounts: self.mounts.clone(),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     ..Default::default()
@@ -201,35 +242,41 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
             }),
             ..Default::default()
         }
-    };
-    let start = |body: ContainerCreateBody| {
-        let archive = archive.clone();
-        async move {
+    }
+
+    /// Creates the container, uploads the relay into it, and starts it; the engine's words on
+    /// failure.
+    async fn start(&self, docker: &Docker, body: ContainerCreateBody) -> std::result::Result<(), String> {
+        docker
+            .create_container(Some(CreateContainerOptionsBuilder::new().name(FORWARDER).build()), body)
+            .await
+            .map_err(|err| engine_message(&err))?;
+        if let Some(archive) = &self.archive {
             docker
-                .create_container(Some(CreateContainerOptionsBuilder::new().name(FORWARDER).build()), body)
+                .upload_to_container(
+                    FORWARDER,
+                    Some(UploadToContainerOptionsBuilder::new().path("/").build()),
+                    bollard::body_full(archive.clone()),
+                )
                 .await
                 .map_err(|err| engine_message(&err))?;
-            if let Some(archive) = archive {
-                docker
-                    .upload_to_container(
-                        FORWARDER,
-                        Some(UploadToContainerOptionsBuilder::new().path("/").build()),
-                        bollard::body_full(archive),
-                    )
-                    .await
-                    .map_err(|err| engine_message(&err))?;
-            }
-            docker.start_container(FORWARDER, None).await.map_err(|err| engine_message(&err))
         }
-    };
-    // Both loopbacks where the node has IPv6; where it has none, publishing on [::1] fails
-    // at start, and 127.0.0.1 alone is all `localhost` can mean there.
-    // After a switch from the mesh, the engine lets go of the ingress listener on :PORT a few
-    // seconds after the service changed: until then, publishing says "address already in use".
-    let start_when_free = |loopbacks: &'static [&'static str]| async move {
+        docker.start_container(FORWARDER, None).await.map_err(|err| engine_message(&err))
+    }
+
+    /// [`Launch::start`], again while the port is still held for at most [`PORT_RELEASE`]:
+    /// after a switch from the mesh, the engine lets go of the ingress listener on :PORT a
+    /// few seconds after the service changed, and until then publishing says "address
+    /// already in use".
+    async fn start_when_free(
+        &self,
+        docker: &Docker,
+        node: &str,
+        body: ContainerCreateBody,
+    ) -> std::result::Result<(), String> {
         let since = Instant::now();
         loop {
-            match start(create(loopbacks)).await {
+            match self.start(docker, body.clone()).await {
                 Err(why) if why.contains("address already in use") && since.elapsed() < PORT_RELEASE => {
                     tracing::debug!(node, cause = %why, "port {PORT} is still held; trying again");
                     remove_forwarder(node, docker).await.map_err(|e| e.to_string())?;
@@ -238,28 +285,7 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
                 other => return other,
             }
         }
-    };
-    if relay {
-        // In the node's own network namespace, listening on its loopbacks itself: nothing
-        // but the node's own processes reaches it, not even a container on the node's
-        // bridge. It waits for a port the registry still holds, and does without [::1] where
-        // the node has no IPv6 loopback.
-        start(create(&[])).await.map_err(|err| Error::node(node, step, err))?;
-        return Ok(format!(
-            "relaying localhost:{PORT} (127.0.0.1, and [::1] where the node has it) to {reg} ({target}:{TLS_PORT}) \
-             in mutual TLS"
-        ));
     }
-    let listens = match start_when_free(&["127.0.0.1", "::1"]).await {
-        Ok(()) => "127.0.0.1 and [::1]",
-        Err(first) => {
-            tracing::debug!(node, cause = %first, "the forwarder cannot publish on [::1]; 127.0.0.1 only");
-            remove_forwarder(node, docker).await?;
-            start_when_free(&["127.0.0.1"]).await.map_err(|err| Error::node(node, step, err))?;
-            "127.0.0.1"
-        }
-    };
-    Ok(format!("relaying {listens}:{PORT} to {reg} ({target})"))
 }
 
 pub(crate) async fn remove_forwarder(node: &str, docker: &Docker) -> Result<()> {

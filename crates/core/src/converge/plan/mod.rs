@@ -23,10 +23,8 @@ use serde::Serialize;
 
 use crate::cluster::{Desired, ModeRequest, Step};
 use crate::driver::MachineState;
-use crate::registry::is_relay;
-use crate::registry::Forwarder;
 use crate::registry::RegistryObs;
-use crate::state::{RegistryMode, RegistryTls};
+use crate::state::RegistryMode;
 use crate::topology::Role;
 
 /// A node's swarm membership as its own engine reports it.

@@ -3,6 +3,10 @@
 
 use super::*;
 use crate::driver::Capabilities;
+use crate::driver::MachineState;
+use crate::registry::{is_relay, Forwarder};
+use crate::state::{RegistryMode, RegistryTls};
+use crate::topology::Role;
 use crate::topology::{ClusterName, Topology, REGISTRY_NODE_LABEL};
 
 const IMAGE: &str = "registry:2";

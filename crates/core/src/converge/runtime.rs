@@ -1,0 +1,377 @@
+//! The cluster's runtime: its driver, what is wanted of it, its recorded state, and the
+//! connections to its nodes' engines, made once per command. It implements the
+//! [`Nodes`](crate::cluster::Nodes) seam every area works through, and carries out each step of
+//! a plan ([`Runtime::run_step`]) by calling the area that does it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+
+use super::exec::StepRunner;
+use crate::cluster::{Desired, Progress, Step};
+use crate::driver::{Driver, Machine, NodeEngine};
+use crate::error::{Error, Result};
+use crate::state::{now, ClusterState, NodeRecord, Paths, StepRecord};
+use crate::topology::Role;
+use crate::{images, registry, swarm};
+
+/// How long lab waits for a node's engine to answer after the machine starts.
+pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(120);
+pub use crate::cluster::REQUEST_TIMEOUT;
+
+/// Everything a running `lab` command needs about one cluster: its driver, the desired
+/// state, the recorded state, and connections to the nodes' engines.
+pub struct Runtime {
+    /// The driver that makes this cluster's machines.
+    pub driver: Box<dyn Driver>,
+    /// The desired cluster.
+    pub desired: Desired,
+    /// Where state is kept.
+    pub paths: Paths,
+    /// Where progress goes.
+    pub progress: Arc<dyn Progress>,
+    state: Mutex<ClusterState>,
+    machines: Mutex<BTreeMap<String, Machine>>,
+    engines: tokio::sync::Mutex<HashMap<String, NodeEngine>>,
+    /// The swarm observation decided is the cluster's (`Some(None)`: none), once it has.
+    swarm: Mutex<Option<Option<String>>>,
+    images: crate::cluster::ImageSource,
+}
+
+impl Runtime {
+    /// Assembles a runtime.
+    pub fn new(
+        driver: Box<dyn Driver>,
+        desired: Desired,
+        paths: Paths,
+        state: ClusterState,
+        progress: Arc<dyn Progress>,
+    ) -> Self {
+        Runtime {
+            driver,
+            desired,
+            paths,
+            progress,
+            state: Mutex::new(state),
+            machines: Mutex::new(BTreeMap::new()),
+            engines: tokio::sync::Mutex::new(HashMap::new()),
+            swarm: Mutex::new(None),
+            images: crate::cluster::ImageSource::default(),
+        }
+    }
+
+    /// A copy of the cluster's state.
+    pub fn state(&self) -> ClusterState {
+        self.state.lock().expect("state lock").clone()
+    }
+
+    /// Changes the state and writes it to disk atomically.
+    pub fn update_state(&self, f: impl FnOnce(&mut ClusterState)) -> Result<()> {
+        let mut st = self.state.lock().expect("state lock");
+        f(&mut st);
+        self.paths.save(&st)
+    }
+
+    /// Remembers machines as the driver reported them.
+    pub fn set_machines(&self, machines: impl IntoIterator<Item = Machine>) {
+        let mut m = self.machines.lock().expect("machines lock");
+        for machine in machines {
+            m.insert(machine.name.clone(), machine);
+        }
+    }
+
+    /// The machine for `node`, as last reported.
+    pub fn machine(&self, node: &str) -> Option<Machine> {
+        self.machines.lock().expect("machines lock").get(node).cloned()
+    }
+
+    /// Drops what is known of a node's machine and engine (it was destroyed or restarted,
+    /// and may come back with another address).
+    async fn forget(&self, node: &str) {
+        self.machines.lock().expect("machines lock").remove(node);
+        self.engines.lock().await.remove(node);
+    }
+
+    /// Connects to a node's engine once, negotiating the API version, within `timeout`.
+    pub async fn try_engine(&self, node: &str, timeout: Duration) -> Result<NodeEngine> {
+        if let Some(e) = self.engines.lock().await.get(node) {
+            return Ok(e.clone());
+        }
+        let machine = self
+            .machine(node)
+            .ok_or_else(|| Error::node(node, "connect to its Docker engine", "the driver reports no such machine"))?;
+        let mut engine = self.driver.engine(&machine).await?;
+        let docker = engine.docker.clone().with_timeout(timeout);
+        let docker = tokio::time::timeout(timeout, docker.negotiate_version())
+            .await
+            .map_err(|_| Error::node(node, "connect to its Docker engine", "no answer"))?
+            .map_err(|e| Error::engine(node, "connect to its Docker engine", e))?;
+        tokio::time::timeout(timeout, docker.ping())
+            .await
+            .map_err(|_| Error::node(node, "connect to its Docker engine", "no answer"))?
+            .map_err(|e| Error::engine(node, "connect to its Docker engine", e))?;
+        engine.docker = docker.with_timeout(REQUEST_TIMEOUT);
+        self.engines.lock().await.insert(node.to_string(), engine.clone());
+        Ok(engine)
+    }
+
+    /// The engine of a node, which must be answering.
+    pub async fn engine(&self, node: &str) -> Result<NodeEngine> {
+        self.try_engine(node, Duration::from_secs(10)).await
+    }
+
+    /// Waits, at most [`ENGINE_TIMEOUT`], until a node's engine answers.
+    pub async fn wait_engine(&self, node: &str) -> Result<NodeEngine> {
+        let start = Instant::now();
+        let mut last;
+        loop {
+            // The machine may have been created by another process or have a new address.
+            if self.machine(node).is_none() || start.elapsed() > Duration::from_secs(5) {
+                if let Ok(ms) = self.driver.observe().await {
+                    self.set_machines(ms);
+                }
+            }
+            match self.try_engine(node, Duration::from_secs(5)).await {
+                Ok(e) => return Ok(e),
+                Err(e) => last = e,
+            }
+            if start.elapsed() >= ENGINE_TIMEOUT {
+                let cause = match &last {
+                    Error::Node { message, .. } => message.clone(),
+                    other => other.to_string(),
+                };
+                return Err(Error::Timeout {
+                    node: node.into(),
+                    what: "its Docker engine to answer".into(),
+                    secs: ENGINE_TIMEOUT.as_secs(),
+                    hint: Some(format!("last error: {cause}")),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Remembers which swarm is the cluster's, as observation decided or `InitSwarm` made it.
+    pub(crate) fn set_cluster_swarm(&self, id: Option<String>) {
+        *self.swarm.lock().expect("swarm lock") = Some(id);
+    }
+
+    /// A manager of this cluster's swarm that answers, with its node name. Once observation
+    /// has decided which swarm is the cluster's, only a manager of that one: a manager still
+    /// in a foreign swarm is never asked for a join token or told to deploy anything.
+    pub async fn manager(&self) -> Result<(String, Docker)> {
+        let decided = self.swarm.lock().expect("swarm lock").clone();
+        let want = match decided {
+            Some(id) => Some(id),
+            None => self.state().swarm.map(|s| Some(s.id)).filter(|s| s.as_deref().is_some_and(|s| !s.is_empty())),
+        };
+        for n in self.desired.topology.nodes.iter().filter(|n| n.role == Role::Manager) {
+            if let Ok(e) = self.engine(&n.name).await {
+                if let Ok(v) = swarm::local_view(&e.docker).await {
+                    if v.manager && want.as_ref().is_none_or(|w| w.is_some() && v.cluster_id == *w) {
+                        return Ok((n.name.clone(), e.docker));
+                    }
+                }
+            }
+        }
+        Err(Error::op("find a swarm manager", "no manager of this cluster's swarm answers")
+            .with_hint("`lab status` shows each node's engine and swarm state"))
+    }
+
+    /// Runs one step. Returns a short detail for the progress line.
+    pub async fn run_step(&self, step: &Step) -> Result<Option<String>> {
+        match step {
+            Step::DestroyNode { .. } | Step::CreateNode { .. } | Step::StartNode { .. } | Step::WaitEngine { .. } => {
+                self.machine_step(step).await
+            }
+            Step::LoadImage { node, image } => images::ensure(self, step, node, image).await.map(Some),
+            Step::LeaveSwarm { .. } | Step::InitSwarm { .. } | Step::JoinSwarm { .. } | Step::ConfigureNode { .. } => {
+                self.swarm_step(step).await
+            }
+            Step::ChooseRegistryMode => {
+                let (mode, why) = registry::choose_mode(self).await?;
+                self.update_state(|st| st.registry_mode = Some(mode))?;
+                self.progress.note(&format!("registry mode: {mode} ({why})"));
+                Ok(Some(format!("{mode}: {why}")))
+            }
+            Step::DeployRegistry => registry::deploy(self).await.map(Some),
+            Step::MoveRegistryData { from, to } => registry::move_data(self, from, to).await.map(Some),
+            Step::Forwarder { node } => registry::forwarder(self, node).await.map(Some),
+            Step::IssueRegistryCerts | Step::NodeCerts { .. } => self.tls_step(step).await,
+        }
+    }
+
+    /// The machine steps, through the driver, recording each node's address once its engine
+    /// answers and forgetting a destroyed one.
+    async fn machine_step(&self, step: &Step) -> Result<Option<String>> {
+        let topo = &self.desired.topology;
+        match step {
+            Step::DestroyNode { node, reason } => {
+                // Say what is about to go, before it goes.
+                self.progress.note(&format!("destroying node {node} ({reason})"));
+                let id = swarm::steps::node_id(self, node).await;
+                self.driver.destroy(node).await?;
+                self.forget(node).await;
+                if let Some(id) = id {
+                    swarm::steps::forget_node(self, &id).await;
+                }
+                self.update_state(|st| {
+                    st.nodes.remove(node);
+                })?;
+                Ok(None)
+            }
+            Step::CreateNode { node, .. } => {
+                let spec = topo.node(node).expect("planned nodes are in the topology");
+                let m = self.driver.create(spec).await?;
+                self.set_machines([m]);
+                Ok(None)
+            }
+            Step::StartNode { node } => {
+                if !self.desired.capabilities.start {
+                    return Err(Error::node(
+                        node,
+                        "start the machine",
+                        format!("it is stopped, and driver {} cannot start machines", self.state().driver),
+                    )
+                    .with_hint("start it yourself, then run lab up again"));
+                }
+                let m = self.driver.start(node).await?;
+                self.forget(node).await;
+                self.set_machines([m]);
+                Ok(None)
+            }
+            Step::WaitEngine { node } => {
+                let e = self.wait_engine(node).await?;
+                let role = topo.node(node).map(|n| n.role).unwrap_or(Role::Worker);
+                let addr = e.advertise_addr.clone();
+                self.update_state(|st| {
+                    st.nodes.insert(node.clone(), NodeRecord { role, address: Some(addr.clone()) });
+                })?;
+                Ok(Some(addr))
+            }
+            other => unreachable!("not a machine step: {other}"),
+        }
+    }
+
+    /// The swarm steps ([`swarm::steps`]), recording the swarm they make or find.
+    async fn swarm_step(&self, step: &Step) -> Result<Option<String>> {
+        match step {
+            Step::LeaveSwarm { node } => swarm::steps::leave_node(self, node).await.map(|()| None),
+            Step::InitSwarm { node } => {
+                let rec = swarm::steps::init_on(self, node).await?;
+                let detail = format!("advertising {}", rec.manager_addr);
+                self.update_state(|st| {
+                    st.swarm = Some(rec);
+                    st.registry_mode = None;
+                })?;
+                Ok(Some(detail))
+            }
+            Step::JoinSwarm { node, role } => {
+                let joined = swarm::steps::join_node(self, node, *role, self.state().swarm.is_some()).await?;
+                if let Some(rec) = joined.record {
+                    self.update_state(|st| st.swarm = Some(rec))?;
+                }
+                Ok(joined.already.then(|| "already a member".to_string()))
+            }
+            Step::ConfigureNode { node } => swarm::steps::configure_node(self, node).await.map(Some),
+            other => unreachable!("not a swarm step: {other}"),
+        }
+    }
+
+    /// The mutual-TLS steps: the certificates made in the cluster's directory, and a node's
+    /// engine given them.
+    async fn tls_step(&self, step: &Step) -> Result<Option<String>> {
+        let topo = &self.desired.topology;
+        match step {
+            Step::IssueRegistryCerts => {
+                let dir = crate::tls::dir(&self.paths.ensure_cluster_dir(&topo.cluster)?);
+                let (m, _) = crate::tls::ensure(&dir, topo.cluster.as_str())?;
+                Ok(Some(format!("valid until {}", crate::tls::date(m.meta.leaf_not_after))))
+            }
+            Step::NodeCerts { node } => {
+                let dir = crate::tls::dir(&self.paths.cluster_dir(&topo.cluster));
+                let m = crate::tls::load(&dir)?.ok_or_else(|| {
+                    Error::node(node, "give its engine the registry's client certificate", "lab has made none yet")
+                })?;
+                let e = self.engine(node).await?;
+                crate::tls::install_node(&e.docker, node, topo.cluster.as_str(), &self.desired.registry_image, &m)
+                    .await
+                    .map(Some)
+            }
+            other => unreachable!("not a TLS step: {other}"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::cluster::Nodes for Runtime {
+    fn desired(&self) -> &Desired {
+        &self.desired
+    }
+    fn state(&self) -> ClusterState {
+        Runtime::state(self)
+    }
+    fn progress(&self) -> Arc<dyn Progress> {
+        self.progress.clone()
+    }
+    async fn machines(&self) -> Result<Vec<Machine>> {
+        let machines = self.driver.observe().await?;
+        self.set_machines(machines.clone());
+        Ok(machines)
+    }
+    fn set_cluster_swarm(&self, id: Option<String>) {
+        Runtime::set_cluster_swarm(self, id)
+    }
+    async fn engine(&self, node: &str) -> Result<NodeEngine> {
+        Runtime::engine(self, node).await
+    }
+    async fn try_engine(&self, node: &str, timeout: Duration) -> Result<NodeEngine> {
+        Runtime::try_engine(self, node, timeout).await
+    }
+    async fn manager(&self) -> Result<(String, Docker)> {
+        Runtime::manager(self).await
+    }
+    fn can_exec(&self) -> bool {
+        self.desired.capabilities.exec
+    }
+    async fn exec(&self, node: &str, argv: &[String]) -> Result<crate::driver::ExecOutput> {
+        self.driver.exec(node, argv).await
+    }
+    fn images(&self) -> &crate::cluster::ImageSource {
+        &self.images
+    }
+    fn cluster_dir(&self) -> std::path::PathBuf {
+        self.paths.cluster_dir(&self.desired.topology.cluster)
+    }
+}
+
+#[async_trait::async_trait]
+impl StepRunner for Runtime {
+    async fn run_step(&self, step: &Step) -> Result<Option<String>> {
+        Runtime::run_step(self, step).await
+    }
+    fn progress(&self) -> Arc<dyn Progress> {
+        self.progress.clone()
+    }
+    fn driver_name(&self) -> String {
+        self.state().driver
+    }
+    fn begin_run(&self) -> Result<Vec<StepRecord>> {
+        let st = self.state();
+        let before = if st.run_finished { Vec::new() } else { st.completed.clone() };
+        self.update_state(|st| {
+            st.completed.clear();
+            st.run_finished = false;
+        })?;
+        Ok(before)
+    }
+    fn step_finished(&self, step: &Step) -> Result<()> {
+        let text = step.to_string();
+        self.update_state(|st| st.completed.push(StepRecord { step: text, finished_at: now() }))
+    }
+    fn end_run(&self) -> Result<()> {
+        self.update_state(|st| st.run_finished = true)
+    }
+}
