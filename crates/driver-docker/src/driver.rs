@@ -1,15 +1,15 @@
 //! The `Driver` implementation over the local Docker engine.
 
 use std::collections::HashMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, ExecConfig, HostConfig, Mount, MountType,
-    NetworkCreateRequest, VolumeCreateRequest,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, ExecConfig, HostConfig, NetworkCreateRequest,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
@@ -21,71 +21,26 @@ use futures_util::{StreamExt, TryStreamExt};
 use lab_core::error::engine_message;
 use lab_core::state::{make_private_dir, write_atomic};
 use lab_core::{
-    Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec,
-    Result, Role,
+    Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, NodeEngine, NodeSpec, Result,
 };
 use tokio::sync::OnceCell;
 
 use crate::config::{DockerConfig, PrivilegedMode};
 use crate::engine::{self, EngineRecord, CLUSTER_LABEL, NODE_LABEL};
 use crate::error::{because, is_not_found, on_engine, on_node};
+use crate::node::{
+    empty_files_tar, is_socket, machine_of, socket_appears, socket_dir_of, wait_answering, ROLE_LABEL,
+    SOCKET_DIR_IN_NODE,
+};
 
-const ROLE_LABEL: &str = "lab.role";
-/// Where the node's extra API socket appears inside the container.
-const SOCKET_DIR_IN_NODE: &str = "/run/lab";
 /// Unix socket paths are limited to 108 bytes by the kernel.
 const MAX_SOCKET_PATH: usize = 100;
-/// How long `up` waits for a node restarted to recreate its engine socket.
-const RECOVER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a node's dockerd gets to stop cleanly on restart. Killed earlier, it leaves its
 /// pid file in the container's filesystem and refuses to start again ("pid file found").
 const STOP_GRACE_SECS: i32 = 60;
 /// How long a running node whose socket directory exists gets to make its socket (it may
 /// have just been created) before `up` restarts it.
 const SOCKET_GRACE: Duration = Duration::from_secs(20);
-
-/// Every capability except SYS_RESOURCE, which some engines' bounding sets lack and which is
-/// why `--privileged` fails there ("unable to apply caps"). BPF, PERFMON and
-/// CHECKPOINT_RESTORE are left out because Docker 20.10 rejects them as unknown.
-pub const CAPS: &[&str] = &[
-    "AUDIT_CONTROL",
-    "AUDIT_READ",
-    "AUDIT_WRITE",
-    "BLOCK_SUSPEND",
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "KILL",
-    "LEASE",
-    "LINUX_IMMUTABLE",
-    "MAC_ADMIN",
-    "MAC_OVERRIDE",
-    "MKNOD",
-    "NET_ADMIN",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_RAW",
-    "SETFCAP",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
-    "SYSLOG",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_CHROOT",
-    "SYS_MODULE",
-    "SYS_NICE",
-    "SYS_PACCT",
-    "SYS_PTRACE",
-    "SYS_RAWIO",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "WAKE_ALARM",
-];
 
 /// Nodes as Docker-in-Docker containers.
 pub struct DockerDriver {
@@ -323,7 +278,7 @@ impl DockerDriver {
 
     /// Starts a throwaway privileged container: some engines refuse only at start.
     async fn try_privileged(&self, host: &Docker) -> Result<bool> {
-        let name = format!("{}-privileged-probe-{}", self.cluster, lab_core::cluster::probe::random_suffix());
+        let name = format!("{}-privileged-probe-{}", self.cluster, lab_core::driver::support::random_suffix());
         let body = ContainerCreateBody {
             image: Some(self.config.node_image.clone()),
             entrypoint: Some(vec!["true".into()]),
@@ -460,119 +415,6 @@ impl DockerDriver {
     }
 }
 
-/// Whether a socket appears at `socket` within `limit`.
-async fn socket_appears(socket: &Path, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if is_socket(socket) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    is_socket(socket)
-}
-
-/// Waits until the engine at `socket` answers, at most [`RECOVER_TIMEOUT`]. What it then
-/// says of its cluster membership, and how long that takes to settle, is the core's business:
-/// its observation waits for it.
-async fn wait_answering(node: &str, socket: &Path) -> Result<()> {
-    let start = Instant::now();
-    let mut last;
-    loop {
-        if is_socket(socket) {
-            match Docker::connect_with_unix(&socket.to_string_lossy(), 5, bollard::API_DEFAULT_VERSION) {
-                Ok(d) => match d.info().await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = engine_message(&e),
-                },
-                Err(e) => last = engine_message(&e),
-            }
-        } else {
-            last = format!("no socket at {} yet", socket.display());
-        }
-        if start.elapsed() >= RECOVER_TIMEOUT {
-            return Err(Error::Timeout {
-                node: node.into(),
-                what: "its Docker engine to answer after lab restarted it to recreate its socket".into(),
-                secs: RECOVER_TIMEOUT.as_secs(),
-                hint: Some(format!("last seen: {last}")),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// The host directory bind-mounted on the node's socket directory: where its engine socket
-/// is, whichever state directory the node was made from.
-fn socket_dir_of(c: &ContainerSummary) -> Option<PathBuf> {
-    c.mounts
-        .as_ref()?
-        .iter()
-        .find(|m| m.destination.as_deref() == Some(SOCKET_DIR_IN_NODE))
-        .and_then(|m| m.source.clone())
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-}
-
-fn is_socket(path: &Path) -> bool {
-    std::fs::metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
-}
-
-/// A tar archive of empty files (mode 0644, owned by root) at `paths`, with their parent
-/// directories, for the archive API.
-fn empty_files_tar(paths: &[&str]) -> std::io::Result<Vec<u8>> {
-    let mut b = tar::Builder::new(Vec::new());
-    let entry = |kind: tar::EntryType, mode: u32| {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_size(0);
-        h
-    };
-    let mut dirs: Vec<String> = Vec::new();
-    for p in paths {
-        let parts: Vec<&str> = p.split('/').collect();
-        for i in 1..parts.len() {
-            let d = format!("{}/", parts[..i].join("/"));
-            if !dirs.contains(&d) {
-                b.append_data(&mut entry(tar::EntryType::Directory, 0o755), &d, std::io::empty())?;
-                dirs.push(d);
-            }
-        }
-        b.append_data(&mut entry(tar::EntryType::Regular, 0o644), p, std::io::empty())?;
-    }
-    b.into_inner()
-}
-
-fn machine_of(c: &ContainerSummary, network: &str) -> Option<Machine> {
-    let labels = c.labels.as_ref()?;
-    let name = labels.get(NODE_LABEL)?.clone();
-    let role = match labels.get(ROLE_LABEL).map(String::as_str) {
-        Some("manager") => Some(Role::Manager),
-        Some("worker") => Some(Role::Worker),
-        _ => None,
-    };
-    let state = match c.state {
-        Some(ContainerSummaryStateEnum::RUNNING) => MachineState::Running,
-        Some(ContainerSummaryStateEnum::CREATED)
-        | Some(ContainerSummaryStateEnum::EXITED)
-        | Some(ContainerSummaryStateEnum::PAUSED)
-        | Some(ContainerSummaryStateEnum::RESTARTING) => MachineState::Stopped,
-        other => MachineState::Broken(format!("container state {}", other.map(|s| s.to_string()).unwrap_or_default())),
-    };
-    let address = c
-        .network_settings
-        .as_ref()
-        .and_then(|n| n.networks.as_ref())
-        .and_then(|n| n.get(network))
-        .and_then(|e| e.ip_address.clone())
-        .filter(|a| !a.is_empty());
-    Some(Machine { name, role, state, address })
-}
-
 #[async_trait]
 impl Driver for DockerDriver {
     fn capabilities(&self) -> Capabilities {
@@ -640,60 +482,17 @@ impl Driver for DockerDriver {
         .map_err(|e| on_node(&node.name, "create volume", e))?;
 
         let privileged = self.privileged_works().await?;
-        let mut host_config = HostConfig {
-            init: Some(true),
-            network_mode: Some(self.network()),
-            mounts: Some(vec![
-                Mount {
-                    target: Some("/var/lib/docker".into()),
-                    source: Some(volume),
-                    typ: Some(MountType::VOLUME),
-                    ..Default::default()
-                },
-                Mount {
-                    target: Some(SOCKET_DIR_IN_NODE.into()),
-                    source: Some(dir.to_string_lossy().into_owned()),
-                    typ: Some(MountType::BIND),
-                    ..Default::default()
-                },
-            ]),
-            ..Default::default()
-        };
-        if privileged {
-            host_config.privileged = Some(true);
-        } else {
-            host_config.cap_add = Some(CAPS.iter().map(|c| c.to_string()).collect());
-            host_config.security_opt = Some(vec!["seccomp=unconfined".into(), "apparmor=unconfined".into()]);
-            // The API's spelling of the CLI's `--security-opt systempaths=unconfined`.
-            host_config.masked_paths = Some(vec![]);
-            host_config.readonly_paths = Some(vec![]);
-            host_config.mounts.as_mut().expect("set above").push(Mount {
-                target: Some("/sys/fs/cgroup".into()),
-                source: Some("/sys/fs/cgroup".into()),
-                typ: Some(MountType::BIND),
-                read_only: Some(false),
-                ..Default::default()
-            });
-        }
-        let body = ContainerCreateBody {
-            image: Some(self.config.node_image.clone()),
-            hostname: Some(node.name.clone()),
-            // The image's entrypoint stays (docker:dind's prepares iptables); without TLS
-            // settings it adds no TCP listener, and we add none.
-            cmd: Some(vec![
-                "dockerd".into(),
-                "--host=unix:///var/run/docker.sock".into(),
-                format!("--host=unix://{SOCKET_DIR_IN_NODE}/docker.sock"),
-                format!("--group={gid}"),
-                // So `docker info` on the node says it is one (see engine::lab_node).
-                format!("--label={CLUSTER_LABEL}={}", self.cluster),
-                format!("--label={NODE_LABEL}={}", node.name),
-            ]),
-            env: Some(vec!["DOCKER_TLS_CERTDIR=".into()]),
-            labels: Some(self.labels(Some(node))),
-            host_config: Some(host_config),
-            ..Default::default()
-        };
+        let body = crate::node::body(&crate::node::Spec {
+            image: &self.config.node_image,
+            node: &node.name,
+            cluster: self.cluster.as_str(),
+            network: self.network(),
+            volume,
+            socket_dir: &dir,
+            gid,
+            privileged,
+            labels: self.labels(Some(node)),
+        });
         match host.create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body).await {
             Ok(_) => {}
             // Created concurrently: start it if another lab process made it, else it is a
@@ -928,7 +727,7 @@ mod tests {
     /// empty, their directories there.
     #[test]
     fn the_pid_file_archive_is_a_valid_tar() {
-        let tar = super::empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"]).unwrap();
+        let tar = crate::node::empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"]).unwrap();
         let dir = std::env::temp_dir().join(format!("lab-tar-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("a.tar");

@@ -146,7 +146,7 @@ mod tests {
     }
 
     fn tempfile_dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("lab-engine-test-{}", lab_core::cluster::probe::random_suffix()));
+        let d = std::env::temp_dir().join(format!("lab-engine-test-{}", lab_core::driver::support::random_suffix()));
         std::fs::create_dir_all(&d).unwrap();
         d
     }

@@ -17,9 +17,11 @@ mod config;
 mod driver;
 mod engine;
 mod error;
+mod node;
 
 pub use config::{DockerConfig, PrivilegedMode};
-pub use driver::{DockerDriver, CAPS};
+pub use driver::DockerDriver;
+pub use node::CAPS;
 
 use lab_core::driver::{DriverOption, OptionKind};
 

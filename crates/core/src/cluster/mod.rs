@@ -8,6 +8,8 @@
 //! images) and the convergence loop ([`crate::converge`]) that implements [`Nodes`]. It depends
 //! on none of them, which is what keeps the areas from depending on each other through it.
 
+use std::time::Duration;
+
 mod desired;
 mod local;
 mod nodes;
@@ -17,6 +19,9 @@ mod step;
 
 pub use desired::{Desired, ModeRequest};
 pub use local::{local_host, ImageSource};
-pub use nodes::{Nodes, REQUEST_TIMEOUT};
+pub use nodes::Nodes;
 pub use progress::{Progress, Silent};
 pub use step::Step;
+
+/// Timeout for one Docker API request (image transfers included).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);

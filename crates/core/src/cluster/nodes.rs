@@ -24,9 +24,6 @@ use crate::driver::{ExecOutput, Machine, NodeEngine};
 use crate::error::Result;
 use crate::state::ClusterState;
 
-/// Timeout for one Docker API request (image transfers included).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
-
 /// What the node-working code may use.
 #[async_trait::async_trait]
 pub trait Nodes: Send + Sync {

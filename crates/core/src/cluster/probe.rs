@@ -84,7 +84,7 @@ pub async fn run(
     timeout: Duration,
 ) -> Result<ProbeOutput, String> {
     remove_leftovers(docker, cluster).await;
-    let name = format!("lab-probe-{}", random_suffix());
+    let name = format!("lab-probe-{}", crate::driver::support::random_suffix());
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         entrypoint: Some(vec![argv[0].to_string()]),
@@ -119,13 +119,6 @@ pub async fn run(
     let _ =
         docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build())).await;
     result
-}
-
-/// 12 hex digits from the OS's random source.
-pub fn random_suffix() -> String {
-    let mut b = [0u8; 6];
-    let _ = getrandom::getrandom(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Runs a look at `node` from inside it: first as a command on the node itself through the

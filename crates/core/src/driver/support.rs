@@ -103,6 +103,13 @@ pub fn connect_with_ssl(node: &str, host: &str, certs: &Path) -> Result<Docker> 
     .map_err(|e| Error::engine(node, format!("connect to {host} with TLS"), e))
 }
 
+/// 12 hex digits from the OS's random source.
+pub fn random_suffix() -> String {
+    let mut b = [0u8; 6];
+    let _ = getrandom::getrandom(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

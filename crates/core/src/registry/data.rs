@@ -15,7 +15,6 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::cluster::probe;
 use crate::cluster::Nodes;
 use crate::error::{engine_message, Error, Result};
 use crate::registry::namespace;
@@ -115,7 +114,7 @@ pub async fn move_data(rt: &dyn Nodes, from: &str, to: &str) -> Result<String> {
     wait_tasks_gone(from, &src, false, "the registry task to stop before its data moves", Duration::from_secs(60))
         .await?;
     let helper = Helper {
-        name: format!("lab-registry-move-{}", probe::random_suffix()),
+        name: format!("lab-registry-move-{}", crate::driver::support::random_suffix()),
         image: rt.desired().registry_image.clone(),
         cluster: rt.desired().topology.cluster.to_string(),
     };

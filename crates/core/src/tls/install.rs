@@ -21,7 +21,7 @@ use crate::tls::CERTS_DIRS;
 /// else. A node without them is fine.
 pub async fn remove_node(docker: &Docker, node: &str, cluster: &str, image: &str) -> Result<()> {
     let step = "remove the registry's client certificate from its engine";
-    let name = format!("lab-certs-{}", crate::cluster::probe::random_suffix());
+    let name = format!("lab-certs-{}", crate::driver::support::random_suffix());
     let mut argv = vec!["rm".to_string(), "-rf".to_string()];
     argv.extend(CERTS_DIRS.iter().map(|d| format!("{HOST_ETC}/docker/certs.d/{d}")));
     let timeout = std::time::Duration::from_secs(60);
@@ -90,7 +90,7 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, String>>,
 {
-    let name = format!("lab-certs-{}", crate::cluster::probe::random_suffix());
+    let name = format!("lab-certs-{}", crate::driver::support::random_suffix());
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         entrypoint: Some(vec!["true".into()]),

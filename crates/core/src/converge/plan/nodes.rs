@@ -1,8 +1,9 @@
 //! The machines: strays destroyed, missing ones made, stopped ones started, broken ones made
 //! again, each engine waited for, and the registry image loaded where it is missing.
 
+use super::observed::{NodeObs, Observed};
+use super::order::{Done, Plan};
 use super::registry::DataPlace;
-use super::{Done, NodeObs, Observed, Plan};
 use crate::cluster::{Desired, Step};
 use crate::driver::MachineState;
 

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{effective_mode, Done, Observed, Plan};
+use super::observed::{effective_mode, Observed};
+use super::order::{Done, Plan};
 use crate::cluster::{Desired, Step};
 use crate::driver::MachineState;
 use crate::registry::{is_relay, Forwarder, RegistryObs};

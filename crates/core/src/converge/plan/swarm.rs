@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{Done, Membership, Observed, Plan};
+use super::observed::{Membership, Observed};
+use super::order::{Done, Plan};
 use crate::cluster::{Desired, Step};
 use crate::topology::Role;
 

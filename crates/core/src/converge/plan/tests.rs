@@ -2,8 +2,10 @@
 //! converges, and a converged cluster plans nothing.
 
 use super::*;
+use crate::cluster::{ModeRequest, Step};
 use crate::driver::Capabilities;
 use crate::driver::MachineState;
+use crate::registry::RegistryObs;
 use crate::registry::{is_relay, Forwarder};
 use crate::state::{RegistryMode, RegistryTls};
 use crate::topology::Role;

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use super::{Done, Observed, Plan};
+use super::observed::{CertsObs, Observed};
+use super::order::{Done, Plan};
 use crate::cluster::{Desired, Step};
 use crate::state::RegistryTls;
 
 /// The certificates lab keeps, if they will do: made, and not due for renewal.
-pub(super) fn current(observed: &Observed) -> Option<&super::CertsObs> {
+pub(super) fn current(observed: &Observed) -> Option<&CertsObs> {
     observed.certs.as_ref().filter(|c| !c.due)
 }
 

@@ -14,12 +14,14 @@ use tokio::process::Child;
 use tokio::sync::Mutex;
 
 use super::discover::plain_name;
+use super::discover::Program;
 use super::process::shell_name;
 use super::process::truncate;
 use super::process::Conn;
 use super::process::Fault;
 use super::process::Identity;
 use super::process::Tail;
+use super::wire::driver_table;
 use super::wire::DriverOption;
 use super::wire::Hello;
 use super::wire::Limits;
@@ -30,6 +32,7 @@ use super::wire::WireMachine;
 use super::ENGINE_TIMEOUT_SECS;
 use super::PROTOCOL_VERSION;
 use super::STDERR_QUOTED;
+use crate::driver::DriverContext;
 use crate::driver::{Capabilities, Driver, ExecOutput, Machine, NodeEngine};
 use crate::error::{engine_message, Error, Result};
 use crate::topology::{check_node_name, NodeSpec};
@@ -481,6 +484,58 @@ impl Driver for ExternalDriver {
                 None
             }
         }
+    }
+}
+
+impl Program {
+    fn identity(&self, source: &str) -> Identity {
+        Identity {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            table: format!("{source}: [drivers.{}]", self.name),
+        }
+    }
+
+    /// Starts the driver for one cluster: the handshake (which sends the driver its table,
+    /// without lab's own keys) and the `fixed_nodes` request. Bad configuration the driver
+    /// reports is bad input naming its table.
+    pub async fn start(&self, ctx: DriverContext) -> Result<ExternalDriver> {
+        let limits = Limits::from_config(&self.name, &ctx.config, &ctx.config_source)?;
+        let hello = json!({
+            "lab_protocol": PROTOCOL_VERSION,
+            "driver": self.name,
+            "cluster": ctx.cluster.as_str(),
+            "state_dir": ctx.state_dir,
+            "cache_dir": ctx.cache_dir,
+            "config": driver_table(&ctx.config),
+        });
+        let mut d = ExternalDriver::handshake(self.identity(&ctx.config_source), hello, limits).await?;
+        d.state_dir = Some(ctx.state_dir);
+        d.fixed = match d.call("fixed_nodes", None, json!({}), d.limits.timeout).await {
+            Ok(Value::Null) => None,
+            Ok(v) => {
+                let nodes = d.decode::<Vec<NodeSpec>>("fixed_nodes", v)?;
+                d.check_names("fixed_nodes", nodes.iter().map(|n| n.name.as_str()))?;
+                Some(nodes)
+            }
+            Err(Error::Unsupported { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(d)
+    }
+
+    /// The driver's handshake answer without a cluster (`"cluster": null`), for `lab drivers`.
+    pub async fn describe(&self, timeout: Duration) -> Result<Hello> {
+        let hello = json!({
+            "lab_protocol": PROTOCOL_VERSION,
+            "driver": self.name,
+            "cluster": null,
+            "state_dir": null,
+            "cache_dir": null,
+            "config": {},
+        });
+        let limits = Limits { timeout, create_timeout: timeout };
+        Ok(ExternalDriver::handshake(self.identity("lab drivers"), hello, limits).await?.hello)
     }
 }
 

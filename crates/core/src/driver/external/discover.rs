@@ -4,20 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::adapter::ExternalDriver;
-use super::process::Identity;
-use super::wire::driver_table;
-use super::wire::Hello;
-use super::wire::Limits;
 use super::PROGRAM_PREFIX;
-use super::PROTOCOL_VERSION;
-use crate::driver::DriverContext;
 use crate::error::{Error, Result};
-use crate::topology::NodeSpec;
 
 /// An external driver's executable, and where lab found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,61 +119,14 @@ pub fn unknown(name: &str) -> Error {
     )
 }
 
-impl Program {
-    fn identity(&self, source: &str) -> Identity {
-        Identity {
-            name: self.name.clone(),
-            path: self.path.clone(),
-            table: format!("{source}: [drivers.{}]", self.name),
-        }
-    }
-
-    /// Starts the driver for one cluster: the handshake (which sends the driver its table,
-    /// without lab's own keys) and the `fixed_nodes` request. Bad configuration the driver
-    /// reports is bad input naming its table.
-    pub async fn start(&self, ctx: DriverContext) -> Result<ExternalDriver> {
-        let limits = Limits::from_config(&self.name, &ctx.config, &ctx.config_source)?;
-        let hello = json!({
-            "lab_protocol": PROTOCOL_VERSION,
-            "driver": self.name,
-            "cluster": ctx.cluster.as_str(),
-            "state_dir": ctx.state_dir,
-            "cache_dir": ctx.cache_dir,
-            "config": driver_table(&ctx.config),
-        });
-        let mut d = ExternalDriver::handshake(self.identity(&ctx.config_source), hello, limits).await?;
-        d.state_dir = Some(ctx.state_dir);
-        d.fixed = match d.call("fixed_nodes", None, json!({}), d.limits.timeout).await {
-            Ok(Value::Null) => None,
-            Ok(v) => {
-                let nodes = d.decode::<Vec<NodeSpec>>("fixed_nodes", v)?;
-                d.check_names("fixed_nodes", nodes.iter().map(|n| n.name.as_str()))?;
-                Some(nodes)
-            }
-            Err(Error::Unsupported { .. }) => None,
-            Err(e) => return Err(e),
-        };
-        Ok(d)
-    }
-
-    /// The driver's handshake answer without a cluster (`"cluster": null`), for `lab drivers`.
-    pub async fn describe(&self, timeout: Duration) -> Result<Hello> {
-        let hello = json!({
-            "lab_protocol": PROTOCOL_VERSION,
-            "driver": self.name,
-            "cluster": null,
-            "state_dir": null,
-            "cache_dir": null,
-            "config": {},
-        });
-        let limits = Limits { timeout, create_timeout: timeout };
-        Ok(ExternalDriver::handshake(self.identity("lab drivers"), hello, limits).await?.hello)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
     use super::super::adapter::tests::script;
+    use super::super::wire::{driver_table, Limits};
 
     use super::*;
 

@@ -1,0 +1,256 @@
+//! A node as the container it is: what the container is made with (its capabilities, its
+//! `/var/lib/docker` volume, the socket directory its engine answers on), and what lab reads
+//! back from a container it finds (the machine it is, where its socket is).
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig, Mount, MountType};
+use bollard::Docker;
+use lab_core::error::engine_message;
+use lab_core::{Error, Machine, MachineState, Result, Role};
+
+use crate::engine::{CLUSTER_LABEL, NODE_LABEL};
+
+pub(crate) const ROLE_LABEL: &str = "lab.role";
+/// How long `up` waits for a node restarted to recreate its engine socket.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Every capability except SYS_RESOURCE, which some engines' bounding sets lack and which is
+/// why `--privileged` fails there ("unable to apply caps"). BPF, PERFMON and
+/// CHECKPOINT_RESTORE are left out because Docker 20.10 rejects them as unknown.
+pub const CAPS: &[&str] = &[
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+];
+
+/// Where the node's extra API socket appears inside the container.
+pub(crate) const SOCKET_DIR_IN_NODE: &str = "/run/lab";
+
+/// Whether a socket appears at `socket` within `limit`.
+pub(crate) async fn socket_appears(socket: &Path, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if is_socket(socket) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    is_socket(socket)
+}
+
+/// Waits until the engine at `socket` answers, at most [`RECOVER_TIMEOUT`]. What it then
+/// says of its cluster membership, and how long that takes to settle, is the core's business:
+/// its observation waits for it.
+pub(crate) async fn wait_answering(node: &str, socket: &Path) -> Result<()> {
+    let start = Instant::now();
+    let mut last;
+    loop {
+        if is_socket(socket) {
+            match Docker::connect_with_unix(&socket.to_string_lossy(), 5, bollard::API_DEFAULT_VERSION) {
+                Ok(d) => match d.info().await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = engine_message(&e),
+                },
+                Err(e) => last = engine_message(&e),
+            }
+        } else {
+            last = format!("no socket at {} yet", socket.display());
+        }
+        if start.elapsed() >= RECOVER_TIMEOUT {
+            return Err(Error::Timeout {
+                node: node.into(),
+                what: "its Docker engine to answer after lab restarted it to recreate its socket".into(),
+                secs: RECOVER_TIMEOUT.as_secs(),
+                hint: Some(format!("last seen: {last}")),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The host directory bind-mounted on the node's socket directory: where its engine socket
+/// is, whichever state directory the node was made from.
+pub(crate) fn socket_dir_of(c: &ContainerSummary) -> Option<PathBuf> {
+    c.mounts
+        .as_ref()?
+        .iter()
+        .find(|m| m.destination.as_deref() == Some(SOCKET_DIR_IN_NODE))
+        .and_then(|m| m.source.clone())
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+}
+
+pub(crate) fn is_socket(path: &Path) -> bool {
+    std::fs::metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
+}
+
+/// A tar archive of empty files (mode 0644, owned by root) at `paths`, with their parent
+/// directories, for the archive API.
+pub(crate) fn empty_files_tar(paths: &[&str]) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let entry = |kind: tar::EntryType, mode: u32| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(0);
+        h
+    };
+    let mut dirs: Vec<String> = Vec::new();
+    for p in paths {
+        let parts: Vec<&str> = p.split('/').collect();
+        for i in 1..parts.len() {
+            let d = format!("{}/", parts[..i].join("/"));
+            if !dirs.contains(&d) {
+                b.append_data(&mut entry(tar::EntryType::Directory, 0o755), &d, std::io::empty())?;
+                dirs.push(d);
+            }
+        }
+        b.append_data(&mut entry(tar::EntryType::Regular, 0o644), p, std::io::empty())?;
+    }
+    b.into_inner()
+}
+
+pub(crate) fn machine_of(c: &ContainerSummary, network: &str) -> Option<Machine> {
+    let labels = c.labels.as_ref()?;
+    let name = labels.get(NODE_LABEL)?.clone();
+    let role = match labels.get(ROLE_LABEL).map(String::as_str) {
+        Some("manager") => Some(Role::Manager),
+        Some("worker") => Some(Role::Worker),
+        _ => None,
+    };
+    let state = match c.state {
+        Some(ContainerSummaryStateEnum::RUNNING) => MachineState::Running,
+        Some(ContainerSummaryStateEnum::CREATED)
+        | Some(ContainerSummaryStateEnum::EXITED)
+        | Some(ContainerSummaryStateEnum::PAUSED)
+        | Some(ContainerSummaryStateEnum::RESTARTING) => MachineState::Stopped,
+        other => MachineState::Broken(format!("container state {}", other.map(|s| s.to_string()).unwrap_or_default())),
+    };
+    let address = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .and_then(|n| n.get(network))
+        .and_then(|e| e.ip_address.clone())
+        .filter(|a| !a.is_empty());
+    Some(Machine { name, role, state, address })
+}
+
+/// What a node container is made with.
+pub(crate) struct Spec<'a> {
+    /// The node image (any image with dockerd on its PATH).
+    pub(crate) image: &'a str,
+    pub(crate) node: &'a str,
+    pub(crate) cluster: &'a str,
+    /// The cluster's network.
+    pub(crate) network: String,
+    /// The node's own volume, mounted on its `/var/lib/docker`.
+    pub(crate) volume: String,
+    /// The directory on this machine where the node's engine socket appears.
+    pub(crate) socket_dir: &'a Path,
+    /// The group that may use that socket.
+    pub(crate) gid: u32,
+    /// `--privileged` works on this engine; otherwise [`CAPS`] and unconfined profiles.
+    pub(crate) privileged: bool,
+    pub(crate) labels: HashMap<String, String>,
+}
+
+/// The node container: dockerd on its own volume, answering on a socket in a directory this
+/// machine shares with it, labelled with its cluster and node (and saying so in `docker info`).
+pub(crate) fn body(spec: &Spec<'_>) -> ContainerCreateBody {
+    let mut host_config = HostConfig {
+        init: Some(true),
+        network_mode: Some(spec.network.clone()),
+        mounts: Some(vec![
+            Mount {
+                target: Some("/var/lib/docker".into()),
+                source: Some(spec.volume.clone()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            },
+            Mount {
+                target: Some(SOCKET_DIR_IN_NODE.into()),
+                source: Some(spec.socket_dir.to_string_lossy().into_owned()),
+                typ: Some(MountType::BIND),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    if spec.privileged {
+        host_config.privileged = Some(true);
+    } else {
+        host_config.cap_add = Some(CAPS.iter().map(|c| c.to_string()).collect());
+        host_config.security_opt = Some(vec!["seccomp=unconfined".into(), "apparmor=unconfined".into()]);
+        // The API's spelling of the CLI's `--security-opt systempaths=unconfined`.
+        host_config.masked_paths = Some(vec![]);
+        host_config.readonly_paths = Some(vec![]);
+        host_config.mounts.as_mut().expect("set above").push(Mount {
+            target: Some("/sys/fs/cgroup".into()),
+            source: Some("/sys/fs/cgroup".into()),
+            typ: Some(MountType::BIND),
+            read_only: Some(false),
+            ..Default::default()
+        });
+    }
+    ContainerCreateBody {
+        image: Some(spec.image.to_string()),
+        hostname: Some(spec.node.to_string()),
+        // The image's entrypoint stays (docker:dind's prepares iptables); without TLS
+        // settings it adds no TCP listener, and we add none.
+        cmd: Some(vec![
+            "dockerd".into(),
+            "--host=unix:///var/run/docker.sock".into(),
+            format!("--host=unix://{SOCKET_DIR_IN_NODE}/docker.sock"),
+            format!("--group={}", spec.gid),
+            // So `docker info` on the node says it is one (see engine::lab_node).
+            format!("--label={CLUSTER_LABEL}={}", spec.cluster),
+            format!("--label={NODE_LABEL}={}", spec.node),
+        ]),
+        env: Some(vec!["DOCKER_TLS_CERTDIR=".into()]),
+        labels: Some(spec.labels.clone()),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
