@@ -229,8 +229,9 @@ impl Graph {
         Some(m)
     }
 
-    /// Module-to-module dependencies, leaving out a module's own re-exports of what is below
-    /// it and its uses of itself.
+    /// Module-to-module dependencies: what each module's code names, leaving out its own
+    /// re-exports (`pub use`) and its uses of itself. `MODULE_GRAPH_WHY=MODULE` prints why
+    /// that module depends on each other one.
     fn edges(&self) -> BTreeMap<ModPath, BTreeSet<ModPath>> {
         let mut out: BTreeMap<ModPath, BTreeSet<ModPath>> =
             self.files.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
