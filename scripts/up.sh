@@ -5,13 +5,14 @@
 # sudo, or says exactly what to run; starts the Docker engine if it does not answer; builds
 # lab; then runs `lab up` with node and registry images this machine has or can get:
 #
-#   1. LAB_NODE_IMAGE and LAB_REGISTRY_IMAGE, when set;
-#   2. the offline images (lab-offline/node:bookworm, lab-offline/registry:2), when the local
+#   1. the offline images (lab-offline/node:bookworm, lab-offline/registry:2), when the local
 #      engine has them (rebuilt first if their recipe changed);
-#   3. docker:dind and registry:3, when the local engine has them or can pull them;
-#   4. otherwise the offline images, built from Debian packages (scripts/offline-images.sh).
+#   2. docker:dind and registry:3, when the local engine has them or can pull them;
+#   3. otherwise the offline images, built from Debian packages (scripts/offline-images.sh).
 #
-# Extra arguments go to `lab up` (e.g. --workers 4 --cluster demo).
+# An image named by lab's own settings (--node-image or --registry-image among the arguments,
+# LAB_DRIVERS__DOCKER__NODE_IMAGE or LAB_REGISTRY__IMAGE) is left to lab. Extra arguments go
+# to `lab up` (e.g. --workers 4 --cluster demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME="up"
@@ -24,6 +25,18 @@ ensure_docker
 
 # Not --quiet: a first build takes minutes, and cargo's progress shows it is working.
 cargo build --release -p lab-cli
+
+# lab's own settings win: an image the user named is left to lab.
+given() { # FLAG VARIABLE ARGS...: whether the user named this image already
+  local flag=$1 var=$2 a
+  shift 2
+  [ -n "${!var:-}" ] && return 0
+  for a in "$@"; do case "$a" in "$flag" | "$flag="*) return 0 ;; esac; done
+  return 1
+}
+flags=()
+given --node-image LAB_DRIVERS__DOCKER__NODE_IMAGE "$@" || flags+=(--node-image)
+given --registry-image LAB_REGISTRY__IMAGE "$@" || flags+=(--registry-image)
 
 offline_node=${LAB_OFFLINE_NODE_IMAGE:-lab-offline/node:bookworm}
 offline_registry=${LAB_OFFLINE_REGISTRY_IMAGE:-lab-offline/registry:2}
@@ -41,16 +54,25 @@ offline_images() {
   node=$offline_node registry=$offline_registry
 }
 
-if [ -n "${LAB_NODE_IMAGE:-}" ] || [ -n "${LAB_REGISTRY_IMAGE:-}" ]; then
-  node=${LAB_NODE_IMAGE:-docker:dind} registry=${LAB_REGISTRY_IMAGE:-registry:3}
-elif have_image "$offline_node" && have_image "$offline_registry"; then
-  offline_images
-elif say "no offline images here; trying docker:dind and registry:3" &&
-     can_get docker:dind && can_get registry:3; then
-  node=docker:dind registry=registry:3
-else
-  say "the engine cannot pull them; building the offline images from Debian packages"
-  offline_images
+if [ ${#flags[@]} -gt 0 ]; then
+  if have_image "$offline_node" && have_image "$offline_registry"; then
+    offline_images
+  elif say "no offline images here; trying docker:dind and registry:3" &&
+       can_get docker:dind && can_get registry:3; then
+    node=docker:dind registry=registry:3
+  else
+    say "the engine cannot pull them; building the offline images from Debian packages"
+    offline_images
+  fi
 fi
-say "node image $node, registry image $registry"
-exec target/release/lab up --node-image "$node" --registry-image "$registry" "$@"
+image_flags=()
+for f in "${flags[@]}"; do
+  case "$f" in
+    --node-image) image_flags+=(--node-image "$node") ;;
+    --registry-image) image_flags+=(--registry-image "$registry") ;;
+  esac
+done
+say "lab up ${image_flags[*]} $*"
+# lab reads every LAB_* variable as a setting: the script's own LAB_OFFLINE_* must not reach it.
+exec env -u LAB_OFFLINE_NODE_IMAGE -u LAB_OFFLINE_REGISTRY_IMAGE -u LAB_OFFLINE_REGISTRY3_IMAGE \
+  target/release/lab up "${image_flags[@]}" "$@"
