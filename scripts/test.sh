@@ -3,10 +3,11 @@
 #
 #  1. Installs what is missing: Debian packages with apt-get (as root or through sudo; otherwise
 #     it says exactly what to run), QEMU 7.2 for the qemu driver's suite, and cargo-nextest
-#     from crates.io. Starts the Docker engine if it does not answer.
-#  2. Builds the offline images and lab's QEMU image (scripts/offline-images.sh,
+#     and cargo-machete from crates.io. Starts the Docker engine if it does not answer.
+#  2. Checks that no crate declares a dependency it does not use (cargo machete).
+#  3. Builds the offline images and lab's QEMU image (scripts/offline-images.sh,
 #     scripts/qemu-image.sh; kept once built) beside the Rust build.
-#  3. Runs the third-party plugin example's tests and its driver's conformance run, then
+#  4. Runs the third-party plugin example's tests and its driver's conformance run, then
 #     unit, CLI and end-to-end tests (cargo nextest run --workspace), then the doc tests.
 #
 # `scripts/test.sh --setup-only` does step 1 alone. .ci/run runs this script; its log stamps
@@ -41,11 +42,26 @@ setup() {
 
   ensure_docker
   cargo_tool cargo-nextest cargo-nextest
+  cargo_tool cargo-machete cargo-machete
 }
 
 phase "install what is missing"
 setup
 [ "${1:-}" = --setup-only ] && exit 0
+
+phase "unused dependencies (cargo machete)"
+# The whole tree, the plugin example included: a dependency a crate declares and never uses
+# costs every build its compile time and hides what the crate really needs.
+cargo machete --skip-target-dir
+# cargo machete reads each crate's own dependencies; an entry of [workspace.dependencies] that
+# no member inherits is just as dead, and it does not look there.
+unused=()
+# shellcheck disable=SC2013 # one name a line, no spaces in it
+for dep in $(sed -n '/^\[workspace\.dependencies\]/,/^\[/s/^\([A-Za-z0-9_-]*\) *=.*/\1/p' Cargo.toml); do
+  grep -qE "^$dep(\.workspace *= *true| *= *\{.*workspace *= *true)" crates/*/Cargo.toml tests/Cargo.toml ||
+    unused+=("$dep")
+done
+[ ${#unused[@]} -eq 0 ] || die "Cargo.toml: [workspace.dependencies] that no crate uses: ${unused[*]}"
 
 # The offline images and lab's QEMU image (about 1 and 2 minutes the first time; both kept
 # after) are built beside the Rust build rather than before it: they wait on the mirror and
