@@ -14,8 +14,10 @@
 # Both registry stand-ins run Debian's docker-registry binary (distribution 2.8): they check
 # that lab deploys either image layout correctly, not distribution v3's own behaviour.
 #
-# An image that already exists is kept (delete it to rebuild, or pass --rebuild).
-# Needs mmdebstrap (apt-get install mmdebstrap) and a reachable Debian mirror.
+# An image that already exists is kept (delete it to rebuild, or pass --rebuild). --check
+# builds nothing: it exits 0 when every image is there and built by the current recipe, 1
+# otherwise (scripts/up.sh asks it before installing mmdebstrap).
+# Building needs mmdebstrap (apt-get install mmdebstrap) and a reachable Debian mirror.
 set -euo pipefail
 
 NODE_IMAGE=${LAB_OFFLINE_NODE_IMAGE:-lab-offline/node:bookworm}
@@ -23,8 +25,9 @@ REGISTRY_IMAGE=${LAB_OFFLINE_REGISTRY_IMAGE:-lab-offline/registry:2}
 REGISTRY3_IMAGE=${LAB_OFFLINE_REGISTRY3_IMAGE:-lab-offline/registry:3}
 MIRROR=${LAB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
-rebuild=0
+rebuild=0 check=0
 [ "${1:-}" = "--rebuild" ] && rebuild=1
+[ "${1:-}" = "--check" ] && check=1
 # Bumped whenever a recipe below changes, so machines that built an older one rebuild it.
 NODE_RECIPE=1
 REGISTRY_RECIPE=2
@@ -36,10 +39,19 @@ have() {
   [ "$rebuild" = 0 ] || return 1
   local got
   got=$(docker image inspect -f '{{index .Config.Labels "lab.offline.recipe"}}' "$1" 2>/dev/null) || return 1
-  [ "${got:-1}" = "$2" ] || [ "$got" = "<no value>" -a "$2" = 1 ]
+  [ "${got:-1}" = "$2" ] || { [ "$got" = "<no value>" ] && [ "$2" = 1 ]; }
 }
 
-if ! command -v mmdebstrap >/dev/null; then
+all_current() {
+  have "$NODE_IMAGE" "$NODE_RECIPE" && have "$REGISTRY_IMAGE" "$REGISTRY_RECIPE" &&
+    have "$REGISTRY3_IMAGE" "$REGISTRY3_RECIPE"
+}
+if [ "$check" = 1 ]; then
+  all_current
+  exit
+fi
+# Only when something is to be built: a machine that has the images needs no mmdebstrap.
+if ! all_current && ! command -v mmdebstrap >/dev/null; then
   echo "offline-images: mmdebstrap is missing; install it with: apt-get install mmdebstrap" >&2
   exit 1
 fi
@@ -48,6 +60,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 build_node() {
+  # The hooks' "$1" is mmdebstrap's, not ours.
+  # shellcheck disable=SC2016
   # iptables in legacy mode: nftables inside nested network namespaces is not reliable on
   # every host kernel, legacy iptables is what docker:dind uses too.
   mmdebstrap --quiet --variant=apt \

@@ -225,6 +225,20 @@ impl Lab {
     pub fn container(&self, node: &str) -> String {
         format!("{}-{node}", self.cluster)
     }
+
+    /// The registry's HTTP secret as its task reads it (the swarm secret's file, inside the
+    /// task's container on `node`, the registry's node), so a test can look for it where it
+    /// must not be. Fails the test when the task or the file is not there.
+    pub fn registry_secret(&self, node: &str) -> String {
+        let c = self.container(node);
+        let filter = "label=com.docker.swarm.service.name=registry_registry";
+        let task = node_exec(&c, &["docker", "ps", "-q", "--filter", filter]).ok("find the registry's task").stdout;
+        node_exec(&c, &["docker", "exec", task.trim(), "cat", "/run/secrets/lab-registry-http-secret"])
+            .ok("read the secret inside the registry's task")
+            .stdout
+            .trim()
+            .to_string()
+    }
 }
 
 impl Drop for Lab {

@@ -56,7 +56,9 @@ fn plain_up_keeps_labels_given_once() {
 }
 
 /// Every secret-looking string value in the cluster's state file (join tokens, the registry
-/// secret), and the registry's `REGISTRY_HTTP_SECRET` if its service spec carries one.
+/// secret), the registry's `REGISTRY_HTTP_SECRET` if its service spec carries one, and the
+/// registry's HTTP secret itself, as its task reads it. The last is always there, so the
+/// search for secrets in lab's output always has something to look for.
 fn secrets(lab: &Lab) -> Vec<String> {
     fn walk(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
         match v {
@@ -86,10 +88,15 @@ fn secrets(lab: &Lab) -> Vec<String> {
             "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
             "registry_registry",
         ],
-    );
-    if let Ok(vars) = serde_json::from_str::<Vec<String>>(env.stdout.trim()) {
-        out.extend(vars.iter().filter_map(|v| v.strip_prefix("REGISTRY_HTTP_SECRET=")).map(str::to_string));
-    }
+    )
+    .ok("inspect the registry service's environment");
+    let vars: Vec<String> = serde_json::from_str(env.stdout.trim())
+        .unwrap_or_else(|e| panic!("the service's environment is not a JSON list ({e}): {}", env.stdout));
+    out.extend(vars.iter().filter_map(|v| v.strip_prefix("REGISTRY_HTTP_SECRET=")).map(str::to_string));
+    // The secret's value, from inside the registry's task on worker1 (the registry's node).
+    let value = lab.registry_secret("worker1");
+    assert!(value.len() >= 32, "the registry's secret is too short: {value:?}");
+    out.push(value);
     out
 }
 

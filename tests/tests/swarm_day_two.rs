@@ -60,19 +60,25 @@ fn a_rotated_join_token_does_not_stop_scaling_up() {
     let up = lab.on(&["up", "--workers", "2"]);
     assert_eq!(up.code, 0, "up after a token rotation failed:\n{}", up.all());
     assert_eq!(swarm_nodes(&lab), vec!["manager Ready", "worker1 Ready", "worker2 Ready"]);
-    // No token is kept anywhere in lab's state.
+    // No token is kept anywhere in lab's state; the walk must at least find the cluster's
+    // state file, or it looked in the wrong place.
     let dir = lab.state_home().join("lab");
-    for entry in walk(&dir) {
-        let text = std::fs::read(&entry).unwrap_or_default();
+    let files = walk(&dir);
+    let state = dir.join("clusters").join(&lab.cluster).join("state.json");
+    assert!(files.contains(&state), "{} is not among the files of {}: {files:?}", state.display(), dir.display());
+    for entry in files {
+        let text = std::fs::read(&entry).unwrap_or_else(|e| panic!("read {}: {e}", entry.display()));
         assert!(!String::from_utf8_lossy(&text).contains("SWMTKN-"), "{} holds a join token", entry.display());
     }
     assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
 }
 
+/// Every file under `dir`; a directory that cannot be read fails the test.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read the directory {}: {e}", dir.display()));
+    for e in entries {
+        let p = e.unwrap_or_else(|e| panic!("read an entry of {}: {e}", dir.display())).path();
         if p.is_dir() {
             out.extend(walk(&p));
         } else if p.is_file() {
@@ -249,7 +255,23 @@ fn a_registry_that_does_not_answer_is_never_converged() {
     assert!(!check.stdout.contains("is a node labelled"), "the hint blames the label: {}", check.stdout);
     assert!(lab.on(&["plan"]).ok("plan").stdout.contains("deploy stack registry"));
     lab.on(&["up"]).ok("repairing up");
-    let _ = docker(&["version"]);
+    // Repaired: the service runs its own image again, every node answers, nothing is left to do.
+    let image = node_exec(
+        &manager,
+        &[
+            "docker",
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            "registry_registry",
+        ],
+    )
+    .ok("inspect the registry's image");
+    assert!(!image.stdout.contains("absent:1"), "up left the broken image: {}", image.stdout);
+    let check = lab.on(&["check"]);
+    assert_eq!(check.code, 0, "check after repairing the image:\n{}", check.all());
+    assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
 }
 
 /// A node stopped behind lab's back, the hard way (`docker kill`, as a crash or a power cut
