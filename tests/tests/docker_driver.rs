@@ -35,8 +35,24 @@ fn quiet_with_nobody_reading(lab: &lab_tests::Lab, args: &[&str], want: i32) {
 fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
     ensure_images();
     let lab = lab("main");
-    let up = lab.up(&[]).ok("lab up");
+    // With its timeline (issue 20): a page in the directory named, with every step `up` ran.
+    let timings = tempfile::tempdir().expect("a directory for the timings");
+    let up = lab.up(&["--timings", &timings.path().display().to_string()]).ok("lab up");
     assert!(up.stderr.contains("registry mode: fallback"), "up did not say which mode it chose:\n{}", up.stderr);
+    let pages: Vec<_> = std::fs::read_dir(timings.path()).expect("read the timings directory").flatten().collect();
+    assert_eq!(pages.len(), 1, "lab up --timings DIR wrote {} files:\n{}", pages.len(), up.stderr);
+    let page = std::fs::read_to_string(pages[0].path()).expect("read the timings page");
+    assert!(up.stderr.contains(&format!("timings written to {}", pages[0].path().display())), "{}", up.stderr);
+    for line in up.stderr.lines().filter_map(|l| l.strip_prefix("  ok  ")) {
+        // `STEP (1.2s)` or `STEP (1.2s): DETAIL`; a step may hold parentheses of its own.
+        let at = line.match_indices(" (").map(|(i, _)| i).find(|&i| {
+            let rest = &line[i + 2..];
+            rest.split_once("s)").is_some_and(|(secs, _)| secs.parse::<f64>().is_ok())
+        });
+        let step = at.map_or(line, |i| &line[..i]);
+        assert!(page.contains(&step.replace('<', "&lt;")), "the timeline lacks `{step}`");
+    }
+    assert!(page.contains("class=\"critical\"") && page.contains("check the registry on every node"), "{page}");
 
     // Three ready nodes, a drained leader, two active workers.
     let status = json(&lab.on(&["status", "--output", "json"]).ok("lab status"));

@@ -466,6 +466,11 @@ pub fn take_driver_flags(cli: &mut Cli, matches: &clap::ArgMatches) {
 pub struct UpArgs {
     #[command(flatten)]
     pub topology: TopologyArgs,
+    /// Write a timeline of the run (every step per node, the critical path marked) as an HTML
+    /// page: to FILE, or lab-timings-CLUSTER-TIME.html in the current directory (or in FILE,
+    /// if it is a directory).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = ".")]
+    pub timings: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ mod commands;
 mod driver_test;
 mod progress;
 mod settings;
+mod timings;
 
 use std::ffi::OsString;
 

@@ -20,7 +20,7 @@ use crate::args::{Cli, Command};
 pub async fn dispatch(cli: Cli) -> Result<i32> {
     let config = cli.config.as_deref();
     match cli.command {
-        Command::Up(a) => up::up(config, &a.topology).await,
+        Command::Up(a) => up::up(config, &a).await,
         Command::Plan(a) => plan::plan_cmd(config, &a.topology, a.output).await,
         Command::Status(a) => status::status(config, a.cluster.cluster.as_deref(), a.output).await,
         Command::Ls(a) => ls::ls(a.output),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lab_core::cluster::Progress;
 use lab_core::converge::exec::execute;
 use lab_core::converge::observe::observe;
 use lab_core::converge::plan::plan;
@@ -13,17 +14,48 @@ use lab_core::{Error, Result};
 
 use super::cluster::{reporter, runtime};
 use super::status::status_table;
-use crate::args::TopologyArgs;
+use crate::args::{TopologyArgs, UpArgs};
 use crate::settings;
+use crate::timings::Timings;
 
 /// How long `up` waits for every node to answer `{}` once the plan is executed (a node whose
 /// dockerd hangs on `localhost:5000` fails at once, after dockerd's own timeout).
 pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -> Result<i32> {
+pub(super) async fn up(config: Option<&std::path::Path>, args: &UpArgs) -> Result<i32> {
+    let Some(path) = &args.timings else {
+        return converge(config, &args.topology, reporter(false), None).await;
+    };
+    // The timeline is written whatever happens: a failed run is when it is wanted most.
+    let timings = Arc::new(Timings::new(reporter(false)));
+    let result = converge(config, &args.topology, timings.clone(), Some(&timings)).await;
+    match timings.write(path) {
+        Ok(file) => timings.note(&format!("timings written to {}", file.display())),
+        Err(e) => timings.note(&format!("warning: could not write the timings to {}: {e}", path.display())),
+    }
+    result
+}
+
+/// `work`, as a phase of the run's timeline when there is one.
+async fn phase<T>(
+    timings: Option<&Timings>,
+    label: &str,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match timings {
+        Some(t) => t.phase(label, work).await,
+        None => work.await,
+    }
+}
+
+async fn converge(
+    config: Option<&std::path::Path>,
+    flags: &TopologyArgs,
+    progress: Arc<dyn Progress>,
+    timings: Option<&Timings>,
+) -> Result<i32> {
     let paths = Paths::from_env()?;
     // Every input is checked before anything is written, not even the lock file.
-    let progress = reporter(false);
     let mut loaded = settings::load(config, flags, |c| paths.load(c))?;
     let recorded = loaded.recorded.clone();
     let mut built = runtime(&loaded.settings, recorded.clone(), &paths, progress.clone(), flags.force).await?;
@@ -38,6 +70,9 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
         built = runtime(&loaded.settings, loaded.recorded.clone(), &paths, progress.clone(), flags.force).await?;
     }
     let settings = &loaded.settings;
+    if let Some(t) = timings {
+        t.name(cluster.as_str(), &settings.driver);
+    }
     let (rt, warnings) = built;
     for w in loaded.warnings.iter().chain(&warnings) {
         progress.note(&format!("warning: {w}"));
@@ -49,10 +84,13 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
         progress.note(&format!("warning: {w}"));
     }
     let rt = Arc::new(rt);
-    rt.driver.preflight(&rt.desired.topology.nodes).await?;
+    phase(timings, "preflight of the driver", rt.driver.preflight(&rt.desired.topology.nodes)).await?;
     rt.update_state(|_| {})?;
-    let obs = observe(&*rt).await?;
+    let obs = phase(timings, "observe the cluster", observe(&*rt)).await?;
     let p = plan(&rt.desired, &obs.observed);
+    if let Some(t) = timings {
+        t.plan(&p);
+    }
     refuse_blocked(&cluster, &p, rt.desired.force)?;
     if p.is_empty() {
         progress.note(&format!("cluster {cluster} already matches the desired state; nothing to change"));
@@ -65,9 +103,9 @@ pub(super) async fn up(config: Option<&std::path::Path>, flags: &TopologyArgs) -
     }
     let [a, b] = lab_core::registry::CHECK_URLS;
     progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
-    wait_ready(&*rt, READY_TIMEOUT).await?;
+    phase(timings, "check the registry on every node", wait_ready(&*rt, READY_TIMEOUT)).await?;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
-    let obs = observe(&*rt).await?;
+    let obs = phase(timings, "observe the cluster for the status table", observe(&*rt)).await?;
     out!("{}", status_table(&rt, &obs))?;
     outln!()?;
     let tls = match rt.desired.tls {
