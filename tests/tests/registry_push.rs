@@ -370,11 +370,32 @@ mkdir -p "$dir" && printf 'sha256:%s' "$hex" > "$dir/link" && printf 'sha256:%s'
 /// writable again before it exits.
 #[test]
 fn an_interrupted_gc_makes_the_registry_writable_before_it_stops() {
+    let out = interrupt_gc("gcint", "TERM", false);
+    assert!(out.stderr.contains("interrupted"), "{}", out.stderr);
+}
+
+/// Issue 18, item 3: a closed terminal (SIGHUP, and nobody left to read what lab prints) in the
+/// middle of `lab images gc` on a registry with garbage leaves the registry writable: lab
+/// restores it, exits 1, and the registry takes a push.
+#[test]
+fn a_hangup_during_gc_leaves_the_registry_writable() {
+    interrupt_gc("gchup", "HUP", true);
+}
+
+/// Starts `lab images gc` on a one-node cluster whose registry has garbage (a deleted tag),
+/// sends it `signal` while it waits for the read-only task (with `hangup`, after closing the
+/// pipes its output goes to, as a closed terminal does), and checks that it exits 1 with the
+/// registry writable and taking pushes. Returns what it printed (nothing, with `hangup`).
+fn interrupt_gc(tag: &str, signal: &str, hangup: bool) -> lab_tests::Run {
     ensure_images();
-    let lab = lab("gcint");
+    let lab = lab(tag);
     lab.up(&["--workers", "0"]).ok("lab up");
     let manager = lab.container("manager");
     let env = || registry_env(&manager);
+    let garbage = format!("e2e-{tag}-garbage-{}:1", std::process::id());
+    let garbage_image = HostImage::with_script(&garbage, "head -c 1000000 /dev/urandom > /garbage");
+    lab.on(&["push", &garbage_image.0]).ok("lab push (to delete)");
+    lab.on(&["images", "rm", &garbage]).ok("lab images rm (garbage for gc)");
     let mut gc = lab
         .command(&["images", "gc", "--cluster", &lab.cluster])
         .stdout(std::process::Stdio::piped())
@@ -390,17 +411,88 @@ fn an_interrupted_gc_makes_the_registry_writable_before_it_stops() {
             Err(e)
         }
     });
+    if hangup {
+        // The terminal is gone: whatever lab writes from now on meets a closed pipe.
+        drop(gc.stdout.take());
+        drop(gc.stderr.take());
+    }
     let pid = gc.id().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
-    wait_for("lab images gc to exit after SIGTERM", Duration::from_secs(180), || match gc.try_wait() {
+    std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill");
+    wait_for(&format!("lab images gc to exit after SIG{signal}"), Duration::from_secs(180), || match gc.try_wait() {
         Ok(Some(_)) => Ok(()),
         other => Err(format!("{other:?}")),
     });
     let out = lab_tests::Run::from(gc.wait_with_output().expect("lab images gc's output"));
-    assert_eq!(out.code, 1, "{}", out.all());
-    assert!(out.stderr.contains("interrupted"), "{}", out.stderr);
-    assert!(!env().contains("READONLY"), "the registry stayed read-only: {}", env());
-    let name = format!("e2e-gcint-{}:1", std::process::id());
+    // 1, not death by the signal (-1 here) nor a panic on the closed pipe (101).
+    assert_eq!(out.code, 1, "lab images gc ended otherwise after SIG{signal}:\n{}", out.all());
+    assert!(!env().contains("READONLY"), "the registry stayed read-only after SIG{signal}: {}", env());
+    let name = format!("e2e-{tag}-{}:1", std::process::id());
     let image = HostImage::build(&name);
-    lab.on(&["push", &image.0]).ok("lab push after an interrupted gc");
+    lab.on(&["push", &image.0]).ok(&format!("lab push after SIG{signal} during gc"));
+    out
+}
+
+/// Issue 18, item 2: `lab images rm NAME:TAG` deletes that tag alone, also when other tags
+/// name the same manifest; `--all-tags` deletes them all; several tags go in one call, and one
+/// that is not there is bad input with nothing deleted.
+#[test]
+fn images_rm_deletes_only_the_tag_it_names() {
+    ensure_images();
+    let lab = lab("rmtag");
+    lab.up(&["--workers", "0"]).ok("lab up");
+    let manager = lab.container("manager");
+    let repo = format!("e2e-rmtag-{}", std::process::id());
+    let image = HostImage::build(&format!("{repo}:1"));
+    for t in ["1", "latest", "2", "3", "4"] {
+        lab.on(&["push", &image.0, "--as", &format!("{repo}:{t}")]).ok("lab push");
+    }
+    let tags = || -> Vec<(String, String)> {
+        let listed = json(&lab.on(&["images", "--output", "json"]).ok("lab images"));
+        let mut t: Vec<(String, String)> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["repository"] == repo.as_str())
+            .map(|r| (r["tag"].as_str().unwrap().to_string(), r["digest"].as_str().unwrap().to_string()))
+            .collect();
+        t.sort();
+        t
+    };
+    let before = tags();
+    assert_eq!(before.len(), 5, "{before:?}");
+    let digest = before[0].1.clone();
+    assert!(before.iter().all(|(_, d)| *d == digest), "one image, one digest: {before:?}");
+
+    // One tag goes; the others stay, on the same digest, and still pull.
+    let rm = lab.on(&["images", "rm", &format!("{repo}:1")]).ok("lab images rm");
+    assert!(rm.stdout.contains(&format!("deleted {repo}:1")), "{}", rm.all());
+    let names = |t: &[(String, String)]| t.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&tags()), ["2", "3", "4", "latest"], "rm of one tag took others with it");
+    assert!(tags().iter().all(|(_, d)| *d == digest), "{:?}", tags());
+    node_exec(&manager, &["docker", "pull", &format!("localhost:5000/{repo}:latest")]).ok("pull a tag that stayed");
+
+    // A tag that is not there, among others: bad input naming it, and nothing deleted.
+    let bad = lab.on(&["images", "rm", &format!("{repo}:2"), &format!("{repo}:nope")]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(bad.stderr.contains(&format!("{repo}:nope")), "{}", bad.stderr);
+    assert_eq!(names(&tags()), ["2", "3", "4", "latest"], "a refused rm deleted something");
+
+    // Several in one call.
+    let rm = lab.on(&["images", "rm", &format!("{repo}:2"), &format!("{repo}:3"), "--output", "json"]).ok("rm two");
+    let out = json(&rm);
+    let deleted: Vec<String> = out["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}:{}", d["repository"].as_str().unwrap(), d["tag"].as_str().unwrap()))
+        .collect();
+    assert_eq!(deleted, [format!("{repo}:2"), format!("{repo}:3")], "{}", rm.stdout);
+    assert_eq!(names(&tags()), ["4", "latest"]);
+
+    // --all-tags: the manifest and every tag naming it.
+    let rm = lab.on(&["images", "rm", "--all-tags", &format!("{repo}:4")]).ok("lab images rm --all-tags");
+    assert!(rm.stdout.contains(&format!("{repo}:latest")), "--all-tags does not say what went:\n{}", rm.all());
+    assert_eq!(tags(), [], "--all-tags left tags");
+    let gone = node_exec(&manager, &["docker", "pull", &format!("localhost:5000/{repo}:latest")]);
+    assert_ne!(gone.code, 0, "{}", gone.all());
 }

@@ -154,11 +154,15 @@ pub struct ImagesArgs {
 pub enum ImagesAction {
     /// List repositories, tags, digests and sizes (the default).
     Ls,
-    /// Delete the manifest NAME:TAG names.
+    /// Delete tags: each NAME:TAG alone (other tags of the same image stay), or with
+    /// --all-tags the image and every tag naming it.
     Rm {
-        /// The image, as `lab images` lists it (NAME:TAG, or localhost:5000/NAME:TAG).
-        #[arg(value_name = "NAME:TAG")]
-        reference: String,
+        /// Images as `lab images` lists them (NAME:TAG, or localhost:5000/NAME:TAG).
+        #[arg(value_name = "NAME:TAG", required = true)]
+        references: Vec<String>,
+        /// Delete the image each NAME:TAG names, with every tag of its repository naming it.
+        #[arg(long)]
+        all_tags: bool,
     },
     /// Reclaim the space of deleted tags: the registry's garbage collection, with the
     /// registry read-only while it runs (its task restarts twice).

@@ -63,13 +63,13 @@ where
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("lab: error: {e}");
+            errln!("lab: error: {e}");
             // What caused it, outermost first, where the message does not say it already.
             for cause in e.causes() {
-                eprintln!("lab: cause: {cause}");
+                errln!("lab: cause: {cause}");
             }
             if let Some(hint) = e.hint() {
-                eprintln!("lab: hint: {hint}");
+                errln!("lab: hint: {hint}");
             }
             e.exit_code()
         }

@@ -28,6 +28,20 @@ macro_rules! outln {
     };
 }
 
+/// Prints a line on stderr, like `eprintln!`, through [`say`]: never a panic.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::say(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes `args` to stderr, ignoring a failure. `eprintln!` panics when stderr is gone (a
+/// terminal closed, the reader of a pipe gone), and a panic in the middle of `lab images gc`
+/// would leave the registry read-only: a message nobody can read is no reason to stop.
+pub fn say(args: fmt::Arguments<'_>) {
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
 /// Writes `args` to stdout and flushes it.
 ///
 /// A reader that stopped reading (`lab ls | head -1`, or a `| true` that exited first) is not

@@ -32,7 +32,7 @@ impl push::Events for Events {
     fn note(&self, message: &str) {
         match &self.bar {
             Some(b) => b.println(message),
-            None => eprintln!("{message}"),
+            None => errln!("{message}"),
         }
     }
     fn sent(&self, n: u64) {
@@ -108,11 +108,11 @@ pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) 
                         format!("{n} {} {k} ({})", if *n == 1 { "blob" } else { "blobs" }, human(*bytes))
                     })
                     .collect();
-                eprintln!("{}: {}", p.source, parts.join(", "));
+                errln!("{}: {}", p.source, parts.join(", "));
                 // The reference to use in a service or a stack file, on stdout alone.
                 outln!("{}", p.reference)?;
             }
-            eprintln!("sent {} in {:.1}s", human(sent), took.as_secs_f64());
+            errln!("sent {} in {:.1}s", human(sent), took.as_secs_f64());
         }
     }
     Ok(0)
@@ -134,23 +134,69 @@ pub(super) async fn images(config: Option<&std::path::Path>, args: &ImagesArgs) 
                 }
             }
         }
-        Some(ImagesAction::Rm { reference }) => {
-            let r = reference.strip_prefix("localhost:5000/").or_else(|| reference.strip_prefix("127.0.0.1:5000/"));
-            let r = r.unwrap_or(reference);
-            let (repo, tag) = match r.rsplit_once(':') {
-                Some((n, t)) if !t.contains('/') => (n, t),
-                _ => return Err(Error::input("NAME:TAG", format!("{reference:?} names no tag (NAME:TAG)"))),
-            };
-            let client = client(config, args.cluster.as_deref()).await?;
-            let digest = push::remove(&client, repo, tag).await?;
-            match args.output {
-                Output::Json => outln!("{}", json!({"deleted": format!("{repo}:{tag}"), "digest": digest}))?,
-                Output::Table => outln!("deleted {repo}:{tag} ({digest})")?,
-            }
-        }
+        Some(ImagesAction::Rm { references, all_tags }) => return rm(config, args, references, *all_tags).await,
         Some(ImagesAction::Gc) => return gc(config, args).await,
     }
     Ok(0)
+}
+
+/// Resolves at the first SIGINT (Ctrl-C), SIGTERM, SIGHUP (a closed terminal or ssh session)
+/// or SIGQUIT, saying so on stderr if it still can.
+///
+/// The handlers are installed here, before the registry is made read-only, not when the
+/// future is first polled: a signal that came in between would kill lab with the registry
+/// left read-only. Installed once, they stay for the life of the process, so a second signal
+/// during the cleanup is taken too and does not stop it.
+fn stop_signals() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup(), SignalKind::quit()];
+    let mut streams = Vec::new();
+    for kind in kinds {
+        streams.push(signal(kind).map_err(|e| Error::op("lab images gc", format!("handle signals: {e}")))?);
+    }
+    Ok(async move {
+        let any = futures_util::future::select_all(streams.iter_mut().map(|s| Box::pin(s.recv())));
+        any.await;
+        errln!("interrupted: making the registry writable again before stopping");
+    })
+}
+
+/// `lab images rm NAME:TAG...`: every reference is read first (bad input, exit 2, before
+/// anything is deleted), then each tag goes.
+async fn rm(config: Option<&std::path::Path>, args: &ImagesArgs, references: &[String], all_tags: bool) -> Result<i32> {
+    let targets = references.iter().map(|r| rm_target(r)).collect::<Result<Vec<_>>>()?;
+    let client = client(config, args.cluster.as_deref()).await?;
+    let removed = lab_core::images::remove::remove(&client, &targets, all_tags).await?;
+    match args.output {
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&json!({ "deleted": removed })).expect("json"))?,
+        Output::Table => {
+            for r in &removed {
+                let repo = &r.repository;
+                let also: Vec<String> =
+                    r.removed_tags.iter().filter(|t| **t != r.tag).map(|t| format!("{repo}:{t}")).collect();
+                let mut line = format!("deleted {repo}:{} ({})", r.tag, r.digest);
+                if !also.is_empty() {
+                    line.push_str(&format!(" with {}", also.join(", ")));
+                }
+                if !r.kept_tags.is_empty() {
+                    let kept: Vec<String> = r.kept_tags.iter().map(|t| format!("{repo}:{t}")).collect();
+                    line.push_str(&format!("; the image stays as {}", kept.join(", ")));
+                }
+                outln!("{line}")?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// The repository and tag of a `lab images rm` argument (`NAME:TAG`, or with the registry's
+/// `localhost:5000/` in front).
+fn rm_target(reference: &str) -> Result<(String, String)> {
+    let r = reference.strip_prefix("localhost:5000/").or_else(|| reference.strip_prefix("127.0.0.1:5000/"));
+    match r.unwrap_or(reference).rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') && !n.is_empty() && !t.is_empty() => Ok((n.to_string(), t.to_string())),
+        _ => Err(Error::input("NAME:TAG", format!("{reference:?} names no tag (NAME:TAG)"))),
+    }
 }
 
 /// `lab images gc`, under the cluster's lock: it changes the registry's service, which `lab up`
@@ -159,30 +205,14 @@ async fn gc(config: Option<&std::path::Path>, args: &ImagesArgs) -> Result<i32> 
     let (rt, paths, _) = existing(config, args.cluster.as_deref(), Arc::new(Silent), true).await?;
     let _lock = paths.lock(&rt.desired.topology.cluster, "lab images gc")?;
     rt.set_machines(rt.driver.observe().await?);
-    let note = |m: &str| eprintln!("{m}");
-    // Ctrl-C or SIGTERM stop the wait, not the cleanup: the registry is made writable first.
-    let interrupted = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let term = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            Ok(()) = tokio::signal::ctrl_c() => {}
-            () = term => {}
-        }
-        eprintln!("interrupted: making the registry writable again before stopping");
-    };
+    let note = |m: &str| errln!("{m}");
+    let interrupted = stop_signals()?;
     let done = lab_core::images::gc::collect(&rt, &note, interrupted).await?;
     match args.output {
         Output::Json => outln!("{}", serde_json::to_string_pretty(&done).expect("json"))?,
         Output::Table => {
             if let Some(s) = &done.summary {
-                eprintln!("{s}");
+                errln!("{s}");
             }
             outln!(
                 "reclaimed {} on {} ({} before, {} after, {:.1}s)",

@@ -57,7 +57,8 @@ pub struct Collected {
 
 /// Runs the registry's garbage collection with the registry read-only, and makes it writable
 /// again afterwards, also when the collection failed or `interrupted` resolved first (the
-/// CLI's Ctrl-C or SIGTERM). `note` is told each stage.
+/// CLI's Ctrl-C, SIGTERM, SIGHUP or SIGQUIT). `note` is told each stage; it must not fail
+/// (after a SIGHUP the terminal it printed on may be gone).
 ///
 /// Making it writable replaces the task's container, which ends a collection still running in
 /// it: the registry never takes a push while a collection runs.

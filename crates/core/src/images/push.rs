@@ -545,6 +545,10 @@ pub async fn list(client: &Client) -> Result<Vec<Listed>> {
     for repo in client.catalog().await? {
         for tag in client.tags(&repo).await? {
             let Some((digest, _, body)) = client.manifest(&repo, &tag).await? else { continue };
+            // A tag `lab images rm` was stopped in the middle of deleting is gone for the user.
+            if crate::images::remove::is_placeholder(&body) {
+                continue;
+            }
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let size = v["config"]["size"].as_u64().unwrap_or(0)
                 + v["layers"].as_array().into_iter().flatten().filter_map(|l| l["size"].as_u64()).sum::<u64>()
@@ -559,15 +563,6 @@ pub async fn list(client: &Client) -> Result<Vec<Listed>> {
         }
     }
     Ok(out)
-}
-
-/// Deletes `repo:tag`'s manifest; bad input if there is no such tag.
-pub async fn remove(client: &Client, repo: &str, tag: &str) -> Result<String> {
-    let Some((digest, _, _)) = client.manifest(repo, tag).await? else {
-        return Err(Error::input("lab images rm", format!("the registry has no {repo}:{tag}")));
-    };
-    client.delete_manifest(repo, &digest).await?;
-    Ok(digest)
 }
 
 /// Sizes in the units `docker images` uses.
