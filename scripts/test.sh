@@ -23,10 +23,11 @@ phase() { echo "${PHASE_TAG:-test}: $(date -u +%T) $*"; }
 setup() {
   need_cargo
   # Besides the build's: mmdebstrap for the offline images, ssh-keygen for the ssh driver's
-  # test hosts, openssl for the stand-in docker-machine's certificates.
+  # test hosts, openssl for the stand-in docker-machine's certificates, skopeo for the test
+  # of the way other registry clients reach the registry (`lab registry`).
   # shellcheck disable=SC2046 # one package name per word
   apt_install -- $(missing_packages "${BUILD_PACKAGES[@]}" mmdebstrap=mmdebstrap curl=curl \
-    ssh-keygen=openssh-client openssl=openssl)
+    ssh-keygen=openssh-client openssl=openssl skopeo=skopeo)
 
   # The qemu driver's suite: QEMU 7.2 from bookworm, vde2, and e2fsprogs for
   # scripts/qemu-image.sh. Some machines carry a newer qemu-utils (10.0), which bookworm's

@@ -496,3 +496,127 @@ fn images_rm_deletes_only_the_tag_it_names() {
     let gone = node_exec(&manager, &["docker", "pull", &format!("localhost:5000/{repo}:latest")]);
     assert_ne!(gone.code, 0, "{}", gone.all());
 }
+
+/// Issue 18, item 20: skopeo reaches the registry the way `lab registry` prints it, in open
+/// mode (the registry node's address, plain HTTP).
+#[test]
+fn skopeo_reaches_the_registry_the_way_lab_registry_prints_it() {
+    skopeo_cycle("skopeo", &[]);
+}
+
+/// The same in mutual TLS: the CA and client certificate `lab registry` names, through `lab
+/// registry forward` (skopeo cannot connect to one address while checking the name
+/// localhost); without the certificate, nothing.
+#[test]
+fn skopeo_reaches_a_mutual_tls_registry_the_way_lab_registry_prints_it() {
+    skopeo_cycle("skopeotls", &["--registry-tls", "mutual"]);
+}
+
+/// Pushes an image, reads `lab registry`, and runs `skopeo list-tags`, `inspect` and `copy`
+/// against the registry from what it printed. Skipped, saying so, where skopeo is not installed
+/// (scripts/test.sh installs it).
+fn skopeo_cycle(tag: &str, extra: &[&str]) {
+    if std::process::Command::new("skopeo").arg("--version").output().is_err() {
+        eprintln!("skipped: skopeo is not installed (scripts/test.sh installs it)");
+        return;
+    }
+    ensure_images();
+    let lab = lab(tag);
+    let up_args: Vec<&str> = ["--workers", "0"].into_iter().chain(extra.iter().copied()).collect();
+    lab.up(&up_args).ok("lab up");
+    let manager = lab.container("manager");
+    let repo = format!("e2e-{tag}-{}", std::process::id());
+    let image = HostImage::build(&format!("{repo}:1"));
+    lab.on(&["push", &image.0]).ok("lab push");
+    let digest =
+        json(&lab.on(&["images", "--output", "json"]).ok("lab images"))[0]["digest"].as_str().unwrap().to_string();
+
+    let shown = lab.on(&["registry"]).ok("lab registry");
+    let way = json(&lab.on(&["registry", "--output", "json"]).ok("lab registry --output json"));
+    let url = way["url"].as_str().unwrap_or_else(|| panic!("no url: {way:#}")).to_string();
+    assert!(shown.stdout.contains(&url), "the table lacks the URL:\n{}", shown.all());
+    let mutual = !extra.is_empty();
+    // What skopeo is given: the registry's host:port and the flags for its TLS.
+    let mut forward = None;
+    let (base, tls): (String, Vec<String>) = if !mutual {
+        let address = way["address"].as_str().unwrap().to_string();
+        assert_eq!(url, format!("http://{address}"), "{way:#}");
+        assert_eq!(way["tls"], "open");
+        (address, vec!["--tls-verify=false".into()])
+    } else {
+        assert_eq!(url, "https://localhost:5443", "{way:#}");
+        assert_eq!(way["tls"], "mutual");
+        let files = &way["files"];
+        for k in ["ca", "cert", "key"] {
+            let p = files[k].as_str().unwrap_or_else(|| panic!("no {k}: {way:#}"));
+            assert!(std::path::Path::new(p).is_file(), "{k}: {p} is not a file");
+            assert!(shown.stdout.contains(p), "the table lacks the {k} path:\n{}", shown.all());
+        }
+        let cert_dir = files["cert_dir"].as_str().unwrap().to_string();
+        let mut names: Vec<String> = std::fs::read_dir(&cert_dir)
+            .unwrap_or_else(|e| panic!("{cert_dir}: {e}"))
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["ca.crt", "client.cert", "client.key"], "{cert_dir}");
+        let mut child = lab
+            .command(&["registry", "forward", "--listen", "127.0.0.1:0", "--cluster", &lab.cluster])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start lab registry forward");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+            .expect("read the forward's URL");
+        let base = line.trim().strip_prefix("https://").unwrap_or_else(|| panic!("not a URL: {line:?}")).to_string();
+        assert!(base.starts_with("localhost:"), "{line}");
+        forward = Some(child);
+        // Without the cluster's certificates, skopeo gets nothing.
+        let refused =
+            skopeo(&["list-tags", &format!("docker://{base}/{repo}")]).expect_err("skopeo without certificates");
+        assert!(refused.contains("certificate"), "{refused}");
+        (base, vec![format!("--cert-dir={cert_dir}")])
+    };
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.splice(1..1, tls.iter().cloned());
+        v
+    };
+    let run = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        skopeo(&a).unwrap_or_else(|e| panic!("skopeo {args:?}: {e}"))
+    };
+    let tags: Value = serde_json::from_str(&run(with(&["list-tags", &format!("docker://{base}/{repo}")]))).unwrap();
+    assert_eq!(tags["Tags"], serde_json::json!(["1"]), "{tags:#}");
+    let inspected: Value =
+        serde_json::from_str(&run(with(&["inspect", &format!("docker://{base}/{repo}:1")]))).unwrap();
+    assert_eq!(inspected["Digest"], digest.as_str(), "{inspected:#}");
+    let src_tls: Vec<String> = tls.iter().map(|f| f.replacen("--", "--src-", 1)).collect();
+    let dest_tls: Vec<String> = tls.iter().map(|f| f.replacen("--", "--dest-", 1)).collect();
+    let mut copy = vec!["--insecure-policy".to_string(), "copy".into()];
+    copy.extend(src_tls.into_iter().chain(dest_tls));
+    copy.extend([format!("docker://{base}/{repo}:1"), format!("docker://{base}/{repo}:copied")]);
+    run(copy);
+    // The copy is in the registry, and the nodes pull it.
+    let listed = json(&lab.on(&["images", "--output", "json"]).ok("lab images"));
+    assert!(
+        listed.as_array().unwrap().iter().any(|r| r["repository"] == repo.as_str() && r["tag"] == "copied"),
+        "{listed:#}"
+    );
+    node_exec(&manager, &["docker", "pull", &format!("localhost:5000/{repo}:copied")]).ok("pull skopeo's copy");
+    if let Some(mut child) = forward {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Runs skopeo; its stdout, or what it said when it failed.
+fn skopeo(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new("skopeo").args(args).output().expect("run skopeo");
+    let run = lab_tests::Run::from(out);
+    if run.code == 0 {
+        Ok(run.stdout)
+    } else {
+        Err(run.all())
+    }
+}

@@ -44,6 +44,9 @@ pub enum Command {
     Push(PushArgs),
     /// What the cluster's registry holds; `rm NAME:TAG` deletes a tag, `gc` reclaims its space.
     Images(ImagesArgs),
+    /// How other clients (skopeo, crane, oras, curl) reach the registry: its URL and address,
+    /// and in mutual TLS the CA and client certificate; `forward` relays it to this machine.
+    Registry(RegistryArgs),
     /// Remove everything `up` made for the cluster.
     Down(ClusterArg),
     /// List the drivers: built-in ones, and external `lab-driver-NAME` programs on PATH.
@@ -167,6 +170,31 @@ pub enum ImagesAction {
     /// Reclaim the space of deleted tags: the registry's garbage collection, with the
     /// registry read-only while it runs (its task restarts twice).
     Gc,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Cluster name (default "lab").
+    #[arg(long, value_name = "NAME", global = true)]
+    pub cluster: Option<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t, global = true)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub action: Option<RegistryAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryAction {
+    /// Relay a port of this machine's loopback to the registry until Ctrl-C, for clients that
+    /// cannot connect to the registry's address while checking the name localhost (skopeo):
+    /// they use localhost:PORT; prints that URL.
+    Forward {
+        /// Where to listen (default 127.0.0.1 and the registry's port: 5000, or 5443 in mutual
+        /// TLS; port 0 picks a free one).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+    },
 }
 
 #[derive(Debug, Args)]

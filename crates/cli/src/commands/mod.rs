@@ -9,6 +9,7 @@ mod env;
 mod ls;
 mod plan;
 mod push;
+mod registry;
 mod ssh;
 mod status;
 mod up;
@@ -28,6 +29,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Check(a) => check::check(config, a.cluster.cluster.as_deref(), a.output).await,
         Command::Push(a) => push::push_cmd(config, &a).await,
         Command::Images(a) => push::images(config, &a).await,
+        Command::Registry(a) => registry::registry(config, &a).await,
         Command::Down(a) => down::down(config, a.cluster.as_deref()).await,
         Command::Drivers(a) => drivers::drivers(a.output, a.long).await,
         Command::Ssh(a) => ssh::ssh(config, &a).await,

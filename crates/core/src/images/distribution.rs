@@ -157,6 +157,26 @@ impl Client {
     /// A new connection: `nc 127.0.0.1 5000` in the registry's container.
     async fn connect(&self) -> Result<SendRequest<Body>> {
         let step = "connect to the registry through its node's engine";
+        let io = self.stream().await?;
+        match &self.at.tls {
+            None => self.handshake(io, step).await,
+            Some(cfg) => {
+                // The registry's certificate is checked against the cluster's CA for the name
+                // the nodes use, and lab presents the client certificate the nodes have.
+                let name = rustls_pki_types::ServerName::try_from(crate::tls::SERVER_NAME).expect("a valid name");
+                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, io)
+                    .await
+                    .map_err(|e| self.fail(step, format!("TLS with the registry failed: {e}")))?;
+                self.handshake(tls, step).await
+            }
+        }
+    }
+
+    /// A byte stream to the registry's port, as the registry speaks it (TLS in mutual mode):
+    /// an exec of `nc 127.0.0.1 5000` in its task container, through its node's engine.
+    pub async fn stream(&self) -> Result<impl AsyncRead + AsyncWrite + Send + Unpin + 'static> {
+        let step = "connect to the registry through its node's engine";
         let argv = ["nc", "127.0.0.1", "5000"].map(String::from).to_vec();
         let cfg = ExecConfig {
             attach_stdin: Some(true),
@@ -190,20 +210,7 @@ impl Client {
                 }
             }
         }));
-        let io = ExecStream { reader: StreamReader::new(stdout), writer: input };
-        match &self.at.tls {
-            None => self.handshake(io, step).await,
-            Some(cfg) => {
-                // The registry's certificate is checked against the cluster's CA for the name
-                // the nodes use, and lab presents the client certificate the nodes have.
-                let name = rustls_pki_types::ServerName::try_from(crate::tls::SERVER_NAME).expect("a valid name");
-                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
-                    .connect(name, io)
-                    .await
-                    .map_err(|e| self.fail(step, format!("TLS with the registry failed: {e}")))?;
-                self.handshake(tls, step).await
-            }
-        }
+        Ok(ExecStream { reader: StreamReader::new(stdout), writer: input })
     }
 
     /// HTTP/1.1 over `io`; the connection runs in a task of its own.
@@ -402,6 +409,34 @@ impl Client {
         } else {
             Err(self.fail(step, a.why()))
         }
+    }
+}
+
+/// Relays every connection `listener` takes to the registry, bytes untouched, each through a
+/// [`Client::stream`] of its own (so TLS, in mutual mode, runs between the connecting client and
+/// the registry), until the future is dropped. A connection that fails is told to `note` and
+/// does not stop the others. This is `lab registry forward`, for clients that cannot reach the
+/// registry's address while checking the name `localhost` ([`crate::registry::clients`]).
+pub async fn forward(
+    client: Arc<Client>,
+    listener: tokio::net::TcpListener,
+    note: impl Fn(String) + Send + Sync + 'static,
+) -> Result<()> {
+    let note = Arc::new(note);
+    loop {
+        let (mut conn, peer) =
+            listener.accept().await.map_err(|e| Error::op("relay to the registry", format!("accept: {e}")))?;
+        let (client, note) = (client.clone(), note.clone());
+        tokio::spawn(async move {
+            match client.stream().await {
+                Ok(mut registry) => {
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut conn, &mut registry).await {
+                        tracing::debug!(%peer, error = %e, "relayed connection ended");
+                    }
+                }
+                Err(e) => note(format!("{peer}: {e}")),
+            }
+        });
     }
 }
 

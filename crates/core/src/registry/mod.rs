@@ -12,7 +12,8 @@
 //! - [`check`]: asking every node, as the seed does, whether it answers, and [`reach`],
 //!   whether each node's dockerd reaches it;
 //! - [`read_only`]: the read-only switch `lab images gc` uses;
-//! - [`endpoint`]: where its HTTP API is reached, for `lab push` and `lab images`.
+//! - [`endpoint`]: where its HTTP API is reached, for `lab push` and `lab images`;
+//! - [`clients`]: the way in for other clients (`lab registry`).
 //!
 //! Unlike the seed's recipe, the service gets an HTTP secret, keeps its data on the named
 //! volume `registry_data`, and is pinned to one node by the `lab.registry` label, so a
@@ -31,6 +32,7 @@ use bollard::Docker;
 use crate::error::{Error, Result};
 
 pub mod check;
+pub mod clients;
 pub mod curl;
 pub mod data;
 pub mod deploy;
