@@ -552,6 +552,17 @@ fn skopeo_cycle(tag: &str, extra: &[&str]) {
             assert!(std::path::Path::new(p).is_file(), "{k}: {p} is not a file");
             assert!(shown.stdout.contains(p), "the table lacks the {k} path:\n{}", shown.all());
         }
+        // curl, as the documentation says: the address, checking the name localhost.
+        let address = way["address"].as_str().unwrap();
+        let host = address.rsplit_once(':').unwrap().0;
+        let catalog = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert", files["ca"].as_str().unwrap()])
+            .args(["--cert", files["cert"].as_str().unwrap(), "--key", files["key"].as_str().unwrap()])
+            .args(["--resolve", &format!("localhost:5443:{host}"), "https://localhost:5443/v2/_catalog"])
+            .output()
+            .expect("run curl");
+        let catalog = lab_tests::Run::from(catalog);
+        assert!(catalog.code == 0 && catalog.stdout.contains(&repo), "curl --resolve: {}", catalog.all());
         let cert_dir = files["cert_dir"].as_str().unwrap().to_string();
         let mut names: Vec<String> = std::fs::read_dir(&cert_dir)
             .unwrap_or_else(|e| panic!("{cert_dir}: {e}"))

@@ -59,10 +59,12 @@ fn examples(way: &WayIn) -> Vec<String> {
         Some(f) => {
             let (ca, cert, key) = (f.ca.display(), f.cert.display(), f.key.display());
             let name = way.url.trim_start_matches("https://");
+            // curl's --resolve takes HOST:PORT:ADDR; oras's also takes the port after it.
+            let host = a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h);
             vec![
                 format!("the registry's certificate names localhost, not {a}: connect to {a} checking the name localhost"),
                 "for example:".into(),
-                format!("  curl --cacert {ca} --cert {cert} --key {key} --resolve {name}:{a} {}/v2/_catalog", way.url),
+                format!("  curl --cacert {ca} --cert {cert} --key {key} --resolve {name}:{host} {}/v2/_catalog", way.url),
                 format!("  oras repo tags --ca-file {ca} --cert-file {cert} --key-file {key} --resolve {name}:{a} {name}/NAME"),
                 format!("clients without --resolve (skopeo, podman): `lab registry forward` relays {name} on this machine, then"),
                 format!("  skopeo inspect --cert-dir {} docker://{name}/NAME:TAG", f.cert_dir.display()),
@@ -100,5 +102,34 @@ async fn forward(rt: &Runtime, way: &WayIn, listen: Option<std::net::SocketAddr>
     tokio::select! {
         r = forward_to(client, listener, |m| errln!("{m}")) => r.map(|()| 0),
         () = stop => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lab_core::registry::clients::ClientFiles;
+
+    /// The examples name the address in each client's own syntax: curl's `--resolve` takes
+    /// HOST:PORT:ADDR, oras's HOST:PORT:ADDR:PORT.
+    #[test]
+    fn the_mutual_examples_resolve_localhost_to_the_registrys_address() {
+        let files = ClientFiles {
+            ca: "/t/ca.crt".into(),
+            cert: "/t/client.cert".into(),
+            key: "/t/client.key".into(),
+            cert_dir: "/t/client".into(),
+        };
+        let way = WayIn {
+            node: "worker1".into(),
+            tls: "mutual",
+            url: "https://localhost:5443".into(),
+            address: "10.0.0.7:5443".into(),
+            files: Some(files),
+        };
+        let text = examples(&way).join("\n");
+        assert!(text.contains("curl --cacert /t/ca.crt --cert /t/client.cert --key /t/client.key --resolve localhost:5443:10.0.0.7 https://localhost:5443/v2/_catalog"), "{text}");
+        assert!(text.contains("--resolve localhost:5443:10.0.0.7:5443 localhost:5443/NAME"), "{text}");
+        assert!(text.contains("skopeo inspect --cert-dir /t/client docker://localhost:5443/NAME:TAG"), "{text}");
     }
 }
