@@ -382,6 +382,13 @@ fn a_hangup_during_gc_leaves_the_registry_writable() {
     interrupt_gc("gchup", "HUP", true);
 }
 
+/// Ctrl-C (SIGINT) too.
+#[test]
+fn a_ctrl_c_during_gc_leaves_the_registry_writable() {
+    let out = interrupt_gc("gcctrlc", "INT", false);
+    assert!(out.stderr.contains("interrupted"), "{}", out.stderr);
+}
+
 /// Starts `lab images gc` on a one-node cluster whose registry has garbage (a deleted tag),
 /// sends it `signal` while it waits for the read-only task (with `hangup`, after closing the
 /// pipes its output goes to, as a closed terminal does), and checks that it exits 1 with the

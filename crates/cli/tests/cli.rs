@@ -92,6 +92,18 @@ fn bad_flags_exit_2_naming_flag_and_value() {
     e.bad(&["frobnicate"], &[], &["frobnicate"]);
 }
 
+/// `lab images rm` reads every reference before it looks for a cluster (issue 18, item 2), and
+/// `lab registry` (item 20) takes bad input like every command.
+#[test]
+fn images_rm_and_registry_bad_input_exit_2() {
+    let e = Env::new();
+    e.bad(&["images", "rm", "app"], &[], &["NAME:TAG", "\"app\"", "names no tag"]);
+    e.bad(&["images", "rm", "app:1", "localhost:5000/other"], &[], &["NAME:TAG", "localhost:5000/other"]);
+    e.bad(&["images", "rm", "app:1", "--cluster", "nothere"], &[], &["--cluster", "nothere"]);
+    e.bad(&["registry", "--cluster", "nothere"], &[], &["--cluster", "nothere"]);
+    e.bad(&["registry", "forward", "--listen", "port5443"], &[], &["--listen", "port5443"]);
+}
+
 #[test]
 fn bad_config_exits_2_naming_file_field_and_value() {
     let e = Env::new();
