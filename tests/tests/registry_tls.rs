@@ -331,3 +331,132 @@ fn no_log_level_prints_a_key_in_mutual_tls() {
         }
     }
 }
+
+/// The client key and certificate lab gave `node`'s engine, as its `certs.d` holds them.
+fn node_pair(lab: &Lab, node: &str) -> (String, String) {
+    let c = lab.container(node);
+    let read = |f: &str| {
+        let path = format!("/etc/docker/certs.d/localhost:5000/{f}");
+        node_exec(&c, &["cat", &path]).ok(&format!("{path} on {node}")).stdout
+    };
+    (read("client.key"), read("client.cert"))
+}
+
+/// `curl` from the host to the registry's TLS port at `reg`, trusting `ca` and presenting
+/// `pair` (certificate, key) if given.
+fn curl_registry(reg: &str, ca: &str, pair: Option<(&str, &str)>) -> lab_tests::Run {
+    let resolve = format!("localhost:5443:{reg}");
+    let mut args = vec!["-sS", "-m", "5", "--cacert", ca, "--resolve", &resolve];
+    if let Some((cert, key)) = pair {
+        args.extend(["--cert", cert, "--key", key]);
+    }
+    args.push("https://localhost:5443/v2/_catalog");
+    lab_tests::Run::from(Command::new("curl").args(&args).output().expect("curl"))
+}
+
+/// Asserts that `run` (a [`curl_registry`]) was refused in the TLS handshake by the registry:
+/// its alert, not a registry that is down or slow (curl's 7 or 28), and nothing served.
+fn assert_tls_refusal(what: &str, run: &lab_tests::Run) {
+    assert_ne!(run.code, 0, "{what} still reaches the registry: {}", run.all());
+    assert!(!run.stdout.contains("repositories"), "{what}: {}", run.all());
+    // The registry's alert, as OpenSSL reports it ("sslv3 alert bad certificate"), not a
+    // client certificate curl could not load (58) or a server it distrusts (60). In TLS 1.3
+    // the registry checks the client's certificate after curl's side of the handshake is
+    // done, so curl, sending its request first, may see the connection reset instead.
+    let refused = run.stderr.contains(" alert ") || run.stderr.contains("reset by peer");
+    assert!(refused, "{what}: not refused by the registry in TLS: {}", run.all());
+}
+
+/// Issue 18, item 11: every node has a client key and certificate of its own, and lab has
+/// its own (`cmp` tells them apart). A worker that leaves the cluster takes a key the
+/// registry trusted; distribution reads no revocation list, so lab makes a new CA and issues
+/// the remaining nodes again from it: the departed worker's saved pair is refused by the
+/// registry, while the remaining nodes push and pull through localhost:5000 as before.
+/// `lab up --renew-certs` does the same on demand, and `lab plan` shows it first.
+#[test]
+fn each_node_has_its_own_key_and_a_departed_nodes_key_is_refused() {
+    ensure_images();
+    let lab = lab("mtls-rv");
+    lab.up(&["--workers", "2", "--registry-tls", "mutual"]).ok("lab up --registry-tls mutual");
+    let tls_dir = lab.state_home().join("lab/clusters").join(&lab.cluster).join("tls");
+    let saved = tempfile::tempdir().unwrap();
+    let file = |name: &str, body: &str| {
+        let p = saved.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.display().to_string()
+    };
+    // Each node's key and certificate, and lab's, all different.
+    let mut keys = vec![tls_dir.join("client.key").display().to_string()];
+    let mut certs = vec![tls_dir.join("client.cert").display().to_string()];
+    for node in NODES {
+        let (key, cert) = node_pair(&lab, node);
+        keys.push(file(&format!("{node}.key"), &key));
+        certs.push(file(&format!("{node}.cert"), &cert));
+    }
+    for list in [&keys, &certs] {
+        for (i, a) in list.iter().enumerate() {
+            for b in &list[i + 1..] {
+                let same = Command::new("cmp").args(["-s", a, b]).status().expect("cmp").success();
+                assert!(!same, "{a} and {b} are the same file");
+            }
+        }
+    }
+    // worker2's pair works against the registry, before it leaves.
+    let reg = address(&lab, "worker1");
+    let ca = tls_dir.join("ca.crt").display().to_string();
+    let (w2_cert, w2_key) = (saved.path().join("worker2.cert"), saved.path().join("worker2.key"));
+    let (w2_cert, w2_key) = (w2_cert.to_str().unwrap(), w2_key.to_str().unwrap());
+    let ca_before = std::fs::read_to_string(&ca).unwrap();
+    let before = curl_registry(&reg, &ca, Some((w2_cert, w2_key)));
+    assert!(before.stdout.contains("repositories"), "worker2's own pair, before it left: {}", before.all());
+
+    // worker2 leaves: `lab plan` says what happens, `lab up` does it.
+    let plan = lab.on(&["plan", "--workers", "1"]).ok("plan --workers 1");
+    for step in [
+        "make a new CA for the registry and issue every certificate again from it (worker2 left the cluster)",
+        "give worker1's engine the registry's client certificate",
+        "give manager's engine the registry's client certificate",
+        "deploy stack registry",
+    ] {
+        assert!(plan.stdout.contains(step), "{step} not planned:\n{}", plan.stdout);
+    }
+    let down = lab.on(&["up", "--workers", "1"]).ok("lab up --workers 1");
+    assert!(down.stderr.contains("worker2 left the cluster"), "{}", down.stderr);
+    assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"), "a second up would do something");
+    let ca_after = std::fs::read_to_string(&ca).unwrap();
+    assert_ne!(ca_after, ca_before, "the CA stayed");
+    // The registry, checked against the new CA, refuses worker2's saved pair in TLS (and
+    // answers lab's new one, so the refusal is about the key).
+    let refused = curl_registry(&reg, &ca, Some((w2_cert, w2_key)));
+    assert_tls_refusal("worker2's pair from before it left", &refused);
+    let cert = tls_dir.join("client.cert").display().to_string();
+    let key = tls_dir.join("client.key").display().to_string();
+    let with = curl_registry(&reg, &ca, Some((&cert, &key)));
+    assert!(with.stdout.contains("repositories"), "lab's new pair: {}", with.all());
+    // The remaining nodes push and pull through localhost:5000 as before.
+    let pid = std::process::id();
+    let tag = format!("localhost:5000/e2e/after-leave-{pid}:1");
+    push_from(&lab, "worker1", &tag);
+    let m = lab.container("manager");
+    node_exec(&m, &["docker", "image", "rm", "-f", &tag]);
+    node_exec(&m, &["docker", "pull", &tag]).ok(&format!("docker pull {tag} on manager"));
+    let (w1_key, _) = node_pair(&lab, "worker1");
+    assert_ne!(w1_key, std::fs::read_to_string(saved.path().join("worker1.key")).unwrap(), "worker1 kept its key");
+
+    // --renew-certs: shown by plan, done by up; a new CA again, and everything still works.
+    let plan = lab.on(&["plan", "--renew-certs"]).ok("plan --renew-certs");
+    assert!(plan.stdout.contains("issue every certificate again from it (--renew-certs)"), "{}", plan.stdout);
+    let (w1_key_before, w1_cert_before) = node_pair(&lab, "worker1");
+    let w1_saved = (file("w1.cert", &w1_cert_before), file("w1.key", &w1_key_before));
+    lab.on(&["up", "--renew-certs"]).ok("lab up --renew-certs");
+    assert_ne!(std::fs::read_to_string(&ca).unwrap(), ca_after, "--renew-certs kept the CA");
+    assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
+    let refused = curl_registry(&reg, &ca, Some((&w1_saved.0, &w1_saved.1)));
+    assert_tls_refusal("worker1's pair from before --renew-certs", &refused);
+    let tag = format!("localhost:5000/e2e/renewed-ca-{pid}:1");
+    push_from(&lab, "manager", &tag);
+    let w1 = lab.container("worker1");
+    node_exec(&w1, &["docker", "image", "rm", "-f", &tag]);
+    node_exec(&w1, &["docker", "pull", &tag]).ok(&format!("docker pull {tag} on worker1"));
+    lab.on(&["images"]).ok("lab images after --renew-certs");
+}

@@ -742,3 +742,78 @@ fn mutual_tls_on_ssh_hosts_refuses_clients_without_the_certificate_and_down_remo
         assert_eq!(relay.stdout.trim(), "", "the relay is still on {} after down", h.name);
     }
 }
+
+/// Issue 18, item 11: a host dropped from the hosts file kept its relay and its client key,
+/// and they kept working. lab cannot reach such a host any more (its address and login were
+/// in that file), so `up` makes a new CA and issues the hosts that stay again from it: the
+/// dropped host's relay, and its key used from this machine, are refused by the registry,
+/// while the others pull as before.
+#[test]
+fn a_host_dropped_from_the_hosts_file_loses_the_registrys_trust() {
+    lab_tests::ensure_images();
+    let lab = lab("sshrv");
+    let bed = SshBed::new(&lab.cluster, &[("manager", "manager"), ("worker1", "worker"), ("worker2", "worker")]);
+    let hosts = bed.write_hosts(&bed.hosts_toml());
+    up(&lab, &bed, &hosts, &["--registry-tls", "mutual"]).ok("lab up --registry-tls mutual");
+    let tag = format!("localhost:5000/e2e/ssh-dropped-{}:1", std::process::id());
+    let manager = &bed.host("manager").container;
+    node_exec(manager, &["docker", "tag", REGISTRY_IMAGE, &tag]).ok("docker tag on the manager");
+    node_exec(manager, &["docker", "push", &tag]).ok("docker push from the manager's engine");
+    let pull = |host: &str| {
+        let c = &bed.host(host).container;
+        node_exec(c, &["docker", "image", "rm", "-f", &tag]);
+        node_exec(c, &["timeout", "60", "docker", "pull", &tag])
+    };
+    pull("worker2").ok("docker pull on worker2 before it is dropped");
+    let w2 = &bed.host("worker2").container;
+    let saved = tempfile::tempdir().unwrap();
+    for f in ["client.cert", "client.key"] {
+        let body = node_exec(w2, &["cat", &format!("/etc/docker/certs.d/localhost:5000/{f}")]).ok(f).stdout;
+        std::fs::write(saved.path().join(f), body).unwrap();
+    }
+
+    // worker2 leaves the hosts file.
+    let kept: String = bed
+        .hosts_toml()
+        .split("\n[[hosts]]")
+        .filter(|b| !b.contains("\"worker2\""))
+        .collect::<Vec<_>>()
+        .join("\n[[hosts]]");
+    let hosts = bed.write_hosts(&kept);
+    let hosts_arg = hosts.to_string_lossy().into_owned();
+    let plan = lab.on(&["plan", "--hosts", &hosts_arg]).ok("plan without worker2");
+    assert!(
+        plan.stdout.contains("issue every certificate again from it (worker2 left the cluster)"),
+        "{}",
+        plan.stdout
+    );
+    up(&lab, &bed, &hosts, &[]).ok("lab up without worker2");
+    assert!(lab.on(&["plan"]).ok("plan").stdout.contains("nothing to do"));
+    // Its relay is still there, presenting a key the registry no longer trusts.
+    let r = pull("worker2");
+    assert_ne!(r.code, 0, "worker2, dropped, still pulls through its relay: {}", r.all());
+    // Its key, from this machine, against the registry checked with the new CA.
+    let tls_dir = lab.state_home().join("lab/clusters").join(&lab.cluster).join("tls");
+    let resolve = format!("localhost:5443:{}", bed.host("worker1").address);
+    let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+    let (ca, cert, key) =
+        (path(tls_dir.join("ca.crt")), path(saved.path().join("client.cert")), path(saved.path().join("client.key")));
+    let curl = |cert: &str, key: &str| {
+        let r = std::process::Command::new("curl")
+            .args(["-sS", "-m", "5", "--cacert", &ca, "--cert", cert, "--key", key, "--resolve", &resolve])
+            .arg("https://localhost:5443/v2/_catalog")
+            .output()
+            .expect("curl");
+        lab_tests::Run::from(r)
+    };
+    let r = curl(&cert, &key);
+    // With lab's own pair it answers: the refusal is about the key.
+    let with = curl(&path(tls_dir.join("client.cert")), &path(tls_dir.join("client.key")));
+    assert!(with.stdout.contains("repositories"), "lab's own pair: {}", with.all());
+    // In TLS 1.3 the registry checks the client's certificate after curl's side of the
+    // handshake is done: curl reads its alert, or, sending its request first, a reset.
+    let refused = r.stderr.contains(" alert ") || r.stderr.contains("reset by peer");
+    assert!(r.code != 0 && refused, "worker2's key was not refused by the registry: {}", r.all());
+    // The hosts that stay pull as before.
+    pull("worker1").ok("docker pull on worker1 after worker2 left");
+}

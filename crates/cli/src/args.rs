@@ -280,6 +280,11 @@ pub struct TopologyArgs {
     /// driver, taking over hosts that are in another swarm. Never remembered.
     #[arg(long)]
     pub force: bool,
+    /// Mutual TLS: make a new CA for the registry and issue every certificate again from it
+    /// (each node's, lab's, the registry's), so every key given out before stops working.
+    /// lab does this by itself when a node leaves the cluster. Never remembered.
+    #[arg(long)]
+    pub renew_certs: bool,
     /// A setting of the driver's own table, KEY=VALUE with dotted keys
     /// (e.g. worker.memory=8192); repeatable. Values are read as TOML (numbers, booleans,
     /// arrays), else as strings.

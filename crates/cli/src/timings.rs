@@ -89,7 +89,9 @@ fn area(step: &Step) -> &'static str {
         Step::ChooseRegistryMode | Step::DeployRegistry | Step::MoveRegistryData { .. } | Step::Forwarder { .. } => {
             "registry"
         }
-        Step::IssueRegistryCerts | Step::NodeCerts { .. } => "tls",
+        Step::IssueRegistryCerts | Step::NodeCerts { .. } | Step::RenewRegistryCa { .. } | Step::RevokeNode { .. } => {
+            "tls"
+        }
     }
 }
 

@@ -87,6 +87,9 @@ fn bad_flags_exit_2_naming_flag_and_value() {
     e.bad(&["up", "--registry-mode", "magic"], &[], &["--registry-mode", "magic"]);
     e.bad(&["up", "--registry-tls", "closed"], &[], &["--registry-tls", "closed"]);
     e.bad(&["up"], &[("LAB_REGISTRY__TLS", "closed")], &["LAB_REGISTRY__TLS", "closed"]);
+    // An open registry has no certificates to renew (issue 18, item 11).
+    e.bad(&["up", "--renew-certs"], &[], &["--renew-certs", "open", "--registry-tls mutual"]);
+    e.bad(&["plan", "--renew-certs"], &[], &["--renew-certs", "open"]);
     e.bad(&["up", "--config", "missing.toml"], &[], &["--config", "missing.toml"]);
     e.bad(&["status", "--cluster", "nothere"], &[], &["--cluster", "nothere", "lab ls"]);
     e.bad(&["frobnicate"], &[], &["frobnicate"]);

@@ -83,9 +83,19 @@ pub(super) async fn runtime(
     paths: &Paths,
     progress: Arc<dyn Progress>,
     force: bool,
+    renew_certs: bool,
 ) -> Result<(Runtime, Vec<String>)> {
     // Already validated by `settings::load`, which names where a bad name came from.
     let cluster = settings.cluster_name("cluster")?;
+    if renew_certs && settings.registry.tls != lab_core::state::RegistryTls::Mutual {
+        return Err(Error::input(
+            "--renew-certs",
+            format!(
+                "the registry of cluster {cluster} is open (registry.tls = \"open\"): it has no certificates to \
+                 renew; --registry-tls mutual gives it some"
+            ),
+        ));
+    }
     if let Some(st) = &recorded {
         if st.driver != settings.driver {
             return Err(Error::input(
@@ -119,6 +129,7 @@ pub(super) async fn runtime(
         mode: settings.mode_request(),
         tls: settings.registry.tls,
         force,
+        renew_certs,
     };
     // What is recorded for later commands; a one-off `--force` is not.
     let mut recorded_config = driver_config.clone();
@@ -180,6 +191,6 @@ pub(super) async fn existing(
     for w in &loaded.warnings {
         eprintln!("lab: warning: {w}");
     }
-    let (rt, _) = runtime(&loaded.settings, loaded.recorded, &paths, progress, false).await?;
+    let (rt, _) = runtime(&loaded.settings, loaded.recorded, &paths, progress, false, false).await?;
     Ok((rt, paths, known))
 }

@@ -17,7 +17,8 @@ use crate::settings;
 pub(super) async fn plan_cmd(config: Option<&std::path::Path>, flags: &TopologyArgs, output: Output) -> Result<i32> {
     let paths = Paths::from_env()?;
     let loaded = settings::load(config, flags, |c| paths.load(c))?;
-    let (rt, warnings) = runtime(&loaded.settings, loaded.recorded, &paths, Arc::new(Silent), flags.force).await?;
+    let (rt, warnings) =
+        runtime(&loaded.settings, loaded.recorded, &paths, Arc::new(Silent), flags.force, flags.renew_certs).await?;
     for w in loaded.warnings.iter().chain(&warnings) {
         eprintln!("lab: warning: {w}");
     }

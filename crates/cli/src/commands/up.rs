@@ -58,7 +58,8 @@ async fn converge(
     // Every input is checked before anything is written, not even the lock file.
     let mut loaded = settings::load(config, flags, |c| paths.load(c))?;
     let recorded = loaded.recorded.clone();
-    let mut built = runtime(&loaded.settings, recorded.clone(), &paths, progress.clone(), flags.force).await?;
+    let mut built =
+        runtime(&loaded.settings, recorded.clone(), &paths, progress.clone(), flags.force, flags.renew_certs).await?;
     let cluster = loaded.settings.cluster_name("cluster")?;
     // From here on lab reads, decides and writes only under the cluster's lock: the state is
     // read again now, so a run that started while another held the lock sees its work, and
@@ -67,7 +68,15 @@ async fn converge(
     let _lock = paths.lock(&cluster, "lab up")?;
     if paths.load(&cluster)? != recorded {
         loaded = settings::load(config, flags, |c| paths.load(c))?;
-        built = runtime(&loaded.settings, loaded.recorded.clone(), &paths, progress.clone(), flags.force).await?;
+        built = runtime(
+            &loaded.settings,
+            loaded.recorded.clone(),
+            &paths,
+            progress.clone(),
+            flags.force,
+            flags.renew_certs,
+        )
+        .await?;
     }
     let settings = &loaded.settings;
     if let Some(t) = timings {

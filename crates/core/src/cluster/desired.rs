@@ -35,4 +35,7 @@ pub struct Desired {
     /// node destroyed and made again, data on a node whose engine does not answer), and make
     /// nodes leave swarms that are not this cluster's.
     pub force: bool,
+    /// `--renew-certs` (mutual TLS): a new CA, and every certificate issued again from it.
+    /// Never remembered.
+    pub renew_certs: bool,
 }

@@ -89,6 +89,19 @@ pub enum Step {
         /// Node.
         node: String,
     },
+    /// Make a new CA and, from it, new server and lab client certificates: the nodes' are
+    /// issued again by [`Step::NodeCerts`]. Distribution has no revocation list, so this is how
+    /// a key lab gave out stops working.
+    RenewRegistryCa {
+        /// Why: a node left the cluster, or `--renew-certs`.
+        reason: String,
+    },
+    /// Take the relay and the registry's client certificate off a node that left the cluster
+    /// and stays (its machine is not lab's to destroy).
+    RevokeNode {
+        /// Node.
+        node: String,
+    },
 }
 
 impl Step {
@@ -106,8 +119,12 @@ impl Step {
             | Step::ConfigureNode { node }
             | Step::Forwarder { node }
             | Step::NodeCerts { node }
+            | Step::RevokeNode { node }
             | Step::MoveRegistryData { to: node, .. } => Some(node),
-            Step::ChooseRegistryMode | Step::DeployRegistry | Step::IssueRegistryCerts => None,
+            Step::ChooseRegistryMode
+            | Step::DeployRegistry
+            | Step::IssueRegistryCerts
+            | Step::RenewRegistryCa { .. } => None,
         }
     }
 }
@@ -130,6 +147,12 @@ impl fmt::Display for Step {
             Step::MoveRegistryData { from, to } => write!(f, "move registry data from {from} to {to}"),
             Step::IssueRegistryCerts => write!(f, "make the registry's CA and certificates (mutual TLS)"),
             Step::NodeCerts { node } => write!(f, "give {node}'s engine the registry's client certificate"),
+            Step::RenewRegistryCa { reason } => {
+                write!(f, "make a new CA for the registry and issue every certificate again from it ({reason})")
+            }
+            Step::RevokeNode { node } => {
+                write!(f, "remove the relay and the registry's client certificate from {node} (it left the cluster)")
+            }
         }
     }
 }

@@ -70,7 +70,7 @@ pub async fn observe(rt: &dyn Nodes) -> Result<Observation> {
         let now = crate::state::now();
         obs.observed.certs = crate::tls::load(&crate::tls::dir(&rt.cluster_dir()))?.map(|m| CertsObs {
             registry: m.registry_fingerprint(),
-            nodes: m.node_fingerprint(),
+            nodes: m.nodes.keys().filter_map(|n| Some((n.clone(), m.node_fingerprint(n)?))).collect(),
             due: m.due(now),
         });
     }

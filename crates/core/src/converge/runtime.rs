@@ -199,7 +199,10 @@ impl Runtime {
             Step::DeployRegistry => registry::deploy(self).await.map(Some),
             Step::MoveRegistryData { from, to } => registry::move_data(self, from, to).await.map(Some),
             Step::Forwarder { node } => registry::forwarder(self, node).await.map(Some),
-            Step::IssueRegistryCerts | Step::NodeCerts { .. } => self.tls_step(step).await,
+            Step::IssueRegistryCerts
+            | Step::NodeCerts { .. }
+            | Step::RenewRegistryCa { .. }
+            | Step::RevokeNode { .. } => self.tls_step(step).await,
         }
     }
 
@@ -280,25 +283,39 @@ impl Runtime {
         }
     }
 
-    /// The mutual-TLS steps: the certificates made in the cluster's directory, and a node's
-    /// engine given them.
+    /// The mutual-TLS steps: the certificates made in the cluster's directory (a new CA when
+    /// asked), a node issued its own pair and its engine given it, and a node that left
+    /// stripped of its relay and pair.
     async fn tls_step(&self, step: &Step) -> Result<Option<String>> {
         let topo = &self.desired.topology;
+        let cluster = topo.cluster.as_str();
+        let image = &self.desired.registry_image;
         match step {
             Step::IssueRegistryCerts => {
                 let dir = crate::tls::dir(&self.paths.ensure_cluster_dir(&topo.cluster)?);
-                let (m, _) = crate::tls::ensure(&dir, topo.cluster.as_str())?;
+                let (m, _) = crate::tls::ensure(&dir, cluster)?;
+                Ok(Some(format!("valid until {}", crate::tls::date(m.meta.leaf_not_after))))
+            }
+            Step::RenewRegistryCa { .. } => {
+                let dir = crate::tls::dir(&self.paths.ensure_cluster_dir(&topo.cluster)?);
+                let m = crate::tls::renew_ca(&dir, cluster)?;
                 Ok(Some(format!("valid until {}", crate::tls::date(m.meta.leaf_not_after))))
             }
             Step::NodeCerts { node } => {
                 let dir = crate::tls::dir(&self.paths.cluster_dir(&topo.cluster));
-                let m = crate::tls::load(&dir)?.ok_or_else(|| {
-                    Error::node(node, "give its engine the registry's client certificate", "lab has made none yet")
-                })?;
+                let m = crate::tls::issue_node(&dir, cluster, node)?;
                 let e = self.engine(node).await?;
-                crate::tls::install_node(&e.docker, node, topo.cluster.as_str(), &self.desired.registry_image, &m)
-                    .await
-                    .map(Some)
+                crate::tls::install_node(&e.docker, node, cluster, image, &m).await.map(Some)
+            }
+            Step::RevokeNode { node } => {
+                let e = self.engine(node).await?;
+                registry::forwarder::remove_forwarder(node, &e.docker).await?;
+                // The helper that removes the files runs the registry image: a node without
+                // it had none of lab's files put there.
+                if e.docker.inspect_image(image).await.is_ok() {
+                    crate::tls::remove_node(&e.docker, node, cluster, image).await?;
+                }
+                Ok(Some("relay and client certificate removed".into()))
             }
             other => unreachable!("not a TLS step: {other}"),
         }

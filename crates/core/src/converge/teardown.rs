@@ -112,7 +112,7 @@ async fn take_down(
     // Only certificates that are lab's current ones for this cluster: anything else in
     // certs.d is not lab's to take.
     let certs = |node: &str| {
-        let lab = observed.certs.as_ref().map(|c| c.nodes.as_str());
+        let lab = observed.certs.as_ref().and_then(|c| c.nodes.get(node)).map(String::as_str);
         lab.is_some() && observed.nodes.get(node).and_then(|o| o.registry_certs.as_deref()) == lab
     };
     let results =
@@ -397,8 +397,12 @@ mod tests {
         let topo = desired(1, 2, ModeRequest::Auto).topology;
         let fake = Fake::new("manager");
         let mut o = observed(&topo, &[]);
-        o.certs = Some(crate::converge::plan::CertsObs { registry: "r".into(), nodes: "n".into(), due: false });
-        for (node, has) in [("manager", Some("n")), ("worker1", Some("someone else's")), ("worker2", None)] {
+        o.certs = Some(crate::converge::plan::CertsObs {
+            registry: "r".into(),
+            nodes: ["manager", "worker1", "worker2"].iter().map(|n| (n.to_string(), format!("n-{n}"))).collect(),
+            due: false,
+        });
+        for (node, has) in [("manager", Some("n-manager")), ("worker1", Some("someone else's")), ("worker2", None)] {
             o.nodes.get_mut(node).unwrap().registry_certs = has.map(String::from);
         }
         take_down(&topo, &o, &fake, &fake).await.unwrap();

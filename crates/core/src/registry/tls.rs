@@ -175,8 +175,9 @@ mod tests {
         assert_eq!(deployed_fingerprint(&by_hand, &ours).as_deref(), Some("?"));
         // What the planner compares against.
         let tmp = tempfile::tempdir().unwrap();
-        let (m, _) = ensure(&dir(tmp.path()), "c1").unwrap();
+        ensure(&dir(tmp.path()), "c1").unwrap();
+        let m = crate::tls::issue_node(&dir(tmp.path()), "c1", "worker1").unwrap();
         assert_eq!(m.registry_fingerprint().len(), 12);
-        assert_ne!(m.registry_fingerprint(), m.node_fingerprint());
+        assert_ne!(Some(m.registry_fingerprint()), m.node_fingerprint("worker1"));
     }
 }

@@ -128,11 +128,13 @@ pub async fn observe_node(docker: &Docker, cluster: &str, image: &str) -> Option
     .flatten()
 }
 
-/// Puts `m`'s CA and client pair into the node's `/etc/docker/certs.d/localhost:5000/` and
+/// Puts `m`'s CA and the node's own client pair into the node's `/etc/docker/certs.d/localhost:5000/` and
 /// `.../127.0.0.1:5000/` through its engine. dockerd reads that directory at each registry
 /// request: nothing restarts.
 pub async fn install_node(docker: &Docker, node: &str, cluster: &str, image: &str, m: &Material) -> Result<String> {
-    let archive = bytes::Bytes::from(m.node_archive());
+    let step = "give its engine the registry's client certificate";
+    let archive = m.node_archive(node).ok_or_else(|| Error::node(node, step, "lab has issued it none"))?;
+    let archive = bytes::Bytes::from(archive);
     with_helper(docker, cluster, image, |helper| async move {
         docker
             .upload_to_container(
@@ -144,6 +146,6 @@ pub async fn install_node(docker: &Docker, node: &str, cluster: &str, image: &st
             .map_err(|e| engine_message(&e))
     })
     .await
-    .map_err(|why| Error::node(node, "give its engine the registry's client certificate", why))?;
+    .map_err(|why| Error::node(node, step, why))?;
     Ok(format!("/etc/docker/certs.d/{{{}}}", CERTS_DIRS.join(",")))
 }

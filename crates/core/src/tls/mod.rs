@@ -11,13 +11,18 @@
 //!
 //! Files, in `<cluster dir>/tls/` (0700; every file 0600, written atomically by
 //! [`crate::state::write_atomic`]): `ca.crt` and `ca.key` (the CA, ten years), `server.crt`
-//! and `server.key` (the registry's), `client.cert` and `client.key` (the nodes' and lab's), and
-//! `meta.json` (when the leaf certificates expire; no secret). Keys are never printed, never
-//! logged, and never in a span: [`Material`]'s `Debug` shows fingerprints only.
+//! and `server.key` (the registry's), `client.cert` and `client.key` (lab's own),
+//! `nodes/<set>/<node>.crt` and `.key` (each node's own pair, `<set>` naming the CA and
+//! server certificate they were issued with), and `meta.json` (when the leaf certificates
+//! expire; no secret). Keys are never printed, never logged, and never in a span:
+//! [`Material`]'s `Debug` shows fingerprints only.
 //!
 //! The leaf certificates are renewed (the CA stays) when less than [`RENEW_BEFORE`] of their
 //! life is left; the registry's secrets are named by the certificates' fingerprint, so a
-//! renewal shows as a registry that does not match and is redeployed.
+//! renewal shows as a registry that does not match and is redeployed. When a node that holds
+//! a pair of the current set leaves the cluster, or on `lab up --renew-certs`, the CA itself
+//! is made anew ([`renew_ca`]): distribution reads no revocation list, so that is what makes
+//! the departed node's key worthless.
 //!
 //! Neighbours: it uses only [`crate::cluster`] (probe labels) and [`crate::state`]; the
 //! registry ([`crate::registry::tls`]) and the images client build on it.
@@ -28,7 +33,9 @@ pub mod install;
 pub mod pki;
 
 pub use install::{engine_refused, install_node, observe_node, remove_node, ENGINE_HINT};
-pub use pki::{client_config, client_config_pem, date, ensure, load, node_fingerprint, Material};
+pub use pki::{
+    client_config, client_config_pem, date, ensure, issue_node, load, node_fingerprint, renew_ca, Material, NodePair,
+};
 
 /// How long the CA is valid.
 pub const CA_LIFE: u64 = 10 * 365 * 86_400;

@@ -1,6 +1,15 @@
 //! The cluster's CA and its certificates, made with rcgen and ring, kept in the cluster's
 //! state directory, fingerprinted, and turned into a rustls client configuration.
+//!
+//! Each node gets a client certificate and key of its own ([`issue_node`]), and lab has its
+//! own (`client.cert`, `client.key`). The nodes' are kept in `nodes/<set>/<node>.{crt,key}`,
+//! `<set>` being the registry fingerprint of the CA and server certificate they were issued
+//! with: that directory is the record of which nodes hold a key the current CA signed, which
+//! the planner reads to know when one that left the cluster makes a new CA necessary. A
+//! renewal starts a new, empty set, so a node's pair from an older one is never handed out
+//! again.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -38,18 +47,28 @@ pub struct Material {
     /// The registry's certificate.
     pub server_cert: String,
     server_key: String,
-    /// The client certificate.
+    /// lab's own client certificate (`lab push`, `lab images`, `lab check`).
     pub client_cert: String,
     client_key: String,
+    /// The client pairs issued to nodes with these certificates, by node.
+    pub nodes: BTreeMap<String, NodePair>,
     /// Expiry dates.
     pub meta: Meta,
+}
+
+/// A node's own client certificate and key.
+#[derive(Clone)]
+pub struct NodePair {
+    /// The certificate.
+    pub cert: String,
+    key: String,
 }
 
 impl std::fmt::Debug for Material {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Material")
             .field("registry", &self.registry_fingerprint())
-            .field("nodes", &self.node_fingerprint())
+            .field("nodes", &self.nodes.keys().map(|n| (n, self.node_fingerprint(n))).collect::<Vec<_>>())
             .field("meta", &self.meta)
             .finish_non_exhaustive()
     }
@@ -71,9 +90,10 @@ impl Material {
         fingerprint(&[self.ca_cert.as_bytes(), self.server_cert.as_bytes()])
     }
 
-    /// Names what every node's engine gets: the CA and the client pair.
-    pub fn node_fingerprint(&self) -> String {
-        node_fingerprint(self.ca_cert.as_bytes(), self.client_cert.as_bytes(), self.client_key.as_bytes())
+    /// Names what `node`'s engine gets: the CA and the node's own client pair, if issued.
+    pub fn node_fingerprint(&self, node: &str) -> Option<String> {
+        let p = self.nodes.get(node)?;
+        Some(node_fingerprint(self.ca_cert.as_bytes(), p.cert.as_bytes(), p.key.as_bytes()))
     }
 
     /// The registry's key (for its swarm secret only).
@@ -86,10 +106,12 @@ impl Material {
         self.meta.leaf_not_after <= at + RENEW_BEFORE || self.meta.ca_not_after <= at + RENEW_BEFORE
     }
 
-    /// The files a node's engine gets, as a tar archive for the archive API, to unpack in the
-    /// node's `/etc`: for each of [`CERTS_DIRS`], `docker/certs.d/DIR/` with `ca.crt`,
-    /// `client.cert` and `client.key` (0600), owned by root.
-    pub fn node_archive(&self) -> Vec<u8> {
+    /// The files `node`'s engine gets (if it was issued a pair), as a tar archive for the
+    /// archive API, to unpack in the node's `/etc`: for each of [`CERTS_DIRS`],
+    /// `docker/certs.d/DIR/` with `ca.crt`, `client.cert` and `client.key` (0600), owned by
+    /// root.
+    pub fn node_archive(&self, node: &str) -> Option<Vec<u8>> {
+        let pair = self.nodes.get(node)?;
         let mut b = tar::Builder::new(Vec::new());
         for dir in CERTS_DIRS {
             let dir = format!("docker/certs.d/{dir}");
@@ -99,11 +121,9 @@ impl Material {
             h.set_size(0);
             h.set_mtime(now());
             b.append_data(&mut h, &dir, std::io::empty()).expect("tar in memory");
-            for (name, body, mode) in [
-                ("ca.crt", &self.ca_cert, 0o644),
-                ("client.cert", &self.client_cert, 0o644),
-                ("client.key", &self.client_key, 0o600),
-            ] {
+            for (name, body, mode) in
+                [("ca.crt", &self.ca_cert, 0o644), ("client.cert", &pair.cert, 0o644), ("client.key", &pair.key, 0o600)]
+            {
                 let mut h = tar::Header::new_gnu();
                 h.set_mode(mode);
                 h.set_size(body.len() as u64);
@@ -113,7 +133,7 @@ impl Material {
                 b.append_data(&mut h, format!("{dir}/{name}"), body.as_bytes()).expect("tar in memory");
             }
         }
-        b.into_inner().expect("tar in memory")
+        Some(b.into_inner().expect("tar in memory"))
     }
 }
 
@@ -179,47 +199,80 @@ pub fn load(dir: &Path) -> Result<Option<Material>> {
     }
     let [ca_cert, ca_key, server_cert, server_key, client_cert, client_key]: [String; 6] =
         pems.try_into().expect("six files");
-    Ok(Some(Material { ca_cert, ca_key, server_cert, server_key, client_cert, client_key, meta }))
+    let mut m =
+        Material { ca_cert, ca_key, server_cert, server_key, client_cert, client_key, nodes: BTreeMap::new(), meta };
+    m.nodes = load_nodes(&nodes_dir(dir, &m))?;
+    Ok(Some(m))
+}
+
+/// Where the pairs issued to nodes with `m`'s CA and server certificate are.
+fn nodes_dir(dir: &Path, m: &Material) -> std::path::PathBuf {
+    dir.join("nodes").join(m.registry_fingerprint())
+}
+
+/// The pairs in `set`: every `<node>.crt` with its `<node>.key`.
+fn load_nodes(set: &Path) -> Result<BTreeMap<String, NodePair>> {
+    let mut out = BTreeMap::new();
+    let entries = match fs::read_dir(set) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(source) => return Err(Error::State { path: set.to_path_buf(), source }),
+    };
+    for e in entries {
+        let path = e.map_err(|source| Error::State { path: set.to_path_buf(), source })?.path();
+        let (Some(node), Some("crt")) =
+            (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str()))
+        else {
+            continue;
+        };
+        let read = |p: &Path| fs::read_to_string(p).map_err(|source| Error::State { path: p.to_path_buf(), source });
+        let key_path = path.with_extension("key");
+        // The key is written first: a certificate without one is not there.
+        if key_path.is_file() {
+            out.insert(node.to_string(), NodePair { cert: read(&path)?, key: read(&key_path)? });
+        }
+    }
+    Ok(out)
 }
 
 /// Makes sure `dir` holds certificates good for at least [`RENEW_BEFORE`]: the CA is made once
-/// (and again only when it is itself about to expire); the server and client certificates are
-/// made with it, and made again when due. Returns them, and whether anything was made.
+/// (and again only when it is itself about to expire); the server and lab's client
+/// certificates are made with it, and made again when due, with an empty set of nodes' pairs.
+/// Returns them, and whether anything was made.
 pub fn ensure(dir: &Path, cluster: &str) -> Result<(Material, bool)> {
-    let at = now();
     let old = load(dir)?;
-    if let Some(m) = old.as_ref().filter(|m| !m.due(at)) {
+    if let Some(m) = old.as_ref().filter(|m| !m.due(now())) {
         return Ok((m.clone(), false));
     }
+    let keep = old.filter(|m| m.meta.ca_not_after > now() + RENEW_BEFORE);
+    Ok((make(dir, cluster, keep.as_ref())?, true))
+}
+
+/// Makes a new CA in `dir`, and the server and lab's client certificates with it. No node's
+/// pair is carried over: each is issued again ([`issue_node`]), and a key issued before,
+/// the departed node's among them, is no longer trusted by the registry once it is
+/// redeployed with the new CA.
+pub fn renew_ca(dir: &Path, cluster: &str) -> Result<Material> {
+    make(dir, cluster, None)
+}
+
+/// The certificates made anew, with `keep`'s CA, or a new one.
+fn make(dir: &Path, cluster: &str, keep: Option<&Material>) -> Result<Material> {
+    let at = now();
     make_private_dir(dir)?;
     let err = |e: rcgen::Error| state_err(dir, format!("make the registry's certificates: {e}"));
-    let ca_params = ca_params(cluster, at);
-    let (ca_key, ca_cert_pem, ca_not_after) = match old.as_ref().filter(|m| m.meta.ca_not_after > at + RENEW_BEFORE) {
+    let (ca_key, ca_cert_pem, ca_not_after) = match keep {
         Some(m) => (KeyPair::from_pem(&m.ca_key).map_err(err)?, m.ca_cert.clone(), m.meta.ca_not_after),
         None => {
             let key = KeyPair::generate().map_err(err)?;
-            let cert = ca_params.clone().self_signed(&key).map_err(err)?;
+            let cert = ca_params(cluster, at).self_signed(&key).map_err(err)?;
             (key, cert.pem(), at + CA_LIFE)
         }
     };
-    // rcgen signs with the issuer's name, key identifier method and key only: the CA made
-    // again from the same parameters and key signs exactly as the stored one did.
-    let issuer = ca_params.self_signed(&ca_key).map_err(err)?;
-    let leaf = |cn: &str, names: &[&str], usage: ExtendedKeyUsagePurpose| -> Result<(String, String)> {
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).map_err(err)?;
-        p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.not_before = time_at(at.saturating_sub(3600));
-        p.not_after = time_at(at + LEAF_LIFE);
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        p.extended_key_usages = vec![usage];
-        p.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate().map_err(err)?;
-        let cert = p.signed_by(&key, &issuer, &ca_key).map_err(err)?;
-        Ok((cert.pem(), key.serialize_pem()))
-    };
-    let (server_cert, server_key) = leaf("lab registry", SERVER_NAMES, ExtendedKeyUsagePurpose::ServerAuth)?;
-    let (client_cert, client_key) = leaf(&format!("lab {cluster} node"), &[], ExtendedKeyUsagePurpose::ClientAuth)?;
+    let (server_cert, server_key) =
+        leaf(dir, cluster, &ca_key, "lab registry", SERVER_NAMES, ExtendedKeyUsagePurpose::ServerAuth, at)?;
+    let (client_cert, client_key) =
+        leaf(dir, cluster, &ca_key, &format!("lab {cluster} lab"), &[], ExtendedKeyUsagePurpose::ClientAuth, at)?;
     let m = Material {
         ca_cert: ca_cert_pem,
         ca_key: ca_key.serialize_pem(),
@@ -227,6 +280,7 @@ pub fn ensure(dir: &Path, cluster: &str) -> Result<(Material, bool)> {
         server_key,
         client_cert,
         client_key,
+        nodes: BTreeMap::new(),
         meta: Meta { ca_not_after, leaf_not_after: at + LEAF_LIFE },
     };
     // The keys and certificates first, the metadata last: an interrupted write leaves either
@@ -242,7 +296,64 @@ pub fn ensure(dir: &Path, cluster: &str) -> Result<(Material, bool)> {
         write_atomic(&dir.join(name), body.as_bytes())?;
     }
     write_atomic(&dir.join("meta.json"), &serde_json::to_vec_pretty(&m.meta).expect("meta serialises"))?;
-    Ok((m, true))
+    // The nodes' pairs of older sets are trusted by nothing lab deploys any more.
+    let current = nodes_dir(dir, &m);
+    if let Ok(sets) = fs::read_dir(dir.join("nodes")) {
+        for set in sets.flatten().map(|e| e.path()).filter(|p| *p != current) {
+            let _ = fs::remove_dir_all(set);
+        }
+    }
+    Ok(m)
+}
+
+/// A leaf certificate named `cn`, valid for `names`, signed by the cluster's CA (`ca_key`).
+fn leaf(
+    dir: &Path,
+    cluster: &str,
+    ca_key: &KeyPair,
+    cn: &str,
+    names: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+    at: u64,
+) -> Result<(String, String)> {
+    let err = |e: rcgen::Error| state_err(dir, format!("make the registry's certificates: {e}"));
+    // rcgen signs with the issuer's name, key identifier method and key only: the CA made
+    // again from the same parameters and key signs exactly as the stored one did.
+    let issuer = ca_params(cluster, at).self_signed(ca_key).map_err(err)?;
+    let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).map_err(err)?;
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.not_before = time_at(at.saturating_sub(3600));
+    p.not_after = time_at(at + LEAF_LIFE);
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.extended_key_usages = vec![usage];
+    p.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().map_err(err)?;
+    let cert = p.signed_by(&key, &issuer, ca_key).map_err(err)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// `node`'s own client pair, issued with the current certificates in `dir` if it has none
+/// yet (its key written before its certificate), and the material with it.
+pub fn issue_node(dir: &Path, cluster: &str, node: &str) -> Result<Material> {
+    let mut m = load(dir)?.ok_or_else(|| state_err(dir, "lab has made no certificates for the registry yet"))?;
+    if m.nodes.contains_key(node) {
+        return Ok(m);
+    }
+    // Node names become file names here: lab's own names never hold these.
+    if node.is_empty() || node.starts_with('.') || node.contains(['/', '\\', '\0']) {
+        return Err(state_err(dir, format!("node name {node:?} cannot name a certificate file")));
+    }
+    let err = |e: rcgen::Error| state_err(dir, format!("make {node}'s client certificate: {e}"));
+    let ca_key = KeyPair::from_pem(&m.ca_key).map_err(err)?;
+    let cn = format!("lab {cluster} node {node}");
+    let (cert, key) = leaf(dir, cluster, &ca_key, &cn, &[], ExtendedKeyUsagePurpose::ClientAuth, now())?;
+    let set = nodes_dir(dir, &m);
+    make_private_dir(&set)?;
+    write_atomic(&set.join(format!("{node}.key")), key.as_bytes())?;
+    write_atomic(&set.join(format!("{node}.crt")), cert.as_bytes())?;
+    m.nodes.insert(node.to_string(), NodePair { cert, key });
+    Ok(m)
 }
 
 pub(crate) fn ca_params(cluster: &str, at: u64) -> CertificateParams {
@@ -386,11 +497,16 @@ mod tests {
     fn keys_are_private_and_kept_and_renewed_only_when_due() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = dir(tmp.path());
-        let (m, _) = ensure(&dir, "c1").unwrap();
+        ensure(&dir, "c1").unwrap();
+        let m = issue_node(&dir, "c1", "worker1").unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
-        for f in fs::read_dir(&dir).unwrap() {
-            assert_eq!(mode(&f.unwrap().path()), 0o600);
+        let set = dir.join("nodes").join(m.registry_fingerprint());
+        for d in [&dir, &dir.join("nodes"), &set] {
+            assert_eq!(mode(d), 0o700, "{}", d.display());
+            for f in fs::read_dir(d).unwrap().map(|f| f.unwrap().path()).filter(|p| p.is_file()) {
+                assert_eq!(mode(&f), 0o600, "{}", f.display());
+            }
         }
         assert!(m.meta.leaf_not_after >= now() + LEAF_LIFE - 60 && m.meta.ca_not_after >= now() + CA_LIFE - 60);
         assert!(!m.due(now()));
@@ -399,7 +515,7 @@ mod tests {
         let (again, made) = ensure(&dir, "c1").unwrap();
         assert!(!made);
         assert_eq!(again.registry_fingerprint(), m.registry_fingerprint());
-        assert_eq!(again.node_fingerprint(), m.node_fingerprint());
+        assert_eq!(again.node_fingerprint("worker1"), m.node_fingerprint("worker1"));
         // Due: new leaves from the same CA, so nodes trusting the CA keep trusting it.
         let mut meta = m.meta;
         meta.leaf_not_after = now() + 86_400;
@@ -409,7 +525,10 @@ mod tests {
         assert_eq!(renewed.ca_cert, m.ca_cert);
         assert_ne!(renewed.server_cert, m.server_cert);
         assert_ne!(renewed.registry_fingerprint(), m.registry_fingerprint());
-        assert_ne!(renewed.node_fingerprint(), m.node_fingerprint());
+        // The nodes' pairs are issued again from the renewed set.
+        assert!(renewed.nodes.is_empty() && load(&dir).unwrap().unwrap().nodes.is_empty());
+        let renewed = issue_node(&dir, "c1", "worker1").unwrap();
+        assert_ne!(renewed.node_fingerprint("worker1"), m.node_fingerprint("worker1"));
         assert!(!renewed.due(now()));
         // The old client certificate still works with the renewed registry (same CA).
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -422,10 +541,12 @@ mod tests {
     #[test]
     fn a_nodes_certificates_are_read_back_from_its_archive() {
         let tmp = tempfile::tempdir().unwrap();
-        let (m, _) = ensure(&dir(tmp.path()), "c1").unwrap();
+        ensure(&dir(tmp.path()), "c1").unwrap();
+        let m = issue_node(&dir(tmp.path()), "c1", "worker1").unwrap();
+        assert!(m.node_archive("worker2").is_none(), "no pair was issued to worker2");
         // The archive API answers for `.../docker/certs.d` with entries under `certs.d/`.
         let mut b = tar::Builder::new(Vec::new());
-        let sent = m.node_archive();
+        let sent = m.node_archive("worker1").unwrap();
         let mut a = tar::Archive::new(&sent[..]);
         for e in a.entries().unwrap() {
             let mut e = e.unwrap();
@@ -436,7 +557,7 @@ mod tests {
             b.append_data(&mut h, path, &body[..]).unwrap();
         }
         let archive = b.into_inner().unwrap();
-        assert_eq!(observed_node_fingerprint(&archive), Some(m.node_fingerprint()));
+        assert_eq!(observed_node_fingerprint(&archive), m.node_fingerprint("worker1"));
         // The key is 0600 in the archive lab sends.
         let mut a = tar::Archive::new(&sent[..]);
         for e in a.entries().unwrap() {
@@ -460,5 +581,56 @@ mod tests {
             b.append_data(&mut h, path, &body[..]).unwrap();
         }
         assert_eq!(observed_node_fingerprint(&b.into_inner().unwrap()), None);
+    }
+
+    /// Issue 18, item 11: each node has a key and certificate of its own, and lab has its own;
+    /// all of them reach the registry. A new CA ([`renew_ca`]) carries none of the nodes'
+    /// pairs over, and the registry deployed with it refuses every key issued before.
+    #[tokio::test]
+    async fn each_node_has_its_own_key_and_a_new_ca_refuses_the_old_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = dir(tmp.path());
+        ensure(&dir, "c1").unwrap();
+        for n in ["manager", "worker1", "worker2"] {
+            issue_node(&dir, "c1", n).unwrap();
+        }
+        let m = load(&dir).unwrap().unwrap();
+        let mut keys: Vec<&str> = m.nodes.values().map(|p| p.key.as_str()).collect();
+        keys.push(&m.client_key);
+        let mut certs: Vec<&str> = m.nodes.values().map(|p| p.cert.as_str()).collect();
+        certs.push(&m.client_cert);
+        for list in [&mut keys, &mut certs] {
+            assert_eq!(list.len(), 4);
+            list.sort_unstable();
+            list.dedup();
+            assert_eq!(list.len(), 4, "two share a key or certificate");
+        }
+        // Issuing again hands out the same pair.
+        let again = issue_node(&dir, "c1", "worker1").unwrap();
+        assert_eq!(again.node_fingerprint("worker1"), m.node_fingerprint("worker1"));
+        let node_client = |m: &Material, n: &str| {
+            let p = &m.nodes[n];
+            client_config_pem(&m.ca_cert, &p.cert, &p.key).unwrap()
+        };
+        for n in ["manager", "worker1", "worker2"] {
+            talk(&m, node_client(&m, n), "localhost").await.unwrap_or_else(|e| panic!("{n}: {e}"));
+        }
+        talk(&m, client_config(&m).unwrap(), "localhost").await.unwrap();
+        // worker2 leaves: a new CA, the others issued again from it.
+        let renewed = renew_ca(&dir, "c1").unwrap();
+        assert_ne!(renewed.ca_cert, m.ca_cert);
+        assert!(load(&dir).unwrap().unwrap().nodes.is_empty(), "a pair survived the new CA");
+        assert!(!dir.join("nodes").join(m.registry_fingerprint()).exists(), "the old pairs were kept");
+        let renewed = issue_node(&dir, "c1", "worker1").unwrap();
+        assert_ne!(renewed.node_fingerprint("worker1"), m.node_fingerprint("worker1"));
+        talk(&renewed, node_client(&renewed, "worker1"), "localhost").await.unwrap();
+        talk(&renewed, client_config(&renewed).unwrap(), "localhost").await.unwrap();
+        // The departed node's pair, and every other old one, is refused.
+        for n in ["worker2", "worker1"] {
+            let old = client_config_pem(&renewed.ca_cert, &m.nodes[n].cert, &m.nodes[n].key).unwrap();
+            assert!(talk(&renewed, old, "localhost").await.is_err(), "{n}'s old key still works");
+        }
+        // A name that cannot be a file name is refused.
+        assert!(issue_node(&dir, "c1", "../x").is_err());
     }
 }

@@ -88,8 +88,10 @@ impl NodeObs {
 pub struct CertsObs {
     /// What the registry is to be deployed with.
     pub registry: String,
-    /// What every node's engine is to have.
-    pub nodes: String,
+    /// What each node's engine is to have, by node: the fingerprint of the client certificate
+    /// lab issued it with the current certificates. A node named here that is not in the
+    /// topology any more holds a key the registry still trusts, so the CA is made anew.
+    pub nodes: BTreeMap<String, String>,
     /// Whether they are due for renewal.
     pub due: bool,
 }

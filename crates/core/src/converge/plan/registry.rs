@@ -149,7 +149,7 @@ pub(super) fn deploy(
     p: &mut Plan,
 ) -> Option<usize> {
     let reg_node = desired.topology.registry_node().name.as_str();
-    let certs = super::tls::current(observed);
+    let certs = super::tls::current(desired, observed);
     let tls_ok = |r: &RegistryObs| match desired.tls {
         RegistryTls::Open => r.tls.is_none(),
         RegistryTls::Mutual => r.tls.is_some() && r.tls.as_deref() == certs.map(|c| c.registry.as_str()),

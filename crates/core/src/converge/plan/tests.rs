@@ -1,6 +1,8 @@
 //! The planner against a model of what each step does: for any observed state the plan
 //! converges, and a converged cluster plans nothing.
 
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::cluster::{ModeRequest, Step};
 use crate::driver::Capabilities;
@@ -23,6 +25,7 @@ pub(crate) fn desired(managers: u32, workers: u32, mode: ModeRequest) -> Desired
         tls: RegistryTls::Open,
         capabilities: Capabilities::all(),
         force: false,
+        renew_certs: false,
     }
 }
 
@@ -161,15 +164,29 @@ pub(crate) fn apply(d: &Desired, o: &mut Observed, step: &Step) {
                 r.spec_matches = false;
             }
         }
-        Step::IssueRegistryCerts => {
-            let n = o.certs.as_ref().map_or(0, |c| c.registry.len());
-            o.certs = Some(CertsObs { registry: format!("r{n}"), nodes: format!("n{n}"), due: false });
+        Step::IssueRegistryCerts | Step::RenewRegistryCa { .. } => {
+            // New certificates (and, for a renewal, a new CA): no node has been issued one
+            // from them yet.
+            let old = o.certs.as_ref().map_or("r".to_string(), |c| c.registry.clone());
+            o.certs = Some(CertsObs { registry: format!("{old}+"), nodes: BTreeMap::new(), due: false });
         }
         Step::NodeCerts { node } => {
-            let c = o.certs.clone().expect("node certificates before they are made");
+            assert!(topo.node(node).is_some(), "a certificate issued to {node}, which is not in the topology");
+            let c = o.certs.as_mut().expect("node certificates before they are made");
+            let fp = format!("{}-{node}", c.registry);
+            c.nodes.insert(node.clone(), fp.clone());
             let n = o.nodes.get_mut(node).unwrap();
             assert!(n.engine && n.images.contains(IMAGE), "certificates onto {node} before its engine and image");
-            n.registry_certs = Some(c.nodes);
+            n.registry_certs = Some(fp);
+        }
+        Step::RevokeNode { node } => {
+            assert!(topo.node(node).is_none(), "{node} revoked while in the topology");
+            let n = o.nodes.get_mut(node).unwrap();
+            assert!(n.engine, "revoke on {node} whose engine does not answer");
+            n.registry_certs = None;
+            if n.forwarder.as_deref().is_some_and(is_relay) {
+                n.forwarder = None;
+            }
         }
         Step::Forwarder { node } => {
             let mode = o.mode.expect("forwarder before the mode is chosen");
@@ -180,9 +197,10 @@ pub(crate) fn apply(d: &Desired, o: &mut Observed, step: &Step) {
                 let c = o.certs.as_ref().expect("a relay before the certificates");
                 assert_eq!(
                     o.nodes[node].registry_certs.as_ref(),
-                    Some(&c.nodes),
+                    c.nodes.get(node),
                     "a relay on {node} before its certificates"
                 );
+                assert!(c.nodes.contains_key(node), "a relay on {node} before its certificates");
                 assert!(
                     o.registry.as_ref().is_some_and(|r| r.tls.as_ref() == Some(&c.registry)),
                     "a relay on {node} before the registry serves TLS on its own port"
@@ -258,20 +276,35 @@ fn every_observed_state_converges_in_one_plan() {
         (ModeRequest::Auto, false, RegistryTls::Open),
         (ModeRequest::Force(RegistryMode::Mesh), true, RegistryTls::Open),
         (ModeRequest::Auto, true, RegistryTls::Mutual),
+        // Machines lab may not destroy (ssh hosts): a node that left stays, and answers.
+        (ModeRequest::Auto, true, RegistryTls::Mutual),
     ];
-    for (mode, exec, tls) in cases {
+    for (i, (mode, exec, tls)) in cases.into_iter().enumerate() {
         let mut d = desired(1, 2, mode);
         d.capabilities.exec = exec;
+        d.capabilities.destroy = i != 4;
         d.tls = tls;
         // In mutual mode, the certificates lab keeps: none, good, or due; and what the
         // registry and the nodes have (the good ones, or older ones).
         let cert_cases: Vec<Option<CertsObs>> = match tls {
             RegistryTls::Open => vec![None],
-            RegistryTls::Mutual => vec![
-                None,
-                Some(CertsObs { registry: "good".into(), nodes: "n-good".into(), due: false }),
-                Some(CertsObs { registry: "good".into(), nodes: "n-good".into(), due: true }),
-            ],
+            RegistryTls::Mutual => {
+                let issued = |names: &[&str]| -> BTreeMap<String, String> {
+                    names.iter().map(|n| (n.to_string(), format!("n-good-{n}"))).collect()
+                };
+                let all = issued(&["manager", "worker1", "worker2"]);
+                vec![
+                    None,
+                    Some(CertsObs { registry: "good".into(), nodes: all.clone(), due: false }),
+                    Some(CertsObs { registry: "good".into(), nodes: all, due: true }),
+                    // worker9 was issued one and has left the topology.
+                    Some(CertsObs {
+                        registry: "good".into(),
+                        nodes: issued(&["manager", "worker1", "worker9"]),
+                        due: false,
+                    }),
+                ]
+            }
         };
         // Without it, a broken registry node is (rightly) not repaired: see below.
         d.force = true;
@@ -314,7 +347,7 @@ fn every_observed_state_converges_in_one_plan() {
                                             if name == "worker2" {
                                                 "n-old".into()
                                             } else {
-                                                c.nodes.clone()
+                                                c.nodes[name.as_str()].clone()
                                             }
                                         });
                                     }
@@ -365,6 +398,10 @@ fn every_observed_state_converges_in_one_plan() {
                                     stray.swarm = Membership::None;
                                     stray.images.insert(IMAGE.into());
                                     stray.registry_data = true;
+                                    if tls == RegistryTls::Mutual {
+                                        stray.registry_certs = Some("n-good-worker9".into());
+                                        stray.forwarder = Some(Forwarder::Relay.label("10.0.0.9").unwrap());
+                                    }
                                 }
                                 o.nodes.insert("worker9".into(), stray);
                             }
@@ -512,6 +549,92 @@ fn switching_to_mutual_tls_certifies_every_node_and_redeploys_the_registry() {
     );
     execute(&open_mesh, &mut m);
     assert!(plan(&open_mesh, &m).is_empty());
+}
+
+/// Issue 18, item 11: a node that leaves a mutual-TLS cluster keeps a key the registry
+/// trusts, and distribution reads no revocation list. So the plan makes a new CA, issues
+/// every remaining node its own certificate again from it, and redeploys the registry with
+/// it; a node lab may not destroy, if it answers, first loses its relay and key. Then
+/// nothing is left to do.
+#[test]
+fn a_node_leaving_a_mutual_tls_cluster_renews_the_ca_and_issues_the_rest_again() {
+    let mutual = |workers| Desired { tls: RegistryTls::Mutual, ..desired(1, workers, ModeRequest::Auto) };
+    let o = converged(&mutual(2));
+    // Every node has a certificate of its own.
+    let issued = &o.certs.as_ref().unwrap().nodes;
+    let fps: std::collections::BTreeSet<&String> = issued.values().collect();
+    assert_eq!((issued.len(), fps.len()), (3, 3), "{issued:#?}");
+    for (name, n) in &o.nodes {
+        assert_eq!(n.registry_certs.as_ref(), issued.get(name), "{name}");
+    }
+    let one = mutual(1);
+    let p = plan(&one, &o);
+    let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
+    let pos = |want: &Step| steps.iter().position(|s| s == want).unwrap_or_else(|| panic!("{want} not in {p:#?}"));
+    let renew = pos(&Step::RenewRegistryCa { reason: "worker2 left the cluster".into() });
+    pos(&Step::DestroyNode { node: "worker2".into(), reason: "not in the topology".into() });
+    assert!(p.steps[pos(&Step::DeployRegistry)].after.contains(&renew), "{p:#?}");
+    for n in ["manager", "worker1"] {
+        assert!(p.steps[pos(&Step::NodeCerts { node: n.into() })].after.contains(&renew), "{p:#?}");
+    }
+    assert!(!steps.contains(&Step::NodeCerts { node: "worker2".into() }), "{p:#?}");
+    assert!(!steps.contains(&Step::IssueRegistryCerts), "{p:#?}");
+    let mut after = o.clone();
+    execute(&one, &mut after);
+    assert!(plan(&one, &after).is_empty(), "{:#?}", plan(&one, &after));
+    let issued: Vec<&String> = after.certs.as_ref().unwrap().nodes.keys().collect();
+    assert_eq!(issued, ["manager", "worker1"]);
+
+    // A machine lab may not destroy (an ssh host dropped from the hosts file), still
+    // answering: its relay and key go first, then the CA.
+    let mut kept = mutual(1);
+    kept.capabilities.destroy = false;
+    let p = plan(&kept, &o);
+    let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
+    let pos = |want: &Step| steps.iter().position(|s| s == want).unwrap_or_else(|| panic!("{want} not in {p:#?}"));
+    let revoke = pos(&Step::RevokeNode { node: "worker2".into() });
+    let renew = pos(&Step::RenewRegistryCa { reason: "worker2 left the cluster".into() });
+    assert!(p.steps[renew].after.contains(&revoke), "{p:#?}");
+    let mut after = o.clone();
+    execute(&kept, &mut after);
+    let w2 = &after.nodes["worker2"];
+    assert!(w2.registry_certs.is_none() && w2.forwarder.is_none(), "{w2:#?}");
+    assert!(plan(&kept, &after).is_empty(), "{:#?}", plan(&kept, &after));
+    // Not answering: the new CA is all lab can do, and it does it.
+    let mut silent = o.clone();
+    silent.nodes.get_mut("worker2").unwrap().engine = false;
+    let p = plan(&kept, &silent);
+    assert!(p.steps.iter().any(|s| matches!(s.step, Step::RenewRegistryCa { .. })), "{p:#?}");
+    assert!(!p.steps.iter().any(|s| matches!(s.step, Step::RevokeNode { .. })), "{p:#?}");
+    // In open mode, nothing of this.
+    assert!(plan(&desired(1, 1, ModeRequest::Auto), &converged(&desired(1, 2, ModeRequest::Auto)))
+        .steps
+        .iter()
+        .all(|s| !matches!(s.step, Step::RenewRegistryCa { .. } | Step::RevokeNode { .. })));
+}
+
+/// Issue 18, item 11: `--renew-certs` does the same on demand: a new CA, every node issued
+/// again, the registry redeployed (the relays stay: they read the files at each
+/// connection); the next plan without the flag has nothing to do.
+#[test]
+fn renew_certs_makes_a_new_ca_and_issues_every_node_again() {
+    let mutual = Desired { tls: RegistryTls::Mutual, ..desired(1, 2, ModeRequest::Auto) };
+    let mut o = converged(&mutual);
+    let renew = Desired { renew_certs: true, ..mutual.clone() };
+    let p = plan(&renew, &o);
+    let steps: Vec<Step> = p.steps.iter().map(|s| s.step.clone()).collect();
+    let first = steps.iter().position(|s| *s == Step::RenewRegistryCa { reason: "--renew-certs".into() });
+    let first = first.unwrap_or_else(|| panic!("no renewal in {p:#?}"));
+    assert!(steps.contains(&Step::DeployRegistry), "{p:#?}");
+    for n in ["manager", "worker1", "worker2"] {
+        let c = steps.iter().position(|s| *s == Step::NodeCerts { node: n.into() }).expect("node certs");
+        assert!(p.steps[c].after.contains(&first), "{p:#?}");
+    }
+    assert_eq!(steps.len(), 5, "{steps:?}");
+    let before = o.certs.clone().unwrap();
+    execute(&renew, &mut o);
+    assert_ne!(o.certs.as_ref().unwrap().registry, before.registry);
+    assert!(plan(&mutual, &o).is_empty(), "{:#?}", plan(&mutual, &o));
 }
 
 #[test]
