@@ -6,6 +6,7 @@
 //! - [`membership`]: init, join and leave on one engine, and the join token read at each join;
 //! - [`nodes`]: a swarm node's spec as a manager sets it, stale entries of nodes made again,
 //!   and the retry of an update that raced the swarm's own;
+//! - [`quorum`]: the managers' Raft quorum, counted and put in words;
 //! - [`steps`]: what the plan's swarm steps do on a cluster, through the [`Nodes`](crate::cluster::Nodes) seam.
 //!
 //! Neighbours: it works through [`crate::cluster`] and records nothing itself (the executor
@@ -17,10 +18,12 @@ use bollard::Docker;
 
 pub mod membership;
 pub mod nodes;
+pub mod quorum;
 pub mod steps;
 
-pub use membership::{init, join, join_token, leave, record};
+pub use membership::{force_new_cluster, init, join, join_token, leave, record};
 pub use nodes::{configure, forget_stale, out_of_sequence, UPDATE_ATTEMPTS};
+pub use quorum::{Quorum, QuorumLoss};
 
 /// The swarm's management port.
 pub const SWARM_PORT: u16 = 2377;
