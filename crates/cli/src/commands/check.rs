@@ -32,7 +32,9 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
         Ok(q) => (q.healthy(), q.to_string()),
         Err(why) => (false, format!("no quorum: {why}")),
     };
-    let ok = checks.iter().all(|c| c.ok) && !read_only && managers_ok;
+    let machines = rt.driver.observe().await.unwrap_or_default();
+    let lost = super::seen::registry_node_gone(&rt, &machines).map(|n| super::seen::loss(&n, &super::seen::seen(&rt)));
+    let ok = checks.iter().all(|c| c.ok) && !read_only && managers_ok && lost.is_none();
     match output {
         Output::Json => outln!(
             "{}",
@@ -41,6 +43,7 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
                 "nodes": checks,
                 "registry": {"read_only": read_only},
                 "swarm": {"managers_answer": managers_ok, "quorum": managers_said},
+                "registry_lost": lost,
             }))
             .expect("json")
         )?,
@@ -83,6 +86,9 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
                      `lab up` makes it writable again"
                         .into(),
                 ]);
+            }
+            if let Some(lost) = &lost {
+                rows.push(vec!["-".into(), "the registry's data".into(), "FAIL".into(), lost.clone()]);
             }
             rows.push(vec![
                 "-".into(),

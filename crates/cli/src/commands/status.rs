@@ -170,6 +170,10 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
                     n
                 }).collect::<Vec<_>>(),
                 "swarm": swarm_json(&obs),
+                "registry_lost": super::seen::registry_node_gone(&rt, &obs.machines).map(|node| {
+                    let seen = super::seen::seen(&rt);
+                    json!({"node": node, "repositories": seen.repositories, "message": super::seen::loss(&node, &seen)})
+                }),
                 "registry": {
                     "stack": lab_core::registry::STACK,
                     "service": lab_core::registry::SERVICE,
@@ -195,6 +199,9 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
                 }
             }
             outln!()?;
+            if let Some(node) = super::seen::registry_node_gone(&rt, &obs.machines) {
+                outln!("{}", super::seen::loss(&node, &super::seen::seen(&rt)))?;
+            }
             if let Some(loss) = obs.quorum_loss(&rt.desired) {
                 let e = loss.error(st.cluster.as_str());
                 outln!("swarm: {e}")?;

@@ -99,6 +99,12 @@ async fn converge(
     let obs = phase(timings, "observe the cluster", observe(&*rt)).await?;
     let obs =
         phase(timings, "recover the swarm's quorum", quorum(&rt, obs, args.force_new_cluster, &*progress)).await?;
+    // The registry's node gone: said before anything is made, in numbers.
+    let lost = super::seen::registry_node_gone(&rt, &obs.machines).map(|node| {
+        let seen = super::seen::seen(&rt);
+        progress.note(&format!("warning: {}; lab up deploys an empty registry", super::seen::loss(&node, &seen)));
+        seen
+    });
     let p = plan(&rt.desired, &obs.observed);
     if let Some(t) = timings {
         t.plan(&p);
@@ -116,6 +122,15 @@ async fn converge(
     let [a, b] = lab_core::registry::CHECK_URLS;
     progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
     phase(timings, "check the registry on every node", wait_ready(&*rt, READY_TIMEOUT)).await?;
+    if let Some(seen) = lost.filter(|s| !s.repositories.is_empty()) {
+        let n = seen.repositories.len();
+        progress.note(&format!(
+            "the registry is empty: it held {n} {} before its node was lost; push them again, or `lab images load` \
+             a saved copy",
+            if n == 1 { "repository" } else { "repositories" }
+        ));
+    }
+    super::seen::remember(&rt).await;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
     let obs = phase(timings, "observe the cluster for the status table", observe(&*rt)).await?;
     out!("{}", status_table(&rt, &obs))?;

@@ -150,7 +150,15 @@ async fn look(
     machines: Vec<Machine>,
     engines: &dyn EngineView,
 ) -> Result<Observation> {
-    let (mut nodes, views) = look_at_nodes(desired, &machines, engines).await;
+    let (mut nodes, mut views) = look_at_nodes(desired, &machines, engines).await;
+    // A manager of a swarm without a quorum cannot read the swarm's ID ("The swarm does not
+    // have a leader"): taken for a manager of the swarm lab recorded, so that it is asked, and
+    // its refusal is what observation reports, instead of a node in no swarm to initialise.
+    if let Some(recorded) = state.swarm.as_ref().map(|s| s.id.clone()).filter(|s| !s.is_empty()) {
+        for v in views.values_mut().filter(|v| v.manager && v.cluster_id.is_none() && v.error.is_some()) {
+            v.cluster_id = Some(recorded.clone());
+        }
+    }
     // Which swarm is this cluster's, and which nodes are in it or in another: decided here,
     // once, for every driver.
     let manager_order: Vec<&str> = desired
@@ -627,6 +635,7 @@ mod tests {
             manager: true,
             cluster_id: Some(swarm.into()),
             remote_managers: vec![],
+            error: None,
         }
     }
 
@@ -638,6 +647,7 @@ mod tests {
             manager: false,
             cluster_id: None,
             remote_managers: managers.iter().map(|m| m.to_string()).collect(),
+            error: None,
         }
     }
 
@@ -903,6 +913,26 @@ mod tests {
         assert_eq!(obs.quorum, None);
         assert_eq!(obs.leaderless.as_deref(), Some("manager cannot list: the swarm does not have a leader"));
         assert!(obs.observed.managers_unchecked, "nothing is taken out of a swarm lab cannot list");
+        // Without a quorum the manager cannot even say its swarm's ID: it is still the recorded
+        // swarm's, not a node in no swarm that the plan would initialise again.
+        let mut engines = in_swarm();
+        engines.lists.clear();
+        let v = match &mut engines.facts("manager").swarm {
+            Ok(Some(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        v.cluster_id = None;
+        v.error = Some("rpc error: The swarm does not have a leader.".into());
+        let obs = look(&d, &recorded(RECORDED_S), running(), &engines).await.unwrap();
+        assert_eq!(obs.observed.swarm_id.as_deref(), Some("S"));
+        assert!(obs.leaderless.is_some());
+        let loss = obs.quorum_loss(&d).expect("a lost quorum");
+        assert_eq!((loss.survivors, loss.lost), (vec!["manager".to_string()], vec![]));
+        let steps = steps(&d, &obs.observed);
+        assert!(
+            !steps.iter().any(|s| matches!(s, Step::InitSwarm { .. } | Step::LeaveSwarm { .. })),
+            "no swarm is made anew over one without a leader: {steps:?}"
+        );
     }
 
     #[tokio::test]

@@ -43,6 +43,9 @@ pub struct LocalView {
     pub cluster_id: Option<String>,
     /// The managers it knows, as `address:port`: all a worker can say of its swarm.
     pub remote_managers: Vec<String>,
+    /// What its engine says went wrong with its swarm: on a manager of a swarm without a
+    /// quorum, "The swarm does not have a leader", and then it cannot say the swarm's ID.
+    pub error: Option<String>,
 }
 
 /// Reads a node's own view of its membership.
@@ -63,6 +66,7 @@ fn view_of(swarm: Option<SwarmInfo>) -> LocalView {
         node_id: swarm.node_id.filter(|s| !s.is_empty()),
         manager: active && swarm.control_available.unwrap_or(false),
         cluster_id: swarm.cluster.and_then(|c| c.id).filter(|s| !s.is_empty()),
+        error: swarm.error.filter(|e| !e.is_empty()),
         remote_managers: if active {
             swarm.remote_managers.unwrap_or_default().into_iter().filter_map(|m| m.addr).collect()
         } else {

@@ -25,6 +25,18 @@ pub async fn force_new_cluster(rt: &dyn Nodes, survivor: &str, others: &[String]
     let e = rt.engine(survivor).await?;
     let rec = super::force_new_cluster(survivor, &e.docker, &e.advertise_addr).await?;
     rt.set_cluster_swarm(Some(rec.id.clone()));
+    // The new Raft cluster elects its one member leader; until then it lists nothing, and the
+    // observation that follows would take the swarm for none.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match e.docker.list_nodes(None).await {
+            Ok(_) => break,
+            Err(err) if std::time::Instant::now() >= deadline => {
+                return Err(Error::engine(survivor, "wait for the new cluster to elect its leader", err));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
     for other in others {
         leave_node(rt, other).await?;
     }
