@@ -229,3 +229,33 @@ fn every_node_stopped_and_started_in_another_order_comes_back() {
     assert_served_via(&lab, "manager", &nodes, &["worker1", "worker2"], &[&image]);
     plan_is_empty(&lab);
 }
+
+/// Item 4: the registry's node goes with its disk, and with it every image. `status`, `check`
+/// and `up` say so in numbers before `up` deploys an empty registry, and `up` says after that
+/// it is empty.
+#[test]
+fn losing_the_registrys_node_is_said_in_numbers() {
+    ensure_images();
+    let lab = lab("regloss");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    push_image(&lab, "e2e-lost-a:1", "lost a");
+    push_image(&lab, "e2e-lost-b:1", "lost b");
+    lose(&lab, "worker1");
+    let said = "the registry's node worker1 is gone with its data: the 2 repositories lab last saw in it \
+                (e2e-lost-a, e2e-lost-b) are lost unless the node's disk comes back";
+    let status = lab.on(&["status"]).ok("lab status");
+    assert!(status.stdout.contains(said), "{}", status.stdout);
+    let st = json(&lab.on(&["status", "-o", "json"]).ok("lab status -o json"));
+    assert_eq!(st["registry_lost"]["repositories"].as_array().map(Vec::len), Some(2), "{st}");
+    let check = lab.on(&["check"]);
+    assert_eq!(check.code, 1, "{}", check.all());
+    assert!(check.stdout.contains(said), "{}", check.stdout);
+    let up = lab.on(&["up"]).ok("lab up after losing the registry's node");
+    let warned = up.stderr.find(said).unwrap_or_else(|| panic!("up does not say it: {}", up.all()));
+    let made = up.stderr.find("create node worker1").unwrap_or_else(|| panic!("{}", up.all()));
+    assert!(warned < made, "said before anything is made: {}", up.all());
+    assert!(up.stderr.contains("the registry is empty: it held 2 repositories"), "{}", up.all());
+    let images = json(&lab.on(&["images", "-o", "json"]).ok("lab images"));
+    assert_eq!(images.as_array().map(Vec::len), Some(0), "{images}");
+    plan_is_empty(&lab);
+}

@@ -128,11 +128,16 @@ pub async fn demote(node: &str, manager: &Docker, id: &str) -> Result<()> {
 /// How long a demotion gets to leave the Raft membership.
 const DEMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Whether a listed swarm node is what is left of `hostname` (other than `keep_id`): down, or
-/// a manager the others cannot reach.
+/// Whether a listed swarm node is what is left of `hostname` (other than `keep_id`): down (or
+/// unknown, as a forced new cluster leaves its former managers), or a manager the others
+/// cannot reach.
 fn stale(n: &Node, hostname: &str, keep_id: Option<&str>) -> bool {
     let host = n.description.as_ref().and_then(|d| d.hostname.as_deref()).unwrap_or_default();
-    let down = n.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN);
+    // After `swarm init --force-new-cluster`, the managers left behind read Unknown.
+    let down = matches!(
+        n.status.as_ref().and_then(|s| s.state),
+        Some(NodeState::DOWN | NodeState::UNKNOWN | NodeState::DISCONNECTED)
+    );
     let unreachable =
         n.manager_status.as_ref().and_then(|m| m.reachability) == Some(bollard::models::Reachability::UNREACHABLE);
     host == hostname && n.id.as_deref() != keep_id && (down || unreachable)
@@ -178,5 +183,7 @@ mod tests {
             ..Default::default()
         });
         assert!(stale(&lost, "manager1", None));
+        // What `swarm init --force-new-cluster` leaves of the other managers.
+        assert!(stale(&entry("old", "manager2", NodeState::UNKNOWN), "manager2", Some("new")));
     }
 }
