@@ -10,6 +10,7 @@ mod ls;
 mod plan;
 mod push;
 mod registry;
+mod save_load;
 mod ssh;
 mod status;
 mod up;
