@@ -83,6 +83,19 @@ fn blobs(run: &lab_tests::Run, key: &str) -> u64 {
     json_of(run)["blobs"][key].as_u64().unwrap_or_else(|| panic!("no blobs.{key}:\n{}", run.all()))
 }
 
+/// Copies the files of `from` (a layout: two levels of directories) to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 /// The index's descriptors: `REPO:TAG` → media type.
 fn index_media_types(dir: &Path) -> Vec<(String, String)> {
     let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
@@ -184,6 +197,27 @@ fn images_saved_from_one_cluster_load_into_another_in_mutual_tls_with_their_dige
     // Loaded into the other cluster's empty registry, in mutual TLS: the shared base is sent
     // once and mounted into the second repository; the digests are the same.
     assert_eq!(listing(&to), vec![], "the new cluster's registry is not empty");
+    // First a copy whose own layer of the second image changed and kept its size, as a disk
+    // might do it: the layout reads as whole, but the load stops at that file, exit 2 naming
+    // it, and puts no tag.
+    let bad = work.path().join("bad");
+    copy_dir(&dir, &bad);
+    let own_layer = serde_json::from_str::<Value>(&b_manifest).unwrap()["layers"].as_array().unwrap().last().unwrap()
+        ["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let layer_path = bad.join("blobs/sha256").join(&own_layer);
+    let mut bytes = std::fs::read(&layer_path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&layer_path, &bytes).unwrap();
+    let refused = to.on(&["images", "load", bad.to_str().unwrap()]);
+    eprintln!("lab images load of the corrupt copy:\n{}", refused.stderr);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert!(refused.stderr.contains(&own_layer) && refused.stderr.contains("corrupt"), "{}", refused.stderr);
+    assert_eq!(listing(&to), vec![], "a load that stopped at a corrupt layer put tags");
     let loaded = to.on(&["images", "load", dir_s, "--output", "json"]).ok("lab images load (mutual TLS)");
     assert!(blobs(&loaded, "sent") > 0 && blobs(&loaded, "mounted") > 0, "{}", loaded.stdout);
     assert_eq!(listing(&to), before, "the loaded registry lists other tags or digests");
