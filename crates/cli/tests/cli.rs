@@ -120,6 +120,8 @@ fn images_save_and_load_bad_dir_exit_2_and_create_nothing() {
     e.bad(&["images", "load", "file"], &[], &["file", "is not a directory"]);
     e.bad(&["images", "save", "no/such/dir"], &[], &["no/such/dir", "cannot be made"]);
     e.bad(&["images", "save", "file/dir"], &[], &["file/dir", "cannot be made", "not a directory"]);
+    // Unwritable (the tests may run as root, whom file modes do not stop; /proc takes no files).
+    e.bad(&["images", "save", "/proc/lab-backup"], &[], &["/proc/lab-backup", "/proc cannot be written"]);
     std::fs::create_dir(cwd.join("full")).unwrap();
     std::fs::write(cwd.join("full/notes.txt"), "mine").unwrap();
     e.bad(&["images", "save", "full"], &[], &["full", "not empty", "oci-layout"]);
