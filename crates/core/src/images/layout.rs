@@ -384,52 +384,52 @@ pub fn open(path: &Path) -> Result<Layout> {
         _ => bad(&index_path, format!("cannot be read: {e}")),
     })?;
     let tags = read_index(&index).map_err(|why| bad(&index_path, why))?;
-    let mut images = Vec::new();
-    for tagged in tags {
-        let need = format!("{}:{}", tagged.repository, tagged.tag);
-        let top = Child {
-            digest: tagged.digest.clone(),
-            size: tagged.size,
-            media_type: tagged.media_type.clone(),
-            manifest: true,
-        };
-        let mut manifests = Vec::new();
-        let mut blobs: Vec<Child> = Vec::new();
-        // Depth first, each manifest after the ones it names.
-        let mut stack = vec![(top, false)];
-        let mut seen = HashSet::new();
-        while let Some((child, expanded)) = stack.pop() {
-            if !child.manifest {
-                let p = blob_path(path, &child.digest).map_err(|why| bad(path, format!("{need}: {why}")))?;
-                match std::fs::metadata(&p) {
-                    Ok(m) if m.len() == child.size => {}
-                    Ok(m) => return Err(bad(&p, format!("is {} bytes, not {}: it is corrupt", m.len(), child.size))),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        return Err(bad(&p, format!("is missing; {need} needs it")))
-                    }
-                    Err(e) => return Err(bad(&p, format!("cannot be read: {e}"))),
-                }
-                if !blobs.iter().any(|b| b.digest == child.digest) {
-                    blobs.push(child);
-                }
-                continue;
-            }
-            let bytes = read_manifest(path, &child, &need)?;
-            if expanded {
-                manifests.push((child.digest.clone(), child.media_type.clone(), bytes));
-                continue;
-            }
-            if !seen.insert(child.digest.clone()) {
-                continue;
-            }
-            let p = blob_path(path, &child.digest).unwrap_or_default();
-            let named = children(&child.media_type, &bytes).map_err(|why| bad(&p, why))?;
-            stack.push((child, true));
-            stack.extend(named.into_iter().rev().map(|c| (c, false)));
-        }
-        images.push(Image { tagged, manifests, blobs });
-    }
+    let images = tags.into_iter().map(|t| read_image(path, t)).collect::<Result<_>>()?;
     Ok(Layout { path: path.to_path_buf(), images })
+}
+
+/// Reads what tag `tagged` of the layout at `path` needs: its manifests, read and hashed, and
+/// its blobs, each there with its size.
+fn read_image(path: &Path, tagged: Tagged) -> Result<Image> {
+    let need = format!("{}:{}", tagged.repository, tagged.tag);
+    let top = Child {
+        digest: tagged.digest.clone(),
+        size: tagged.size,
+        media_type: tagged.media_type.clone(),
+        manifest: true,
+    };
+    let mut manifests = Vec::new();
+    let mut blobs: Vec<Child> = Vec::new();
+    // Depth first; a manifest comes back to the stack with its bytes, to be listed after the
+    // manifests it names.
+    let mut stack: Vec<(Child, Option<Bytes>)> = vec![(top, None)];
+    let mut seen = HashSet::new();
+    while let Some((child, read)) = stack.pop() {
+        if let Some(bytes) = read {
+            manifests.push((child.digest, child.media_type, bytes));
+            continue;
+        }
+        let p = blob_path(path, &child.digest).map_err(|why| bad(path, format!("{need}: {why}")))?;
+        if !seen.insert(child.digest.clone()) {
+            continue;
+        }
+        if !child.manifest {
+            match std::fs::metadata(&p) {
+                Ok(m) if m.len() == child.size => blobs.push(child),
+                Ok(m) => return Err(bad(&p, format!("is {} bytes, not {}: it is corrupt", m.len(), child.size))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(bad(&p, format!("is missing; {need} needs it")))
+                }
+                Err(e) => return Err(bad(&p, format!("cannot be read: {e}"))),
+            }
+            continue;
+        }
+        let bytes = read_manifest(path, &child, &need)?;
+        let named = children(&child.media_type, &bytes).map_err(|why| bad(&p, why))?;
+        stack.push((child, Some(bytes)));
+        stack.extend(named.into_iter().rev().map(|c| (c, None)));
+    }
+    Ok(Image { tagged, manifests, blobs })
 }
 
 /// What `save` did.
@@ -467,6 +467,85 @@ fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Manifest `reference` (a tag, or the digest of `child`, a manifest an index names) of
+/// `repo`, its bytes hashed: to `child`'s digest and size, or for a tag to the digest the
+/// registry gives (the one the nodes pull by). `None` if the registry has no such manifest.
+async fn checked_manifest(
+    client: &Client,
+    repo: &str,
+    reference: &str,
+    child: Option<&Child>,
+) -> Result<Option<(String, String, Bytes)>> {
+    let Some((digest, media_type, bytes)) = client.manifest(repo, reference).await? else { return Ok(None) };
+    let digest = match child {
+        Some(c) => c.digest.clone(),
+        None if digest.is_empty() => digest_of(&bytes),
+        None => digest,
+    };
+    let mut h = Hasher::default();
+    h.update(&bytes);
+    h.check(&digest, child.map(|c| c.size)).map_err(|why| {
+        Error::node(client.node(), format!("read the manifest {repo}:{reference}"), format!("the manifest {why}"))
+    })?;
+    let media_type = match child {
+        Some(c) if media_type.is_empty() => c.media_type.clone(),
+        _ => media_type,
+    };
+    Ok(Some((digest, media_type, bytes)))
+}
+
+/// What the registry holds: every tag (but the placeholders of a `lab images rm` that was
+/// stopped), and every blob to have, each once, in the order found (manifests with their
+/// bytes, read and checked as they are found; the others with a repository to read them from).
+async fn contents(client: &Client) -> Result<(Vec<Tagged>, Vec<(String, u64, Want)>)> {
+    let mut tags = Vec::new();
+    let mut wanted = Vec::new();
+    let mut known: HashSet<String> = HashSet::new();
+    for repo in client.catalog().await? {
+        for tag in client.tags(&repo).await? {
+            let Some((digest, media_type, bytes)) = checked_manifest(client, &repo, &tag, None).await? else {
+                continue;
+            };
+            if crate::images::remove::is_placeholder(&bytes) {
+                continue;
+            }
+            let size = bytes.len() as u64;
+            tags.push(Tagged {
+                repository: repo.clone(),
+                tag: tag.clone(),
+                digest: digest.clone(),
+                media_type: media_type.clone(),
+                size,
+            });
+            let mut queue = vec![(digest, media_type, bytes)];
+            while let Some((digest, media_type, bytes)) = queue.pop() {
+                if !known.insert(digest.clone()) {
+                    continue;
+                }
+                let named = children(&media_type, &bytes).map_err(|why| {
+                    Error::node(client.node(), format!("read the manifest {repo}:{tag}"), format!("{digest} {why}"))
+                })?;
+                wanted.push((digest.clone(), bytes.len() as u64, Want::Manifest(bytes)));
+                for c in named {
+                    if c.manifest && !known.contains(&c.digest) {
+                        let read = checked_manifest(client, &repo, &c.digest, Some(&c)).await?.ok_or_else(|| {
+                            Error::node(
+                                client.node(),
+                                format!("read the manifest {repo}:{tag}"),
+                                format!("the registry does not have {}, which {digest} names", c.digest),
+                            )
+                        })?;
+                        queue.push(read);
+                    } else if !c.manifest && known.insert(c.digest.clone()) {
+                        wanted.push((c.digest, c.size, Want::Blob { repo: repo.clone() }));
+                    }
+                }
+            }
+        }
+    }
+    Ok((tags, wanted))
+}
+
 /// Saves everything the registry `client` speaks to holds into `dir`: every repository, every
 /// tag (but the placeholders of a `lab images rm` that was stopped). See the module comment
 /// for what is written, and when.
@@ -474,63 +553,7 @@ pub async fn save(client: Arc<Client>, dir: &SaveDir, events: Arc<dyn Events>) -
     let start = Instant::now();
     client.ping().await?;
     let node = client.node().to_string();
-    let mut tags = Vec::new();
-    // Every blob to have, by digest, in the order found.
-    let mut wanted: Vec<(String, u64, Want)> = Vec::new();
-    let mut known: HashSet<String> = HashSet::new();
-    for repo in client.catalog().await? {
-        for tag in client.tags(&repo).await? {
-            let step = format!("read the manifest {repo}:{tag}");
-            let Some((digest, media_type, bytes)) = client.manifest(&repo, &tag).await? else { continue };
-            if crate::images::remove::is_placeholder(&bytes) {
-                continue;
-            }
-            // The registry's digest is the one the nodes pull by; the bytes must hash to it.
-            let digest = if digest.is_empty() { digest_of(&bytes) } else { digest };
-            let mut h = Hasher::default();
-            h.update(&bytes);
-            h.check(&digest, None).map_err(|why| Error::node(&node, &step, format!("the manifest {why}")))?;
-            tags.push(Tagged {
-                repository: repo.clone(),
-                tag: tag.clone(),
-                digest: digest.clone(),
-                media_type: media_type.clone(),
-                size: bytes.len() as u64,
-            });
-            // The manifest, and what it names, each manifest read and checked as it is found.
-            let mut queue = vec![(digest, media_type, bytes)];
-            while let Some((digest, media_type, bytes)) = queue.pop() {
-                if !known.insert(digest.clone()) {
-                    continue;
-                }
-                let named = children(&media_type, &bytes)
-                    .map_err(|why| Error::node(&node, &step, format!("the manifest {digest} {why}")))?;
-                wanted.push((digest, bytes.len() as u64, Want::Manifest(bytes)));
-                for c in named {
-                    if c.manifest {
-                        if known.contains(&c.digest) {
-                            continue;
-                        }
-                        let read = client.manifest(&repo, &c.digest).await?.ok_or_else(|| {
-                            Error::node(
-                                &node,
-                                &step,
-                                format!("the registry does not have {}, which it names", c.digest),
-                            )
-                        })?;
-                        let mut h = Hasher::default();
-                        h.update(&read.2);
-                        h.check(&c.digest, Some(c.size))
-                            .map_err(|why| Error::node(&node, &step, format!("the manifest {} {why}", c.digest)))?;
-                        let media = if read.1.is_empty() { c.media_type.clone() } else { read.1 };
-                        queue.push((c.digest, media, read.2));
-                    } else if known.insert(c.digest.clone()) {
-                        wanted.push((c.digest, c.size, Want::Blob { repo: repo.clone() }));
-                    }
-                }
-            }
-        }
-    }
+    let (mut tags, wanted) = contents(&client).await?;
     // The registry has answered: the directory is made now, not before.
     let root = &dir.path;
     let made = |e: io::Error, p: &Path| Error::op(format!("write {}", p.display()), e);
@@ -711,10 +734,32 @@ async fn send_blob(client: &Client, root: &Path, repo: &str, blob: &Child, event
 pub async fn load(client: Arc<Client>, layout: &Layout, events: Arc<dyn Events>) -> Result<Loaded> {
     let start = Instant::now();
     client.ping().await?;
-    let others = client.catalog().await?;
-    let node = client.node().to_string();
-    // Each blob once per repository; the first repository that needs a blob gets it first, so
-    // that the others can mount it rather than be sent it again.
+    let fates = send_blobs(&client, layout, events).await?;
+    put_manifests(&client, layout).await?;
+    let count = |f: Fate| fates.values().filter(|v| v.1 == f).count();
+    let mut images: Vec<Tagged> = layout.images.iter().map(|i| i.tagged.clone()).collect();
+    images.sort_by(|a, b| (&a.repository, &a.tag).cmp(&(&b.repository, &b.tag)));
+    Ok(Loaded {
+        dir: layout.path.clone(),
+        images,
+        sent: count(Fate::Sent),
+        sent_bytes: fates.values().filter(|v| v.1 == Fate::Sent).map(|v| v.0).sum(),
+        skipped: count(Fate::Present),
+        mounted: count(Fate::Mounted),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Puts every blob of the layout into each repository that needs it, unless it is there or
+/// can be mounted; returns what became of each (repository, digest), with its size.
+async fn send_blobs(
+    client: &Arc<Client>,
+    layout: &Layout,
+    events: Arc<dyn Events>,
+) -> Result<HashMap<(String, String), (u64, Fate)>> {
+    let others = Arc::new(client.catalog().await?);
+    // Each blob once per repository. The first repository that needs a blob gets it first,
+    // alone, so that the others mount it from there rather than be sent it again.
     let mut first: BTreeMap<String, (String, Child)> = BTreeMap::new();
     let mut rest: Vec<(String, Child)> = Vec::new();
     let mut pairs = HashSet::new();
@@ -731,9 +776,7 @@ pub async fn load(client: Arc<Client>, layout: &Layout, events: Arc<dyn Events>)
             }
         }
     }
-    let mut fates: HashMap<(String, String), (u64, Fate)> = HashMap::new();
     let root = Arc::new(layout.path.clone());
-    let others = Arc::new(others);
     let gate = Arc::new(Semaphore::new(PARALLEL));
     let ensure = |repo: String, blob: Child, from: Arc<Vec<String>>| {
         let (c, ev, g, root) = (client.clone(), events.clone(), gate.clone(), root.clone());
@@ -749,6 +792,7 @@ pub async fn load(client: Arc<Client>, layout: &Layout, events: Arc<dyn Events>)
             Ok::<_, Error>(((repo, blob.digest.clone()), (blob.size, fate)))
         }
     };
+    let mut fates = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     for (repo, blob) in first.values().cloned() {
         tasks.spawn(ensure(repo, blob, others.clone()));
@@ -758,7 +802,6 @@ pub async fn load(client: Arc<Client>, layout: &Layout, events: Arc<dyn Events>)
         fates.insert(k, v);
     }
     for (repo, blob) in rest {
-        // The repository that got it first is where a mount comes from.
         let from: Vec<String> = std::iter::once(first[&blob.digest].0.clone()).chain(others.iter().cloned()).collect();
         tasks.spawn(ensure(repo, blob, Arc::new(from)));
     }
@@ -766,7 +809,13 @@ pub async fn load(client: Arc<Client>, layout: &Layout, events: Arc<dyn Events>)
         let (k, v) = done.map_err(|e| Error::op("lab images load", e))??;
         fates.insert(k, v);
     }
-    // The manifests: children by digest before what names them, then each tag.
+    Ok(fates)
+}
+
+/// Puts every manifest of the layout: those an index names by digest, before the index; each
+/// tag last. The registry must store each under the digest the layout gives (its bytes are
+/// sent as they are).
+async fn put_manifests(client: &Client, layout: &Layout) -> Result<()> {
     let mut put = HashSet::new();
     for image in &layout.images {
         let t = &image.tagged;
@@ -779,25 +828,14 @@ pub async fn load(client: Arc<Client>, layout: &Layout, events: Arc<dyn Events>)
             let got = client.put_manifest(&t.repository, reference, media_type, bytes.clone()).await?;
             if !got.is_empty() && got != *digest {
                 return Err(Error::node(
-                    &node,
+                    client.node(),
                     format!("tag {}:{reference}", t.repository),
                     format!("the registry stored the manifest as {got}, not {digest}"),
                 ));
             }
         }
     }
-    let count = |f: Fate| fates.values().filter(|v| v.1 == f).count();
-    let mut images: Vec<Tagged> = layout.images.iter().map(|i| i.tagged.clone()).collect();
-    images.sort_by(|a, b| (&a.repository, &a.tag).cmp(&(&b.repository, &b.tag)));
-    Ok(Loaded {
-        dir: layout.path.clone(),
-        images,
-        sent: count(Fate::Sent),
-        sent_bytes: fates.values().filter(|v| v.1 == Fate::Sent).map(|v| v.0).sum(),
-        skipped: count(Fate::Present),
-        mounted: count(Fate::Mounted),
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok(())
 }
 
 #[cfg(test)]
