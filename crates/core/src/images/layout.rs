@@ -456,6 +456,22 @@ enum Want {
     Blob { repo: String },
 }
 
+/// How old a temporary file of lab's in a layout must be for [`sweep`] to take it: one that
+/// young may belong to a save still running (each write of a download renews its time).
+const STALE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes lab's temporary files (`.lab-*`) from `dir` that nothing has written for `age`:
+/// what a save that was killed left (a process that is killed runs no cleanup).
+fn sweep(dir: &Path, age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let old = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if e.file_name().to_string_lossy().starts_with(".lab-") && old.is_some_and(|o| o >= age) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Writes `bytes` as `path`, through a temporary file beside it renamed into place.
 fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
@@ -567,6 +583,8 @@ pub async fn save(client: Arc<Client>, dir: &SaveDir, events: Arc<dyn Events>) -
         let text = format!("{{\"imageLayoutVersion\":\"{LAYOUT_VERSION}\"}}\n");
         write_file(&marker, text.as_bytes()).map_err(|e| made(e, &marker))?;
     }
+    sweep(&blobs, STALE);
+    sweep(root, STALE);
     let (mut written, mut written_bytes, mut skipped) = (0, 0, 0);
     let gate = Arc::new(Semaphore::new(PARALLEL));
     let mut downloads = tokio::task::JoinSet::new();
@@ -985,6 +1003,21 @@ mod tests {
         let names: Vec<String> =
             std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn a_killed_saves_temporary_files_are_swept_and_nothing_else() {
+        let t = tempfile::tempdir().unwrap();
+        for name in [".lab-abc", "keep", ".other"] {
+            std::fs::write(t.path().join(name), "x").unwrap();
+        }
+        sweep(t.path(), std::time::Duration::from_secs(3600));
+        assert!(t.path().join(".lab-abc").exists(), "a young temporary file may be a running save's");
+        sweep(t.path(), std::time::Duration::ZERO);
+        let mut names: Vec<String> =
+            std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        names.sort();
+        assert_eq!(names, [".other", "keep"]);
     }
 
     /// A layout on disk with one tagged index, naming one manifest of one config and layer.
