@@ -147,12 +147,15 @@ fn images_saved_from_one_cluster_load_into_another_in_mutual_tls_with_their_dige
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l["digest"], "size": l["size"]}))
+        .map(|l| {
+            let layer = "application/vnd.oci.image.layer.v1.tar";
+            json!({"mediaType": layer, "digest": l["digest"], "size": l["size"]})
+        })
         .collect();
-    let oci = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": m["config"]["digest"], "size": m["config"]["size"]},
-        "layers": oci_layers})
-    .to_string();
+    let mut oci_config = m["config"].clone();
+    oci_config["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
+    let oci =
+        json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": oci_config, "layers": oci_layers}).to_string();
     let oci_digest = put_manifest(&manager, repo_a, "oci", OCI_MANIFEST, &oci);
     let platform = json!({"architecture": config["architecture"], "os": config["os"]});
     let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [

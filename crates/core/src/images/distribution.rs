@@ -12,9 +12,9 @@
 //! engines present: the registry serves no one else.
 //!
 //! The API is a handful of requests (check a blob, mount it from another repository, upload
-//! it, read it as it streams, put a manifest, list, delete), written here over hyper's HTTP/1.1 connection rather
-//! than through an OCI client crate: those speak TCP and TLS themselves and cannot be handed a
-//! stream, and this is all lab needs of them.
+//! it, read it as it streams, put a manifest, list, delete), written here over hyper's
+//! HTTP/1.1 connection rather than through an OCI client crate: those speak TCP and TLS
+//! themselves and cannot be handed a stream, and this is all lab needs of them.
 
 use std::io;
 use std::pin::Pin;
