@@ -120,6 +120,15 @@ fn three_managers_lose_their_leader_then_their_quorum_and_up_brings_them_back() 
     let check = lab.on(&["check"]);
     assert_eq!(check.code, 1, "check fails with a manager lost: {}", check.all());
     assert!(check.stdout.contains(&degraded), "{}", check.stdout);
+    // The shell `eval "$(lab env)"` leaves reaches a manager that answers.
+    let env = lab.on(&["env"]).ok("lab env with the leader lost");
+    let mut info = std::process::Command::new("docker");
+    info.args(["node", "ls", "--format", "{{.Hostname}}"]);
+    for (k, v) in lab_tests::exports(&env.stdout, '\'') {
+        info.env(k, v);
+    }
+    let info = lab_tests::Run::from(info.output().expect("docker node ls"));
+    assert_eq!(info.code, 0, "the docker client from lab env: {}", info.all());
 
     lab.on(&["up"]).ok("a plain lab up after losing the leader");
     let ls = node_ls(&lab, others[0]);

@@ -53,8 +53,14 @@ pub(super) async fn env(config: Option<&std::path::Path>, a: &EnvArgs) -> Result
         }
     }
     let (rt, _, _) = existing(config, a.cluster.cluster.as_deref(), Arc::new(Silent), true).await?;
-    let manager = rt.desired.topology.first_manager().name.clone();
+    // A manager that answers for the swarm: with several, the first that does, so the docker
+    // client keeps working while a lost manager is being replaced.
     let machines = rt.driver.observe().await?;
+    rt.set_machines(machines.clone());
+    let manager = match rt.manager().await {
+        Ok((name, _)) => name,
+        Err(_) => rt.desired.topology.first_manager().name.clone(),
+    };
     let machine = machines
         .iter()
         .find(|m| m.name == manager)
