@@ -27,6 +27,7 @@
 # Environment:
 #   BENCH_NODE_IMAGE=lab-offline/node:bookworm
 #   BENCH_REGISTRY_IMAGE=lab-offline/registry:2
+#   BENCH_FAULTS="a b c"         which clusters' faults to run (see above)
 #   BENCH_WAIT=180               seconds a poll may take before the row says so
 #   LAB_BIN=path/to/lab          use this binary instead of `cargo build --release -p lab-cli`
 #   BENCH_LOGS=DIR               keep every step's output in DIR
@@ -49,6 +50,11 @@ NODE_IMAGE=${BENCH_NODE_IMAGE:-lab-offline/node:bookworm}
 REGISTRY_IMAGE=${BENCH_REGISTRY_IMAGE:-lab-offline/registry:2}
 WAIT=${BENCH_WAIT:-180}
 [[ "$WAIT" =~ ^[1-9][0-9]*$ ]] || { echo "faults: BENCH_WAIT must be a positive integer, not '$WAIT'" >&2; exit 2; }
+FAULTS=${BENCH_FAULTS:-a b c}
+for f in $FAULTS; do
+  case "$f" in a|b|c) ;; *) echo "faults: BENCH_FAULTS: '$f' is not a, b or c" >&2; exit 2 ;; esac
+done
+wanted() { [[ " $FAULTS " == *" $1 "* ]]; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 RUN="bench-f$$"
@@ -200,6 +206,7 @@ log "run $RUN; $LOAD_BEFORE"
 make_host_images
 
 # A: 1 + 2
+if wanted a; then
 up_cluster "$A" --workers 2
 seed "$A"
 
@@ -229,8 +236,10 @@ for n in worker2 worker1 manager; do docker start "$A-$n" >/dev/null; done
 r=$(repair "$A")
 after "$A" manager "every node stopped, started in reverse order (1+2)" "$s" "$r"
 lab_down "$A"
+fi
 
 # B: 3 + 1
+if wanted b; then
 up_cluster "$B" --managers 3 --workers 1
 seed "$B"
 leader=$(lab status --cluster "$B" -o json | jq -r '.nodes[] | select(.manager_status == "leader") | .name')
@@ -250,8 +259,10 @@ log "$B: plain lab up: $r (it must refuse)"
 r=$(repair "$B" --force-new-cluster)
 after "$B" worker1 "a majority of managers gone, then \`up --force-new-cluster\` (3+1)" "$s" "$r"
 lab_down "$B"
+fi
 
 # C: 1 + 1
+if wanted c; then
 up_cluster "$C" --workers 1
 seed "$C"
 log "$C: lab images save, then the registry's node gone"
@@ -270,6 +281,7 @@ lose "$C-worker1"; t=$(now)
 s=$(seen "$t" "$C" "is gone with its data"); r=$(repair "$C")
 after "$C" manager "the registry's node gone, no backup (1+1)" "$s" "$r"
 lab_down "$C"
+fi
 
 LOAD_AFTER=$(uptime)
 echo
