@@ -256,6 +256,7 @@ at_floor() {
 # --- run -----------------------------------------------------------------------------------
 
 TOTAL=$(now)
+LOAD_BEFORE=$(uptime | sed 's/.*load average: //')
 log "run $RUN: 1 manager + $WORKERS workers; node image $NODE_IMAGE, registry image $REGISTRY_IMAGE, privileged: $PRIVILEGED"
 
 log "serial: the seed's procedure, one node at a time"
@@ -291,5 +292,5 @@ fi
 echo "at the node floor (bench/floor.sh: the same number of node containers started at once, until every dockerd answers)"
 printf '  %-9s %11s %11s %9s %14s %14s\n' cluster "node floor" "lab up" "lab/floor" "lab mem/node" "floor mem/node"
 printf '%s\n' "${FLOOR_ROWS[@]}"
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores; load: $(uptime | sed 's/.*load average: //')"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores; load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $(uptime | sed 's/.*load average: //')"
 log "whole run: $(since "$TOTAL") s (after the build)"
