@@ -13,10 +13,16 @@
 #    and wait until every node answers {} at http://127.0.0.1:5000/v2/. Timed end to end.
 # 2. `lab up --driver docker` for the same topology, timed; then `lab down` (not timed).
 # 3. Flatness (skipped with --quick): `lab up` timed for each worker count in BENCH_SCALE.
+# 4. Big clusters (skipped with --quick): `lab up` for each MANAGERS+WORKERS case in BENCH_BIG.
+# Before each `lab up` of M+N nodes (2, 3 and 4), the node floor of M+N nodes (bench/floor.sh:
+# that many node containers started at once, timed until every dockerd answers) is measured, and
+# the table gives lab's time over it, and the memory per node (`docker stats`) of both.
 #
 # Environment:
 #   BENCH_WORKERS=4              workers for the baseline/lab comparison
 #   BENCH_SCALE="2 8"            worker counts for the flatness part (the ratio is last/first)
+#   BENCH_BIG="1+16 3+16"        MANAGERS+WORKERS clusters timed after it (skipped with --quick;
+#                                "" for none)
 #   BENCH_NODE_IMAGE=lab-offline/node:bookworm
 #   BENCH_REGISTRY_IMAGE=lab-offline/registry:2
 #   BENCH_PRIVILEGED=auto        auto|always|never: node containers --privileged, or explicit
@@ -59,6 +65,10 @@ if [ "$QUICK" = 0 ]; then
     is_count "$n" || { echo "bring-up: BENCH_SCALE: '$n' is not a positive integer" >&2; exit 2; }
   done
 fi
+read -r -a BIG_CASES <<<"${BENCH_BIG-1+16 3+16}"
+for c in ${BIG_CASES[@]+"${BIG_CASES[@]}"}; do
+  [[ "$c" =~ ^[1-9][0-9]*\+[1-9][0-9]*$ ]] || { echo "bring-up: BENCH_BIG: '$c' is not MANAGERS+WORKERS, e.g. 3+16" >&2; exit 2; }
+done
 case "$PRIVILEGED" in auto|always|never) ;; *) echo "bring-up: BENCH_PRIVILEGED must be auto, always or never" >&2; exit 2 ;; esac
 
 RUN="bench-$$"
@@ -89,28 +99,12 @@ prerequisites
 # Clean up before: leftovers of an earlier run that had this pid.
 remove_by_label "bench.run=$RUN"
 for n in "$WORKERS" ${SCALE_COUNTS[@]+"${SCALE_COUNTS[@]}"}; do remove_by_label "lab.cluster=$RUN-lab$n"; done
+for c in ${BIG_CASES[@]+"${BIG_CASES[@]}"}; do
+  remove_by_label "lab.cluster=$RUN-lab${c#*+}"; remove_by_label "lab.cluster=$RUN-lab${c%%+*}m${c#*+}"
+done
 
-# Node container flags, as lab's docker driver sets them.
-if [ "$PRIVILEGED" = auto ]; then
-  if docker run --rm --name "$RUN-privileged-probe" --label "bench.run=$RUN" --privileged \
-       --entrypoint true "$NODE_IMAGE" >"$LOGS/privileged-probe.log" 2>&1; then
-    PRIVILEGED=always
-  else
-    PRIVILEGED=never
-    log "privileged containers fail here ($(tr '\n' ' ' <"$LOGS/privileged-probe.log" | cut -c1-120)); using explicit capabilities"
-  fi
-fi
-NODE_FLAGS=(--init -e DOCKER_TLS_CERTDIR=)
-if [ "$PRIVILEGED" = always ]; then
-  NODE_FLAGS+=(--privileged)
-else
-  # The CAPS list of crates/driver-docker/src/driver.rs, read from the source so the two cannot drift.
-  CAPS=$(sed -n '/^\(pub \)\?const CAPS: &\[&str\] = &\[/,/^\];/p' "$ROOT/crates/driver-docker/src/driver.rs" | grep -o '"[A-Z_]*"' | tr -d '"')
-  [ -n "$CAPS" ] || die "could not read the CAPS list from crates/driver-docker/src/driver.rs"
-  for cap in $CAPS; do NODE_FLAGS+=(--cap-add "$cap"); done
-  NODE_FLAGS+=(--security-opt seccomp=unconfined --security-opt apparmor=unconfined
-               --security-opt systempaths=unconfined -v /sys/fs/cgroup:/sys/fs/cgroup:rw)
-fi
+# Node container flags, as lab's docker driver sets them (bench/common.sh).
+node_flags "$PRIVILEGED" "$RUN-privileged-probe" "bench.run=$RUN"
 
 # --- helpers for the baseline --------------------------------------------------------------
 
@@ -206,24 +200,30 @@ serial_teardown() {
 
 # --- 2. lab --------------------------------------------------------------------------------
 
-# lab_up N: times `lab up` for a fresh cluster of N workers, sets LAB_SECS, then downs it.
-# (Not run in $(...): the cluster must be recorded for the cleanup, and a failure must end the run.)
+# lab_up N [M]: times `lab up` for a fresh cluster of M managers (1) and N workers, sets LAB_SECS
+# and LAB_MEM (MiB per node, `docker stats` over the cluster's containers once it is up), then
+# downs it. (Not run in $(...): the cluster must be recorded for the cleanup, and a failure must
+# end the run.)
 LAB_SECS=""
+LAB_MEM=""
 lab_up() {
-  local n=$1 c="$RUN-lab$1" t before after leaked
+  local n=$1 m=${2:-1} c t before after leaked extra=()
+  c="$RUN-lab$n"
+  [ "$m" = 1 ] || { c="$RUN-lab${m}m$n"; extra=(--managers "$m"); }
   LAB_CLUSTERS+=("$c")
   before=$(docker volume ls -q --filter dangling=true | sort)
-  log "lab: up --cluster $c --workers $n"
+  log "lab: up --cluster $c ${extra[*]} --workers $n"
   t=$(now)
-  if ! lab up --driver docker --cluster "$c" --workers "$n" \
+  if ! lab up --driver docker --cluster "$c" ${extra[@]+"${extra[@]}"} --workers "$n" \
         --node-image "$NODE_IMAGE" --registry-image "$REGISTRY_IMAGE" \
         >"$LOGS/up-$c.out" 2>"$LOGS/up-$c.err"; then
     log "lab up --cluster $c failed after $(since "$t") s; its stderr:"
     cat "$LOGS/up-$c.err" >&2
-    die "lab up --cluster $c --workers $n"
+    die "lab up --cluster $c ${extra[*]} --workers $n"
   fi
   LAB_SECS=$(since "$t")
-  log "lab: $n workers up in $LAB_SECS s; lab down (not timed)"
+  LAB_MEM=$(mem_per_node "lab.cluster=$c" $((m + n)))
+  log "lab: $m + $n up in $LAB_SECS s, $LAB_MEM MiB per node; lab down (not timed)"
   lab_down "$c"
   # Reported, not removed: an unlabelled volume cannot be told apart from someone else's.
   after=$(docker volume ls -q --filter dangling=true | sort)
@@ -231,9 +231,32 @@ lab_up() {
   [ -z "${leaked// }" ] || log "lab: new unlabelled dangling volumes after up+down of $c (left alone): $leaked"
 }
 
+# floor K: the node floor of K nodes (bench/floor.sh), sets FLOOR_SECS and FLOOR_MEM.
+FLOOR_SECS=""
+FLOOR_MEM=""
+floor() {
+  local out
+  log "floor: $1 node containers at once, until every dockerd answers"
+  out=$(BENCH_LOGS="$LOGS/floor-$1" BENCH_PRIVILEGED="$PRIVILEGED" BENCH_WAIT="$WAIT" BENCH_NODE_IMAGE="$NODE_IMAGE" \
+        bash "$ROOT/bench/floor.sh" --raw "$1" 2>"$LOGS/floor-$1.err") \
+    || { cat "$LOGS/floor-$1.err" >&2; die "bench/floor.sh $1"; }
+  read -r FLOOR_SECS FLOOR_MEM <<<"$out"
+  log "floor: $1 nodes in $FLOOR_SECS s, $FLOOR_MEM MiB per node"
+}
+
+# at_floor M N: the floor of M+N nodes, then lab up of M+N; adds a row to FLOOR_ROWS.
+FLOOR_ROWS=()
+at_floor() {
+  floor $(($1 + $2))
+  lab_up "$2" "$1"
+  FLOOR_ROWS+=("$(printf '  %-9s %9s s %9s s %9s %10s MiB %10s MiB' "$1+$2" "$FLOOR_SECS" "$LAB_SECS" \
+    "$(ratio "$LAB_SECS" "$FLOOR_SECS")" "$LAB_MEM" "$FLOOR_MEM")")
+}
+
 # --- run -----------------------------------------------------------------------------------
 
 TOTAL=$(now)
+LOAD_BEFORE=$(uptime | sed 's/.*load average: //')
 log "run $RUN: 1 manager + $WORKERS workers; node image $NODE_IMAGE, registry image $REGISTRY_IMAGE, privileged: $PRIVILEGED"
 
 log "serial: the seed's procedure, one node at a time"
@@ -243,12 +266,13 @@ SERIAL_S=$(since "$t")
 log "serial: every node answers {} ($SERIAL_S s); tearing it down (not timed)"
 serial_teardown
 
-lab_up "$WORKERS"
+at_floor 1 "$WORKERS"
 LAB_S=$LAB_SECS
 
 FLAT=()
 if [ "$QUICK" = 0 ]; then
-  for n in "${SCALE_COUNTS[@]}"; do lab_up "$n"; FLAT+=("$LAB_SECS"); done
+  for n in "${SCALE_COUNTS[@]}"; do at_floor 1 "$n"; FLAT+=("$LAB_SECS"); done
+  for case in ${BIG_CASES[@]+"${BIG_CASES[@]}"}; do at_floor "${case%%+*}" "${case#*+}"; done
 fi
 
 row() { printf '  %-37s %6s s%s\n' "$1" "$2" "${3:+   $3}"; }
@@ -265,4 +289,8 @@ if [ "$QUICK" = 0 ]; then
     row "lab up, ${SCALE_COUNTS[$i]} workers" "${FLAT[$i]}" "$extra"
   done
 fi
+echo "at the node floor (bench/floor.sh: the same number of node containers started at once, until every dockerd answers)"
+printf '  %-9s %11s %11s %9s %14s %14s\n' cluster "node floor" "lab up" "lab/floor" "lab mem/node" "floor mem/node"
+printf '%s\n' "${FLOOR_ROWS[@]}"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores; load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $(uptime | sed 's/.*load average: //')"
 log "whole run: $(since "$TOTAL") s (after the build)"

@@ -92,3 +92,46 @@ cleanup_on_exit() {
   trap 'exit 130' INT
   trap 'exit 143' TERM
 }
+
+# node_flags PRIVILEGED PROBE_NAME LABEL: sets NODE_FLAGS to the flags lab's docker driver gives
+# a node container, and PRIVILEGED to always or never (auto tries a privileged container once,
+# as lab does). Needs ROOT, NODE_IMAGE, LOGS.
+node_flags() {
+  PRIVILEGED=$1
+  if [ "$PRIVILEGED" = auto ]; then
+    if docker run --rm --name "$2" --label "$3" --privileged \
+         --entrypoint true "$NODE_IMAGE" >"$LOGS/privileged-probe.log" 2>&1; then
+      PRIVILEGED=always
+    else
+      PRIVILEGED=never
+      log "privileged containers fail here ($(tr '\n' ' ' <"$LOGS/privileged-probe.log" | cut -c1-120)); using explicit capabilities"
+    fi
+  fi
+  NODE_FLAGS=(--init -e DOCKER_TLS_CERTDIR=)
+  if [ "$PRIVILEGED" = always ]; then
+    NODE_FLAGS+=(--privileged)
+  else
+    # The CAPS list of lab's docker driver (crates/driver-docker/src/node.rs), read from the
+    # source so the two cannot drift.
+    local caps cap
+    caps=$(cat "$ROOT"/crates/driver-docker/src/*.rs | sed -n '/^\(pub \)\?const CAPS: &\[&str\] = &\[/,/^\];/p' | grep -o '"[A-Z_]*"' | tr -d '"')
+    [ -n "$caps" ] || die "could not read the CAPS list from crates/driver-docker/src/*.rs"
+    for cap in $caps; do NODE_FLAGS+=(--cap-add "$cap"); done
+    NODE_FLAGS+=(--security-opt seccomp=unconfined --security-opt apparmor=unconfined
+                 --security-opt systempaths=unconfined -v /sys/fs/cgroup:/sys/fs/cgroup:rw)
+  fi
+}
+
+# mem_per_node LABEL N: the memory (MiB) that `docker stats --no-stream` reports for the
+# running containers with LABEL, summed, divided by N.
+mem_per_node() {
+  local ids
+  ids=$(docker ps -q --filter "label=$1")
+  [ -n "$ids" ] || { echo "n/a"; return; }
+  # shellcheck disable=SC2086
+  docker stats --no-stream --format '{{.MemUsage}}' $ids | awk -v n="$2" '
+    { v = $1; u = v; sub(/[0-9.]+/, "", u); sub(/[A-Za-z]+$/, "", v)
+      f = (u == "GiB") ? 1024 : (u == "MiB") ? 1 : (u == "KiB") ? 1 / 1024 : (u == "B") ? 1 / 1048576 : 1
+      s += v * f }
+    END { printf "%.0f", s / n }'
+}
