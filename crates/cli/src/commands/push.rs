@@ -22,7 +22,7 @@ pub(super) async fn client(config: Option<&std::path::Path>, cluster: Option<&st
 }
 
 /// The cluster `cluster` names, and a client of its registry.
-async fn reach(
+pub(super) async fn reach(
     config: Option<&std::path::Path>,
     cluster: Option<&str>,
 ) -> Result<(lab_core::converge::runtime::Runtime, Arc<Client>)> {

@@ -10,7 +10,7 @@ use lab_core::images::push::human;
 use lab_core::Result;
 use serde_json::json;
 
-use super::push::{client, Events};
+use super::push::{client, reach, Events};
 use crate::args::{ImagesArgs, Output};
 
 fn blobs(n: usize) -> &'static str {
@@ -68,11 +68,15 @@ pub(super) async fn save(config: Option<&Path>, args: &ImagesArgs, dir: &Path) -
 
 pub(super) async fn load(config: Option<&Path>, args: &ImagesArgs, dir: &Path) -> Result<i32> {
     let layout = layout::open(dir)?;
-    let client = client(config, args.cluster.as_deref()).await?;
+    let (rt, client) = reach(config, args.cluster.as_deref()).await?;
     let events = Events::new(args.output);
-    let result = layout::load(client, &layout, events.clone()).await;
+    let result = layout::load(client.clone(), &layout, events.clone()).await;
     events.finish();
     let loaded = result?;
+    // What the registry holds now, for the day its node is lost.
+    if let Ok(repositories) = client.catalog().await {
+        super::seen::remember_these(&rt, repositories);
+    }
     match args.output {
         Output::Json => {
             let images: Vec<_> = loaded

@@ -97,6 +97,7 @@ async fn converge(
     phase(timings, "preflight of the driver", rt.driver.preflight(&rt.desired.topology.nodes)).await?;
     rt.update_state(|_| {})?;
     let obs = phase(timings, "observe the cluster", observe(&*rt)).await?;
+    let obs = phase(timings, "wait for engines that just started", settled(&rt, obs, &*progress)).await?;
     let obs =
         phase(timings, "recover the swarm's quorum", quorum(&rt, obs, args.force_new_cluster, &*progress)).await?;
     // The registry's node gone: said before anything is made, in numbers.
@@ -142,6 +143,43 @@ async fn converge(
     outln!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})")?;
     outln!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"")?;
     Ok(0)
+}
+
+/// How long `up` waits for the engines of running machines to answer before it plans.
+const STARTING_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The observation to plan from once every running machine's engine answers, when one of the
+/// cluster's managers did not. Right after a host's reboot (machines started, dockerds still
+/// starting) the managers cannot say which swarm is the cluster's, and a plan made then would
+/// initialise a new one on a node that is in the old one. Bounded: an engine that never
+/// answers is left to the plan's own wait, which names it.
+async fn settled(
+    rt: &Arc<lab_core::converge::runtime::Runtime>,
+    mut obs: lab_core::converge::observe::Observation,
+    progress: &dyn Progress,
+) -> Result<lab_core::converge::observe::Observation> {
+    let quiet = |obs: &lab_core::converge::observe::Observation| -> Vec<String> {
+        obs.machines
+            .iter()
+            .filter(|m| m.state == lab_core::MachineState::Running)
+            .filter(|m| !obs.observed.nodes.get(&m.name).is_some_and(|o| o.engine))
+            .map(|m| m.name.clone())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + STARTING_TIMEOUT;
+    let mut said = false;
+    while obs.observed.managers_unchecked && !quiet(&obs).is_empty() && std::time::Instant::now() < deadline {
+        if !said {
+            progress.note(&format!(
+                "waiting for the engines of {} to answer before planning (their machines run)",
+                quiet(&obs).join(", ")
+            ));
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        obs = observe(&**rt).await?;
+    }
+    Ok(obs)
 }
 
 /// How long `up` waits for the swarm to elect a leader when a majority of its managers answer
