@@ -20,7 +20,7 @@ pub mod nodes;
 pub mod steps;
 
 pub use membership::{init, join, join_token, leave, record};
-pub use nodes::{configure, forget_stale, out_of_sequence, UPDATE_ATTEMPTS};
+pub use nodes::{configure, forget_stale, out_of_sequence, update_look, update_race, UPDATE_RETRY};
 
 /// The swarm's management port.
 pub const SWARM_PORT: u16 = 2377;

@@ -3,6 +3,7 @@
 //! behind, and retrying an update that lost a race with the swarm's own.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use bollard::models::{Node, NodeSpec as SwarmNodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState};
 use bollard::query_parameters::UpdateNodeOptionsBuilder;
@@ -10,6 +11,7 @@ use bollard::Docker;
 
 use crate::error::{Error, Result};
 use crate::topology::Role;
+use crate::wait::{Look, Wait};
 
 /// Sets a swarm node's role, availability and labels through a manager, like
 /// `docker node update` (and `promote`/`demote`).
@@ -24,33 +26,53 @@ pub async fn configure(
     let step = "set role, availability and labels";
     // The swarm updates a node's object on its own (a node that just joined registers), so
     // the version read may be stale by the time of the update: read it again and retry.
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let current = manager.inspect_node(node_id).await.map_err(|e| Error::engine(node, step, e))?;
-        let version = current.version.and_then(|v| v.index).unwrap_or_default();
-        let spec = SwarmNodeSpec {
-            name: current.spec.and_then(|s| s.name),
-            labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
-            role: Some(match role {
-                Role::Manager => NodeSpecRoleEnum::MANAGER,
-                Role::Worker => NodeSpecRoleEnum::WORKER,
-            }),
-            availability: Some(if drain { NodeSpecAvailabilityEnum::DRAIN } else { NodeSpecAvailabilityEnum::ACTIVE }),
-        };
-        match manager.update_node(node_id, spec, UpdateNodeOptionsBuilder::new().version(version as i64).build()).await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) if out_of_sequence(&e) && attempt < UPDATE_ATTEMPTS => {
-                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt as u64)).await;
-            }
-            Err(e) => return Err(Error::engine(node, step, e)),
-        }
-    }
+    update_race(node, "the swarm to take its new role, availability and labels")
+        .poll(|| async {
+            let current = match manager.inspect_node(node_id).await {
+                Ok(n) => n,
+                Err(e) => return Look::Fail(Error::engine(node, step, e)),
+            };
+            let version = current.version.and_then(|v| v.index).unwrap_or_default();
+            let spec = SwarmNodeSpec {
+                name: current.spec.and_then(|s| s.name),
+                labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+                role: Some(match role {
+                    Role::Manager => NodeSpecRoleEnum::MANAGER,
+                    Role::Worker => NodeSpecRoleEnum::WORKER,
+                }),
+                availability: Some(if drain {
+                    NodeSpecAvailabilityEnum::DRAIN
+                } else {
+                    NodeSpecAvailabilityEnum::ACTIVE
+                }),
+            };
+            let opts = UpdateNodeOptionsBuilder::new().version(version as i64).build();
+            update_look(manager.update_node(node_id, spec, opts).await, |e| Error::engine(node, step, e))
+        })
+        .await
 }
 
-/// How many times an update that lost a race with the swarm's own is tried.
-pub const UPDATE_ATTEMPTS: u32 = 5;
+/// How long an update that loses races with the swarm's own is tried again.
+pub const UPDATE_RETRY: Duration = Duration::from_secs(3);
+
+/// The wait for an update of a swarm object that may lose a race with the swarm's own: each
+/// look reads the object's version and updates it, and answers with [`update_look`].
+pub fn update_race(node: &str, what: &str) -> Wait {
+    Wait::new(node, what, UPDATE_RETRY).every(Duration::from_millis(200))
+}
+
+/// What an update's result means to [`update_race`]: done; not yet, when the swarm said
+/// "update out of sequence" (read again and retry); or failed, with `fail`'s error.
+pub fn update_look<T>(
+    result: std::result::Result<T, bollard::errors::Error>,
+    fail: impl FnOnce(bollard::errors::Error) -> Error,
+) -> Look<T> {
+    match result {
+        Ok(v) => Look::Done(v),
+        Err(e) if out_of_sequence(&e) => Look::NotYet(Box::new(fail(e))),
+        Err(e) => Look::Fail(fail(e)),
+    }
+}
 
 /// Whether the swarm refused an update because the object changed since it was read
 /// ("update out of sequence"): reading it again and retrying is the answer.
