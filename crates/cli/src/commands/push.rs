@@ -152,7 +152,8 @@ fn stop_signals() -> Result<impl std::future::Future<Output = ()>> {
     let kinds = [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup(), SignalKind::quit()];
     let mut streams = Vec::new();
     for kind in kinds {
-        streams.push(signal(kind).map_err(|e| Error::op("lab images gc", format!("handle signals: {e}")))?);
+        streams
+            .push(signal(kind).map_err(|e| Error::op("lab images gc", format!("handle signals: {e}")).with_source(e))?);
     }
     Ok(async move {
         let any = futures_util::future::select_all(streams.iter_mut().map(|s| Box::pin(s.recv())));
