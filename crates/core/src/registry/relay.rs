@@ -255,7 +255,8 @@ pub(crate) async fn relay_one(mut inbound: TcpStream, target: &str, certs: &Path
         std::fs::read_to_string(&p).map_err(|e| format!("read {}: {e}", p.display()))
     };
     let config: Arc<rustls::ClientConfig> =
-        crate::tls::client_config_pem(&read("ca.crt")?, &read("client.cert")?, &read("client.key")?)?;
+        crate::tls::client_config_pem(&read("ca.crt")?, &read("client.cert")?, &read("client.key")?)
+            .map_err(|e| e.to_string())?;
     let tcp = TcpStream::connect(target).await.map_err(|e| format!("connect to the registry at {target}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let _ = inbound.set_nodelay(true);
