@@ -67,7 +67,8 @@ fn items(args: &PushArgs) -> Result<Vec<Item>> {
 pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) -> Result<i32> {
     let items = items(args)?;
     let (_, engine) = lab_core::cluster::local_host().map_err(|m| Error::input("docker context", m))?;
-    let local = lab_core::cluster::ImageSource::default().local_engine().await.map_err(|m| Error::op("lab push", m))?;
+    let local =
+        lab_core::cluster::ImageSource::default().local_engine().await.map_err(|e| Error::op_caused("lab push", e))?;
     let client = client(config, args.cluster.cluster.as_deref()).await?;
     let bar =
         (std::io::stderr().is_terminal() && !crate::progress::in_ci() && args.output == Output::Table).then(|| {
