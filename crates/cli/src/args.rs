@@ -393,13 +393,8 @@ fn ssh_line_with_separator(args: &[std::ffi::OsString], invalid: &str) -> Option
     if !node {
         return None;
     }
-    let quoted = |w: &String| {
-        if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
-            w.clone()
-        } else {
-            format!("'{}'", w.replace('\'', r"'\''"))
-        }
-    };
+    // An argument from the OS holds no NUL byte, the one thing shlex cannot quote.
+    let quoted = |w: &String| shlex::try_quote(w).map(|q| q.into_owned()).unwrap_or_else(|_| w.clone());
     let mut line = vec!["lab".to_string()];
     line.extend(words[1..at].iter().map(quoted));
     line.push("--".into());

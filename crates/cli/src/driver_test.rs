@@ -71,7 +71,7 @@ pub async fn run(config: Option<&Path>, a: &DriverTestArgs) -> Result<i32> {
                 "conforms": broken.is_empty(),
                 "rules": results,
             });
-            outln!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::op("print the results", e))?)?;
+            outln!("{}", serde_json::to_string_pretty(&v).map_err(|e| Error::op_caused("print the results", e))?)?;
         }
         Output::Table => {
             let width = results.iter().map(|r| r.rule.len()).max().unwrap_or(0);

@@ -63,17 +63,21 @@ where
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            errln!("lab: error: {e}");
-            // What caused it, outermost first, where the message does not say it already.
-            for cause in e.causes() {
-                errln!("lab: cause: {cause}");
-            }
-            if let Some(hint) = e.hint() {
-                errln!("lab: hint: {hint}");
+            for line in error_lines(&e) {
+                errln!("{line}");
             }
             e.exit_code()
         }
     }
+}
+
+/// What lab prints on stderr for an error: the error, then what caused it, outermost first,
+/// where the message does not say it already, then the hint.
+fn error_lines(e: &lab_core::Error) -> Vec<String> {
+    let mut lines = vec![format!("lab: error: {e}")];
+    lines.extend(e.causes().into_iter().map(|cause| format!("lab: cause: {cause}")));
+    lines.extend(e.hint().map(|hint| format!("lab: hint: {hint}")));
+    lines
 }
 
 fn init_tracing(verbose: u8) {
@@ -184,5 +188,49 @@ mod tests {
         // The capture works: what is allowed is printed.
         let text = printed(Some("trace"), 0);
         assert!(text.contains("bollard-info-is-fine") && text.contains("lab-debug-is-fine"), "{text}");
+    }
+
+    /// Issue 21, item 3: a wait that runs out prints what never happened, then the last
+    /// error it saw as the cause (with that error's own cause), then the hint.
+    #[tokio::test]
+    async fn a_timeout_prints_its_last_error_as_the_cause() {
+        use lab_core::wait::Wait;
+        use lab_core::Error;
+        let refused =
+            || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        let e = Wait::new("worker1", "its Docker engine to answer", std::time::Duration::from_millis(50))
+            .every(std::time::Duration::from_millis(10))
+            .hint("is its engine running?")
+            .until(|| async { Err::<(), _>(Error::caused("worker1", "connect to its Docker engine", refused())) })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            super::error_lines(&e),
+            [
+                "lab: error: worker1: timed out after 1s waiting for its Docker engine to answer",
+                "lab: cause: worker1: connect to its Docker engine: Connection refused (os error 111)",
+                "lab: hint: is its engine running?",
+            ]
+        );
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    /// Issue 21, item 3: an error made from another error prints its words once, and keeps
+    /// it: a cause that says more than the message is printed under it.
+    #[test]
+    fn an_errors_chain_is_printed_once_each() {
+        use lab_core::Error;
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "Permission denied (os error 13)");
+        let e = Error::op_caused("relay to 10.0.0.2:5443", io);
+        assert_eq!(super::error_lines(&e), ["lab: error: relay to 10.0.0.2:5443: Permission denied (os error 13)"]);
+        assert!(std::error::Error::source(&e).is_some(), "the io error is kept");
+        let outer = Error::op("lab images gc", "the registry stayed read-only").with_source(e);
+        assert_eq!(
+            super::error_lines(&outer),
+            [
+                "lab: error: lab images gc: the registry stayed read-only",
+                "lab: cause: relay to 10.0.0.2:5443: Permission denied (os error 13)",
+            ]
+        );
     }
 }

@@ -72,7 +72,7 @@ fn write_to(w: &mut impl Write, gone: &AtomicBool, args: fmt::Arguments<'_>) -> 
             gone.store(true, Ordering::Relaxed);
             Ok(())
         }
-        Err(e) => Err(Error::op("write the results to stdout", e)),
+        Err(e) => Err(Error::op_caused("write the results to stdout", e)),
     }
 }
 

@@ -558,7 +558,7 @@ fn value_at<'a>(v: &'a Value, key: &[String]) -> Option<&'a Value> {
 /// `with`, but where it differs from `without` on a guarded setting, `without`'s value
 /// (absent if `without` has none); and the dotted keys that were so kept out.
 fn keep_out(with: &Settings, without: &Settings, built_in: bool) -> Result<(Settings, Vec<String>)> {
-    let json = |s: &Settings| serde_json::to_value(s).map_err(|e| Error::op("read the settings", e));
+    let json = |s: &Settings| serde_json::to_value(s).map_err(|e| Error::op_caused("read the settings", e));
     let (mut kept, without) = (json(with)?, json(without)?);
     let mut ignored = Vec::new();
     for key in guarded_keys(&with.driver, built_in, &[&kept, &without]) {
@@ -575,7 +575,7 @@ fn keep_out(with: &Settings, without: &Settings, built_in: bool) -> Result<(Sett
         }
         ignored.push(key.join("."));
     }
-    let kept = serde_json::from_value(kept).map_err(|e| Error::op("read the settings", e))?;
+    let kept = serde_json::from_value(kept).map_err(|e| Error::op_caused("read the settings", e))?;
     Ok((kept, ignored))
 }
 

@@ -506,6 +506,31 @@ fn a_broken_docker_host_is_named_with_its_cause() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// Issue 21, item 3: `lab push` with a local engine it cannot reach keeps the engine's error
+/// as the cause: the message says it in the system's words, once, and nothing else is asked.
+#[test]
+fn push_with_an_unreachable_local_engine_names_it_once() {
+    let e = Env::new();
+    let sock = e.cwd.path().join("not-a-socket.sock");
+    std::fs::write(&sock, "").unwrap();
+    let host = format!("unix://{}", sock.display());
+    let out = e.lab(&["push", "--cluster", "nowhere", "alpine:3"], &[("DOCKER_HOST", &host)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let first = stderr.lines().find(|l| l.starts_with("lab: error: ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        first.starts_with(&format!(
+            "lab: error: lab push: the Docker engine DOCKER_HOST names ({host}) could not be reached: "
+        )),
+        "{stderr}"
+    );
+    assert!(first.contains("Connection refused") || first.contains("os error 111"), "the cause is lost: {stderr}");
+    for cause in stderr.lines().filter_map(|l| l.strip_prefix("lab: cause: ")) {
+        assert!(!first.contains(cause), "{cause:?} repeats the message: {stderr}");
+    }
+    assert!(!e.state.path().join("lab/clusters/nowhere").exists(), "{stderr}");
+}
+
 /// Issue 10, item 4: the drivers' flags come from their own declarations. `lab up --help`
 /// shows them under their own heading, naming the driver; `lab drivers --long` lists every
 /// setting of every driver.

@@ -67,6 +67,10 @@ pub enum Error {
         secs: u64,
         /// Why it may not have happened, if lab could tell.
         hint: Option<String>,
+        /// The last reason it had not happened yet, when the wait saw one (see
+        /// [`crate::wait::Wait`]).
+        #[source]
+        source: Option<BoxError>,
     },
     /// Another `lab` process holds the cluster's lock.
     #[error("cluster {cluster} is busy: {holder} holds its lock")]
@@ -127,6 +131,35 @@ impl Error {
     /// An operational error on a node, with the cause as the underlying tool said it.
     pub fn node(node: impl Into<String>, step: impl Into<String>, message: impl std::fmt::Display) -> Self {
         Error::Node { node: node.into(), step: step.into(), message: message.to_string(), hint: None, source: None }
+    }
+
+    /// `step` on `node` failed because of `err`: its words are the message, and it is kept
+    /// as the source.
+    pub fn caused<E>(node: impl Into<String>, step: impl Into<String>, err: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Error::node(node, step, &err).with_source(err)
+    }
+
+    /// [`Error::caused`] for an operation that belongs to no single node.
+    pub fn op_caused<E>(context: impl Into<String>, err: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Error::op(context, &err).with_source(err)
+    }
+
+    /// Keeps `err` as what caused this error (ignored on variants that carry no cause), for
+    /// messages that say more than the cause's own words.
+    pub fn with_source(mut self, err: impl Into<BoxError>) -> Self {
+        match &mut self {
+            Error::Node { source, .. } | Error::Operation { source, .. } | Error::Timeout { source, .. } => {
+                *source = Some(err.into())
+            }
+            _ => {}
+        }
+        self
     }
 
     /// An operational error that belongs to no single node.

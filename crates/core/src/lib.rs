@@ -37,6 +37,7 @@ pub mod swarm;
 pub mod tls;
 #[doc(hidden)]
 pub mod topology;
+pub mod wait;
 
 pub use driver::{
     Capabilities, Driver, DriverContext, DriverOption, ExecOutput, Machine, MachineState, NodeEngine, OptionKind,

@@ -38,7 +38,7 @@ impl Secret {
     /// A new random secret: 32 bytes from the OS, hex-encoded.
     pub fn random() -> Result<Self> {
         let mut buf = [0u8; 32];
-        getrandom::getrandom(&mut buf).map_err(|e| Error::op("generate registry secret", e))?;
+        getrandom::getrandom(&mut buf).map_err(|e| Error::op_caused("generate registry secret", e))?;
         Ok(Secret(buf.iter().map(|b| format!("{b:02x}")).collect()))
     }
     /// The value, for the one place that must send it (an API call).

@@ -779,22 +779,27 @@ fn missing_program(out: &ExecOutput) -> bool {
 
 #[cfg(test)]
 mod tests {
-    /// The archive that empties a killed node's pid files is one `tar` reads: the files
-    /// empty, their directories there.
+    /// The archive that empties a killed node's pid files reads back, with the `tar` crate
+    /// the engine's archive API agrees with, as the files (empty, mode 0644, root's) and
+    /// their directories.
     #[test]
     fn the_pid_file_archive_is_a_valid_tar() {
         let tar = crate::node::empty_files_tar(&["run/docker.pid", "run/docker/containerd/containerd.pid"]).unwrap();
-        let dir = std::env::temp_dir().join(format!("lab-tar-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("a.tar");
-        std::fs::write(&file, &tar).unwrap();
-        let out = std::process::Command::new("tar").arg("-tvf").arg(&file).output().expect("run tar");
-        let listing = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        for want in ["run/", "run/docker.pid", "run/docker/containerd/containerd.pid"] {
-            assert!(listing.lines().any(|l| l.ends_with(want)), "{want} missing:\n{listing}");
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let h = entry.header();
+            let path = entry.path().unwrap().display().to_string();
+            assert_eq!((h.uid().unwrap(), h.gid().unwrap(), h.size().unwrap()), (0, 0, 0), "{path}");
+            let (kind, mode) =
+                if path.ends_with('/') { (tar::EntryType::Directory, 0o755) } else { (tar::EntryType::Regular, 0o644) };
+            assert_eq!((h.entry_type(), h.mode().unwrap()), (kind, mode), "{path}");
+            seen.push(path);
         }
-        assert!(listing.contains(" 0 "), "{listing}");
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            seen,
+            ["run/", "run/docker.pid", "run/docker/", "run/docker/containerd/", "run/docker/containerd/containerd.pid"]
+        );
     }
 }

@@ -5,14 +5,15 @@
 use std::collections::HashMap;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig, Mount, MountType};
 use bollard::Docker;
-use lab_core::error::engine_message;
-use lab_core::{Error, Machine, MachineState, Result, Role};
+use lab_core::wait::{Look, Wait};
+use lab_core::{Machine, MachineState, Result, Role};
 
 use crate::engine::{CLUSTER_LABEL, NODE_LABEL};
+use crate::error::on_engine;
 
 pub(crate) const ROLE_LABEL: &str = "lab.role";
 /// How long `up` waits for a node restarted to recreate its engine socket.
@@ -66,44 +67,29 @@ pub(crate) const SOCKET_DIR_IN_NODE: &str = "/run/lab";
 
 /// Whether a socket appears at `socket` within `limit`.
 pub(crate) async fn socket_appears(socket: &Path, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if is_socket(socket) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    is_socket(socket)
+    Wait::new("", "", limit).holds("no socket", || std::future::ready(is_socket(socket))).await.is_ok()
 }
 
 /// Waits until the engine at `socket` answers, at most [`RECOVER_TIMEOUT`]. What it then
 /// says of its cluster membership, and how long that takes to settle, is the core's business:
 /// its observation waits for it.
 pub(crate) async fn wait_answering(node: &str, socket: &Path) -> Result<()> {
-    let start = Instant::now();
-    let mut last;
-    loop {
-        if is_socket(socket) {
-            match Docker::connect_with_unix(&socket.to_string_lossy(), 5, bollard::API_DEFAULT_VERSION) {
-                Ok(d) => match d.info().await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = engine_message(&e),
-                },
-                Err(e) => last = engine_message(&e),
+    let what = "its Docker engine to answer after lab restarted it to recreate its socket";
+    Wait::new(node, what, RECOVER_TIMEOUT)
+        .poll(|| async {
+            if !is_socket(socket) {
+                return Look::not_yet(format!("no socket at {} yet", socket.display()));
             }
-        } else {
-            last = format!("no socket at {} yet", socket.display());
-        }
-        if start.elapsed() >= RECOVER_TIMEOUT {
-            return Err(Error::Timeout {
-                node: node.into(),
-                what: "its Docker engine to answer after lab restarted it to recreate its socket".into(),
-                secs: RECOVER_TIMEOUT.as_secs(),
-                hint: Some(format!("last seen: {last}")),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            let answer = match Docker::connect_with_unix(&socket.to_string_lossy(), 5, bollard::API_DEFAULT_VERSION) {
+                Ok(d) => d.info().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(()) => Look::Done(()),
+                Err(e) => Look::not_yet(on_engine(format!("ask the engine at {}", socket.display()), e)),
+            }
+        })
+        .await
 }
 
 /// The host directory bind-mounted on the node's socket directory: where its engine socket

@@ -11,12 +11,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bollard::Docker;
 use lab_core::driver::support;
 use lab_core::state::{make_private_dir, write_atomic};
+use lab_core::wait::{Look, Wait};
 use lab_core::{
     Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, MachineState, NodeEngine, NodeSpec,
     Result,
@@ -401,17 +402,13 @@ impl QemuDriver {
             return Err(Error::op("start the cluster's network switch (vde_switch)", out.message()));
         }
         // With --daemon the pidfile is written after the fork.
-        let start = Instant::now();
-        while vm::running(&pidfile, &marker).is_none() || !dir.join("ctl").exists() {
-            if start.elapsed() > Duration::from_secs(10) {
-                return Err(Error::op(
-                    "start the cluster's network switch (vde_switch)",
-                    format!("it did not come up within 10s (no running process in {})", pidfile.display()),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
+        let up = || std::future::ready(vm::running(&pidfile, &marker).is_some() && dir.join("ctl").exists());
+        Wait::new("", "", Duration::from_secs(10)).every(Duration::from_millis(100)).holds("", up).await.map_err(|_| {
+            Error::op(
+                "start the cluster's network switch (vde_switch)",
+                format!("it did not come up within 10s (no running process in {})", pidfile.display()),
+            )
+        })
     }
 
     /// Boots the node's VM unless its QEMU runs, then waits (bounded) until its engine answers.
@@ -450,34 +447,29 @@ impl QemuDriver {
     /// error quotes the console.
     async fn wait_engine(&self, node: &str, dir: &NodeDir, record: &NodeRecord) -> Result<()> {
         let timeout = Duration::from_secs(self.config.boot_timeout());
-        let start = Instant::now();
         let docker = self.docker(node, record)?;
-        let mut last: String;
-        loop {
-            if Self::running(dir).is_none() {
-                return Err(Error::node(node, "boot its VM", "its QEMU process exited")
-                    .with_hint(vm::console_tail(&dir.console(), 15)));
-            }
-            let probe = docker.clone().with_timeout(Duration::from_secs(5));
-            match tokio::time::timeout(Duration::from_secs(6), probe.ping()).await {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) => last = lab_core::error::engine_message(&e),
-                Err(_) => last = "no answer within 5s".into(),
-            }
-            if start.elapsed() >= timeout {
-                return Err(Error::node(
-                    node,
-                    "boot its VM",
-                    format!(
-                        "its Docker engine did not answer at tcp://127.0.0.1:{} within {}s (last: {last})",
-                        record.engine_port,
-                        timeout.as_secs()
-                    ),
-                )
-                .with_hint(vm::console_tail(&dir.console(), 15)));
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        let what = format!("its Docker engine to answer at tcp://127.0.0.1:{}", record.engine_port);
+        let console = || vm::console_tail(&dir.console(), 15);
+        Wait::new(node, what, timeout)
+            .every(Duration::from_secs(1))
+            .poll(|| async {
+                if Self::running(dir).is_none() {
+                    return Look::Fail(
+                        Error::node(node, "boot its VM", "its QEMU process exited").with_hint(console()),
+                    );
+                }
+                let probe = docker.clone().with_timeout(Duration::from_secs(5));
+                match tokio::time::timeout(Duration::from_secs(6), probe.ping()).await {
+                    Ok(Ok(_)) => Look::Done(()),
+                    Ok(Err(e)) => Look::NotYet(Box::new(Error::engine(node, "ping its Docker engine", e))),
+                    Err(_) => Look::not_yet("no answer within 5s"),
+                }
+            })
+            .await
+            .map_err(|e| match e {
+                Error::Timeout { .. } => e.with_hint(console()),
+                other => other,
+            })
     }
 
     /// Ends the node's QEMU: QMP `quit`, then SIGKILL, each bounded.
@@ -496,14 +488,8 @@ impl QemuDriver {
 }
 
 async fn gone(done: impl Fn() -> bool, within: Duration) -> bool {
-    let start = Instant::now();
-    while !done() {
-        if start.elapsed() > within {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    true
+    let wait = Wait::new("", "", within).every(Duration::from_millis(100));
+    wait.holds("", || std::future::ready(done())).await.is_ok()
 }
 
 /// A port on 127.0.0.1 that is free now and not in `taken`.

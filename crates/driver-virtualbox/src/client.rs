@@ -217,6 +217,8 @@ pub fn ssh_login(inspect: &str) -> Result<(String, PathBuf), String> {
 
 /// [`run`] for callers that cannot wait asynchronously (`lab ssh` builds its command
 /// synchronously, and the SSH set-up runs on a blocking thread): the same bound, by polling.
+/// It polls on its own, not through `lab_core::wait`, which waits on the async runtime that a
+/// blocking thread does not have.
 pub fn run_blocking(program: &Path, args: &[String], timeout: Duration) -> std::io::Result<Output> {
     use std::io::Read;
     let mut child = std::process::Command::new(program)

@@ -46,12 +46,12 @@ pub(crate) fn learn(program: &Path, known: &Path, node: &str, machine: &str) -> 
     if lines.is_empty() {
         return Err(Error::node(node, step, format!("it printed no host key:\n{}", out.stdout.trim())));
     }
-    known_hosts::set_host(known, machine, &lines).map_err(|e| Error::node(node, "record its SSH host keys", e))
+    known_hosts::set_host(known, machine, &lines).map_err(|e| Error::caused(node, "record its SSH host keys", e))
 }
 
 /// Forgets `machine`'s host keys (it is gone; a new machine of that name has new ones).
 pub(crate) fn forget(known: &Path, node: &str, machine: &str) -> Result<()> {
-    known_hosts::set_host(known, machine, &[]).map_err(|e| Error::node(node, "forget its SSH host keys", e))
+    known_hosts::set_host(known, machine, &[]).map_err(|e| Error::caused(node, "forget its SSH host keys", e))
 }
 
 /// How `node`'s machine is reached over SSH: at its host-only address (`docker-machine ip`),
@@ -74,7 +74,7 @@ pub(crate) fn target(program: &Path, known: &Path, node: &str, machine: &str) ->
     let step = format!("docker-machine inspect {machine}");
     let config = read(vec!["inspect".into(), machine.into()], step.clone())?;
     let (user, key) = client::ssh_login(&config).map_err(|e| Error::node(node, &step, e))?;
-    if !known_hosts::records(known, machine).map_err(|e| Error::node(node, "read its SSH host keys", e))? {
+    if !known_hosts::records(known, machine).map_err(|e| Error::caused(node, "read its SSH host keys", e))? {
         tracing::warn!(
             node,
             "no SSH host key of {machine} is recorded (it was made by a lab that kept none); reading it through \

@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use ssh2::{Channel, MethodType, Session};
@@ -46,17 +46,41 @@ impl Stage {
 }
 
 /// A failure to reach a host, with the stage it happened at.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}: {message}", stage.step())]
+#[derive(Debug, Clone)]
 pub struct SshError {
     /// Where it failed.
     pub stage: Stage,
     /// Why, in the words of the OS, libssh2 or the server.
     pub message: String,
+    /// The OS's or libssh2's error, where one caused it (shared, so the error stays `Clone`).
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl std::fmt::Display for SshError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.stage.step(), self.message)
+    }
+}
+
+// By hand, not thiserror: its source would be the `Arc`, which no caller can downcast to
+// the io or libssh2 error inside.
+impl std::error::Error for SshError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 fn fail(stage: Stage, message: impl Into<String>) -> SshError {
-    SshError { stage, message: message.into() }
+    SshError { stage, message: message.into(), source: None }
+}
+
+/// [`fail`], keeping `cause` as the source.
+fn failed_by(
+    stage: Stage,
+    message: impl Into<String>,
+    cause: impl std::error::Error + Send + Sync + 'static,
+) -> SshError {
+    SshError { stage, message: message.into(), source: Some(Arc::new(cause)) }
 }
 
 /// One host and how to reach it.
@@ -105,17 +129,18 @@ impl Target {
         let addrs =
             resolve(&h.address, h.port, self.connect_timeout, |a, p| (a, p).to_socket_addrs().map(|i| i.collect()))
                 .map_err(|m| fail(Stage::Connect, m))?;
-        let mut last = format!("{} resolves to no address", h.address);
+        let mut last = fail(Stage::Connect, format!("{} resolves to no address", h.address));
         for a in addrs {
             match TcpStream::connect_timeout(&a, self.connect_timeout) {
                 Ok(s) => return Ok(s),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {
-                    last = format!("no answer from {a} within {}s", self.connect_timeout.as_secs())
+                    last =
+                        fail(Stage::Connect, format!("no answer from {a} within {}s", self.connect_timeout.as_secs()))
                 }
-                Err(e) => last = format!("{a}: {e}"),
+                Err(e) => last = failed_by(Stage::Connect, format!("{a}: {e}"), e),
             }
         }
-        Err(fail(Stage::Connect, last))
+        Err(last)
     }
 
     /// An authenticated session with a verified host key.
@@ -123,7 +148,7 @@ impl Target {
         let _permit = self.permit()?;
         let tcp = self.tcp()?;
         let _ = tcp.set_nodelay(true);
-        let mut sess = Session::new().map_err(|e| fail(Stage::HostKey, e.to_string()))?;
+        let mut sess = Session::new().map_err(|e| failed_by(Stage::HostKey, e.to_string(), e))?;
         sess.set_tcp_stream(tcp);
         // Until the server has shown its SSH banner and key, the connect timeout applies: a
         // firewall or proxy may accept TCP connections for hosts that are not there.
@@ -137,7 +162,7 @@ impl Target {
             } else {
                 format!("SSH handshake with {}: {}", self.describe(), e.message())
             };
-            fail(Stage::Connect, why)
+            failed_by(Stage::Connect, why, e)
         })?;
         sess.set_timeout(millis(self.operation_timeout));
         known_hosts::verify(&sess, &self.known_hosts, &h.name, h.host_key_name(), h.port, self.policy)
@@ -182,7 +207,9 @@ impl Target {
         let offered = match sess.auth_methods(user) {
             Ok(m) => m.to_string(),
             Err(_) if sess.authenticated() => return Ok(()),
-            Err(e) => return Err(fail(Stage::Auth, format!("as {user}: the server refused to list methods: {e}"))),
+            Err(e) => {
+                return Err(failed_by(Stage::Auth, format!("as {user}: the server refused to list methods: {e}"), e))
+            }
         };
         let mut tried: Vec<String> = Vec::new();
         if !offered.split(',').any(|m| m == "publickey") {
@@ -267,16 +294,14 @@ impl Target {
     pub fn docker_channel(&self) -> Result<(Session, Channel), SshError> {
         let sess = self.session()?;
         let ch = sess.channel_direct_streamlocal(DOCKER_SOCKET, None).map_err(|e| {
-            fail(
-                Stage::Channel,
-                format!(
-                    "open a stream to {DOCKER_SOCKET} as {}: {} (is Docker installed and running, may {} use its \
-                     socket, and does sshd allow AllowStreamLocalForwarding?)",
-                    self.host.user,
-                    e.message(),
-                    self.host.user
-                ),
-            )
+            let why = format!(
+                "open a stream to {DOCKER_SOCKET} as {}: {} (is Docker installed and running, may {} use its socket, \
+                 and does sshd allow AllowStreamLocalForwarding?)",
+                self.host.user,
+                e.message(),
+                self.host.user
+            );
+            failed_by(Stage::Channel, why, e)
         })?;
         Ok((sess, ch))
     }
@@ -286,15 +311,16 @@ impl Target {
     /// exactly one argument.
     pub fn exec(&self, argv: &[String]) -> Result<(Option<i64>, String, String), SshError> {
         let sess = self.session()?;
-        let mut ch = sess.channel_session().map_err(|e| fail(Stage::Channel, e.message().to_string()))?;
+        let mut ch = sess.channel_session().map_err(|e| failed_by(Stage::Channel, e.message().to_string(), e))?;
         let command = shell_join(argv).map_err(|e| fail(Stage::Channel, format!("run a command: {e}")))?;
-        ch.exec(&command).map_err(|e| fail(Stage::Channel, format!("run a command: {}", e.message())))?;
+        ch.exec(&command).map_err(|e| failed_by(Stage::Channel, format!("run a command: {}", e.message()), e))?;
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        ch.read_to_end(&mut stdout).map_err(|e| fail(Stage::Channel, format!("read the command's output: {e}")))?;
+        ch.read_to_end(&mut stdout)
+            .map_err(|e| failed_by(Stage::Channel, format!("read the command's output: {e}"), e))?;
         ch.stderr()
             .read_to_end(&mut stderr)
-            .map_err(|e| fail(Stage::Channel, format!("read the command's errors: {e}")))?;
+            .map_err(|e| failed_by(Stage::Channel, format!("read the command's errors: {e}"), e))?;
         let _ = ch.wait_close();
         let status = ch.exit_status().ok().map(i64::from);
         Ok((status, String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned()))
@@ -418,6 +444,25 @@ mod tests {
             operation_timeout,
             None,
         )
+    }
+
+    /// Issue 21, item 3: a refused connection keeps the OS's error as the cause, and lab's
+    /// error keeps it below the SSH error.
+    #[test]
+    fn a_refused_connection_keeps_the_os_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut t = target(Duration::from_secs(1));
+        t.host.address = "127.0.0.1".into();
+        t.host.port = port;
+        let err = t.tcp().unwrap_err();
+        assert!(err.message.starts_with(&format!("127.0.0.1:{port}: ")), "{err}");
+        let source = std::error::Error::source(&err).expect("the io error is kept");
+        let io = source.downcast_ref::<std::io::Error>().expect("as an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        let lab: lab_core::Error =
+            crate::Remote::new(t, Path::new("/nonexistent"), crate::Hints { connect: None, auth: None }).error(err);
+        let under = std::error::Error::source(&lab).and_then(std::error::Error::source);
+        assert!(under.is_some_and(|e| e.downcast_ref::<std::io::Error>().is_some()), "{lab:?}");
     }
 
     #[test]

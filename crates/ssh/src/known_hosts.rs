@@ -403,10 +403,35 @@ pub fn lines_for(host: &str, pub_keys: &str) -> Vec<String> {
     out
 }
 
+/// A known-hosts file of lab's own that could not be read or written, with the OS's error
+/// (or lab's, for a write) kept as the cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// Reading `file` failed.
+    #[error("cannot read the known-hosts file {}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing `file` (or making its directory) failed.
+    #[error("{source}")]
+    Write {
+        /// The file.
+        file: PathBuf,
+        /// Why: lab's state error, which names the file (boxed: it is large).
+        #[source]
+        source: Box<lab_core::Error>,
+    },
+}
+
 /// Whether a plain line of the user's file records a key for `host` on port 22.
-pub fn records(file: &Path, host: &str) -> Result<bool, String> {
+pub fn records(file: &Path, host: &str) -> Result<bool, FileError> {
     let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let list = read(file).map_err(|e| format!("cannot read the known-hosts file {}: {e}", file.display()))?;
+    let list = read(file).map_err(|e| FileError::Read { file: file.into(), source: e })?;
     let pat = lookup(host, 22);
     Ok(list.iter().any(|e| e.marker == Marker::None && host_matches(&e.hosts, &pat)))
 }
@@ -414,12 +439,12 @@ pub fn records(file: &Path, host: &str) -> Result<bool, String> {
 /// Makes `lines` the only lines for exactly `host` in `file` (a file of lab's own, made 0600
 /// if missing and replaced atomically): lines whose host field is `host` alone go, every
 /// other line stays as it is. With no `lines`, `host` is forgotten.
-pub fn set_host(file: &Path, host: &str, lines: &[String]) -> Result<(), String> {
+pub fn set_host(file: &Path, host: &str, lines: &[String]) -> Result<(), FileError> {
     let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("cannot read the known-hosts file {}: {e}", file.display())),
+        Err(e) => return Err(FileError::Read { file: file.into(), source: e }),
     };
     if text.is_empty() && lines.is_empty() {
         return Ok(());
@@ -435,9 +460,11 @@ pub fn set_host(file: &Path, host: &str, lines: &[String]) -> Result<(), String>
         out.push('\n');
     }
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        lab_core::state::make_private_dir(dir).map_err(|e| e.to_string())?;
+        lab_core::state::make_private_dir(dir)
+            .map_err(|e| FileError::Write { file: file.into(), source: Box::new(e) })?;
     }
-    lab_core::state::write_atomic(file, out.as_bytes()).map_err(|e| e.to_string())
+    lab_core::state::write_atomic(file, out.as_bytes())
+        .map_err(|e| FileError::Write { file: file.into(), source: Box::new(e) })
 }
 
 fn append(path: &Path, line: &str) -> std::io::Result<()> {

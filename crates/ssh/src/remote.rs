@@ -165,7 +165,11 @@ mod tests {
         let files = KnownHostsFiles { user: "/nonexistent/kh".into(), global: vec![] };
         let t = Target::new(host, files, HostKeyPolicy::Strict, Duration::from_secs(1), Duration::from_secs(1), None);
         let r = Remote::new(t, Path::new("/nonexistent"), Hints { connect: Some("is sshd running?"), auth: None });
-        let e = r.error(SshError { stage: Stage::Connect, message: "10.0.0.2:22: Connection refused".into() });
+        let e = r.error(SshError {
+            stage: Stage::Connect,
+            message: "10.0.0.2:22: Connection refused".into(),
+            source: None,
+        });
         assert_eq!(e.to_string(), "worker1: connect over SSH: 10.0.0.2:22: Connection refused");
         assert_eq!(e.hint(), Some("is sshd running?"));
         let cause = std::error::Error::source(&e).expect("the SSH error is kept");

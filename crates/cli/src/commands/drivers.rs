@@ -41,7 +41,7 @@ pub(super) async fn drivers(output: Output, long: bool) -> Result<i32> {
         });
     }
     if output == Output::Json {
-        outln!("{}", serde_json::to_string_pretty(&rows).map_err(|e| Error::op("print the drivers", e))?)?;
+        outln!("{}", serde_json::to_string_pretty(&rows).map_err(|e| Error::op_caused("print the drivers", e))?)?;
         return Ok(0);
     }
     let cell = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();

@@ -27,6 +27,10 @@ pub(super) fn shell_from_env() -> Shell {
 }
 
 /// Quotes a value for a POSIX shell or fish: single quotes, with embedded ones escaped.
+///
+/// Not shlex: shlex quotes for POSIX shells only (fish reads `\'` inside single quotes, which a
+/// POSIX shell does not), and it leaves a value that needs no quotes bare, where `lab env`
+/// always quotes, so the lines users paste look the same whatever the value.
 pub(super) fn quote(shell: Shell, v: &str) -> String {
     match shell {
         Shell::Fish => format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'")),

@@ -39,6 +39,6 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Relay(a) => lab_core::registry::relay::serve(a.listen, a.to.clone(), a.certs)
             .await
             .map(|()| 0)
-            .map_err(|e| lab_core::Error::op(format!("relay to {}", a.to), e.to_string())),
+            .map_err(|e| lab_core::Error::op_caused(format!("relay to {}", a.to), e)),
     }
 }

@@ -100,7 +100,8 @@ fn items(args: &PushArgs) -> Result<Vec<Item>> {
 pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) -> Result<i32> {
     let items = items(args)?;
     let (_, engine) = lab_core::cluster::local_host().map_err(|m| Error::input("docker context", m))?;
-    let local = lab_core::cluster::ImageSource::default().local_engine().await.map_err(|m| Error::op("lab push", m))?;
+    let local =
+        lab_core::cluster::ImageSource::default().local_engine().await.map_err(|e| Error::op_caused("lab push", e))?;
     let (rt, client) = reach(config, args.cluster.cluster.as_deref()).await?;
     let events = Events::new(args.output);
     let result = push::push(client.clone(), &local, &engine, &items, events.clone()).await;
@@ -180,7 +181,8 @@ fn stop_signals() -> Result<impl std::future::Future<Output = ()>> {
     let kinds = [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup(), SignalKind::quit()];
     let mut streams = Vec::new();
     for kind in kinds {
-        streams.push(signal(kind).map_err(|e| Error::op("lab images gc", format!("handle signals: {e}")))?);
+        streams
+            .push(signal(kind).map_err(|e| Error::op("lab images gc", format!("handle signals: {e}")).with_source(e))?);
     }
     Ok(async move {
         let any = futures_util::future::select_all(streams.iter_mut().map(|s| Box::pin(s.recv())));

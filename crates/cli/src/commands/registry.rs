@@ -83,7 +83,7 @@ async fn forward(rt: &Runtime, way: &WayIn, listen: Option<std::net::SocketAddr>
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::input("--listen", format!("cannot listen on {listen}: {e}")))?;
-    let at = listener.local_addr().map_err(|e| Error::op("lab registry forward", e))?;
+    let at = listener.local_addr().map_err(|e| Error::op_caused("lab registry forward", e))?;
     let scheme = if way.files.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://localhost:{}", at.port());
     match output {

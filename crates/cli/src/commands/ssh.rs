@@ -25,6 +25,6 @@ pub(super) async fn ssh(config: Option<&std::path::Path>, a: &SshArgs) -> Result
     let status = std::process::Command::new(&cmd[0])
         .args(&cmd[1..])
         .status()
-        .map_err(|e| Error::node(&a.node, format!("run {}", cmd[0]), e))?;
+        .map_err(|e| Error::caused(&a.node, format!("run {}", cmd[0]), e))?;
     Ok(status.code().unwrap_or(1))
 }

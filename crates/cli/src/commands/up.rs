@@ -10,6 +10,7 @@ use lab_core::converge::observe::observe;
 use lab_core::converge::plan::plan;
 use lab_core::registry::wait_ready;
 use lab_core::state::{Paths, RegistryTls};
+use lab_core::wait::{Look, Wait};
 use lab_core::{Error, Result};
 
 use super::cluster::{reporter, runtime};
@@ -193,18 +194,43 @@ const ELECTION_TIMEOUT: Duration = Duration::from_secs(45);
 /// and the cluster is observed again (the plan makes and joins the lost managers).
 async fn quorum(
     rt: &Arc<lab_core::converge::runtime::Runtime>,
-    mut obs: lab_core::converge::observe::Observation,
+    obs: lab_core::converge::observe::Observation,
     force_new_cluster: bool,
     progress: &dyn Progress,
 ) -> Result<lab_core::converge::observe::Observation> {
     let cluster = rt.desired.topology.cluster.to_string();
-    let deadline = std::time::Instant::now() + ELECTION_TIMEOUT;
-    while let Some(loss) = obs.quorum_loss(&rt.desired) {
-        if loss.electing() && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            obs = observe(&**rt).await?;
-            continue;
+    // While the swarm is electing, it is observed again, bounded; the last look decides.
+    let given = std::sync::Mutex::new(Some(obs));
+    let electing = std::sync::Mutex::new(None);
+    let waited = Wait::new(format!("cluster {cluster}"), "its swarm to elect a leader", ELECTION_TIMEOUT)
+        .every(Duration::from_secs(2))
+        .poll(|| async {
+            let first = given.lock().expect("observation lock").take();
+            let obs = match first {
+                Some(obs) => obs,
+                None => match observe(&**rt).await {
+                    Ok(obs) => obs,
+                    Err(e) => return Look::Fail(e),
+                },
+            };
+            let why = obs.quorum_loss(&rt.desired).filter(|l| l.electing()).map(|l| l.error(&cluster));
+            match why {
+                Some(why) => {
+                    *electing.lock().expect("observation lock") = Some(obs);
+                    Look::NotYet(Box::new(why))
+                }
+                None => Look::Done(obs),
+            }
+        })
+        .await;
+    let obs = match waited {
+        Ok(obs) => obs,
+        Err(Error::Timeout { .. }) => {
+            electing.into_inner().expect("observation lock").expect("the last look kept its observation")
         }
+        Err(e) => return Err(e),
+    };
+    if let Some(loss) = obs.quorum_loss(&rt.desired) {
         if !force_new_cluster || loss.survivors.is_empty() {
             return Err(loss.error(&cluster));
         }

@@ -17,23 +17,22 @@ use crate::error::{engine_message, Error, Result};
 /// node that needs them.
 #[derive(Default)]
 pub struct ImageSource {
-    local: OnceCell<std::result::Result<Docker, String>>,
+    local: OnceCell<std::result::Result<Docker, Unreachable>>,
     exports: std::sync::Mutex<std::collections::HashMap<String, Arc<OnceCell<Bytes>>>>,
 }
 
 impl ImageSource {
     /// The local engine, or why there is none, in the engine's words.
-    pub async fn local_engine(&self) -> std::result::Result<Docker, String> {
+    pub async fn local_engine(&self) -> std::result::Result<Docker, Unreachable> {
         self.local
             .get_or_init(|| async {
-                let (host, where_) = local_host()?;
-                let docker = Docker::connect_with_host(&host)
-                    .map_err(|e| format!("{where_} could not be reached: {}", engine_message(&e)))?;
-                let docker = docker.with_timeout(REQUEST_TIMEOUT);
-                docker
-                    .negotiate_version()
-                    .await
-                    .map_err(|e| format!("{where_} could not be reached: {}", engine_message(&e)))
+                let (host, where_) = local_host().map_err(|message| Unreachable { message, source: None })?;
+                let unreachable = |e: bollard::errors::Error| Unreachable {
+                    message: format!("{where_} could not be reached: {}", engine_message(&e)),
+                    source: Some(Arc::new(e)),
+                };
+                let docker = Docker::connect_with_host(&host).map_err(unreachable)?;
+                docker.with_timeout(REQUEST_TIMEOUT).negotiate_version().await.map_err(unreachable)
             })
             .await
             .clone()
@@ -44,7 +43,7 @@ impl ImageSource {
     pub async fn export(&self, image: &str) -> Result<std::result::Result<Bytes, String>> {
         let local = match self.local_engine().await {
             Ok(d) => d,
-            Err(why) => return Ok(Err(why)),
+            Err(why) => return Ok(Err(why.message)),
         };
         if let Err(e) = local.inspect_image(image).await {
             return Ok(Err(format!("the local Docker engine does not have it ({})", engine_message(&e))));
@@ -64,6 +63,30 @@ impl ImageSource {
             })
             .await?;
         Ok(Ok(archive.clone()))
+    }
+}
+
+/// Why there is no local engine: the docker context names none, or it could not be reached
+/// (bollard's error kept as the cause, shared: the answer is made once and handed to every
+/// node that asks).
+#[derive(Debug, Clone)]
+pub struct Unreachable {
+    /// What is wrong, naming the engine.
+    pub message: String,
+    /// bollard's error, if it came to connecting.
+    pub source: Option<Arc<bollard::errors::Error>>,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+// By hand: the source is the error inside the `Arc`, not the `Arc`.
+impl std::error::Error for Unreachable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

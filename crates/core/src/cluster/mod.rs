@@ -18,7 +18,7 @@ mod progress;
 mod step;
 
 pub use desired::{Desired, ModeRequest};
-pub use local::{local_host, ImageSource};
+pub use local::{local_host, ImageSource, Unreachable};
 pub use nodes::Nodes;
 pub use progress::{Progress, Silent};
 pub use step::Step;

@@ -90,7 +90,7 @@ pub async fn execute<R: StepRunner>(rt: Arc<R>, plan: &Plan) -> Result<()> {
             }
         }
         let Some(joined) = running.join_next().await else { break };
-        let (i, result) = joined.map_err(|e| Error::op("run a step", e))?;
+        let (i, result) = joined.map_err(|e| Error::op_caused("run a step", e))?;
         match result {
             Ok(_) => {
                 done[i] = true;

@@ -14,7 +14,7 @@
 //! that turns the answers into an [`Observation`] is checked without an engine.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::models::{NodeSpecAvailabilityEnum, NodeSpecRoleEnum};
 use futures_util::future::join_all;
@@ -29,6 +29,7 @@ use crate::error::{engine_message, Result};
 use crate::registry::RegistryObs;
 use crate::state::{ClusterState, RegistryTls};
 use crate::swarm::{local_view, LocalView, Quorum, QuorumLoss};
+use crate::wait::{Look, Wait};
 use crate::{registry, Role};
 
 /// A swarm node as a manager lists it.
@@ -598,16 +599,18 @@ async fn settled_view(
     docker: &bollard::Docker,
     advertise: &str,
 ) -> std::result::Result<Option<LocalView>, bollard::errors::Error> {
-    let start = Instant::now();
-    loop {
-        let v = local_view(docker).await?;
-        if !settling(&v, advertise) {
-            return Ok(Some(v));
-        }
-        if start.elapsed() >= SETTLE_TIMEOUT {
-            return Ok(None);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    // An engine error ends the wait as the wait's value; only "settling" waits on.
+    let settled = Wait::new("", "its membership to settle", SETTLE_TIMEOUT)
+        .poll(|| async {
+            match local_view(docker).await {
+                Ok(v) if settling(&v, advertise) => Look::not_yet("settling"),
+                answer => Look::Done(answer),
+            }
+        })
+        .await;
+    match settled {
+        Ok(answer) => answer.map(Some),
+        Err(_) => Ok(None),
     }
 }
 

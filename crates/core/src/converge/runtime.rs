@@ -15,6 +15,7 @@ use crate::driver::{Driver, Machine, NodeEngine};
 use crate::error::{Error, Result};
 use crate::state::{now, ClusterState, NodeRecord, Paths, StepRecord};
 use crate::topology::Role;
+use crate::wait::Wait;
 use crate::{images, registry, swarm};
 
 /// How long lab waits for a node's engine to answer after the machine starts.
@@ -122,35 +123,22 @@ impl Runtime {
         self.try_engine(node, Duration::from_secs(10)).await
     }
 
-    /// Waits, at most [`ENGINE_TIMEOUT`], until a node's engine answers.
+    /// Waits, at most [`ENGINE_TIMEOUT`], until a node's engine answers; the timeout keeps
+    /// the last error as its cause.
     pub async fn wait_engine(&self, node: &str) -> Result<NodeEngine> {
         let start = Instant::now();
-        let mut last;
-        loop {
-            // The machine may have been created by another process or have a new address.
-            if self.machine(node).is_none() || start.elapsed() > Duration::from_secs(5) {
-                if let Ok(ms) = self.driver.observe().await {
-                    self.set_machines(ms);
+        Wait::new(node, "its Docker engine to answer", ENGINE_TIMEOUT)
+            .every(Duration::from_millis(200))
+            .until(|| async move {
+                // The machine may have been created by another process or have a new address.
+                if self.machine(node).is_none() || start.elapsed() > Duration::from_secs(5) {
+                    if let Ok(ms) = self.driver.observe().await {
+                        self.set_machines(ms);
+                    }
                 }
-            }
-            match self.try_engine(node, Duration::from_secs(5)).await {
-                Ok(e) => return Ok(e),
-                Err(e) => last = e,
-            }
-            if start.elapsed() >= ENGINE_TIMEOUT {
-                let cause = match &last {
-                    Error::Node { message, .. } => message.clone(),
-                    other => other.to_string(),
-                };
-                return Err(Error::Timeout {
-                    node: node.into(),
-                    what: "its Docker engine to answer".into(),
-                    secs: ENGINE_TIMEOUT.as_secs(),
-                    hint: Some(format!("last error: {cause}")),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+                self.try_engine(node, Duration::from_secs(5)).await
+            })
+            .await
     }
 
     /// Remembers which swarm is the cluster's, as observation decided or `InitSwarm` made it.

@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::driver::{Capabilities, Driver, Machine, MachineState};
 use crate::error::{Error, Result};
 use crate::topology::{ClusterName, NodeSpec};
+use crate::wait::{Look, Wait};
 
 /// The rules, in the order they run, with what each checks.
 pub const RULES: &[(&str, &str)] = &[
@@ -324,40 +325,46 @@ impl Suite {
         }
         // As the core does: the engine may not be there yet (its socket not made, its port
         // not open), so `engine` is asked again until its engine answers, within the limit.
+        // A rule's verdict is the wait's value; only "not yet" keeps it waiting.
         let start = Instant::now();
-        let mut last = String::from("no answer yet");
-        while start.elapsed() < self.limits.engine {
-            let engine = match bounded(self.limits.call, self.driver.engine(machine)).await {
-                Call::Done(e) => e,
-                Call::Error(e @ (Error::Input { .. } | Error::Unsupported { .. })) => {
-                    return failed(rule, format!("engine({n}) {}", Call::<()>::Error(e).failure().unwrap_or_default()))
+        let waited = Wait::new(n, "its engine to answer ping", self.limits.engine)
+            .poll(|| async {
+                let engine = match bounded(self.limits.call, self.driver.engine(machine)).await {
+                    Call::Done(e) => e,
+                    Call::Error(e @ (Error::Input { .. } | Error::Unsupported { .. })) => {
+                        let why = Call::<()>::Error(e).failure().unwrap_or_default();
+                        return Look::Done(failed(rule, format!("engine({n}) {why}")));
+                    }
+                    other => return Look::not_yet(format!("engine({n}) {}", other.failure().unwrap_or_default())),
+                };
+                if engine.advertise_addr.trim().is_empty() {
+                    return Look::Done(failed(rule, format!("engine({n}) answered an empty advertise address")));
                 }
-                other => {
-                    last = format!("engine({n}) {}", other.failure().unwrap_or_default());
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            if engine.advertise_addr.trim().is_empty() {
-                return failed(rule, format!("engine({n}) answered an empty advertise address"));
-            }
-            match tokio::time::timeout(Duration::from_secs(5), engine.docker.ping()).await {
-                Ok(Ok(_)) => {
-                    return passed(
+                match tokio::time::timeout(Duration::from_secs(5), engine.docker.ping()).await {
+                    Ok(Ok(_)) => Look::Done(passed(
                         rule,
                         format!(
                             "{n}'s engine answered ping after {:.1}s; advertise address {}",
                             start.elapsed().as_secs_f64(),
                             engine.advertise_addr
                         ),
-                    )
+                    )),
+                    Ok(Err(e)) => Look::not_yet(format!("ping: {}", crate::error::engine_message(&e))),
+                    Err(_) => Look::not_yet("ping did not answer within 5s"),
                 }
-                Ok(Err(e)) => last = format!("ping: {}", crate::error::engine_message(&e)),
-                Err(_) => last = "ping did not answer within 5s".into(),
+            })
+            .await;
+        match waited {
+            Ok(verdict) => verdict,
+            Err(e) => {
+                let last =
+                    std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| "no answer yet".into());
+                failed(
+                    rule,
+                    format!("{n}'s engine never answered ping within {}s; last: {last}", self.limits.engine.as_secs()),
+                )
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        failed(rule, format!("{n}'s engine never answered ping within {}s; last: {last}", self.limits.engine.as_secs()))
     }
 
     /// An operation the driver does not claim must answer `Unsupported`.
@@ -645,6 +652,7 @@ pub async fn run(subject: Subject) -> Result<Vec<RuleResult>> {
                 what: "its preflight to answer".into(),
                 secs: d.as_secs(),
                 hint: None,
+                source: None,
             })
         }
     }
@@ -776,7 +784,7 @@ mod tests {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     Ok(ExecOutput { status: Some(127), ..Default::default() })
                 }
-                Err(e) => Err(Error::node(_node, "exec", e)),
+                Err(e) => Err(Error::io(_node, "exec", e)),
             }
         }
         fn shell_command(&self, node: &str, args: &[String]) -> Option<Vec<String>> {

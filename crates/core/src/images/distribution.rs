@@ -158,6 +158,11 @@ impl Client {
         Error::node(&self.at.node, step, message)
     }
 
+    /// `step` failed because of `err`, kept as the cause.
+    fn failed<E: std::error::Error + Send + Sync + 'static>(&self, step: impl Into<String>, err: E) -> Error {
+        Error::caused(&self.at.node, step, err)
+    }
+
     /// A new connection: `nc 127.0.0.1 5000` in the registry's container.
     async fn connect(&self) -> Result<SendRequest<Body>> {
         let step = "connect to the registry through its node's engine";
@@ -171,7 +176,7 @@ impl Client {
                 let tls = tokio_rustls::TlsConnector::from(cfg.clone())
                     .connect(name, io)
                     .await
-                    .map_err(|e| self.fail(step, format!("TLS with the registry failed: {e}")))?;
+                    .map_err(|e| self.fail(step, format!("TLS with the registry failed: {e}")).with_source(e))?;
                 self.handshake(tls, step).await
             }
         }
@@ -223,7 +228,7 @@ impl Client {
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let (sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| self.fail(step, e))?;
+            hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| self.failed(step, e))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "registry connection ended");
@@ -269,7 +274,7 @@ impl Client {
                 }
                 None => {
                     let mut s = self.connect().await?;
-                    s.ready().await.map_err(|e| self.fail(step, e))?;
+                    s.ready().await.map_err(|e| self.failed(step, e))?;
                     break s;
                 }
             }
@@ -278,9 +283,11 @@ impl Client {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(body).map_err(|e| self.fail(step, e))?;
-        let resp =
-            sender.send_request(req).await.map_err(|e| self.fail(step, format!("the registry did not answer: {e}")))?;
+        let req = req.body(body).map_err(|e| self.failed(step, e))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.fail(step, format!("the registry did not answer: {e}")).with_source(e))?;
         Ok((sender, resp))
     }
 
@@ -405,7 +412,7 @@ impl Client {
             if !a.status.is_success() {
                 return Err(self.fail(step, a.why()));
             }
-            let v: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| self.fail(step, e))?;
+            let v: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| self.failed(step, e))?;
             out.extend(v["repositories"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(String::from)));
             // `Link: </v2/_catalog?last=x&n=1000>; rel="next"` while there are more.
             match a.header("link").and_then(|l| l.split_once('<')).and_then(|(_, r)| r.split_once('>')) {
@@ -422,7 +429,7 @@ impl Client {
         match a.status {
             StatusCode::NOT_FOUND => Ok(Vec::new()),
             s if s.is_success() => {
-                let v: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| self.fail(&step, e))?;
+                let v: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| self.failed(&step, e))?;
                 let mut tags: Vec<String> =
                     v["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(String::from)).collect();
                 tags.sort();
@@ -474,8 +481,10 @@ pub async fn forward(
 ) -> Result<()> {
     let note = Arc::new(note);
     loop {
-        let (mut conn, peer) =
-            listener.accept().await.map_err(|e| Error::op("relay to the registry", format!("accept: {e}")))?;
+        let (mut conn, peer) = listener
+            .accept()
+            .await
+            .map_err(|e| Error::op("relay to the registry", format!("accept: {e}")).with_source(e))?;
         let (client, note) = (client.clone(), note.clone());
         tokio::spawn(async move {
             match client.stream().await {

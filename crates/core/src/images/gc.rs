@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::images::distribution::Client;
 use crate::registry;
 use crate::registry::Endpoint;
+use crate::wait::Wait;
 
 /// Where the registry keeps its data in its container.
 const DATA: &str = "/var/lib/registry";
@@ -123,32 +124,22 @@ pub async fn collect(
 /// Waits, at most [`RESTART`], until the registry's running task is one with the read-only
 /// setting as asked and it answers `GET /v2/`.
 async fn serving(rt: &dyn Nodes, read_only: bool) -> Result<Endpoint> {
-    let start = Instant::now();
     let what = if read_only { "the registry to answer read-only" } else { "the registry to answer writable" };
-    loop {
-        let last = match registry::endpoint(rt).await {
-            Ok(at) => match at.docker.inspect_container(&at.container, None).await {
-                Ok(c) => {
-                    let env = c.config.and_then(|c| c.env).unwrap_or_default();
-                    if registry::is_read_only(&env) != read_only {
-                        format!("{}: its task still runs the previous setting", at.node)
-                    } else {
-                        match Client::new(at.clone()).ping().await {
-                            Ok(()) => return Ok(at),
-                            Err(e) => e.to_string(),
-                        }
-                    }
-                }
-                Err(e) => format!("{}: {}", at.node, crate::error::engine_message(&e)),
-            },
-            Err(e) => e.to_string(),
-        };
-        if start.elapsed() >= RESTART {
-            let node = rt.desired().topology.registry_node().name.clone();
-            return Err(Error::Timeout { node, what: what.into(), secs: RESTART.as_secs(), hint: Some(last) });
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let node = rt.desired().topology.registry_node().name.clone();
+    Wait::new(node, what, RESTART)
+        .until(|| async {
+            let at = registry::endpoint(rt).await?;
+            let c = at.docker.inspect_container(&at.container, None).await.map_err(|e| {
+                Error::engine(&at.node, format!("inspect the registry's task container {}", at.container), e)
+            })?;
+            let env = c.config.and_then(|c| c.env).unwrap_or_default();
+            if registry::is_read_only(&env) != read_only {
+                return Err(Error::node(&at.node, "look at the registry's task", "it still runs the previous setting"));
+            }
+            Client::new(at.clone()).ping().await?;
+            Ok(at)
+        })
+        .await
 }
 
 /// The registry's data size in bytes, by `du -sk` in its container.
@@ -195,6 +186,7 @@ async fn run(at: &Endpoint, argv: &[&str], limit: Duration, step: &str) -> Resul
                 what: format!("{} to finish", argv.join(" ")),
                 secs: limit.as_secs(),
                 hint: None,
+                source: None,
             })
         }
     }

@@ -572,7 +572,7 @@ pub async fn save(client: Arc<Client>, dir: &SaveDir, events: Arc<dyn Events>) -
     let (mut tags, wanted) = contents(&client).await?;
     // The registry has answered: the directory is made now, not before.
     let root = &dir.path;
-    let made = |e: io::Error, p: &Path| Error::op(format!("write {}", p.display()), e);
+    let made = |e: io::Error, p: &Path| Error::op_caused(format!("write {}", p.display()), e);
     if !dir.exists {
         std::fs::create_dir(root).map_err(|e| made(e, root))?;
     }
@@ -612,7 +612,7 @@ pub async fn save(client: Arc<Client>, dir: &SaveDir, events: Arc<dyn Events>) -
         }
     }
     while let Some(done) = downloads.join_next().await {
-        done.map_err(|e| Error::op("lab images save", e))??;
+        done.map_err(|e| Error::op_caused("lab images save", e))??;
     }
     let index = root.join(INDEX_FILE);
     write_file(&index, &index_json(&tags)).map_err(|e| made(e, &index))?;
@@ -639,7 +639,7 @@ async fn download(
 ) -> Result<()> {
     let node = client.node();
     let step = format!("read blob {digest} of {repo}");
-    let write = |e: io::Error| Error::op(format!("write {}", path.display()), e);
+    let write = |e: io::Error| Error::op_caused(format!("write {}", path.display()), e);
     events.to_send(size);
     let (_, mut stream) = client
         .blob(repo, digest)
@@ -650,7 +650,8 @@ async fn download(
     let mut file = tokio::fs::File::from_std(tmp.as_file().try_clone().map_err(write)?);
     let mut h = Hasher::default();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::node(node, &step, format!("the registry stopped sending: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| Error::node(node, &step, format!("the registry stopped sending: {e}")).with_source(e))?;
         h.update(&chunk);
         file.write_all(&chunk).await.map_err(write)?;
         events.sent(chunk.len() as u64);
@@ -816,7 +817,7 @@ async fn send_blobs(
         tasks.spawn(ensure(repo, blob, others.clone()));
     }
     while let Some(done) = tasks.join_next().await {
-        let (k, v) = done.map_err(|e| Error::op("lab images load", e))??;
+        let (k, v) = done.map_err(|e| Error::op_caused("lab images load", e))??;
         fates.insert(k, v);
     }
     for (repo, blob) in rest {
@@ -824,7 +825,7 @@ async fn send_blobs(
         tasks.spawn(ensure(repo, blob, Arc::new(from)));
     }
     while let Some(done) = tasks.join_next().await {
-        let (k, v) = done.map_err(|e| Error::op("lab images load", e))??;
+        let (k, v) = done.map_err(|e| Error::op_caused("lab images load", e))??;
         fates.insert(k, v);
     }
     Ok(fates)

@@ -352,10 +352,9 @@ async fn push_archive(
 ) -> Result<((&'static str, Bytes), Vec<(String, u64, Fate)>)> {
     let repo = image.item.repo.clone();
     let source = &image.item.source;
-    let dir = tempfile::Builder::new()
-        .prefix("lab-push-")
-        .tempdir()
-        .map_err(|e| Error::op(format!("push {source}"), format!("cannot make a temporary directory: {e}")))?;
+    let dir = tempfile::Builder::new().prefix("lab-push-").tempdir().map_err(|e| {
+        Error::op(format!("push {source}"), format!("cannot make a temporary directory: {e}")).with_source(e)
+    })?;
     events.note(&format!("{source}: exporting from the local engine"));
     // The export's bytes go to a thread that reads the archive.
     let (chunks_tx, chunks_rx) = mpsc::channel::<std::io::Result<Bytes>>(16);
@@ -398,8 +397,8 @@ async fn push_archive(
         }
     };
     tokio::join!(exporter, collect);
-    let read = reader_task.await.map_err(|e| Error::op(format!("export {source}"), e))?;
-    read.map_err(|e| Error::op(format!("export {source} from the local engine"), e))?;
+    let read = reader_task.await.map_err(|e| Error::op_caused(format!("export {source}"), e))?;
+    read.map_err(|e| Error::op_caused(format!("export {source} from the local engine"), e))?;
     // The archive's own manifest says which files are the config and the layers, in order.
     let index: serde_json::Value = entries
         .get("manifest.json")
@@ -434,7 +433,7 @@ async fn push_archive(
         });
     }
     while let Some(done) = uploads.join_next().await {
-        let (digest, size) = done.map_err(|e| Error::op(format!("push {source}"), e))??;
+        let (digest, size) = done.map_err(|e| Error::op_caused(format!("push {source}"), e))??;
         known.insert(digest, (size, Fate::Sent));
     }
     let fate = |d: &str| known.get(d).map(|k| k.1).unwrap_or(Fate::Present);

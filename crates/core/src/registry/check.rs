@@ -21,6 +21,7 @@ use crate::registry::SERVICE;
 use crate::registry::TLS_PORT;
 use crate::state::{RegistryMode, RegistryTls};
 use crate::topology::REGISTRY_NODE_LABEL;
+use crate::wait::{Look, Wait};
 
 /// One URL's answer on one node.
 #[derive(Debug, Clone, Serialize)]
@@ -244,16 +245,23 @@ pub async fn check_all(rt: &dyn Nodes) -> Vec<NodeCheck> {
 pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeCheck>> {
     let start = Instant::now();
     let nodes: Vec<String> = rt.desired().topology.nodes.iter().map(|n| n.name.clone()).collect();
+    let what = format!("{{}} from http://127.0.0.1:{PORT}/v2/ and http://localhost:{PORT}/v2/");
     // Until the registry's task runs, asking the nodes only loads a machine that is busy
-    // starting it; a manager's task list is cheap to poll.
-    if let Ok((_, mgr)) = rt.manager().await {
-        while start.elapsed() < timeout && !task_running(&mgr).await {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    // starting it; a manager's task list is cheap to poll. Not running yet is not a failure
+    // here: the checks below say what is wrong.
+    if let Ok((mgr_name, mgr)) = rt.manager().await {
+        let _ = Wait::new(mgr_name, "the registry's task to run", timeout)
+            .every(Duration::from_millis(200))
+            .holds("its task is not running yet", || task_running(&mgr))
+            .await;
     }
-    loop {
-        let quick = join_all(nodes.iter().map(|n| check_node_with(rt, n, false))).await;
-        if quick.iter().all(|c| c.ok) {
+    let waited = Wait::new(nodes.join(", "), what.clone(), timeout.saturating_sub(start.elapsed()))
+        .every(Duration::from_millis(250))
+        .poll(|| async {
+            let quick = join_all(nodes.iter().map(|n| check_node_with(rt, n, false))).await;
+            if !quick.iter().all(|c| c.ok) {
+                return Look::not_yet(NotReady::Curl);
+            }
             let engines = join_all(nodes.iter().map(|n| check_engine(rt, n))).await;
             let checks: Vec<NodeCheck> = quick
                 .into_iter()
@@ -265,7 +273,7 @@ pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeChe
                 })
                 .collect();
             if checks.iter().all(|c| c.ok) {
-                return Ok(checks);
+                return Look::Done(checks);
             }
             let hangs = checks
                 .iter()
@@ -274,10 +282,22 @@ pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeChe
             // A dockerd refused for want of a client certificate will not get one by waiting.
             let no_cert =
                 checks.iter().filter_map(|c| c.engine.as_ref()).any(|e| crate::tls::engine_refused(&e.answer));
-            if hangs || no_cert || start.elapsed() >= timeout {
-                return Err(engine_error(&checks));
+            if hangs || no_cert {
+                return Look::Fail(engine_error(&checks));
             }
-        } else if start.elapsed() >= timeout {
+            Look::not_yet(NotReady::Engine(engine_error(&checks)))
+        })
+        .await;
+    let timeout_error = match waited {
+        Ok(checks) => return Ok(checks),
+        Err(Error::Timeout { source: Some(last), .. }) if last.is::<NotReady>() => last,
+        Err(e) => return Err(e),
+    };
+    match *timeout_error.downcast::<NotReady>().expect("checked above") {
+        // Curl got `{}` everywhere and dockerd still does not reach the registry: that is the
+        // error, as it would be had it failed at once.
+        NotReady::Engine(e) => Err(e),
+        NotReady::Curl => {
             // One detailed pass, to say which URL fails where and why.
             let checks = check_all(rt).await;
             if checks.iter().all(|c| c.ok) {
@@ -287,15 +307,26 @@ pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeChe
             let names: Vec<&str> = bad.iter().map(|c| c.node.as_str()).collect();
             let why: Vec<String> =
                 bad.iter().map(|c| format!("{}: {}", c.node, c.explanation.clone().unwrap_or_default())).collect();
-            return Err(Error::Timeout {
+            Err(Error::Timeout {
                 node: names.join(", "),
-                what: format!("{{}} from http://127.0.0.1:{PORT}/v2/ and http://localhost:{PORT}/v2/"),
+                what,
                 secs: timeout.as_secs(),
                 hint: Some(why.join("; ")),
-            });
+                source: None,
+            })
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Why [`wait_ready`] looks again.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    /// curl does not get `{}` everywhere yet.
+    #[error("curl does not get {{}} on every node yet")]
+    Curl,
+    /// curl does, and dockerd does not reach the registry everywhere yet.
+    #[error(transparent)]
+    Engine(Error),
 }
 
 /// The error for nodes where curl gets `{}` but dockerd does not reach the registry: names

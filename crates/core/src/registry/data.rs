@@ -122,9 +122,9 @@ pub async fn move_data(rt: &dyn Nodes, from: &str, to: &str) -> Result<String> {
     // move completes, since its volume may still be a partial copy.
     remove_move_helpers(from, &src, Some(OUTGOING)).await?;
     let had = data_on(&dst).await == Data::Complete;
-    helper.make(&dst, INCOMING).await.map_err(|m| Error::node(to, &step, m))?;
+    helper.make(&dst, INCOMING).await.map_err(|e| Error::engine(to, &step, e))?;
     let copied = async {
-        helper.make(&src, OUTGOING).await.map_err(|m| Error::node(from, &step, m))?;
+        helper.make(&src, OUTGOING).await.map_err(|e| Error::engine(from, &step, e))?;
         helper.copy(&src, &dst).await.map_err(|e| Error::engine(to, &step, e))
     };
     let bytes = match copied.await {
@@ -180,7 +180,7 @@ impl Helper {
     /// Makes the helper on `docker`, labelled as the move's `kind` end. A missing volume is
     /// made with the container, in the same request, so that it never exists without the
     /// marker of a copy under way.
-    async fn make(&self, docker: &Docker, kind: &str) -> std::result::Result<(), String> {
+    async fn make(&self, docker: &Docker, kind: &str) -> std::result::Result<(), bollard::errors::Error> {
         let labels = HashMap::from([
             (crate::cluster::probe::CLUSTER_LABEL.to_string(), self.cluster.clone()),
             (MOVE_LABEL.to_string(), kind.to_string()),
@@ -206,7 +206,6 @@ impl Helper {
             .create_container(Some(CreateContainerOptionsBuilder::new().name(&self.name).build()), body)
             .await
             .map(drop)
-            .map_err(|e| engine_message(&e))
     }
 
     /// Streams the volume from `src`'s helper into `dst`'s as a tar archive, adding to what

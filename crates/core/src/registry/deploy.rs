@@ -1,7 +1,5 @@
 //! Creating or updating the registry's stack: its overlay network and its service.
 
-use std::time::Duration;
-
 use bollard::models::NetworkCreateRequest;
 use bollard::query_parameters::{InspectServiceOptions, UpdateServiceOptionsBuilder};
 
@@ -16,6 +14,7 @@ use crate::registry::task_running;
 use crate::registry::NETWORK;
 use crate::registry::SERVICE;
 use crate::state::RegistryTls;
+use crate::wait::Look;
 
 /// Creates or updates the stack: its overlay network and the service.
 pub async fn deploy(rt: &dyn Nodes) -> Result<String> {
@@ -50,12 +49,15 @@ pub async fn deploy(rt: &dyn Nodes) -> Result<String> {
     };
     // The swarm updates the service's object on its own (an update's status), so a version
     // read may be stale by the time of the update: read it again and retry.
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mut spec = service_spec(image, &program, &secret_id, mode, &tls);
-        match mgr.inspect_service(SERVICE, None::<InspectServiceOptions>).await {
-            Ok(svc) => {
+    crate::swarm::update_race(&mgr_name, &format!("the swarm to take the update of service {SERVICE}"))
+        .poll(|| async {
+            let spec = service_spec(image, &program, &secret_id, mode, &tls);
+            let look = async {
+                let Ok(svc) = mgr.inspect_service(SERVICE, None::<InspectServiceOptions>).await else {
+                    mgr.create_service(spec, None).await.map_err(|e| fail(&format!("create service {SERVICE}"), e))?;
+                    return Ok(Look::Done(()));
+                };
+                let mut spec = spec;
                 let version = svc.version.and_then(|v| v.index).unwrap_or_default();
                 // A task that is not running (stopped behind lab's back, or failed to start)
                 // is restarted even when the spec is unchanged.
@@ -65,20 +67,12 @@ pub async fn deploy(rt: &dyn Nodes) -> Result<String> {
                     t.force_update = Some(force + bump);
                 }
                 let opts = UpdateServiceOptionsBuilder::new().version(version as i32).build();
-                match mgr.update_service(SERVICE, spec, opts, None).await {
-                    Ok(_) => break,
-                    Err(e) if crate::swarm::out_of_sequence(&e) && attempt < crate::swarm::UPDATE_ATTEMPTS => {
-                        tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
-                    }
-                    Err(e) => return Err(fail(&format!("update service {SERVICE}"), e)),
-                }
-            }
-            Err(_) => {
-                mgr.create_service(spec, None).await.map_err(|e| fail(&format!("create service {SERVICE}"), e))?;
-                break;
-            }
-        }
-    }
+                let updated = mgr.update_service(SERVICE, spec, opts, None).await.map(|_| ());
+                Ok(crate::swarm::update_look(updated, |e| fail(&format!("update service {SERVICE}"), e)))
+            };
+            look.await.unwrap_or_else(Look::Fail)
+        })
+        .await?;
     crate::registry::tls::remove_stale_secrets(&mgr, material.as_ref().map(|m| m.registry_fingerprint()).as_deref())
         .await;
     sweep_moves(rt).await;

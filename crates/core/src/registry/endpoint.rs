@@ -73,7 +73,7 @@ pub async fn endpoint(rt: &dyn Nodes) -> Result<crate::registry::Endpoint> {
                 )
                 .with_hint("`lab up` makes new certificates and gives them to the registry and every node")
             })?;
-            Some(crate::tls::client_config(&m).map_err(|why| Error::node(&node, step, why))?)
+            Some(crate::tls::client_config(&m).map_err(|e| Error::caused(&node, step, e))?)
         }
     };
     Ok(crate::registry::Endpoint { node, docker, container, tls })

@@ -2,7 +2,7 @@
 //! busybox `nc` forwarder relaying to the registry's node, in mutual TLS lab's relay.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::models::{
     ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, RestartPolicy, RestartPolicyNameEnum,
@@ -18,6 +18,7 @@ use crate::error::{engine_message, Error, Result};
 use crate::registry::PORT;
 use crate::registry::TLS_PORT;
 use crate::state::{RegistryMode, RegistryTls};
+use crate::wait::{Look, Wait};
 
 /// The forwarder container on every node but the registry's (fallback mode).
 pub const FORWARDER: &str = "lab-registry-forwarder";
@@ -136,7 +137,7 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
         launch
             .start(docker, launch.body(image, cluster, &label, &[]))
             .await
-            .map_err(|err| Error::node(node, step, err))?;
+            .map_err(|e| Error::engine(node, step, e))?;
         return Ok(format!(
             "relaying localhost:{PORT} (127.0.0.1, and [::1] where the node has it) to {reg} ({target}:{TLS_PORT}) \
              in mutual TLS"
@@ -145,14 +146,14 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
     // Both loopbacks where the node has IPv6; where it has none, publishing on [::1] fails
     // at start, and 127.0.0.1 alone is all `localhost` can mean there.
     let on = |loopbacks: &'static [&'static str]| {
-        launch.start_when_free(docker, node, launch.body(image, cluster, &label, loopbacks))
+        launch.start_when_free(docker, node, step, launch.body(image, cluster, &label, loopbacks))
     };
     let listens = match on(&["127.0.0.1", "::1"]).await {
         Ok(()) => "127.0.0.1 and [::1]",
         Err(first) => {
             tracing::debug!(node, cause = %first, "the forwarder cannot publish on [::1]; 127.0.0.1 only");
             remove_forwarder(node, docker).await?;
-            on(&["127.0.0.1"]).await.map_err(|err| Error::node(node, step, err))?;
+            on(&["127.0.0.1"]).await?;
             "127.0.0.1"
         }
     };
@@ -244,13 +245,14 @@ impl Launch {
         }
     }
 
-    /// Creates the container, uploads the relay into it, and starts it; the engine's words on
+    /// Creates the container, uploads the relay into it, and starts it; the engine's error on
     /// failure.
-    async fn start(&self, docker: &Docker, body: ContainerCreateBody) -> std::result::Result<(), String> {
-        docker
-            .create_container(Some(CreateContainerOptionsBuilder::new().name(FORWARDER).build()), body)
-            .await
-            .map_err(|err| engine_message(&err))?;
+    async fn start(
+        &self,
+        docker: &Docker,
+        body: ContainerCreateBody,
+    ) -> std::result::Result<(), bollard::errors::Error> {
+        docker.create_container(Some(CreateContainerOptionsBuilder::new().name(FORWARDER).build()), body).await?;
         if let Some(archive) = &self.archive {
             docker
                 .upload_to_container(
@@ -258,33 +260,32 @@ impl Launch {
                     Some(UploadToContainerOptionsBuilder::new().path("/").build()),
                     bollard::body_full(archive.clone()),
                 )
-                .await
-                .map_err(|err| engine_message(&err))?;
+                .await?;
         }
-        docker.start_container(FORWARDER, None).await.map_err(|err| engine_message(&err))
+        docker.start_container(FORWARDER, None).await
     }
 
     /// [`Launch::start`], again while the port is still held for at most [`PORT_RELEASE`]:
     /// after a switch from the mesh, the engine lets go of the ingress listener on :PORT a
     /// few seconds after the service changed, and until then publishing says "address
     /// already in use".
-    async fn start_when_free(
-        &self,
-        docker: &Docker,
-        node: &str,
-        body: ContainerCreateBody,
-    ) -> std::result::Result<(), String> {
-        let since = Instant::now();
-        loop {
-            match self.start(docker, body.clone()).await {
-                Err(why) if why.contains("address already in use") && since.elapsed() < PORT_RELEASE => {
-                    tracing::debug!(node, cause = %why, "port {PORT} is still held; trying again");
-                    remove_forwarder(node, docker).await.map_err(|e| e.to_string())?;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+    async fn start_when_free(&self, docker: &Docker, node: &str, step: &str, body: ContainerCreateBody) -> Result<()> {
+        Wait::new(node, format!("port {PORT} to be free for {FORWARDER}"), PORT_RELEASE)
+            .every(Duration::from_secs(1))
+            .poll(|| async {
+                match self.start(docker, body.clone()).await {
+                    Ok(()) => Look::Done(()),
+                    Err(e) if engine_message(&e).contains("address already in use") => {
+                        tracing::debug!(node, cause = %engine_message(&e), "port {PORT} is still held; trying again");
+                        match remove_forwarder(node, docker).await {
+                            Ok(()) => Look::NotYet(Box::new(Error::engine(node, step, e))),
+                            Err(gone) => Look::Fail(gone),
+                        }
+                    }
+                    Err(e) => Look::Fail(Error::engine(node, step, e)),
                 }
-                other => return other,
-            }
-        }
+            })
+            .await
     }
 }
 

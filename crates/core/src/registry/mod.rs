@@ -24,12 +24,13 @@
 //! build on it. It never reaches the executor or the planner.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListTasksOptionsBuilder};
 use bollard::Docker;
 
 use crate::error::{Error, Result};
+use crate::wait::{Look, Wait};
 
 pub mod check;
 pub mod clients;
@@ -94,19 +95,21 @@ pub(crate) async fn wait_tasks_gone(
     what: &str,
     limit: Duration,
 ) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        let opts = ListContainersOptionsBuilder::new().all(stopped).filters(&task_filter()).build();
-        let tasks =
-            docker.list_containers(Some(opts)).await.map_err(|e| Error::engine(node, format!("wait for {what}"), e))?;
-        if tasks.is_empty() {
-            return Ok(());
-        }
-        if start.elapsed() > limit {
-            return Err(Error::Timeout { node: node.into(), what: what.into(), secs: limit.as_secs(), hint: None });
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    Wait::new(node, what, limit)
+        .every(Duration::from_millis(300))
+        .poll(|| async {
+            let opts = ListContainersOptionsBuilder::new().all(stopped).filters(&task_filter()).build();
+            match docker.list_containers(Some(opts)).await {
+                Ok(tasks) if tasks.is_empty() => Look::Done(()),
+                Ok(tasks) => Look::not_yet(format!(
+                    "{} task container(s) still there: {}",
+                    tasks.len(),
+                    tasks.iter().filter_map(|t| t.names.as_ref()?.first().cloned()).collect::<Vec<_>>().join(", ")
+                )),
+                Err(e) => Look::Fail(Error::engine(node, format!("wait for {what}"), e)),
+            }
+        })
+        .await
 }
 
 pub(crate) async fn task_running(mgr: &Docker) -> bool {

@@ -1,13 +1,12 @@
 //! The registry's read-only switch (distribution's `storage.maintenance.readonly`), which
 //! `lab images gc` turns on while it collects.
 
-use std::time::Duration;
-
 use bollard::query_parameters::{InspectServiceOptions, UpdateServiceOptionsBuilder};
 
 use crate::cluster::Nodes;
 use crate::error::{Error, Result};
 use crate::registry::SERVICE;
+use crate::wait::Look;
 
 /// The variable that puts the registry in read-only mode (distribution's
 /// `storage.maintenance.readonly`), set only while `lab images gc` runs.
@@ -42,31 +41,29 @@ pub fn is_read_only(env: &[String]) -> bool {
 pub async fn set_read_only(rt: &dyn Nodes, on: bool) -> Result<()> {
     let (mgr_name, mgr) = rt.manager().await?;
     let step = if on { "make the registry read-only" } else { "make the registry writable again" };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let svc = mgr
-            .inspect_service(SERVICE, None::<InspectServiceOptions>)
-            .await
-            .map_err(|e| Error::engine(&mgr_name, step, e))?;
-        let version = svc.version.and_then(|v| v.index).unwrap_or_default();
-        let mut spec = svc.spec.ok_or_else(|| Error::node(&mgr_name, step, "the service has no spec"))?;
-        let Some(cs) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()) else {
-            return Err(Error::node(&mgr_name, step, "the service has no container spec"));
-        };
-        let env = cs.env.clone().unwrap_or_default();
-        let wanted = with_read_only(&env, on);
-        if wanted == env {
-            return Ok(());
-        }
-        cs.env = Some(wanted);
-        let opts = UpdateServiceOptionsBuilder::new().version(version as i32).build();
-        match mgr.update_service(SERVICE, spec, opts, None).await {
-            Ok(_) => return Ok(()),
-            Err(e) if crate::swarm::out_of_sequence(&e) && attempt < crate::swarm::UPDATE_ATTEMPTS => {
-                tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
-            }
-            Err(e) => return Err(Error::engine(&mgr_name, step, e)),
-        }
-    }
+    crate::swarm::update_race(&mgr_name, &format!("the swarm to take the update of service {SERVICE}"))
+        .poll(|| async {
+            let look = async {
+                let svc = mgr
+                    .inspect_service(SERVICE, None::<InspectServiceOptions>)
+                    .await
+                    .map_err(|e| Error::engine(&mgr_name, step, e))?;
+                let version = svc.version.and_then(|v| v.index).unwrap_or_default();
+                let mut spec = svc.spec.ok_or_else(|| Error::node(&mgr_name, step, "the service has no spec"))?;
+                let Some(cs) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()) else {
+                    return Err(Error::node(&mgr_name, step, "the service has no container spec"));
+                };
+                let env = cs.env.clone().unwrap_or_default();
+                let wanted = with_read_only(&env, on);
+                if wanted == env {
+                    return Ok(Look::Done(()));
+                }
+                cs.env = Some(wanted);
+                let opts = UpdateServiceOptionsBuilder::new().version(version as i32).build();
+                let updated = mgr.update_service(SERVICE, spec, opts, None).await.map(|_| ());
+                Ok(crate::swarm::update_look(updated, |e| Error::engine(&mgr_name, step, e)))
+            };
+            look.await.unwrap_or_else(Look::Fail)
+        })
+        .await
 }

@@ -23,6 +23,8 @@ use std::sync::{Arc, OnceLock};
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::wait::{Look, Wait};
+
 /// Where the relay container sees the node's `/etc/docker/certs.d/localhost:5000/`.
 pub const CERTS_MOUNT: &str = "/lab/certs";
 /// Where the archive puts lab and its libraries in the relay container.
@@ -228,14 +230,22 @@ pub async fn serve(listen: Vec<SocketAddr>, target: String, certs: PathBuf) -> s
 pub const PORT_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
 
 pub(crate) async fn bind_when_free(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let since = std::time::Instant::now();
-    loop {
-        match TcpListener::bind(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && since.elapsed() < PORT_WAIT => {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let waited = Wait::new(addr.to_string(), "the address to be free", PORT_WAIT)
+        .every(std::time::Duration::from_secs(1))
+        .poll(|| async {
+            match TcpListener::bind(addr).await {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Look::NotYet(Box::new(e)),
+                other => Look::Done(other),
             }
-            other => return other,
+        })
+        .await;
+    // Still in use at the end: that error, as binding says it.
+    match waited {
+        Ok(bound) => bound,
+        Err(crate::error::Error::Timeout { source: Some(last), .. }) => {
+            Err(last.downcast::<std::io::Error>().map(|e| *e).unwrap_or_else(std::io::Error::other))
         }
+        Err(e) => Err(std::io::Error::other(e)),
     }
 }
 
@@ -245,7 +255,8 @@ pub(crate) async fn relay_one(mut inbound: TcpStream, target: &str, certs: &Path
         std::fs::read_to_string(&p).map_err(|e| format!("read {}: {e}", p.display()))
     };
     let config: Arc<rustls::ClientConfig> =
-        crate::tls::client_config_pem(&read("ca.crt")?, &read("client.cert")?, &read("client.key")?)?;
+        crate::tls::client_config_pem(&read("ca.crt")?, &read("client.cert")?, &read("client.key")?)
+            .map_err(|e| e.to_string())?;
     let tcp = TcpStream::connect(target).await.map_err(|e| format!("connect to the registry at {target}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let _ = inbound.set_nodelay(true);

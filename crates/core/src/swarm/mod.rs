@@ -22,7 +22,7 @@ pub mod quorum;
 pub mod steps;
 
 pub use membership::{force_new_cluster, init, join, join_token, leave, record};
-pub use nodes::{configure, forget_stale, out_of_sequence, UPDATE_ATTEMPTS};
+pub use nodes::{configure, forget_stale, out_of_sequence, update_look, update_race, UPDATE_RETRY};
 pub use quorum::{Quorum, QuorumLoss};
 
 /// The swarm's management port.

@@ -3,6 +3,7 @@
 //! behind, and retrying an update that lost a race with the swarm's own.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use bollard::models::{Node, NodeSpec as SwarmNodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState};
 use bollard::query_parameters::{DeleteNodeOptionsBuilder, UpdateNodeOptionsBuilder};
@@ -10,6 +11,7 @@ use bollard::Docker;
 
 use crate::error::{Error, Result};
 use crate::topology::Role;
+use crate::wait::{Look, Wait};
 
 /// Sets a swarm node's role, availability and labels through a manager, like
 /// `docker node update` (and `promote`/`demote`).
@@ -24,33 +26,53 @@ pub async fn configure(
     let step = "set role, availability and labels";
     // The swarm updates a node's object on its own (a node that just joined registers), so
     // the version read may be stale by the time of the update: read it again and retry.
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let current = manager.inspect_node(node_id).await.map_err(|e| Error::engine(node, step, e))?;
-        let version = current.version.and_then(|v| v.index).unwrap_or_default();
-        let spec = SwarmNodeSpec {
-            name: current.spec.and_then(|s| s.name),
-            labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
-            role: Some(match role {
-                Role::Manager => NodeSpecRoleEnum::MANAGER,
-                Role::Worker => NodeSpecRoleEnum::WORKER,
-            }),
-            availability: Some(if drain { NodeSpecAvailabilityEnum::DRAIN } else { NodeSpecAvailabilityEnum::ACTIVE }),
-        };
-        match manager.update_node(node_id, spec, UpdateNodeOptionsBuilder::new().version(version as i64).build()).await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) if out_of_sequence(&e) && attempt < UPDATE_ATTEMPTS => {
-                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt as u64)).await;
-            }
-            Err(e) => return Err(Error::engine(node, step, e)),
-        }
-    }
+    update_race(node, "the swarm to take its new role, availability and labels")
+        .poll(|| async {
+            let current = match manager.inspect_node(node_id).await {
+                Ok(n) => n,
+                Err(e) => return Look::Fail(Error::engine(node, step, e)),
+            };
+            let version = current.version.and_then(|v| v.index).unwrap_or_default();
+            let spec = SwarmNodeSpec {
+                name: current.spec.and_then(|s| s.name),
+                labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+                role: Some(match role {
+                    Role::Manager => NodeSpecRoleEnum::MANAGER,
+                    Role::Worker => NodeSpecRoleEnum::WORKER,
+                }),
+                availability: Some(if drain {
+                    NodeSpecAvailabilityEnum::DRAIN
+                } else {
+                    NodeSpecAvailabilityEnum::ACTIVE
+                }),
+            };
+            let opts = UpdateNodeOptionsBuilder::new().version(version as i64).build();
+            update_look(manager.update_node(node_id, spec, opts).await, |e| Error::engine(node, step, e))
+        })
+        .await
 }
 
-/// How many times an update that lost a race with the swarm's own is tried.
-pub const UPDATE_ATTEMPTS: u32 = 5;
+/// How long an update that loses races with the swarm's own is tried again.
+pub const UPDATE_RETRY: Duration = Duration::from_secs(3);
+
+/// The wait for an update of a swarm object that may lose a race with the swarm's own: each
+/// look reads the object's version and updates it, and answers with [`update_look`].
+pub fn update_race(node: &str, what: &str) -> Wait {
+    Wait::new(node, what, UPDATE_RETRY).every(Duration::from_millis(200))
+}
+
+/// What an update's result means to [`update_race`]: done; not yet, when the swarm said
+/// "update out of sequence" (read again and retry); or failed, with `fail`'s error.
+pub fn update_look<T>(
+    result: std::result::Result<T, bollard::errors::Error>,
+    fail: impl FnOnce(bollard::errors::Error) -> Error,
+) -> Look<T> {
+    match result {
+        Ok(v) => Look::Done(v),
+        Err(e) if out_of_sequence(&e) => Look::NotYet(Box::new(fail(e))),
+        Err(e) => Look::Fail(fail(e)),
+    }
+}
 
 /// Whether the swarm refused an update because the object changed since it was read
 /// ("update out of sequence"): reading it again and retrying is the answer.
@@ -87,46 +109,38 @@ pub async fn forget_stale(node: &str, manager: &Docker, hostname: &str, keep_id:
 /// among its managers (bounded): the Raft membership change is committed by then.
 pub async fn demote(node: &str, manager: &Docker, id: &str) -> Result<()> {
     let step = "demote it out of the managers' Raft membership";
-    for attempt in 1..=UPDATE_ATTEMPTS {
-        let current = match manager.inspect_node(id).await {
-            Ok(n) => n,
-            Err(e) if crate::error::is_not_found(&e) => return Ok(()),
-            Err(e) => return Err(Error::engine(node, step, e)),
-        };
-        let version = current.version.and_then(|v| v.index).unwrap_or_default();
-        let mut spec = current.spec.unwrap_or_default();
-        if spec.role == Some(NodeSpecRoleEnum::WORKER) {
-            break;
-        }
-        spec.role = Some(NodeSpecRoleEnum::WORKER);
-        match manager.update_node(id, spec, UpdateNodeOptionsBuilder::new().version(version as i64).build()).await {
-            Ok(()) => break,
-            Err(e) if out_of_sequence(&e) && attempt < UPDATE_ATTEMPTS => {
-                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt as u64)).await;
+    update_race(node, "the swarm to take its demotion")
+        .poll(|| async {
+            let current = match manager.inspect_node(id).await {
+                Ok(n) => n,
+                Err(e) if crate::error::is_not_found(&e) => return Look::Done(()),
+                Err(e) => return Look::Fail(Error::engine(node, step, e)),
+            };
+            let version = current.version.and_then(|v| v.index).unwrap_or_default();
+            let mut spec = current.spec.unwrap_or_default();
+            if spec.role == Some(NodeSpecRoleEnum::WORKER) {
+                return Look::Done(());
             }
-            Err(e) => return Err(Error::engine(node, step, e)),
-        }
-    }
-    let deadline = std::time::Instant::now() + DEMOTE_TIMEOUT;
-    loop {
-        match manager.inspect_node(id).await {
-            Ok(n) if n.manager_status.is_none() => return Ok(()),
-            Err(e) if crate::error::is_not_found(&e) => return Ok(()),
-            Err(e) => return Err(Error::engine(node, step, e)),
-            Ok(_) if std::time::Instant::now() >= deadline => {
-                return Err(Error::node(
-                    node,
-                    step,
-                    format!("the swarm still counts it as a manager {} s after its demotion", DEMOTE_TIMEOUT.as_secs()),
-                ))
+            spec.role = Some(NodeSpecRoleEnum::WORKER);
+            let opts = UpdateNodeOptionsBuilder::new().version(version as i64).build();
+            update_look(manager.update_node(id, spec, opts).await, |e| Error::engine(node, step, e))
+        })
+        .await?;
+    Wait::new(node, "the swarm to stop counting it as a manager after its demotion", DEMOTE_TIMEOUT)
+        .every(Duration::from_millis(250))
+        .poll(|| async {
+            match manager.inspect_node(id).await {
+                Ok(n) if n.manager_status.is_none() => Look::Done(()),
+                Err(e) if crate::error::is_not_found(&e) => Look::Done(()),
+                Err(e) => Look::Fail(Error::engine(node, step, e)),
+                Ok(_) => Look::not_yet("the swarm still lists it with a manager status"),
             }
-            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
-        }
-    }
+        })
+        .await
 }
 
 /// How long a demotion gets to leave the Raft membership.
-const DEMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const DEMOTE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether a listed swarm node is what is left of `hostname` (other than `keep_id`): down (or
 /// unknown, as a forced new cluster leaves its former managers), or a manager the others

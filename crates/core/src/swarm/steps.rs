@@ -9,6 +9,7 @@ use crate::cluster::{Desired, Nodes};
 use crate::error::{Error, Result};
 use crate::state::SwarmRecord;
 use crate::topology::Role;
+use crate::wait::Wait;
 
 /// `InitSwarm`: a new swarm on `node`, carrying the cluster's label; returns what to record.
 pub async fn init_on(rt: &dyn Nodes, node: &str) -> Result<SwarmRecord> {
@@ -27,16 +28,11 @@ pub async fn force_new_cluster(rt: &dyn Nodes, survivor: &str, others: &[String]
     rt.set_cluster_swarm(Some(rec.id.clone()));
     // The new Raft cluster elects its one member leader; until then it lists nothing, and the
     // observation that follows would take the swarm for none.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match e.docker.list_nodes(None).await {
-            Ok(_) => break,
-            Err(err) if std::time::Instant::now() >= deadline => {
-                return Err(Error::engine(survivor, "wait for the new cluster to elect its leader", err));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+    Wait::new(survivor, "the new cluster to elect its leader", Duration::from_secs(60))
+        .until(|| async {
+            e.docker.list_nodes(None).await.map_err(|err| Error::engine(survivor, "list the swarm's nodes", err))
+        })
+        .await?;
     for other in others {
         leave_node(rt, other).await?;
     }

@@ -10,7 +10,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::error::{engine_message, Error, Result};
+use crate::error::{Error, Result};
 use crate::state::now;
 use crate::tls::pki::observed_node_fingerprint;
 use crate::tls::Material;
@@ -38,8 +38,8 @@ pub async fn remove_node(docker: &Docker, node: &str, cluster: &str, image: &str
         docker
             .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
             .await
-            .map_err(|e| engine_message(&e))?;
-        docker.start_container(&name, None).await.map_err(|e| engine_message(&e))?;
+            .map_err(|e| Error::engine(node, step, e))?;
+        docker.start_container(&name, None).await.map_err(|e| Error::engine(node, step, e))?;
         let mut wait = docker.wait_container(
             &name,
             Some(bollard::query_parameters::WaitContainerOptionsBuilder::new().condition("not-running").build()),
@@ -47,15 +47,17 @@ pub async fn remove_node(docker: &Docker, node: &str, cluster: &str, image: &str
         match tokio::time::timeout(timeout, wait.next()).await {
             Ok(Some(Ok(_))) => Ok(()),
             Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
-                Err(format!("rm exited {code}"))
+                Err(Error::node(node, step, format!("rm exited {code}")))
             }
-            Ok(Some(Err(e))) => Err(engine_message(&e)),
-            Ok(None) | Err(_) => Err(format!("rm did not finish within {}s", timeout.as_secs())),
+            Ok(Some(Err(e))) => Err(Error::engine(node, step, e)),
+            Ok(None) | Err(_) => {
+                Err(Error::node(node, step, format!("rm did not finish within {}s", timeout.as_secs())))
+            }
         }
     }
     .await;
     let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
-    result.map_err(|why| Error::node(node, step, why))
+    result
 }
 
 /// Whether dockerd's answer says the registry wanted TLS with a client certificate and dockerd
@@ -85,10 +87,10 @@ pub(crate) async fn with_helper<T, F, Fut>(
     cluster: &str,
     image: &str,
     f: F,
-) -> std::result::Result<T, String>
+) -> std::result::Result<T, bollard::errors::Error>
 where
     F: FnOnce(String) -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, String>>,
+    Fut: std::future::Future<Output = std::result::Result<T, bollard::errors::Error>>,
 {
     let name = format!("lab-certs-{}", crate::driver::support::random_suffix());
     let body = ContainerCreateBody {
@@ -100,10 +102,7 @@ where
         network_disabled: Some(true),
         ..Default::default()
     };
-    docker
-        .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
-        .await
-        .map_err(|e| engine_message(&e))?;
+    docker.create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body).await?;
     let result = f(name.clone()).await;
     let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
     result
@@ -119,7 +118,7 @@ pub async fn observe_node(docker: &Docker, cluster: &str, image: &str) -> Option
             .download_from_container(&helper, Some(DownloadFromContainerOptionsBuilder::new().path(&path).build()));
         let mut tar = Vec::new();
         while let Some(chunk) = s.next().await {
-            tar.extend_from_slice(&chunk.map_err(|e| engine_message(&e))?);
+            tar.extend_from_slice(&chunk?);
         }
         Ok(observed_node_fingerprint(&tar))
     })
@@ -143,9 +142,8 @@ pub async fn install_node(docker: &Docker, node: &str, cluster: &str, image: &st
                 bollard::body_full(archive),
             )
             .await
-            .map_err(|e| engine_message(&e))
     })
     .await
-    .map_err(|why| Error::node(node, step, why))?;
+    .map_err(|e| Error::engine(node, step, e))?;
     Ok(format!("/etc/docker/certs.d/{{{}}}", CERTS_DIRS.join(",")))
 }

@@ -377,34 +377,64 @@ pub(crate) fn time_at(secs: u64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
+/// Why lab's TLS client configuration could not be made from the cluster's PEM files: which
+/// part, what was wrong, and the parser's or rustls's error as the cause. Never the key's
+/// bytes: for the key, only that it could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{part}: {detail}")]
+pub struct ClientConfigError {
+    /// The part at fault: `the cluster's CA certificate`, `the client certificate`, ...
+    pub part: &'static str,
+    /// What was wrong with it.
+    pub detail: String,
+    /// The error that said so, if it can be shown.
+    #[source]
+    pub source: Option<crate::error::BoxError>,
+}
+
+impl ClientConfigError {
+    fn new<E: std::error::Error + Send + Sync + 'static>(part: &'static str, detail: String, e: E) -> Self {
+        ClientConfigError { part, detail, source: Some(Box::new(e)) }
+    }
+}
+
 /// The rustls configuration lab speaks to the registry with: it trusts only the cluster's CA
 /// and presents the client pair. ring is the provider, as for the rest of the tree.
-pub fn client_config(m: &Material) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
+pub fn client_config(m: &Material) -> std::result::Result<Arc<rustls::ClientConfig>, ClientConfigError> {
     client_config_pem(&m.ca_cert, &m.client_cert, &m.client_key)
 }
 
 /// [`client_config`] from the PEM texts of the CA, the client certificate and its key.
-pub fn client_config_pem(ca: &str, cert: &str, key: &str) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
+pub fn client_config_pem(
+    ca: &str,
+    cert: &str,
+    key: &str,
+) -> std::result::Result<Arc<rustls::ClientConfig>, ClientConfigError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    const CA: &str = "the cluster's CA certificate";
+    const CERT: &str = "the client certificate";
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        let c = c.map_err(|e| format!("the cluster's CA certificate: {e:?}"))?;
-        roots.add(c).map_err(|e| format!("the cluster's CA certificate: {e}"))?;
+        let c = c.map_err(|e| ClientConfigError::new(CA, format!("{e:?}"), e))?;
+        roots.add(c).map_err(|e| ClientConfigError::new(CA, e.to_string(), e))?;
     }
     let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| format!("the client certificate: {e:?}"))?;
+        .map_err(|e| ClientConfigError::new(CERT, format!("{e:?}"), e))?;
     // Never the key's bytes in an error: only that it could not be read.
-    let key =
-        PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| "the client key could not be read".to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| ClientConfigError {
+        part: "the client key",
+        detail: "it could not be read".into(),
+        source: None,
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ClientConfigError::new("TLS versions", e.to_string(), e))?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .map_err(|e| format!("the client certificate: {e}"))?;
+        .map_err(|e| ClientConfigError::new(CERT, e.to_string(), e))?;
     Ok(Arc::new(cfg))
 }
 
@@ -418,6 +448,22 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    /// Issue 21, item 3: a configuration that cannot be made names the part at fault and keeps
+    /// the parser's or rustls's error as the cause; a bad key says only that.
+    #[test]
+    fn a_bad_pem_names_the_part_and_keeps_the_cause() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, _) = ensure(&dir(tmp.path()), "c1").unwrap();
+        let garbled = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n";
+        let e = client_config_pem(garbled, &m.client_cert, &m.client_key).unwrap_err();
+        assert!(e.to_string().starts_with("the cluster's CA certificate: "), "{e}");
+        assert!(std::error::Error::source(&e).is_some(), "{e:?}");
+        let e =
+            client_config_pem(&m.ca_cert, &m.client_cert, "-----BEGIN PRIVATE KEY-----\nSECRETBYTES\n").unwrap_err();
+        assert_eq!(e.to_string(), "the client key: it could not be read");
+        assert!(std::error::Error::source(&e).is_none() && !format!("{e:?}").contains("SECRETBYTES"), "{e:?}");
+    }
 
     fn server_config(m: &Material) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -34,8 +34,9 @@ use super::PROTOCOL_VERSION;
 use super::STDERR_QUOTED;
 use crate::driver::DriverContext;
 use crate::driver::{Capabilities, Driver, ExecOutput, Machine, NodeEngine};
-use crate::error::{engine_message, Error, Result};
+use crate::error::{Error, Result};
 use crate::topology::{check_node_name, NodeSpec};
+use crate::wait::{Look, Wait};
 
 /// A driver that is a program speaking `docs/driver-protocol.md`.
 pub struct ExternalDriver {
@@ -154,6 +155,7 @@ impl ExternalDriver {
                         self.id.name,
                         if self.long(op) { "create_timeout" } else { "timeout" }
                     )),
+                    source: None,
                 }
             }
             Fault::Broken(why) => self.broken(op, node, why).await,
@@ -261,6 +263,15 @@ impl ExternalDriver {
 
     /// A local socket relayed to the Docker socket of `ssh://[user@]host[:port]` by the system's
     /// `ssh` (its config, agent and known hosts apply; `BatchMode`, so never a prompt).
+    ///
+    /// This is one of lab's two SSH tunnels on purpose; the other is `lab-ssh`'s
+    /// (`crates/ssh/src/tunnel.rs`), which the ssh, qemu and virtualbox drivers use. An
+    /// external driver's `ssh://` engine means what it means to `docker -H ssh://...`: the
+    /// user's own `ssh`, with their `~/.ssh/config` (aliases, jump hosts, `IdentityFile`),
+    /// agent and known hosts, none of which libssh2 reads. `lab-ssh`'s tunnel instead takes
+    /// the host, user and key from `hosts.toml` (or the VM the driver made) and checks host
+    /// keys against lab's own known-hosts file, which is what those drivers need. Nor can
+    /// lab-core use `lab-ssh`: that crate depends on this one.
     async fn ssh_tunnel(&self, node: &str, url: &str) -> Result<PathBuf> {
         let step = "connect to its Docker engine over ssh";
         if let Some((_, sock)) = self.tunnels.lock().await.get(node) {
@@ -284,7 +295,8 @@ impl ExternalDriver {
             ));
         }
         let dir = self.state_dir.clone().unwrap_or_else(std::env::temp_dir).join("external-ssh");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::node(node, step, format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::node(node, step, format!("create {}: {e}", dir.display())).with_source(e))?;
         let sock = dir.join(format!("{node}.sock"));
         let _ = std::fs::remove_file(&sock);
         let mut cmd = tokio::process::Command::new("ssh");
@@ -299,30 +311,36 @@ impl ExternalDriver {
             cmd.args(["-p", p]);
         }
         cmd.arg("--").arg(dest);
-        let mut child = cmd.spawn().map_err(|e| Error::node(node, step, format!("cannot run ssh: {e}")))?;
-        let deadline = tokio::time::Instant::now() + self.limits.timeout;
-        loop {
-            if sock.exists() {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use tokio::io::AsyncReadExt;
-                    let _ = tokio::time::timeout(Duration::from_secs(1), e.read_to_string(&mut err)).await;
+        let mut child =
+            cmd.spawn().map_err(|e| Error::node(node, step, format!("cannot run ssh: {e}")).with_source(e))?;
+        let what = format!("ssh {dest} to forward the Docker socket");
+        Wait::new(node, what, self.limits.timeout)
+            .every(Duration::from_millis(100))
+            .poll(|| {
+                // The exit is seen here; its stderr is read, bounded, in the future.
+                let seen = if sock.exists() {
+                    Ok(Look::Done(()))
+                } else {
+                    match child.try_wait() {
+                        Ok(Some(status)) => Err((status, child.stderr.take())),
+                        _ => Ok(Look::not_yet(format!("no socket at {} yet", sock.display()))),
+                    }
+                };
+                async move {
+                    match seen {
+                        Ok(look) => look,
+                        Err((status, stderr)) => {
+                            let mut err = String::new();
+                            if let Some(mut e) = stderr {
+                                use tokio::io::AsyncReadExt;
+                                let _ = tokio::time::timeout(Duration::from_secs(1), e.read_to_string(&mut err)).await;
+                            }
+                            Look::Fail(Error::node(node, step, format!("ssh {dest} exited ({status}): {}", err.trim())))
+                        }
+                    }
                 }
-                return Err(Error::node(node, step, format!("ssh {dest} exited ({status}): {}", err.trim())));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    node: node.to_string(),
-                    what: format!("ssh {dest} to forward the Docker socket"),
-                    secs: self.limits.timeout.as_secs().max(1),
-                    hint: None,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            })
+            .await?;
         self.tunnels.lock().await.insert(node.to_string(), (child, sock.clone()));
         Ok(sock)
     }
@@ -439,7 +457,7 @@ impl Driver for ExternalDriver {
             }
             _ => return Err(bad("not unix:///path, tcp://host:port or ssh://[user@]host[:port]")),
         };
-        let docker = connected.map_err(|err| Error::node(node, step, engine_message(&err)))?;
+        let docker = connected.map_err(|err| Error::engine(node, step, err))?;
         Ok(NodeEngine {
             docker,
             advertise_addr: e.advertise_addr.clone(),
@@ -956,10 +974,10 @@ pub(super) mod tests {
         };
         assert!(alive());
         drop(d);
-        let t = Instant::now();
-        while alive() && t.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(!alive(), "driver process {pid} outlived the driver");
+        let gone =
+            Wait::new("driver fake", "its process to end", Duration::from_secs(5)).every(Duration::from_millis(50));
+        gone.holds("it is alive", || std::future::ready(!alive()))
+            .await
+            .unwrap_or_else(|e| panic!("driver process {pid} outlived the driver: {e}"));
     }
 }

@@ -99,7 +99,7 @@ impl Conn {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| Error::op(id.label(), format!("cannot start the program: {e}")))?;
+            .map_err(|e| Error::op(id.label(), format!("cannot start the program: {e}")).with_source(e))?;
         let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             return Err(Error::op(id.label(), "cannot open the program's stdin, stdout and stderr"));
