@@ -354,3 +354,25 @@ fn a_stopped_registry_node_is_named_and_started_quickly() {
     lab.on(&["check"]).ok("lab check after up");
     lab.on(&["push", &image.0]).ok("lab push after up");
 }
+
+/// Issue 18, item 18: scaling down destroys the nodes that go side by side, as scaling up
+/// makes them: from 1+3 to 1+0, worker2's and worker3's destroys each start before the other
+/// ends (read from `lab up --timings`, not from a clock here); worker1, which holds the
+/// registry's data, goes once the data has moved.
+#[test]
+fn scale_down_destroys_run_side_by_side() {
+    ensure_images();
+    let lab = lab("scaledown");
+    lab.up(&["--workers", "3"]).ok("lab up");
+    let dir = tempfile::tempdir().expect("a directory for the timings");
+    lab.on(&["up", "--workers", "0", "--timings", &dir.path().display().to_string()]).ok("lab up --workers 0");
+    let (record, _) = lab_tests::timings_record(dir.path());
+    let destroy = |n: &str| lab_tests::timings_span(&record, &format!("destroy node {n} (not in the topology)"));
+    let (w2, w3) = (destroy("worker2"), destroy("worker3"));
+    assert!(w2.0 < w3.1 && w3.0 < w2.1, "the destroys ran one after another: worker2 {w2:?}, worker3 {w3:?}");
+    let moved = lab_tests::timings_span(&record, "move registry data from worker1 to manager");
+    assert!(destroy("worker1").0 >= moved.1, "worker1 went before its data moved: {record:#}");
+    let left =
+        docker(&["ps", "-a", "--filter", &format!("label=lab.cluster={}", lab.cluster), "--format", "{{.Names}}"]);
+    assert_eq!(left.stdout.trim(), lab.container("manager"), "{}", left.all());
+}
