@@ -39,7 +39,8 @@ pub mod tls;
 pub mod topology;
 
 pub use driver::{
-    Capabilities, Driver, DriverContext, DriverOption, ExecOutput, Machine, MachineState, NodeEngine, OptionKind,
+    Capabilities, Driver, DriverContext, DriverOption, ExecOutput, Machine, MachineState, MissingImage, NodeEngine,
+    OptionKind,
 };
 pub use error::{Error, Result};
 pub use topology::{ClusterName, NodeSpec, Role, Topology};

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab_core::cluster::Progress;
+use lab_core::cluster::{Progress, Step};
 use lab_core::converge::exec::execute;
 use lab_core::converge::observe::observe;
-use lab_core::converge::plan::plan;
+use lab_core::converge::plan::{plan, Plan};
 use lab_core::registry::wait_ready;
 use lab_core::state::{Paths, RegistryTls};
 use lab_core::{Error, Result};
@@ -93,6 +93,10 @@ async fn converge(
         progress.note(&format!("warning: {w}"));
     }
     let rt = Arc::new(rt);
+    // A first `up` whose images cannot be had stops before it makes anything, and leaves no
+    // file either (the driver's preflight may record the engine it will use).
+    let dir = paths.cluster_dir(&cluster);
+    let first = loaded.recorded.is_none() && !dir.exists();
     phase(timings, "preflight of the driver", rt.driver.preflight(&rt.desired.topology.nodes)).await?;
     rt.update_state(|_| {})?;
     let obs = phase(timings, "observe the cluster", observe(&*rt)).await?;
@@ -101,6 +105,12 @@ async fn converge(
         t.plan(&p);
     }
     refuse_blocked(&cluster, &p, rt.desired.force)?;
+    if let Err(e) = phase(timings, "check the images up needs", images_needed(&rt, &p)).await {
+        if first {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return Err(e);
+    }
     if p.is_empty() {
         progress.note(&format!("cluster {cluster} already matches the desired state; nothing to change"));
     } else {
@@ -124,6 +134,31 @@ async fn converge(
     outln!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})")?;
     outln!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"")?;
     Ok(0)
+}
+
+/// Every image the plan needs that cannot be had, named at once, before anything is made:
+/// the driver's (its node image) when the plan makes a machine, and the registry image when
+/// the plan loads it onto a machine it makes. (A machine that exists already may pull it
+/// itself, over a network this machine does not see.)
+async fn images_needed(rt: &Arc<lab_core::converge::runtime::Runtime>, p: &Plan) -> Result<()> {
+    let made: Vec<&str> = p
+        .steps
+        .iter()
+        .filter_map(|s| matches!(s.step, Step::CreateNode { .. }).then(|| s.step.node()).flatten())
+        .collect();
+    if made.is_empty() {
+        return Ok(());
+    }
+    let mut missing = rt.driver.missing_images().await?;
+    let loads_on_made =
+        p.steps.iter().any(|s| matches!(&s.step, Step::LoadImage { node, .. } if made.contains(&node.as_str())));
+    if loads_on_made {
+        missing.extend(lab_core::images::needed::missing_registry_image(&**rt, &rt.desired.registry_image).await);
+    }
+    match lab_core::images::needed::missing_error(&missing) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// What `up` says as it starts on the plan's steps.
