@@ -23,11 +23,22 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
         Err(_) => false,
     };
     let ok = checks.iter().all(|c| c.ok) && !read_only;
+    // What the user's services can use: asked of the nodes whose engine answered (the
+    // others say why not already). It does not fail the check: the registry does without.
+    let answering: Vec<String> =
+        checks.iter().filter(|c| !c.urls.is_empty() || c.engine.is_some()).map(|c| c.node.clone()).collect();
+    let vips = lab_core::swarm::vips::check(&rt, &answering).await;
+    let advice = lab_core::swarm::vips::advice(&vips);
     match output {
         Output::Json => outln!(
             "{}",
-            serde_json::to_string_pretty(&json!({"ok": ok, "nodes": checks, "registry": {"read_only": read_only}}))
-                .expect("json")
+            serde_json::to_string_pretty(&json!({
+                "ok": ok,
+                "nodes": checks,
+                "registry": {"read_only": read_only},
+                "service_vips": {"nodes": vips, "advice": advice},
+            }))
+            .expect("json")
         )?,
         Output::Table => {
             let mut rows = Vec::new();
@@ -59,6 +70,14 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
                     ]);
                 }
             }
+            for v in &vips {
+                let result = match v.ipvs {
+                    Some(true) => "ok",
+                    Some(false) => "none",
+                    None => "?",
+                };
+                rows.push(vec![v.node.clone(), "service VIPs (IPVS)".into(), result.into(), v.answer.clone()]);
+            }
             if read_only {
                 rows.push(vec![
                     "-".into(),
@@ -74,6 +93,9 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
                 if let Some(why) = &c.explanation {
                     outln!("{}: {why}", c.node)?;
                 }
+            }
+            if let Some(advice) = &advice {
+                outln!("services: {advice}")?;
             }
         }
     }

@@ -123,6 +123,11 @@ async fn converge(
     let [a, b] = lab_core::registry::CHECK_URLS;
     progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
     phase(timings, "check the registry on every node", wait_ready(&*rt, READY_TIMEOUT)).await?;
+    let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
+    let vips = phase(timings, "look for IPVS on every node", async {
+        Ok::<_, Error>(lab_core::swarm::vips::check(&*rt, &nodes).await)
+    })
+    .await?;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
     let obs = phase(timings, "observe the cluster for the status table", observe(&*rt)).await?;
     out!("{}", status_table(&rt, &obs))?;
@@ -132,6 +137,9 @@ async fn converge(
         RegistryTls::Mutual => "; mutual TLS: every other client needs the cluster's certificate",
     };
     outln!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})")?;
+    if let Some(advice) = lab_core::swarm::vips::advice(&vips) {
+        outln!("services: {advice}")?;
+    }
     outln!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"")?;
     Ok(0)
 }

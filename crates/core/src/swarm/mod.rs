@@ -6,7 +6,8 @@
 //! - [`membership`]: init, join and leave on one engine, and the join token read at each join;
 //! - [`nodes`]: a swarm node's spec as a manager sets it, stale entries of nodes made again,
 //!   and the retry of an update that raced the swarm's own;
-//! - [`steps`]: what the plan's swarm steps do on a cluster, through the [`Nodes`](crate::cluster::Nodes) seam.
+//! - [`steps`]: what the plan's swarm steps do on a cluster, through the [`Nodes`](crate::cluster::Nodes) seam;
+//! - [`vips`]: whether services get virtual IPs (IPVS in each node's kernel), and what to do without.
 //!
 //! Neighbours: it works through [`crate::cluster`] and records nothing itself (the executor
 //! keeps the [`SwarmRecord`](crate::state::SwarmRecord) a step returns); the registry and the
@@ -18,6 +19,7 @@ use bollard::Docker;
 pub mod membership;
 pub mod nodes;
 pub mod steps;
+pub mod vips;
 
 pub use membership::{init, join, join_token, leave, record};
 pub use nodes::{configure, forget_stale, out_of_sequence, UPDATE_ATTEMPTS};
