@@ -363,7 +363,7 @@ fn nodes_without_ipvs_are_told_to_deploy_with_dnsrr() {
             .lines()
             .find(|l| l.starts_with(node) && l.contains("service VIPs (IPVS)"))
             .unwrap_or_else(|| panic!("no service VIP row for {node}:\n{}", check.stdout));
-        let want = if ipvs { " ok " } else { " none " };
+        let want = if ipvs { " yes " } else { " no " };
         assert!(row.contains(want) && row.contains("dnsrr") != ipvs, "{row}");
     }
     let v = json(&lab.on(&["check", "--output", "json"]).ok("lab check --output json"));

@@ -71,9 +71,10 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
                 }
             }
             for v in &vips {
+                // Not "ok" or "FAIL": what the node offers, which the check does not judge.
                 let result = match v.ipvs {
-                    Some(true) => "ok",
-                    Some(false) => "none",
+                    Some(true) => "yes",
+                    Some(false) => "no",
                     None => "?",
                 };
                 rows.push(vec![v.node.clone(), "service VIPs (IPVS)".into(), result.into(), v.answer.clone()]);
