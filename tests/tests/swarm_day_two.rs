@@ -334,6 +334,7 @@ fn a_stopped_registry_node_is_named_and_started_quickly() {
     let push = lab.on(&["push", &image.0]);
     assert_eq!(push.code, 1, "{}", push.all());
     assert!(push.stderr.contains("worker1") && push.stderr.contains("stopped"), "{}", push.stderr);
+    assert_eq!(push.stderr.matches("worker1").count(), 1, "a node named twice: {}", push.stderr);
     assert!(!push.stderr.contains("pending") && !push.stderr.contains("deploys it"), "{}", push.stderr);
 
     let dir = tempfile::tempdir().expect("a directory for the timings");

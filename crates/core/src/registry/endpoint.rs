@@ -94,7 +94,7 @@ async fn node_down(rt: &dyn Nodes, node: &str) -> Option<Error> {
     let why = down.get(node)?;
     let fix = if why == "missing" { "`lab up` makes it" } else { "`lab up` starts it" };
     Some(
-        Error::node(node, "find the cluster's registry", format!("the registry runs on {node}, which is {why}"))
+        Error::node(node, "find the cluster's registry", format!("the registry's node is {why}"))
             .with_hint(format!("{fix}, and the registry with it")),
     )
 }

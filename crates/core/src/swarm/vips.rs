@@ -59,12 +59,16 @@ pub fn advice(checks: &[VipCheck]) -> Option<String> {
     if without.is_empty() {
         return None;
     }
+    // Never "NODE: ...": a line that starts so, in `lab check`, explains a failing node.
+    let who = match without.as_slice() {
+        [one] => format!("node {one} has"),
+        many => format!("nodes {} have", many.join(", ")),
+    };
     Some(format!(
-        "no IPVS on {}: your swarm services there get no virtual IP (connections to a service's VIP fail with \
+        "{who} no IPVS: your swarm services there get no virtual IP (connections to a service's VIP fail with \
          \"No route to host\") and no port published through the ingress routing mesh; deploy them with \
          `endpoint_mode: dnsrr` and ports in `mode: host` (docker service create --endpoint-mode dnsrr --publish \
          mode=host,target=80,published=8080 ...); `lab check` shows it per node",
-        without.join(", ")
     ))
 }
 
@@ -84,7 +88,9 @@ mod tests {
         assert_eq!(advice(&[vip("manager", Some(true)), vip("worker1", None)]), None);
         let a = advice(&[vip("manager", Some(false)), vip("worker1", Some(true)), vip("worker2", Some(false))])
             .expect("advice");
-        assert!(a.starts_with("no IPVS on manager, worker2:"), "{a}");
+        assert!(a.starts_with("nodes manager, worker2 have no IPVS:"), "{a}");
+        let one = advice(&[vip("worker1", Some(false))]).expect("advice");
+        assert!(one.starts_with("node worker1 has no IPVS:"), "{one}");
         for needle in ["no virtual IP", "ingress routing mesh", "endpoint_mode: dnsrr", "mode: host", "--endpoint-mode"]
         {
             assert!(a.contains(needle), "{needle}: {a}");
