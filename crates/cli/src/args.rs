@@ -42,7 +42,8 @@ pub enum Command {
     /// Put images from this machine's engine (the one `docker images` shows here) into the
     /// cluster's registry, as localhost:5000/NAME:TAG; only the layers it lacks are sent.
     Push(PushArgs),
-    /// What the cluster's registry holds; `rm NAME:TAG` deletes a tag, `gc` reclaims its space.
+    /// What the cluster's registry holds; `rm NAME:TAG` deletes a tag, `gc` reclaims its space,
+    /// `save DIR` and `load DIR` copy it all to an OCI image layout here and back.
     Images(ImagesArgs),
     /// How other clients (skopeo, crane, oras, curl) reach the registry: its URL and address,
     /// and in mutual TLS the CA and client certificate; `forward` relays it to this machine.
@@ -94,6 +95,12 @@ pub enum ModeArg {
     Auto,
     Mesh,
     Fallback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AvailabilityArg {
+    Drain,
+    Active,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -170,6 +177,20 @@ pub enum ImagesAction {
     /// Reclaim the space of deleted tags: the registry's garbage collection, with the
     /// registry read-only while it runs (its task restarts twice).
     Gc,
+    /// Write everything the registry holds (every repository, every tag) to DIR on this
+    /// machine, as an OCI image layout; into a layout saved before, only the blobs it lacks.
+    Save {
+        /// A new or empty directory, or a layout `lab images save` wrote.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Put the images of an OCI image layout (one `lab images save` wrote, from this cluster
+    /// or another) into the registry, sending only the blobs it lacks.
+    Load {
+        /// The layout's directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +284,10 @@ pub struct TopologyArgs {
     // Negative numbers parse as values, so the number parser's error names this flag.
     #[arg(long, allow_negative_numbers = true, value_parser = workers)]
     pub workers: Option<u32>,
+    /// Whether managers take tasks when there are workers: drain (the default, as the seed
+    /// drains its manager) or active.
+    #[arg(long, value_enum, value_name = "drain|active")]
+    pub manager_availability: Option<AvailabilityArg>,
     /// Registry image (default registry:3 for a new cluster; a cluster keeps the one it was
     /// made with).
     #[arg(long, value_name = "IMAGE")]
@@ -508,6 +533,12 @@ pub struct UpArgs {
     /// if it is a directory).
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = ".")]
     pub timings: Option<std::path::PathBuf>,
+    /// When the swarm has lost its quorum (a majority of its managers gone for good): make the
+    /// first surviving manager the only manager of a new Raft cluster, keeping services,
+    /// secrets and the registry's data (`docker swarm init --force-new-cluster`), then make
+    /// the lost managers again. lab never does this without the flag. Never remembered.
+    #[arg(long)]
+    pub force_new_cluster: bool,
 }
 
 #[derive(Debug, Args)]
