@@ -561,3 +561,50 @@ pub fn pushed_runs_on_workers(exec: &dyn Fn(&str, &[&str]) -> Run, manager: &str
     assert!(logs.stdout.contains(image.content), "{}", logs.all());
     exec(manager, &["docker", "service", "rm", &svc]).ok("service rm");
 }
+
+/// The record `lab up --timings DIR` wrote into its one page in `dir` (the JSON the page
+/// carries for tools), and the page's path. Fails the test if there is not exactly one page.
+pub fn timings_record(dir: &Path) -> (serde_json::Value, PathBuf) {
+    let pages: Vec<PathBuf> =
+        std::fs::read_dir(dir).expect("read the timings directory").flatten().map(|e| e.path()).collect();
+    assert_eq!(pages.len(), 1, "lab up --timings wrote {} pages in {}", pages.len(), dir.display());
+    let page = std::fs::read_to_string(&pages[0]).expect("read the timings page");
+    let open = "<script type=\"application/json\" id=\"lab-timings\">";
+    let start = page.find(open).map(|i| i + open.len()).expect("the page carries its record");
+    let end = start + page[start..].find("</script>").expect("the record ends");
+    let record = serde_json::from_str(&page[start..end]).expect("the record is JSON");
+    (record, pages[0].clone())
+}
+
+/// A bar of a timings record, by its label (a step as `lab plan` prints it, or a phase):
+/// `(start, end)` in seconds from the start of the command. Fails the test if it is not
+/// there, or never ended.
+pub fn timings_span(record: &serde_json::Value, label: &str) -> (f64, f64) {
+    let spans = record["spans"].as_array().expect("spans");
+    let s = spans
+        .iter()
+        .find(|s| s["label"] == label)
+        .unwrap_or_else(|| panic!("no bar {label:?} in the timings: {spans:#?}"));
+    (s["start"].as_f64().expect("start"), s["end"].as_f64().unwrap_or_else(|| panic!("{label:?} never ended")))
+}
+
+/// The seconds of a run that no bar of its timings record covers: time lab spent that its
+/// steps and phases do not show.
+pub fn timings_uncovered(record: &serde_json::Value) -> f64 {
+    let mut bars: Vec<(f64, f64)> = record["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .filter_map(|s| Some((s["start"].as_f64()?, s["end"].as_f64()?)))
+        .collect();
+    bars.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = record["total"].as_f64().expect("total");
+    let (mut covered_to, mut gaps) = (0.0_f64, 0.0_f64);
+    for (start, end) in bars {
+        if start > covered_to {
+            gaps += start - covered_to;
+        }
+        covered_to = covered_to.max(end);
+    }
+    gaps + (total - covered_to).max(0.0)
+}

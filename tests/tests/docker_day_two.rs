@@ -352,3 +352,31 @@ fn a_failed_first_up_leaves_no_file() {
     lab.on(&["down"]).ok("lab down");
     assert_eq!(files_under(lab.state_home()), Vec::<String>::new(), "down left these");
 }
+
+/// Issue 18, item 13: a first `up` on a machine that cannot pull names every image it lacks
+/// in one message, each with how to get it, before it makes anything: exit 1, no container,
+/// no file. With the node image there, the missing registry image is found before any node
+/// is made (it was found only once every node had been made and had joined).
+#[test]
+fn every_missing_image_is_named_before_anything_is_made() {
+    ensure_images();
+    let lab = lab("noimages");
+    // In a registry on a loopback port nobody listens on: the lookups fail at once, offline.
+    let (node, registry) = ("127.0.0.1:9/lab-absent-node:1", "127.0.0.1:9/lab-absent-registry:1");
+    let up = lab.on(&["up", "--workers", "1", "--node-image", node, "--registry-image", registry]);
+    assert_eq!(up.code, 1, "{}", up.all());
+    for needle in [node, registry, "2 images missing", "scripts/offline-images.sh", "--node-image", "--registry-image"]
+    {
+        assert!(up.stderr.contains(needle), "the message does not name {needle}:\n{}", up.stderr);
+    }
+    assert_eq!(up.stderr.matches("lab: error:").count(), 1, "{}", up.stderr);
+    assert_eq!(labelled(&lab.cluster), Vec::<String>::new(), "up made these");
+    assert_eq!(files_under(lab.state_home()), Vec::<String>::new(), "up left these");
+
+    let up = lab.on(&["up", "--workers", "1", "--node-image", NODE_IMAGE, "--registry-image", registry]);
+    assert_eq!(up.code, 1, "{}", up.all());
+    assert!(up.stderr.contains(registry) && up.stderr.contains("1 image missing"), "{}", up.stderr);
+    assert!(!up.stderr.contains(NODE_IMAGE), "{}", up.stderr);
+    assert_eq!(labelled(&lab.cluster), Vec::<String>::new(), "up made these before it found the image missing");
+    assert_eq!(files_under(lab.state_home()), Vec::<String>::new(), "up left these");
+}

@@ -40,7 +40,8 @@ pub mod topology;
 pub mod wait;
 
 pub use driver::{
-    Capabilities, Driver, DriverContext, DriverOption, ExecOutput, Machine, MachineState, NodeEngine, OptionKind,
+    Capabilities, Driver, DriverContext, DriverOption, ExecOutput, Machine, MachineState, MissingImage, NodeEngine,
+    OptionKind,
 };
 pub use error::{Error, Result};
 pub use topology::{ClusterName, NodeSpec, Role, Topology};

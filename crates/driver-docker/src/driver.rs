@@ -21,7 +21,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use lab_core::error::engine_message;
 use lab_core::state::{make_private_dir, write_atomic};
 use lab_core::{
-    Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, NodeEngine, NodeSpec, Result,
+    Capabilities, ClusterName, Driver, DriverContext, Error, ExecOutput, Machine, MissingImage, NodeEngine, NodeSpec,
+    Result,
 };
 use tokio::sync::OnceCell;
 
@@ -33,6 +34,10 @@ use crate::node::{
     ROLE_LABEL, SOCKET_DIR_IN_NODE,
 };
 
+/// How to get a node image on a machine that cannot pull.
+const NODE_IMAGE_HOW: &str =
+    "build one with scripts/offline-images.sh and pass --node-image lab-offline/node:bookworm (or set [drivers.docker] \
+     node_image)";
 /// Unix socket paths are limited to 108 bytes by the kernel.
 const MAX_SOCKET_PATH: usize = 100;
 /// How long a node's dockerd gets to stop cleanly on restart. Killed earlier, it leaves its
@@ -235,10 +240,7 @@ impl DockerDriver {
                 hint: None,
                 source: Some(Box::new(e)),
             }
-            .with_hint(
-                "on a machine that cannot pull, build an offline node image with scripts/offline-images.sh \
-                            and pass --node-image lab-offline/node:bookworm",
-            )
+            .with_hint(format!("on a machine that cannot pull, {NODE_IMAGE_HOW}"))
         })
     }
 
@@ -470,17 +472,27 @@ impl Driver for DockerDriver {
 
     async fn preflight(&self, _nodes: &[NodeSpec]) -> Result<()> {
         let recorded_now = self.record_engine().await?;
-        let ready = async {
-            self.ensure_node_image().await?;
-            self.recover().await
-        }
-        .await;
+        // The node image is `missing_images`' to check, with the other images `up` needs.
+        let ready = self.recover().await;
         if ready.is_err() && recorded_now {
             // A first `up` that stops here made nothing on the engine, and the core records
             // the cluster only after preflight: the record would be a file no command lists.
             engine::forget(&self.state_dir);
         }
         ready
+    }
+
+    async fn missing_images(&self) -> Result<Vec<MissingImage>> {
+        match self.ensure_node_image().await {
+            Ok(()) => Ok(Vec::new()),
+            Err(Error::Operation { message, .. }) => Ok(vec![MissingImage {
+                image: self.config.node_image.clone(),
+                what: "the node image (--node-image)".into(),
+                why: message,
+                how: NODE_IMAGE_HOW.into(),
+            }]),
+            Err(e) => Err(e),
+        }
     }
 
     async fn observe(&self) -> Result<Vec<Machine>> {

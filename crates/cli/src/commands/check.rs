@@ -35,6 +35,12 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
     let machines = rt.driver.observe().await.unwrap_or_default();
     let lost = super::seen::registry_node_gone(&rt, &machines).map(|n| super::seen::loss(&n, &super::seen::seen(&rt)));
     let ok = checks.iter().all(|c| c.ok) && !read_only && managers_ok && lost.is_none();
+    // What the user's services can use: asked of the nodes whose engine answered (the
+    // others say why not already). It does not fail the check: the registry does without.
+    let answering: Vec<String> =
+        checks.iter().filter(|c| !c.urls.is_empty() || c.engine.is_some()).map(|c| c.node.clone()).collect();
+    let vips = lab_core::swarm::vips::check(&rt, &answering).await;
+    let advice = lab_core::swarm::vips::advice(&vips);
     match output {
         Output::Json => outln!(
             "{}",
@@ -44,6 +50,7 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
                 "registry": {"read_only": read_only},
                 "swarm": {"managers_answer": managers_ok, "quorum": managers_said},
                 "registry_lost": lost,
+                "service_vips": {"nodes": vips, "advice": advice},
             }))
             .expect("json")
         )?,
@@ -77,6 +84,15 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
                     ]);
                 }
             }
+            for v in &vips {
+                // Not "ok" or "FAIL": what the node offers, which the check does not judge.
+                let result = match v.ipvs {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "?",
+                };
+                rows.push(vec![v.node.clone(), "service VIPs (IPVS)".into(), result.into(), v.answer.clone()]);
+            }
             if read_only {
                 rows.push(vec![
                     "-".into(),
@@ -101,6 +117,9 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
                 if let Some(why) = &c.explanation {
                     outln!("{}: {why}", c.node)?;
                 }
+            }
+            if let Some(advice) = &advice {
+                outln!("services: {advice}")?;
             }
         }
     }

@@ -143,6 +143,17 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
     let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true).await?;
     let obs = observe(&rt).await?;
     let causes = unanswered(&rt, &obs).await;
+    // Only nodes whose engine answers: the others cannot be asked.
+    let answering: Vec<String> = rt
+        .desired
+        .topology
+        .nodes
+        .iter()
+        .filter(|n| obs.observed.nodes.get(&n.name).is_some_and(|o| o.engine))
+        .map(|n| n.name.clone())
+        .collect();
+    let vips = lab_core::swarm::vips::check(&rt, &answering).await;
+    let advice = lab_core::swarm::vips::advice(&vips);
     let st = rt.state();
     let reg_node = rt.desired.topology.registry_node().name.clone();
     let (task_node, task_state) = obs.registry_task.clone().unwrap_or_default();
@@ -187,6 +198,7 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
                     "read_only": read_only,
                     "data": { "volume": lab_core::registry::VOLUME, "node": reg_node },
                 },
+                "service_vips": { "nodes": vips, "advice": advice },
             });
             outln!("{}", serde_json::to_string_pretty(&v).expect("json"))?;
         }
@@ -232,6 +244,9 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
                          interrupted: `lab up` makes it writable again"
                     )?;
                 }
+            }
+            if let Some(advice) = &advice {
+                outln!("services: {advice}")?;
             }
         }
     }

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab_core::cluster::Progress;
+use lab_core::cluster::{Progress, Step};
 use lab_core::converge::exec::execute;
 use lab_core::converge::observe::observe;
-use lab_core::converge::plan::plan;
+use lab_core::converge::plan::{plan, Plan};
 use lab_core::registry::wait_ready;
 use lab_core::state::{Paths, RegistryTls};
 use lab_core::wait::{Look, Wait};
@@ -95,6 +95,10 @@ async fn converge(
         progress.note(&format!("warning: {w}"));
     }
     let rt = Arc::new(rt);
+    // A first `up` whose images cannot be had stops before it makes anything, and leaves no
+    // file either (the driver's preflight may record the engine it will use).
+    let dir = paths.cluster_dir(&cluster);
+    let first = loaded.recorded.is_none() && !dir.exists();
     phase(timings, "preflight of the driver", rt.driver.preflight(&rt.desired.topology.nodes)).await?;
     rt.update_state(|_| {})?;
     let obs = phase(timings, "observe the cluster", observe(&*rt)).await?;
@@ -112,6 +116,12 @@ async fn converge(
         t.plan(&p);
     }
     refuse_blocked(&cluster, &p, rt.desired.force)?;
+    if let Err(e) = phase(timings, "check the images up needs", images_needed(&rt, &p)).await {
+        if first {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return Err(e);
+    }
     if p.is_empty() {
         progress.note(&format!("cluster {cluster} already matches the desired state; nothing to change"));
     } else {
@@ -133,6 +143,11 @@ async fn converge(
         ));
     }
     super::seen::remember(&rt).await;
+    let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
+    let vips = phase(timings, "look for IPVS on every node", async {
+        Ok::<_, Error>(lab_core::swarm::vips::check(&*rt, &nodes).await)
+    })
+    .await?;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
     let obs = phase(timings, "observe the cluster for the status table", observe(&*rt)).await?;
     out!("{}", status_table(&rt, &obs))?;
@@ -142,6 +157,9 @@ async fn converge(
         RegistryTls::Mutual => "; mutual TLS: every other client needs the cluster's certificate",
     };
     outln!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})")?;
+    if let Some(advice) = lab_core::swarm::vips::advice(&vips) {
+        outln!("services: {advice}")?;
+    }
     outln!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"")?;
     Ok(0)
 }
@@ -181,6 +199,31 @@ async fn settled(
         obs = observe(&**rt).await?;
     }
     Ok(obs)
+}
+
+/// Every image the plan needs that cannot be had, named at once, before anything is made:
+/// the driver's (its node image) when the plan makes a machine, and the registry image when
+/// the plan loads it onto a machine it makes. (A machine that exists already may pull it
+/// itself, over a network this machine does not see.)
+async fn images_needed(rt: &Arc<lab_core::converge::runtime::Runtime>, p: &Plan) -> Result<()> {
+    let made: Vec<&str> = p
+        .steps
+        .iter()
+        .filter_map(|s| matches!(s.step, Step::CreateNode { .. }).then(|| s.step.node()).flatten())
+        .collect();
+    if made.is_empty() {
+        return Ok(());
+    }
+    let mut missing = rt.driver.missing_images().await?;
+    let loads_on_made =
+        p.steps.iter().any(|s| matches!(&s.step, Step::LoadImage { node, .. } if made.contains(&node.as_str())));
+    if loads_on_made {
+        missing.extend(lab_core::images::needed::missing_registry_image(&**rt, &rt.desired.registry_image).await);
+    }
+    match lab_core::images::needed::missing_error(&missing) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// How long `up` waits for the swarm to elect a leader when a majority of its managers answer

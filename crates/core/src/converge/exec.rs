@@ -165,6 +165,8 @@ mod tests {
     struct Fake {
         behaviour: HashMap<String, Behaviour>,
         started: Mutex<Vec<String>>,
+        /// Steps running now, and the most that ever ran at once.
+        running: Mutex<(usize, usize)>,
         record: Mutex<(Vec<StepRecord>, bool)>,
         notes: Arc<Notes>,
     }
@@ -174,7 +176,13 @@ mod tests {
         async fn run_step(&self, step: &Step) -> Result<Option<String>> {
             self.started.lock().unwrap().push(step.to_string());
             let b = self.behaviour.get(&step.to_string()).cloned().unwrap_or(Behaviour { ms: 0, fail: None });
+            {
+                let mut r = self.running.lock().unwrap();
+                r.0 += 1;
+                r.1 = r.1.max(r.0);
+            }
             tokio::time::sleep(Duration::from_millis(b.ms)).await;
+            self.running.lock().unwrap().0 -= 1;
             match b.fail {
                 Some(f) => Err(f()),
                 None => Ok(None),
@@ -255,6 +263,23 @@ mod tests {
         let load = Step::LoadImage { node: "worker3".into(), image: "registry:2".into() };
         let e = execute(fake, &planned(vec![(load, vec![])])).await.unwrap_err();
         assert!(e.to_string().starts_with("worker3: ") && e.to_string().contains("no space left"), "{e}");
+    }
+
+    /// Issue 18, item 18: steps that wait for nothing run side by side, destroys as much as
+    /// creates: all three are running at once at some point.
+    #[tokio::test]
+    async fn independent_destroys_run_side_by_side() {
+        let destroy = |n: &str| Step::DestroyNode { node: n.into(), reason: "not in the topology".into() };
+        let mut fake = Fake::default();
+        for n in ["worker1", "worker2", "worker3"] {
+            fake.behaviour.insert(destroy(n).to_string(), Behaviour { ms: 300, fail: None });
+        }
+        let fake = Arc::new(fake);
+        let p = planned(vec![(destroy("worker1"), vec![]), (destroy("worker2"), vec![]), (destroy("worker3"), vec![])]);
+        execute(fake.clone(), &p).await.expect("the destroys succeed");
+        assert_eq!(fake.started.lock().unwrap().len(), 3);
+        let most = fake.running.lock().unwrap().1;
+        assert_eq!(most, 3, "at most {most} of the three independent destroys ran at once");
     }
 
     /// A runner over the planner's model of a cluster: each step changes the model as the

@@ -121,6 +121,19 @@ pub enum MachineState {
     Broken(String),
 }
 
+/// An image `lab up` needs that it can neither find nor get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MissingImage {
+    /// The reference, as the settings give it.
+    pub image: String,
+    /// What it is for, and the setting that names it ("the node image (--node-image)").
+    pub what: String,
+    /// Why it cannot be had, in the engine's words.
+    pub why: String,
+    /// How to get it, or another one, for the user.
+    pub how: String,
+}
+
 /// A machine the driver knows of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Machine {
@@ -205,6 +218,15 @@ pub trait Driver: Send + Sync {
     /// [`Error::Input`]. The default does nothing.
     async fn preflight(&self, _nodes: &[NodeSpec]) -> Result<()> {
         Ok(())
+    }
+
+    /// The images the driver needs to make machines (the docker driver's node image) that it
+    /// can neither find nor get (a pull is allowed, and nothing else may change), each with how
+    /// to get it. `lab up` asks only when its plan makes a machine, after [`Driver::preflight`]
+    /// and before anything is made, so that every missing image is named at once. The default:
+    /// none.
+    async fn missing_images(&self) -> Result<Vec<MissingImage>> {
+        Ok(Vec::new())
     }
 
     /// Every machine that exists for this cluster, whatever its state. Machines that do not

@@ -2,7 +2,8 @@
 //! node's engine ([`distribution`]), `lab push` and `lab images` ([`push`]), `lab images rm`
 //! ([`remove`]), the registry's garbage collection ([`gc`]), `lab images save` and `load`
 //! (an OCI image layout on this machine, [`layout`]), and loading the images the
-//! cluster itself needs onto its nodes ([`load`]).
+//! cluster itself needs onto its nodes ([`load`]), once `up` has checked that every image it
+//! needs can be had ([`needed`]).
 //!
 //! Neighbours: it finds the registry through [`crate::registry`] (its endpoint, its read-only
 //! switch) and speaks TLS with [`crate::tls`]'s certificates; it reaches nodes through
@@ -13,6 +14,7 @@ pub mod distribution;
 pub mod gc;
 pub mod layout;
 pub mod load;
+pub mod needed;
 pub mod push;
 pub mod remove;
 

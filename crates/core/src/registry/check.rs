@@ -2,7 +2,7 @@
 //! every node, each node's dockerd asked through [`super::reach`], and, when a node fails,
 //! what lab can tell of why.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{InspectServiceOptions, ListTasksOptionsBuilder};
@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::cluster::probe;
 use crate::cluster::Nodes;
+use crate::driver::MachineState;
 use crate::error::{Error, Result};
 use crate::registry::forwarder::FORWARDER;
 use crate::registry::mode::has_ipvs;
@@ -58,6 +59,9 @@ impl NodeCheck {
         self
     }
 }
+
+/// How long a check waits for a node's engine to answer before it says it does not.
+const ENGINE_WAIT: Duration = Duration::from_secs(5);
 
 /// The URLs the seed checks on every node, and the `localhost` spelling that breaks when it
 /// resolves to `::1` and nothing listens there.
@@ -150,6 +154,10 @@ pub(crate) async fn check_refusal(rt: &dyn Nodes, node: &str) -> Vec<UrlCheck> {
 /// `localhost:5000` ([`crate::registry::reach`]), both at once. In mutual TLS, also checks that a
 /// client without the certificate is refused.
 pub async fn check_node(rt: &dyn Nodes, node: &str) -> NodeCheck {
+    // An engine that does not answer is asked once, for a few seconds, not by each check.
+    if let Err(e) = rt.try_engine(node, ENGINE_WAIT).await {
+        return not_asked(node, without_node(node, &e));
+    }
     let refusal = async {
         match rt.desired().tls {
             RegistryTls::Mutual => check_refusal(rt, node).await,
@@ -184,8 +192,8 @@ pub(crate) async fn check_node_with(rt: &dyn Nodes, node: &str, detailed: bool) 
         engine: None,
         explanation,
     };
-    if let Err(e) = rt.engine(node).await {
-        return failed(Some(e.to_string()));
+    if let Err(e) = rt.try_engine(node, ENGINE_WAIT).await {
+        return failed(Some(without_node(node, &e)));
     }
     // Both URLs in one command first (the common, healthy case: one exec per node); one
     // command per URL only to tell which fails.
@@ -213,10 +221,63 @@ pub(crate) async fn check_node_with(rt: &dyn Nodes, node: &str, detailed: bool) 
     NodeCheck { node: node.into(), ok, urls, engine: None, explanation: None }
 }
 
+/// The nodes of the topology whose machine does not run, by node, in a word or two for the
+/// user ("stopped", "broken: ...", "missing"), as the driver reports them now. Empty when the
+/// driver cannot say: then every node is asked.
+pub(crate) async fn machines_down(rt: &dyn Nodes) -> BTreeMap<String, String> {
+    let Ok(machines) = rt.machines().await else { return BTreeMap::new() };
+    rt.desired()
+        .topology
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let why = match machines.iter().find(|m| m.name == n.name).map(|m| &m.state) {
+                Some(MachineState::Running) => return None,
+                Some(MachineState::Stopped) => "stopped".to_string(),
+                Some(MachineState::Broken(why)) => format!("broken: {why}"),
+                None => "missing".to_string(),
+            };
+            Some((n.name.clone(), why))
+        })
+        .collect()
+}
+
+/// A check that asked nothing, and why.
+fn not_asked(node: &str, explanation: String) -> NodeCheck {
+    NodeCheck { node: node.into(), ok: false, urls: Vec::new(), engine: None, explanation: Some(explanation) }
+}
+
+/// An error about `node`, without the node's name in front (the check's lines start with it).
+fn without_node(node: &str, e: &Error) -> String {
+    let text = e.to_string();
+    text.strip_prefix(&format!("{node}: ")).unwrap_or(&text).to_string()
+}
+
 /// Checks every node concurrently and explains each failure.
+///
+/// A node whose machine does not run is asked nothing: its engine cannot answer, and waiting
+/// for it to is what made a check of a stopped node take most of a minute. Where that node
+/// is the registry's, no other node can reach the registry either, so they are not asked
+/// (each would wait for curl's and dockerd's timeouts), and each says why.
 pub async fn check_all(rt: &dyn Nodes) -> Vec<NodeCheck> {
     let nodes: Vec<String> = rt.desired().topology.nodes.iter().map(|n| n.name.clone()).collect();
-    let mut checks = join_all(nodes.iter().map(|n| check_node(rt, n))).await;
+    let down = machines_down(rt).await;
+    let reg = rt.desired().topology.registry_node().name.clone();
+    let reg_down = down.get(&reg).map(|why| {
+        let start = if why == "missing" { "`lab up` makes it" } else { "`lab up` starts it" };
+        format!("the registry's node {reg} is {why}: {start}")
+    });
+    let mut checks = join_all(nodes.iter().map(|n| {
+        let (down, reg_down) = (&down, &reg_down);
+        async move {
+            match (down.get(n), reg_down) {
+                (Some(why), _) => not_asked(n, why.clone()),
+                (None, Some(why)) => not_asked(n, why.clone()),
+                (None, None) => check_node(rt, n).await,
+            }
+        }
+    }))
+    .await;
     if checks.iter().any(|c| !c.ok) {
         let why = diagnose_service(rt).await;
         for c in checks.iter_mut().filter(|c| !c.ok) {

@@ -38,6 +38,11 @@ pub async fn endpoint(rt: &dyn Nodes) -> Result<crate::registry::Endpoint> {
     let running =
         tasks.iter().find(|t| t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING));
     let Some(task) = running else {
+        // The task waits for its node: that the node is stopped is the cause to name.
+        let reg = rt.desired().topology.registry_node().name.clone();
+        if let Some(e) = node_down(rt, &reg).await {
+            return Err(e);
+        }
         let why = match tasks.first().and_then(|t| t.status.as_ref()) {
             Some(s) => format!(
                 "its task is {}{}",
@@ -60,7 +65,11 @@ pub async fn endpoint(rt: &dyn Nodes) -> Result<crate::registry::Endpoint> {
     let labels = swarm_node.spec.and_then(|s| s.labels).unwrap_or_default();
     let node =
         labels.get("lab.node").cloned().or_else(|| swarm_node.description.and_then(|d| d.hostname)).unwrap_or(node_id);
-    let docker = rt.engine(&node).await?.docker;
+    // The swarm takes a while to notice a node stopped, and lists its task as running.
+    let docker = match rt.engine(&node).await {
+        Ok(e) => e.docker,
+        Err(e) => return Err(node_down(rt, &node).await.unwrap_or(e)),
+    };
     // A registry deployed with mutual TLS is spoken to in TLS with the cluster's certificates.
     let tls = match observe(&mgr).await.and_then(|r| r.tls) {
         None => None,
@@ -77,4 +86,15 @@ pub async fn endpoint(rt: &dyn Nodes) -> Result<crate::registry::Endpoint> {
         }
     };
     Ok(crate::registry::Endpoint { node, docker, container, tls })
+}
+
+/// The error that says the registry's node `node` is not running, if it is not.
+async fn node_down(rt: &dyn Nodes, node: &str) -> Option<Error> {
+    let down = crate::registry::check::machines_down(rt).await;
+    let why = down.get(node)?;
+    let fix = if why == "missing" { "`lab up` makes it" } else { "`lab up` starts it" };
+    Some(
+        Error::node(node, "find the cluster's registry", format!("the registry's node is {why}"))
+            .with_hint(format!("{fix}, and the registry with it")),
+    )
 }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use crate::cluster::probe;
 use crate::cluster::ModeRequest;
 use crate::cluster::Nodes;
 use crate::error::{Error, Result};
@@ -54,9 +53,7 @@ pub fn mesh_serves_ipv6_loopback(version: &str) -> bool {
 }
 
 pub(crate) async fn has_ipvs(rt: &dyn Nodes, node: &str) -> std::result::Result<bool, String> {
-    let cat: &[&str] = &["cat", "/proc/net/ip_vs"];
-    let out = probe::on_node(rt, node, &[cat], &rt.desired().registry_image, Duration::from_secs(30)).await?;
-    Ok(out.code == 0)
+    crate::swarm::vips::has_ipvs(rt, node, Duration::from_secs(30)).await
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! - [`nodes`]: a swarm node's spec as a manager sets it, stale entries of nodes made again,
 //!   and the retry of an update that raced the swarm's own;
 //! - [`quorum`]: the managers' Raft quorum, counted and put in words;
-//! - [`steps`]: what the plan's swarm steps do on a cluster, through the [`Nodes`](crate::cluster::Nodes) seam.
+//! - [`steps`]: what the plan's swarm steps do on a cluster, through the [`Nodes`](crate::cluster::Nodes) seam;
+//! - [`vips`]: whether services get virtual IPs (IPVS in each node's kernel), and what to do without.
 //!
 //! Neighbours: it works through [`crate::cluster`] and records nothing itself (the executor
 //! keeps the [`SwarmRecord`](crate::state::SwarmRecord) a step returns); the registry and the
@@ -20,6 +21,7 @@ pub mod membership;
 pub mod nodes;
 pub mod quorum;
 pub mod steps;
+pub mod vips;
 
 pub use membership::{force_new_cluster, init, join, join_token, leave, record};
 pub use nodes::{configure, forget_stale, out_of_sequence, update_look, update_race, UPDATE_RETRY};

@@ -438,6 +438,46 @@ fn fresh_cluster_plan_is_ordered_and_concurrent() {
     assert!(!p.steps[j2].after.contains(&j1));
 }
 
+/// Issue 18, item 18: scaling down destroys the nodes that go side by side. No destroy waits,
+/// directly or through other steps, for another destroy: only the registry's old node waits,
+/// for its data to move.
+#[test]
+fn scale_down_destroys_depend_on_no_other_destroy() {
+    for (from, to) in [(3, 0), (5, 1)] {
+        let o = converged(&desired(1, from, ModeRequest::Auto));
+        let p = plan(&desired(1, to, ModeRequest::Auto), &o);
+        assert!(p.blocked.is_empty(), "{p:#?}");
+        let destroys: Vec<usize> = p
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s.step, Step::DestroyNode { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(destroys.len(), (from - to) as usize, "{p:#?}");
+        // Everything each destroy waits for, through any chain of steps.
+        let waits_for = |i: usize| {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut todo = p.steps[i].after.clone();
+            while let Some(a) = todo.pop() {
+                if seen.insert(a) {
+                    todo.extend(p.steps[a].after.iter().copied());
+                }
+            }
+            seen
+        };
+        for &d in &destroys {
+            let before = waits_for(d);
+            for &other in destroys.iter().filter(|&&o| o != d) {
+                assert!(!before.contains(&other), "{} waits for {}: {p:#?}", p.steps[d].step, p.steps[other].step);
+            }
+            if to > 0 {
+                assert!(before.is_empty(), "{} waits for {before:?}: {p:#?}", p.steps[d].step);
+            }
+        }
+    }
+}
+
 #[test]
 fn managers_join_one_at_a_time() {
     let d = desired(3, 1, ModeRequest::Auto);
