@@ -167,9 +167,17 @@ impl Client {
         let step = "connect to the registry through its node's engine";
         #[cfg(test)]
         if let Some(dial) = &self.dial {
-            return self.handshake(dial(), step).await;
+            return self.speak(dial(), step).await;
         }
         let io = self.stream().await?;
+        self.speak(io, step).await
+    }
+
+    /// HTTP/1.1 to the registry over `io`, inside TLS in mutual mode.
+    async fn speak<T>(&self, io: T, step: &str) -> Result<SendRequest<Body>>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         match &self.at.tls {
             None => self.handshake(io, step).await,
             Some(cfg) => {

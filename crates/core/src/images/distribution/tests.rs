@@ -57,8 +57,9 @@ struct State {
     connections: usize,
 }
 
+/// The fake registry: its state, and in mutual TLS its side of TLS.
 #[derive(Clone)]
-struct Fake(Arc<Mutex<State>>);
+struct Fake(Arc<Mutex<State>>, Option<Arc<rustls::ServerConfig>>);
 
 fn sha(bytes: &[u8]) -> String {
     let hex: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
@@ -67,14 +68,24 @@ fn sha(bytes: &[u8]) -> String {
 
 impl Fake {
     fn new() -> Fake {
-        Fake(Arc::new(Mutex::new(State { page: 2, ..Default::default() })))
+        Fake(Arc::new(Mutex::new(State { page: 2, ..Default::default() })), None)
+    }
+
+    /// A registry in mutual TLS, with `tls` as its side of it.
+    fn mutual(tls: Arc<rustls::ServerConfig>) -> Fake {
+        Fake(Fake::new().0, Some(tls))
     }
 
     /// A client whose every connection is a new stream to this registry.
     fn client(&self) -> Arc<Client> {
+        self.client_over(None)
+    }
+
+    /// A client that speaks TLS with `tls`, if given, over each stream.
+    fn client_over(&self, tls: Option<Arc<rustls::ClientConfig>>) -> Arc<Client> {
         let docker = bollard::Docker::connect_with_http("http://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
             .expect("a client");
-        let at = Endpoint { node: "worker1".into(), docker, container: "lab_registry.1".into(), tls: None };
+        let at = Endpoint { node: "worker1".into(), docker, container: "lab_registry.1".into(), tls };
         let fake = self.clone();
         Arc::new(Client { at, idle: tokio::sync::Mutex::new(Vec::new()), dial: Some(Box::new(move || fake.connect())) })
     }
@@ -82,7 +93,15 @@ impl Fake {
     fn connect(&self) -> DuplexStream {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         self.0.lock().unwrap().connections += 1;
-        tokio::spawn(self.clone().serve(theirs));
+        let fake = self.clone();
+        match self.1.clone() {
+            None => drop(tokio::spawn(fake.serve(theirs))),
+            Some(tls) => drop(tokio::spawn(async move {
+                if let Ok(theirs) = tokio_rustls::TlsAcceptor::from(tls).accept(theirs).await {
+                    fake.serve(theirs).await;
+                }
+            })),
+        }
         ours
     }
 
@@ -111,7 +130,7 @@ impl Fake {
     }
 
     /// Serves requests on one connection until the client closes it.
-    async fn serve(self, io: DuplexStream) {
+    async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(self, io: S) {
         let (r, mut w) = tokio::io::split(io);
         let mut r = BufReader::new(r);
         while let Some(req) = read_request(&mut r).await {
@@ -519,4 +538,34 @@ async fn requests_one_after_another_share_one_connection() {
         client.tags("app").await.unwrap();
     }
     assert_eq!(fake.0.lock().unwrap().connections, 1, "each request made a connection of its own");
+}
+
+/// Mutual TLS: lab checks the registry's certificate against the cluster's CA and presents its
+/// own; over that, the API is the same. A registry with another cluster's certificate is
+/// refused before a request is sent, and the registry refuses another cluster's client.
+#[tokio::test]
+async fn in_mutual_tls_each_side_checks_the_other_against_the_clusters_ca() {
+    use crate::tls::pki::{client_config, ensure, server_config};
+    let tmp = tempfile::tempdir().unwrap();
+    let (ours, _) = ensure(&crate::tls::dir(tmp.path()), "c1").unwrap();
+    let (theirs, _) = ensure(&tmp.path().join("other"), "c2").unwrap();
+
+    let fake = Fake::mutual(server_config(&ours));
+    fake.tag("app", "v1");
+    let client = fake.client_over(Some(client_config(&ours).unwrap()));
+    client.ping().await.expect("the cluster's own registry answers");
+    assert_eq!(client.tags("app").await.unwrap(), ["v1"]);
+
+    let impostor = Fake::mutual(server_config(&theirs));
+    let err = impostor.client_over(Some(client_config(&ours).unwrap())).ping().await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("worker1: connect to the registry through its node's engine: TLS with the registry failed: "),
+        "{err}"
+    );
+    assert!(impostor.seen().is_empty(), "a request went to a registry lab does not trust");
+
+    let stranger = fake.client_over(Some(client_config(&theirs).unwrap()));
+    let err = stranger.ping().await.unwrap_err().to_string();
+    assert!(err.starts_with("worker1: "), "{err}");
+    assert_eq!(fake.seen().len(), 2, "the registry answered a client of another cluster");
 }
