@@ -61,127 +61,22 @@ fn every_observed_state_converges_in_one_plan() {
         d.capabilities.exec = exec;
         d.capabilities.destroy = i != 4;
         d.tls = tls;
-        // In mutual mode, the certificates lab keeps: none, good, or due; and what the
-        // registry and the nodes have (the good ones, or older ones).
-        let cert_cases: Vec<Option<CertsObs>> = match tls {
-            RegistryTls::Open => vec![None],
-            RegistryTls::Mutual => {
-                let issued = |names: &[&str]| -> BTreeMap<String, String> {
-                    names.iter().map(|n| (n.to_string(), format!("n-good-{n}"))).collect()
-                };
-                let all = issued(&["manager", "worker1", "worker2"]);
-                vec![
-                    None,
-                    Some(CertsObs { registry: "good".into(), nodes: all.clone(), due: false }),
-                    Some(CertsObs { registry: "good".into(), nodes: all, due: true }),
-                    // worker9 was issued one and has left the topology.
-                    Some(CertsObs {
-                        registry: "good".into(),
-                        nodes: issued(&["manager", "worker1", "worker9"]),
-                        due: false,
-                    }),
-                ]
-            }
-        };
         // Without it, a broken registry node is (rightly) not repaired: see below.
         d.force = true;
         let names: Vec<String> = d.topology.nodes.iter().map(|n| n.name.clone()).collect();
-        let per_node: Vec<Vec<Option<NodeObs>>> = d
-            .topology
-            .nodes
-            .iter()
-            .map(|n| {
-                let mut v: Vec<Option<NodeObs>> = vec![None];
-                for s in node_states(n.role) {
-                    v.push(Some(s.clone()));
-                    if matches!(s.swarm, Membership::Member { .. }) {
-                        v.push(Some(configured(&d, &n.name, s)));
-                    }
-                }
-                v
-            })
+        let per_node = per_node_states(&d);
+        let certs_and_records: Vec<(Option<RegistryMode>, Option<CertsObs>)> = [None, Some(RegistryMode::Fallback)]
+            .into_iter()
+            .flat_map(|r| cert_cases(tls).into_iter().map(move |c| (r, c)))
             .collect();
         let mut count = 0;
         for a in &per_node[0] {
             for b in &per_node[1] {
                 for c in &per_node[2] {
                     for reg in 0..5 {
-                        for (recorded, certs) in [None, Some(RegistryMode::Fallback)]
-                            .into_iter()
-                            .flat_map(|r| cert_cases.iter().map(move |c| (r, c.clone())))
-                        {
-                            let mut o = Observed { mode: recorded, certs: certs.clone(), ..Default::default() };
-                            for (name, n) in names.iter().zip([a, b, c]) {
-                                if let Some(n) = n {
-                                    let mut n = n.clone();
-                                    if n.machine == MachineState::Running {
-                                        n.address = Some(addr(name));
-                                    }
-                                    // Some nodes with the current certificates, some with
-                                    // another set.
-                                    if n.engine {
-                                        n.registry_certs = certs.as_ref().map(|c| {
-                                            if name == "worker2" {
-                                                "n-old".into()
-                                            } else {
-                                                c.nodes[name.as_str()].clone()
-                                            }
-                                        });
-                                    }
-                                    o.nodes.insert(name.clone(), n);
-                                }
-                            }
-                            let manager_member = o.nodes.values().any(|n| {
-                                matches!(&n.swarm, Membership::Member { swarm_id, manager: true } if swarm_id == SWARM)
-                            });
-                            // Where the registry runs and keeps its data: 0 nowhere, 1 on its
-                            // node (worker1), 2 on worker2, 3 data on worker2 with no task
-                            // (and a forwarder on worker1), 4 on a stray node.
-                            let answering = |o: &Observed, n: &str| o.nodes.get(n).is_some_and(|n| n.engine);
-                            let running_on = match reg {
-                                1 if answering(&o, "worker1") => Some("worker1"),
-                                2 if answering(&o, "worker2") => Some("worker2"),
-                                4 => Some("worker9"),
-                                _ => None,
-                            };
-                            if let Some(n) = running_on.filter(|n| *n != "worker9") {
-                                o.nodes.get_mut(n).unwrap().registry_data = true;
-                            }
-                            if reg == 3 && answering(&o, "worker2") {
-                                o.nodes.get_mut("worker2").unwrap().registry_data = true;
-                                if answering(&o, "worker1") {
-                                    o.nodes.get_mut("worker1").unwrap().forwarder = Some("10.9.9.9".into());
-                                }
-                            }
-                            if manager_member {
-                                o.swarm_id = Some(SWARM.into());
-                                if reg > 0 {
-                                    o.registry = Some(RegistryObs {
-                                        image: IMAGE.into(),
-                                        mode: recorded.unwrap_or(RegistryMode::Fallback),
-                                        spec_matches: true,
-                                        running_on: running_on.map(str::to_string),
-                                        tls: certs.as_ref().map(|c| c.registry.clone()),
-                                        read_only: false,
-                                    });
-                                }
-                            }
-                            // A stray node that is not in the topology, holding the
-                            // registry's data in case 4.
-                            if reg == 4 || (reg == 1 && recorded.is_none()) {
-                                let mut stray = NodeObs::new(Role::Worker, MachineState::Running);
-                                if reg == 4 {
-                                    stray.engine = true;
-                                    stray.swarm = Membership::None;
-                                    stray.images.insert(IMAGE.into());
-                                    stray.registry_data = true;
-                                    if tls == RegistryTls::Mutual {
-                                        stray.registry_certs = Some("n-good-worker9".into());
-                                        stray.forwarder = Some(Forwarder::Relay.label("10.0.0.9").unwrap());
-                                    }
-                                }
-                                o.nodes.insert("worker9".into(), stray);
-                            }
+                        for (recorded, certs) in &certs_and_records {
+                            let mut o = with_nodes(&names, [a, b, c], *recorded, certs);
+                            place_registry(&mut o, reg, tls);
                             let start = o.clone();
                             execute(&d, &mut o);
                             let again = plan(&d, &o);
@@ -193,6 +88,139 @@ fn every_observed_state_converges_in_one_plan() {
             }
         }
         assert!(count > 1000, "explored {count} states");
+    }
+}
+
+/// In mutual mode, the certificates lab keeps: none, good, or due; and what the registry and
+/// the nodes have (the good ones, or older ones).
+fn cert_cases(tls: RegistryTls) -> Vec<Option<CertsObs>> {
+    match tls {
+        RegistryTls::Open => vec![None],
+        RegistryTls::Mutual => {
+            let issued = |names: &[&str]| -> BTreeMap<String, String> {
+                names.iter().map(|n| (n.to_string(), format!("n-good-{n}"))).collect()
+            };
+            let all = issued(&["manager", "worker1", "worker2"]);
+            vec![
+                None,
+                Some(CertsObs { registry: "good".into(), nodes: all.clone(), due: false }),
+                Some(CertsObs { registry: "good".into(), nodes: all, due: true }),
+                // worker9 was issued one and has left the topology.
+                Some(CertsObs {
+                    registry: "good".into(),
+                    nodes: issued(&["manager", "worker1", "worker9"]),
+                    due: false,
+                }),
+            ]
+        }
+    }
+}
+
+/// For each node of `d`, every state it may be found in: missing, each of [`node_states`],
+/// and each member configured as `d` wants it.
+fn per_node_states(d: &Desired) -> Vec<Vec<Option<NodeObs>>> {
+    d.topology
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut v: Vec<Option<NodeObs>> = vec![None];
+            for s in node_states(n.role) {
+                v.push(Some(s.clone()));
+                if matches!(s.swarm, Membership::Member { .. }) {
+                    v.push(Some(configured(d, &n.name, s)));
+                }
+            }
+            v
+        })
+        .collect()
+}
+
+/// An observation of the nodes `names` in the states `nodes` (running ones with their
+/// addresses), lab's record of the mode and its certificates. In mutual TLS the nodes whose
+/// engines answer have the current certificates, but worker2 another set.
+fn with_nodes(
+    names: &[String],
+    nodes: [&Option<NodeObs>; 3],
+    recorded: Option<RegistryMode>,
+    certs: &Option<CertsObs>,
+) -> Observed {
+    let mut o = Observed { mode: recorded, certs: certs.clone(), ..Default::default() };
+    for (name, n) in names.iter().zip(nodes) {
+        if let Some(n) = n {
+            let mut n = n.clone();
+            if n.machine == MachineState::Running {
+                n.address = Some(addr(name));
+            }
+            if n.engine {
+                n.registry_certs =
+                    certs.as_ref().map(
+                        |c| {
+                            if name == "worker2" {
+                                "n-old".into()
+                            } else {
+                                c.nodes[name.as_str()].clone()
+                            }
+                        },
+                    );
+            }
+            o.nodes.insert(name.clone(), n);
+        }
+    }
+    o
+}
+
+/// Puts the registry where `reg` says it runs and keeps its data: 0 nowhere, 1 on its node
+/// (worker1), 2 on worker2, 3 data on worker2 with no task (and a forwarder on worker1), 4 on
+/// a stray node, worker9, which is not in the topology.
+fn place_registry(o: &mut Observed, reg: u8, tls: RegistryTls) {
+    let recorded = o.mode;
+    let manager_member = o
+        .nodes
+        .values()
+        .any(|n| matches!(&n.swarm, Membership::Member { swarm_id, manager: true } if swarm_id == SWARM));
+    let answering = |o: &Observed, n: &str| o.nodes.get(n).is_some_and(|n| n.engine);
+    let running_on = match reg {
+        1 if answering(o, "worker1") => Some("worker1"),
+        2 if answering(o, "worker2") => Some("worker2"),
+        4 => Some("worker9"),
+        _ => None,
+    };
+    if let Some(n) = running_on.filter(|n| *n != "worker9") {
+        o.nodes.get_mut(n).unwrap().registry_data = true;
+    }
+    if reg == 3 && answering(o, "worker2") {
+        o.nodes.get_mut("worker2").unwrap().registry_data = true;
+        if answering(o, "worker1") {
+            o.nodes.get_mut("worker1").unwrap().forwarder = Some("10.9.9.9".into());
+        }
+    }
+    if manager_member {
+        o.swarm_id = Some(SWARM.into());
+        if reg > 0 {
+            o.registry = Some(RegistryObs {
+                image: IMAGE.into(),
+                mode: recorded.unwrap_or(RegistryMode::Fallback),
+                spec_matches: true,
+                running_on: running_on.map(str::to_string),
+                tls: o.certs.as_ref().map(|c| c.registry.clone()),
+                read_only: false,
+            });
+        }
+    }
+    // The stray node, holding the registry's data in case 4.
+    if reg == 4 || (reg == 1 && recorded.is_none()) {
+        let mut stray = NodeObs::new(Role::Worker, MachineState::Running);
+        if reg == 4 {
+            stray.engine = true;
+            stray.swarm = Membership::None;
+            stray.images.insert(IMAGE.into());
+            stray.registry_data = true;
+            if tls == RegistryTls::Mutual {
+                stray.registry_certs = Some("n-good-worker9".into());
+                stray.forwarder = Some(Forwarder::Relay.label("10.0.0.9").unwrap());
+            }
+        }
+        o.nodes.insert("worker9".into(), stray);
     }
 }
 
