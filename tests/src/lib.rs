@@ -393,6 +393,12 @@ pub fn push_image(lab: &Lab, name: &str, content: &'static str) -> Pushed {
 /// global service on every node in `run_on` (where Swarm puts one: the workers, or the
 /// manager when there are none), printing its own content.
 pub fn assert_served(lab: &Lab, nodes: &[&str], run_on: &[&str], images: &[&Pushed]) {
+    assert_served_via(lab, "manager", nodes, run_on, images)
+}
+
+/// [`assert_served`], with the services made through the manager `manager` (`manager1` of a
+/// cluster with several).
+pub fn assert_served_via(lab: &Lab, manager: &str, nodes: &[&str], run_on: &[&str], images: &[&Pushed]) {
     for img in images {
         let reference = img.reference();
         for n in nodes {
@@ -403,7 +409,7 @@ pub fn assert_served(lab: &Lab, nodes: &[&str], run_on: &[&str], images: &[&Push
             // And gone again, so the service below pulls it too.
             node_exec(&c, &["docker", "image", "rm", "-f", &reference]).ok("remove the pulled copy");
         }
-        let manager = lab.container("manager");
+        let manager = lab.container(manager);
         let svc = format!("e2e-served-{}", std::process::id());
         node_exec(&manager, &["docker", "service", "rm", &svc]);
         node_exec(

@@ -97,6 +97,12 @@ pub enum ModeArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AvailabilityArg {
+    Drain,
+    Active,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TlsArg {
     Open,
     Mutual,
@@ -263,6 +269,10 @@ pub struct TopologyArgs {
     // Negative numbers parse as values, so the number parser's error names this flag.
     #[arg(long, allow_negative_numbers = true, value_parser = workers)]
     pub workers: Option<u32>,
+    /// Whether managers take tasks when there are workers: drain (the default, as the seed
+    /// drains its manager) or active.
+    #[arg(long, value_enum, value_name = "drain|active")]
+    pub manager_availability: Option<AvailabilityArg>,
     /// Registry image (default registry:3 for a new cluster; a cluster keeps the one it was
     /// made with).
     #[arg(long, value_name = "IMAGE")]
@@ -508,6 +518,12 @@ pub struct UpArgs {
     /// if it is a directory).
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = ".")]
     pub timings: Option<std::path::PathBuf>,
+    /// When the swarm has lost its quorum (a majority of its managers gone for good): make the
+    /// first surviving manager the only manager of a new Raft cluster, keeping services,
+    /// secrets and the registry's data (`docker swarm init --force-new-cluster`), then make
+    /// the lost managers again. lab never does this without the flag. Never remembered.
+    #[arg(long)]
+    pub force_new_cluster: bool,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use lab_core::state::{ClusterState, RegistryMode, RegistryTls};
-use lab_core::topology::validate_label;
+use lab_core::topology::{validate_label, Availability};
 use lab_core::{ClusterName, Error, Result, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -53,6 +53,8 @@ pub struct Settings {
     pub driver: String,
     pub managers: u32,
     pub workers: u32,
+    #[serde(default)]
+    pub manager_availability: Availability,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<PathBuf>,
     pub registry: RegistrySettings,
@@ -75,6 +77,7 @@ impl Default for Settings {
             driver: "docker".into(),
             managers: 1,
             workers: 2,
+            manager_availability: Availability::Drain,
             hosts: None,
             registry: RegistrySettings {
                 image: DEFAULT_REGISTRY_IMAGE.into(),
@@ -114,6 +117,7 @@ impl Settings {
             Mode::Fallback => Some(RegistryMode::Fallback),
         };
         st.registry_tls = self.registry.tls;
+        st.manager_availability = self.manager_availability;
         st.manager_labels = self.labels.manager.clone();
         st.worker_labels = self.labels.worker.clone();
     }
@@ -180,6 +184,13 @@ fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
     }
     if let Some(n) = flags.workers {
         m.insert("workers".into(), json!(n));
+    }
+    if let Some(a) = flags.manager_availability {
+        let a = match a {
+            crate::args::AvailabilityArg::Drain => Availability::Drain,
+            crate::args::AvailabilityArg::Active => Availability::Active,
+        };
+        m.insert("manager_availability".into(), json!(a));
     }
     for (key, table) in
         [("registry", registry_flags(flags)), ("labels", label_flags(flags)?), ("drivers", driver_opts(flags)?)]
@@ -282,6 +293,7 @@ fn state_layer(st: &ClusterState) -> Value {
         "driver": st.driver,
         "managers": st.managers,
         "workers": st.workers,
+        "manager_availability": st.manager_availability,
         "registry": {
             "image": st.registry_image,
             "mode": st.registry_mode_request.map(|m| m.to_string()).unwrap_or_else(|| "auto".into()),

@@ -212,6 +212,11 @@ impl Error {
     }
 }
 
+/// Whether the engine answered 404: the object is not there (any more).
+pub fn is_not_found(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
 /// Renders a bollard error as the Docker engine said it, without bollard's framing. Where
 /// the engine said nothing (the connection failed), the message ends with the innermost
 /// cause, e.g. `... client error (Connect): No such file or directory (os error 2)`.

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::topology::{ClusterName, Role};
+use crate::topology::{Availability, ClusterName, Role};
 
 /// A string that must not reach logs or output: `Debug` and `Display` print `<redacted>`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -174,6 +174,36 @@ pub struct ClusterState {
     /// open, as those clusters were made).
     #[serde(default)]
     pub registry_tls: RegistryTls,
+    /// Whether managers take tasks: drained (the default, as the seed drains its manager) or
+    /// active. Absent from older state files: drained, as those clusters were made.
+    #[serde(default)]
+    pub manager_availability: Availability,
+}
+
+impl ClusterState {
+    /// The record of a new cluster `cluster` on `driver` (configured by `driver_config`), with
+    /// nothing made yet and every other setting at its default.
+    pub fn new(cluster: ClusterName, driver: &str, driver_config: serde_json::Value) -> Self {
+        ClusterState {
+            version: 1,
+            cluster,
+            driver: driver.to_string(),
+            driver_config,
+            managers: 1,
+            workers: 0,
+            registry_image: String::new(),
+            registry_mode: None,
+            swarm: None,
+            nodes: BTreeMap::new(),
+            completed: Vec::new(),
+            run_finished: true,
+            manager_labels: BTreeMap::new(),
+            worker_labels: BTreeMap::new(),
+            registry_mode_request: None,
+            registry_tls: RegistryTls::default(),
+            manager_availability: Availability::default(),
+        }
+    }
 }
 
 /// Where lab keeps its state.
@@ -404,24 +434,10 @@ mod tests {
     fn sample(paths: &Paths) -> ClusterState {
         let cluster = ClusterName::parse("t", "test").unwrap();
         paths.ensure_cluster_dir(&cluster).unwrap();
-        ClusterState {
-            version: 1,
-            cluster,
-            driver: "docker".into(),
-            driver_config: serde_json::json!({}),
-            managers: 1,
-            workers: 2,
-            registry_image: "registry:2".into(),
-            registry_mode: None,
-            swarm: Some(SwarmRecord { id: "x".into(), manager_addr: "10.0.0.2:2377".into() }),
-            nodes: BTreeMap::new(),
-            completed: vec![],
-            run_finished: true,
-            manager_labels: BTreeMap::new(),
-            worker_labels: BTreeMap::new(),
-            registry_mode_request: None,
-            registry_tls: RegistryTls::Open,
-        }
+        let mut st = ClusterState::new(cluster, "docker", serde_json::json!({}));
+        (st.managers, st.workers, st.registry_image) = (1, 2, "registry:2".into());
+        st.swarm = Some(SwarmRecord { id: "x".into(), manager_addr: "10.0.0.2:2377".into() });
+        st
     }
 
     #[test]

@@ -94,6 +94,28 @@ impl fmt::Display for Role {
     }
 }
 
+/// Whether managers take tasks (`docker node update --availability`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    /// Managers run no tasks while there are workers, as the seed drains its manager: a
+    /// manager busy with tasks is slower to answer Raft, and the swarm's control plane is what
+    /// keeps every service alive.
+    #[default]
+    Drain,
+    /// Managers take tasks like workers.
+    Active,
+}
+
+impl fmt::Display for Availability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Availability::Drain => "drain",
+            Availability::Active => "active",
+        })
+    }
+}
+
 /// One node of the desired topology.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeSpec {
@@ -112,15 +134,57 @@ pub struct Topology {
     pub cluster: ClusterName,
     /// Managers first (the first one initialises the swarm), then workers.
     pub nodes: Vec<NodeSpec>,
+    /// Whether managers take tasks when there are workers.
+    #[serde(default)]
+    pub manager_availability: Availability,
 }
 
 /// Label that marks the node the registry is pinned to.
 pub const REGISTRY_NODE_LABEL: &str = "lab.registry";
 
+/// The names of `count` managers: those of `existing` first, in the seed's order (`manager`,
+/// then `manager1`, `manager2`, ...), then `managerN` for the lowest N not taken (`manager`
+/// takes 1). Without existing managers: `manager` alone, or `manager1..count`.
+fn manager_names(count: u32, existing: &[String]) -> Vec<String> {
+    let number = |n: &str| match n {
+        "manager" => Some(1),
+        _ => n.strip_prefix("manager").and_then(|d| d.parse::<u32>().ok()),
+    };
+    let mut kept: Vec<&String> = existing.iter().filter(|n| number(n).is_some()).collect();
+    kept.sort_by_key(|n| (number(n), n.len()));
+    kept.dedup();
+    if kept.is_empty() && count == 1 {
+        return vec!["manager".into()];
+    }
+    let mut names: Vec<String> = kept.iter().take(count as usize).map(|n| n.to_string()).collect();
+    let taken: Vec<u32> = kept.iter().filter_map(|n| number(n)).collect();
+    let mut i = 1;
+    while names.len() < count as usize {
+        if !taken.contains(&i) {
+            names.push(format!("manager{i}"));
+        }
+        i += 1;
+    }
+    names
+}
+
 impl Topology {
     /// Builds the seed's naming for `managers` managers and `workers` workers. Returns the
     /// topology and any warnings (an even number of managers).
     pub fn new(cluster: ClusterName, managers: u32, workers: u32) -> Result<(Self, Vec<String>)> {
+        Self::keeping(cluster, managers, workers, &[])
+    }
+
+    /// As [`Topology::new`], keeping the names of the managers a cluster has (`existing`):
+    /// scaling `manager` to three managers adds `manager2` and `manager3`, and scaling
+    /// `manager1..3` down to one keeps `manager1`. A manager is never made again only to be
+    /// renamed, which would cost the swarm its Raft state.
+    pub fn keeping(
+        cluster: ClusterName,
+        managers: u32,
+        workers: u32,
+        existing: &[String],
+    ) -> Result<(Self, Vec<String>)> {
         if managers == 0 {
             return Err(Error::input("managers", "must be at least 1 (a swarm needs a manager), got 0"));
         }
@@ -140,14 +204,13 @@ impl Topology {
             ));
         }
         let mut nodes = Vec::new();
-        for i in 1..=managers {
-            let name = if managers == 1 { "manager".to_string() } else { format!("manager{i}") };
+        for name in manager_names(managers, existing) {
             nodes.push(NodeSpec { name, role: Role::Manager, labels: BTreeMap::new() });
         }
         for i in 1..=workers {
             nodes.push(NodeSpec { name: format!("worker{i}"), role: Role::Worker, labels: BTreeMap::new() });
         }
-        Ok((Topology { cluster, nodes }, warnings))
+        Ok((Topology { cluster, nodes, manager_availability: Availability::Drain }, warnings))
     }
 
     /// A topology from nodes a driver dictates (a hosts file). Managers keep their order and
@@ -166,7 +229,7 @@ impl Topology {
         }
         let (mut sorted, workers): (Vec<_>, Vec<_>) = nodes.into_iter().partition(|n| n.role == Role::Manager);
         sorted.extend(workers);
-        Ok((Topology { cluster, nodes: sorted }, warnings))
+        Ok((Topology { cluster, nodes: sorted, manager_availability: Availability::Drain }, warnings))
     }
 
     /// Adds labels to every node of `role`.
@@ -181,9 +244,10 @@ impl Topology {
         self.nodes.iter().find(|n| n.role == Role::Manager).expect("topology has a manager")
     }
 
-    /// Whether managers are drained: only when there is a worker to run tasks.
+    /// Whether managers are drained: when asked to be, and only when there is a worker to run
+    /// tasks.
     pub fn drain_managers(&self) -> bool {
-        self.nodes.iter().any(|n| n.role == Role::Worker)
+        self.manager_availability == Availability::Drain && self.nodes.iter().any(|n| n.role == Role::Worker)
     }
 
     /// The node the registry is pinned to: the first worker, or the first manager when there
@@ -248,6 +312,26 @@ mod tests {
 
     fn name(s: &str) -> Result<ClusterName> {
         ClusterName::parse(s, "--cluster")
+    }
+
+    #[test]
+    fn managers_keep_their_names_when_the_count_changes() {
+        let names = |count, existing: &[&str]| {
+            let existing: Vec<String> = existing.iter().map(|s| s.to_string()).collect();
+            manager_names(count, &existing)
+        };
+        assert_eq!(names(1, &[]), ["manager"]);
+        assert_eq!(names(3, &[]), ["manager1", "manager2", "manager3"]);
+        assert_eq!(names(3, &["manager"]), ["manager", "manager2", "manager3"]);
+        assert_eq!(names(1, &["manager1", "manager2", "manager3"]), ["manager1"]);
+        assert_eq!(names(1, &["manager3", "manager2"]), ["manager2"]);
+        assert_eq!(
+            names(5, &["manager2", "manager1", "manager3"]),
+            ["manager1", "manager2", "manager3", "manager4", "manager5"]
+        );
+        assert_eq!(names(3, &["manager2"]), ["manager2", "manager1", "manager3"]);
+        let (t, _) = Topology::keeping(ClusterName::parse("c", "c").unwrap(), 3, 1, &["manager".into()]).unwrap();
+        assert_eq!(t.first_manager().name, "manager", "the swarm's first manager stays first");
     }
 
     #[test]

@@ -29,8 +29,8 @@ use crate::config::{DockerConfig, PrivilegedMode};
 use crate::engine::{self, EngineRecord, CLUSTER_LABEL, NODE_LABEL};
 use crate::error::{because, is_not_found, on_engine, on_node};
 use crate::node::{
-    empty_files_tar, is_socket, machine_of, socket_appears, socket_dir_of, wait_answering, ROLE_LABEL,
-    SOCKET_DIR_IN_NODE,
+    empty_files_tar, is_socket, machine_of, socket_appears, socket_dir_of, wait_answering, FIXED_SUBNET_LABEL,
+    ROLE_LABEL, SOCKET_DIR_IN_NODE,
 };
 
 /// Unix socket paths are limited to 108 bytes by the kernel.
@@ -52,7 +52,8 @@ pub struct DockerDriver {
     host: OnceCell<(Docker, EngineRecord)>,
     privileged: OnceCell<bool>,
     // Docker allows two networks with one name, so concurrent creations must not race.
-    network_ready: OnceCell<()>,
+    // Its fixed subnet, if it has one (networks made before lab fixed them have none).
+    network_ready: OnceCell<Option<String>>,
 }
 
 impl DockerDriver {
@@ -302,11 +303,13 @@ impl DockerDriver {
         }
     }
 
-    async fn ensure_network(&self) -> Result<()> {
-        self.network_ready.get_or_try_init(|| self.create_network()).await.map(|_| ())
+    /// The cluster's network, made if missing; returns its fixed subnet, if it has one.
+    async fn ensure_network(&self) -> Result<Option<String>> {
+        self.network_ready.get_or_try_init(|| self.create_network()).await.cloned()
     }
 
-    async fn create_network(&self) -> Result<()> {
+    /// The cluster's network, by name, with its fixed subnet if it has one.
+    async fn find_network(&self) -> Result<Option<Option<String>>> {
         let host = self.host().await?;
         let name = self.network();
         let filters = HashMap::from([("name".to_string(), vec![name.clone()])]);
@@ -314,20 +317,64 @@ impl DockerDriver {
             .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filters).build()))
             .await
             .map_err(|e| on_engine(format!("list networks for {name}"), e))?;
-        if existing.iter().any(|n| n.name.as_deref() == Some(name.as_str())) {
-            return Ok(());
+        Ok(existing
+            .into_iter()
+            .find(|n| n.name.as_deref() == Some(name.as_str()))
+            .map(|n| n.labels.and_then(|l| l.get(FIXED_SUBNET_LABEL).cloned())))
+    }
+
+    /// Makes the cluster's network with a fixed subnet, so that each node is given the same
+    /// address at every start (`--ip`, which needs a subnet the user chose): after a host's
+    /// reboot, nodes started in any order keep the addresses the swarm knows them by. The
+    /// subnet is the one Docker picks from its own address pools (respecting the engine's
+    /// `default-address-pools`): the network is made once to learn it, then made again with
+    /// it fixed.
+    async fn create_network(&self) -> Result<Option<String>> {
+        if let Some(fixed) = self.find_network().await? {
+            return Ok(fixed);
         }
-        let req = NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".into()),
-            labels: Some(self.labels(None)),
-            ..Default::default()
+        let host = self.host().await?;
+        let name = self.network();
+        let make = |subnet: Option<String>| {
+            let mut labels = self.labels(None);
+            let ipam = subnet.map(|s| {
+                labels.insert(FIXED_SUBNET_LABEL.into(), s.clone());
+                bollard::models::Ipam {
+                    config: Some(vec![bollard::models::IpamConfig { subnet: Some(s), ..Default::default() }]),
+                    ..Default::default()
+                }
+            });
+            NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(labels),
+                ipam,
+                ..Default::default()
+            }
         };
-        match host.create_network(req).await {
-            Ok(_) => Ok(()),
-            // Created concurrently by another node's creation.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
-            Err(e) => Err(on_engine(format!("create network {name}"), e).into()),
+        let created = match host.create_network(make(None)).await {
+            Ok(n) => n,
+            // Created concurrently by another lab process.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+                return Ok(self.find_network().await?.flatten());
+            }
+            Err(e) => return Err(on_engine(format!("create network {name}"), e).into()),
+        };
+        let picked = host
+            .inspect_network(&created.id, None)
+            .await
+            .map_err(|e| on_engine(format!("inspect network {name}"), e))?
+            .ipam
+            .and_then(|i| i.config)
+            .and_then(|c| c.into_iter().find_map(|c| c.subnet.filter(|s| crate::node::parse_subnet(s).is_some())));
+        let Some(subnet) = picked else { return Ok(None) };
+        host.remove_network(&created.id).await.map_err(|e| on_engine(format!("remove network {name}"), e))?;
+        match host.create_network(make(Some(subnet.clone()))).await {
+            Ok(_) => Ok(Some(subnet)),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+                Ok(self.find_network().await?.flatten())
+            }
+            Err(e) => Err(on_engine(format!("create network {name} on subnet {subnet}"), e).into()),
         }
     }
 
@@ -456,7 +503,8 @@ impl Driver for DockerDriver {
             return self.start(&node.name).await;
         }
         self.ensure_node_image().await.map_err(|e| because(&node.name, step, e))?;
-        self.ensure_network().await?;
+        let subnet = self.ensure_network().await?;
+        let address = subnet.as_deref().and_then(|s| crate::node::fixed_address(s, &node.name));
         let dir = self.socket_dir(&node.name);
         make_private_dir(&dir)?;
         let socket = self.socket(&node.name);
@@ -487,6 +535,7 @@ impl Driver for DockerDriver {
             node: &node.name,
             cluster: self.cluster.as_str(),
             network: self.network(),
+            address,
             volume,
             socket_dir: &dir,
             gid,
@@ -650,7 +699,14 @@ impl Driver for DockerDriver {
         });
         let socket = bound.map(|d| PathBuf::from(d).join("docker.sock")).unwrap_or_else(|| self.socket(&machine.name));
         let address = machine.address.clone().ok_or_else(|| {
-            Error::node(&machine.name, "find its address", "the container has no address on its network")
+            Error::node(
+                &machine.name,
+                "find its address",
+                format!(
+                    "the container is not on network {}: its network is cut (`docker network connect` mends it)",
+                    self.network()
+                ),
+            )
         })?;
         let path = socket.to_string_lossy().into_owned();
         let docker = Docker::connect_with_unix(&path, 120, bollard::API_DEFAULT_VERSION)

@@ -177,6 +177,34 @@ pub(crate) fn machine_of(c: &ContainerSummary, network: &str) -> Option<Machine>
     Some(Machine { name, role, state, address })
 }
 
+/// The network label that records the subnet lab fixed for the cluster's network.
+pub(crate) const FIXED_SUBNET_LABEL: &str = "lab.fixed-subnet";
+
+/// An IPv4 subnet `A.B.C.D/N` as its first address and prefix length.
+pub(crate) fn parse_subnet(subnet: &str) -> Option<(u32, u32)> {
+    let (addr, len) = subnet.split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let len: u32 = len.parse().ok().filter(|l| (8..=28).contains(l))?;
+    Some((u32::from(addr) & (u32::MAX << (32 - len)), len))
+}
+
+/// A node's fixed address in `subnet`: the manager(s) from .10 (`manager` .10, `managerN`
+/// .10+N), `workerN` at .100+N; the gateway keeps .1. `None` for other names, or a subnet too
+/// small.
+pub(crate) fn fixed_address(subnet: &str, node: &str) -> Option<String> {
+    let (base, len) = parse_subnet(subnet)?;
+    let number = |prefix: &str| node.strip_prefix(prefix).and_then(|n| n.parse::<u32>().ok());
+    let offset = match node {
+        "manager" => 10,
+        _ => match (number("manager"), number("worker")) {
+            (Some(n), _) if n < 90 => 10 + n,
+            (_, Some(n)) => 100 + n,
+            _ => return None,
+        },
+    };
+    (offset < (1u32 << (32 - len)) - 1).then(|| std::net::Ipv4Addr::from(base + offset).to_string())
+}
+
 /// What a node container is made with.
 pub(crate) struct Spec<'a> {
     /// The node image (any image with dockerd on its PATH).
@@ -185,6 +213,8 @@ pub(crate) struct Spec<'a> {
     pub(crate) cluster: &'a str,
     /// The cluster's network.
     pub(crate) network: String,
+    /// The node's fixed address on it, when the network has a fixed subnet.
+    pub(crate) address: Option<String>,
     /// The node's own volume, mounted on its `/var/lib/docker`.
     pub(crate) volume: String,
     /// The directory on this machine where the node's engine socket appears.
@@ -201,6 +231,14 @@ pub(crate) struct Spec<'a> {
 pub(crate) fn body(spec: &Spec<'_>) -> ContainerCreateBody {
     let mut host_config = HostConfig {
         init: Some(true),
+        // Back by itself when the engine starts again (a host's reboot), as a machine would,
+        // unless stopped on purpose. Its /run is a fresh tmpfs at each start, so the pid files
+        // of a dockerd that was killed never stop the next one ("pid file found").
+        restart_policy: Some(bollard::models::RestartPolicy {
+            name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
+            maximum_retry_count: None,
+        }),
+        tmpfs: Some(HashMap::from([("/run".to_string(), "exec".to_string())])),
         network_mode: Some(spec.network.clone()),
         mounts: Some(vec![
             Mount {
@@ -251,6 +289,35 @@ pub(crate) fn body(spec: &Spec<'_>) -> ContainerCreateBody {
         env: Some(vec!["DOCKER_TLS_CERTDIR=".into()]),
         labels: Some(spec.labels.clone()),
         host_config: Some(host_config),
+        networking_config: spec.address.as_ref().map(|a| bollard::models::NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                spec.network.clone(),
+                bollard::models::EndpointSettings {
+                    ipam_config: Some(bollard::models::EndpointIpamConfig {
+                        ipv4_address: Some(a.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )])),
+        }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_node_has_its_own_fixed_address_in_the_subnet_docker_picked() {
+        assert_eq!(parse_subnet("172.18.0.0/16"), Some((u32::from(std::net::Ipv4Addr::new(172, 18, 0, 0)), 16)));
+        assert_eq!(parse_subnet("fd00::/64"), None);
+        assert_eq!(fixed_address("172.18.0.0/16", "manager").as_deref(), Some("172.18.0.10"));
+        assert_eq!(fixed_address("172.18.0.0/16", "manager3").as_deref(), Some("172.18.0.13"));
+        assert_eq!(fixed_address("192.168.16.0/20", "worker1").as_deref(), Some("192.168.16.101"));
+        assert_eq!(fixed_address("192.168.16.0/20", "worker64").as_deref(), Some("192.168.16.164"));
+        assert_eq!(fixed_address("172.18.0.0/16", "db"), None, "a name lab does not number");
+        assert_eq!(fixed_address("10.0.0.0/28", "worker1"), None, "a subnet too small");
     }
 }

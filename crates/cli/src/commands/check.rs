@@ -22,12 +22,30 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
         Ok((_, mgr)) => lab_core::registry::observe(&mgr).await.is_some_and(|r| r.read_only),
         Err(_) => false,
     };
-    let ok = checks.iter().all(|c| c.ok) && !read_only;
+    // Every manager answering, in the swarm's own count: a manager lost still lets the
+    // registry answer, but one more failure may cost the swarm its quorum.
+    let quorum = match rt.manager().await {
+        Ok((_, mgr)) => lab_core::swarm::Quorum::ask(&mgr).await,
+        Err(e) => Err(e.to_string()),
+    };
+    let (managers_ok, managers_said) = match &quorum {
+        Ok(q) => (q.healthy(), q.to_string()),
+        Err(why) => (false, format!("no quorum: {why}")),
+    };
+    let machines = rt.driver.observe().await.unwrap_or_default();
+    let lost = super::seen::registry_node_gone(&rt, &machines).map(|n| super::seen::loss(&n, &super::seen::seen(&rt)));
+    let ok = checks.iter().all(|c| c.ok) && !read_only && managers_ok && lost.is_none();
     match output {
         Output::Json => outln!(
             "{}",
-            serde_json::to_string_pretty(&json!({"ok": ok, "nodes": checks, "registry": {"read_only": read_only}}))
-                .expect("json")
+            serde_json::to_string_pretty(&json!({
+                "ok": ok,
+                "nodes": checks,
+                "registry": {"read_only": read_only},
+                "swarm": {"managers_answer": managers_ok, "quorum": managers_said},
+                "registry_lost": lost,
+            }))
+            .expect("json")
         )?,
         Output::Table => {
             let mut rows = Vec::new();
@@ -69,6 +87,15 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
                         .into(),
                 ]);
             }
+            if let Some(lost) = &lost {
+                rows.push(vec!["-".into(), "the registry's data".into(), "FAIL".into(), lost.clone()]);
+            }
+            rows.push(vec![
+                "-".into(),
+                "every manager answers".into(),
+                if managers_ok { "ok".into() } else { "FAIL".into() },
+                managers_said,
+            ]);
             out!("{}", table(&["NODE", "CHECK", "RESULT", "ANSWER"], &rows))?;
             for c in checks.iter().filter(|c| !c.ok) {
                 if let Some(why) = &c.explanation {

@@ -98,8 +98,18 @@ pub(super) async fn runtime(
     // A hosts file dictates the nodes; otherwise the counts do, with the seed's names.
     let (mut topology, warnings) = match driver.fixed_nodes() {
         Some(nodes) => Topology::from_nodes(cluster.clone(), nodes)?,
-        None => Topology::new(cluster.clone(), settings.managers, settings.workers)?,
+        None => {
+            // The managers it has keep their names, whatever the count becomes.
+            let existing: Vec<String> = recorded
+                .iter()
+                .flat_map(|st| st.nodes.iter())
+                .filter(|(_, n)| n.role == Role::Manager)
+                .map(|(name, _)| name.clone())
+                .collect();
+            Topology::keeping(cluster.clone(), settings.managers, settings.workers, &existing)?
+        }
     };
+    topology.manager_availability = settings.manager_availability;
     topology.add_role_labels(Role::Manager, settings.role_labels(Role::Manager)?);
     topology.add_role_labels(Role::Worker, settings.role_labels(Role::Worker)?);
     let count = |role| topology.nodes.iter().filter(|n| n.role == role).count() as u32;
@@ -170,24 +180,12 @@ fn to_record(
             st.driver_config = driver_config;
             st
         }
-        None => ClusterState {
-            version: 1,
-            cluster,
-            driver: settings.driver.clone(),
-            driver_config,
-            managers,
-            workers,
-            registry_image: settings.registry.image.clone(),
-            registry_mode: None,
-            swarm: None,
-            nodes: Default::default(),
-            completed: Vec::new(),
-            run_finished: true,
-            manager_labels: Default::default(),
-            worker_labels: Default::default(),
-            registry_mode_request: None,
-            registry_tls: Default::default(),
-        },
+        None => {
+            let mut st = ClusterState::new(cluster, &settings.driver, driver_config);
+            (st.managers, st.workers) = (managers, workers);
+            st.registry_image = settings.registry.image.clone();
+            st
+        }
     };
     settings.record(&mut state);
     state

@@ -10,6 +10,7 @@ mod ls;
 mod plan;
 mod push;
 mod registry;
+mod seen;
 mod ssh;
 mod status;
 mod up;

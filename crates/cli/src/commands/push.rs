@@ -17,9 +17,18 @@ use crate::output::table;
 
 /// The registry of the cluster `cluster` names, reached through its node's engine.
 async fn client(config: Option<&std::path::Path>, cluster: Option<&str>) -> Result<Arc<Client>> {
+    Ok(reach(config, cluster).await?.1)
+}
+
+/// The cluster `cluster` names, and a client of its registry.
+async fn reach(
+    config: Option<&std::path::Path>,
+    cluster: Option<&str>,
+) -> Result<(lab_core::converge::runtime::Runtime, Arc<Client>)> {
     let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true).await?;
     rt.set_machines(rt.driver.observe().await?);
-    Ok(Client::new(lab_core::registry::endpoint(&rt).await?))
+    let client = Client::new(lab_core::registry::endpoint(&rt).await?);
+    Ok((rt, client))
 }
 
 /// Progress on stderr: a running byte count on a terminal, lines otherwise.
@@ -68,7 +77,7 @@ pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) 
     let items = items(args)?;
     let (_, engine) = lab_core::cluster::local_host().map_err(|m| Error::input("docker context", m))?;
     let local = lab_core::cluster::ImageSource::default().local_engine().await.map_err(|m| Error::op("lab push", m))?;
-    let client = client(config, args.cluster.cluster.as_deref()).await?;
+    let (rt, client) = reach(config, args.cluster.cluster.as_deref()).await?;
     let bar =
         (std::io::stderr().is_terminal() && !crate::progress::in_ci() && args.output == Output::Table).then(|| {
             let b = indicatif::ProgressBar::new(0);
@@ -79,7 +88,11 @@ pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) 
             b
         });
     let events = Arc::new(Events { bar, sent: AtomicU64::new(0) });
-    let result = push::push(client, &local, &engine, &items, events.clone()).await;
+    let result = push::push(client.clone(), &local, &engine, &items, events.clone()).await;
+    // What the registry holds now, for the day its node is lost.
+    if let Ok(repositories) = client.catalog().await {
+        super::seen::remember_these(&rt, repositories);
+    }
     if let Some(b) = &events.bar {
         b.finish_and_clear();
     }

@@ -68,6 +68,12 @@ pub(super) fn node_rows(rt: &Runtime, obs: &lab_core::converge::observe::Observa
                 "role": role,
                 "address": o.and_then(|o| o.address.clone()).or_else(|| machine.and_then(|m| m.address.clone())).unwrap_or_default(),
                 "engine": engine,
+                "reach": match engine {
+                    "ready" => "ok",
+                    "missing" => "gone",
+                    "not answering" => "unreachable",
+                    other => other,
+                },
                 "swarm": swarm,
                 "availability": sw.map(|s| s.availability.clone()).unwrap_or_default(),
                 "manager_status": sw.map(|s| s.manager_status.clone()).unwrap_or_default(),
@@ -75,6 +81,44 @@ pub(super) fn node_rows(rt: &Runtime, obs: &lab_core::converge::observe::Observa
             })
         })
         .collect()
+}
+
+/// What a node that is not `ok` means, and what brings it back: stopped, gone and unreachable
+/// are three different things to a user (`cause`: why its engine did not answer).
+fn reach_line(node: &str, reach: &str, cause: Option<&String>) -> Option<String> {
+    Some(match reach {
+        "stopped" => {
+            format!("{node}: stopped: its machine exists but does not run; `lab up` starts it, keeping its disk")
+        }
+        "gone" => format!(
+            "{node}: gone: its machine no longer exists (removed with its disk); `lab up` makes it again and \
+             joins it, and removes what is left of it in the swarm"
+        ),
+        "unreachable" => format!(
+            "{node}: unreachable: its machine runs, but lab cannot reach its engine{}; once that is mended the swarm \
+             takes it back by itself, and `lab up` does not make it again",
+            cause.map(|c| format!(" ({c})")).unwrap_or_default()
+        ),
+        "broken" => format!("{node}: broken: its machine is in a state lab cannot use; `lab up` makes it again"),
+        _ => return None,
+    })
+}
+
+/// The swarm's managers in `status --output json`: the quorum in numbers and in words, or
+/// its loss.
+fn swarm_json(obs: &lab_core::converge::observe::Observation) -> serde_json::Value {
+    match (&obs.quorum, &obs.leaderless) {
+        (Some(q), _) => json!({
+            "managers": q.managers,
+            "reachable": q.reachable,
+            "unreachable": q.unreachable,
+            "tolerates": q.tolerates(),
+            "quorum": if q.holds() { "held" } else { "lost" },
+            "summary": q.to_string(),
+        }),
+        (None, Some(why)) => json!({ "quorum": "lost", "summary": why }),
+        (None, None) => json!(null),
+    }
 }
 
 /// Why each node whose machine runs has an engine that does not answer, by node: the error
@@ -125,6 +169,11 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
                     }
                     n
                 }).collect::<Vec<_>>(),
+                "swarm": swarm_json(&obs),
+                "registry_lost": super::seen::registry_node_gone(&rt, &obs.machines).map(|node| {
+                    let seen = super::seen::seen(&rt);
+                    json!({"node": node, "repositories": seen.repositories, "message": super::seen::loss(&node, &seen)})
+                }),
                 "registry": {
                     "stack": lab_core::registry::STACK,
                     "service": lab_core::registry::SERVICE,
@@ -143,10 +192,23 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
         }
         Output::Table => {
             out!("{}", status_table(&rt, &obs))?;
-            for (node, cause) in &causes {
-                outln!("{node}: {cause}")?;
+            for row in node_rows(&rt, &obs) {
+                let name = row["name"].as_str().unwrap_or_default();
+                if let Some(line) = reach_line(name, row["reach"].as_str().unwrap_or_default(), causes.get(name)) {
+                    outln!("{line}")?;
+                }
             }
             outln!()?;
+            if let Some(node) = super::seen::registry_node_gone(&rt, &obs.machines) {
+                outln!("{}", super::seen::loss(&node, &super::seen::seen(&rt)))?;
+            }
+            if let Some(loss) = obs.quorum_loss(&rt.desired) {
+                let e = loss.error(st.cluster.as_str());
+                outln!("swarm: {e}")?;
+                outln!("  {}", e.hint().unwrap_or_default())?;
+            } else if let Some(q) = &obs.quorum {
+                outln!("swarm: {q}")?;
+            }
             if service == "missing" {
                 outln!("registry: stack {} not deployed (run lab up)", lab_core::registry::STACK)?;
             } else {

@@ -14,7 +14,7 @@ use lab_core::{Error, Result};
 
 use super::cluster::{reporter, runtime};
 use super::status::status_table;
-use crate::args::{TopologyArgs, UpArgs};
+use crate::args::UpArgs;
 use crate::settings;
 use crate::timings::Timings;
 
@@ -24,11 +24,11 @@ pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(super) async fn up(config: Option<&std::path::Path>, args: &UpArgs) -> Result<i32> {
     let Some(path) = &args.timings else {
-        return converge(config, &args.topology, reporter(false), None).await;
+        return converge(config, args, reporter(false), None).await;
     };
     // The timeline is written whatever happens: a failed run is when it is wanted most.
     let timings = Arc::new(Timings::new(reporter(false)));
-    let result = converge(config, &args.topology, timings.clone(), Some(&timings)).await;
+    let result = converge(config, args, timings.clone(), Some(&timings)).await;
     match timings.write(path) {
         Ok(file) => timings.note(&format!("timings written to {}", file.display())),
         Err(e) => timings.note(&format!("warning: could not write the timings to {}: {e}", path.display())),
@@ -50,10 +50,11 @@ async fn phase<T>(
 
 async fn converge(
     config: Option<&std::path::Path>,
-    flags: &TopologyArgs,
+    args: &UpArgs,
     progress: Arc<dyn Progress>,
     timings: Option<&Timings>,
 ) -> Result<i32> {
+    let flags = &args.topology;
     let paths = Paths::from_env()?;
     // Every input is checked before anything is written, not even the lock file.
     let mut loaded = settings::load(config, flags, |c| paths.load(c))?;
@@ -96,6 +97,14 @@ async fn converge(
     phase(timings, "preflight of the driver", rt.driver.preflight(&rt.desired.topology.nodes)).await?;
     rt.update_state(|_| {})?;
     let obs = phase(timings, "observe the cluster", observe(&*rt)).await?;
+    let obs =
+        phase(timings, "recover the swarm's quorum", quorum(&rt, obs, args.force_new_cluster, &*progress)).await?;
+    // The registry's node gone: said before anything is made, in numbers.
+    let lost = super::seen::registry_node_gone(&rt, &obs.machines).map(|node| {
+        let seen = super::seen::seen(&rt);
+        progress.note(&format!("warning: {}; lab up deploys an empty registry", super::seen::loss(&node, &seen)));
+        seen
+    });
     let p = plan(&rt.desired, &obs.observed);
     if let Some(t) = timings {
         t.plan(&p);
@@ -113,6 +122,15 @@ async fn converge(
     let [a, b] = lab_core::registry::CHECK_URLS;
     progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
     phase(timings, "check the registry on every node", wait_ready(&*rt, READY_TIMEOUT)).await?;
+    if let Some(seen) = lost.filter(|s| !s.repositories.is_empty()) {
+        let n = seen.repositories.len();
+        progress.note(&format!(
+            "the registry is empty: it held {n} {} before its node was lost; push them again, or `lab images load` \
+             a saved copy",
+            if n == 1 { "repository" } else { "repositories" }
+        ));
+    }
+    super::seen::remember(&rt).await;
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
     let obs = phase(timings, "observe the cluster for the status table", observe(&*rt)).await?;
     out!("{}", status_table(&rt, &obs))?;
@@ -124,6 +142,50 @@ async fn converge(
     outln!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})")?;
     outln!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"")?;
     Ok(0)
+}
+
+/// How long `up` waits for the swarm to elect a leader when a majority of its managers answer
+/// but none leads yet (the leader just went).
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// The observation to plan from, once the swarm has a quorum. A swarm whose surviving managers
+/// are a majority is electing a leader: waited for, bounded. One that lost its quorum stops
+/// `up` with exit 1, naming survivors, losses and the way back, unless `--force-new-cluster`
+/// asks for moby's recovery: then the first survivor forces a new cluster, the others leave,
+/// and the cluster is observed again (the plan makes and joins the lost managers).
+async fn quorum(
+    rt: &Arc<lab_core::converge::runtime::Runtime>,
+    mut obs: lab_core::converge::observe::Observation,
+    force_new_cluster: bool,
+    progress: &dyn Progress,
+) -> Result<lab_core::converge::observe::Observation> {
+    let cluster = rt.desired.topology.cluster.to_string();
+    let deadline = std::time::Instant::now() + ELECTION_TIMEOUT;
+    while let Some(loss) = obs.quorum_loss(&rt.desired) {
+        if loss.electing() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            obs = observe(&**rt).await?;
+            continue;
+        }
+        if !force_new_cluster || loss.survivors.is_empty() {
+            return Err(loss.error(&cluster));
+        }
+        let (first, others) = loss.survivors.split_first().expect("checked above");
+        progress.note(&format!(
+            "forcing a new cluster on {first}: the swarm lost {} of its {} managers ({}); {first} becomes its only \
+             manager, keeping services, secrets and data",
+            loss.lost.len(),
+            loss.lost.len() + loss.survivors.len(),
+            loss.lost.join(", ")
+        ));
+        let rec = lab_core::swarm::steps::force_new_cluster(&**rt, first, others).await?;
+        rt.update_state(|st| st.swarm = Some(rec.clone()))?;
+        return observe(&**rt).await;
+    }
+    if force_new_cluster {
+        progress.note("the swarm has its quorum: --force-new-cluster changes nothing");
+    }
+    Ok(obs)
 }
 
 /// What `up` says as it starts on the plan's steps.

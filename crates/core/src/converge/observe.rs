@@ -28,7 +28,7 @@ use crate::driver::{Machine, MachineState};
 use crate::error::{engine_message, Result};
 use crate::registry::RegistryObs;
 use crate::state::{ClusterState, RegistryTls};
-use crate::swarm::{local_view, LocalView};
+use crate::swarm::{local_view, LocalView, Quorum, QuorumLoss};
 use crate::{registry, Role};
 
 /// A swarm node as a manager lists it.
@@ -59,6 +59,31 @@ pub struct Observation {
     pub swarm_nodes: BTreeMap<String, SwarmNode>,
     /// The registry task's node and state, if the service exists.
     pub registry_task: Option<(String, String)>,
+    /// The managers' quorum, as a manager of the cluster's swarm lists them.
+    pub quorum: Option<Quorum>,
+    /// The cluster's swarm has managers that answer for themselves, but none could list its
+    /// nodes: the swarm's own words (with a lost quorum, "The swarm does not have a leader").
+    pub leaderless: Option<String>,
+}
+
+impl Observation {
+    /// The cluster's swarm has lost its quorum: its managers that answer cannot list its
+    /// nodes. Names the managers that answer and are in it, and those that do not.
+    pub fn quorum_loss(&self, desired: &Desired) -> Option<QuorumLoss> {
+        let cause = self.leaderless.clone()?;
+        let (survivors, lost): (Vec<String>, Vec<String>) = desired
+            .topology
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Manager)
+            .map(|n| n.name.clone())
+            .partition(|n| {
+                self.observed.nodes.get(n).is_some_and(|o| {
+                    o.engine && matches!(&o.swarm, Membership::Member { manager: true, swarm_id } if Some(swarm_id) == self.observed.swarm_id.as_ref())
+                })
+            });
+        Some(QuorumLoss { survivors, lost, cause })
+    }
 }
 
 /// Observes the cluster. Engines that do not answer within a few seconds count as not ready.
@@ -106,7 +131,7 @@ trait EngineView: Send + Sync {
     /// `image`; `None` if it does not answer within a few seconds.
     async fn node(&self, node: &str, image: &str) -> Option<NodeFacts>;
     /// The swarm's nodes as the manager on `node` lists them; `None` if it cannot.
-    async fn list_nodes(&self, node: &str) -> Option<Vec<bollard::models::Node>>;
+    async fn list_nodes(&self, node: &str) -> std::result::Result<Vec<bollard::models::Node>, String>;
     /// The swarm's own labels as the manager on `node` reads them; `None` if it cannot.
     async fn swarm_labels(&self, node: &str) -> Option<HashMap<String, String>>;
     /// The registry service as the manager on `node` reads it (`None`: there is none); an
@@ -125,7 +150,15 @@ async fn look(
     machines: Vec<Machine>,
     engines: &dyn EngineView,
 ) -> Result<Observation> {
-    let (mut nodes, views) = look_at_nodes(desired, &machines, engines).await;
+    let (mut nodes, mut views) = look_at_nodes(desired, &machines, engines).await;
+    // A manager of a swarm without a quorum cannot read the swarm's ID ("The swarm does not
+    // have a leader"): taken for a manager of the swarm lab recorded, so that it is asked, and
+    // its refusal is what observation reports, instead of a node in no swarm to initialise.
+    if let Some(recorded) = state.swarm.as_ref().map(|s| s.id.clone()).filter(|s| !s.is_empty()) {
+        for v in views.values_mut().filter(|v| v.manager && v.cluster_id.is_none() && v.error.is_some()) {
+            v.cluster_id = Some(recorded.clone());
+        }
+    }
     // Which swarm is this cluster's, and which nodes are in it or in another: decided here,
     // once, for every driver.
     let manager_order: Vec<&str> = desired
@@ -170,7 +203,20 @@ async fn look(
             swarm_nodes.insert(name, swarm_node(n, obs));
         }
     }
-    let lister = swarm_id.as_ref().and_then(|id| swarms.listers.get(id));
+    // The quorum as the listing counts it; a swarm whose managers answer but cannot list its
+    // nodes has none to count, and says why.
+    let quorum = listing.map(|l| {
+        let by_id: HashMap<&str, &str> =
+            views.iter().filter_map(|(name, v)| Some((v.node_id.as_deref()?, name.as_str()))).collect();
+        let nodes: Vec<bollard::models::Node> = l.values().cloned().collect();
+        Quorum::of(&nodes, |id| by_id.get(id).map(|n| n.to_string()))
+    });
+    let leaderless = match (&swarm_id, listing) {
+        (Some(id), None) => swarms.refusals.get(id).cloned(),
+        _ => None,
+    };
+    // A swarm without a leader cannot say what services it has either.
+    let lister = swarm_id.as_ref().and_then(|id| swarms.listers.get(id)).filter(|_| leaderless.is_none());
     let (registry, registry_task) = match lister {
         Some(lister) => look_at_registry(engines, lister, &swarm_nodes).await?,
         None => (None, None),
@@ -187,6 +233,8 @@ async fn look(
         machines,
         swarm_nodes,
         registry_task,
+        quorum,
+        leaderless,
     })
 }
 
@@ -253,6 +301,8 @@ struct Swarms {
     listings: BTreeMap<String, Option<Listing>>,
     /// The swarms whose own label names this cluster (set by lab's `swarm init`).
     labelled: BTreeSet<String>,
+    /// Why a swarm's nodes could not be listed, in the last asked manager's words.
+    refusals: BTreeMap<String, String>,
 }
 
 /// Asks the managers in `manager_order`, one per swarm, for their swarm's nodes and labels.
@@ -268,8 +318,13 @@ async fn list_swarms(
         if s.listings.get(&id).is_some_and(|l| l.is_some()) {
             continue;
         }
-        let listed = engines.list_nodes(name).await;
-        let listed = listed.map(|ns| ns.into_iter().filter_map(|n| Some((n.id.clone()?, n))).collect());
+        let listed = match engines.list_nodes(name).await {
+            Ok(ns) => Some(ns.into_iter().filter_map(|n| Some((n.id.clone()?, n))).collect()),
+            Err(why) => {
+                s.refusals.insert(id.clone(), why);
+                None
+            }
+        };
         if engines.swarm_labels(name).await.and_then(|l| l.get(CLUSTER_LABEL).cloned()).as_deref()
             == Some(desired.topology.cluster.as_str())
         {
@@ -509,8 +564,9 @@ impl EngineView for Live<'_> {
         })
     }
 
-    async fn list_nodes(&self, node: &str) -> Option<Vec<bollard::models::Node>> {
-        self.0.engine(node).await.ok()?.docker.list_nodes(None).await.ok()
+    async fn list_nodes(&self, node: &str) -> std::result::Result<Vec<bollard::models::Node>, String> {
+        let e = self.0.engine(node).await.map_err(|e| e.to_string())?;
+        e.docker.list_nodes(None).await.map_err(|e| engine_message(&e))
     }
 
     async fn swarm_labels(&self, node: &str) -> Option<HashMap<String, String>> {
@@ -579,6 +635,7 @@ mod tests {
             manager: true,
             cluster_id: Some(swarm.into()),
             remote_managers: vec![],
+            error: None,
         }
     }
 
@@ -590,6 +647,7 @@ mod tests {
             manager: false,
             cluster_id: None,
             remote_managers: managers.iter().map(|m| m.to_string()).collect(),
+            error: None,
         }
     }
 
@@ -720,8 +778,8 @@ mod tests {
             self.asked.lock().unwrap().push(node.to_string());
             self.nodes.get(node).cloned()
         }
-        async fn list_nodes(&self, node: &str) -> Option<Vec<Node>> {
-            self.lists.get(node).cloned()
+        async fn list_nodes(&self, node: &str) -> std::result::Result<Vec<Node>, String> {
+            self.lists.get(node).cloned().ok_or_else(|| format!("{node} cannot list: the swarm does not have a leader"))
         }
         async fn swarm_labels(&self, node: &str) -> Option<HashMap<String, String>> {
             self.swarm_labels.get(node).cloned()
@@ -785,24 +843,10 @@ mod tests {
 
     /// Cluster `t`'s record, with the swarm lab made, if it made one.
     fn recorded(swarm: Option<(&str, &str)>) -> ClusterState {
-        ClusterState {
-            version: 1,
-            cluster: ClusterName::parse("t", "t").unwrap(),
-            driver: "fake".into(),
-            driver_config: serde_json::json!({}),
-            managers: 1,
-            workers: 2,
-            registry_image: "registry:2".into(),
-            registry_mode: None,
-            swarm: swarm.map(|(id, addr)| SwarmRecord { id: id.into(), manager_addr: addr.into() }),
-            nodes: BTreeMap::new(),
-            completed: vec![],
-            run_finished: true,
-            manager_labels: BTreeMap::new(),
-            worker_labels: BTreeMap::new(),
-            registry_mode_request: None,
-            registry_tls: Default::default(),
-        }
+        let mut st = ClusterState::new(ClusterName::parse("t", "t").unwrap(), "fake", serde_json::json!({}));
+        (st.managers, st.workers, st.registry_image) = (1, 2, "registry:2".into());
+        st.swarm = swarm.map(|(id, addr)| SwarmRecord { id: id.into(), manager_addr: addr.into() });
+        st
     }
 
     /// Cluster `t` in swarm S, as `up` leaves it: the manager (10.0.0.1, drained, the leader)
@@ -853,6 +897,42 @@ mod tests {
         for w in ["worker1", "worker2"] {
             assert!(steps.contains(&Step::JoinSwarm { node: w.into(), role: Role::Worker }), "{steps:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_quorum_is_counted_from_the_listing_and_a_leaderless_swarm_says_why() {
+        let d = desired(1, 2, ModeRequest::Auto);
+        let obs = look(&d, &recorded(RECORDED_S), running(), &in_swarm()).await.unwrap();
+        let q = obs.quorum.expect("a listing gives the quorum");
+        assert_eq!(q.to_string(), "1 manager, 1 reachable: tolerates 0 failures");
+        assert_eq!(obs.leaderless, None);
+        // The manager answers for itself but cannot list the swarm: its words are kept.
+        let mut engines = in_swarm();
+        engines.lists.clear();
+        let obs = look(&d, &recorded(RECORDED_S), running(), &engines).await.unwrap();
+        assert_eq!(obs.quorum, None);
+        assert_eq!(obs.leaderless.as_deref(), Some("manager cannot list: the swarm does not have a leader"));
+        assert!(obs.observed.managers_unchecked, "nothing is taken out of a swarm lab cannot list");
+        // Without a quorum the manager cannot even say its swarm's ID: it is still the recorded
+        // swarm's, not a node in no swarm that the plan would initialise again.
+        let mut engines = in_swarm();
+        engines.lists.clear();
+        let v = match &mut engines.facts("manager").swarm {
+            Ok(Some(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        v.cluster_id = None;
+        v.error = Some("rpc error: The swarm does not have a leader.".into());
+        let obs = look(&d, &recorded(RECORDED_S), running(), &engines).await.unwrap();
+        assert_eq!(obs.observed.swarm_id.as_deref(), Some("S"));
+        assert!(obs.leaderless.is_some());
+        let loss = obs.quorum_loss(&d).expect("a lost quorum");
+        assert_eq!((loss.survivors, loss.lost), (vec!["manager".to_string()], vec![]));
+        let steps = steps(&d, &obs.observed);
+        assert!(
+            !steps.iter().any(|s| matches!(s, Step::InitSwarm { .. } | Step::LeaveSwarm { .. })),
+            "no swarm is made anew over one without a leader: {steps:?}"
+        );
     }
 
     #[tokio::test]

@@ -215,6 +215,9 @@ impl Runtime {
                 // Say what is about to go, before it goes.
                 self.progress.note(&format!("destroying node {node} ({reason})"));
                 let id = swarm::steps::node_id(self, node).await;
+                if let Some(id) = &id {
+                    swarm::steps::retire(self, node, id).await?;
+                }
                 self.driver.destroy(node).await?;
                 self.forget(node).await;
                 if let Some(id) = id {

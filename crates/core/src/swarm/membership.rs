@@ -30,6 +30,25 @@ pub async fn init(node: &str, docker: &Docker, advertise: &str, cluster: &str) -
     record(node, docker, advertise).await
 }
 
+/// `docker swarm init --force-new-cluster` on `node`, a manager of a swarm that lost its
+/// quorum: it becomes the only manager of a new Raft cluster that keeps the swarm's ID,
+/// services, secrets, configs and workers (moby's admin guide, "Recover from losing the
+/// quorum"). The other managers' entries stay behind as unreachable managers; joining a node
+/// made again removes its own (see [`super::forget_stale`]).
+pub async fn force_new_cluster(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmRecord> {
+    let req = SwarmInitRequest {
+        listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
+        advertise_addr: Some(format!("{advertise}:{SWARM_PORT}")),
+        force_new_cluster: Some(true),
+        ..Default::default()
+    };
+    docker
+        .init_swarm(req)
+        .await
+        .map_err(|e| Error::engine(node, "force a new cluster (swarm init --force-new-cluster)", e))?;
+    record(node, docker, advertise).await
+}
+
 /// Reads the swarm's ID from a manager.
 pub async fn record(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmRecord> {
     let swarm = docker.inspect_swarm().await.map_err(|e| Error::engine(node, "read the swarm's ID", e))?;

@@ -6,6 +6,7 @@
 //! - [`membership`]: init, join and leave on one engine, and the join token read at each join;
 //! - [`nodes`]: a swarm node's spec as a manager sets it, stale entries of nodes made again,
 //!   and the retry of an update that raced the swarm's own;
+//! - [`quorum`]: the managers' Raft quorum, counted and put in words;
 //! - [`steps`]: what the plan's swarm steps do on a cluster, through the [`Nodes`](crate::cluster::Nodes) seam.
 //!
 //! Neighbours: it works through [`crate::cluster`] and records nothing itself (the executor
@@ -17,10 +18,12 @@ use bollard::Docker;
 
 pub mod membership;
 pub mod nodes;
+pub mod quorum;
 pub mod steps;
 
-pub use membership::{init, join, join_token, leave, record};
+pub use membership::{force_new_cluster, init, join, join_token, leave, record};
 pub use nodes::{configure, forget_stale, out_of_sequence, UPDATE_ATTEMPTS};
+pub use quorum::{Quorum, QuorumLoss};
 
 /// The swarm's management port.
 pub const SWARM_PORT: u16 = 2377;
@@ -40,6 +43,9 @@ pub struct LocalView {
     pub cluster_id: Option<String>,
     /// The managers it knows, as `address:port`: all a worker can say of its swarm.
     pub remote_managers: Vec<String>,
+    /// What its engine says went wrong with its swarm: on a manager of a swarm without a
+    /// quorum, "The swarm does not have a leader", and then it cannot say the swarm's ID.
+    pub error: Option<String>,
 }
 
 /// Reads a node's own view of its membership.
@@ -60,6 +66,7 @@ fn view_of(swarm: Option<SwarmInfo>) -> LocalView {
         node_id: swarm.node_id.filter(|s| !s.is_empty()),
         manager: active && swarm.control_available.unwrap_or(false),
         cluster_id: swarm.cluster.and_then(|c| c.id).filter(|s| !s.is_empty()),
+        error: swarm.error.filter(|e| !e.is_empty()),
         remote_managers: if active {
             swarm.remote_managers.unwrap_or_default().into_iter().filter_map(|m| m.addr).collect()
         } else {

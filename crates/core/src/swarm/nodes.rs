@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{Node, NodeSpec as SwarmNodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState};
-use bollard::query_parameters::UpdateNodeOptionsBuilder;
+use bollard::query_parameters::{DeleteNodeOptionsBuilder, UpdateNodeOptionsBuilder};
 use bollard::Docker;
 
 use crate::error::{Error, Result};
@@ -58,24 +58,89 @@ pub fn out_of_sequence(e: &bollard::errors::Error) -> bool {
     crate::error::engine_message(e).contains("update out of sequence")
 }
 
-/// Removes swarm node entries that are down and carry `hostname`: what is left of a node that
-/// was destroyed and made again.
-pub async fn forget_stale(manager: &Docker, hostname: &str, keep_id: &str) {
-    let Ok(nodes) = manager.list_nodes(None).await else { return };
+/// Removes the swarm's entries for `hostname` (other than `keep_id`) that are down or, for a
+/// manager, unreachable: what is left of a node that was destroyed and made again, or lost. A
+/// manager's entry is demoted first, which takes it out of the Raft membership (a member
+/// cannot be removed), so the quorum is counted over managers that exist: a lost manager left
+/// in the membership makes 3 managers count as 4, and one more failure would lose the quorum.
+/// `node` names lab's node for errors.
+pub async fn forget_stale(node: &str, manager: &Docker, hostname: &str, keep_id: Option<&str>) -> Result<()> {
+    let step = "remove what is left of it in the swarm";
+    let nodes = manager.list_nodes(None).await.map_err(|e| Error::engine(node, step, e))?;
     for n in nodes.iter().filter(|n| stale(n, hostname, keep_id)) {
         let id = n.id.clone().unwrap_or_default();
-        let _ = manager
-            .delete_node(&id, Some(bollard::query_parameters::DeleteNodeOptionsBuilder::new().force(true).build()))
-            .await;
+        tracing::info!(node, %id, "removing a stale swarm entry");
+        if n.manager_status.is_some() {
+            demote(node, manager, &id).await?;
+        }
+        let opts = DeleteNodeOptionsBuilder::new().force(true).build();
+        match manager.delete_node(&id, Some(opts)).await {
+            Ok(()) => {}
+            Err(e) if crate::error::is_not_found(&e) => {}
+            Err(e) => return Err(Error::engine(node, step, e)),
+        }
+    }
+    Ok(())
+}
+
+/// `docker node demote ID` through `manager`, then waits until the swarm no longer counts it
+/// among its managers (bounded): the Raft membership change is committed by then.
+pub async fn demote(node: &str, manager: &Docker, id: &str) -> Result<()> {
+    let step = "demote it out of the managers' Raft membership";
+    for attempt in 1..=UPDATE_ATTEMPTS {
+        let current = match manager.inspect_node(id).await {
+            Ok(n) => n,
+            Err(e) if crate::error::is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(Error::engine(node, step, e)),
+        };
+        let version = current.version.and_then(|v| v.index).unwrap_or_default();
+        let mut spec = current.spec.unwrap_or_default();
+        if spec.role == Some(NodeSpecRoleEnum::WORKER) {
+            break;
+        }
+        spec.role = Some(NodeSpecRoleEnum::WORKER);
+        match manager.update_node(id, spec, UpdateNodeOptionsBuilder::new().version(version as i64).build()).await {
+            Ok(()) => break,
+            Err(e) if out_of_sequence(&e) && attempt < UPDATE_ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt as u64)).await;
+            }
+            Err(e) => return Err(Error::engine(node, step, e)),
+        }
+    }
+    let deadline = std::time::Instant::now() + DEMOTE_TIMEOUT;
+    loop {
+        match manager.inspect_node(id).await {
+            Ok(n) if n.manager_status.is_none() => return Ok(()),
+            Err(e) if crate::error::is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(Error::engine(node, step, e)),
+            Ok(_) if std::time::Instant::now() >= deadline => {
+                return Err(Error::node(
+                    node,
+                    step,
+                    format!("the swarm still counts it as a manager {} s after its demotion", DEMOTE_TIMEOUT.as_secs()),
+                ))
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
     }
 }
 
-/// Whether a listed swarm node is what is left of `hostname` made again (as `keep_id`): down,
-/// with that hostname, and not `keep_id`.
-fn stale(n: &Node, hostname: &str, keep_id: &str) -> bool {
+/// How long a demotion gets to leave the Raft membership.
+const DEMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a listed swarm node is what is left of `hostname` (other than `keep_id`): down (or
+/// unknown, as a forced new cluster leaves its former managers), or a manager the others
+/// cannot reach.
+fn stale(n: &Node, hostname: &str, keep_id: Option<&str>) -> bool {
     let host = n.description.as_ref().and_then(|d| d.hostname.as_deref()).unwrap_or_default();
-    let down = n.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN);
-    host == hostname && n.id.as_deref().unwrap_or_default() != keep_id && down
+    // After `swarm init --force-new-cluster`, the managers left behind read Unknown.
+    let down = matches!(
+        n.status.as_ref().and_then(|s| s.state),
+        Some(NodeState::DOWN | NodeState::UNKNOWN | NodeState::DISCONNECTED)
+    );
+    let unreachable =
+        n.manager_status.as_ref().and_then(|m| m.reachability) == Some(bollard::models::Reachability::UNREACHABLE);
+    host == hostname && n.id.as_deref() != keep_id && (down || unreachable)
 }
 
 #[cfg(test)]
@@ -97,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_down_entry_of_the_same_host_made_again_is_stale() {
+    fn only_a_down_or_unreachable_entry_of_the_same_host_is_stale() {
         use bollard::models::{NodeDescription, NodeStatus};
         let entry = |id: &str, host: &str, state: NodeState| Node {
             id: Some(id.into()),
@@ -105,9 +170,20 @@ mod tests {
             status: Some(NodeStatus { state: Some(state), ..Default::default() }),
             ..Default::default()
         };
-        assert!(stale(&entry("old", "worker1", NodeState::DOWN), "worker1", "new"));
-        assert!(!stale(&entry("new", "worker1", NodeState::DOWN), "worker1", "new"), "the node itself");
-        assert!(!stale(&entry("old", "worker1", NodeState::READY), "worker1", "new"), "one that is up");
-        assert!(!stale(&entry("old", "worker2", NodeState::DOWN), "worker1", "new"), "another host");
+        let new = Some("new");
+        assert!(stale(&entry("old", "worker1", NodeState::DOWN), "worker1", new));
+        assert!(stale(&entry("old", "worker1", NodeState::DOWN), "worker1", None), "before the join");
+        assert!(!stale(&entry("new", "worker1", NodeState::DOWN), "worker1", new), "the node itself");
+        assert!(!stale(&entry("old", "worker1", NodeState::READY), "worker1", new), "one that is up");
+        assert!(!stale(&entry("old", "worker2", NodeState::DOWN), "worker1", new), "another host");
+        // A lost manager can still read Ready for a while; the others cannot reach it.
+        let mut lost = entry("old", "manager1", NodeState::READY);
+        lost.manager_status = Some(bollard::models::ManagerStatus {
+            reachability: Some(bollard::models::Reachability::UNREACHABLE),
+            ..Default::default()
+        });
+        assert!(stale(&lost, "manager1", None));
+        // What `swarm init --force-new-cluster` leaves of the other managers.
+        assert!(stale(&entry("old", "manager2", NodeState::UNKNOWN), "manager2", Some("new")));
     }
 }

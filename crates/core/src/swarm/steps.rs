@@ -18,6 +18,31 @@ pub async fn init_on(rt: &dyn Nodes, node: &str) -> Result<SwarmRecord> {
     Ok(rec)
 }
 
+/// The recovery of a lost quorum: `swarm init --force-new-cluster` on `survivor`, and every
+/// other surviving manager (`others`) made to leave, so that the plan joins it again to the
+/// new Raft cluster. Returns what to record.
+pub async fn force_new_cluster(rt: &dyn Nodes, survivor: &str, others: &[String]) -> Result<SwarmRecord> {
+    let e = rt.engine(survivor).await?;
+    let rec = super::force_new_cluster(survivor, &e.docker, &e.advertise_addr).await?;
+    rt.set_cluster_swarm(Some(rec.id.clone()));
+    // The new Raft cluster elects its one member leader; until then it lists nothing, and the
+    // observation that follows would take the swarm for none.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match e.docker.list_nodes(None).await {
+            Ok(_) => break,
+            Err(err) if std::time::Instant::now() >= deadline => {
+                return Err(Error::engine(survivor, "wait for the new cluster to elect its leader", err));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    for other in others {
+        leave_node(rt, other).await?;
+    }
+    Ok(rec)
+}
+
 /// What a join did.
 #[derive(Debug, Default)]
 pub struct Joined {
@@ -45,6 +70,12 @@ pub async fn join_node(rt: &dyn Nodes, node: &str, role: Role, recorded: bool) -
         }
     }
     let (mgr_name, mgr) = rt.manager().await?;
+    // What a lost node of this name left behind goes first: a lost manager still counts in the
+    // Raft membership until it is demoted, and joining beside it would count one more.
+    let hostname = e.docker.info().await.map_err(|err| Error::engine(node, "read its hostname", err))?.name;
+    if let Some(host) = hostname.filter(|h| !h.is_empty()) {
+        super::forget_stale(node, &mgr, &host, None).await?;
+    }
     let mgr_advertise = rt.engine(&mgr_name).await?.advertise_addr;
     let token = super::join_token(&mgr_name, &mgr, role).await?;
     let mgr_addr = format!("{mgr_advertise}:{}", super::SWARM_PORT);
@@ -55,7 +86,7 @@ pub async fn join_node(rt: &dyn Nodes, node: &str, role: Role, recorded: bool) -
         if let Some(id) = v.node_id {
             if let Ok(n) = mgr.inspect_node(&id).await {
                 let host = n.description.and_then(|d| d.hostname).unwrap_or_default();
-                super::forget_stale(&mgr, &host, &id).await;
+                super::forget_stale(node, &mgr, &host, Some(&id)).await?;
             }
         }
     }
@@ -93,9 +124,28 @@ pub async fn node_id(rt: &dyn Nodes, node: &str) -> Option<String> {
     super::local_view(&e.docker).await.ok().and_then(|v| v.node_id)
 }
 
+/// Before a manager's machine is destroyed: demotes it through a manager, so that the Raft
+/// membership shrinks while the node still answers, instead of counting a member that is gone
+/// (three managers scaled to one would otherwise lose their quorum).
+pub async fn retire(rt: &dyn Nodes, node: &str, id: &str) -> Result<()> {
+    let (_, mgr) = rt.manager().await?;
+    let Ok(nodes) = mgr.list_nodes(None).await else { return Ok(()) };
+    // The last manager is not demoted: the swarm goes with it.
+    let managers = nodes.iter().filter(|n| n.manager_status.is_some()).count();
+    let this = nodes.iter().find(|n| n.id.as_deref() == Some(id));
+    match this {
+        Some(n) if n.manager_status.is_some() && managers > 1 => super::nodes::demote(node, &mgr, id).await,
+        _ => Ok(()),
+    }
+}
+
 /// Takes the entry `id` of a destroyed node off the managers' list, if a manager answers.
 pub async fn forget_node(rt: &dyn Nodes, id: &str) {
     if let Ok((_, mgr)) = rt.manager().await {
+        // A manager that could not be demoted before (it no longer answered) is demoted now.
+        if mgr.inspect_node(id).await.is_ok_and(|n| n.manager_status.is_some()) {
+            let _ = super::nodes::demote(id, &mgr, id).await;
+        }
         let opts = bollard::query_parameters::DeleteNodeOptionsBuilder::new().force(true).build();
         let _ = mgr.delete_node(id, Some(opts)).await;
     }
