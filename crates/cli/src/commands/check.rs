@@ -48,35 +48,7 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
             .expect("json")
         )?,
         Output::Table => {
-            let mut rows = Vec::new();
-            for c in &checks {
-                if c.urls.is_empty() {
-                    rows.push(vec![
-                        c.node.clone(),
-                        "-".into(),
-                        "FAIL".into(),
-                        c.explanation.clone().unwrap_or_default(),
-                    ]);
-                }
-                for u in &c.urls {
-                    rows.push(vec![
-                        c.node.clone(),
-                        u.url.clone(),
-                        if u.ok { "ok".into() } else { "FAIL".into() },
-                        u.answer.clone(),
-                    ]);
-                }
-                if let Some(e) = &c.engine {
-                    // A registry that answers says it has no such image: that is the pass.
-                    let answer = if e.ok { format!("a registry answered: {}", e.answer) } else { e.answer.clone() };
-                    rows.push(vec![
-                        c.node.clone(),
-                        format!("dockerd {}", e.reference),
-                        if e.ok { "ok".into() } else { "FAIL".into() },
-                        answer,
-                    ]);
-                }
-            }
+            let mut rows = node_rows(&checks);
             if read_only {
                 rows.push(vec![
                     "-".into(),
@@ -105,4 +77,34 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
         }
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// The table's rows for each node: each URL curl asked on it, and what its dockerd answered;
+/// a node that could not be asked at all, one row saying why.
+fn node_rows(checks: &[lab_core::registry::NodeCheck]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for c in checks {
+        if c.urls.is_empty() {
+            rows.push(vec![c.node.clone(), "-".into(), "FAIL".into(), c.explanation.clone().unwrap_or_default()]);
+        }
+        for u in &c.urls {
+            rows.push(vec![
+                c.node.clone(),
+                u.url.clone(),
+                if u.ok { "ok".into() } else { "FAIL".into() },
+                u.answer.clone(),
+            ]);
+        }
+        if let Some(e) = &c.engine {
+            // A registry that answers says it has no such image: that is the pass.
+            let answer = if e.ok { format!("a registry answered: {}", e.answer) } else { e.answer.clone() };
+            rows.push(vec![
+                c.node.clone(),
+                format!("dockerd {}", e.reference),
+                if e.ok { "ok".into() } else { "FAIL".into() },
+                answer,
+            ]);
+        }
+    }
+    rows
 }

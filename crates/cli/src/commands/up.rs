@@ -8,9 +8,10 @@ use lab_core::cluster::Progress;
 use lab_core::converge::exec::execute;
 use lab_core::converge::observe::observe;
 use lab_core::converge::plan::plan;
+use lab_core::converge::runtime::Runtime;
 use lab_core::registry::wait_ready;
 use lab_core::state::{Paths, RegistryTls};
-use lab_core::{Error, Result};
+use lab_core::{ClusterName, Error, Result};
 
 use super::cluster::{reporter, runtime};
 use super::status::status_table;
@@ -84,15 +85,7 @@ async fn converge(
         t.name(cluster.as_str(), &settings.driver);
     }
     let (rt, warnings) = built;
-    for w in loaded.warnings.iter().chain(&warnings) {
-        progress.note(&format!("warning: {w}"));
-    }
-    for c in &loaded.changes {
-        progress.note(&format!("changing how cluster {cluster} is reached or secured: {c}"));
-    }
-    if let Some(w) = registry_tls_warning(&settings.driver, settings.registry.tls) {
-        progress.note(&format!("warning: {w}"));
-    }
+    say_settings(&*progress, &loaded, &warnings, &cluster);
     let rt = Arc::new(rt);
     phase(timings, "preflight of the driver", rt.driver.preflight(&rt.desired.topology.nodes)).await?;
     rt.update_state(|_| {})?;
@@ -131,9 +124,31 @@ async fn converge(
         ));
     }
     super::seen::remember(&rt).await;
+    say_ready(&rt, timings, &cluster).await?;
+    Ok(0)
+}
+
+/// The notes the settings call for before any work: their warnings and the driver's, and what
+/// changes how the cluster is reached or secured.
+fn say_settings(progress: &dyn Progress, loaded: &settings::Loaded, warnings: &[String], cluster: &ClusterName) {
+    let settings = &loaded.settings;
+    for w in loaded.warnings.iter().chain(warnings) {
+        progress.note(&format!("warning: {w}"));
+    }
+    for c in &loaded.changes {
+        progress.note(&format!("changing how cluster {cluster} is reached or secured: {c}"));
+    }
+    if let Some(w) = registry_tls_warning(&settings.driver, settings.registry.tls) {
+        progress.note(&format!("warning: {w}"));
+    }
+}
+
+/// The end of a good `up`: the status table, how the registry answers, and how to reach the
+/// cluster.
+async fn say_ready(rt: &Runtime, timings: Option<&Timings>, cluster: &ClusterName) -> Result<()> {
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
-    let obs = phase(timings, "observe the cluster for the status table", observe(&*rt)).await?;
-    out!("{}", status_table(&rt, &obs))?;
+    let obs = phase(timings, "observe the cluster for the status table", observe(rt)).await?;
+    out!("{}", status_table(rt, &obs))?;
     outln!()?;
     let tls = match rt.desired.tls {
         RegistryTls::Open => "",
@@ -141,7 +156,7 @@ async fn converge(
     };
     outln!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})")?;
     outln!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"")?;
-    Ok(0)
+    Ok(())
 }
 
 /// How long `up` waits for the swarm to elect a leader when a majority of its managers answer
