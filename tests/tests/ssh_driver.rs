@@ -30,6 +30,37 @@ fn swarm_state(container: &str) -> String {
     node_exec(container, &["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"]).stdout.trim().to_string()
 }
 
+/// Issue 19, item 1 on the ssh driver, "with enough hosts": three manager hosts and a worker
+/// form one Raft cluster of three drained managers, and `status` and `check` say the quorum.
+#[test]
+fn three_manager_hosts_form_one_raft_that_tolerates_one_failure() {
+    lab_tests::ensure_images();
+    let lab = lab("sshha");
+    let bed = SshBed::new(&lab.cluster, &[("m1", "manager"), ("m2", "manager"), ("m3", "manager"), ("w1", "worker")]);
+    let hosts = bed.write_hosts(&bed.hosts_toml());
+    let r = docker(&["save", REGISTRY_IMAGE, "-o", &bed.path("reg.tar").to_string_lossy()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for h in &bed.hosts {
+        docker(&["cp", &bed.path("reg.tar").to_string_lossy(), &format!("{}:/tmp/reg.tar", h.container)])
+            .ok("copy image");
+        node_exec(&h.container, &["docker", "load", "-q", "-i", "/tmp/reg.tar"]).ok("load image");
+    }
+    up(&lab, &bed, &hosts, &[]).ok("lab up --driver ssh with three manager hosts");
+    let status = lab.on(&["status"]).ok("lab status");
+    assert!(status.stdout.contains("swarm: 3 managers, 3 reachable: tolerates 1 failure"), "{}", status.stdout);
+    let ls = node_exec(
+        &bed.hosts[0].container,
+        &["docker", "node", "ls", "--format", "{{.Availability}} {{.ManagerStatus}}"],
+    )
+    .ok("docker node ls");
+    let managers: Vec<&str> = ls.stdout.lines().filter(|l| l.contains("Leader") || l.contains("Reachable")).collect();
+    assert_eq!(managers.len(), 3, "{}", ls.stdout);
+    assert!(managers.iter().all(|l| l.starts_with("Drain")), "every manager drained: {}", ls.stdout);
+    let check = lab.on(&["check"]).ok("lab check");
+    assert!(check.stdout.contains("every manager answers"), "{}", check.stdout);
+    lab.on(&["down"]).ok("lab down");
+}
+
 /// The issue's main story: three existing hosts become a drained 1+2 swarm whose registry
 /// answers on every host; a pushed image runs on a worker; a second `up` changes nothing;
 /// `down` leaves every host out of the swarm with its own containers untouched.

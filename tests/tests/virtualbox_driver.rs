@@ -285,6 +285,48 @@ fn a_stopped_machine_is_started_not_recreated() {
     answers_everywhere(&v, &["manager", "worker1"]);
 }
 
+/// Issue 19, item 1 on the virtualbox driver: three managers (no workers, so none drained)
+/// form one Raft cluster; a manager's machine stopped degrades the quorum in `status` and
+/// `check`, and a plain `up` starts it (not makes it again) and the swarm counts three again.
+#[test]
+fn three_managers_form_and_a_stopped_one_is_started_back_into_the_quorum() {
+    ensure_images();
+    let v = vbox("vbha");
+    v.up(&["--managers", "3", "--workers", "0"]).ok("lab up --managers 3");
+    let status = v.on(&["status"]).ok("status");
+    assert!(status.stdout.contains("swarm: 3 managers, 3 reachable: tolerates 1 failure"), "{}", status.stdout);
+    let st = json(&v.on(&["status", "--output", "json"]).ok("status"));
+    let nodes = st["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{st:#}");
+    assert!(nodes.iter().all(|n| n["role"] == "manager" && n["availability"] == "active"), "{st:#}");
+    let manager2 = v.machine("manager2");
+    v.machines.run(&["stop", &manager2]).ok("docker-machine stop");
+    let degraded = wait_for("status saying the quorum is degraded", Duration::from_secs(60), || {
+        let s = v.on(&["status"]);
+        if s.stdout.contains("degraded: 2 of 3 reachable, tolerates 0 more (unreachable: manager2)") {
+            Ok(s)
+        } else {
+            Err(s.all())
+        }
+    });
+    assert!(degraded.stdout.contains("manager2: stopped"), "{}", degraded.stdout);
+    let check = v.on(&["check"]);
+    assert_eq!(check.code, 1, "{}", check.all());
+    let seen = v.machines.invocations().len();
+    v.on(&["up"]).ok("lab up after a manager stopped");
+    assert_eq!(calls(&v, "create", seen), Vec::<String>::new(), "no machine made again");
+    let back = wait_for("three managers reachable again", Duration::from_secs(60), || {
+        let s = v.on(&["status"]);
+        if s.stdout.contains("swarm: 3 managers, 3 reachable") {
+            Ok(s)
+        } else {
+            Err(s.all())
+        }
+    });
+    assert!(!back.stdout.contains("Down"), "{}", back.stdout);
+    answers_everywhere(&v, &["manager1", "manager2", "manager3"]);
+}
+
 /// Issue 18, item 21: lab records each machine's host key when it makes the machine, and
 /// checks it on every later connection: `lab ssh` and the commands lab runs on a machine go
 /// over SSH against that record, strictly, and never through `docker-machine ssh`, which

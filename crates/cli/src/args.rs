@@ -42,7 +42,8 @@ pub enum Command {
     /// Put images from this machine's engine (the one `docker images` shows here) into the
     /// cluster's registry, as localhost:5000/NAME:TAG; only the layers it lacks are sent.
     Push(PushArgs),
-    /// What the cluster's registry holds; `rm NAME:TAG` deletes a tag, `gc` reclaims its space.
+    /// What the cluster's registry holds; `rm NAME:TAG` deletes a tag, `gc` reclaims its space,
+    /// `save DIR` and `load DIR` copy it all to an OCI image layout here and back.
     Images(ImagesArgs),
     /// How other clients (skopeo, crane, oras, curl) reach the registry: its URL and address,
     /// and in mutual TLS the CA and client certificate; `forward` relays it to this machine.
@@ -176,6 +177,20 @@ pub enum ImagesAction {
     /// Reclaim the space of deleted tags: the registry's garbage collection, with the
     /// registry read-only while it runs (its task restarts twice).
     Gc,
+    /// Write everything the registry holds (every repository, every tag) to DIR on this
+    /// machine, as an OCI image layout; into a layout saved before, only the blobs it lacks.
+    Save {
+        /// A new or empty directory, or a layout `lab images save` wrote.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Put the images of an OCI image layout (one `lab images save` wrote, from this cluster
+    /// or another) into the registry, sending only the blobs it lacks.
+    Load {
+        /// The layout's directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -107,6 +107,44 @@ fn images_rm_and_registry_bad_input_exit_2() {
     e.bad(&["registry", "forward", "--listen", "port5443"], &[], &["--listen", "port5443"]);
 }
 
+/// `lab images save DIR` and `load DIR` read DIR before they look for a cluster (issue 19, item
+/// 4): what is not a layout, missing or cannot be made is exit 2 naming the path, and nothing is
+/// created, not even the directory `save` would make.
+#[test]
+fn images_save_and_load_bad_dir_exit_2_and_create_nothing() {
+    let e = Env::new();
+    let cwd = e.cwd.path();
+    e.bad(&["images", "load", "missing"], &[], &["missing", "does not exist"]);
+    e.write("file", "x");
+    e.bad(&["images", "save", "file"], &[], &["file", "is not a directory"]);
+    e.bad(&["images", "load", "file"], &[], &["file", "is not a directory"]);
+    e.bad(&["images", "save", "no/such/dir"], &[], &["no/such/dir", "cannot be made"]);
+    e.bad(&["images", "save", "file/dir"], &[], &["file/dir", "cannot be made", "not a directory"]);
+    // Unwritable (the tests may run as root, whom file modes do not stop; /proc takes no files).
+    e.bad(&["images", "save", "/proc/lab-backup"], &[], &["/proc/lab-backup", "/proc cannot be written"]);
+    std::fs::create_dir(cwd.join("full")).unwrap();
+    std::fs::write(cwd.join("full/notes.txt"), "mine").unwrap();
+    e.bad(&["images", "save", "full"], &[], &["full", "not empty", "oci-layout"]);
+    e.bad(&["images", "load", "full"], &[], &["full", "no oci-layout file"]);
+    std::fs::write(cwd.join("full/oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    e.bad(&["images", "load", "full"], &[], &["index.json", "is missing"]);
+    // What `skopeo copy ... oci:DIR:1` writes: a tag without a repository.
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":2,"annotations":{{"org.opencontainers.image.ref.name":"1"}}}}]}}"#
+    );
+    std::fs::write(cwd.join("full/index.json"), index.replace("\"1\"", "\"app:1\"")).unwrap();
+    e.bad(&["images", "load", "full"], &[], &["full/blobs/sha256/aaaa", "is missing; app:1 needs it"]);
+    std::fs::write(cwd.join("full/index.json"), &index).unwrap();
+    e.bad(&["images", "load", "full"], &[], &["index.json", "manifests[0]", "\"1\"", "REPO:TAG"]);
+    // A good directory, and a cluster that is not there: the directory is not made.
+    e.bad(&["images", "save", "new", "--cluster", "nothere"], &[], &["--cluster", "nothere"]);
+    assert!(!cwd.join("new").exists(), "save made its directory for a cluster that is not there");
+    let names: Vec<String> =
+        std::fs::read_dir(cwd.join("full")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
 #[test]
 fn bad_config_exits_2_naming_file_field_and_value() {
     let e = Env::new();

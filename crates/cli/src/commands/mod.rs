@@ -10,6 +10,7 @@ mod ls;
 mod plan;
 mod push;
 mod registry;
+mod save_load;
 mod seen;
 mod ssh;
 mod status;

@@ -1,5 +1,6 @@
 //! `lab push` and `lab images`: the cluster registry's contents, from this machine, and
-//! `lab images gc`, which reclaims the space of deleted tags.
+//! `lab images gc`, which reclaims the space of deleted tags. `lab images save` and `load` are
+//! in `save_load`, with what they share from here (the registry's client, the progress).
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +17,7 @@ use crate::args::{ImagesAction, ImagesArgs, Output, PushArgs};
 use crate::output::table;
 
 /// The registry of the cluster `cluster` names, reached through its node's engine.
-async fn client(config: Option<&std::path::Path>, cluster: Option<&str>) -> Result<Arc<Client>> {
+pub(super) async fn client(config: Option<&std::path::Path>, cluster: Option<&str>) -> Result<Arc<Client>> {
     Ok(reach(config, cluster).await?.1)
 }
 
@@ -32,9 +33,32 @@ async fn reach(
 }
 
 /// Progress on stderr: a running byte count on a terminal, lines otherwise.
-struct Events {
+pub(super) struct Events {
     bar: Option<indicatif::ProgressBar>,
     sent: AtomicU64,
+}
+
+impl Events {
+    /// A byte count with a bar on a terminal (not in CI, not with `--output json`).
+    pub(super) fn new(output: Output) -> Arc<Events> {
+        let bar =
+            (std::io::stderr().is_terminal() && !crate::progress::in_ci() && output == Output::Table).then(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+                        .expect("template"),
+                );
+                b
+            });
+        Arc::new(Events { bar, sent: AtomicU64::new(0) })
+    }
+
+    /// Takes the bar off the terminal.
+    pub(super) fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
 }
 
 impl push::Events for Events {
@@ -78,23 +102,12 @@ pub(super) async fn push_cmd(config: Option<&std::path::Path>, args: &PushArgs) 
     let (_, engine) = lab_core::cluster::local_host().map_err(|m| Error::input("docker context", m))?;
     let local = lab_core::cluster::ImageSource::default().local_engine().await.map_err(|m| Error::op("lab push", m))?;
     let (rt, client) = reach(config, args.cluster.cluster.as_deref()).await?;
-    let bar =
-        (std::io::stderr().is_terminal() && !crate::progress::in_ci() && args.output == Output::Table).then(|| {
-            let b = indicatif::ProgressBar::new(0);
-            b.set_style(
-                indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-                    .expect("template"),
-            );
-            b
-        });
-    let events = Arc::new(Events { bar, sent: AtomicU64::new(0) });
+    let events = Events::new(args.output);
     let result = push::push(client.clone(), &local, &engine, &items, events.clone()).await;
+    events.finish();
     // What the registry holds now, for the day its node is lost.
     if let Ok(repositories) = client.catalog().await {
         super::seen::remember_these(&rt, repositories);
-    }
-    if let Some(b) = &events.bar {
-        b.finish_and_clear();
     }
     let (pushed, took) = result?;
     let sent: u64 = pushed.iter().map(|p| p.sent_bytes()).sum();
@@ -149,6 +162,8 @@ pub(super) async fn images(config: Option<&std::path::Path>, args: &ImagesArgs) 
         }
         Some(ImagesAction::Rm { references, all_tags }) => return rm(config, args, references, *all_tags).await,
         Some(ImagesAction::Gc) => return gc(config, args).await,
+        Some(ImagesAction::Save { dir }) => return super::save_load::save(config, args, dir).await,
+        Some(ImagesAction::Load { dir }) => return super::save_load::load(config, args, dir).await,
     }
     Ok(0)
 }

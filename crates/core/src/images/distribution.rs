@@ -12,9 +12,9 @@
 //! engines present: the registry serves no one else.
 //!
 //! The API is a handful of requests (check a blob, mount it from another repository, upload
-//! it, put a manifest, list, delete), written here over hyper's HTTP/1.1 connection rather
-//! than through an OCI client crate: those speak TCP and TLS themselves and cannot be handed a
-//! stream, and this is all lab needs of them.
+//! it, read it as it streams, put a manifest, list, delete), written here over hyper's
+//! HTTP/1.1 connection rather than through an OCI client crate: those speak TCP and TLS
+//! themselves and cannot be handed a stream, and this is all lab needs of them.
 
 use std::io;
 use std::pin::Pin;
@@ -81,13 +81,14 @@ impl AsyncWrite for ExecStream {
 /// A client of the registry at one [`Endpoint`], keeping its idle connections for reuse.
 pub struct Client {
     at: Endpoint,
-    idle: tokio::sync::Mutex<Vec<SendRequest<Body>>>,
+    idle: Arc<tokio::sync::Mutex<Vec<SendRequest<Body>>>>,
     /// In unit tests, the connections come from an in-process fake registry instead.
     #[cfg(test)]
     dial: Option<Box<dyn Fn() -> tokio::io::DuplexStream + Send + Sync>>,
 }
 
-/// A response, its body read whole (every answer but a blob's is small, and lab reads no blob).
+/// A response, its body read whole (every answer but a blob's is small; blobs are read as they
+/// stream, by [`Client::blob`]).
 pub struct Answer {
     /// The status.
     pub status: StatusCode,
@@ -127,6 +128,9 @@ impl Answer {
     }
 }
 
+/// A blob's bytes as they arrive from the registry.
+pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
 /// An empty body.
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
@@ -147,7 +151,7 @@ impl Client {
     pub fn new(at: Endpoint) -> Arc<Self> {
         Arc::new(Client {
             at,
-            idle: tokio::sync::Mutex::new(Vec::new()),
+            idle: Arc::new(tokio::sync::Mutex::new(Vec::new())),
             #[cfg(test)]
             dial: None,
         })
@@ -258,6 +262,23 @@ impl Client {
         headers: &[(&str, &str)],
         body: Body,
     ) -> Result<Answer> {
+        let (sender, resp) = self.request(step, method, path, headers, body).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| self.fail(step, e))?.to_bytes();
+        self.idle.lock().await.push(sender);
+        Ok(Answer { status: parts.status, headers: parts.headers, body })
+    }
+
+    /// Sends a request on an idle connection, or a new one; returns the connection with the
+    /// response, whose body is still to be read.
+    async fn request(
+        &self,
+        step: &str,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Result<(SendRequest<Body>, hyper::Response<hyper::body::Incoming>)> {
         let mut sender = loop {
             let pooled = self.idle.lock().await.pop();
             match pooled {
@@ -280,10 +301,39 @@ impl Client {
         let req = req.body(body).map_err(|e| self.fail(step, e))?;
         let resp =
             sender.send_request(req).await.map_err(|e| self.fail(step, format!("the registry did not answer: {e}")))?;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(|e| self.fail(step, e))?.to_bytes();
-        self.idle.lock().await.push(sender);
-        Ok(Answer { status: parts.status, headers: parts.headers, body })
+        Ok((sender, resp))
+    }
+
+    /// Blob `digest` of `repo`, read as it streams: the size the registry gives and its bytes,
+    /// unchecked (the caller hashes them); `None` if `repo` does not have it. The connection
+    /// goes back to the pool once the bytes are all read.
+    pub async fn blob(&self, repo: &str, digest: &str) -> Result<Option<(Option<u64>, BlobStream)>> {
+        let step = format!("read blob {digest} of {repo}");
+        let (sender, resp) =
+            self.request(&step, Method::GET, &format!("/v2/{repo}/blobs/{digest}"), &[], empty()).await?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            // The registry's words are in the (small) body; a redirect, which a registry with
+            // another storage driver may answer, is not followed: lab's registry keeps its
+            // blobs on the node's volume.
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let a = Answer { status: parts.status, headers: parts.headers, body };
+            return Err(self.fail(step, a.why()));
+        }
+        let size = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|l| l.parse().ok());
+        let idle = self.idle.clone();
+        let data = resp.into_body().into_data_stream().map(|r| r.map_err(io::Error::other));
+        // After the last chunk, the connection is idle again (after an error it is broken,
+        // and `request` drops it when it finds it not ready).
+        let back = futures_util::stream::once(async move {
+            idle.lock().await.push(sender);
+        })
+        .filter_map(|()| async { None::<io::Result<Bytes>> });
+        Ok(Some((size, Box::pin(data.chain(back)))))
     }
 
     /// `GET /v2/`: whether the registry answers as a registry.

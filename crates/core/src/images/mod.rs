@@ -1,6 +1,7 @@
 //! Images in and out of the cluster: the registry's HTTP API spoken over a stream through a
 //! node's engine ([`distribution`]), `lab push` and `lab images` ([`push`]), `lab images rm`
-//! ([`remove`]), the registry's garbage collection ([`gc`]), and loading the images the
+//! ([`remove`]), the registry's garbage collection ([`gc`]), `lab images save` and `load`
+//! (an OCI image layout on this machine, [`layout`]), and loading the images the
 //! cluster itself needs onto its nodes ([`load`]).
 //!
 //! Neighbours: it finds the registry through [`crate::registry`] (its endpoint, its read-only
@@ -10,6 +11,7 @@
 
 pub mod distribution;
 pub mod gc;
+pub mod layout;
 pub mod load;
 pub mod push;
 pub mod remove;

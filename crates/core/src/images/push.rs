@@ -76,7 +76,7 @@ pub fn target_of(reference: &str) -> std::result::Result<(String, String), Strin
 
 /// A repository name the distribution API accepts: lowercase path components of letters and
 /// digits, separated by `.`, `_`, `__` or `-`.
-fn check_repo(name: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_repo(name: &str) -> std::result::Result<(), String> {
     let component_ok = |c: &str| {
         !c.is_empty()
             && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
@@ -92,7 +92,7 @@ fn check_repo(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn check_tag(tag: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_tag(tag: &str) -> std::result::Result<(), String> {
     let ok = !tag.is_empty()
         && tag.len() <= 128
         && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
@@ -304,7 +304,7 @@ fn manifest(config: (&str, u64), layers: &[(String, u64, &str)]) -> (&'static st
 type Known = HashMap<String, (u64, Fate)>;
 
 /// Whether `repo` has `digest`, or another repository does and it can be mounted.
-async fn find(client: &Client, repo: &str, digest: &str, others: &[String]) -> Result<Option<(u64, Fate)>> {
+pub(crate) async fn find(client: &Client, repo: &str, digest: &str, others: &[String]) -> Result<Option<(u64, Fate)>> {
     if let Some(size) = client.blob_size(repo, digest).await? {
         return Ok(Some((size, Fate::Present)));
     }

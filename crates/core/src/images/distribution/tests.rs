@@ -87,7 +87,11 @@ impl Fake {
             .expect("a client");
         let at = Endpoint { node: "worker1".into(), docker, container: "lab_registry.1".into(), tls };
         let fake = self.clone();
-        Arc::new(Client { at, idle: tokio::sync::Mutex::new(Vec::new()), dial: Some(Box::new(move || fake.connect())) })
+        Arc::new(Client {
+            at,
+            idle: Arc::new(tokio::sync::Mutex::new(Vec::new())),
+            dial: Some(Box::new(move || fake.connect())),
+        })
     }
 
     fn connect(&self) -> DuplexStream {
