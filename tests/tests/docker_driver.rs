@@ -153,8 +153,9 @@ fn up_forms_a_drained_swarm_whose_registry_serves_every_node() {
     assert_eq!(plan.stdout.lines().count(), 2, "only the forwarder is replanned:\n{}", plan.stdout);
     lab.on(&["up"]).ok("repairing up");
     let check = lab.on(&["check"]).ok("lab check");
-    // Three nodes, each with two URLs and its dockerd.
-    assert_eq!(check.stdout.matches("   ok   ").count(), 9, "{}", check.stdout);
+    // Three nodes, each with two URLs and its dockerd; and every manager answering.
+    assert_eq!(check.stdout.matches("   ok   ").count(), 10, "{}", check.stdout);
+    assert!(check.stdout.contains("every manager answers"), "{}", check.stdout);
     for args in [
         &["status"][..],
         &["status", "--output", "json"],

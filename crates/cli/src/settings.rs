@@ -192,6 +192,18 @@ fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
         };
         m.insert("manager_availability".into(), json!(a));
     }
+    for (key, table) in
+        [("registry", registry_flags(flags)), ("labels", label_flags(flags)?), ("drivers", driver_opts(flags)?)]
+    {
+        if !table.is_empty() {
+            m.insert(key.into(), Value::Object(table));
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// The `[registry]` table of the flag layer: `--registry-image`, `--registry-mode`, `--registry-tls`.
+fn registry_flags(flags: &TopologyArgs) -> Map<String, Value> {
     let mut registry = Map::new();
     if let Some(i) = &flags.registry_image {
         registry.insert("image".into(), json!(i));
@@ -211,9 +223,11 @@ fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
         };
         registry.insert("tls".into(), json!(s));
     }
-    if !registry.is_empty() {
-        m.insert("registry".into(), Value::Object(registry));
-    }
+    registry
+}
+
+/// The `[labels]` table of the flag layer: `--worker-label` and `--manager-label`, each KEY=VALUE.
+fn label_flags(flags: &TopologyArgs) -> Result<Map<String, Value>> {
     let mut labels = Map::new();
     for (key, list) in [("worker", &flags.worker_labels), ("manager", &flags.manager_labels)] {
         if list.is_empty() {
@@ -228,9 +242,12 @@ fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
         }
         labels.insert(key.into(), Value::Object(l));
     }
-    if !labels.is_empty() {
-        m.insert("labels".into(), Value::Object(labels));
-    }
+    Ok(labels)
+}
+
+/// The `[drivers]` table of the flag layer: each `--driver-opt KEY=VALUE`, a dotted KEY making
+/// nested tables.
+fn driver_opts(flags: &TopologyArgs) -> Result<Map<String, Value>> {
     let mut drivers = Map::new();
     let mut set = |driver: &str, path: &[&str], v: Value| {
         let mut cur = drivers.entry(driver.to_string()).or_insert_with(|| json!({}));
@@ -242,23 +259,18 @@ fn flag_layer(flags: &TopologyArgs) -> Result<Value> {
         }
         cur.as_object_mut().expect("tables").insert(path[path.len() - 1].to_string(), v);
     };
-    if !flags.driver_opts.is_empty() {
-        // --driver-opt applies to the driver chosen by flag, or else by the lower layers;
-        // the caller moves this table there (see `load`).
-        for opt in &flags.driver_opts {
-            let (k, v) = opt
-                .split_once('=')
-                .filter(|(k, _)| !k.is_empty() && k.split('.').all(|p| !p.is_empty()))
-                .ok_or_else(|| Error::input("--driver-opt", format!("{opt:?} is not KEY=VALUE")))?;
-            let value = toml_scalar(v);
-            let path: Vec<&str> = k.split('.').collect();
-            set(DRIVER_OPTS, &path, value);
-        }
+    // --driver-opt applies to the driver chosen by flag, or else by the lower layers; the
+    // caller moves this table there (see `load`).
+    for opt in &flags.driver_opts {
+        let (k, v) = opt
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty() && k.split('.').all(|p| !p.is_empty()))
+            .ok_or_else(|| Error::input("--driver-opt", format!("{opt:?} is not KEY=VALUE")))?;
+        let value = toml_scalar(v);
+        let path: Vec<&str> = k.split('.').collect();
+        set(DRIVER_OPTS, &path, value);
     }
-    if !drivers.is_empty() {
-        m.insert("drivers".into(), Value::Object(drivers));
-    }
-    Ok(Value::Object(m))
+    Ok(drivers)
 }
 
 /// Placeholder table name for `--driver-opt` values until the driver is known.

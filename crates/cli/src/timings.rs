@@ -276,15 +276,62 @@ fn colour(area: &str) -> &'static str {
     }
 }
 
+/// The chart's geometry: the height of a row, and where the bars start and how wide they run.
+const ROW: f64 = 18.0;
+const LEFT: f64 = 420.0;
+const WIDTH: f64 = 900.0;
+
 /// The page: a summary, the chart (one row per bar, grouped by node, the critical path
 /// outlined), a table of every bar, and the record itself as JSON for tools.
 pub fn render(r: &Record) -> String {
-    const ROW: f64 = 18.0;
-    const LEFT: f64 = 420.0;
-    const WIDTH: f64 = 900.0;
-    let total = r.total.max(0.001);
-    let x = |t: f64| LEFT + t / total * WIDTH;
-    // Rows: the phases first, then each node's steps, then the cluster-wide steps.
+    let steps: Vec<&Span> = r.spans.iter().filter(|s| s.step.is_some()).collect();
+    let busy: f64 = steps.iter().map(|s| s.end.unwrap_or(r.total) - s.start).sum();
+    let critical: f64 = steps.iter().filter(|s| s.critical).map(|s| s.end.unwrap_or(r.total) - s.start).sum();
+    let load = |l: Option<f64>| l.map(|l| format!("{l:.2}")).unwrap_or_else(|| "unknown".into());
+    let (svg, rows) = (chart(r), table_rows(r));
+    // `<` as JSON's `\u003c`, so no label can end the script element early.
+    let json = serde_json::to_string(r).unwrap_or_default().replace('<', "\\u003c");
+    format!(
+        r#"<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>lab up --timings: {cluster}</title>
+<style>body{{font-family:sans-serif;margin:1em}} table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} tr.critical td{{background:#fff0f0}}
+.key span{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}}</style></head>
+<body><h1>lab up --timings: cluster {cluster}</h1>
+<p>driver {driver}, lab {version}; {total:.2} s in all, {n} steps taking {busy:.2} s together
+({conc:.1} at once on average); the critical path's steps take {critical:.2} s. Load average
+{l0} at the start, {l1} at the end.</p>
+<p class="key"><span style="background:{c_lab}"></span>lab<span style="background:{c_m}"></span>machines
+<span style="background:{c_i}"></span>images<span style="background:{c_s}"></span>swarm
+<span style="background:{c_r}"></span>registry<span style="background:{c_t}"></span>TLS
+<span style="border:2px solid #e00000"></span>critical path</p>
+{svg}
+<h2>Every step</h2>
+<table><tr><th>node</th><th>step</th><th>start (s)</th><th>took (s)</th><th></th><th>detail</th></tr>
+{rows}</table>
+<script type="application/json" id="lab-timings">{json}</script>
+</body></html>
+"#,
+        cluster = escape(&r.cluster),
+        driver = escape(&r.driver),
+        version = r.version,
+        total = r.total,
+        n = steps.len(),
+        conc = busy / r.total.max(0.001),
+        l0 = load(r.load.0),
+        l1 = load(r.load.1),
+        c_lab = colour("lab"),
+        c_m = colour("machine"),
+        c_i = colour("image"),
+        c_s = colour("swarm"),
+        c_r = colour("registry"),
+        c_t = colour("tls"),
+    )
+}
+
+/// The chart's rows, top to bottom: the phases first, then each node's steps, then the
+/// cluster-wide steps, each group in the order its bars started.
+fn chart_order(r: &Record) -> Vec<&Span> {
     let mut order: Vec<&Span> = r.spans.iter().collect();
     order.sort_by(|a, b| {
         let key = |s: &Span| match (&s.node, s.area) {
@@ -294,6 +341,14 @@ pub fn render(r: &Record) -> String {
         };
         key(a).cmp(&key(b)).then(a.start.total_cmp(&b.start))
     });
+    order
+}
+
+/// The SVG chart: seconds along the top, then a labelled bar per row.
+fn chart(r: &Record) -> String {
+    let total = r.total.max(0.001);
+    let x = |t: f64| LEFT + t / total * WIDTH;
+    let order = chart_order(r);
     let height = (order.len() as f64 + 2.0) * ROW + 20.0;
     let mut svg = String::new();
     let _ = write!(
@@ -338,11 +393,11 @@ pub fn render(r: &Record) -> String {
         );
     }
     svg.push_str("</svg>");
+    svg
+}
 
-    let steps: Vec<&Span> = r.spans.iter().filter(|s| s.step.is_some()).collect();
-    let busy: f64 = steps.iter().map(|s| s.end.unwrap_or(r.total) - s.start).sum();
-    let critical: f64 = steps.iter().filter(|s| s.critical).map(|s| s.end.unwrap_or(r.total) - s.start).sum();
-    let load = |l: Option<f64>| l.map(|l| format!("{l:.2}")).unwrap_or_else(|| "unknown".into());
+/// The table's rows, one per bar in the order it started.
+fn table_rows(r: &Record) -> String {
     let mut rows = String::new();
     for s in &r.spans {
         let end = s.end.unwrap_or(r.total);
@@ -364,44 +419,7 @@ pub fn render(r: &Record) -> String {
             escape(s.detail.as_deref().unwrap_or(""))
         );
     }
-    // `<` as JSON's `\u003c`, so no label can end the script element early.
-    let json = serde_json::to_string(r).unwrap_or_default().replace('<', "\\u003c");
-    format!(
-        r#"<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>lab up --timings: {cluster}</title>
-<style>body{{font-family:sans-serif;margin:1em}} table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} tr.critical td{{background:#fff0f0}}
-.key span{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}}</style></head>
-<body><h1>lab up --timings: cluster {cluster}</h1>
-<p>driver {driver}, lab {version}; {total:.2} s in all, {n} steps taking {busy:.2} s together
-({conc:.1} at once on average); the critical path's steps take {critical:.2} s. Load average
-{l0} at the start, {l1} at the end.</p>
-<p class="key"><span style="background:{c_lab}"></span>lab<span style="background:{c_m}"></span>machines
-<span style="background:{c_i}"></span>images<span style="background:{c_s}"></span>swarm
-<span style="background:{c_r}"></span>registry<span style="background:{c_t}"></span>TLS
-<span style="border:2px solid #e00000"></span>critical path</p>
-{svg}
-<h2>Every step</h2>
-<table><tr><th>node</th><th>step</th><th>start (s)</th><th>took (s)</th><th></th><th>detail</th></tr>
-{rows}</table>
-<script type="application/json" id="lab-timings">{json}</script>
-</body></html>
-"#,
-        cluster = escape(&r.cluster),
-        driver = escape(&r.driver),
-        version = r.version,
-        total = r.total,
-        n = steps.len(),
-        conc = busy / r.total.max(0.001),
-        l0 = load(r.load.0),
-        l1 = load(r.load.1),
-        c_lab = colour("lab"),
-        c_m = colour("machine"),
-        c_i = colour("image"),
-        c_s = colour("swarm"),
-        c_r = colour("registry"),
-        c_t = colour("tls"),
-    )
+    rows
 }
 
 #[cfg(test)]

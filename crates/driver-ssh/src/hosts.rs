@@ -88,6 +88,27 @@ pub fn load(path: &Path, env: &Environment) -> Result<Vec<Host>> {
 /// directory relative `identity_file` paths are resolved against).
 pub fn parse(text: &str, path: &Path, env: &Environment) -> Result<Vec<Host>> {
     let file = path.display().to_string();
+    let table = top_level(text, &file)?;
+    let empty = Table::new();
+    let defaults = defaults(&table, &file)?.unwrap_or(&empty);
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut hosts: Vec<Host> = Vec::new();
+    for (i, value) in host_list(&table, &file)?.iter().enumerate() {
+        let host = parse_host(i + 1, value, defaults, &file, base, env)?;
+        refuse_duplicate(&hosts, &host, &format!("{file}: host {} ({})", i + 1, host.name))?;
+        hosts.push(host);
+    }
+    if !hosts.iter().any(|h| h.role == Role::Manager) {
+        return Err(Error::input(
+            format!("{file}: hosts"),
+            "no host has role = \"manager\"; a cluster needs at least one".to_string(),
+        ));
+    }
+    Ok(hosts)
+}
+
+/// The file as TOML, with only the keys a hosts file has at its top.
+fn top_level(text: &str, file: &str) -> Result<Table> {
     let table: Table = text.parse().map_err(|e: toml::de::Error| {
         let at = e
             .span()
@@ -96,7 +117,7 @@ pub fn parse(text: &str, path: &Path, env: &Environment) -> Result<Vec<Host>> {
                 format!(" at line {line}, column {col}")
             })
             .unwrap_or_default();
-        Error::input(&file, format!("not valid TOML{at}: {}", e.message().trim()))
+        Error::input(file, format!("not valid TOML{at}: {}", e.message().trim()))
     })?;
     for key in table.keys() {
         if !TOP_KEYS.contains(&key.as_str()) {
@@ -106,9 +127,13 @@ pub fn parse(text: &str, path: &Path, env: &Environment) -> Result<Vec<Host>> {
             ));
         }
     }
-    let empty = Table::new();
+    Ok(table)
+}
+
+/// The `[defaults]` table, if there is one, with only the keys it may set.
+fn defaults<'a>(table: &'a Table, file: &str) -> Result<Option<&'a Table>> {
     let defaults = match table.get("defaults") {
-        None => &empty,
+        None => return Ok(None),
         Some(Value::Table(t)) => t,
         Some(other) => {
             return Err(Error::input(format!("{file}: defaults"), format!("must be a table, got {}", other.type_str())))
@@ -122,55 +147,50 @@ pub fn parse(text: &str, path: &Path, env: &Environment) -> Result<Vec<Host>> {
             ));
         }
     }
-    let list_of_hosts = match table.get("hosts") {
-        Some(Value::Array(a)) if !a.is_empty() => a,
+    Ok(Some(defaults))
+}
+
+/// The `[[hosts]]` array, not empty.
+fn host_list<'a>(table: &'a Table, file: &str) -> Result<&'a Vec<Value>> {
+    match table.get("hosts") {
+        Some(Value::Array(a)) if !a.is_empty() => Ok(a),
         Some(Value::Array(_)) | None => {
-            return Err(Error::input(format!("{file}: hosts"), "no [[hosts]]; list at least one manager"))
+            Err(Error::input(format!("{file}: hosts"), "no [[hosts]]; list at least one manager"))
         }
-        Some(other) => {
-            return Err(Error::input(
-                format!("{file}: hosts"),
-                format!("must be an array of tables ([[hosts]]), got {}", other.type_str()),
-            ))
-        }
-    };
-    let base = path.parent().unwrap_or(Path::new("."));
-    let mut hosts: Vec<Host> = Vec::new();
-    for (i, value) in list_of_hosts.iter().enumerate() {
-        let host = parse_host(i + 1, value, defaults, &file, base, env)?;
-        let what = |field: &str| format!("{file}: host {} ({}): {field}", i + 1, host.name);
-        if let Some(other) = hosts.iter().find(|h| h.name == host.name) {
-            return Err(Error::input(
-                what("name"),
-                format!("{:?} is also the name of host {}", host.name, index_of(&hosts, other)),
-            ));
-        }
-        // Host names are case-insensitive: `Node1` and `node1` are one machine.
-        if let Some(other) = hosts.iter().find(|h| h.address.eq_ignore_ascii_case(&host.address) && h.port == host.port)
-        {
-            return Err(Error::input(
-                what("address"),
-                format!("{:?} (port {}) is also the address of host {:?}", host.address, host.port, other.name),
-            ));
-        }
-        if let Some(other) = hosts.iter().find(|h| h.advertise_address.eq_ignore_ascii_case(&host.advertise_address)) {
-            return Err(Error::input(
-                what("advertise_address"),
-                format!(
-                    "{:?} is also the advertise address of host {:?}; give each host its own advertise_address",
-                    host.advertise_address, other.name
-                ),
-            ));
-        }
-        hosts.push(host);
-    }
-    if !hosts.iter().any(|h| h.role == Role::Manager) {
-        return Err(Error::input(
+        Some(other) => Err(Error::input(
             format!("{file}: hosts"),
-            "no host has role = \"manager\"; a cluster needs at least one".to_string(),
+            format!("must be an array of tables ([[hosts]]), got {}", other.type_str()),
+        )),
+    }
+}
+
+/// Refuses `host` if it shares its name, its address and port, or its advertise address with
+/// one of the `hosts` before it; `label` names it in the file.
+fn refuse_duplicate(hosts: &[Host], host: &Host, label: &str) -> Result<()> {
+    let what = |field: &str| format!("{label}: {field}");
+    if let Some(other) = hosts.iter().find(|h| h.name == host.name) {
+        return Err(Error::input(
+            what("name"),
+            format!("{:?} is also the name of host {}", host.name, index_of(hosts, other)),
         ));
     }
-    Ok(hosts)
+    // Host names are case-insensitive: `Node1` and `node1` are one machine.
+    if let Some(other) = hosts.iter().find(|h| h.address.eq_ignore_ascii_case(&host.address) && h.port == host.port) {
+        return Err(Error::input(
+            what("address"),
+            format!("{:?} (port {}) is also the address of host {:?}", host.address, host.port, other.name),
+        ));
+    }
+    if let Some(other) = hosts.iter().find(|h| h.advertise_address.eq_ignore_ascii_case(&host.advertise_address)) {
+        return Err(Error::input(
+            what("advertise_address"),
+            format!(
+                "{:?} is also the advertise address of host {:?}; give each host its own advertise_address",
+                host.advertise_address, other.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn index_of(hosts: &[Host], h: &Host) -> usize {
@@ -189,118 +209,151 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The `n`th `[[hosts]]` table, checked, with `defaults` applied where it sets nothing.
 fn parse_host(n: usize, value: &Value, defaults: &Table, file: &str, base: &Path, env: &Environment) -> Result<Host> {
     let Value::Table(t) = value else {
         return Err(Error::input(format!("{file}: host {n}"), format!("must be a table, got {}", value.type_str())));
     };
     // Until the name is known to be good, the host is named by its position only.
-    let mut label = format!("host {n}");
-    let what = |label: &str, field: &str| format!("{file}: {label}: {field}");
-    let string = |label: &str, key: &str, v: Option<&Value>| -> Result<Option<String>> {
-        match v {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(Error::input(what(label, key), format!("must be a string, got {}", other.type_str()))),
-        }
-    };
-    let required = |label: &str, key: &str| -> Result<String> {
-        string(label, key, t.get(key))?
-            .ok_or_else(|| Error::input(what(label, key), format!("missing; every host needs {key}")))
-    };
-
-    let name = required(&label, "name")?;
-    check_name(&name).map_err(|why| Error::input(what(&label, "name"), format!("{name:?} {why}")))?;
-    label = format!("{label} ({name})");
+    let mut f = Fields { t, defaults, file, label: format!("host {n}") };
+    let name = f.required("name")?;
+    check_name(&name).map_err(|why| Error::input(f.what("name"), format!("{name:?} {why}")))?;
+    f.label = format!("{} ({name})", f.label);
     for key in t.keys() {
         if !HOST_KEYS.contains(&key.as_str()) {
-            return Err(Error::input(
-                what(&label, key),
-                format!("unknown key {key:?}; a host may set {}", list(HOST_KEYS)),
-            ));
+            return Err(Error::input(f.what(key), format!("unknown key {key:?}; a host may set {}", list(HOST_KEYS))));
         }
     }
-    let address = required(&label, "address")?;
-    check_address(&address).map_err(|why| Error::input(what(&label, "address"), format!("{address:?} {why}")))?;
-    let role = match required(&label, "role")?.as_str() {
+    let address = f.required("address")?;
+    check_address(&address).map_err(|why| Error::input(f.what("address"), format!("{address:?} {why}")))?;
+    let role = match f.required("role")?.as_str() {
         "manager" => Role::Manager,
         "worker" => Role::Worker,
         other => {
             return Err(Error::input(
-                what(&label, "role"),
+                f.what("role"),
                 format!("unknown role {other:?}; expected \"manager\" or \"worker\""),
             ))
         }
     };
-    let advertise_address = match string(&label, "advertise_address", t.get("advertise_address"))? {
+    let advertise_address = match f.string("advertise_address")? {
         Some(a) => {
-            check_ip_or_name(&a)
-                .map_err(|why| Error::input(what(&label, "advertise_address"), format!("{a:?} {why}")))?;
+            check_ip_or_name(&a).map_err(|why| Error::input(f.what("advertise_address"), format!("{a:?} {why}")))?;
             a
         }
         None => address.clone(),
     };
+    let user = f.user(env)?;
+    let port = f.port()?;
+    let identity_file = f.identity_file(base, env)?;
+    let labels = f.labels()?;
+    Ok(Host { name, address, role, user, port, identity_file, advertise_address, labels })
+}
 
-    // Fields the host may inherit from [defaults]: the host's own wins, and an error names
-    // whichever table the bad value is in.
-    let pick = |key: &str| -> (String, Option<&Value>) {
-        match t.get(key) {
-            Some(v) => (what(&label, key), Some(v)),
-            None => (format!("{file}: defaults.{key}"), defaults.get(key)),
-        }
-    };
+/// One `[[hosts]]` table being read, with the `[defaults]` it may inherit from, and how it is
+/// named in errors (`label`: by position until its name is known to be good).
+struct Fields<'a> {
+    t: &'a Table,
+    defaults: &'a Table,
+    file: &'a str,
+    label: String,
+}
 
-    let (user_what, user) = pick("user");
-    let user = match user {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(Error::input(user_what, format!("must be a string, got {}", other.type_str()))),
-        None => env.user.clone().ok_or_else(|| {
-            Error::input(what(&label, "user"), "not set, and neither $USER nor $LOGNAME names the current user")
-        })?,
-    };
-    check_user(&user).map_err(|why| Error::input(user_what, format!("{user:?} {why}")))?;
+impl Fields<'_> {
+    /// How errors name `field` of this host.
+    fn what(&self, field: &str) -> String {
+        format!("{}: {}: {field}", self.file, self.label)
+    }
 
-    let (port_what, port) = pick("port");
-    let port = match port {
-        None => 22,
-        Some(Value::Integer(p)) if (1..=65535).contains(p) => *p as u16,
-        Some(Value::Integer(p)) => {
-            return Err(Error::input(port_what, format!("{p} is out of range; a port is 1 to 65535")))
-        }
-        Some(other) => return Err(Error::input(port_what, format!("must be an integer, got {}", other.type_str()))),
-    };
-
-    let (key_what, key) = pick("identity_file");
-    let identity_file = match key {
-        None => None,
-        Some(Value::String(s)) => Some(resolve_path(s, base, env).map_err(|why| Error::input(&key_what, why))?),
-        Some(other) => return Err(Error::input(key_what, format!("must be a string, got {}", other.type_str()))),
-    };
-    if let Some(p) = &identity_file {
-        if !p.is_file() {
-            return Err(Error::input(key_what, format!("{} is not a readable file", p.display())));
+    /// The host's own string `key`, if it sets it.
+    fn string(&self, key: &str) -> Result<Option<String>> {
+        match self.t.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(Error::input(self.what(key), format!("must be a string, got {}", other.type_str()))),
         }
     }
 
-    let mut labels = BTreeMap::new();
-    match t.get("labels") {
-        None => {}
-        Some(Value::Table(l)) => {
-            for (k, v) in l {
-                let Value::String(v) = v else {
-                    return Err(Error::input(
-                        what(&label, &format!("labels.{k}")),
-                        format!("must be a string, got {}", v.type_str()),
-                    ));
-                };
-                validate_label(&what(&label, "labels"), k, v)?;
-                labels.insert(k.clone(), v.clone());
+    /// The host's own string `key`, which every host must set.
+    fn required(&self, key: &str) -> Result<String> {
+        self.string(key)?.ok_or_else(|| Error::input(self.what(key), format!("missing; every host needs {key}")))
+    }
+
+    /// A field the host may inherit from `[defaults]`: the host's own wins, and an error names
+    /// whichever table the bad value is in.
+    fn pick(&self, key: &str) -> (String, Option<&Value>) {
+        match self.t.get(key) {
+            Some(v) => (self.what(key), Some(v)),
+            None => (format!("{}: defaults.{key}", self.file), self.defaults.get(key)),
+        }
+    }
+
+    /// `user`, else the current user's name.
+    fn user(&self, env: &Environment) -> Result<String> {
+        let (user_what, user) = self.pick("user");
+        let user = match user {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => return Err(Error::input(user_what, format!("must be a string, got {}", other.type_str()))),
+            None => env.user.clone().ok_or_else(|| {
+                Error::input(self.what("user"), "not set, and neither $USER nor $LOGNAME names the current user")
+            })?,
+        };
+        check_user(&user).map_err(|why| Error::input(user_what, format!("{user:?} {why}")))?;
+        Ok(user)
+    }
+
+    /// `port`, else 22.
+    fn port(&self) -> Result<u16> {
+        let (port_what, port) = self.pick("port");
+        match port {
+            None => Ok(22),
+            Some(Value::Integer(p)) if (1..=65535).contains(p) => Ok(*p as u16),
+            Some(Value::Integer(p)) => {
+                Err(Error::input(port_what, format!("{p} is out of range; a port is 1 to 65535")))
+            }
+            Some(other) => Err(Error::input(port_what, format!("must be an integer, got {}", other.type_str()))),
+        }
+    }
+
+    /// `identity_file`, resolved, and a file that exists.
+    fn identity_file(&self, base: &Path, env: &Environment) -> Result<Option<PathBuf>> {
+        let (key_what, key) = self.pick("identity_file");
+        let identity_file = match key {
+            None => None,
+            Some(Value::String(s)) => Some(resolve_path(s, base, env).map_err(|why| Error::input(&key_what, why))?),
+            Some(other) => return Err(Error::input(key_what, format!("must be a string, got {}", other.type_str()))),
+        };
+        if let Some(p) = &identity_file {
+            if !p.is_file() {
+                return Err(Error::input(key_what, format!("{} is not a readable file", p.display())));
             }
         }
-        Some(other) => {
-            return Err(Error::input(what(&label, "labels"), format!("must be a table, got {}", other.type_str())))
-        }
+        Ok(identity_file)
     }
-    Ok(Host { name, address, role, user, port, identity_file, advertise_address, labels })
+
+    /// `labels`: string values, each a valid swarm label.
+    fn labels(&self) -> Result<BTreeMap<String, String>> {
+        let mut labels = BTreeMap::new();
+        match self.t.get("labels") {
+            None => {}
+            Some(Value::Table(l)) => {
+                for (k, v) in l {
+                    let Value::String(v) = v else {
+                        return Err(Error::input(
+                            self.what(&format!("labels.{k}")),
+                            format!("must be a string, got {}", v.type_str()),
+                        ));
+                    };
+                    validate_label(&self.what("labels"), k, v)?;
+                    labels.insert(k.clone(), v.clone());
+                }
+            }
+            Some(other) => {
+                return Err(Error::input(self.what("labels"), format!("must be a table, got {}", other.type_str())))
+            }
+        }
+        Ok(labels)
+    }
 }
 
 /// `~/x` from `$HOME`; relative paths from the hosts file's directory, so the file means the

@@ -88,6 +88,11 @@ fn refuse(mut conn: UnixStream, message: &str) {
 /// Copies bytes both ways between `conn` and `ch` until the engine closes its side (or, once
 /// the client has closed its side, until [`DRAIN`] passes). Both ends are non-blocking and
 /// polled by this one thread: libssh2 sessions cannot be read and written from two threads.
+///
+/// Why it is long: it is one loop that polls four directions (client to buffer, buffer to
+/// channel, channel to buffer, buffer to client) in turn, and all four share its state (the
+/// two buffers, the three end-of-stream flags, the back-off); split apart, each piece would
+/// take and hand back that whole state, and the order of the turns would no longer be visible.
 fn pump(mut conn: UnixStream, sess: &Session, mut ch: Channel) -> std::io::Result<()> {
     conn.set_nonblocking(true)?;
     sess.set_blocking(false);

@@ -22,16 +22,7 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
         Ok((_, mgr)) => lab_core::registry::observe(&mgr).await.is_some_and(|r| r.read_only),
         Err(_) => false,
     };
-    // Every manager answering, in the swarm's own count: a manager lost still lets the
-    // registry answer, but one more failure may cost the swarm its quorum.
-    let quorum = match rt.manager().await {
-        Ok((_, mgr)) => lab_core::swarm::Quorum::ask(&mgr).await,
-        Err(e) => Err(e.to_string()),
-    };
-    let (managers_ok, managers_said) = match &quorum {
-        Ok(q) => (q.healthy(), q.to_string()),
-        Err(why) => (false, format!("no quorum: {why}")),
-    };
+    let (managers_ok, managers_said) = managers(&rt).await;
     let machines = rt.driver.observe().await.unwrap_or_default();
     let lost = super::seen::registry_node_gone(&rt, &machines).map(|n| super::seen::loss(&n, &super::seen::seen(&rt)));
     let ok = checks.iter().all(|c| c.ok) && !read_only && managers_ok && lost.is_none();
@@ -55,44 +46,8 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
             .expect("json")
         )?,
         Output::Table => {
-            let mut rows = Vec::new();
-            for c in &checks {
-                if c.urls.is_empty() {
-                    rows.push(vec![
-                        c.node.clone(),
-                        "-".into(),
-                        "FAIL".into(),
-                        c.explanation.clone().unwrap_or_default(),
-                    ]);
-                }
-                for u in &c.urls {
-                    rows.push(vec![
-                        c.node.clone(),
-                        u.url.clone(),
-                        if u.ok { "ok".into() } else { "FAIL".into() },
-                        u.answer.clone(),
-                    ]);
-                }
-                if let Some(e) = &c.engine {
-                    // A registry that answers says it has no such image: that is the pass.
-                    let answer = if e.ok { format!("a registry answered: {}", e.answer) } else { e.answer.clone() };
-                    rows.push(vec![
-                        c.node.clone(),
-                        format!("dockerd {}", e.reference),
-                        if e.ok { "ok".into() } else { "FAIL".into() },
-                        answer,
-                    ]);
-                }
-            }
-            for v in &vips {
-                // Not "ok" or "FAIL": what the node offers, which the check does not judge.
-                let result = match v.ipvs {
-                    Some(true) => "yes",
-                    Some(false) => "no",
-                    None => "?",
-                };
-                rows.push(vec![v.node.clone(), "service VIPs (IPVS)".into(), result.into(), v.answer.clone()]);
-            }
+            let mut rows = node_rows(&checks);
+            rows.extend(vip_rows(&vips));
             if read_only {
                 rows.push(vec![
                     "-".into(),
@@ -124,4 +79,62 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
         }
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// Whether every manager answers, in the swarm's own count, and the quorum in words: a manager
+/// lost still lets the registry answer, but one more failure may cost the swarm its quorum.
+async fn managers(rt: &lab_core::converge::runtime::Runtime) -> (bool, String) {
+    let quorum = match rt.manager().await {
+        Ok((_, mgr)) => lab_core::swarm::Quorum::ask(&mgr).await,
+        Err(e) => Err(e.to_string()),
+    };
+    match &quorum {
+        Ok(q) => (q.healthy(), q.to_string()),
+        Err(why) => (false, format!("no quorum: {why}")),
+    }
+}
+
+/// A row per node saying whether it offers service VIPs: not "ok" or "FAIL", what the node
+/// offers, which the check does not judge.
+fn vip_rows(vips: &[lab_core::swarm::vips::VipCheck]) -> Vec<Vec<String>> {
+    vips.iter()
+        .map(|v| {
+            let result = match v.ipvs {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "?",
+            };
+            vec![v.node.clone(), "service VIPs (IPVS)".into(), result.into(), v.answer.clone()]
+        })
+        .collect()
+}
+
+/// The table's rows for each node: each URL curl asked on it, and what its dockerd answered;
+/// a node that could not be asked at all, one row saying why.
+fn node_rows(checks: &[lab_core::registry::NodeCheck]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for c in checks {
+        if c.urls.is_empty() {
+            rows.push(vec![c.node.clone(), "-".into(), "FAIL".into(), c.explanation.clone().unwrap_or_default()]);
+        }
+        for u in &c.urls {
+            rows.push(vec![
+                c.node.clone(),
+                u.url.clone(),
+                if u.ok { "ok".into() } else { "FAIL".into() },
+                u.answer.clone(),
+            ]);
+        }
+        if let Some(e) = &c.engine {
+            // A registry that answers says it has no such image: that is the pass.
+            let answer = if e.ok { format!("a registry answered: {}", e.answer) } else { e.answer.clone() };
+            rows.push(vec![
+                c.node.clone(),
+                format!("dockerd {}", e.reference),
+                if e.ok { "ok".into() } else { "FAIL".into() },
+                answer,
+            ]);
+        }
+    }
+    rows
 }

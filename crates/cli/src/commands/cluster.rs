@@ -10,6 +10,7 @@ use lab_core::converge::runtime::Runtime;
 use lab_core::driver::lookup;
 use lab_core::external;
 use lab_core::state::{ClusterState, Paths};
+use lab_core::topology::ClusterName;
 use lab_core::{Driver, DriverContext, Error, Result, Role, Topology};
 
 use crate::args::TopologyArgs;
@@ -87,26 +88,7 @@ pub(super) async fn runtime(
 ) -> Result<(Runtime, Vec<String>)> {
     // Already validated by `settings::load`, which names where a bad name came from.
     let cluster = settings.cluster_name("cluster")?;
-    if renew_certs && settings.registry.tls != lab_core::state::RegistryTls::Mutual {
-        return Err(Error::input(
-            "--renew-certs",
-            format!(
-                "the registry of cluster {cluster} is open (registry.tls = \"open\"): it has no certificates to \
-                 renew; --registry-tls mutual gives it some"
-            ),
-        ));
-    }
-    if let Some(st) = &recorded {
-        if st.driver != settings.driver {
-            return Err(Error::input(
-                "--driver",
-                format!(
-                    "cluster {cluster} was made with driver {:?}, not {:?}; run `lab down --cluster {cluster}` first, or use another --cluster",
-                    st.driver, settings.driver
-                ),
-            ));
-        }
-    }
+    refuse_mismatch(settings, recorded.as_ref(), &cluster, renew_certs)?;
     let (found, driver_config) = find_driver(settings)?;
     if settings.registry.image.trim().is_empty() || settings.registry.image.starts_with('-') {
         return Err(Error::input("registry.image", format!("invalid image reference {:?}", settings.registry.image)));
@@ -146,7 +128,50 @@ pub(super) async fn runtime(
     if let serde_json::Value::Object(m) = &mut recorded_config {
         m.remove("force");
     }
-    let driver_config = recorded_config;
+    let state = to_record(settings, recorded, cluster, recorded_config, (managers, workers));
+    Ok((Runtime::new(driver, desired, paths.clone(), state, progress), warnings))
+}
+
+/// Refuses what this cluster's settings and its record say cannot be done: `--renew-certs` on
+/// an open registry, or another driver than the one that made the cluster.
+fn refuse_mismatch(
+    settings: &Settings,
+    recorded: Option<&ClusterState>,
+    cluster: &ClusterName,
+    renew_certs: bool,
+) -> Result<()> {
+    if renew_certs && settings.registry.tls != lab_core::state::RegistryTls::Mutual {
+        return Err(Error::input(
+            "--renew-certs",
+            format!(
+                "the registry of cluster {cluster} is open (registry.tls = \"open\"): it has no certificates to \
+                 renew; --registry-tls mutual gives it some"
+            ),
+        ));
+    }
+    if let Some(st) = recorded {
+        if st.driver != settings.driver {
+            return Err(Error::input(
+                "--driver",
+                format!(
+                    "cluster {cluster} was made with driver {:?}, not {:?}; run `lab down --cluster {cluster}` first, or use another --cluster",
+                    st.driver, settings.driver
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What is recorded of the cluster for later commands: its recorded state brought up to these
+/// settings, or a new one.
+fn to_record(
+    settings: &Settings,
+    recorded: Option<ClusterState>,
+    cluster: ClusterName,
+    driver_config: serde_json::Value,
+    (managers, workers): (u32, u32),
+) -> ClusterState {
     let mut state = match recorded {
         Some(mut st) => {
             st.managers = managers;
@@ -163,7 +188,7 @@ pub(super) async fn runtime(
         }
     };
     settings.record(&mut state);
-    Ok((Runtime::new(driver, desired, paths.clone(), state, progress), warnings))
+    state
 }
 
 /// The runtime of an existing cluster, from its recorded state.

@@ -154,101 +154,150 @@ pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&st
         .collect();
     let vips = lab_core::swarm::vips::check(&rt, &answering).await;
     let advice = lab_core::swarm::vips::advice(&vips);
-    let st = rt.state();
-    let reg_node = rt.desired.topology.registry_node().name.clone();
-    let (task_node, task_state) = obs.registry_task.clone().unwrap_or_default();
-    let service = if obs.observed.registry.is_some() { "deployed" } else { "missing" };
-    // Who may talk to it, and in mutual TLS until when its certificates hold (`lab up` renews
-    // them in their last 30 days).
-    let tls = obs.observed.registry.as_ref().map(|r| r.tls.is_some());
-    let read_only = obs.observed.registry.as_ref().is_some_and(|r| r.read_only);
-    let certs = lab_core::tls::load(&lab_core::tls::dir(&rt.paths.cluster_dir(&st.cluster))).ok().flatten();
-    let expires = certs.as_ref().filter(|_| tls == Some(true)).map(|m| lab_core::tls::date(m.meta.leaf_not_after));
-    let tls_word = match tls {
-        Some(true) => "mutual",
-        Some(false) => "open",
-        None => "-",
-    };
+    let registry = RegistryStatus::of(&rt, &obs);
     match output {
         Output::Json => {
-            let v = json!({
-                "cluster": st.cluster,
-                "driver": st.driver,
-                "nodes": node_rows(&rt, &obs).into_iter().map(|mut n| {
-                    if let Some(cause) = n["name"].as_str().and_then(|name| causes.get(name)) {
-                        n["engine_error"] = json!(cause);
-                    }
-                    n
-                }).collect::<Vec<_>>(),
-                "swarm": swarm_json(&obs),
-                "registry_lost": super::seen::registry_node_gone(&rt, &obs.machines).map(|node| {
-                    let seen = super::seen::seen(&rt);
-                    json!({"node": node, "repositories": seen.repositories, "message": super::seen::loss(&node, &seen)})
-                }),
-                "registry": {
-                    "stack": lab_core::registry::STACK,
-                    "service": lab_core::registry::SERVICE,
-                    "state": if service == "missing" { "missing".to_string() } else if task_state.is_empty() { "no task".to_string() } else { task_state.clone() },
-                    "running_on": task_node,
-                    "image": rt.desired.registry_image,
-                    "mode": st.registry_mode,
-                    "url": "http://localhost:5000",
-                    "tls": tls_word,
-                    "certificate_expires": expires,
-                    "read_only": read_only,
-                    "data": { "volume": lab_core::registry::VOLUME, "node": reg_node },
-                },
-                "service_vips": { "nodes": vips, "advice": advice },
-            });
+            let mut v = status_json(&rt, &obs, &causes, &registry);
+            v["service_vips"] = json!({ "nodes": vips, "advice": advice });
             outln!("{}", serde_json::to_string_pretty(&v).expect("json"))?;
         }
-        Output::Table => {
-            out!("{}", status_table(&rt, &obs))?;
-            for row in node_rows(&rt, &obs) {
-                let name = row["name"].as_str().unwrap_or_default();
-                if let Some(line) = reach_line(name, row["reach"].as_str().unwrap_or_default(), causes.get(name)) {
-                    outln!("{line}")?;
-                }
-            }
-            outln!()?;
-            if let Some(node) = super::seen::registry_node_gone(&rt, &obs.machines) {
-                outln!("{}", super::seen::loss(&node, &super::seen::seen(&rt)))?;
-            }
-            if let Some(loss) = obs.quorum_loss(&rt.desired) {
-                let e = loss.error(st.cluster.as_str());
-                outln!("swarm: {e}")?;
-                outln!("  {}", e.hint().unwrap_or_default())?;
-            } else if let Some(q) = &obs.quorum {
-                outln!("swarm: {q}")?;
-            }
-            if service == "missing" {
-                outln!("registry: stack {} not deployed (run lab up)", lab_core::registry::STACK)?;
-            } else {
-                outln!(
-                    "registry: service {} {} on {}, image {}, mode {}, data in volume {} on {}",
-                    lab_core::registry::SERVICE,
-                    if task_state.is_empty() { "has no task".to_string() } else { task_state },
-                    if task_node.is_empty() { "-".to_string() } else { task_node },
-                    rt.desired.registry_image,
-                    st.registry_mode.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
-                    lab_core::registry::VOLUME,
-                    reg_node
-                )?;
-                match &expires {
-                    Some(date) => outln!("registry TLS: mutual, certificates valid until {date} (lab up renews them)")?,
-                    None => outln!("registry TLS: {tls_word}")?,
-                }
-                if read_only {
-                    outln!(
-                        "registry: read-only, as `lab images gc` leaves it while it runs; if none runs, one was \
-                         interrupted: `lab up` makes it writable again"
-                    )?;
-                }
-            }
-            if let Some(advice) = &advice {
-                outln!("services: {advice}")?;
-            }
-        }
+        Output::Table => print_status(&rt, &obs, &causes, registry, advice.as_deref())?,
     }
     Ok(0)
+}
+
+/// What `lab status` says of the registry.
+struct RegistryStatus {
+    /// The node that keeps its data.
+    node: String,
+    /// The node its task runs on, and the task's state (empty if none).
+    task_node: String,
+    task_state: String,
+    /// Whether its stack is deployed.
+    deployed: bool,
+    /// `open`, `mutual`, or `-` when it is not deployed.
+    tls_word: &'static str,
+    /// In mutual TLS, until when its certificates hold (`lab up` renews them in their last 30
+    /// days).
+    expires: Option<String>,
+    /// Whether it refuses pushes (an interrupted `lab images gc`).
+    read_only: bool,
+}
+
+impl RegistryStatus {
+    fn of(rt: &Runtime, obs: &lab_core::converge::observe::Observation) -> RegistryStatus {
+        let (task_node, task_state) = obs.registry_task.clone().unwrap_or_default();
+        let tls = obs.observed.registry.as_ref().map(|r| r.tls.is_some());
+        let cluster_dir = rt.paths.cluster_dir(&rt.state().cluster);
+        let certs = lab_core::tls::load(&lab_core::tls::dir(&cluster_dir)).ok().flatten();
+        RegistryStatus {
+            node: rt.desired.topology.registry_node().name.clone(),
+            task_node,
+            task_state,
+            deployed: obs.observed.registry.is_some(),
+            tls_word: match tls {
+                Some(true) => "mutual",
+                Some(false) => "open",
+                None => "-",
+            },
+            expires: certs.as_ref().filter(|_| tls == Some(true)).map(|m| lab_core::tls::date(m.meta.leaf_not_after)),
+            read_only: obs.observed.registry.as_ref().is_some_and(|r| r.read_only),
+        }
+    }
+}
+
+/// `lab status --output json`.
+fn status_json(
+    rt: &Runtime,
+    obs: &lab_core::converge::observe::Observation,
+    causes: &BTreeMap<String, String>,
+    reg: &RegistryStatus,
+) -> serde_json::Value {
+    let st = rt.state();
+    json!({
+        "cluster": st.cluster,
+        "driver": st.driver,
+        "nodes": node_rows(rt, obs).into_iter().map(|mut n| {
+            if let Some(cause) = n["name"].as_str().and_then(|name| causes.get(name)) {
+                n["engine_error"] = json!(cause);
+            }
+            n
+        }).collect::<Vec<_>>(),
+        "swarm": swarm_json(obs),
+        "registry_lost": super::seen::registry_node_gone(rt, &obs.machines).map(|node| {
+            let seen = super::seen::seen(rt);
+            json!({"node": node, "repositories": seen.repositories, "message": super::seen::loss(&node, &seen)})
+        }),
+        "registry": {
+            "stack": lab_core::registry::STACK,
+            "service": lab_core::registry::SERVICE,
+            "state": if !reg.deployed { "missing".to_string() } else if reg.task_state.is_empty() { "no task".to_string() } else { reg.task_state.clone() },
+            "running_on": reg.task_node,
+            "image": rt.desired.registry_image,
+            "mode": st.registry_mode,
+            "url": "http://localhost:5000",
+            "tls": reg.tls_word,
+            "certificate_expires": reg.expires,
+            "read_only": reg.read_only,
+            "data": { "volume": lab_core::registry::VOLUME, "node": reg.node },
+        },
+    })
+}
+
+/// `lab status`: the nodes' table, why a node does not answer, the registry's lost node, the
+/// swarm's quorum, what no IPVS means for services, and the registry.
+fn print_status(
+    rt: &Runtime,
+    obs: &lab_core::converge::observe::Observation,
+    causes: &BTreeMap<String, String>,
+    reg: RegistryStatus,
+    services: Option<&str>,
+) -> Result<()> {
+    let st = rt.state();
+    out!("{}", status_table(rt, obs))?;
+    for row in node_rows(rt, obs) {
+        let name = row["name"].as_str().unwrap_or_default();
+        if let Some(line) = reach_line(name, row["reach"].as_str().unwrap_or_default(), causes.get(name)) {
+            outln!("{line}")?;
+        }
+    }
+    outln!()?;
+    if let Some(node) = super::seen::registry_node_gone(rt, &obs.machines) {
+        outln!("{}", super::seen::loss(&node, &super::seen::seen(rt)))?;
+    }
+    if let Some(loss) = obs.quorum_loss(&rt.desired) {
+        let e = loss.error(st.cluster.as_str());
+        outln!("swarm: {e}")?;
+        outln!("  {}", e.hint().unwrap_or_default())?;
+    } else if let Some(q) = &obs.quorum {
+        outln!("swarm: {q}")?;
+    }
+    if let Some(advice) = services {
+        outln!("services: {advice}")?;
+    }
+    if !reg.deployed {
+        outln!("registry: stack {} not deployed (run lab up)", lab_core::registry::STACK)?;
+        return Ok(());
+    }
+    outln!(
+        "registry: service {} {} on {}, image {}, mode {}, data in volume {} on {}",
+        lab_core::registry::SERVICE,
+        if reg.task_state.is_empty() { "has no task".to_string() } else { reg.task_state },
+        if reg.task_node.is_empty() { "-".to_string() } else { reg.task_node },
+        rt.desired.registry_image,
+        st.registry_mode.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+        lab_core::registry::VOLUME,
+        reg.node
+    )?;
+    match &reg.expires {
+        Some(date) => outln!("registry TLS: mutual, certificates valid until {date} (lab up renews them)")?,
+        None => outln!("registry TLS: {}", reg.tls_word)?,
+    }
+    if reg.read_only {
+        outln!(
+            "registry: read-only, as `lab images gc` leaves it while it runs; if none runs, one was \
+             interrupted: `lab up` makes it writable again"
+        )?;
+    }
+    Ok(())
 }

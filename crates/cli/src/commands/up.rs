@@ -8,10 +8,11 @@ use lab_core::cluster::{Progress, Step};
 use lab_core::converge::exec::execute;
 use lab_core::converge::observe::observe;
 use lab_core::converge::plan::{plan, Plan};
+use lab_core::converge::runtime::Runtime;
 use lab_core::registry::wait_ready;
 use lab_core::state::{Paths, RegistryTls};
 use lab_core::wait::{Look, Wait};
-use lab_core::{Error, Result};
+use lab_core::{ClusterName, Error, Result};
 
 use super::cluster::{reporter, runtime};
 use super::status::status_table;
@@ -85,15 +86,7 @@ async fn converge(
         t.name(cluster.as_str(), &settings.driver);
     }
     let (rt, warnings) = built;
-    for w in loaded.warnings.iter().chain(&warnings) {
-        progress.note(&format!("warning: {w}"));
-    }
-    for c in &loaded.changes {
-        progress.note(&format!("changing how cluster {cluster} is reached or secured: {c}"));
-    }
-    if let Some(w) = registry_tls_warning(&settings.driver, settings.registry.tls) {
-        progress.note(&format!("warning: {w}"));
-    }
+    say_settings(&*progress, &loaded, &warnings, &cluster);
     let rt = Arc::new(rt);
     // A first `up` whose images cannot be had stops before it makes anything, and leaves no
     // file either (the driver's preflight may record the engine it will use).
@@ -101,16 +94,7 @@ async fn converge(
     let first = loaded.recorded.is_none() && !dir.exists();
     phase(timings, "preflight of the driver", rt.driver.preflight(&rt.desired.topology.nodes)).await?;
     rt.update_state(|_| {})?;
-    let obs = phase(timings, "observe the cluster", observe(&*rt)).await?;
-    let obs = phase(timings, "wait for engines that just started", settled(&rt, obs, &*progress)).await?;
-    let obs =
-        phase(timings, "recover the swarm's quorum", quorum(&rt, obs, args.force_new_cluster, &*progress)).await?;
-    // The registry's node gone: said before anything is made, in numbers.
-    let lost = super::seen::registry_node_gone(&rt, &obs.machines).map(|node| {
-        let seen = super::seen::seen(&rt);
-        progress.note(&format!("warning: {}; lab up deploys an empty registry", super::seen::loss(&node, &seen)));
-        seen
-    });
+    let (obs, lost) = look(&rt, timings, &*progress, args.force_new_cluster).await?;
     let p = plan(&rt.desired, &obs.observed);
     if let Some(t) = timings {
         t.plan(&p);
@@ -135,12 +119,7 @@ async fn converge(
     progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
     phase(timings, "check the registry on every node", wait_ready(&*rt, READY_TIMEOUT)).await?;
     if let Some(seen) = lost.filter(|s| !s.repositories.is_empty()) {
-        let n = seen.repositories.len();
-        progress.note(&format!(
-            "the registry is empty: it held {n} {} before its node was lost; push them again, or `lab images load` \
-             a saved copy",
-            if n == 1 { "repository" } else { "repositories" }
-        ));
+        progress.note(&emptied(seen.repositories.len()));
     }
     super::seen::remember(&rt).await;
     let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
@@ -148,20 +127,76 @@ async fn converge(
         Ok::<_, Error>(lab_core::swarm::vips::check(&*rt, &nodes).await)
     })
     .await?;
+    say_ready(&rt, timings, &cluster, &vips).await?;
+    Ok(0)
+}
+
+/// The cluster observed for planning: once engines that just started answer, once the swarm
+/// has its quorum (or `--force-new-cluster` gave it one), and with the registry's lost node,
+/// if it is, said before anything is made, in numbers (and what lab last saw in it returned).
+async fn look(
+    rt: &Arc<Runtime>,
+    timings: Option<&Timings>,
+    progress: &dyn Progress,
+    force_new_cluster: bool,
+) -> Result<(lab_core::converge::observe::Observation, Option<super::seen::Seen>)> {
+    let obs = phase(timings, "observe the cluster", observe(&**rt)).await?;
+    let obs = phase(timings, "wait for engines that just started", settled(rt, obs, progress)).await?;
+    let obs = phase(timings, "recover the swarm's quorum", quorum(rt, obs, force_new_cluster, progress)).await?;
+    let lost = super::seen::registry_node_gone(rt, &obs.machines).map(|node| {
+        let seen = super::seen::seen(rt);
+        progress.note(&format!("warning: {}; lab up deploys an empty registry", super::seen::loss(&node, &seen)));
+        seen
+    });
+    Ok((obs, lost))
+}
+
+/// What `up` says once it deployed an empty registry where one held `n` repositories.
+fn emptied(n: usize) -> String {
+    format!(
+        "the registry is empty: it held {n} {} before its node was lost; push them again, or `lab images load` a \
+         saved copy",
+        if n == 1 { "repository" } else { "repositories" }
+    )
+}
+
+/// The notes the settings call for before any work: their warnings and the driver's, and what
+/// changes how the cluster is reached or secured.
+fn say_settings(progress: &dyn Progress, loaded: &settings::Loaded, warnings: &[String], cluster: &ClusterName) {
+    let settings = &loaded.settings;
+    for w in loaded.warnings.iter().chain(warnings) {
+        progress.note(&format!("warning: {w}"));
+    }
+    for c in &loaded.changes {
+        progress.note(&format!("changing how cluster {cluster} is reached or secured: {c}"));
+    }
+    if let Some(w) = registry_tls_warning(&settings.driver, settings.registry.tls) {
+        progress.note(&format!("warning: {w}"));
+    }
+}
+
+/// The end of a good `up`: the status table, how the registry answers, and how to reach the
+/// cluster.
+async fn say_ready(
+    rt: &Runtime,
+    timings: Option<&Timings>,
+    cluster: &ClusterName,
+    vips: &[lab_core::swarm::vips::VipCheck],
+) -> Result<()> {
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
-    let obs = phase(timings, "observe the cluster for the status table", observe(&*rt)).await?;
-    out!("{}", status_table(&rt, &obs))?;
+    let obs = phase(timings, "observe the cluster for the status table", observe(rt)).await?;
+    out!("{}", status_table(rt, &obs))?;
     outln!()?;
     let tls = match rt.desired.tls {
         RegistryTls::Open => "",
         RegistryTls::Mutual => "; mutual TLS: every other client needs the cluster's certificate",
     };
     outln!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})")?;
-    if let Some(advice) = lab_core::swarm::vips::advice(&vips) {
+    if let Some(advice) = lab_core::swarm::vips::advice(vips) {
         outln!("services: {advice}")?;
     }
     outln!("point your docker client at the manager: eval \"$(lab env --cluster {cluster})\"")?;
-    Ok(0)
+    Ok(())
 }
 
 /// How long `up` waits for the engines of running machines to answer before it plans.

@@ -140,13 +140,19 @@ mod tests {
     use crate::converge::plan::tests::{apply, desired};
     use crate::converge::plan::{plan, Observed, PlannedStep};
 
-    /// Progress that keeps the notes.
+    /// Progress that keeps the notes, and every step's events in the order they came.
     #[derive(Default)]
-    struct Notes(Mutex<Vec<String>>);
+    struct Notes(Mutex<Vec<String>>, Mutex<Vec<String>>);
     impl Progress for Notes {
-        fn started(&self, _: &Step) {}
-        fn finished(&self, _: &Step, _: Duration, _: Option<&str>) {}
-        fn failed(&self, _: &Step, _: Duration, _: &Error) {}
+        fn started(&self, step: &Step) {
+            self.1.lock().unwrap().push(format!("started {step}"));
+        }
+        fn finished(&self, step: &Step, _: Duration, detail: Option<&str>) {
+            self.1.lock().unwrap().push(format!("finished {step}: {}", detail.unwrap_or("-")));
+        }
+        fn failed(&self, step: &Step, _: Duration, error: &Error) {
+            self.1.lock().unwrap().push(format!("failed {step}: {error}"));
+        }
         fn note(&self, message: &str) {
             self.0.lock().unwrap().push(message.to_string());
         }
@@ -240,6 +246,32 @@ mod tests {
         let recorded: Vec<&str> = record.0.iter().map(|r| r.step.as_str()).collect();
         assert_eq!(recorded, [step("b").to_string()], "b was running when a failed: it finishes and is recorded");
         assert!(!record.1, "a failed run is not recorded as finished");
+    }
+
+    /// Each step that runs says it started, then that it finished or failed (with its error,
+    /// naming its node); one that never runs says nothing. Steps after one another report in
+    /// that order.
+    #[tokio::test]
+    async fn progress_hears_each_step_start_then_finish_or_fail() {
+        let mut fake = Fake::default();
+        fake.behaviour.insert(
+            step("b").to_string(),
+            Behaviour { ms: 0, fail: Some(|| Error::op("wait for its engine", "refused")) },
+        );
+        let fake = Arc::new(fake);
+        let p = planned(vec![(step("a"), vec![]), (step("b"), vec![0]), (step("c"), vec![1])]);
+        execute(fake.clone(), &p).await.expect_err("b fails");
+        let events = fake.notes.1.lock().unwrap().clone();
+        let (a, b) = (step("a"), step("b"));
+        assert_eq!(
+            events,
+            [
+                format!("started {a}"),
+                format!("finished {a}: -"),
+                format!("started {b}"),
+                format!("failed {b}: b: {b}: wait for its engine: refused"),
+            ]
+        );
     }
 
     /// Item 2: a step's error names its node, whatever error the step met.

@@ -179,18 +179,7 @@ async fn look(
         listings: &swarms.listings,
         labelled: &swarms.labelled,
         manager_addrs: manager_addresses(desired, state, &nodes, &machines),
-        managers_unanswered: desired
-            .topology
-            .nodes
-            .iter()
-            .filter(|n| n.role == Role::Manager)
-            .filter(|n| {
-                // A manager that is missing or about to be made again has no swarm to ask.
-                let exists = machines.iter().any(|m| m.name == n.name && !matches!(m.state, MachineState::Broken(_)));
-                exists && !views.contains_key(&n.name)
-            })
-            .map(|n| n.name.clone())
-            .collect(),
+        managers_unanswered: managers_unanswered(desired, &machines, &views),
     };
     let decided = facts.decide();
     let swarm_id = decided.swarm_id.clone();
@@ -206,12 +195,7 @@ async fn look(
     }
     // The quorum as the listing counts it; a swarm whose managers answer but cannot list its
     // nodes has none to count, and says why.
-    let quorum = listing.map(|l| {
-        let by_id: HashMap<&str, &str> =
-            views.iter().filter_map(|(name, v)| Some((v.node_id.as_deref()?, name.as_str()))).collect();
-        let nodes: Vec<bollard::models::Node> = l.values().cloned().collect();
-        Quorum::of(&nodes, |id| by_id.get(id).map(|n| n.to_string()))
-    });
+    let quorum = listing.map(|l| quorum_of(l, &views));
     let leaderless = match (&swarm_id, listing) {
         (Some(id), None) => swarms.refusals.get(id).cloned(),
         _ => None,
@@ -237,6 +221,30 @@ async fn look(
         quorum,
         leaderless,
     })
+}
+
+/// This cluster's managers that exist but whose engines did not say what swarm they are in (a
+/// manager that is missing or about to be made again has no swarm to ask).
+fn managers_unanswered(desired: &Desired, machines: &[Machine], views: &BTreeMap<String, LocalView>) -> Vec<String> {
+    desired
+        .topology
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Manager)
+        .filter(|n| {
+            let exists = machines.iter().any(|m| m.name == n.name && !matches!(m.state, MachineState::Broken(_)));
+            exists && !views.contains_key(&n.name)
+        })
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// The quorum as `listing`, the cluster's swarm's nodes, counts it, each node by its name.
+fn quorum_of(listing: &Listing, views: &BTreeMap<String, LocalView>) -> Quorum {
+    let by_id: HashMap<&str, &str> =
+        views.iter().filter_map(|(name, v)| Some((v.node_id.as_deref()?, name.as_str()))).collect();
+    let nodes: Vec<bollard::models::Node> = listing.values().cloned().collect();
+    Quorum::of(&nodes, |id| by_id.get(id).map(|n| n.to_string()))
 }
 
 /// What every running machine's engine says of itself, all asked at once: the planner's view

@@ -82,6 +82,9 @@ impl AsyncWrite for ExecStream {
 pub struct Client {
     at: Endpoint,
     idle: Arc<tokio::sync::Mutex<Vec<SendRequest<Body>>>>,
+    /// In unit tests, the connections come from an in-process fake registry instead.
+    #[cfg(test)]
+    dial: Option<Box<dyn Fn() -> tokio::io::DuplexStream + Send + Sync>>,
 }
 
 /// A response, its body read whole (every answer but a blob's is small; blobs are read as they
@@ -146,7 +149,12 @@ pub fn streamed(chunks: impl Stream<Item = io::Result<Bytes>> + Send + Sync + 's
 impl Client {
     /// A client of the registry at `at`. Connects lazily.
     pub fn new(at: Endpoint) -> Arc<Self> {
-        Arc::new(Client { at, idle: Arc::new(tokio::sync::Mutex::new(Vec::new())) })
+        Arc::new(Client {
+            at,
+            idle: Arc::new(tokio::sync::Mutex::new(Vec::new())),
+            #[cfg(test)]
+            dial: None,
+        })
     }
 
     /// The registry's node.
@@ -166,7 +174,19 @@ impl Client {
     /// A new connection: `nc 127.0.0.1 5000` in the registry's container.
     async fn connect(&self) -> Result<SendRequest<Body>> {
         let step = "connect to the registry through its node's engine";
+        #[cfg(test)]
+        if let Some(dial) = &self.dial {
+            return self.speak(dial(), step).await;
+        }
         let io = self.stream().await?;
+        self.speak(io, step).await
+    }
+
+    /// HTTP/1.1 to the registry over `io`, inside TLS in mutual mode.
+    async fn speak<T>(&self, io: T, step: &str) -> Result<SendRequest<Body>>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         match &self.at.tls {
             None => self.handshake(io, step).await,
             Some(cfg) => {
@@ -249,7 +269,7 @@ impl Client {
     ) -> Result<Answer> {
         let (sender, resp) = self.request(step, method, path, headers, body).await?;
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(|e| self.fail(step, e))?.to_bytes();
+        let body = body.collect().await.map_err(|e| self.failed(step, e))?.to_bytes();
         self.idle.lock().await.push(sender);
         Ok(Answer { status: parts.status, headers: parts.headers, body })
     }
@@ -414,29 +434,38 @@ impl Client {
             }
             let v: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| self.failed(step, e))?;
             out.extend(v["repositories"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(String::from)));
-            // `Link: </v2/_catalog?last=x&n=1000>; rel="next"` while there are more.
-            match a.header("link").and_then(|l| l.split_once('<')).and_then(|(_, r)| r.split_once('>')) {
-                Some((next, _)) => path = next.to_string(),
+            match next_page(&a) {
+                Some(next) => path = next,
                 None => return Ok(out),
             }
         }
     }
 
-    /// The tags of `repo` (none if the repository is not there).
+    /// The tags of `repo` (none if the repository is not there), every page of them: a
+    /// registry may page the list as it pages the catalog.
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>> {
         let step = format!("list the tags of {repo}");
-        let a = self.send(&step, Method::GET, &format!("/v2/{repo}/tags/list"), &[], empty()).await?;
-        match a.status {
-            StatusCode::NOT_FOUND => Ok(Vec::new()),
-            s if s.is_success() => {
-                let v: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| self.failed(&step, e))?;
-                let mut tags: Vec<String> =
-                    v["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(String::from)).collect();
-                tags.sort();
-                Ok(tags)
+        let mut tags: Vec<String> = Vec::new();
+        let mut path = format!("/v2/{repo}/tags/list");
+        loop {
+            let a = self.send(&step, Method::GET, &path, &[], empty()).await?;
+            match a.status {
+                StatusCode::NOT_FOUND => return Ok(Vec::new()),
+                s if s.is_success() => {
+                    let v: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| self.failed(&step, e))?;
+                    tags.extend(
+                        v["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(String::from)),
+                    );
+                    match next_page(&a) {
+                        Some(next) => path = next,
+                        None => break,
+                    }
+                }
+                _ => return Err(self.fail(step, a.why())),
             }
-            _ => Err(self.fail(step, a.why())),
         }
+        tags.sort();
+        Ok(tags)
     }
 
     /// The manifest `reference` (a tag or digest) of `repo`: its digest, media type and bytes;
@@ -499,6 +528,13 @@ pub async fn forward(
     }
 }
 
+/// The next page of a list, from its `Link: </v2/_catalog?last=x&n=1000>; rel="next"`, while
+/// there are more.
+fn next_page(a: &Answer) -> Option<String> {
+    let (_, rest) = a.header("link")?.split_once('<')?;
+    rest.split_once('>').map(|(next, _)| next.to_string())
+}
+
 /// The path and query of an upload `Location`, which the registry may give as a full URL.
 fn upload_path(location: &str) -> String {
     match location.split_once("://") {
@@ -508,16 +544,4 @@ fn upload_path(location: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upload_locations_are_used_by_path_whatever_host_the_registry_names() {
-        assert_eq!(
-            upload_path("http://localhost:5000/v2/a/blobs/uploads/u?_state=x"),
-            "/v2/a/blobs/uploads/u?_state=x"
-        );
-        assert_eq!(upload_path("/v2/a/blobs/uploads/u"), "/v2/a/blobs/uploads/u");
-        assert_eq!(upload_path("https://10.0.0.1:5000"), "/");
-    }
-}
+mod tests;

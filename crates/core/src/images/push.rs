@@ -340,6 +340,10 @@ async fn send(client: &Client, repo: &str, entry: &Entry, events: Arc<dyn Events
     client.upload(repo, &entry.digest, entry.size, body).await
 }
 
+/// What pushing one image's blobs gives: the manifest to put (its media type and bytes), and
+/// each blob (digest, size) with how it got there.
+type Outcome = ((&'static str, Bytes), Vec<(String, u64, Fate)>);
+
 /// Pushes one image whose blobs are not all in the registry: reads its archive from the local
 /// engine, sending what is missing as it goes. Returns the manifest to put, and the blobs.
 async fn push_archive(
@@ -349,17 +353,54 @@ async fn push_archive(
     mut known: Known,
     others: &[String],
     events: Arc<dyn Events>,
-) -> Result<((&'static str, Bytes), Vec<(String, u64, Fate)>)> {
+) -> Result<Outcome> {
     let repo = image.item.repo.clone();
     let source = &image.item.source;
     let dir = tempfile::Builder::new().prefix("lab-push-").tempdir().map_err(|e| {
         Error::op(format!("push {source}"), format!("cannot make a temporary directory: {e}")).with_source(e)
     })?;
     events.note(&format!("{source}: exporting from the local engine"));
+    let mut uploads = Uploads::new(client, &repo, &events);
+    // Blobs known to be missing (the image's layer IDs) are sent as soon as they are read.
+    let wanted: BTreeSet<String> = std::iter::once(image.id.clone())
+        .chain(image.diff_ids.iter().cloned())
+        .filter(|d| !known.contains_key(d))
+        .collect();
+    let entries = export(local, source, dir.path().to_path_buf(), |entry| {
+        if wanted.contains(&entry.digest) {
+            uploads.start(entry);
+        }
+    })
+    .await?;
+    let (config, layers) = named_in_manifest(&entries, source)?;
+    // The rest of what the manifest names, unless the registry has it.
+    for e in std::iter::once(&config).chain(layers.iter()) {
+        if known.contains_key(&e.digest) || uploads.started.contains(&e.digest) {
+            continue;
+        }
+        if let Some(k) = find(client, &repo, &e.digest, others).await? {
+            known.insert(e.digest.clone(), k);
+            continue;
+        }
+        uploads.start(e);
+    }
+    uploads.finish(&mut known, source).await?;
+    drop(dir);
+    Ok(summary(&config, &layers, &known))
+}
+
+/// Reads `source`'s archive as the local engine exports it, spooling its large files in
+/// `spool`, and tells `on_entry` of each file as soon as it is whole. Returns every file, by
+/// its path in the archive.
+async fn export(
+    local: &Docker,
+    source: &str,
+    spool: PathBuf,
+    mut on_entry: impl FnMut(&Arc<Entry>),
+) -> Result<HashMap<String, Arc<Entry>>> {
     // The export's bytes go to a thread that reads the archive.
     let (chunks_tx, chunks_rx) = mpsc::channel::<std::io::Result<Bytes>>(16);
     let (entries_tx, mut entries_rx) = mpsc::channel::<(String, Entry)>(4);
-    let spool = dir.path().to_path_buf();
     let reader_task = tokio::task::spawn_blocking(move || {
         let stream = tokio_stream_reader(chunks_rx);
         read_archive(tokio_util::io::SyncIoBridge::new(stream), spool, entries_tx)
@@ -374,32 +415,22 @@ async fn push_archive(
             }
         }
     };
-    // Blobs known to be missing (the image's layer IDs) are sent as soon as they are read.
-    let wanted: BTreeSet<String> = std::iter::once(image.id.clone())
-        .chain(image.diff_ids.iter().cloned())
-        .filter(|d| !known.contains_key(d))
-        .collect();
-    let gate = Arc::new(Semaphore::new(PARALLEL));
-    let mut uploads = tokio::task::JoinSet::new();
     let mut entries: HashMap<String, Arc<Entry>> = HashMap::new();
-    let mut started: BTreeSet<String> = BTreeSet::new();
     let collect = async {
         while let Some((path, entry)) = entries_rx.recv().await {
             let entry = Arc::new(entry);
-            if wanted.contains(&entry.digest) && started.insert(entry.digest.clone()) {
-                let (c, r, e, ev, g) = (client.clone(), repo.clone(), entry.clone(), events.clone(), gate.clone());
-                uploads.spawn(async move {
-                    let _permit = g.acquire_owned().await;
-                    send(&c, &r, &e, ev).await.map(|()| (e.digest.clone(), e.size))
-                });
-            }
+            on_entry(&entry);
             entries.insert(path, entry);
         }
     };
     tokio::join!(exporter, collect);
     let read = reader_task.await.map_err(|e| Error::op_caused(format!("export {source}"), e))?;
     read.map_err(|e| Error::op_caused(format!("export {source} from the local engine"), e))?;
-    // The archive's own manifest says which files are the config and the layers, in order.
+    Ok(entries)
+}
+
+/// The image's config and its layers, in order, as the archive's own `manifest.json` names them.
+fn named_in_manifest(entries: &HashMap<String, Arc<Entry>>, source: &str) -> Result<(Arc<Entry>, Vec<Arc<Entry>>)> {
     let index: serde_json::Value = entries
         .get("manifest.json")
         .and_then(|e| match &e.data {
@@ -417,34 +448,64 @@ async fn push_archive(
     for l in index[0]["Layers"].as_array().into_iter().flatten() {
         layers.push(entry_of(l.as_str().unwrap_or_default())?);
     }
-    // The rest of what the manifest names, unless the registry has it.
-    for e in std::iter::once(&config).chain(layers.iter()) {
-        if known.contains_key(&e.digest) || !started.insert(e.digest.clone()) {
-            continue;
+    Ok((config, layers))
+}
+
+/// The manifest to put, and each blob with how it got there (a blob not in `known` was there).
+fn summary(config: &Entry, layers: &[Arc<Entry>], known: &Known) -> Outcome {
+    let fate = |d: &str| known.get(d).map(|k| k.1).unwrap_or(Fate::Present);
+    let mut blobs = vec![(config.digest.clone(), config.size, fate(&config.digest))];
+    let mut described = Vec::new();
+    for l in layers {
+        blobs.push((l.digest.clone(), l.size, fate(&l.digest)));
+        described.push((l.digest.clone(), l.size, layer_type(l.magic, false)));
+    }
+    (manifest((&config.digest, config.size), &described), blobs)
+}
+
+/// The blobs of one image being sent: each at most once, [`PARALLEL`] at a time.
+struct Uploads {
+    client: Arc<Client>,
+    repo: String,
+    events: Arc<dyn Events>,
+    gate: Arc<Semaphore>,
+    running: tokio::task::JoinSet<Result<(String, u64)>>,
+    started: BTreeSet<String>,
+}
+
+impl Uploads {
+    fn new(client: &Arc<Client>, repo: &str, events: &Arc<dyn Events>) -> Uploads {
+        Uploads {
+            client: client.clone(),
+            repo: repo.to_string(),
+            events: events.clone(),
+            gate: Arc::new(Semaphore::new(PARALLEL)),
+            running: tokio::task::JoinSet::new(),
+            started: BTreeSet::new(),
         }
-        if let Some(k) = find(client, &repo, &e.digest, others).await? {
-            known.insert(e.digest.clone(), k);
-            continue;
+    }
+
+    /// Starts sending `entry`, unless it is already on its way.
+    fn start(&mut self, entry: &Arc<Entry>) {
+        if !self.started.insert(entry.digest.clone()) {
+            return;
         }
-        let (c, r, e, ev, g) = (client.clone(), repo.clone(), e.clone(), events.clone(), gate.clone());
-        uploads.spawn(async move {
+        let (c, r, e, ev, g) =
+            (self.client.clone(), self.repo.clone(), entry.clone(), self.events.clone(), self.gate.clone());
+        self.running.spawn(async move {
             let _permit = g.acquire_owned().await;
             send(&c, &r, &e, ev).await.map(|()| (e.digest.clone(), e.size))
         });
     }
-    while let Some(done) = uploads.join_next().await {
-        let (digest, size) = done.map_err(|e| Error::op_caused(format!("push {source}"), e))??;
-        known.insert(digest, (size, Fate::Sent));
+
+    /// Waits for every blob to be sent, recording each in `known`; the first failure stops the rest.
+    async fn finish(mut self, known: &mut Known, source: &str) -> Result<()> {
+        while let Some(done) = self.running.join_next().await {
+            let (digest, size) = done.map_err(|e| Error::op_caused(format!("push {source}"), e))??;
+            known.insert(digest, (size, Fate::Sent));
+        }
+        Ok(())
     }
-    let fate = |d: &str| known.get(d).map(|k| k.1).unwrap_or(Fate::Present);
-    let mut blobs = vec![(config.digest.clone(), config.size, fate(&config.digest))];
-    let mut described = Vec::new();
-    for l in &layers {
-        blobs.push((l.digest.clone(), l.size, fate(&l.digest)));
-        described.push((l.digest.clone(), l.size, layer_type(l.magic, false)));
-    }
-    drop(dir);
-    Ok((manifest((&config.digest, config.size), &described), blobs))
 }
 
 /// Adapts a channel of chunks into an `AsyncRead`.

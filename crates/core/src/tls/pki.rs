@@ -438,13 +438,37 @@ pub fn client_config_pem(
     Ok(Arc::new(cfg))
 }
 
+/// The registry's side of mutual TLS, as its configuration sets it up: `m`'s server
+/// certificate, and a client certificate from `m`'s CA required. For tests that stand in for
+/// the registry.
+#[cfg(test)]
+pub(crate) fn server_config(m: &Material) -> Arc<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(m.ca_cert.as_bytes()).unwrap()).unwrap();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().unwrap();
+    let chain = vec![CertificateDer::from_pem_slice(m.server_cert.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(m.server_key().as_bytes()).unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use crate::tls::dir;
     use std::os::unix::fs::PermissionsExt;
 
     use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls_pki_types::{CertificateDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
@@ -463,25 +487,6 @@ mod tests {
             client_config_pem(&m.ca_cert, &m.client_cert, "-----BEGIN PRIVATE KEY-----\nSECRETBYTES\n").unwrap_err();
         assert_eq!(e.to_string(), "the client key: it could not be read");
         assert!(std::error::Error::source(&e).is_none() && !format!("{e:?}").contains("SECRETBYTES"), "{e:?}");
-    }
-
-    fn server_config(m: &Material) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_slice(m.ca_cert.as_bytes()).unwrap()).unwrap();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .unwrap();
-        let chain = vec![CertificateDer::from_pem_slice(m.server_cert.as_bytes()).unwrap()];
-        let key = PrivateKeyDer::from_pem_slice(m.server_key().as_bytes()).unwrap();
-        Arc::new(
-            rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_client_cert_verifier(verifier)
-                .with_single_cert(chain, key)
-                .unwrap(),
-        )
     }
 
     /// A TLS conversation in memory: the registry's side with `m`'s server certificate,
