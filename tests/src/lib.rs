@@ -348,9 +348,15 @@ impl HostImage {
     /// `name`, whose content `script` makes (run by `sh` in the registry stand-in); it must
     /// write `/marker`, which the image prints when it runs.
     pub fn with_script(name: &str, script: &str) -> Self {
+        Self::on_top(name, REGISTRY_IMAGE, script)
+    }
+
+    /// [`HostImage::with_script`] on top of `base` (an image on the host engine with `sh`), so
+    /// that images share `base`'s layers.
+    pub fn on_top(name: &str, base: &str, script: &str) -> Self {
         let src = format!("{}-src", name.replace([':', '/'], "-"));
         docker(&["rm", "-fv", &src]);
-        docker(&["run", "--name", &src, "--entrypoint", "sh", REGISTRY_IMAGE, "-c", script])
+        docker(&["run", "--name", &src, "--entrypoint", "sh", base, "-c", script])
             .ok("make the image's content on the host");
         let entrypoint = "ENTRYPOINT [\"sh\", \"-c\", \"cat /marker; exec sleep 3600\"]";
         docker(&["commit", "--change", entrypoint, "--change", "CMD []", &src, name]).ok("commit on the host");

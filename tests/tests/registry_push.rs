@@ -293,6 +293,64 @@ fn registry_is_configured_as_lab_wants(lab: &lab_tests::Lab, registry: &str) {
     .ok("the registry process has its HTTP secret");
 }
 
+/// Two images sharing a base, pushed in one call (issue 20 item 3): each blob of the base is
+/// sent once, for the first image, and mounted for the second; the bytes sent are the base's
+/// and the two small layers', not the base's twice.
+#[test]
+fn layers_two_images_share_are_sent_once_in_one_push() {
+    ensure_images();
+    let lab = lab("pushshared");
+    lab.up(&["--workers", "0"]).ok("lab up");
+    let pid = std::process::id();
+    let base = HostImage::with_script(
+        &format!("e2e-pushshared-base-{pid}:1"),
+        "echo base > /marker; head -c 8000000 /dev/urandom > /base",
+    );
+    let a = HostImage::on_top(&format!("e2e-pushshared-a-{pid}:1"), &base.0, "echo a > /marker");
+    let b = HostImage::on_top(&format!("e2e-pushshared-b-{pid}:1"), &base.0, "echo b > /marker");
+    let run = lab.on(&["push", &a.0, &b.0, "--output", "json"]).ok("lab push a b");
+    let out = json(&run);
+    let images = out["images"].as_array().unwrap_or_else(|| panic!("no images:\n{}", run.stdout));
+    assert_eq!(images.len(), 2, "{}", run.stdout);
+    let blobs = |i: usize| -> Vec<(String, u64, String)> {
+        images[i]["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["digest"].as_str().unwrap().to_string(),
+                    b["size"].as_u64().unwrap(),
+                    b["fate"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (first, second) = (blobs(0), blobs(1));
+    // Every blob the two share: sent for the first, not for the second.
+    let shared: Vec<_> = second.iter().filter(|s| first.iter().any(|f| f.0 == s.0)).collect();
+    assert!(shared.len() >= 2, "the images share no layers:\n{}", run.stdout);
+    assert!(shared.iter().any(|s| s.1 > 8_000_000), "the 8 MB base layer is not shared:\n{}", run.stdout);
+    for s in &shared {
+        assert_ne!(s.2, "sent", "{} was sent again for the second image:\n{}", s.0, run.stdout);
+    }
+    // The bytes sent are the distinct blobs' sizes, once each.
+    let mut distinct: Vec<_> = first.iter().chain(second.iter()).map(|b| (b.0.clone(), b.1)).collect();
+    distinct.sort();
+    distinct.dedup();
+    let once: u64 = distinct.iter().map(|b| b.1).sum();
+    assert_eq!(sent(&run), once, "sent_bytes is not each blob once:\n{}", run.stdout);
+    // Both run from the registry.
+    let manager = lab.container("manager");
+    for (image, marker) in [(&a, "a"), (&b, "b")] {
+        let reference = format!("localhost:5000/{}", image.0);
+        node_exec(&manager, &["docker", "pull", &reference]).ok("pull a pushed image");
+        let ran = node_exec(&manager, &["docker", "run", "--rm", "--entrypoint", "cat", &reference, "/marker"])
+            .ok("run a pushed image");
+        assert_eq!(ran.stdout.trim(), marker, "{}", ran.all());
+    }
+}
+
 /// A registry whose task does not run: `lab push` exits 1 naming the node and the cause.
 #[test]
 fn push_to_a_registry_that_does_not_run_names_the_cause() {

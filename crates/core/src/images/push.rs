@@ -6,10 +6,11 @@
 //! layer tars, whose digests are the layer IDs `docker image inspect` lists). Blobs another
 //! repository of the registry has are mounted, not sent. If every blob is there, only the
 //! manifest travels. Otherwise the image's `docker save` archive is read as it streams from
-//! the local engine: each file is hashed (and spooled to a private temporary directory), and
-//! the blobs the registry lacks are sent as soon as they are known, beside the rest of the
-//! export. Manifests are put last, once every image's blobs are in, so a push that fails
-//! half-way tags nothing.
+//! the local engine: each file is hashed (and, if it is to be sent, spooled to a private
+//! temporary directory), and the blobs the registry lacks are sent as soon as they are known,
+//! beside the rest of the export. A blob one image of the call sent is mounted for the next.
+//! Manifests are put last, once every image's blobs are in, so a push that fails half-way tags
+//! nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -195,6 +196,56 @@ struct Entry {
 enum Data {
     Memory(Bytes),
     File(PathBuf),
+    /// Hashed and not kept: the registry has it (or was thought to: see [`Skip`]).
+    Dropped,
+}
+
+/// What the reader keeps of the archive's large files: the registry's blobs, by digest and by
+/// size, are not written out (issue 20: the spill to `$TMPDIR`, a tmpfs on many machines,
+/// holds only what is being sent).
+#[derive(Debug, Default, Clone)]
+struct Skip {
+    /// The digests the registry has.
+    digests: BTreeSet<String>,
+    /// Their sizes. On Docker's classic store a layer's file is `<v1 id>/layer.tar`: its digest
+    /// is known only once it is read, so a file of a size the registry has a blob of is hashed
+    /// without being kept; if its digest turns out to be one the registry lacks (two layers of
+    /// one size), a second export keeps it by path.
+    sizes: BTreeSet<u64>,
+    /// On a second export: the only paths kept.
+    paths: Option<BTreeSet<String>>,
+}
+
+/// How the reader treats one file of the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Memory,
+    Spool,
+    HashOnly,
+}
+
+/// Whether the file at `path`, of `size` bytes, is kept in memory, spooled, or only hashed.
+fn keep(path: &str, size: u64, skip: &Skip) -> Keep {
+    if let Some(paths) = &skip.paths {
+        return match (paths.contains(path), size > IN_MEMORY) {
+            (false, _) => Keep::HashOnly,
+            (true, false) => Keep::Memory,
+            (true, true) => Keep::Spool,
+        };
+    }
+    if size <= IN_MEMORY {
+        return Keep::Memory;
+    }
+    // An OCI layout's blob (`docker save` of Docker 25 and later) is named by its digest.
+    if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+        let known = skip.digests.contains(&format!("sha256:{hex}"));
+        return if known { Keep::HashOnly } else { Keep::Spool };
+    }
+    if skip.sizes.contains(&size) {
+        Keep::HashOnly
+    } else {
+        Keep::Spool
+    }
 }
 
 /// Files this small are kept in memory (configs, manifests); the rest are spooled.
@@ -204,7 +255,13 @@ const PARALLEL: usize = 3;
 
 /// Reads a `docker save` archive from `reader`, hashing and keeping each file, and sends each
 /// one, by its path in the archive, as soon as it is whole.
-fn read_archive(reader: impl Read, dir: PathBuf, tx: mpsc::Sender<(String, Entry)>) -> std::io::Result<()> {
+/// A file that is spooled and turns out to be a blob the registry has is removed at once.
+fn read_archive(
+    reader: impl Read,
+    dir: PathBuf,
+    skip: &Skip,
+    tx: mpsc::Sender<(String, Entry)>,
+) -> std::io::Result<()> {
     let mut archive = tar::Archive::new(reader);
     for (n, entry) in archive.entries()?.enumerate() {
         let mut entry = entry?;
@@ -213,12 +270,13 @@ fn read_archive(reader: impl Read, dir: PathBuf, tx: mpsc::Sender<(String, Entry
         }
         let path = entry.path()?.to_string_lossy().into_owned();
         let size = entry.size();
+        let how = keep(&path, size, skip);
         let mut hasher = Sha256::new();
         let mut magic = [0u8; 4];
         let mut seen = 0usize;
         let mut buf = vec![0u8; 256 * 1024];
         let mut memory = Vec::new();
-        let mut file = if size > IN_MEMORY {
+        let mut file = if how == Keep::Spool {
             let p = dir.join(format!("{n}"));
             Some((std::io::BufWriter::new(std::fs::File::create(&p)?), p))
         } else {
@@ -236,19 +294,26 @@ fn read_archive(reader: impl Read, dir: PathBuf, tx: mpsc::Sender<(String, Entry
                 magic[seen..seen + take].copy_from_slice(&chunk[..take]);
                 seen += take;
             }
-            match &mut file {
-                Some((f, _)) => f.write_all(chunk)?,
-                None => memory.extend_from_slice(chunk),
+            match (&mut file, how) {
+                (Some((f, _)), _) => f.write_all(chunk)?,
+                (None, Keep::Memory) => memory.extend_from_slice(chunk),
+                (None, _) => {}
             }
         }
-        let data = match file {
-            Some((f, p)) => {
-                f.into_inner().map_err(|e| e.into_error())?.sync_data().ok();
-                Data::File(p)
-            }
-            None => Data::Memory(Bytes::from(memory)),
-        };
         let digest = format!("sha256:{}", hex(&hasher.finalize()));
+        let data = match (file, how) {
+            (Some((f, p)), _) => {
+                drop(f.into_inner().map_err(|e| e.into_error())?);
+                if skip.digests.contains(&digest) {
+                    std::fs::remove_file(&p)?;
+                    Data::Dropped
+                } else {
+                    Data::File(p)
+                }
+            }
+            (None, Keep::Memory) => Data::Memory(Bytes::from(memory)),
+            (None, _) => Data::Dropped,
+        };
         if tx.blocking_send((path, Entry { digest, size, magic, data })).is_err() {
             break;
         }
@@ -303,6 +368,20 @@ fn manifest(config: (&str, u64), layers: &[(String, u64, &str)]) -> (&'static st
 /// What the registry already has of one image, by digest: its size and how it got there.
 type Known = HashMap<String, (u64, Fate)>;
 
+/// The repositories to mount `digest` into `repo` from, best first: those this push has put
+/// it in already (the catalog was read before they had it, or before they existed), then every
+/// repository the catalog listed. Without the first, two images sharing a base, pushed in one
+/// call, each sent it (issue 20).
+fn mount_sources(repo: &str, digest: &str, catalog: &[String], placed: &HashMap<String, Vec<String>>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in placed.get(digest).into_iter().flatten().chain(catalog.iter()) {
+        if r != repo && !out.contains(r) {
+            out.push(r.clone());
+        }
+    }
+    out
+}
+
 /// Whether `repo` has `digest`, or another repository does and it can be mounted.
 pub(crate) async fn find(client: &Client, repo: &str, digest: &str, others: &[String]) -> Result<Option<(u64, Fate)>> {
     if let Some(size) = client.blob_size(repo, digest).await? {
@@ -336,6 +415,10 @@ async fn send(client: &Client, repo: &str, entry: &Entry, events: Arc<dyn Events
             });
             distribution::streamed(s)
         }
+        // push_archive sends only what was kept; this would be a defect there, said as one.
+        Data::Dropped => {
+            return Err(Error::op(format!("send {}", entry.digest), "its bytes were not kept from the export"))
+        }
     };
     client.upload(repo, &entry.digest, entry.size, body).await
 }
@@ -360,21 +443,24 @@ async fn push_archive(
         Error::op(format!("push {source}"), format!("cannot make a temporary directory: {e}")).with_source(e)
     })?;
     events.note(&format!("{source}: exporting from the local engine"));
+    let skip =
+        Skip { digests: known.keys().cloned().collect(), sizes: known.values().map(|k| k.0).collect(), paths: None };
     let mut uploads = Uploads::new(client, &repo, &events);
     // Blobs known to be missing (the image's layer IDs) are sent as soon as they are read.
     let wanted: BTreeSet<String> = std::iter::once(image.id.clone())
         .chain(image.diff_ids.iter().cloned())
         .filter(|d| !known.contains_key(d))
         .collect();
-    let entries = export(local, source, dir.path().to_path_buf(), |entry| {
-        if wanted.contains(&entry.digest) {
+    let entries = export(local, source, dir.path().to_path_buf(), skip, |_, entry| {
+        if !matches!(entry.data, Data::Dropped) && wanted.contains(&entry.digest) {
             uploads.start(entry);
         }
     })
     .await?;
     let (config, layers) = named_in_manifest(&entries, source)?;
     // The rest of what the manifest names, unless the registry has it.
-    for e in std::iter::once(&config).chain(layers.iter()) {
+    let mut again: BTreeSet<String> = BTreeSet::new();
+    for (path, e) in std::iter::once(&config).chain(layers.iter()) {
         if known.contains_key(&e.digest) || uploads.started.contains(&e.digest) {
             continue;
         }
@@ -382,28 +468,44 @@ async fn push_archive(
             known.insert(e.digest.clone(), k);
             continue;
         }
+        if matches!(e.data, Data::Dropped) {
+            // Of a size the registry has a blob of, but not that blob: kept on a second export.
+            again.insert(path.clone());
+            continue;
+        }
         uploads.start(e);
+    }
+    if !again.is_empty() {
+        events.note(&format!("{source}: exporting again for {} layers", again.len()));
+        let skip = Skip { paths: Some(again.clone()), ..Skip::default() };
+        export(local, source, dir.path().to_path_buf(), skip, |path, entry| {
+            if again.contains(path) {
+                uploads.start(entry);
+            }
+        })
+        .await?;
     }
     uploads.finish(&mut known, source).await?;
     drop(dir);
-    Ok(summary(&config, &layers, &known))
+    Ok(summary(&config.1, &layers, &known))
 }
 
-/// Reads `source`'s archive as the local engine exports it, spooling its large files in
-/// `spool`, and tells `on_entry` of each file as soon as it is whole. Returns every file, by
-/// its path in the archive.
+/// Reads `source`'s archive as the local engine exports it, spooling in `spool` the large
+/// files `skip` does not drop, and tells `on_entry` of each file (by its path in the archive)
+/// as soon as it is whole. Returns every file, by its path.
 async fn export(
     local: &Docker,
     source: &str,
     spool: PathBuf,
-    mut on_entry: impl FnMut(&Arc<Entry>),
+    skip: Skip,
+    mut on_entry: impl FnMut(&str, &Arc<Entry>),
 ) -> Result<HashMap<String, Arc<Entry>>> {
     // The export's bytes go to a thread that reads the archive.
     let (chunks_tx, chunks_rx) = mpsc::channel::<std::io::Result<Bytes>>(16);
     let (entries_tx, mut entries_rx) = mpsc::channel::<(String, Entry)>(4);
     let reader_task = tokio::task::spawn_blocking(move || {
         let stream = tokio_stream_reader(chunks_rx);
-        read_archive(tokio_util::io::SyncIoBridge::new(stream), spool, entries_tx)
+        read_archive(tokio_util::io::SyncIoBridge::new(stream), spool, &skip, entries_tx)
     });
     let mut export = local.export_image(source);
     let exporter = async move {
@@ -419,7 +521,7 @@ async fn export(
     let collect = async {
         while let Some((path, entry)) = entries_rx.recv().await {
             let entry = Arc::new(entry);
-            on_entry(&entry);
+            on_entry(&path, &entry);
             entries.insert(path, entry);
         }
     };
@@ -429,17 +531,22 @@ async fn export(
     Ok(entries)
 }
 
-/// The image's config and its layers, in order, as the archive's own `manifest.json` names them.
-fn named_in_manifest(entries: &HashMap<String, Arc<Entry>>, source: &str) -> Result<(Arc<Entry>, Vec<Arc<Entry>>)> {
+/// The image's config and its layers, in order, each with its path in the archive, as the
+/// archive's own `manifest.json` names them.
+#[allow(clippy::type_complexity)]
+fn named_in_manifest(
+    entries: &HashMap<String, Arc<Entry>>,
+    source: &str,
+) -> Result<((String, Arc<Entry>), Vec<(String, Arc<Entry>)>)> {
     let index: serde_json::Value = entries
         .get("manifest.json")
         .and_then(|e| match &e.data {
             Data::Memory(b) => serde_json::from_slice(b).ok(),
-            Data::File(_) => None,
+            Data::File(_) | Data::Dropped => None,
         })
         .ok_or_else(|| Error::op(format!("export {source}"), "the archive has no manifest.json"))?;
     let entry_of = |path: &str| {
-        entries.get(path).cloned().ok_or_else(|| {
+        entries.get(path).cloned().map(|e| (path.to_string(), e)).ok_or_else(|| {
             Error::op(format!("export {source}"), format!("the archive lacks {path}, which its manifest names"))
         })
     };
@@ -452,11 +559,11 @@ fn named_in_manifest(entries: &HashMap<String, Arc<Entry>>, source: &str) -> Res
 }
 
 /// The manifest to put, and each blob with how it got there (a blob not in `known` was there).
-fn summary(config: &Entry, layers: &[Arc<Entry>], known: &Known) -> Outcome {
+fn summary(config: &Entry, layers: &[(String, Arc<Entry>)], known: &Known) -> Outcome {
     let fate = |d: &str| known.get(d).map(|k| k.1).unwrap_or(Fate::Present);
     let mut blobs = vec![(config.digest.clone(), config.size, fate(&config.digest))];
     let mut described = Vec::new();
-    for l in layers {
+    for (_, l) in layers {
         blobs.push((l.digest.clone(), l.size, fate(&l.digest)));
         described.push((l.digest.clone(), l.size, layer_type(l.magic, false)));
     }
@@ -545,7 +652,9 @@ pub async fn push(
     let start = Instant::now();
     let images = inspect_all(local, items, engine).await?;
     client.ping().await?;
-    let others = client.catalog().await?;
+    let catalog = client.catalog().await?;
+    // Which repositories this push has put each blob in, so that the next image mounts it.
+    let mut placed: HashMap<String, Vec<String>> = HashMap::new();
     let mut manifests = Vec::new();
     for image in &images {
         let source = &image.item.source;
@@ -553,7 +662,7 @@ pub async fn push(
         // What the registry has already, by the digests the local engine knows.
         let mut known: Known = HashMap::new();
         for d in std::iter::once(&image.id).chain(image.diff_ids.iter()) {
-            if let Some(k) = find(&client, repo, d, &others).await? {
+            if let Some(k) = find(&client, repo, d, &mount_sources(repo, d, &catalog, &placed)).await? {
                 known.insert(d.clone(), k);
             }
         }
@@ -571,8 +680,21 @@ pub async fn push(
                 .collect();
             (manifest((&image.id, known[&image.id].0), &layers), blobs)
         } else {
+            // Blobs the engine's metadata did not name (a compressed layer) may be anywhere.
+            let mut others: Vec<String> = catalog.clone();
+            for r in placed.values().flatten() {
+                if !others.contains(r) {
+                    others.push(r.clone());
+                }
+            }
             push_archive(&client, local, image, known, &others, events.clone()).await?
         };
+        for (digest, _, _) in &blobs {
+            let repos = placed.entry(digest.clone()).or_default();
+            if !repos.contains(repo) {
+                repos.push(repo.clone());
+            }
+        }
         manifests.push((image, m, blobs));
     }
     let mut out = Vec::new();
@@ -674,6 +796,21 @@ mod tests {
         assert!(t("app:-x").unwrap_err().contains("tag"));
     }
 
+    /// A blob an earlier image of the same push put in a repository is mounted from there
+    /// first, even though the catalog, read before, does not list that repository.
+    #[test]
+    fn blobs_this_push_placed_are_mounted_from_where_they_went() {
+        let catalog = vec!["old".to_string(), "b".to_string()];
+        let mut placed = HashMap::new();
+        assert_eq!(mount_sources("b", "sha256:base", &catalog, &placed), vec!["old"]);
+        placed.insert("sha256:base".to_string(), vec!["a".to_string()]);
+        assert_eq!(mount_sources("b", "sha256:base", &catalog, &placed), vec!["a", "old"]);
+        // Never from itself, and each repository once.
+        placed.insert("sha256:base".to_string(), vec!["b".to_string(), "old".to_string()]);
+        assert_eq!(mount_sources("b", "sha256:base", &catalog, &placed), vec!["old"]);
+        assert_eq!(mount_sources("b", "sha256:other", &catalog, &placed), vec!["old"]);
+    }
+
     #[test]
     fn layer_types_follow_the_bytes() {
         assert_eq!(layer_type([0x1f, 0x8b, 8, 0], false), "application/vnd.docker.image.rootfs.diff.tar.gzip");
@@ -715,7 +852,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::channel(8);
         let d = dir.path().to_path_buf();
-        let t = std::thread::spawn(move || read_archive(bytes.as_slice(), d, tx));
+        let t = std::thread::spawn(move || read_archive(bytes.as_slice(), d, &Skip::default(), tx));
         let mut got = Vec::new();
         while let Some(e) = rx.blocking_recv() {
             got.push(e);
@@ -729,11 +866,73 @@ mod tests {
         assert_eq!(layer.magic, [7, 7, 7, 7]);
         match &layer.data {
             Data::File(p) => assert_eq!(std::fs::read(p).unwrap(), big),
-            Data::Memory(_) => panic!("a large file is spooled"),
+            _ => panic!("a large file is spooled"),
         }
         match &got[1].1.data {
             Data::Memory(b) => assert_eq!(&b[..], b"[]"),
-            Data::File(_) => panic!("a small file stays in memory"),
+            _ => panic!("a small file stays in memory"),
         }
+    }
+
+    /// What the registry has is not written out: a file named by a digest it has, or of a size
+    /// one of its blobs has, is only hashed; on a second export only the paths asked for are.
+    #[test]
+    fn the_reader_keeps_only_what_the_registry_lacks() {
+        let big = IN_MEMORY + 512;
+        let skip = Skip { digests: ["sha256:aa".to_string()].into(), sizes: [big].into(), paths: None };
+        assert_eq!(keep("manifest.json", 2, &skip), Keep::Memory);
+        assert_eq!(keep("x/layer.tar", big, &skip), Keep::HashOnly);
+        assert_eq!(keep("x/layer.tar", big + 512, &skip), Keep::Spool);
+        assert_eq!(keep("blobs/sha256/aa", big + 512, &skip), Keep::HashOnly);
+        assert_eq!(keep("blobs/sha256/bb", big, &skip), Keep::Spool);
+        let again = Skip { paths: Some(["x/layer.tar".to_string()].into()), ..Skip::default() };
+        assert_eq!(keep("x/layer.tar", big, &again), Keep::Spool);
+        assert_eq!(keep("y/layer.tar", big + 512, &again), Keep::HashOnly);
+        assert_eq!(keep("manifest.json", 2, &again), Keep::HashOnly);
+    }
+
+    /// Read through: the registry's layers arrive hashed and dropped, the missing one spooled,
+    /// and the spool directory holds only that one (a spooled file whose digest the registry
+    /// has, of a size it did not know, is removed as soon as it is hashed).
+    #[test]
+    fn the_spool_holds_only_what_is_sent() {
+        let size = (IN_MEMORY + 5) as usize;
+        let (have_by_size, have_by_digest, missing) = (vec![1u8; size], vec![2u8; size + 1], vec![3u8; size + 2]);
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, data) in
+            [("a/layer.tar", &have_by_size), ("b/layer.tar", &have_by_digest), ("c/layer.tar", &missing)]
+        {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, path, data.as_slice()).unwrap();
+        }
+        let bytes = tar.into_inner().unwrap();
+        let digest = |d: &[u8]| format!("sha256:{}", hex(&Sha256::digest(d)));
+        let skip = Skip {
+            digests: [digest(&have_by_size), digest(&have_by_digest)].into(),
+            sizes: [have_by_size.len() as u64].into(),
+            paths: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let d = dir.path().to_path_buf();
+        let t = std::thread::spawn(move || read_archive(bytes.as_slice(), d, &skip, tx));
+        let mut got = Vec::new();
+        while let Some(e) = rx.blocking_recv() {
+            got.push(e);
+        }
+        t.join().unwrap().unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].1.digest, digest(&have_by_size));
+        assert!(matches!(got[0].1.data, Data::Dropped));
+        assert_eq!(got[1].1.digest, digest(&have_by_digest));
+        assert!(matches!(got[1].1.data, Data::Dropped));
+        assert_eq!(got[2].1.digest, digest(&missing));
+        match &got[2].1.data {
+            Data::File(p) => assert_eq!(std::fs::read(p).unwrap(), missing),
+            _ => panic!("the missing layer is spooled"),
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "the spool holds more than the missing layer");
     }
 }
