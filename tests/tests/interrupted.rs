@@ -246,6 +246,7 @@ impl Run {
     /// After a kill: a plain `lab up` converges, the plan is empty, no helper container is
     /// left on this machine's engine, and every image pushed is listed and pulls on a node.
     fn converges(&mut self, c: &mut Cluster, rng: &mut Rng, after: &str) {
+        let start = Instant::now();
         let r = self.lab(c, &["up", "--node-image", lab_tests::NODE_IMAGE, "--registry-image", REGISTRY], None);
         let r = if r.code == 1 && r.stderr.contains("lost its quorum") {
             // Killed before the recovery forced the new cluster: plain `up` must refuse and
@@ -261,6 +262,7 @@ impl Run {
             r
         };
         self.ok(r, &format!("after {after}, a plain lab up"));
+        let up_took = start.elapsed();
         let plan = self.lab(c, &["plan", "-o", "json"], None);
         let plan = self.ok(plan, &format!("after {after}, lab plan"));
         let steps = json(&plan)["steps"].as_array().map(Vec::len);
@@ -306,7 +308,12 @@ impl Run {
                 self.fail(&format!("after {after}, {node} cannot pull {reference}:\n{}", pulled.all()));
             }
         }
-        self.note(&format!("  converged: {} nodes, {} images pull on {node}", c.pull_on.len(), c.images.len()));
+        self.note(&format!(
+            "  converged: up in {:.1}s, {} nodes, {} images pull on {node}",
+            up_took.as_secs_f64(),
+            c.pull_on.len(),
+            c.images.len()
+        ));
     }
 }
 

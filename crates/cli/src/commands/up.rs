@@ -117,7 +117,20 @@ async fn converge(
         if p.steps.iter().any(|s| matches!(s.step, lab_core::cluster::Step::LoadImage { .. })) {
             lab_core::images::prefetch(rt.clone(), rt.desired.registry_image.clone());
         }
-        execute(rt.clone(), &p).await?;
+        let done = execute(rt.clone(), &p).await;
+        if rt.remade() {
+            // A machine went away after observation saw it, and was made again: the plan was
+            // made from a cluster that is no longer there, so look and plan once more.
+            progress.note("a machine was made again while up ran: observing the cluster again");
+            let obs = phase(timings, "observe the cluster again", observe(&*rt)).await?;
+            let again = plan(&rt.desired, &obs.observed);
+            if !again.is_empty() {
+                progress.note(&bringing_up(&cluster, &settings.driver, again.steps.len()));
+                execute(rt.clone(), &again).await?;
+            }
+        } else {
+            done?;
+        }
     }
     let [a, b] = lab_core::registry::CHECK_URLS;
     progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
