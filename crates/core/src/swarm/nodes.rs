@@ -58,6 +58,11 @@ pub fn out_of_sequence(e: &bollard::errors::Error) -> bool {
     crate::error::engine_message(e).contains("update out of sequence")
 }
 
+/// Whether the swarm refused a membership change because it would lose its quorum.
+pub fn would_lose_quorum(e: &bollard::errors::Error) -> bool {
+    crate::error::engine_message(e).contains("would result in a loss of quorum")
+}
+
 /// Removes the swarm's entries for `hostname` (other than `keep_id`) that are down or, for a
 /// manager, unreachable: what is left of a node that was destroyed and made again, or lost. A
 /// manager's entry is demoted first, which takes it out of the Raft membership (a member
@@ -87,7 +92,10 @@ pub async fn forget_stale(node: &str, manager: &Docker, hostname: &str, keep_id:
 /// among its managers (bounded): the Raft membership change is committed by then.
 pub async fn demote(node: &str, manager: &Docker, id: &str) -> Result<()> {
     let step = "demote it out of the managers' Raft membership";
-    for attempt in 1..=UPDATE_ATTEMPTS {
+    let start = std::time::Instant::now();
+    let mut attempt = 0;
+    while attempt < UPDATE_ATTEMPTS {
+        attempt += 1;
         let current = match manager.inspect_node(id).await {
             Ok(n) => n,
             Err(e) if crate::error::is_not_found(&e) => return Ok(()),
@@ -103,6 +111,13 @@ pub async fn demote(node: &str, manager: &Docker, id: &str) -> Result<()> {
             Ok(()) => break,
             Err(e) if out_of_sequence(&e) && attempt < UPDATE_ATTEMPTS => {
                 tokio::time::sleep(std::time::Duration::from_millis(100 * attempt as u64)).await;
+            }
+            // A manager that just joined is not yet counted reachable, so the swarm refuses a
+            // change that would leave it the quorum (seen after a killed --force-new-cluster,
+            // LAB_KILL_SEED=1): wait for it, bounded, without spending an attempt.
+            Err(e) if would_lose_quorum(&e) && start.elapsed() < DEMOTE_TIMEOUT => {
+                attempt -= 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
             Err(e) => return Err(Error::engine(node, step, e)),
         }
@@ -159,6 +174,14 @@ mod tests {
         let other =
             bollard::errors::Error::DockerResponseServerError { status_code: 404, message: "node not found".into() };
         assert!(!out_of_sequence(&other));
+        let quorum = bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: "rpc error: code = FailedPrecondition desc = can't remove member from the raft: this would \
+                      result in a loss of quorum"
+                .into(),
+        };
+        assert!(would_lose_quorum(&quorum) && !out_of_sequence(&quorum));
+        assert!(!would_lose_quorum(&other));
     }
 
     #[test]
