@@ -106,15 +106,7 @@ async fn converge(
         }
         return Err(e);
     }
-    if p.is_empty() {
-        progress.note(&format!("cluster {cluster} already matches the desired state; nothing to change"));
-    } else {
-        progress.note(&bringing_up(&cluster, &settings.driver, p.steps.len()));
-        if p.steps.iter().any(|s| matches!(s.step, lab_core::cluster::Step::LoadImage { .. })) {
-            lab_core::images::prefetch(rt.clone(), rt.desired.registry_image.clone());
-        }
-        execute(rt.clone(), &p).await?;
-    }
+    run_plan(&rt, &p, timings, &*progress, &cluster, &settings.driver).await?;
     let [a, b] = lab_core::registry::CHECK_URLS;
     progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
     phase(timings, "check the registry on every node", wait_ready(&*rt, READY_TIMEOUT)).await?;
@@ -129,6 +121,41 @@ async fn converge(
     .await?;
     say_ready(&rt, timings, &cluster, &vips).await?;
     Ok(0)
+}
+
+/// Runs the plan; if a machine went away after observation saw it and was made again, the
+/// plan was made from a cluster that is no longer there: it looks and plans once more.
+async fn run_plan(
+    rt: &Arc<Runtime>,
+    p: &Plan,
+    timings: Option<&Timings>,
+    progress: &dyn Progress,
+    cluster: &ClusterName,
+    driver: &str,
+) -> Result<()> {
+    if p.is_empty() {
+        progress.note(&format!("cluster {cluster} already matches the desired state; nothing to change"));
+    } else {
+        progress.note(&bringing_up(cluster, driver, p.steps.len()));
+        if p.steps.iter().any(|s| matches!(s.step, lab_core::cluster::Step::LoadImage { .. })) {
+            lab_core::images::prefetch(rt.clone(), rt.desired.registry_image.clone());
+        }
+        let done = execute(rt.clone(), p).await;
+        if rt.remade() {
+            // A machine went away after observation saw it, and was made again: the plan was
+            // made from a cluster that is no longer there, so look and plan once more.
+            progress.note("a machine was made again while up ran: observing the cluster again");
+            let obs = phase(timings, "observe the cluster again", observe(&**rt)).await?;
+            let again = plan(&rt.desired, &obs.observed);
+            if !again.is_empty() {
+                progress.note(&bringing_up(cluster, driver, again.steps.len()));
+                execute(rt.clone(), &again).await?;
+            }
+        } else {
+            done?;
+        }
+    }
+    Ok(())
 }
 
 /// The cluster observed for planning: once engines that just started answer, once the swarm

@@ -15,12 +15,17 @@ use crate::driver::{Driver, Machine, NodeEngine};
 use crate::error::{Error, Result};
 use crate::state::{now, ClusterState, NodeRecord, Paths, StepRecord};
 use crate::topology::Role;
-use crate::wait::Wait;
+use crate::wait::{Look, Wait};
 use crate::{images, registry, swarm};
 
 /// How long lab waits for a node's engine to answer after the machine starts.
 pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(120);
 pub use crate::cluster::REQUEST_TIMEOUT;
+
+/// Whether the driver's list of machines, `observed`, lacks `node`'s: its machine went away.
+fn went_away(observed: &[Machine], node: &str) -> bool {
+    !observed.iter().any(|m| m.name == node)
+}
 
 /// Everything a running `lab` command needs about one cluster: its driver, the desired
 /// state, the recorded state, and connections to the nodes' engines.
@@ -39,6 +44,8 @@ pub struct Runtime {
     /// The swarm observation decided is the cluster's (`Some(None)`: none), once it has.
     swarm: Mutex<Option<Option<String>>>,
     images: crate::cluster::ImageSource,
+    /// Whether a machine went away during this command and was made again ([`Runtime::remade`]).
+    remade: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
@@ -59,6 +66,7 @@ impl Runtime {
             machines: Mutex::new(BTreeMap::new()),
             engines: tokio::sync::Mutex::new(HashMap::new()),
             swarm: Mutex::new(None),
+            remade: std::sync::atomic::AtomicBool::new(false),
             images: crate::cluster::ImageSource::default(),
         }
     }
@@ -127,18 +135,58 @@ impl Runtime {
     /// the last error as its cause.
     pub async fn wait_engine(&self, node: &str) -> Result<NodeEngine> {
         let start = Instant::now();
+        let remade = std::sync::atomic::AtomicBool::new(false);
+        let remade = &remade;
         Wait::new(node, "its Docker engine to answer", ENGINE_TIMEOUT)
             .every(Duration::from_millis(200))
-            .until(|| async move {
-                // The machine may have been created by another process or have a new address.
+            .poll(|| async move {
+                // The machine may have been created by another process or have a new address;
+                // or it went away after observation saw it, and is made again (once).
                 if self.machine(node).is_none() || start.elapsed() > Duration::from_secs(5) {
                     if let Ok(ms) = self.driver.observe().await {
+                        let gone = went_away(&ms, node);
                         self.set_machines(ms);
+                        if gone && !remade.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                            if let Err(e) = self.remake(node).await {
+                                return Look::Fail(e);
+                            }
+                        }
                     }
                 }
-                self.try_engine(node, Duration::from_secs(5)).await
+                match self.try_engine(node, Duration::from_secs(5)).await {
+                    Ok(e) => Look::Done(e),
+                    Err(e) => Look::not_yet(e),
+                }
             })
             .await
+    }
+
+    /// Makes a node's machine again when it went away after observation saw it: a removal
+    /// under way when `up` looked (a `lab down` killed a moment before leaves its engine
+    /// removing the containers it was asked to), or someone else's `docker rm`. Waiting for
+    /// the engine of a machine that no longer exists would only time out, and the next `up`
+    /// would make it anyway.
+    async fn remake(&self, node: &str) -> Result<()> {
+        let Some(spec) = self.desired.topology.node(node) else { return Ok(()) };
+        if !self.desired.capabilities.create {
+            return Ok(());
+        }
+        self.progress.note(&format!(
+            "{node}: its machine went away while up ran (a removal under way when up looked, such as a killed \
+             `lab down`'s): making it again"
+        ));
+        self.forget(node).await;
+        let m = self.driver.create(spec).await?;
+        self.set_machines([m]);
+        self.remade.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether a machine went away during this command and was made again: what the plan was
+    /// made from is then stale (an engine that did not answer, a swarm it could not see), and
+    /// `up` observes and plans again.
+    pub fn remade(&self) -> bool {
+        self.remade.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Remembers which swarm is the cluster's, as observation decided or `InitSwarm` made it.
@@ -381,5 +429,27 @@ impl StepRunner for Runtime {
     }
     fn end_run(&self) -> Result<()> {
         self.update_state(|st| st.run_finished = true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::MachineState;
+
+    fn machine(name: &str, state: MachineState) -> Machine {
+        Machine { name: name.into(), role: None, state, address: None }
+    }
+
+    /// A machine the driver no longer lists went away (and `wait_engine` makes it again); one
+    /// it lists in any state, being removed included, is waited for.
+    #[test]
+    fn a_machine_missing_from_the_drivers_list_went_away() {
+        let manager = machine("manager", MachineState::Running);
+        assert!(went_away(std::slice::from_ref(&manager), "worker1"));
+        assert!(went_away(&[], "manager"));
+        let removing = machine("worker1", MachineState::Broken("container state removing".into()));
+        assert!(!went_away(&[manager.clone(), removing], "worker1"));
+        assert!(!went_away(&[manager], "manager"));
     }
 }

@@ -80,6 +80,11 @@ pub fn out_of_sequence(e: &bollard::errors::Error) -> bool {
     crate::error::engine_message(e).contains("update out of sequence")
 }
 
+/// Whether the swarm refused a membership change because it would lose its quorum.
+pub fn would_lose_quorum(e: &bollard::errors::Error) -> bool {
+    crate::error::engine_message(e).contains("would result in a loss of quorum")
+}
+
 /// Removes the swarm's entries for `hostname` (other than `keep_id`) that are down or, for a
 /// manager, unreachable: what is left of a node that was destroyed and made again, or lost. A
 /// manager's entry is demoted first, which takes it out of the Raft membership (a member
@@ -173,6 +178,14 @@ mod tests {
         let other =
             bollard::errors::Error::DockerResponseServerError { status_code: 404, message: "node not found".into() };
         assert!(!out_of_sequence(&other));
+        let quorum = bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: "rpc error: code = FailedPrecondition desc = can't remove member from the raft: this would \
+                      result in a loss of quorum"
+                .into(),
+        };
+        assert!(would_lose_quorum(&quorum) && !out_of_sequence(&quorum));
+        assert!(!would_lose_quorum(&other));
     }
 
     #[test]

@@ -12,11 +12,41 @@ use crate::topology::Role;
 use crate::wait::Wait;
 
 /// `InitSwarm`: a new swarm on `node`, carrying the cluster's label; returns what to record.
+///
+/// A machine made again on the disk it had (a `lab down` killed after it removed the
+/// containers and before the volumes) comes back in the swarm it was in, with its services
+/// and the registry's data. When the swarm `node` turns out to be in is this cluster's (its
+/// own `lab.cluster` label says so), it is taken as it is instead of refused.
 pub async fn init_on(rt: &dyn Nodes, node: &str) -> Result<SwarmRecord> {
     let e = rt.engine(node).await?;
-    let rec = super::init(node, &e.docker, &e.advertise_addr, rt.desired().topology.cluster.as_str()).await?;
+    let cluster = rt.desired().topology.cluster.as_str();
+    let rec = match super::init(node, &e.docker, &e.advertise_addr, cluster).await {
+        Ok(rec) => rec,
+        Err(err) if err.to_string().contains("already part of a swarm") => {
+            match adopt(node, &e.docker, cluster).await {
+                Some(()) => {
+                    rt.progress().note(&format!("{node}: came back in this cluster's swarm, which is kept"));
+                    super::record(node, &e.docker, &e.advertise_addr).await?
+                }
+                None => return Err(err),
+            }
+        }
+        Err(err) => return Err(err),
+    };
     rt.set_cluster_swarm(Some(rec.id.clone()));
     Ok(rec)
+}
+
+/// Whether the swarm the engine `docker` of `node` manages (once its control plane is up:
+/// bounded) is this cluster's, by the swarm's own `lab.cluster` label.
+async fn adopt(node: &str, docker: &bollard::Docker, cluster: &str) -> Option<()> {
+    let swarm = Wait::new(node, "its engine to say which swarm it manages", Duration::from_secs(30))
+        .every(Duration::from_millis(500))
+        .until(|| docker.inspect_swarm())
+        .await
+        .ok()?;
+    let labels = swarm.spec.and_then(|s| s.labels).unwrap_or_default();
+    (labels.get(crate::cluster::probe::CLUSTER_LABEL).map(String::as_str) == Some(cluster)).then_some(())
 }
 
 /// The recovery of a lost quorum: `swarm init --force-new-cluster` on `survivor`, and every

@@ -106,7 +106,9 @@ pub(super) fn prepare<'a>(
     // Detection looks inside the first manager: with a command where the driver can run one,
     // else in a container of the registry image, which must be there first.
     let probe_image = if desired.capabilities.exec { None } else { done.image(first) };
-    let choose = (observed.mode.is_none() || mode != observed.mode)
+    // A swarm made anew has no mode yet (init forgets the recorded one: it was chosen for the
+    // swarm that was), so one is chosen after it.
+    let choose = (observed.mode.is_none() || mode != observed.mode || done.init.is_some())
         .then(|| p.push(Step::ChooseRegistryMode, [done.engine(first), probe_image, done.init]));
     // In open mode the registry's own node must not keep a forwarder or relay: it would hold
     // the port the registry publishes there ("address already in use"); nor may any node keep

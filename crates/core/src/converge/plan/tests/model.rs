@@ -102,6 +102,8 @@ fn swarm(d: &Desired, o: &mut Observed, step: &Step) {
             n.drained = false;
             o.swarm_id = Some(id);
             o.registry = None;
+            // As the runtime does: the mode is chosen for a swarm, and this one is new.
+            o.mode = None;
         }
         Step::JoinSwarm { node, role } => {
             let id = o.swarm_id.clone().expect("join before init");
