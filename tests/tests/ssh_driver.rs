@@ -26,6 +26,18 @@ fn up(lab: &lab_tests::Lab, bed: &SshBed, hosts: &std::path::Path, extra: &[&str
     lab.on(&a)
 }
 
+/// Puts this machine's copy of the registry image into every host's engine (the hosts cannot
+/// pull).
+fn load_registry_image(bed: &SshBed) {
+    let r = docker(&["save", REGISTRY_IMAGE, "-o", &bed.path("reg.tar").to_string_lossy()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for h in &bed.hosts {
+        docker(&["cp", &bed.path("reg.tar").to_string_lossy(), &format!("{}:/tmp/reg.tar", h.container)])
+            .ok("copy image");
+        node_exec(&h.container, &["docker", "load", "-q", "-i", "/tmp/reg.tar"]).ok("load image");
+    }
+}
+
 fn swarm_state(container: &str) -> String {
     node_exec(container, &["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"]).stdout.trim().to_string()
 }
@@ -38,13 +50,7 @@ fn three_manager_hosts_form_one_raft_that_tolerates_one_failure() {
     let lab = lab("sshha");
     let bed = SshBed::new(&lab.cluster, &[("m1", "manager"), ("m2", "manager"), ("m3", "manager"), ("w1", "worker")]);
     let hosts = bed.write_hosts(&bed.hosts_toml());
-    let r = docker(&["save", REGISTRY_IMAGE, "-o", &bed.path("reg.tar").to_string_lossy()]);
-    assert_eq!(r.code, 0, "{}", r.all());
-    for h in &bed.hosts {
-        docker(&["cp", &bed.path("reg.tar").to_string_lossy(), &format!("{}:/tmp/reg.tar", h.container)])
-            .ok("copy image");
-        node_exec(&h.container, &["docker", "load", "-q", "-i", "/tmp/reg.tar"]).ok("load image");
-    }
+    load_registry_image(&bed);
     up(&lab, &bed, &hosts, &[]).ok("lab up --driver ssh with three manager hosts");
     let status = lab.on(&["status"]).ok("lab status");
     assert!(status.stdout.contains("swarm: 3 managers, 3 reachable: tolerates 1 failure"), "{}", status.stdout);
@@ -74,12 +80,8 @@ fn hosts_become_a_swarm_with_a_registry_and_down_leaves_them_as_they_were() {
     for h in &bed.hosts {
         node_exec(&h.container, &["docker", "load", "-q", "-i", "/dev/null"]); // warm the CLI
     }
-    let r = docker(&["save", REGISTRY_IMAGE, "-o", &bed.path("reg.tar").to_string_lossy()]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    load_registry_image(&bed);
     for h in &bed.hosts {
-        docker(&["cp", &bed.path("reg.tar").to_string_lossy(), &format!("{}:/tmp/reg.tar", h.container)])
-            .ok("copy image");
-        node_exec(&h.container, &["docker", "load", "-q", "-i", "/tmp/reg.tar"]).ok("load image");
         node_exec(
             &h.container,
             &["docker", "run", "-d", "--name", "owners-own", "--entrypoint", "sleep", REGISTRY_IMAGE, "3600"],
