@@ -362,8 +362,11 @@ fn assert_tls_refusal(what: &str, run: &lab_tests::Run) {
     // The registry's alert, as OpenSSL reports it ("sslv3 alert bad certificate"), not a
     // client certificate curl could not load (58) or a server it distrusts (60). In TLS 1.3
     // the registry checks the client's certificate after curl's side of the handshake is
-    // done, so curl, sending its request first, may see the connection reset instead.
-    let refused = run.stderr.contains(" alert ") || run.stderr.contains("reset by peer");
+    // done, so curl, sending its request first, may see the connection reset or already
+    // closed instead ("Transport endpoint is not connected", curl's exit 55).
+    let refused = run.stderr.contains(" alert ")
+        || run.stderr.contains("reset by peer")
+        || (run.code == 55 && run.stderr.contains("not connected"));
     assert!(refused, "{what}: not refused by the registry in TLS: {}", run.all());
 }
 
