@@ -52,8 +52,10 @@ pub async fn configure(
         .await
 }
 
-/// How long an update that loses races with the swarm's own is tried again.
-pub const UPDATE_RETRY: Duration = Duration::from_secs(3);
+/// How long an update that loses races with the swarm's own is tried again. Generous: on a
+/// slow machine (QEMU without KVM) a node that has just started updates its own object for
+/// tens of seconds, and each read and update takes seconds; 3 s failed there, in CI.
+pub const UPDATE_RETRY: Duration = Duration::from_secs(30);
 
 /// The wait for an update of a swarm object that may lose a race with the swarm's own: each
 /// look reads the object's version and updates it, and answers with [`update_look`].
