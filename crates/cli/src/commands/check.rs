@@ -14,7 +14,8 @@ use crate::output::table;
 
 pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str>, output: Output) -> Result<i32> {
     let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true).await?;
-    rt.set_machines(rt.driver.observe().await?);
+    let machines = rt.driver.observe().await?;
+    rt.set_machines(machines.clone());
     let checks = check_all(&rt).await;
     // Every node answering {} is not enough: a registry left read-only (an interrupted
     // `lab images gc`) answers, and refuses every push.
@@ -23,7 +24,6 @@ pub(super) async fn check(config: Option<&std::path::Path>, cluster: Option<&str
         Err(_) => false,
     };
     let (managers_ok, managers_said) = managers(&rt).await;
-    let machines = rt.driver.observe().await.unwrap_or_default();
     let lost = super::seen::registry_node_gone(&rt, &machines).map(|n| super::seen::loss(&n, &super::seen::seen(&rt)));
     let ok = checks.iter().all(|c| c.ok) && !read_only && managers_ok && lost.is_none();
     // What the user's services can use: asked of the nodes whose engine answered (the
