@@ -412,7 +412,23 @@ impl QemuDriver {
     }
 
     /// Boots the node's VM unless its QEMU runs, then waits (bounded) until its engine answers.
+    /// A guest whose kernel panicked while booting (its QEMU ends: `panic=-1`, `-no-reboot`)
+    /// is booted once more: under TCG on a loaded host an early-boot panic is a matter of
+    /// timing, and the second boot is what a user would try. A second panic is the error.
     async fn boot(&self, node: &str, dir: &NodeDir, record: &NodeRecord, image: &Image) -> Result<Machine> {
+        match self.boot_once(node, dir, record, image).await {
+            Err(_) if Self::running(dir).is_none() && vm::panicked(&dir.console()) => {
+                tracing::warn!(
+                    node,
+                    "qemu: the guest's kernel panicked while booting (see its console log); booting it once more"
+                );
+                self.boot_once(node, dir, record, image).await
+            }
+            other => other,
+        }
+    }
+
+    async fn boot_once(&self, node: &str, dir: &NodeDir, record: &NodeRecord, image: &Image) -> Result<Machine> {
         if Self::running(dir).is_none() {
             self.check_base(node, image)?;
             let kvm = self.kvm(image).await?;

@@ -134,7 +134,15 @@ impl Boot<'_> {
             "-initrd".into(),
             self.initrd.to_string_lossy().into_owned(),
             "-append".into(),
-            format!("console=ttyS0 root=/dev/vda apparmor=0 net.ifnames=0 systemd.machine_id={} quiet", r.machine_id),
+            // `no_timer_check`: under TCG on a loaded host the kernel's IO-APIC timer check
+            // can miss its ticks and panic ("IO-APIC + timer doesn't work!"), as it did here
+            // with four guests booting on 2 busy cores; virtual machines skip that check.
+            // `panic=-1` with `-no-reboot`: a guest that panics ends its QEMU at once, which
+            // the driver sees, instead of hanging until the boot timeout.
+            format!(
+                "console=ttyS0 root=/dev/vda apparmor=0 net.ifnames=0 no_timer_check panic=-1 systemd.machine_id={} quiet",
+                r.machine_id
+            ),
             "-drive".into(),
             format!("file={},if=virtio,format=qcow2,discard=unmap", p(d.disk())),
             "-netdev".into(),
@@ -199,6 +207,13 @@ pub fn console_tail(path: &Path, lines: usize) -> String {
     }
 }
 
+/// Whether the guest's kernel panicked: the end of the console log `path` says so.
+pub fn panicked(path: &Path) -> bool {
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let start = text.len().saturating_sub(4096);
+    text.get(start..).unwrap_or(&text).contains("Kernel panic")
+}
+
 /// Sends one QMP command (after the capabilities handshake) and returns the answer line.
 /// Blocking; every read and write is bounded by `timeout`.
 pub fn qmp(socket: &Path, command: &str, timeout: Duration) -> std::io::Result<String> {
@@ -261,6 +276,7 @@ mod tests {
         assert!(joined.contains("-accel tcg,tb-size=256 -cpu qemu64,+rdrand"));
         assert!(joined.contains("-m 2048"));
         assert!(joined.contains("systemd.machine_id=0123456789abcdef0123456789abcdef"));
+        assert!(joined.contains(" no_timer_check panic=-1 ") && joined.contains("-no-reboot"), "{joined}");
         assert!(joined.contains("vde,id=cluster0,sock=/s/qemu/switch"));
         assert!(joined.contains("mac=52:54:00:4c:00:03"));
         assert!(joined.contains("name=opt/lab/docker_key,file=/s/qemu/nodes/worker2/fw/docker_key"));
@@ -289,5 +305,17 @@ mod tests {
         let t = console_tail(&log, 2);
         assert!(t.ends_with("b\n    lab-initrd: the root disk /dev/vda never appeared (10 s)"), "{t}");
         assert!(console_tail(&dir.path().join("none"), 5).contains("is empty"));
+    }
+
+    #[test]
+    fn a_panic_at_the_end_of_the_console_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        assert!(!panicked(&log), "no log, no panic");
+        std::fs::write(&log, "[    0.03] ---[ end Kernel panic - not syncing: IO-APIC + timer doesn't work! ]---\n")
+            .unwrap();
+        assert!(panicked(&log));
+        std::fs::write(&log, "Debian GNU/Linux 12 lab-manager ttyS0\n").unwrap();
+        assert!(!panicked(&log));
     }
 }
