@@ -2,6 +2,7 @@
 //! read from a manager at that moment, and `swarm leave --force`.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bollard::models::{SwarmInitRequest, SwarmJoinRequest, SwarmSpec};
 use bollard::query_parameters::LeaveSwarmOptionsBuilder;
@@ -9,9 +10,10 @@ use bollard::Docker;
 
 use super::SWARM_PORT;
 use crate::cluster::probe::CLUSTER_LABEL;
-use crate::error::{Error, Result};
+use crate::error::{engine_message, Error, Result};
 use crate::state::{Secret, SwarmRecord};
 use crate::topology::Role;
+use crate::wait::{Look, Wait};
 
 /// `docker swarm init --advertise-addr ADDR` on `node`; returns the swarm's ID and address.
 /// The swarm itself carries `lab.cluster=<cluster>` from its first moment, so an `up` killed
@@ -89,7 +91,43 @@ pub async fn join(
         join_token: Some(token.expose().to_string()),
         ..Default::default()
     };
-    docker.join_swarm(req).await.map_err(|e| Error::engine(node, format!("join the swarm as {role}"), e))
+    match docker.join_swarm(req).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.to_string().contains(JOIN_GOES_ON) => joined_in_background(node, docker, role, &e).await,
+        Err(e) => Err(Error::engine(node, format!("join the swarm as {role}"), e)),
+    }
+}
+
+/// What dockerd answers when a join outlasts its own wait (20 s): "Timeout was reached before
+/// node joined. The attempt to join the swarm will continue in the background." Not a failure:
+/// a manager's join under load (four QEMU guests on 2 cores, here) can take longer, and it
+/// finishes by itself.
+const JOIN_GOES_ON: &str = "continue in the background";
+
+/// How long a join dockerd goes on with in the background may take to finish.
+const JOIN_BACKGROUND: Duration = Duration::from_secs(120);
+
+/// Waits (bounded) until a join dockerd continued in the background is done: the node is an
+/// active member and, as a manager, answers for the swarm. A node that falls back out of the
+/// swarm fails at once, with its engine's words.
+async fn joined_in_background(node: &str, docker: &Docker, role: Role, said: &bollard::errors::Error) -> Result<()> {
+    tracing::info!(node, "its engine goes on joining the swarm in the background; waiting for it");
+    let what = format!("its join as {role} to finish (the engine said: {})", engine_message(said));
+    Wait::new(node, what, JOIN_BACKGROUND)
+        .every(Duration::from_secs(1))
+        .poll(|| async {
+            match super::local_view(docker).await {
+                Ok(v) if v.active && !v.pending && (role == Role::Worker || v.manager) => Look::Done(()),
+                Ok(v) if !v.active => Look::Fail(Error::node(
+                    node,
+                    format!("join the swarm as {role}"),
+                    v.error.unwrap_or_else(|| "its engine left the swarm it was joining".into()),
+                )),
+                Ok(v) => Look::not_yet(v.error.unwrap_or_else(|| "still joining".into())),
+                Err(e) => Look::NotYet(Box::new(e)),
+            }
+        })
+        .await
 }
 
 /// `docker swarm leave --force` on `node`. Not being in a swarm is success.
@@ -98,5 +136,103 @@ pub async fn leave(node: &str, docker: &Docker) -> Result<()> {
         Ok(()) => Ok(()),
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 503, .. }) => Ok(()),
         Err(e) => Err(Error::engine(node, "leave the swarm", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::UnixListener;
+
+    use super::*;
+
+    /// A fake engine on a unix socket: its join answers as dockerd does when a join outlasts
+    /// its own wait, and its `info` says "pending" `pending` times, then `then`.
+    async fn engine(dir: &std::path::Path, pending: usize, then: &'static str) -> Docker {
+        let path = dir.join("docker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let infos = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let infos = infos.clone();
+                tokio::spawn(async move {
+                    let mut s = BufReader::new(stream);
+                    loop {
+                        let mut head = String::new();
+                        let mut length = 0;
+                        loop {
+                            let mut line = String::new();
+                            if s.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            head.push_str(&line);
+                        }
+                        let mut body = vec![0; length];
+                        s.read_exact(&mut body).await.unwrap();
+                        let (status, json) = if head.contains("/swarm/join") {
+                            ("503 Service Unavailable", r#"{"message":"Timeout was reached before node joined. The attempt to join the swarm will continue in the background. Use the \"docker info\" command to see the current swarm status of your node."}"#.to_string())
+                        } else if head.contains("/info") {
+                            let state = if infos.fetch_add(1, Ordering::SeqCst) < pending { "pending" } else { then };
+                            let control = state == "active";
+                            let error = if state == "inactive" {
+                                "rpc error: code = Unavailable desc = the manager is gone"
+                            } else {
+                                ""
+                            };
+                            (
+                                "200 OK",
+                                format!(
+                                    r#"{{"Swarm":{{"LocalNodeState":"{state}","NodeID":"n1","ControlAvailable":{control},"Error":"{error}"}}}}"#
+                                ),
+                            )
+                        } else {
+                            ("404 Not Found", r#"{"message":"not here"}"#.to_string())
+                        };
+                        let reply = format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+                            json.len()
+                        );
+                        if s.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Docker::connect_with_unix(&path.to_string_lossy(), 10, bollard::API_DEFAULT_VERSION).unwrap()
+    }
+
+    fn token() -> Secret {
+        Secret::new("SWMTKN-1-test".to_string())
+    }
+
+    #[tokio::test]
+    async fn a_join_the_engine_goes_on_with_in_the_background_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let docker = engine(dir.path(), 2, "active").await;
+        join("manager3", &docker, "10.0.0.13", "10.0.0.10:2377", &token(), Role::Manager)
+            .await
+            .expect("a join that finishes in the background is a join");
+    }
+
+    #[tokio::test]
+    async fn a_join_that_fails_in_the_background_says_the_engines_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let docker = engine(dir.path(), 1, "inactive").await;
+        let e = join("manager3", &docker, "10.0.0.13", "10.0.0.10:2377", &token(), Role::Manager)
+            .await
+            .expect_err("the node fell out of the swarm");
+        let said = e.to_string();
+        assert!(said.starts_with("manager3: join the swarm as manager: "), "{said}");
+        assert!(said.contains("the manager is gone"), "{said}");
     }
 }
