@@ -80,9 +80,15 @@ fn push_images_rm_gc(registry: &str, tag: &str, workers: usize, extra: &[&str]) 
     assert_eq!(first.stdout.trim(), reference, "{}", first.all());
     assert!(first.stderr.contains("sent"), "{}", first.stderr);
 
-    // Again: nothing is sent. A new name for it: nothing is sent either.
+    // Again: nothing is exported and nothing is sent; the engine's layer IDs were enough (issue
+    // 20). A new name for it: nothing is sent either.
     let again = lab.on(&["push", &image.0, "--output", "json"]).ok("second lab push");
     assert_eq!(sent(&again), 0, "a second push sent layers again:\n{}", again.stdout);
+    assert!(
+        again.stderr.contains("every layer is in the registry already") && !again.stderr.contains("exporting"),
+        "a second push exported the image again:\n{}",
+        again.stderr
+    );
     let renamed = lab.on(&["push", &image.0, "--as", "e2e-other:2", "--output", "json"]).ok("lab push --as");
     assert_eq!(sent(&renamed), 0, "a new name for a pushed image sent layers:\n{}", renamed.stdout);
     let renamed = json(&renamed);
