@@ -8,7 +8,7 @@
 //! finish, and that failure is returned.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -77,7 +77,9 @@ pub async fn execute<R: StepRunner>(rt: Arc<R>, plan: &Plan) -> Result<()> {
                             let progress = rt.progress();
                             progress.started(&step);
                             let t = Instant::now();
-                            let r = rt.run_step(&step).await.map_err(|e| naming_node(e.for_driver(&driver), &step));
+                            let r = through_elections(&*rt, &step)
+                                .await
+                                .map_err(|e| naming_node(e.for_driver(&driver), &step));
                             match &r {
                                 Ok(detail) => progress.finished(&step, t.elapsed(), detail.as_deref()),
                                 Err(e) => progress.failed(&step, t.elapsed(), e),
@@ -106,6 +108,32 @@ pub async fn execute<R: StepRunner>(rt: Arc<R>, plan: &Plan) -> Result<()> {
     match failure {
         Some(e) => Err(e),
         None => rt.end_run(),
+    }
+}
+
+/// How long a step that failed because the swarm had no leader for the moment is tried again.
+const ELECTION_RETRY: Duration = Duration::from_secs(60);
+
+/// What the swarm's managers answer while they elect a leader: right after a manager joins or
+/// leaves, or on a machine too slow for Raft's heartbeats (four QEMU guests under TCG on 2
+/// loaded cores lost their leader in the middle of `up`: "raft: failed to process the
+/// request: node lost leader status").
+const ELECTING: [&str; 3] = ["node lost leader status", "does not have a leader", "no elected cluster leader"];
+
+/// Runs `step`, and runs it again (every 2 s, for at most [`ELECTION_RETRY`]) while it fails
+/// only because the swarm is electing a leader: every step is safe to run again (an
+/// interrupted `up` does just that), and the election ends by itself. Any other failure, or
+/// the same one past the bound, is the step's.
+async fn through_elections<R: StepRunner + ?Sized>(rt: &R, step: &Step) -> Result<Option<String>> {
+    let start = tokio::time::Instant::now();
+    loop {
+        match rt.run_step(step).await {
+            Err(e) if start.elapsed() < ELECTION_RETRY && ELECTING.iter().any(|m| e.to_string().contains(m)) => {
+                rt.progress().note(&format!("{step}: the swarm has no leader for the moment ({e}); trying again"));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -165,6 +193,9 @@ mod tests {
         fail: Option<fn() -> Error>,
     }
 
+    /// Steps that fail with their behaviour's error only this many times, then succeed.
+    type Flaky = HashMap<String, usize>;
+
     /// A runner with no engine: each step waits and succeeds or fails as told, and the run's
     /// record is kept in memory, as the state file keeps it.
     #[derive(Default)]
@@ -175,6 +206,7 @@ mod tests {
         running: Mutex<(usize, usize)>,
         record: Mutex<(Vec<StepRecord>, bool)>,
         notes: Arc<Notes>,
+        flaky: Mutex<Flaky>,
     }
 
     #[async_trait::async_trait]
@@ -189,9 +221,14 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(b.ms)).await;
             self.running.lock().unwrap().0 -= 1;
-            match b.fail {
-                Some(f) => Err(f()),
-                None => Ok(None),
+            let mut flaky = self.flaky.lock().unwrap();
+            match (b.fail, flaky.get_mut(&step.to_string())) {
+                (Some(_), Some(0)) | (None, _) => Ok(None),
+                (Some(f), Some(n)) => {
+                    *n -= 1;
+                    Err(f())
+                }
+                (Some(f), None) => Err(f()),
             }
         }
         fn progress(&self) -> Arc<dyn Progress> {
@@ -246,6 +283,47 @@ mod tests {
         let recorded: Vec<&str> = record.0.iter().map(|r| r.step.as_str()).collect();
         assert_eq!(recorded, [step("b").to_string()], "b was running when a failed: it finishes and is recorded");
         assert!(!record.1, "a failed run is not recorded as finished");
+    }
+
+    /// A step the swarm refused while it elected a leader is run again, and the run goes on;
+    /// any other failure is the run's at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_step_refused_during_an_election_is_run_again() {
+        let mut fake = Fake::default();
+        let electing = || {
+            Error::node(
+                "manager2",
+                "set role, availability and labels",
+                "rpc error: code = Unknown desc = raft: failed to process the request: node lost leader status",
+            )
+        };
+        fake.behaviour.insert(step("a").to_string(), Behaviour { ms: 10, fail: Some(electing) });
+        fake.flaky.lock().unwrap().insert(step("a").to_string(), 2);
+        let fake = Arc::new(fake);
+        let p = planned(vec![(step("a"), vec![]), (step("b"), vec![0])]);
+        execute(fake.clone(), &p).await.expect("the election ends, and so does the run");
+        let started = fake.started.lock().unwrap().clone();
+        assert_eq!(started.iter().filter(|s| **s == step("a").to_string()).count(), 3, "{started:?}");
+        assert!(started.contains(&step("b").to_string()), "{started:?}");
+        let notes = fake.notes.0.lock().unwrap().clone();
+        assert!(notes.iter().any(|n| n.contains("the swarm has no leader for the moment")), "{notes:?}");
+
+        let mut fake = Fake::default();
+        fake.behaviour.insert(
+            step("a").to_string(),
+            Behaviour { ms: 10, fail: Some(|| Error::node("a", "join the swarm as worker", "invalid join token")) },
+        );
+        fake.flaky.lock().unwrap().insert(step("a").to_string(), 2);
+        let fake = Arc::new(fake);
+        execute(fake.clone(), &planned(vec![(step("a"), vec![])])).await.expect_err("a plain failure fails");
+        assert_eq!(fake.started.lock().unwrap().len(), 1, "a plain failure is not tried again");
+
+        // An election that does not end: the step fails, with the swarm's words, after the bound.
+        let mut fake = Fake::default();
+        fake.behaviour.insert(step("a").to_string(), Behaviour { ms: 10, fail: Some(electing) });
+        let fake = Arc::new(fake);
+        let e = execute(fake.clone(), &planned(vec![(step("a"), vec![])])).await.expect_err("bounded");
+        assert!(e.to_string().contains("node lost leader status"), "{e}");
     }
 
     /// Each step that runs says it started, then that it finished or failed (with its error,
