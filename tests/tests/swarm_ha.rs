@@ -276,9 +276,16 @@ fn losing_the_registrys_node_is_said_in_numbers() {
 /// After a recovery of the quorum: one leader and three reachable managers, no entry left of
 /// the lost ones, an empty plan, and `image` pulls on every node.
 fn recovered(lab: &Lab, survivor: &str, image: &lab_tests::Pushed, after: &str) {
-    let ls = node_ls(lab, survivor);
+    // A worker reads Unknown until its session finds the new leader (seconds).
+    let ls = wait_for(&format!("every node Ready in the swarm, {after}"), Duration::from_secs(60), || {
+        let ls = node_ls(lab, survivor);
+        if ls.iter().all(|l| l.contains(" Ready ")) {
+            Ok(ls)
+        } else {
+            Err(format!("{ls:?}"))
+        }
+    });
     assert_eq!(ls.len(), 4, "{after}: {ls:?}");
-    assert!(ls.iter().all(|l| l.contains(" Ready ")), "{after}: an entry is not Ready: {ls:?}");
     assert_eq!(ls.iter().filter(|l| l.ends_with("Leader")).count(), 1, "{after}: {ls:?}");
     assert_eq!(ls.iter().filter(|l| l.ends_with("Reachable")).count(), 2, "{after}: {ls:?}");
     let status = lab.on(&["status"]).ok("lab status");
