@@ -608,7 +608,7 @@ impl Driver for DockerDriver {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => {}
             Err(e) if is_removal_in_progress(&e) => {
-                crate::node::container_gone(&host, node, &self.container(node)).await?
+                crate::node::container_gone(host, node, &self.container(node)).await?
             }
             Err(e) => return Err(on_node(node, "remove node container", e).into()),
         }
