@@ -272,3 +272,119 @@ fn losing_the_registrys_node_is_said_in_numbers() {
     assert_eq!(images.as_array().map(Vec::len), Some(0), "{images}");
     plan_is_empty(&lab);
 }
+
+/// After a recovery of the quorum: one leader and three reachable managers, no entry left of
+/// the lost ones, an empty plan, and `image` pulls on every node.
+fn recovered(lab: &Lab, survivor: &str, image: &lab_tests::Pushed, after: &str) {
+    // A worker reads Unknown until its session finds the new leader (seconds).
+    let ls = wait_for(&format!("every node Ready in the swarm, {after}"), Duration::from_secs(60), || {
+        let ls = node_ls(lab, survivor);
+        if ls.iter().all(|l| l.contains(" Ready ")) {
+            Ok(ls)
+        } else {
+            Err(format!("{ls:?}"))
+        }
+    });
+    assert_eq!(ls.len(), 4, "{after}: {ls:?}");
+    assert_eq!(ls.iter().filter(|l| l.ends_with("Leader")).count(), 1, "{after}: {ls:?}");
+    assert_eq!(ls.iter().filter(|l| l.ends_with("Reachable")).count(), 2, "{after}: {ls:?}");
+    let status = lab.on(&["status"]).ok("lab status");
+    assert!(
+        status.stdout.contains("swarm: 3 managers, 3 reachable: tolerates 1 failure"),
+        "{after}: {}",
+        status.stdout
+    );
+    plan_is_empty(lab);
+    let reference = image.reference();
+    for n in ["manager1", "manager2", "manager3", "worker1"] {
+        let c = lab.container(n);
+        node_exec(&c, &["docker", "image", "rm", "-f", &reference]);
+        let pulled = node_exec(&c, &["docker", "pull", "-q", &reference]);
+        assert_eq!(pulled.code, 0, "{after}: {n} cannot pull {reference}:\n{}", pulled.all());
+    }
+}
+
+/// Loses every manager but `survivor`, with their disks.
+fn lose_all_but(lab: &Lab, survivor: &str) {
+    for m in ["manager1", "manager2", "manager3"].into_iter().filter(|m| *m != survivor) {
+        lose(lab, m);
+    }
+}
+
+/// Item 7 for the recovery of a lost quorum (`lab up --force-new-cluster`): wherever it is
+/// interrupted, lab takes it up again. One cluster of three managers and a worker loses two
+/// managers three times over:
+/// - at once after the loss, while the survivor still leads (a leader steps down only once an
+///   election timeout passes without hearing from a majority, and until then lists the lost
+///   managers as unreachable): a plain `up` refuses, and `up --force-new-cluster` recovers
+///   instead of taking the swarm for one that holds;
+/// - the state a recovery killed right after its `swarm init --force-new-cluster` leaves (made
+///   with the same engine call): a plain `up` makes and joins the lost managers;
+/// - a recovery killed once a lost manager made again has joined: a plain `up` ends it.
+///
+/// Each time: one leader, three managers reachable, no entry of the lost ones, an empty plan,
+/// and the pushed image pulls on every node.
+#[test]
+fn a_recovery_of_the_quorum_interrupted_anywhere_is_taken_up_again() {
+    ensure_images();
+    let lab = lab("fnc");
+    lab.up(&["--managers", "3", "--workers", "1"]).ok("lab up --managers 3");
+    let image = push_image(&lab, "e2e-fnc:1", "pulled after every recovery");
+
+    // The leader survives: for a few seconds it still leads, and lists the others unreachable.
+    let survivor = leader(&lab);
+    lose_all_but(&lab, &survivor);
+    let refused = lab.on(&["up"]);
+    assert_eq!(refused.code, 1, "a plain up while the leader reaches 1 of 3 managers: {}", refused.all());
+    assert!(
+        refused.stderr.contains("lost its quorum") && refused.stderr.contains("--force-new-cluster"),
+        "{}",
+        refused.all()
+    );
+    let forced = lab.on(&["up", "--force-new-cluster"]).ok("lab up --force-new-cluster while the survivor leads");
+    assert!(forced.stderr.contains(&format!("forcing a new cluster on {survivor}")), "{}", forced.all());
+    recovered(&lab, &survivor, &image, "the recovery on the leader");
+
+    // Killed right after `swarm init --force-new-cluster`, on a manager that does not lead.
+    let survivor = ["manager1", "manager2", "manager3"].into_iter().find(|m| *m != leader(&lab)).unwrap().to_string();
+    lose_all_but(&lab, &survivor);
+    let net = format!("{}-net", lab.cluster);
+    let f = format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}");
+    let address = docker(&["inspect", "-f", &f, &lab.container(&survivor)]).stdout.trim().to_string();
+    node_exec(
+        &lab.container(&survivor),
+        &["docker", "swarm", "init", "--force-new-cluster", "--advertise-addr", &format!("{address}:2377")],
+    )
+    .ok("swarm init --force-new-cluster by hand");
+    lab.on(&["up"]).ok("a plain lab up after a recovery killed right after its swarm init");
+    recovered(&lab, &survivor, &image, "a recovery killed after its swarm init");
+
+    // Killed once a manager made again has joined.
+    let survivor = leader(&lab);
+    lose_all_but(&lab, &survivor);
+    let mut child = lab
+        .command(&["up", "--force-new-cluster", "--cluster", &lab.cluster])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run lab up --force-new-cluster");
+    let joined =
+        wait_for("a lost manager made again and joined, while the recovery runs", Duration::from_secs(120), || {
+            if let Some(status) = child.try_wait().expect("wait for lab") {
+                return Ok(Err(status));
+            }
+            let format = "{{.Hostname}} {{.ManagerStatus}}";
+            let r = node_exec(&lab.container(&survivor), &["docker", "node", "ls", "--format", format]);
+            let line = r.stdout.lines().find(|l| !l.starts_with(&format!("{survivor} ")) && l.ends_with(" Reachable"));
+            match line {
+                Some(l) => Ok(Ok(l.to_string())),
+                None => Err(r.all()),
+            }
+        });
+    let _ = child.kill();
+    let status = child.wait().expect("wait for the killed lab");
+    let joined = joined.unwrap_or_else(|s| panic!("the recovery ended ({s}) before a manager was seen joined"));
+    assert!(status.code().is_none(), "killed after {joined} joined: {status}");
+    lab.on(&["up"]).ok("a plain lab up after a recovery killed once a manager joined");
+    recovered(&lab, &survivor, &image, "a recovery killed once a manager joined");
+}

@@ -28,7 +28,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::{DockerConfig, PrivilegedMode};
 use crate::engine::{self, EngineRecord, CLUSTER_LABEL, NODE_LABEL};
-use crate::error::{because, is_not_found, on_engine, on_node};
+use crate::error::{because, is_not_found, is_removal_in_progress, on_engine, on_node};
 use crate::node::{
     empty_files_tar, is_socket, machine_of, socket_appears, socket_dir_of, wait_answering, FIXED_SUBNET_LABEL,
     ROLE_LABEL, SOCKET_DIR_IN_NODE,
@@ -607,6 +607,9 @@ impl Driver for DockerDriver {
         match host.remove_container(&self.container(node), Some(opts)).await {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => {}
+            Err(e) if is_removal_in_progress(&e) => {
+                crate::node::container_gone(host, node, &self.container(node)).await?
+            }
             Err(e) => return Err(on_node(node, "remove node container", e).into()),
         }
         match host.remove_volume(&self.volume(node), Some(RemoveVolumeOptionsBuilder::new().force(true).build())).await

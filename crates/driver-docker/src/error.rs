@@ -69,9 +69,29 @@ pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
 
+/// Whether the engine refused a removal because one is under way already ("removal of
+/// container X is already in progress"): a killed `lab` asked for it, and the engine goes on.
+pub(crate) fn is_removal_in_progress(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+        if message.contains("already in progress"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `lab up` killed while the engine removed a node's container left the removal under
+    /// way; the next one met "removal of container X is already in progress" (CI, interrupted).
+    #[test]
+    fn only_a_removal_under_way_is_waited_for() {
+        let err = |status_code: u16, message: &str| bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: message.into(),
+        };
+        assert!(is_removal_in_progress(&err(409, "removal of container c-worker1 is already in progress")));
+        assert!(!is_removal_in_progress(&err(409, "Conflict. The container name is already in use")));
+        assert!(!is_removal_in_progress(&err(404, "No such container: c-worker1")));
+    }
 
     /// Issue 21, item 3: the engine's error stays the cause of lab's.
     #[test]

@@ -92,6 +92,21 @@ pub(crate) async fn wait_answering(node: &str, socket: &Path) -> Result<()> {
         .await
 }
 
+/// Waits until the container `name` of `node` is gone, at most [`RECOVER_TIMEOUT`]: a removal
+/// the engine has under way (a killed `lab`'s) ends on its own.
+pub(crate) async fn container_gone(host: &Docker, node: &str, name: &str) -> Result<()> {
+    Wait::new(node, "the removal of its container, under way already, to end", RECOVER_TIMEOUT)
+        .every(Duration::from_millis(250))
+        .poll(|| async {
+            match host.inspect_container(name, None).await {
+                Err(e) if crate::error::is_not_found(&e) => Look::Done(()),
+                Err(e) => Look::Fail(crate::error::on_node(node, "look at its container", e).into()),
+                Ok(_) => Look::not_yet(format!("container {name} is still there")),
+            }
+        })
+        .await
+}
+
 /// The host directory bind-mounted on the node's socket directory: where its engine socket
 /// is, whichever state directory the node was made from.
 pub(crate) fn socket_dir_of(c: &ContainerSummary) -> Option<PathBuf> {

@@ -293,10 +293,16 @@ async fn images_needed(rt: &Arc<lab_core::converge::runtime::Runtime>, p: &Plan)
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// The observation to plan from, once the swarm has a quorum. A swarm whose surviving managers
-/// are a majority is electing a leader: waited for, bounded. One that lost its quorum stops
-/// `up` with exit 1, naming survivors, losses and the way back, unless `--force-new-cluster`
-/// asks for moby's recovery: then the first survivor forces a new cluster, the others leave,
-/// and the cluster is observed again (the plan makes and joins the lost managers).
+/// are a majority is electing a leader: waited for, bounded. One that lost its quorum (no
+/// leader, or a leader that reaches fewer than a majority and can commit nothing) stops `up`
+/// with exit 1, naming survivors, losses and the way back, unless `--force-new-cluster` asks
+/// for moby's recovery: then the first survivor forces a new cluster, the others leave, and
+/// the cluster is observed again (the plan makes and joins the lost managers).
+///
+/// Killed anywhere in there, the recovery is taken up again: before the forced cluster the
+/// quorum is still lost, and `up` says so again; after it, the swarm holds with its one
+/// member, the lost managers' entries are no longer in the Raft membership, and a plain `up`
+/// makes and joins whichever lost managers have not joined yet.
 async fn quorum(
     rt: &Arc<lab_core::converge::runtime::Runtime>,
     obs: lab_core::converge::observe::Observation,

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use bollard::models::{NodeSpecAvailabilityEnum, NodeSpecRoleEnum};
+use bollard::models::{NodeSpecAvailabilityEnum, NodeSpecRoleEnum, Reachability};
 use futures_util::future::join_all;
 use serde::Serialize;
 
@@ -28,6 +28,7 @@ use crate::driver::{Machine, MachineState};
 use crate::error::{engine_message, Result};
 use crate::registry::RegistryObs;
 use crate::state::{ClusterState, RegistryTls};
+use crate::swarm::quorum::NODE_LABEL;
 use crate::swarm::{local_view, LocalView, Quorum, QuorumLoss};
 use crate::wait::{Look, Wait};
 use crate::{registry, Role};
@@ -69,9 +70,17 @@ pub struct Observation {
 
 impl Observation {
     /// The cluster's swarm has lost its quorum: its managers that answer cannot list its
-    /// nodes. Names the managers that answer and are in it, and those that do not.
+    /// nodes, or the one that lists them leads fewer than a majority. Names the managers that
+    /// answer and are in it, and those that do not.
+    ///
+    /// A leader that loses the majority does not step down at once: until an election timeout
+    /// passes without hearing from a majority (some 14 s on moby 20.10), it goes on listing the
+    /// nodes, the lost managers as unreachable, and refuses every change of the membership
+    /// ("can't remove member from the raft: this would result in a loss of quorum"). Its
+    /// listing is a loss in numbers, and is taken for one.
     pub fn quorum_loss(&self, desired: &Desired) -> Option<QuorumLoss> {
-        let cause = self.leaderless.clone()?;
+        let short = self.quorum.as_ref().filter(|q| q.managers > 0 && !q.holds()).map(|q| q.to_string());
+        let cause = self.leaderless.clone().or(short)?;
         let (survivors, lost): (Vec<String>, Vec<String>) = desired
             .topology
             .nodes
@@ -195,7 +204,7 @@ async fn look(
     }
     // The quorum as the listing counts it; a swarm whose managers answer but cannot list its
     // nodes has none to count, and says why.
-    let quorum = listing.map(|l| quorum_of(l, &views));
+    let quorum = listing.map(|l| quorum_of(l, &views, &machines));
     let leaderless = match (&swarm_id, listing) {
         (Some(id), None) => swarms.refusals.get(id).cloned(),
         _ => None,
@@ -240,10 +249,31 @@ fn managers_unanswered(desired: &Desired, machines: &[Machine], views: &BTreeMap
 }
 
 /// The quorum as `listing`, the cluster's swarm's nodes, counts it, each node by its name.
-fn quorum_of(listing: &Listing, views: &BTreeMap<String, LocalView>) -> Quorum {
+///
+/// A manager whose machine is gone or stopped counts as unreachable, whatever the listing
+/// says: the leader learns it only once its messages go unanswered, and for some seconds
+/// lists it reachable still. A plan made from that word would join a lost manager made again
+/// beside an entry the swarm cannot demote ("this would result in a loss of quorum").
+fn quorum_of(listing: &Listing, views: &BTreeMap<String, LocalView>, machines: &[Machine]) -> Quorum {
     let by_id: HashMap<&str, &str> =
         views.iter().filter_map(|(name, v)| Some((v.node_id.as_deref()?, name.as_str()))).collect();
-    let nodes: Vec<bollard::models::Node> = listing.values().cloned().collect();
+    let name = |n: &bollard::models::Node| -> Option<String> {
+        let label = n.spec.as_ref().and_then(|s| s.labels.as_ref()).and_then(|l| l.get(NODE_LABEL)).cloned();
+        label.or_else(|| by_id.get(n.id.as_deref()?).map(|s| s.to_string()))
+    };
+    let silent = |name: &str| !machines.iter().any(|m| m.name == name && m.state != MachineState::Stopped);
+    let nodes: Vec<bollard::models::Node> = listing
+        .values()
+        .cloned()
+        .map(|mut n| {
+            if name(&n).is_some_and(|name| silent(&name)) {
+                if let Some(status) = n.manager_status.as_mut() {
+                    (status.leader, status.reachability) = (Some(false), Some(Reachability::UNREACHABLE));
+                }
+            }
+            n
+        })
+        .collect();
     Quorum::of(&nodes, |id| by_id.get(id).map(|n| n.to_string()))
 }
 
@@ -944,6 +974,45 @@ mod tests {
             !steps.iter().any(|s| matches!(s, Step::InitSwarm { .. } | Step::LeaveSwarm { .. })),
             "no swarm is made anew over one without a leader: {steps:?}"
         );
+    }
+
+    /// Right after losing a majority, a leader still lists the swarm for an election timeout,
+    /// the lost managers unreachable, and for the first seconds even reachable: a loss in
+    /// numbers, taken for one, by what the driver says of their machines too.
+    #[tokio::test]
+    async fn a_leader_that_reaches_fewer_than_a_majority_has_lost_the_quorum() {
+        use bollard::models::Reachability::{REACHABLE, UNREACHABLE};
+        let d = desired(1, 2, ModeRequest::Auto);
+        let with = |reachability: [bollard::models::Reachability; 2]| {
+            let mut engines = in_swarm();
+            for ((id, name), r) in [("x2", "manager2"), ("x3", "manager3")].into_iter().zip(reachability) {
+                let mut n = listed(id, NodeSpecRoleEnum::MANAGER, true, &[("lab.cluster", "t"), ("lab.node", name)]);
+                n.manager_status =
+                    Some(ManagerStatus { leader: Some(false), reachability: Some(r), ..Default::default() });
+                engines.lists.get_mut("manager").unwrap().push(n);
+            }
+            engines
+        };
+        let lost = "lost: 1 of 3 reachable, a majority is 2 (unreachable: manager2, manager3)";
+        // Their machines are gone: unreachable, whether the leader knows it yet or not.
+        for r in [[UNREACHABLE, UNREACHABLE], [REACHABLE, REACHABLE]] {
+            let obs = look(&d, &recorded(RECORDED_S), running(), &with(r)).await.unwrap();
+            assert_eq!(obs.leaderless, None, "it lists the swarm");
+            let loss = obs.quorum_loss(&d).expect("a lost quorum");
+            assert_eq!((loss.survivors, loss.cause.as_str()), (vec!["manager".to_string()], lost), "{r:?}");
+        }
+        // manager3's machine runs: one unreachable of three is degraded, not lost; and the
+        // listing's word stands for a machine that runs.
+        let mut machines = running();
+        machines.push(machine("manager3", MachineState::Running));
+        let obs = look(&d, &recorded(RECORDED_S), machines.clone(), &with([UNREACHABLE, REACHABLE])).await.unwrap();
+        assert_eq!(obs.quorum_loss(&d), None);
+        assert_eq!(
+            obs.quorum.unwrap().to_string(),
+            "degraded: 2 of 3 reachable, tolerates 0 more (unreachable: manager2)"
+        );
+        let obs = look(&d, &recorded(RECORDED_S), machines, &with([UNREACHABLE, UNREACHABLE])).await.unwrap();
+        assert_eq!(obs.quorum_loss(&d).map(|l| l.cause), Some(lost.to_string()));
     }
 
     #[tokio::test]

@@ -35,8 +35,10 @@ pub async fn init(node: &str, docker: &Docker, advertise: &str, cluster: &str) -
 /// `docker swarm init --force-new-cluster` on `node`, a manager of a swarm that lost its
 /// quorum: it becomes the only manager of a new Raft cluster that keeps the swarm's ID,
 /// services, secrets, configs and workers (moby's admin guide, "Recover from losing the
-/// quorum"). The other managers' entries stay behind as unreachable managers; joining a node
-/// made again removes its own (see [`super::forget_stale`]).
+/// quorum"). It works on a manager that still leads, too (a leader that lost the majority
+/// leads on for an election timeout). The other managers' entries stay behind as managers
+/// outside the Raft membership, without a manager status and reading Unknown; joining a node
+/// made again removes its own (see [`super::forget_stale`]), with no demotion to wait for.
 pub async fn force_new_cluster(node: &str, docker: &Docker, advertise: &str) -> Result<SwarmRecord> {
     let req = SwarmInitRequest {
         listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),

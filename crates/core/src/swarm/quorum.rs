@@ -9,7 +9,7 @@ use std::fmt;
 use bollard::models::{Node, NodeSpecRoleEnum, Reachability};
 
 /// The swarm label lab gives each node: its name.
-const NODE_LABEL: &str = "lab.node";
+pub const NODE_LABEL: &str = "lab.node";
 
 /// The managers as a manager's node list counts them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,7 +93,9 @@ impl fmt::Display for Quorum {
     }
 }
 
-/// A swarm whose managers answer for themselves, but too few of them to elect a leader.
+/// A swarm whose managers answer for themselves, but too few of them to elect a leader, or
+/// to keep the one they have (it lists the swarm for an election timeout more, and commits
+/// nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumLoss {
     /// The cluster's managers whose engines answer and are in its swarm.
