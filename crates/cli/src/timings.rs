@@ -240,7 +240,7 @@ impl Progress for Timings {
     }
 }
 
-/// Marks the critical path: the phases (they run one after another), and, among the plan's
+/// Marks the critical path: the phases (most run one after another), and, among the plan's
 /// steps, the chain that ends with the step that finished last, each step preceded by the one
 /// of its dependencies that finished last (the one it really waited for).
 fn mark_critical(r: &mut Record) {
@@ -256,8 +256,13 @@ fn mark_critical(r: &mut Record) {
         let deps = r.after.get(step).cloned().unwrap_or_default();
         on = deps.into_iter().max_by(|a, b| end_of(r, *a).total_cmp(&end_of(r, *b)));
     }
+    // A phase that ran beside another one, which started no later and ended after it, was
+    // waited for by nothing: not on the path.
+    let phases: Vec<(f64, f64)> =
+        r.spans.iter().filter(|s| s.step.is_none()).map(|s| (s.start, s.end.unwrap_or(r.total))).collect();
     for s in r.spans.iter_mut().filter(|s| s.step.is_none()) {
-        s.critical = true;
+        let end = s.end.unwrap_or(r.total);
+        s.critical = !phases.iter().any(|&(a, b)| a <= s.start && b > end);
     }
 }
 

@@ -59,6 +59,9 @@ pub struct DockerDriver {
     // Docker allows two networks with one name, so concurrent creations must not race.
     // Its fixed subnet, if it has one (networks made before lab fixed them have none).
     network_ready: OnceCell<Option<String>>,
+    /// Each node's socket directory as its container binds it, from the last list of the
+    /// cluster's containers: `engine` needs no inspection of its own once `observe` listed.
+    bound: std::sync::Mutex<HashMap<String, PathBuf>>,
 }
 
 impl DockerDriver {
@@ -80,6 +83,7 @@ impl DockerDriver {
             host: OnceCell::new(),
             privileged: OnceCell::new(),
             network_ready: OnceCell::new(),
+            bound: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -498,6 +502,15 @@ impl Driver for DockerDriver {
     async fn observe(&self) -> Result<Vec<Machine>> {
         let list = self.containers().await?;
         let network = self.network();
+        {
+            let mut bound = self.bound.lock().expect("bound lock");
+            bound.clear();
+            for c in &list {
+                if let (Some(node), Some(dir)) = (c.labels.as_ref().and_then(|l| l.get(NODE_LABEL)), socket_dir_of(c)) {
+                    bound.insert(node.clone(), dir);
+                }
+            }
+        }
         let mut machines: Vec<Machine> = list.iter().filter_map(|c| machine_of(c, &network)).collect();
         machines.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(machines)
@@ -700,16 +713,24 @@ impl Driver for DockerDriver {
 
     async fn engine(&self, machine: &Machine) -> Result<NodeEngine> {
         // Where the node binds its socket directory from: the state directory it was made
-        // from, which may not be this one (another XDG_STATE_HOME, sudo).
-        let host = self.host().await?;
-        let bound = host.inspect_container(&self.container(&machine.name), None).await.ok().and_then(|c| {
-            c.mounts?
-                .into_iter()
-                .find(|m| m.destination.as_deref() == Some(SOCKET_DIR_IN_NODE))
-                .and_then(|m| m.source)
-                .filter(|s| !s.is_empty())
-        });
-        let socket = bound.map(|d| PathBuf::from(d).join("docker.sock")).unwrap_or_else(|| self.socket(&machine.name));
+        // from, which may not be this one (another XDG_STATE_HOME, sudo). As the last list of
+        // the containers showed it (a machine comes from such a list), else asked.
+        let listed = self.bound.lock().expect("bound lock").get(&machine.name).cloned();
+        let bound = match listed {
+            Some(dir) => Some(dir),
+            None => {
+                let host = self.host().await?;
+                host.inspect_container(&self.container(&machine.name), None).await.ok().and_then(|c| {
+                    c.mounts?
+                        .into_iter()
+                        .find(|m| m.destination.as_deref() == Some(SOCKET_DIR_IN_NODE))
+                        .and_then(|m| m.source)
+                        .filter(|s| !s.is_empty())
+                        .map(PathBuf::from)
+                })
+            }
+        };
+        let socket = bound.map(|d| d.join("docker.sock")).unwrap_or_else(|| self.socket(&machine.name));
         let address = machine.address.clone().ok_or_else(|| {
             Error::node(
                 &machine.name,

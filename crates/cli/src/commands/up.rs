@@ -109,17 +109,32 @@ async fn converge(
     run_plan(&rt, &p, timings, &*progress, &cluster, &settings.driver).await?;
     let [a, b] = lab_core::registry::CHECK_URLS;
     progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
-    phase(timings, "check the registry on every node", wait_ready(&*rt, READY_TIMEOUT)).await?;
+    // IPVS is the kernel's, whatever the registry does: looked for while the registry is
+    // checked.
+    let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
+    let (ready, vips) = tokio::join!(
+        phase(timings, "check the registry on every node", wait_ready(&*rt, READY_TIMEOUT)),
+        phase(timings, "look for IPVS on every node", async {
+            Ok::<_, Error>(lab_core::swarm::vips::check(&*rt, &nodes).await)
+        }),
+    );
+    ready?;
+    let vips = vips?;
     if let Some(seen) = lost.filter(|s| !s.repositories.is_empty()) {
         progress.note(&emptied(seen.repositories.len()));
     }
-    super::seen::remember(&rt).await;
-    let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
-    let vips = phase(timings, "look for IPVS on every node", async {
-        Ok::<_, Error>(lab_core::swarm::vips::check(&*rt, &nodes).await)
-    })
-    .await?;
-    say_ready(&rt, timings, &cluster, &vips).await?;
+    // What the registry holds is recorded while the status table's cluster is observed. When
+    // there was nothing to change, the observation the empty plan came from is that cluster,
+    // and the check above proved the registry answers on every node since.
+    let table = async {
+        if p.is_empty() {
+            Ok(obs)
+        } else {
+            phase(timings, "observe the cluster for the status table", observe(&*rt)).await
+        }
+    };
+    let ((), obs) = tokio::join!(super::seen::remember(&rt), table);
+    say_ready(&rt, &obs?, &cluster, &vips)?;
     Ok(0)
 }
 
@@ -202,17 +217,16 @@ fn say_settings(progress: &dyn Progress, loaded: &settings::Loaded, warnings: &[
     }
 }
 
-/// The end of a good `up`: the status table, how the registry answers, and how to reach the
-/// cluster.
-async fn say_ready(
+/// The end of a good `up`: the status table (of `obs`), how the registry answers, and how to
+/// reach the cluster.
+fn say_ready(
     rt: &Runtime,
-    timings: Option<&Timings>,
+    obs: &lab_core::converge::observe::Observation,
     cluster: &ClusterName,
     vips: &[lab_core::swarm::vips::VipCheck],
 ) -> Result<()> {
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
-    let obs = phase(timings, "observe the cluster for the status table", observe(rt)).await?;
-    out!("{}", status_table(rt, &obs))?;
+    out!("{}", status_table(rt, obs))?;
     outln!()?;
     let tls = match rt.desired.tls {
         RegistryTls::Open => "",
