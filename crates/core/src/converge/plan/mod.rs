@@ -31,8 +31,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let data = registry::locate_data(desired, observed, &mut p);
     nodes::drop_strays(desired, observed, &data, &mut p);
     let mut done = nodes::machines(desired, observed, &mut p);
-    nodes::load_images(desired, observed, &mut done, &mut p);
+    let reg_node = desired.topology.registry_node().name.as_str();
+    nodes::load_images(desired, observed, &mut done, &mut p, |n| n == reg_node);
     swarm::join(desired, observed, &mut done, &mut p);
+    nodes::load_images(desired, observed, &mut done, &mut p, |n| n != reg_node);
     swarm::configure(desired, observed, &mut done, &mut p);
     let prepared = registry::prepare(desired, observed, &done, &data, &mut p);
     let issue = tls::issue(desired, observed, &mut p);

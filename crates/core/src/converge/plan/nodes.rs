@@ -89,20 +89,26 @@ pub(super) fn machines<'a>(desired: &'a Desired, observed: &Observed, p: &mut Pl
 }
 
 /// The registry image (the registry itself, the forwarder and the reachability probe all run
-/// it) loaded on every node that lacks it, each as soon as its engine answers: the registry's
-/// node first (its image is on the critical path: the registry task waits for it), the others
-/// beside the swarm's init and joins, so that their forwarders do not wait for a load that
-/// could have run while the swarm formed.
-pub(super) fn load_images<'a>(desired: &'a Desired, observed: &Observed, done: &mut Done<'a>, p: &mut Plan) {
+/// it) loaded on the nodes `which` picks that lack it. The registry's node first: its image is
+/// on the critical path (the registry task waits for it). The others only feed forwarders and
+/// are loaded once that node has joined, so they do not compete with the joins for the
+/// machine.
+pub(super) fn load_images<'a>(
+    desired: &'a Desired,
+    observed: &Observed,
+    done: &mut Done<'a>,
+    p: &mut Plan,
+    which: impl Fn(&str) -> bool,
+) {
     let reg_node = desired.topology.registry_node().name.as_str();
-    let reg_first = desired.topology.nodes.iter().filter(|n| n.name == reg_node);
-    for node in reg_first.chain(desired.topology.nodes.iter().filter(|n| n.name != reg_node)) {
+    for node in desired.topology.nodes.iter().filter(|n| which(&n.name)) {
         let name = node.name.as_str();
         let has = observed.nodes.get(name).is_some_and(|o| o.engine && o.images.contains(&desired.registry_image));
         if done.fresh.contains(name) || !has {
+            let after_reg = if name == reg_node { None } else { done.joined.get(reg_node).copied() };
             let i = p.push(
                 Step::LoadImage { node: name.into(), image: desired.registry_image.clone() },
-                [done.engine(name)],
+                [done.engine(name), after_reg],
             );
             done.image.insert(name, i);
         }
