@@ -476,6 +476,30 @@ mod tests {
         assert_eq!(critical, ["observe", "c", "d", "b"]);
     }
 
+    /// `up` checks the registry and looks for IPVS side by side: the phase that ends first,
+    /// inside the other, is off the path; phases one after another are all on it.
+    #[test]
+    fn a_phase_beside_a_longer_one_is_off_the_critical_path() {
+        let mut r = Record {
+            cluster: "c".into(),
+            driver: "docker".into(),
+            version: "0",
+            started_at: 0,
+            load: (None, None),
+            spans: vec![
+                span("observe", None, None, 0.0, 0.1),
+                span("check", None, None, 0.1, 0.5),
+                span("ipvs", None, None, 0.1, 0.3),
+                span("table", None, None, 0.5, 0.6),
+            ],
+            after: vec![],
+            total: 0.6,
+        };
+        mark_critical(&mut r);
+        let critical: Vec<&str> = r.spans.iter().filter(|s| s.critical).map(|s| s.label.as_str()).collect();
+        assert_eq!(critical, ["observe", "check", "table"]);
+    }
+
     #[test]
     fn the_page_names_every_step_escaped_and_carries_the_record() {
         let r = Record {

@@ -31,7 +31,7 @@ use crate::engine::{self, EngineRecord, CLUSTER_LABEL, NODE_LABEL};
 use crate::error::{because, is_not_found, on_engine, on_node};
 use crate::node::{
     empty_files_tar, is_socket, machine_of, socket_appears, socket_dir_of, wait_answering, FIXED_SUBNET_LABEL,
-    ROLE_LABEL, SOCKET_DIR_IN_NODE,
+    ROLE_LABEL,
 };
 
 /// How to get a node image on a machine that cannot pull.
@@ -502,15 +502,7 @@ impl Driver for DockerDriver {
     async fn observe(&self) -> Result<Vec<Machine>> {
         let list = self.containers().await?;
         let network = self.network();
-        {
-            let mut bound = self.bound.lock().expect("bound lock");
-            bound.clear();
-            for c in &list {
-                if let (Some(node), Some(dir)) = (c.labels.as_ref().and_then(|l| l.get(NODE_LABEL)), socket_dir_of(c)) {
-                    bound.insert(node.clone(), dir);
-                }
-            }
-        }
+        *self.bound.lock().expect("bound lock") = crate::node::socket_dirs(&list);
         let mut machines: Vec<Machine> = list.iter().filter_map(|c| machine_of(c, &network)).collect();
         machines.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(machines)
@@ -718,17 +710,7 @@ impl Driver for DockerDriver {
         let listed = self.bound.lock().expect("bound lock").get(&machine.name).cloned();
         let bound = match listed {
             Some(dir) => Some(dir),
-            None => {
-                let host = self.host().await?;
-                host.inspect_container(&self.container(&machine.name), None).await.ok().and_then(|c| {
-                    c.mounts?
-                        .into_iter()
-                        .find(|m| m.destination.as_deref() == Some(SOCKET_DIR_IN_NODE))
-                        .and_then(|m| m.source)
-                        .filter(|s| !s.is_empty())
-                        .map(PathBuf::from)
-                })
-            }
+            None => crate::node::inspected_socket_dir(self.host().await?, &self.container(&machine.name)).await,
         };
         let socket = bound.map(|d| d.join("docker.sock")).unwrap_or_else(|| self.socket(&machine.name));
         let address = machine.address.clone().ok_or_else(|| {

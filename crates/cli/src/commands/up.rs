@@ -107,15 +107,29 @@ async fn converge(
         return Err(e);
     }
     run_plan(&rt, &p, timings, &*progress, &cluster, &settings.driver).await?;
+    finish(&rt, timings, &*progress, &cluster, p.is_empty().then_some(obs), lost).await
+}
+
+/// The end of `up`, once the plan ran: the registry checked on every node, IPVS looked for
+/// beside it, what the registry holds recorded, and the status table. `unchanged`: the
+/// observation an empty plan came from, which is the cluster's now.
+async fn finish(
+    rt: &Arc<Runtime>,
+    timings: Option<&Timings>,
+    progress: &dyn Progress,
+    cluster: &ClusterName,
+    unchanged: Option<lab_core::converge::observe::Observation>,
+    lost: Option<super::seen::Seen>,
+) -> Result<i32> {
     let [a, b] = lab_core::registry::CHECK_URLS;
     progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
     // IPVS is the kernel's, whatever the registry does: looked for while the registry is
     // checked.
     let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
     let (ready, vips) = tokio::join!(
-        phase(timings, "check the registry on every node", wait_ready(&*rt, READY_TIMEOUT)),
+        phase(timings, "check the registry on every node", wait_ready(&**rt, READY_TIMEOUT)),
         phase(timings, "look for IPVS on every node", async {
-            Ok::<_, Error>(lab_core::swarm::vips::check(&*rt, &nodes).await)
+            Ok::<_, Error>(lab_core::swarm::vips::check(&**rt, &nodes).await)
         }),
     );
     ready?;
@@ -127,14 +141,13 @@ async fn converge(
     // there was nothing to change, the observation the empty plan came from is that cluster,
     // and the check above proved the registry answers on every node since.
     let table = async {
-        if p.is_empty() {
-            Ok(obs)
-        } else {
-            phase(timings, "observe the cluster for the status table", observe(&*rt)).await
+        match unchanged {
+            Some(obs) => Ok(obs),
+            None => phase(timings, "observe the cluster for the status table", observe(&**rt)).await,
         }
     };
-    let ((), obs) = tokio::join!(super::seen::remember(&rt), table);
-    say_ready(&rt, &obs?, &cluster, &vips)?;
+    let ((), obs) = tokio::join!(super::seen::remember(rt), table);
+    say_ready(rt, &obs?, cluster, &vips)?;
     Ok(0)
 }
 
