@@ -146,7 +146,12 @@ async fn finish(
             None => phase(timings, "observe the cluster for the status table", observe(&**rt)).await,
         }
     };
-    let ((), obs) = tokio::join!(super::seen::remember(rt), table);
+    let remember = phase(timings, "record what the registry holds", async {
+        super::seen::remember(rt).await;
+        Ok(())
+    });
+    let (remembered, obs) = tokio::join!(remember, table);
+    remembered?;
     say_ready(rt, &obs?, cluster, &vips)?;
     Ok(0)
 }
