@@ -126,33 +126,43 @@ async fn finish(
     // IPVS is the kernel's, whatever the registry does: looked for while the registry is
     // checked.
     let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
-    let (ready, vips) = tokio::join!(
-        phase(timings, "check the registry on every node", wait_ready(&**rt, READY_TIMEOUT)),
-        phase(timings, "look for IPVS on every node", async {
-            Ok::<_, Error>(lab_core::swarm::vips::check(&**rt, &nodes).await)
-        }),
-    );
-    ready?;
-    let vips = vips?;
-    if let Some(seen) = lost.filter(|s| !s.repositories.is_empty()) {
-        progress.note(&emptied(seen.repositories.len()));
-    }
-    // What the registry holds is recorded while the status table's cluster is observed. When
-    // there was nothing to change, the observation the empty plan came from is that cluster,
-    // and the check above proved the registry answers on every node since.
-    let table = async {
-        match unchanged {
-            Some(obs) => Ok(obs),
-            None => phase(timings, "observe the cluster for the status table", observe(&**rt)).await,
-        }
+    let checked = async {
+        let (ready, vips) = tokio::join!(
+            phase(timings, "check the registry on every node", wait_ready(&**rt, READY_TIMEOUT)),
+            phase(timings, "look for IPVS on every node", async {
+                Ok::<_, Error>(lab_core::swarm::vips::check(&**rt, &nodes).await)
+            }),
+        );
+        ready?;
+        vips
     };
     let remember = phase(timings, "record what the registry holds", async {
         super::seen::remember(rt).await;
         Ok(())
     });
-    let (remembered, obs) = tokio::join!(remember, table);
-    remembered?;
-    say_ready(rt, &obs?, cluster, &vips)?;
+    let (vips, obs) = match unchanged {
+        // Nothing to change: the registry ran when the cluster was observed, so what it holds
+        // is recorded while it is checked; and that observation is the status table's, the
+        // check proving the registry answers on every node since.
+        Some(obs) => {
+            let (vips, remembered) = tokio::join!(checked, remember);
+            remembered?;
+            (vips?, obs)
+        }
+        // Else after the check (a registry just deployed may not answer before), while the
+        // status table's cluster is observed.
+        None => {
+            let vips = checked.await?;
+            let table = phase(timings, "observe the cluster for the status table", observe(&**rt));
+            let (remembered, obs) = tokio::join!(remember, table);
+            remembered?;
+            (vips, obs?)
+        }
+    };
+    if let Some(seen) = lost.filter(|s| !s.repositories.is_empty()) {
+        progress.note(&emptied(seen.repositories.len()));
+    }
+    say_ready(rt, &obs, cluster, &vips)?;
     Ok(0)
 }
 
