@@ -347,17 +347,17 @@ at_floor() {
 goal() {
   local what=$1 value=$2 base=$3 limit=$4 r holds
   if [ -z "$value" ] || [ -z "$base" ]; then
-    printf '  %-44s %-22s %7s   %-8s %s\n' "$what" "-" "-" "$limit" "not measured in this run"
+    printf '  %-44s %-22s %7s   %-9s %s\n' "$what" "-" "-" "$limit" "not measured in this run"
     return
   fi
   if [ "$base" = s ]; then
     r=$value
     holds=$(awk -v a="$value" -v b="${limit#≤ }" 'BEGIN { print (a <= b) ? "holds" : "does not hold" }')
-    printf '  %-44s %-22s %7s   %-8s %s\n' "$what" "$value s" "" "$limit s" "$holds"
+    printf '  %-44s %-22s %7s   %-9s %s\n' "$what" "$value s" "" "$limit s" "$holds"
   else
     r=$(ratio "$value" "$base")
     holds=$(awk -v a="$r" -v b="${limit#≤ }" 'BEGIN { print (a <= b) ? "holds" : "does not hold" }')
-    printf '  %-44s %-22s %7s   %-8s %s\n' "$what" "$value s / $base s" "$r" "$limit" "$holds"
+    printf '  %-44s %-22s %7s   %-9s %s\n' "$what" "$value s / $base s" "$r" "$limit" "$holds"
   fi
 }
 
@@ -419,7 +419,7 @@ row "lab up again (nothing to change)" "$AGAIN_S"
 row "lab status" "$STATUS_S"
 row "lab up after docker stop of a worker" "$REPAIR_S"
 row "lab up --workers $REPEAT_NODES (one new worker)" "$GROW_S" "ratio $(ratio "$REPAIR_S" "$GROW_S")"
-echo "issue 20's goals                                measured                 ratio   goal     result"
+echo "issue 20's goals                                measured                 ratio   goal      result"
 goal "1+4: lab up / node floor(5)" "${CASE_LAB[1+4]:-}" "${CASE_FLOOR[1+4]:-}" "≤ 1.5"
 goal "1+4: lab up / serial seed procedure" "$( [ "$WORKERS" = 4 ] && echo "$LAB_S")" "$SERIAL_S" "≤ 0.5"
 goal "1+8: lab up / node floor(9)" "${CASE_LAB[1+8]:-}" "${CASE_FLOOR[1+8]:-}" "≤ 1.5"
