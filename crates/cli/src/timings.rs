@@ -240,7 +240,7 @@ impl Progress for Timings {
     }
 }
 
-/// Marks the critical path: the phases (they run one after another), and, among the plan's
+/// Marks the critical path: the phases (most run one after another), and, among the plan's
 /// steps, the chain that ends with the step that finished last, each step preceded by the one
 /// of its dependencies that finished last (the one it really waited for).
 fn mark_critical(r: &mut Record) {
@@ -256,8 +256,13 @@ fn mark_critical(r: &mut Record) {
         let deps = r.after.get(step).cloned().unwrap_or_default();
         on = deps.into_iter().max_by(|a, b| end_of(r, *a).total_cmp(&end_of(r, *b)));
     }
+    // A phase that ran beside another one, which started no later and ended after it, was
+    // waited for by nothing: not on the path.
+    let phases: Vec<(f64, f64)> =
+        r.spans.iter().filter(|s| s.step.is_none()).map(|s| (s.start, s.end.unwrap_or(r.total))).collect();
     for s in r.spans.iter_mut().filter(|s| s.step.is_none()) {
-        s.critical = true;
+        let end = s.end.unwrap_or(r.total);
+        s.critical = !phases.iter().any(|&(a, b)| a <= s.start && b > end);
     }
 }
 
@@ -469,6 +474,30 @@ mod tests {
         mark_critical(&mut r);
         let critical: Vec<&str> = r.spans.iter().filter(|s| s.critical).map(|s| s.label.as_str()).collect();
         assert_eq!(critical, ["observe", "c", "d", "b"]);
+    }
+
+    /// `up` checks the registry and looks for IPVS side by side: the phase that ends first,
+    /// inside the other, is off the path; phases one after another are all on it.
+    #[test]
+    fn a_phase_beside_a_longer_one_is_off_the_critical_path() {
+        let mut r = Record {
+            cluster: "c".into(),
+            driver: "docker".into(),
+            version: "0",
+            started_at: 0,
+            load: (None, None),
+            spans: vec![
+                span("observe", None, None, 0.0, 0.1),
+                span("check", None, None, 0.1, 0.5),
+                span("ipvs", None, None, 0.1, 0.3),
+                span("table", None, None, 0.5, 0.6),
+            ],
+            after: vec![],
+            total: 0.6,
+        };
+        mark_critical(&mut r);
+        let critical: Vec<&str> = r.spans.iter().filter(|s| s.critical).map(|s| s.label.as_str()).collect();
+        assert_eq!(critical, ["observe", "check", "table"]);
     }
 
     #[test]

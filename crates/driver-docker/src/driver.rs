@@ -31,7 +31,7 @@ use crate::engine::{self, EngineRecord, CLUSTER_LABEL, NODE_LABEL};
 use crate::error::{because, is_not_found, is_removal_in_progress, on_engine, on_node};
 use crate::node::{
     empty_files_tar, is_socket, machine_of, socket_appears, socket_dir_of, wait_answering, FIXED_SUBNET_LABEL,
-    ROLE_LABEL, SOCKET_DIR_IN_NODE,
+    ROLE_LABEL,
 };
 
 /// How to get a node image on a machine that cannot pull.
@@ -59,6 +59,9 @@ pub struct DockerDriver {
     // Docker allows two networks with one name, so concurrent creations must not race.
     // Its fixed subnet, if it has one (networks made before lab fixed them have none).
     network_ready: OnceCell<Option<String>>,
+    /// Each node's socket directory as its container binds it, from the last list of the
+    /// cluster's containers: `engine` needs no inspection of its own once `observe` listed.
+    bound: std::sync::Mutex<HashMap<String, PathBuf>>,
 }
 
 impl DockerDriver {
@@ -80,6 +83,7 @@ impl DockerDriver {
             host: OnceCell::new(),
             privileged: OnceCell::new(),
             network_ready: OnceCell::new(),
+            bound: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -498,6 +502,7 @@ impl Driver for DockerDriver {
     async fn observe(&self) -> Result<Vec<Machine>> {
         let list = self.containers().await?;
         let network = self.network();
+        *self.bound.lock().expect("bound lock") = crate::node::socket_dirs(&list);
         let mut machines: Vec<Machine> = list.iter().filter_map(|c| machine_of(c, &network)).collect();
         machines.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(machines)
@@ -703,16 +708,14 @@ impl Driver for DockerDriver {
 
     async fn engine(&self, machine: &Machine) -> Result<NodeEngine> {
         // Where the node binds its socket directory from: the state directory it was made
-        // from, which may not be this one (another XDG_STATE_HOME, sudo).
-        let host = self.host().await?;
-        let bound = host.inspect_container(&self.container(&machine.name), None).await.ok().and_then(|c| {
-            c.mounts?
-                .into_iter()
-                .find(|m| m.destination.as_deref() == Some(SOCKET_DIR_IN_NODE))
-                .and_then(|m| m.source)
-                .filter(|s| !s.is_empty())
-        });
-        let socket = bound.map(|d| PathBuf::from(d).join("docker.sock")).unwrap_or_else(|| self.socket(&machine.name));
+        // from, which may not be this one (another XDG_STATE_HOME, sudo). As the last list of
+        // the containers showed it (a machine comes from such a list), else asked.
+        let listed = self.bound.lock().expect("bound lock").get(&machine.name).cloned();
+        let bound = match listed {
+            Some(dir) => Some(dir),
+            None => crate::node::inspected_socket_dir(self.host().await?, &self.container(&machine.name)).await,
+        };
+        let socket = bound.map(|d| d.join("docker.sock")).unwrap_or_else(|| self.socket(&machine.name));
         let address = machine.address.clone().ok_or_else(|| {
             Error::node(
                 &machine.name,

@@ -119,6 +119,23 @@ pub(crate) fn socket_dir_of(c: &ContainerSummary) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// Each node's socket directory, by node, as a list of the cluster's containers shows it.
+pub(crate) fn socket_dirs(list: &[ContainerSummary]) -> HashMap<String, PathBuf> {
+    list.iter().filter_map(|c| Some((c.labels.as_ref()?.get(NODE_LABEL)?.clone(), socket_dir_of(c)?))).collect()
+}
+
+/// A node container's socket directory, as inspecting `container` shows it.
+pub(crate) async fn inspected_socket_dir(host: &Docker, container: &str) -> Option<PathBuf> {
+    host.inspect_container(container, None).await.ok().and_then(|c| {
+        c.mounts?
+            .into_iter()
+            .find(|m| m.destination.as_deref() == Some(SOCKET_DIR_IN_NODE))
+            .and_then(|m| m.source)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
 pub(crate) fn is_socket(path: &Path) -> bool {
     std::fs::metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
 }

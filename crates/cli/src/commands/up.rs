@@ -107,19 +107,62 @@ async fn converge(
         return Err(e);
     }
     run_plan(&rt, &p, timings, &*progress, &cluster, &settings.driver).await?;
+    finish(&rt, timings, &*progress, &cluster, p.is_empty().then_some(obs), lost).await
+}
+
+/// The end of `up`, once the plan ran: the registry checked on every node, IPVS looked for
+/// beside it, what the registry holds recorded, and the status table. `unchanged`: the
+/// observation an empty plan came from, which is the cluster's now.
+async fn finish(
+    rt: &Arc<Runtime>,
+    timings: Option<&Timings>,
+    progress: &dyn Progress,
+    cluster: &ClusterName,
+    unchanged: Option<lab_core::converge::observe::Observation>,
+    lost: Option<super::seen::Seen>,
+) -> Result<i32> {
     let [a, b] = lab_core::registry::CHECK_URLS;
     progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
-    phase(timings, "check the registry on every node", wait_ready(&*rt, READY_TIMEOUT)).await?;
+    // IPVS is the kernel's, whatever the registry does: looked for while the registry is
+    // checked.
+    let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
+    let checked = async {
+        let (ready, vips) = tokio::join!(
+            phase(timings, "check the registry on every node", wait_ready(&**rt, READY_TIMEOUT)),
+            phase(timings, "look for IPVS on every node", async {
+                Ok::<_, Error>(lab_core::swarm::vips::check(&**rt, &nodes).await)
+            }),
+        );
+        ready?;
+        vips
+    };
+    let remember = phase(timings, "record what the registry holds", async {
+        super::seen::remember(rt).await;
+        Ok(())
+    });
+    let (vips, obs) = match unchanged {
+        // Nothing to change: the registry ran when the cluster was observed, so what it holds
+        // is recorded while it is checked; and that observation is the status table's, the
+        // check proving the registry answers on every node since.
+        Some(obs) => {
+            let (vips, remembered) = tokio::join!(checked, remember);
+            remembered?;
+            (vips?, obs)
+        }
+        // Else after the check (a registry just deployed may not answer before), while the
+        // status table's cluster is observed.
+        None => {
+            let vips = checked.await?;
+            let table = phase(timings, "observe the cluster for the status table", observe(&**rt));
+            let (remembered, obs) = tokio::join!(remember, table);
+            remembered?;
+            (vips, obs?)
+        }
+    };
     if let Some(seen) = lost.filter(|s| !s.repositories.is_empty()) {
         progress.note(&emptied(seen.repositories.len()));
     }
-    super::seen::remember(&rt).await;
-    let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
-    let vips = phase(timings, "look for IPVS on every node", async {
-        Ok::<_, Error>(lab_core::swarm::vips::check(&*rt, &nodes).await)
-    })
-    .await?;
-    say_ready(&rt, timings, &cluster, &vips).await?;
+    say_ready(rt, &obs, cluster, &vips)?;
     Ok(0)
 }
 
@@ -202,17 +245,16 @@ fn say_settings(progress: &dyn Progress, loaded: &settings::Loaded, warnings: &[
     }
 }
 
-/// The end of a good `up`: the status table, how the registry answers, and how to reach the
-/// cluster.
-async fn say_ready(
+/// The end of a good `up`: the status table (of `obs`), how the registry answers, and how to
+/// reach the cluster.
+fn say_ready(
     rt: &Runtime,
-    timings: Option<&Timings>,
+    obs: &lab_core::converge::observe::Observation,
     cluster: &ClusterName,
     vips: &[lab_core::swarm::vips::VipCheck],
 ) -> Result<()> {
     let mode = rt.state().registry_mode.map(|m| m.to_string()).unwrap_or_default();
-    let obs = phase(timings, "observe the cluster for the status table", observe(rt)).await?;
-    out!("{}", status_table(rt, &obs))?;
+    out!("{}", status_table(rt, obs))?;
     outln!()?;
     let tls = match rt.desired.tls {
         RegistryTls::Open => "",

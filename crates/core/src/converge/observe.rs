@@ -584,7 +584,13 @@ struct Live<'a>(&'a dyn Nodes);
 impl EngineView for Live<'_> {
     async fn node(&self, node: &str, image: &str) -> Option<NodeFacts> {
         let e = self.0.try_engine(node, Duration::from_secs(5)).await.ok()?;
-        let has_image = e.docker.inspect_image(image).await.is_ok();
+        // Independent questions to one engine: asked at once.
+        let (has_image, forwarder, data, swarm) = tokio::join!(
+            async { e.docker.inspect_image(image).await.is_ok() },
+            registry::observe_forwarder(&e.docker),
+            registry::data_on(&e.docker),
+            settled_view(&e.docker, &e.advertise_addr),
+        );
         let desired = self.0.desired();
         // Looked at through a helper container of the registry image: only where there is one.
         let registry_certs = match (desired.tls, has_image) {
@@ -596,9 +602,9 @@ impl EngineView for Live<'_> {
         Some(NodeFacts {
             has_image,
             registry_certs,
-            forwarder: registry::observe_forwarder(&e.docker).await,
-            registry_data: registry::data_on(&e.docker).await == registry::Data::Complete,
-            swarm: settled_view(&e.docker, &e.advertise_addr).await.map_err(|err| engine_message(&err)),
+            forwarder,
+            registry_data: data == registry::Data::Complete,
+            swarm: swarm.map_err(|err| engine_message(&err)),
             address: e.advertise_addr,
         })
     }

@@ -113,11 +113,8 @@ impl Runtime {
             .ok_or_else(|| Error::node(node, "connect to its Docker engine", "the driver reports no such machine"))?;
         let mut engine = self.driver.engine(&machine).await?;
         let docker = engine.docker.clone().with_timeout(timeout);
+        // Negotiating is a `GET /version` answered: the engine answers, no ping needed.
         let docker = tokio::time::timeout(timeout, docker.negotiate_version())
-            .await
-            .map_err(|_| Error::node(node, "connect to its Docker engine", "no answer"))?
-            .map_err(|e| Error::engine(node, "connect to its Docker engine", e))?;
-        tokio::time::timeout(timeout, docker.ping())
             .await
             .map_err(|_| Error::node(node, "connect to its Docker engine", "no answer"))?
             .map_err(|e| Error::engine(node, "connect to its Docker engine", e))?;
@@ -137,12 +134,24 @@ impl Runtime {
         let start = Instant::now();
         let remade = std::sync::atomic::AtomicBool::new(false);
         let remade = &remade;
+        // A look is a connection to a socket that refuses at once until dockerd listens; the
+        // driver's list, which loads the host, is asked at most once a second.
+        let listed = Mutex::new(start);
+        let listed = &listed;
         Wait::new(node, "its Docker engine to answer", ENGINE_TIMEOUT)
-            .every(Duration::from_millis(200))
+            .every(Duration::from_millis(100))
             .poll(|| async move {
                 // The machine may have been created by another process or have a new address;
                 // or it went away after observation saw it, and is made again (once).
-                if self.machine(node).is_none() || start.elapsed() > Duration::from_secs(5) {
+                let relist = start.elapsed() > Duration::from_secs(5) && {
+                    let mut last = listed.lock().expect("list time lock");
+                    let due = last.elapsed() >= Duration::from_secs(1);
+                    if due {
+                        *last = Instant::now();
+                    }
+                    due
+                };
+                if self.machine(node).is_none() || relist {
                     if let Ok(ms) = self.driver.observe().await {
                         let gone = went_away(&ms, node);
                         self.set_machines(ms);
