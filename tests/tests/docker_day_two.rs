@@ -380,3 +380,31 @@ fn every_missing_image_is_named_before_anything_is_made() {
     assert_eq!(labelled(&lab.cluster), Vec::<String>::new(), "up made these before it found the image missing");
     assert_eq!(files_under(lab.state_home()), Vec::<String>::new(), "up left these");
 }
+
+/// A `lab down` killed after it removed the node containers and the manager's volume, but not
+/// a worker's (interrupted.rs, `LAB_KILL_SEED=2`, kill 1): the next `up` makes both again, the
+/// manager on an empty disk and a new swarm, the worker on its old disk and still in the old
+/// swarm, whose managers are gone. The worker leaves that swarm and joins the new one.
+#[test]
+fn a_worker_made_again_on_its_old_disk_leaves_the_old_swarm_and_joins_the_new() {
+    ensure_images();
+    let lab = lab("olddisk");
+    lab.up(&["--workers", "1"]).ok("lab up");
+    let manager = lab.container("manager");
+    let old = node_exec(&manager, &["docker", "info", "--format", "{{.Swarm.Cluster.ID}}"]).ok("swarm ID");
+    for node in ["manager", "worker1"] {
+        lab_tests::docker(&["rm", "-f", &lab.container(node)]).ok("remove a node's container");
+    }
+    lab_tests::docker(&["volume", "rm", &format!("{manager}-docker")]).ok("remove the manager's volume");
+
+    lab.on(&["up"]).ok("lab up after a down killed half way");
+    let new = node_exec(&manager, &["docker", "info", "--format", "{{.Swarm.Cluster.ID}}"]).ok("swarm ID");
+    assert_ne!(old.stdout.trim(), new.stdout.trim(), "the manager's empty disk cannot hold the old swarm");
+    let ls = node_exec(&manager, &["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"]).ok("node ls");
+    let mut rows: Vec<&str> = ls.stdout.lines().collect();
+    rows.sort();
+    assert_eq!(rows, ["manager Ready", "worker1 Ready"], "{}", ls.all());
+    let plan = lab.on(&["plan"]).ok("lab plan");
+    assert!(plan.stdout.contains("nothing to do"), "{}", plan.all());
+    lab.on(&["check"]).ok("lab check");
+}

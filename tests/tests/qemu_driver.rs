@@ -291,7 +291,7 @@ fn lose_vm(vms: &std::path::Path, node: &str) {
 /// them from their disks with the swarm kept (item 5).
 /// `cargo nextest run -p lab-tests --run-ignored only -E 'test(managers_on_vms)'`.
 #[test]
-#[ignore = "by hand: 4 VMs booted four times over under TCG take CI past its 30 minutes"]
+#[ignore = "by hand: its 15 minutes of four TCG guests would take CI past its 30 minutes"]
 fn three_managers_on_vms_lose_their_leader_then_their_quorum() {
     ensure_qemu_image();
     lab_tests::ensure_images();

@@ -86,11 +86,20 @@ pub async fn join_node(rt: &dyn Nodes, node: &str, role: Role, recorded: bool) -
     // A node that was stopped when the plan was made could not say whether it was a member;
     // once started, its engine rejoins on its own, and joining again would fail ("already
     // part of a swarm"). A member a manager knows is done.
+    // A member the manager does not know is in another swarm: a node made again on a disk
+    // that outlived its swarm's managers (a `lab down` killed before it removed this node's
+    // volume). The plan could not see it, the machine did not exist yet; it leaves that
+    // swarm, or the join fails "This node is already part of a swarm".
     if let Ok(v) = super::local_view(&e.docker).await {
         if let (true, Some(id)) = (v.active, v.node_id.as_deref()) {
             if let Ok((_, mgr)) = rt.manager().await {
-                if mgr.inspect_node(id).await.is_ok() {
-                    return Ok(Joined { already: true, record: None });
+                match mgr.inspect_node(id).await {
+                    Ok(_) => return Ok(Joined { already: true, record: None }),
+                    Err(err) if crate::error::is_not_found(&err) => {
+                        tracing::info!(node, "in a swarm this cluster's managers do not know; leaving it to join");
+                        super::leave(node, &e.docker).await?;
+                    }
+                    Err(_) => {}
                 }
             }
         }
