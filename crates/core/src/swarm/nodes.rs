@@ -161,7 +161,11 @@ fn stale(n: &Node, hostname: &str, keep_id: Option<&str>) -> bool {
     );
     let unreachable =
         n.manager_status.as_ref().and_then(|m| m.reachability) == Some(bollard::models::Reachability::UNREACHABLE);
-    host == hostname && n.id.as_deref() != keep_id && (down || unreachable)
+    // A node that has just joined reads Unknown, with no hostname yet (its description comes
+    // with its first session): with workers joining side by side, one's entry read that way
+    // while another asked for the stale entries of its own hostname, read as "" the same
+    // way, and was removed ("node ... not found" when its role was set next).
+    !hostname.is_empty() && host == hostname && n.id.as_deref() != keep_id && (down || unreachable)
 }
 
 #[cfg(test)]
@@ -212,6 +216,15 @@ mod tests {
             ..Default::default()
         });
         assert!(stale(&lost, "manager1", None));
+        // Workers joining side by side: entries that have just joined read Unknown, with no
+        // hostname yet; none is ever what is left of another node.
+        let fresh = Node {
+            id: Some("fresh".into()),
+            status: Some(NodeStatus { state: Some(NodeState::UNKNOWN), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(!stale(&fresh, "", Some("new")), "a fresh entry read by a node as fresh");
+        assert!(!stale(&entry("fresh", "", NodeState::UNKNOWN), "", None));
         // What `swarm init --force-new-cluster` leaves of the other managers.
         assert!(stale(&entry("old", "manager2", NodeState::UNKNOWN), "manager2", Some("new")));
     }
