@@ -78,10 +78,16 @@ impl AsyncWrite for ExecStream {
     }
 }
 
+/// How long a direct connection to the registry's address may take before lab uses the
+/// relay through its node's engine.
+const DIRECT_CONNECT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A client of the registry at one [`Endpoint`], keeping its idle connections for reuse.
 pub struct Client {
     at: Endpoint,
     idle: Arc<tokio::sync::Mutex<Vec<SendRequest<Body>>>>,
+    /// Whether the direct way ([`Endpoint::direct`]) failed once: then only the relay is used.
+    direct_failed: std::sync::atomic::AtomicBool,
     /// In unit tests, the connections come from an in-process fake registry instead.
     #[cfg(test)]
     dial: Option<Box<dyn Fn() -> tokio::io::DuplexStream + Send + Sync>>,
@@ -152,6 +158,7 @@ impl Client {
         Arc::new(Client {
             at,
             idle: Arc::new(tokio::sync::Mutex::new(Vec::new())),
+            direct_failed: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             dial: None,
         })
@@ -178,8 +185,39 @@ impl Client {
         if let Some(dial) = &self.dial {
             return self.speak(dial(), step).await;
         }
+        if let Some(s) = self.direct().await {
+            return self.speak(s, step).await;
+        }
         let io = self.stream().await?;
         self.speak(io, step).await
+    }
+
+    /// A TCP connection to [`Endpoint::direct`], if it connects within [`DIRECT_CONNECT`];
+    /// after one failure the relay alone is used. Bytes go straight to the registry instead of
+    /// through an exec in its container (on the docker driver, a first push of 104 MB took
+    /// 1.30 s through the relay against skopeo's 1.06 s straight to the address).
+    async fn direct(&self) -> Option<tokio::net::TcpStream> {
+        use std::sync::atomic::Ordering;
+        let addr = self.at.direct?;
+        if self.direct_failed.load(Ordering::Relaxed) {
+            return None;
+        }
+        match tokio::time::timeout(DIRECT_CONNECT, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Some(s)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "the registry's address does not connect from here; using its engine's relay");
+                self.direct_failed.store(true, Ordering::Relaxed);
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "the registry's address did not connect in time; using its engine's relay");
+                self.direct_failed.store(true, Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     /// HTTP/1.1 to the registry over `io`, inside TLS in mutual mode.

@@ -23,6 +23,11 @@ pub struct Endpoint {
     pub container: String,
     /// In mutual TLS: how to speak TLS to it (the cluster's CA, lab's client certificate).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The registry's port at its node's address (what `lab registry` prints): where this
+    /// machine may reach it without the engine's relay, as skopeo does. Tried first, briefly;
+    /// the relay through the engine always works (VMs behind user networking, hosts behind a
+    /// firewall).
+    pub direct: Option<std::net::SocketAddr>,
 }
 
 /// Where the registry runs now: its node, that node's engine and its task's container, for
@@ -66,8 +71,8 @@ pub async fn endpoint(rt: &dyn Nodes) -> Result<crate::registry::Endpoint> {
     let node =
         labels.get("lab.node").cloned().or_else(|| swarm_node.description.and_then(|d| d.hostname)).unwrap_or(node_id);
     // The swarm takes a while to notice a node stopped, and lists its task as running.
-    let docker = match rt.engine(&node).await {
-        Ok(e) => e.docker,
+    let (docker, advertised) = match rt.engine(&node).await {
+        Ok(e) => (e.docker, e.advertise_addr),
         Err(e) => return Err(node_down(rt, &node).await.unwrap_or(e)),
     };
     // A registry deployed with mutual TLS is spoken to in TLS with the cluster's certificates.
@@ -85,7 +90,9 @@ pub async fn endpoint(rt: &dyn Nodes) -> Result<crate::registry::Endpoint> {
             Some(crate::tls::client_config(&m).map_err(|e| Error::caused(&node, step, e))?)
         }
     };
-    Ok(crate::registry::Endpoint { node, docker, container, tls })
+    let port = if tls.is_some() { crate::registry::TLS_PORT } else { crate::registry::PORT };
+    let direct = advertised.parse::<std::net::IpAddr>().ok().map(|ip| std::net::SocketAddr::new(ip, port));
+    Ok(crate::registry::Endpoint { node, docker, container, tls, direct })
 }
 
 /// The error that says the registry's node `node` is not running, if it is not.

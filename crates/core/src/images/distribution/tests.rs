@@ -85,11 +85,12 @@ impl Fake {
     fn client_over(&self, tls: Option<Arc<rustls::ClientConfig>>) -> Arc<Client> {
         let docker = bollard::Docker::connect_with_http("http://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
             .expect("a client");
-        let at = Endpoint { node: "worker1".into(), docker, container: "lab_registry.1".into(), tls };
+        let at = Endpoint { node: "worker1".into(), docker, container: "lab_registry.1".into(), tls, direct: None };
         let fake = self.clone();
         Arc::new(Client {
             at,
             idle: Arc::new(tokio::sync::Mutex::new(Vec::new())),
+            direct_failed: std::sync::atomic::AtomicBool::new(false),
             dial: Some(Box::new(move || fake.connect())),
         })
     }
