@@ -388,3 +388,54 @@ fn a_recovery_of_the_quorum_interrupted_anywhere_is_taken_up_again() {
     lab.on(&["up"]).ok("a plain lab up after a recovery killed once a manager joined");
     recovered(&lab, &survivor, &image, "a recovery killed once a manager joined");
 }
+
+/// Item 1 with five managers: they form one Raft with one leader, all drained, and `status`
+/// says it tolerates 2 failures; two managers go with their disks (the leader among them), the
+/// swarm goes on with 3 of 5, `status` says "tolerates 0 more", the registry answers on every
+/// other node; a plain `up` makes both again with no `Down` entry left.
+#[test]
+fn five_managers_take_two_failures_and_up_makes_both_again() {
+    ensure_images();
+    let lab = lab("five");
+    lab.up(&["--managers", "5", "--workers", "1"]).ok("lab up --managers 5");
+    let ls = node_ls(&lab, "manager1");
+    assert_eq!(ls.len(), 6, "{ls:?}");
+    assert_eq!(ls.iter().filter(|l| l.contains(" Drain ")).count(), 5, "every manager drained: {ls:?}");
+    assert_eq!(ls.iter().filter(|l| l.ends_with("Leader")).count(), 1, "{ls:?}");
+    assert_eq!(ls.iter().filter(|l| l.ends_with("Reachable")).count(), 4, "{ls:?}");
+    let status = lab.on(&["status"]).ok("lab status");
+    assert!(status.stdout.contains("swarm: 5 managers, 5 reachable: tolerates 2 failures"), "{}", status.stdout);
+    let image = push_image(&lab, "e2e-five:1", "served with two managers lost");
+
+    let first = leader(&lab);
+    let second = if first == "manager5" { "manager4" } else { "manager5" }.to_string();
+    lose(&lab, &first);
+    lose(&lab, &second);
+    let others: Vec<&str> = ["manager1", "manager2", "manager3", "manager4", "manager5"]
+        .into_iter()
+        .filter(|m| *m != first && *m != second)
+        .collect();
+    let status = wait_for("lab status saying 3 of 5 reachable, tolerates 0 more", Duration::from_secs(90), || {
+        let s = lab.on(&["status"]);
+        if s.stdout.contains("degraded: 3 of 5 reachable, tolerates 0 more") {
+            Ok(s)
+        } else {
+            Err(s.all())
+        }
+    });
+    assert!(status.stdout.contains(&format!("{first}: gone")) && status.stdout.contains(&format!("{second}: gone")));
+    for node in others.iter().copied().chain(["worker1"]) {
+        wait_for(&format!("the registry answering on {node}"), Duration::from_secs(60), || {
+            registry_answers(&lab, node)
+        });
+    }
+    lab.on(&["up"]).ok("a plain lab up after two of five managers were lost");
+    let ls = node_ls(&lab, others[0]);
+    assert_eq!(ls.len(), 6, "no entry of the lost managers is left: {ls:?}");
+    assert!(!ls.iter().any(|l| l.contains(" Down ")), "{ls:?}");
+    assert_eq!(ls.iter().filter(|l| l.ends_with("Leader") || l.ends_with("Reachable")).count(), 5, "{ls:?}");
+    let status = lab.on(&["status"]).ok("lab status");
+    assert!(status.stdout.contains("swarm: 5 managers, 5 reachable: tolerates 2 failures"), "{}", status.stdout);
+    assert_served_via(&lab, others[0], &["manager1", "manager3", "worker1"], &["worker1"], &[&image]);
+    plan_is_empty(&lab);
+}

@@ -360,7 +360,16 @@ fn host_keys_are_recorded_at_create_and_checked_on_every_connection() {
     // The machine's host keys change: `lab ssh` and lab's own commands refuse it.
     node_exec(&manager, &["sh", "-c", "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A && kill -HUP $(cat /run/sshd.pid)"])
         .ok("new host keys");
-    let refused = ssh(&["true"], &[]);
+    // sshd re-executes itself on SIGHUP, and its port is closed for that moment (CI, loaded:
+    // "Connection refused").
+    let refused = wait_for("sshd listening again after its SIGHUP", Duration::from_secs(30), || {
+        let r = ssh(&["true"], &[]);
+        if r.stderr.contains("Connection refused") {
+            Err(r.all())
+        } else {
+            Ok(r)
+        }
+    });
     assert_ne!(refused.code, 0, "{}", refused.all());
     assert!(refused.stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "{}", refused.stderr);
     let check = v.machines.lab(&v.lab, &["check"], &[("RUST_LOG", "lab_driver_virtualbox=debug")]);

@@ -91,8 +91,34 @@ pub async fn endpoint(rt: &dyn Nodes) -> Result<crate::registry::Endpoint> {
         }
     };
     let port = if tls.is_some() { crate::registry::TLS_PORT } else { crate::registry::PORT };
-    let direct = advertised.parse::<std::net::IpAddr>().ok().map(|ip| std::net::SocketAddr::new(ip, port));
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let direct = match advertised.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) if on_link(&routes, ip) => Some(std::net::SocketAddr::new(ip.into(), port)),
+        _ => None,
+    };
     Ok(crate::registry::Endpoint { node, docker, container, tls, direct })
+}
+
+/// Whether `ip` is on a network this machine is attached to, by the kernel's IPv4 routing
+/// table (`/proc/net/route`, given as `routes`): a route with no gateway, other than the
+/// default one, covers it. Only then does lab talk to the registry's address itself. A node
+/// address that is not (a QEMU VM's 192.168.77.x behind user networking) would be sent
+/// through the default gateway to whatever answers there, outside this machine: in CI
+/// something beyond the gateway answered `GET /v2/` with 404, and `lab push` failed.
+pub(crate) fn on_link(routes: &str, ip: std::net::Ipv4Addr) -> bool {
+    // Addresses in the table are hex words in the machine's byte order (little-endian on x86).
+    let word = |s: &str| u32::from_str_radix(s, 16).ok().map(|w| std::net::Ipv4Addr::from(w.to_le_bytes()));
+    let ip = u32::from(ip);
+    routes.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match (f.get(1).and_then(|d| word(d)), f.get(2).and_then(|g| word(g)), f.get(7).and_then(|m| word(m))) {
+            (Some(dest), Some(gateway), Some(mask)) => {
+                let (dest, mask) = (u32::from(dest), u32::from(mask));
+                gateway.is_unspecified() && mask != 0 && ip & mask == dest & mask
+            }
+            _ => false,
+        }
+    })
 }
 
 /// The error that says the registry's node `node` is not running, if it is not.
@@ -104,4 +130,26 @@ async fn node_down(rt: &dyn Nodes, node: &str) -> Option<Error> {
         Error::node(node, "find the cluster's registry", format!("the registry's node is {why}"))
             .with_hint(format!("{fix}, and the registry with it")),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_link;
+
+    /// This machine's table in CI: a default route through 192.0.2.1, the docker bridges, and
+    /// eth0's own network.
+    const ROUTES: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+        docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+        br-f807606ad7c4\t0090A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+        eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+
+    #[test]
+    fn only_addresses_of_attached_networks_are_reached_directly() {
+        assert!(on_link(ROUTES, "192.168.144.101".parse().unwrap()), "a docker node, on its bridge");
+        assert!(on_link(ROUTES, "172.17.0.2".parse().unwrap()));
+        assert!(!on_link(ROUTES, "192.168.77.10".parse().unwrap()), "a QEMU VM's address: only the default route");
+        assert!(!on_link(ROUTES, "10.1.2.3".parse().unwrap()));
+        assert!(!on_link("", "192.168.144.101".parse().unwrap()), "no table, no direct way");
+    }
 }
