@@ -445,72 +445,72 @@ mod tests {
         }
     }
 
-    /// Two chains: a (0-1) then b (1-5); c (0-2) then d (2-3). The run ends with b, which
-    /// waited for a: the critical path is a, b and the phases, not c or d.
-    #[test]
-    fn the_critical_path_is_the_chain_that_ends_last() {
-        let mut r = Record {
+    /// A record of cluster `c` on the docker driver, started at 0, with no load known.
+    fn record(spans: Vec<Span>, after: Vec<Vec<usize>>, total: f64) -> Record {
+        Record {
             cluster: "c".into(),
             driver: "docker".into(),
             version: "0",
             started_at: 0,
             load: (None, None),
-            spans: vec![
+            spans,
+            after,
+            total,
+        }
+    }
+
+    /// The labels of the spans on the critical path.
+    fn critical(r: &Record) -> Vec<&str> {
+        r.spans.iter().filter(|s| s.critical).map(|s| s.label.as_str()).collect()
+    }
+
+    /// Two chains: a (0-1) then b (1-5); c (0-2) then d (2-3). The run ends with b, which
+    /// waited for a: the critical path is a, b and the phases, not c or d.
+    #[test]
+    fn the_critical_path_is_the_chain_that_ends_last() {
+        let mut r = record(
+            vec![
                 span("observe", None, None, 0.0, 0.1),
                 span("a", Some("n1"), Some(0), 0.1, 1.0),
                 span("c", Some("n2"), Some(2), 0.1, 2.0),
                 span("d", Some("n2"), Some(3), 2.0, 3.0),
                 span("b", Some("n1"), Some(1), 1.0, 5.0),
             ],
-            after: vec![vec![], vec![0], vec![], vec![2]],
-            total: 5.5,
-        };
+            vec![vec![], vec![0], vec![], vec![2]],
+            5.5,
+        );
         mark_critical(&mut r);
-        let critical: Vec<&str> = r.spans.iter().filter(|s| s.critical).map(|s| s.label.as_str()).collect();
-        assert_eq!(critical, ["observe", "a", "b"]);
+        assert_eq!(critical(&r), ["observe", "a", "b"]);
         // A step with two dependencies waited for the later one.
         r.after = vec![vec![], vec![0, 3], vec![], vec![2]];
         r.spans.iter_mut().for_each(|s| s.critical = false);
         mark_critical(&mut r);
-        let critical: Vec<&str> = r.spans.iter().filter(|s| s.critical).map(|s| s.label.as_str()).collect();
-        assert_eq!(critical, ["observe", "c", "d", "b"]);
+        assert_eq!(critical(&r), ["observe", "c", "d", "b"]);
     }
 
     /// `up` checks the registry and looks for IPVS side by side: the phase that ends first,
     /// inside the other, is off the path; phases one after another are all on it.
     #[test]
     fn a_phase_beside_a_longer_one_is_off_the_critical_path() {
-        let mut r = Record {
-            cluster: "c".into(),
-            driver: "docker".into(),
-            version: "0",
-            started_at: 0,
-            load: (None, None),
-            spans: vec![
+        let mut r = record(
+            vec![
                 span("observe", None, None, 0.0, 0.1),
                 span("check", None, None, 0.1, 0.5),
                 span("ipvs", None, None, 0.1, 0.3),
                 span("table", None, None, 0.5, 0.6),
             ],
-            after: vec![],
-            total: 0.6,
-        };
+            vec![],
+            0.6,
+        );
         mark_critical(&mut r);
-        let critical: Vec<&str> = r.spans.iter().filter(|s| s.critical).map(|s| s.label.as_str()).collect();
-        assert_eq!(critical, ["observe", "check", "table"]);
+        assert_eq!(critical(&r), ["observe", "check", "table"]);
     }
 
     #[test]
     fn the_page_names_every_step_escaped_and_carries_the_record() {
         let r = Record {
-            cluster: "c".into(),
-            driver: "docker".into(),
-            version: "0",
-            started_at: 0,
             load: (Some(1.5), None),
-            spans: vec![span("load image <x> onto n1", Some("n1"), Some(0), 0.0, 1.0)],
-            after: vec![vec![]],
-            total: 1.0,
+            ..record(vec![span("load image <x> onto n1", Some("n1"), Some(0), 0.0, 1.0)], vec![vec![]], 1.0)
         };
         let page = render(&r);
         assert!(page.contains("load image &lt;x&gt; onto n1"), "{page}");
