@@ -320,7 +320,10 @@ impl Runtime {
                 Ok(Some(detail))
             }
             Step::JoinSwarm { node, role } => {
-                let joined = swarm::steps::join_node(self, node, *role, self.state().swarm.is_some()).await?;
+                // Machines a driver makes are this cluster's alone; fixed hosts (ssh) may be
+                // in a swarm of their owner's, which only the plan, with --force, may leave.
+                let ours = self.driver.fixed_nodes().is_none();
+                let joined = swarm::steps::join_node(self, node, *role, self.state().swarm.is_some(), ours).await?;
                 if let Some(rec) = joined.record {
                     self.update_state(|st| st.swarm = Some(rec))?;
                 }

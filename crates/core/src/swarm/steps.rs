@@ -80,8 +80,10 @@ pub struct Joined {
 
 /// `JoinSwarm`: `node` joins the cluster's swarm as `role`, with the token a manager that
 /// answers gives now (never a stored one, which `docker swarm join-token --rotate` would have
-/// made useless). `recorded`: whether lab has the swarm on record already.
-pub async fn join_node(rt: &dyn Nodes, node: &str, role: Role, recorded: bool) -> Result<Joined> {
+/// made useless). `recorded`: whether lab has the swarm on record already. `ours`: the node's
+/// machine is one the driver made for this cluster, so a swarm it is in that the cluster's
+/// manager does not know is what an earlier life of the cluster left, and it leaves it.
+pub async fn join_node(rt: &dyn Nodes, node: &str, role: Role, recorded: bool, ours: bool) -> Result<Joined> {
     let e = rt.engine(node).await?;
     // A node that was stopped when the plan was made could not say whether it was a member;
     // once started, its engine rejoins on its own, and joining again would fail ("already
@@ -95,7 +97,7 @@ pub async fn join_node(rt: &dyn Nodes, node: &str, role: Role, recorded: bool) -
             if let Ok((_, mgr)) = rt.manager().await {
                 match mgr.inspect_node(id).await {
                     Ok(_) => return Ok(Joined { already: true, record: None }),
-                    Err(err) if crate::error::is_not_found(&err) => {
+                    Err(err) if ours && crate::error::is_not_found(&err) => {
                         tracing::info!(node, "in a swarm this cluster's managers do not know; leaving it to join");
                         super::leave(node, &e.docker).await?;
                     }
