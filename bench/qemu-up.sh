@@ -71,7 +71,7 @@ XDG_STATE_HOME=$state "$LAB_BIN" -v up --driver qemu --cluster "$cluster" --work
   --registry-image lab-offline/registry:2 2>&1 |
   while IFS= read -r line; do printf '%s %s\n' "$(now)" "$line"; done >"$state/up.log"
 t_end=$(tail -1 "$state/up.log" | cut -d' ' -f1)
-grep -q "answering {}" "$state/up.log" || { cat "$state/up.log" >&2; echo "bench: lab up failed" >&2; exit 1; }
+grep -q "answering at localhost:5000" "$state/up.log" || { cat "$state/up.log" >&2; echo "bench: lab up failed" >&2; exit 1; }
 t_engines=$(grep "ok  wait for the Docker engine on" "$state/up.log" | tail -1 | cut -d' ' -f1)
 engines=$(python3 -c "print($t_engines - $t0)")
 registry=$(python3 -c "print($t_end - $t0)")

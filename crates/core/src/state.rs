@@ -178,6 +178,12 @@ pub struct ClusterState {
     /// active. Absent from older state files: drained, as those clusters were made.
     #[serde(default)]
     pub manager_availability: Availability,
+    /// Whether each node's kernel has IPVS, as lab last looked (`up` looks on a node whose
+    /// engine it waited for, made, started or not answering, and on one it never looked at;
+    /// `lab check` looks on every node). `status` says what this says. Absent from older state
+    /// files: then looked for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ipvs: BTreeMap<String, bool>,
 }
 
 impl ClusterState {
@@ -202,6 +208,7 @@ impl ClusterState {
             registry_mode_request: None,
             registry_tls: RegistryTls::default(),
             manager_availability: Availability::default(),
+            ipvs: BTreeMap::new(),
         }
     }
 }

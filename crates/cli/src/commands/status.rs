@@ -141,27 +141,19 @@ async fn unanswered(rt: &Runtime, obs: &lab_core::converge::observe::Observation
 
 pub(super) async fn status(config: Option<&std::path::Path>, cluster: Option<&str>, output: Output) -> Result<i32> {
     let (rt, _, _) = existing(config, cluster, Arc::new(Silent), true).await?;
-    // IPVS is looked for on every running machine while the engines are observed; only the
-    // answers of nodes whose engine answers are kept (the others' were never shown).
-    let running: Vec<String> = rt
-        .driver
-        .observe()
-        .await?
-        .into_iter()
-        .filter(|m| m.state == lab_core::MachineState::Running && rt.desired.topology.node(&m.name).is_some())
-        .map(|m| m.name)
+    let obs = observe(&rt).await?;
+    // IPVS as `up` recorded it, on the nodes whose engine answers; looked for only where there
+    // is no record (a cluster an older lab made).
+    let answering: Vec<String> = rt
+        .desired
+        .topology
+        .nodes
+        .iter()
+        .filter(|n| obs.observed.nodes.get(&n.name).is_some_and(|o| o.engine))
+        .map(|n| n.name.clone())
         .collect();
-    let looked = async {
-        let obs = observe(&rt).await?;
-        let causes = unanswered(&rt, &obs).await;
-        Ok::<_, lab_core::Error>((obs, causes))
-    };
-    let (looked, vips) = tokio::join!(looked, lab_core::swarm::vips::check(&rt, &running));
-    let (obs, causes) = looked?;
-    let answering = |node: &str| obs.observed.nodes.get(node).is_some_and(|o| o.engine);
-    let mut vips: Vec<_> = vips.into_iter().filter(|v| answering(&v.node)).collect();
-    // In the topology's order, as before.
-    vips.sort_by_key(|v| rt.desired.topology.nodes.iter().position(|n| n.name == v.node));
+    let (causes, vips) =
+        tokio::join!(unanswered(&rt, &obs), lab_core::swarm::vips::check_or_recall(&rt, &answering, &[]));
     let advice = lab_core::swarm::vips::advice(&vips);
     let registry = RegistryStatus::of(&rt, &obs);
     match output {

@@ -107,12 +107,25 @@ async fn converge(
         return Err(e);
     }
     run_plan(&rt, &p, timings, &*progress, &cluster, &settings.driver).await?;
-    finish(&rt, timings, &*progress, &cluster, p.is_empty().then_some(obs), lost).await
+    // IPVS is the kernel's: looked for again only where a machine started or was made.
+    let started: Vec<String> = if rt.remade() {
+        rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect()
+    } else {
+        p.steps
+            .iter()
+            .filter_map(|s| match &s.step {
+                lab_core::cluster::Step::WaitEngine { node } => Some(node.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    finish(&rt, timings, &*progress, &cluster, p.is_empty().then_some(obs), lost, &started).await
 }
 
 /// The end of `up`, once the plan ran: the registry checked on every node, IPVS looked for
-/// beside it, what the registry holds recorded, and the status table. `unchanged`: the
-/// observation an empty plan came from, which is the cluster's now.
+/// beside it (on the nodes in `started`, whose engine the plan waited for, and on those never
+/// looked at; the rest as recorded), what the registry holds recorded, and the status table.
+/// `unchanged`: the observation an empty plan came from, which is the cluster's now.
 async fn finish(
     rt: &Arc<Runtime>,
     timings: Option<&Timings>,
@@ -120,9 +133,9 @@ async fn finish(
     cluster: &ClusterName,
     unchanged: Option<lab_core::converge::observe::Observation>,
     lost: Option<super::seen::Seen>,
+    started: &[String],
 ) -> Result<i32> {
-    let [a, b] = lab_core::registry::CHECK_URLS;
-    progress.note(&format!("checking {a} and {b} on every node, and that its dockerd reaches localhost:5000"));
+    progress.note("checking that every node's dockerd reaches the registry at localhost:5000 and 127.0.0.1:5000");
     // IPVS is the kernel's, whatever the registry does: looked for while the registry is
     // checked.
     let nodes: Vec<String> = rt.desired.topology.nodes.iter().map(|n| n.name.clone()).collect();
@@ -130,11 +143,18 @@ async fn finish(
         let (ready, vips) = tokio::join!(
             phase(timings, "check the registry on every node", wait_ready(&**rt, READY_TIMEOUT)),
             phase(timings, "look for IPVS on every node", async {
-                Ok::<_, Error>(lab_core::swarm::vips::check(&**rt, &nodes).await)
+                Ok::<_, Error>(lab_core::swarm::vips::check_or_recall(&**rt, &nodes, started).await)
             }),
         );
         ready?;
-        vips
+        let vips = vips?;
+        // Written only when it changes: a second `up` writes nothing for it.
+        let mut ipvs = rt.state().ipvs;
+        lab_core::swarm::vips::record(&mut ipvs, &vips, &nodes);
+        if ipvs != rt.state().ipvs {
+            rt.update_state(|st| st.ipvs = ipvs)?;
+        }
+        Ok::<_, Error>(vips)
     };
     let remember = phase(timings, "record what the registry holds", async {
         super::seen::remember(rt).await;
@@ -260,7 +280,7 @@ fn say_ready(
         RegistryTls::Open => "",
         RegistryTls::Mutual => "; mutual TLS: every other client needs the cluster's certificate",
     };
-    outln!("registry: answering {{}} at localhost:5000 on every node, to curl and to dockerd (mode {mode}{tls})")?;
+    outln!("registry: answering at localhost:5000 on every node, to the node's dockerd (mode {mode}{tls})")?;
     if let Some(advice) = lab_core::swarm::vips::advice(vips) {
         outln!("services: {advice}")?;
     }

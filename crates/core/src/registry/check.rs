@@ -164,7 +164,7 @@ pub async fn check_node(rt: &dyn Nodes, node: &str) -> NodeCheck {
             RegistryTls::Open => Vec::new(),
         }
     };
-    let (mut urls, engine, refused) = tokio::join!(check_node_with(rt, node, true), check_engine(rt, node), refusal);
+    let (mut urls, engine, refused) = tokio::join!(check_node_with(rt, node), check_engine(rt, node), refusal);
     if !urls.urls.is_empty() {
         urls.ok = urls.ok && refused.iter().all(|u| u.ok);
         urls.urls.extend(refused);
@@ -182,9 +182,8 @@ pub(crate) async fn check_engine(rt: &dyn Nodes, node: &str) -> Option<crate::re
     Some(crate::registry::reach::check(&docker).await)
 }
 
-/// [`CHECK_URLS`] on `node`; without `detailed`, a failure is not broken down by URL (for
-/// polling).
-pub(crate) async fn check_node_with(rt: &dyn Nodes, node: &str, detailed: bool) -> NodeCheck {
+/// [`CHECK_URLS`] on `node`, fetched by curl run there.
+pub(crate) async fn check_node_with(rt: &dyn Nodes, node: &str) -> NodeCheck {
     let failed = |explanation: Option<String>| NodeCheck {
         node: node.into(),
         ok: false,
@@ -201,9 +200,6 @@ pub(crate) async fn check_node_with(rt: &dyn Nodes, node: &str, detailed: bool) 
     if matches!(&both, Ok(out) if out.code == 0 && out.output.trim() == "{}{}") {
         let urls = CHECK_URLS.iter().map(|u| UrlCheck { url: u.to_string(), ok: true, answer: "{}".into() }).collect();
         return NodeCheck { node: node.into(), ok: true, urls, engine: None, explanation: None };
-    }
-    if !detailed {
-        return failed(None);
     }
     let urls = join_all(CHECK_URLS.iter().map(|url| async move {
         // curl as in the seed, else busybox wget (no `-T`: Debian's busybox wget crashes on
@@ -296,17 +292,54 @@ pub async fn check_all(rt: &dyn Nodes) -> Vec<NodeCheck> {
     checks
 }
 
-/// Waits, at most `timeout`, until every node answers `{}` and every node's dockerd reaches
-/// `localhost:5000`; the error names the nodes that never did and why.
+/// `up`'s look at `node`: its dockerd asked for the registry at `localhost:5000` (and, when
+/// that fails, at each of localhost's addresses, to say which is at fault) and at
+/// `127.0.0.1:5000`, the two addresses the seed's curl fetches. That is what `docker push` and
+/// `pull` on the node need, asked of the engine's API: nothing runs on the node.
+pub(crate) async fn engine_look(rt: &dyn Nodes, node: &str) -> NodeCheck {
+    let Ok(e) = rt.engine(node).await else {
+        return not_asked(node, "its Docker engine does not answer".into());
+    };
+    let v4 = format!("127.0.0.1:{PORT}");
+    let (mut engine, ipv4) =
+        tokio::join!(crate::registry::reach::check(&e.docker), crate::registry::reach::ask(&e.docker, &v4));
+    let v4_answers = ipv4.reach == crate::registry::reach::Reach::Answers;
+    if engine.ipv4.is_none() {
+        engine.ipv4 = Some(ipv4);
+    }
+    NodeCheck {
+        node: node.into(),
+        ok: engine.ok && v4_answers,
+        urls: Vec::new(),
+        engine: Some(engine),
+        explanation: None,
+    }
+}
+
+/// Whether dockerd on the node of `check` reaches the registry at `127.0.0.1:5000`: the
+/// registry and its path there work, whatever `localhost` does.
+fn ipv4_answers(check: &NodeCheck) -> bool {
+    check
+        .engine
+        .as_ref()
+        .and_then(|e| e.ipv4.as_ref())
+        .is_some_and(|a| a.reach == crate::registry::reach::Reach::Answers)
+}
+
+/// Waits, at most `timeout`, until every node's dockerd reaches the registry at
+/// `localhost:5000` and `127.0.0.1:5000` ([`engine_look`]); the error names the nodes that
+/// never did and why.
 ///
-/// The engine-level check runs once curl gets `{}` everywhere. It is asked again only while
-/// its failures may pass (a refused connection while the registry settles): a node where
-/// dockerd's connection hangs costs dockerd's own timeout (25 s on Docker 20.10) per question,
-/// and does not heal by waiting.
+/// It asks the engines' API only, which costs a few milliseconds a node where a command run
+/// in each node (the seed's curl) cost a process each: curl runs only at the end of a wait
+/// that failed, to say which URL fails where ([`check_all`], as `lab check` does). A node
+/// where `127.0.0.1:5000` works and dockerd's `localhost` hangs, or where dockerd is refused
+/// for want of a client certificate, fails at once: neither heals by waiting, and a hang
+/// costs dockerd's own timeout (25 s on Docker 20.10) per question.
 pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeCheck>> {
     let start = Instant::now();
     let nodes: Vec<String> = rt.desired().topology.nodes.iter().map(|n| n.name.clone()).collect();
-    let what = format!("{{}} from http://127.0.0.1:{PORT}/v2/ and http://localhost:{PORT}/v2/");
+    let what = format!("each node's dockerd to reach the registry at localhost:{PORT} and 127.0.0.1:{PORT}");
     // Until the registry's task runs, asking the nodes only loads a machine that is busy
     // starting it; a manager's task list is cheap to poll. Not running yet is not a failure
     // here: the checks below say what is wrong.
@@ -315,38 +348,32 @@ pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeChe
             .every(Duration::from_millis(200))
             .holds("its task is not running yet", || task_running(&mgr))
             .await;
+        tracing::debug!(elapsed = ?start.elapsed(), "the registry's task runs");
     }
     let waited = Wait::new(nodes.join(", "), what.clone(), timeout.saturating_sub(start.elapsed()))
         .every(Duration::from_millis(250))
         .poll(|| async {
-            let quick = join_all(nodes.iter().map(|n| check_node_with(rt, n, false))).await;
-            if !quick.iter().all(|c| c.ok) {
-                return Look::not_yet(NotReady::Curl);
-            }
-            let engines = join_all(nodes.iter().map(|n| check_engine(rt, n))).await;
-            let checks: Vec<NodeCheck> = quick
-                .into_iter()
-                .zip(engines)
-                .map(|(c, e)| {
-                    c.with_engine(e.unwrap_or_else(|| {
-                        crate::registry::reach::EngineCheck::unasked("its Docker engine does not answer".into())
-                    }))
-                })
-                .collect();
+            let checks = join_all(nodes.iter().map(|n| engine_look(rt, n))).await;
             if checks.iter().all(|c| c.ok) {
                 return Look::Done(checks);
             }
-            let hangs = checks
-                .iter()
-                .filter_map(|c| c.engine.as_ref())
-                .any(|e| e.reach == crate::registry::reach::Reach::Hangs);
+            for c in checks.iter().filter(|c| !c.ok) {
+                let answer = c.engine.as_ref().map(|e| e.answer.as_str()).or(c.explanation.as_deref());
+                tracing::debug!(node = %c.node, elapsed = ?start.elapsed(), answer, "dockerd does not reach the registry yet");
+            }
+            let failing = || checks.iter().filter(|c| !c.ok).filter_map(|c| c.engine.as_ref().map(|e| (c, e)));
+            let hangs = failing().any(|(c, e)| ipv4_answers(c) && e.reach == crate::registry::reach::Reach::Hangs);
             // A dockerd refused for want of a client certificate will not get one by waiting.
-            let no_cert =
-                checks.iter().filter_map(|c| c.engine.as_ref()).any(|e| crate::tls::engine_refused(&e.answer));
+            let no_cert = failing().any(|(_, e)| crate::tls::engine_refused(&e.answer));
             if hangs || no_cert {
                 return Look::Fail(engine_error(&checks));
             }
-            Look::not_yet(NotReady::Engine(engine_error(&checks)))
+            // Where 127.0.0.1:5000 answers on every failing node, the registry and its paths
+            // work, and what fails is dockerd's `localhost`: that is the error if it lasts.
+            if checks.iter().filter(|c| !c.ok).all(|c| c.engine.is_some() && ipv4_answers(c)) {
+                return Look::not_yet(NotReady::Engine(engine_error(&checks)));
+            }
+            Look::not_yet(NotReady::Registry)
         })
         .await;
     let timeout_error = match waited {
@@ -355,11 +382,11 @@ pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeChe
         Err(e) => return Err(e),
     };
     match *timeout_error.downcast::<NotReady>().expect("checked above") {
-        // Curl got `{}` everywhere and dockerd still does not reach the registry: that is the
+        // 127.0.0.1:5000 works everywhere and dockerd's localhost still does not: that is the
         // error, as it would be had it failed at once.
         NotReady::Engine(e) => Err(e),
-        NotReady::Curl => {
-            // One detailed pass, to say which URL fails where and why.
+        NotReady::Registry => {
+            // One detailed pass, curl included, to say which URL fails where and why.
             let checks = check_all(rt).await;
             if checks.iter().all(|c| c.ok) {
                 return Ok(checks);
@@ -382,16 +409,16 @@ pub async fn wait_ready(rt: &dyn Nodes, timeout: Duration) -> Result<Vec<NodeChe
 /// Why [`wait_ready`] looks again.
 #[derive(Debug, thiserror::Error)]
 enum NotReady {
-    /// curl does not get `{}` everywhere yet.
-    #[error("curl does not get {{}} on every node yet")]
-    Curl,
-    /// curl does, and dockerd does not reach the registry everywhere yet.
+    /// Some node's dockerd does not reach the registry at `127.0.0.1:5000` yet.
+    #[error("some node's dockerd does not reach the registry yet")]
+    Registry,
+    /// Every node's does at `127.0.0.1:5000`, and some node's not at `localhost:5000`.
     #[error(transparent)]
     Engine(Error),
 }
 
-/// The error for nodes where curl gets `{}` but dockerd does not reach the registry: names
-/// them, with each one's explanation, and a hint where the cause is known (issue 8).
+/// The error for nodes where dockerd does not reach the registry at `localhost:5000` (while
+/// curl, or dockerd itself at `127.0.0.1:5000`, gets there): names them, with each one's explanation, and a hint where the cause is known (issue 8).
 pub(crate) fn engine_error(checks: &[NodeCheck]) -> Error {
     let bad: Vec<(&str, &crate::registry::reach::EngineCheck, String)> = checks
         .iter()

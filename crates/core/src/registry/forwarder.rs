@@ -157,6 +157,10 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
     let on = |loopbacks: &'static [&'static str]| {
         launch.start_when_free(docker, node, step, launch.body(image, cluster, &label, loopbacks))
     };
+    if lacks_ipv6_loopback(docker).await {
+        on(&["127.0.0.1"]).await?;
+        return Ok(format!("relaying 127.0.0.1:{PORT} to {reg} ({target})"));
+    }
     let listens = match on(&["127.0.0.1", "::1"]).await {
         Ok(()) => "127.0.0.1 and [::1]",
         Err(first) => {
@@ -167,6 +171,24 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
         }
     };
     Ok(format!("relaying {listens}:{PORT} to {reg} ({target})"))
+}
+
+/// Whether the node has no IPv6 loopback, as its dockerd finds when it dials `::1` ("cannot
+/// assign requested address": no `::1` on `lo`; "network is unreachable": IPv6 off). A
+/// question of a few milliseconds, which spares starting a forwarder that cannot publish on
+/// `[::1]` and starting it again (a second or more each, on a busy machine). `false` when
+/// dockerd does not say so within a second: then both loopbacks are tried.
+async fn lacks_ipv6_loopback(docker: &Docker) -> bool {
+    match tokio::time::timeout(Duration::from_secs(1), super::reach::ask_ipv6(docker)).await {
+        Ok(Some(answer)) => no_ipv6_loopback(&answer.words),
+        _ => false,
+    }
+}
+
+/// Whether dockerd's words, dialling `[::1]`, say the node has no IPv6 loopback.
+fn no_ipv6_loopback(words: &str) -> bool {
+    let w = words.to_ascii_lowercase();
+    w.contains("[::1]") && (w.contains("cannot assign requested address") || w.contains("network is unreachable"))
 }
 
 /// What the forwarder container runs and needs: busybox `nc` from the registry image, or lab
@@ -327,6 +349,23 @@ pub async fn observe_forwarder(docker: &Docker) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// dockerd's words for `ip6-localhost:5000`, as Docker 20.10 gave them on a dind node
+    /// (no `::1`), and on a node with `::1` and nothing on port 5000.
+    #[test]
+    fn a_node_without_ipv6_loopback_is_told_by_its_dockerd() {
+        assert!(no_ipv6_loopback(
+            r#"Get "https://ip6-localhost:5000/v2/": dial tcp [::1]:5000: connect: cannot assign requested address"#
+        ));
+        assert!(no_ipv6_loopback(
+            r#"Get "https://[::1]:5000/v2/": dial tcp [::1]:5000: connect: network is unreachable"#
+        ));
+        assert!(!no_ipv6_loopback(
+            r#"Get "https://ip6-localhost:5000/v2/": dial tcp [::1]:5000: connect: connection refused"#
+        ));
+        assert!(!no_ipv6_loopback(r#"Get "https://ip6-localhost:5000/v2/": net/http: TLS handshake timeout"#));
+        assert!(!no_ipv6_loopback("dial tcp 127.0.0.1:5000: connect: cannot assign requested address"));
+    }
 
     /// Runs the forwarder script under `sh` with a fake `nc` that prints `help` for `--help`
     /// and otherwise records its arguments; returns them.

@@ -184,7 +184,8 @@ pub struct EngineCheck {
     /// When it failed: which of `localhost`'s addresses is at fault, from the same question
     /// for `127.0.0.1:5000` and `::1`.
     pub diagnosis: Option<String>,
-    /// When it failed: dockerd's answer for `127.0.0.1:5000`.
+    /// dockerd's answer for `127.0.0.1:5000`: asked when `localhost` failed, and always by
+    /// `up`'s wait for the registry ([`crate::registry::check::wait_ready`]).
     pub ipv4: Option<Answer>,
     /// When it failed: dockerd's answer for `::1` (`[::1]:5000`, or a name the node gives
     /// `::1`), if the engine could be asked.

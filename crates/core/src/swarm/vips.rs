@@ -52,6 +52,37 @@ pub async fn check(rt: &dyn Nodes, nodes: &[String]) -> Vec<VipCheck> {
     .await
 }
 
+/// IPVS on each of `nodes`: looked for on `look`, and on every node the cluster's record
+/// ([`crate::state::ClusterState::ipvs`]) says nothing of; as recorded on the others. A
+/// kernel's IPVS is the same until the node's machine starts again, and a look is a command
+/// run in the node, the one cost of a `status` or a second `up`.
+pub async fn check_or_recall(rt: &dyn Nodes, nodes: &[String], look: &[String]) -> Vec<VipCheck> {
+    let record = rt.state().ipvs;
+    let (fresh, recalled): (Vec<&String>, Vec<&String>) =
+        nodes.iter().partition(|n| look.contains(n) || !record.contains_key(*n));
+    let fresh: Vec<String> = fresh.into_iter().cloned().collect();
+    let mut checks = check(rt, &fresh).await;
+    checks.extend(recalled.into_iter().map(|n| recalled_check(n, record[n])));
+    checks.sort_by_key(|c| nodes.iter().position(|n| *n == c.node));
+    checks
+}
+
+/// The check a record says.
+fn recalled_check(node: &str, ipvs: bool) -> VipCheck {
+    VipCheck { node: node.into(), ipvs: Some(ipvs), answer: if ipvs { WITH } else { WITHOUT }.to_string() }
+}
+
+/// Writes what `checks` found into `record`, and forgets nodes not among `nodes`; a node lab
+/// could not look at keeps what it had.
+pub fn record(record: &mut std::collections::BTreeMap<String, bool>, checks: &[VipCheck], nodes: &[String]) {
+    record.retain(|n, _| nodes.contains(n));
+    for c in checks {
+        if let Some(ipvs) = c.ipvs {
+            record.insert(c.node.clone(), ipvs);
+        }
+    }
+}
+
 /// What the user must know when nodes lack IPVS, naming them: `None` when every node that
 /// could be asked has it.
 pub fn advice(checks: &[VipCheck]) -> Option<String> {
@@ -78,6 +109,21 @@ mod tests {
 
     fn vip(node: &str, ipvs: Option<bool>) -> VipCheck {
         VipCheck { node: node.into(), ipvs, answer: String::new() }
+    }
+
+    /// A record keeps what lab saw of each node of the cluster, forgets nodes no longer in it,
+    /// and keeps its word for a node lab could not look at this time.
+    #[test]
+    fn the_record_keeps_each_nodes_last_answer() {
+        let mut r = std::collections::BTreeMap::from([("worker1".to_string(), true), ("gone".to_string(), false)]);
+        let nodes = ["manager".to_string(), "worker1".to_string()];
+        record(&mut r, &[vip("manager", Some(false)), vip("worker1", None)], &nodes);
+        assert_eq!(
+            r,
+            std::collections::BTreeMap::from([("manager".to_string(), false), ("worker1".to_string(), true)])
+        );
+        assert_eq!(recalled_check("manager", false).answer, WITHOUT);
+        assert_eq!(recalled_check("worker1", true).answer, WITH);
     }
 
     /// Issue 18, item 14: nodes without IPVS are named with what that means for the user's
