@@ -296,34 +296,39 @@ pub async fn check_all(rt: &dyn Nodes) -> Vec<NodeCheck> {
 /// that fails, at each of localhost's addresses, to say which is at fault) and at
 /// `127.0.0.1:5000`, the two addresses the seed's curl fetches. That is what `docker push` and
 /// `pull` on the node need, asked of the engine's API: nothing runs on the node.
+///
+/// On a node without IPv6 loopback (dockerd says so at once, dialling `::1`), `localhost` can
+/// only have been reached at 127.0.0.1, so that one answer is both: each question is a few
+/// requests to the one registry, which every node asks at once.
 pub(crate) async fn engine_look(rt: &dyn Nodes, node: &str) -> NodeCheck {
     let Ok(e) = rt.engine(node).await else {
         return not_asked(node, "its Docker engine does not answer".into());
     };
     let v4 = format!("127.0.0.1:{PORT}");
-    let (mut engine, ipv4) =
-        tokio::join!(crate::registry::reach::check(&e.docker), crate::registry::reach::ask(&e.docker, &v4));
-    let v4_answers = ipv4.reach == crate::registry::reach::Reach::Answers;
+    let (mut engine, no_ipv6) = tokio::join!(
+        crate::registry::reach::check(&e.docker),
+        crate::registry::forwarder::lacks_ipv6_loopback(&e.docker)
+    );
     if engine.ipv4.is_none() {
-        engine.ipv4 = Some(ipv4);
+        engine.ipv4 = Some(if no_ipv6 && engine.ok {
+            crate::registry::reach::Answer::new(&v4, engine.reach, &engine.answer)
+        } else {
+            crate::registry::reach::ask(&e.docker, &v4).await
+        });
     }
-    NodeCheck {
-        node: node.into(),
-        ok: engine.ok && v4_answers,
-        urls: Vec::new(),
-        engine: Some(engine),
-        explanation: None,
-    }
+    let ok = engine.ok && ipv4_answers_in(&engine);
+    NodeCheck { node: node.into(), ok, urls: Vec::new(), engine: Some(engine), explanation: None }
+}
+
+/// Whether dockerd reached the registry at `127.0.0.1:5000` in `engine`.
+fn ipv4_answers_in(engine: &crate::registry::reach::EngineCheck) -> bool {
+    engine.ipv4.as_ref().is_some_and(|a| a.reach == crate::registry::reach::Reach::Answers)
 }
 
 /// Whether dockerd on the node of `check` reaches the registry at `127.0.0.1:5000`: the
 /// registry and its path there work, whatever `localhost` does.
 fn ipv4_answers(check: &NodeCheck) -> bool {
-    check
-        .engine
-        .as_ref()
-        .and_then(|e| e.ipv4.as_ref())
-        .is_some_and(|a| a.reach == crate::registry::reach::Reach::Answers)
+    check.engine.as_ref().is_some_and(ipv4_answers_in)
 }
 
 /// Waits, at most `timeout`, until every node's dockerd reaches the registry at

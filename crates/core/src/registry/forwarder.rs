@@ -178,7 +178,7 @@ pub async fn forwarder(rt: &dyn Nodes, node: &str) -> Result<String> {
 /// question of a few milliseconds, which spares starting a forwarder that cannot publish on
 /// `[::1]` and starting it again (a second or more each, on a busy machine). `false` when
 /// dockerd does not say so within a second: then both loopbacks are tried.
-async fn lacks_ipv6_loopback(docker: &Docker) -> bool {
+pub(crate) async fn lacks_ipv6_loopback(docker: &Docker) -> bool {
     match tokio::time::timeout(Duration::from_secs(1), super::reach::ask_ipv6(docker)).await {
         Ok(Some(answer)) => no_ipv6_loopback(&answer.words),
         _ => false,
