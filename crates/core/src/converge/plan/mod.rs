@@ -35,8 +35,9 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     nodes::load_images(desired, observed, &mut done, &mut p, |n| n == reg_node);
     swarm::join(desired, observed, &mut done, &mut p);
     nodes::load_images(desired, observed, &mut done, &mut p, |n| n != reg_node);
+    registry::move_data(desired, &data, &mut done, &mut p);
     swarm::configure(desired, observed, &mut done, &mut p);
-    let prepared = registry::prepare(desired, observed, &done, &data, &mut p);
+    let prepared = registry::prepare(desired, observed, &done, &mut p);
     let issue = tls::issue(desired, observed, &mut p);
     let deploy = registry::deploy(desired, observed, &done, &prepared, issue, &mut p);
     let node_certs = tls::node_certs(desired, observed, &done, issue, &mut p);

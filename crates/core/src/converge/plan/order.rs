@@ -56,6 +56,9 @@ pub(crate) struct Done<'a> {
     pub(crate) init: Option<usize>,
     /// The last manager's join (managers join one after another), or the init.
     pub(crate) last_manager: Option<usize>,
+    /// The registry data's move to the registry's node, and the node it leaves.
+    pub(crate) moved: Option<usize>,
+    pub(crate) moved_from: Option<String>,
 }
 
 impl Done<'_> {

@@ -90,15 +90,9 @@ fn current(observed: &Observed, done: &Done<'_>, name: &str) -> Option<String> {
     }
 }
 
-/// The mode's choice, the ports freed for the registry, and the data's move (with the
-/// destruction of its old node if it leaves the topology).
-pub(super) fn prepare<'a>(
-    desired: &'a Desired,
-    observed: &Observed,
-    done: &Done<'a>,
-    data: &DataPlace<'_>,
-    p: &mut Plan,
-) -> Prepared<'a> {
+/// The mode's choice and the ports freed for the registry, with the data's move planned
+/// before ([`move_data`]).
+pub(super) fn prepare<'a>(desired: &'a Desired, observed: &Observed, done: &Done<'a>, p: &mut Plan) -> Prepared<'a> {
     let topo = &desired.topology;
     let reg_node = topo.registry_node().name.as_str();
     let first = topo.first_manager().name.as_str();
@@ -126,7 +120,16 @@ pub(super) fn prepare<'a>(
         .filter(|name| holds_port(name))
         .map(|name| (name, p.push(Step::Forwarder { node: name.into() }, [done.engine(name)])))
         .collect();
-    let moved = data.moving.map(|from| {
+    Prepared { mode, choose, freed, moved: done.moved }
+}
+
+/// The data's move to the registry's node, if it must move (with the destruction of its old
+/// node if that leaves the topology). Planned before the nodes' labels are set, which wait
+/// for it ([`super::swarm::configure`]).
+pub(super) fn move_data(desired: &Desired, data: &DataPlace<'_>, done: &mut Done<'_>, p: &mut Plan) {
+    let topo = &desired.topology;
+    let reg_node = topo.registry_node().name.as_str();
+    done.moved = data.moving.map(|from| {
         let m = p.push(
             Step::MoveRegistryData { from: from.into(), to: reg_node.into() },
             [done.engine(reg_node), done.image(reg_node), done.last_manager],
@@ -136,7 +139,7 @@ pub(super) fn prepare<'a>(
         }
         m
     });
-    Prepared { mode, choose, freed, moved }
+    done.moved_from = data.moving.map(str::to_string);
 }
 
 /// The registry deployed, unless it runs as wanted already. A registry counts as deployed

@@ -124,8 +124,15 @@ pub(super) fn configure<'a>(desired: &'a Desired, observed: &Observed, done: &mu
                     && o.drained == (drain && node.role == Role::Manager)
             });
         if !ok {
-            let c =
-                p.push(Step::ConfigureNode { node: name.into() }, [done.joined.get(name).copied(), done.last_manager]);
+            // The registry's pinning label moves its task: on the registry's node and on the
+            // node its data leaves, only once the data has moved, or the swarm would start
+            // the task on a volume the engine makes empty.
+            let moving = name == topo.registry_node().name || done.moved_from.as_deref() == Some(name);
+            let moved = done.moved.filter(|_| moving);
+            let c = p.push(
+                Step::ConfigureNode { node: name.into() },
+                [done.joined.get(name).copied(), done.last_manager, moved],
+            );
             configured.insert(name, c);
         }
     }

@@ -216,3 +216,28 @@ fn a_broken_registry_node_is_not_destroyed_without_force() {
     o.nodes.get_mut("worker1").unwrap().machine = MachineState::Broken("status Error".into());
     assert!(plan(&Desired { force: true, ..d }, &o).blocked.is_empty());
 }
+
+/// Seen in CI (`interrupted`, seed 1): `up --workers 2` from a lone manager that held the
+/// registry was killed after the nodes were labelled and before the data moved. Taking the
+/// label off the manager made the swarm start the registry's task on worker1, on a volume its
+/// engine made empty, and the next `up` counted that as the registry's data: every image
+/// seemed lost. The labels that move the task now wait for the data's move.
+#[test]
+fn the_registry_nodes_labels_change_only_after_its_data_moved() {
+    let one = desired(1, 0, ModeRequest::Auto);
+    let o = converged(&one);
+    assert!(o.nodes["manager"].registry_data, "the model keeps the data on the manager");
+    let d = desired(1, 2, ModeRequest::Auto);
+    let p = plan(&d, &o);
+    let pos =
+        |want: &Step| p.steps.iter().position(|s| &s.step == want).unwrap_or_else(|| panic!("{want} not in {p:#?}"));
+    let mv = pos(&Step::MoveRegistryData { from: "manager".into(), to: "worker1".into() });
+    for node in ["manager", "worker1"] {
+        let c = pos(&Step::ConfigureNode { node: node.into() });
+        assert!(p.steps[c].after.contains(&mv), "{node} labelled before the data moved: {p:#?}");
+    }
+    let mut o2 = o.clone();
+    execute(&d, &mut o2);
+    assert!(o2.nodes["worker1"].registry_data && !o2.nodes["manager"].registry_data, "{o2:#?}");
+    assert!(plan(&d, &o2).is_empty());
+}
