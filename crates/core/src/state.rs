@@ -184,6 +184,10 @@ pub struct ClusterState {
     /// files: then looked for.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ipvs: BTreeMap<String, bool>,
+    /// The node whose `registry_data` volume held the registry's data when an `up` last ended
+    /// with the registry answering (its node then). Absent from older state files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_data_on: Option<String>,
 }
 
 impl ClusterState {
@@ -209,6 +213,7 @@ impl ClusterState {
             registry_tls: RegistryTls::default(),
             manager_availability: Availability::default(),
             ipvs: BTreeMap::new(),
+            registry_data_on: None,
         }
     }
 }

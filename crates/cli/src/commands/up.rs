@@ -148,11 +148,16 @@ async fn finish(
         );
         ready?;
         let vips = vips?;
-        // Written only when it changes: a second `up` writes nothing for it.
+        // Written only when they change: a second `up` writes nothing. The registry answers
+        // from its node, so its data is there now.
         let mut ipvs = rt.state().ipvs;
         lab_core::swarm::vips::record(&mut ipvs, &vips, &nodes);
-        if ipvs != rt.state().ipvs {
-            rt.update_state(|st| st.ipvs = ipvs)?;
+        let data_on = Some(rt.desired.topology.registry_node().name.clone());
+        if ipvs != rt.state().ipvs || data_on != rt.state().registry_data_on {
+            rt.update_state(|st| {
+                st.ipvs = ipvs;
+                st.registry_data_on = data_on;
+            })?;
         }
         Ok::<_, Error>(vips)
     };

@@ -221,6 +221,7 @@ async fn look(
             swarm_id,
             registry,
             mode: state.registry_mode,
+            data_last_on: state.registry_data_on.clone(),
             managers_unchecked: decided.unchecked,
             certs: None,
         },

@@ -113,6 +113,9 @@ pub struct Observed {
     pub managers_unchecked: bool,
     /// The registry's certificates lab keeps, if it made them.
     pub certs: Option<CertsObs>,
+    /// The node whose volume held the registry's data when an `up` last ended with the
+    /// registry answering, as recorded in state.
+    pub data_last_on: Option<String>,
 }
 
 /// The registry mode `up` will end with, if it can be known without looking at the nodes.

@@ -34,9 +34,21 @@ pub(super) fn locate_data<'a>(desired: &'a Desired, observed: &'a Observed, p: &
         None => true,
         Some(o) => matches!(o.machine, MachineState::Broken(_)) || (o.engine && !o.registry_data),
     };
+    // Where the data was when an `up` last ended, if that node keeps a whole copy and is not
+    // the registry's node.
+    let last_copy = observed
+        .data_last_on
+        .as_deref()
+        .filter(|n| *n != reg_node)
+        .filter(|n| observed.nodes.get(*n).is_some_and(|o| o.registry_data && o.engine));
     let holder: Option<&str> = match running_on {
         Some(n) if n != reg_node => Some(n),
-        Some(_) => None,
+        // The task runs on the registry's node, yet the data the registry last served is whole
+        // on another node: the swarm started the task there, on a volume its engine made,
+        // before lab moved the data (an `up` of an older lab, stopped after the labels moved
+        // and before the data did). That copy is added to the node's: a union of two
+        // registries' storage serves both.
+        Some(_) => last_copy,
         None if reg_known_empty => observed
             .nodes
             .iter()

@@ -241,3 +241,28 @@ fn the_registry_nodes_labels_change_only_after_its_data_moved() {
     assert!(o2.nodes["worker1"].registry_data && !o2.nodes["manager"].registry_data, "{o2:#?}");
     assert!(plan(&d, &o2).is_empty());
 }
+
+/// The same, after it happened under an older lab: the task runs on the registry's node, on
+/// a volume its engine made, while the node the registry last answered from keeps its whole
+/// copy. That copy is added to the registry's node's (a union: nothing pushed to either is
+/// lost). A copy on a node the registry did not last answer from is not (see
+/// `a_pin_moved_by_hand_whose_task_never_ran_moves_nothing`).
+#[test]
+fn the_copy_the_registry_last_answered_from_is_added_to_its_nodes() {
+    let d = desired(1, 2, ModeRequest::Auto);
+    let mut o = converged(&d);
+    assert_eq!(o.registry.as_ref().unwrap().running_on.as_deref(), Some("worker1"));
+    o.nodes.get_mut("manager").unwrap().registry_data = true;
+    assert!(plan(&d, &o).is_empty(), "a copy lab knows nothing of moves: {:#?}", plan(&d, &o));
+    o.data_last_on = Some("manager".into());
+    let p = plan(&d, &o);
+    assert!(p.blocked.is_empty(), "{p:#?}");
+    assert!(
+        p.steps.iter().any(|s| s.step == Step::MoveRegistryData { from: "manager".into(), to: "worker1".into() }),
+        "{p:#?}"
+    );
+    let mut o2 = o.clone();
+    execute(&d, &mut o2);
+    assert!(o2.nodes["worker1"].registry_data && !o2.nodes["manager"].registry_data, "{o2:#?}");
+    assert!(plan(&d, &o2).is_empty());
+}
