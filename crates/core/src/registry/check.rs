@@ -301,8 +301,11 @@ pub async fn check_all(rt: &dyn Nodes) -> Vec<NodeCheck> {
 /// only have been reached at 127.0.0.1, so that one answer is both: each question is a few
 /// requests to the one registry, which every node asks at once.
 pub(crate) async fn engine_look(rt: &dyn Nodes, node: &str) -> NodeCheck {
-    let Ok(e) = rt.engine(node).await else {
-        return not_asked(node, "its Docker engine does not answer".into());
+    // An engine that does not answer is asked once, for a few seconds, and its own error is
+    // the explanation.
+    let e = match rt.try_engine(node, ENGINE_WAIT).await {
+        Ok(e) => e,
+        Err(err) => return not_asked(node, without_node(node, &err)),
     };
     let v4 = format!("127.0.0.1:{PORT}");
     let (mut engine, no_ipv6) = tokio::join!(
@@ -423,7 +426,8 @@ enum NotReady {
 }
 
 /// The error for nodes where dockerd does not reach the registry at `localhost:5000` (while
-/// curl, or dockerd itself at `127.0.0.1:5000`, gets there): names them, with each one's explanation, and a hint where the cause is known (issue 8).
+/// curl, or dockerd itself at `127.0.0.1:5000`, gets there): names them, with each one's
+/// explanation, and a hint where the cause is known (issue 8).
 pub(crate) fn engine_error(checks: &[NodeCheck]) -> Error {
     let bad: Vec<(&str, &crate::registry::reach::EngineCheck, String)> = checks
         .iter()
